@@ -68,8 +68,8 @@ const (
 const (
 	ErrNotFound    = -2 // no such field, attribute, config key or index
 	ErrDenied      = -3 // publish to a queue the consumer may not publish to
-	ErrInvalid     = -4 // bad argument: unknown field, negative length, bad encoding
-	ErrNoMessage   = -5 // a message accessor called outside qrun_handle
+	ErrInvalid     = -4 // bad argument: unknown field or level, negative duration, bad encoding
+	ErrNoMessage   = -5 // a message accessor or publish called outside qrun_handle
 	ErrUnavailable = -6 // the engine refused or failed; retrying later may work
 	ErrTooLarge    = -7 // the message exceeds the target queue's size limit
 	ErrRateLimited = -8 // log line dropped by the rate limiter

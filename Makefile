@@ -1,0 +1,40 @@
+# qrun — see README.md. Targets:
+#   build    bin/qrun
+#   plugins  rebuild the example and test .wasm files from source
+#   run      qrun on config.hcl.example (memory engine, no server needed)
+#   test     lint + the whole test suite with the race detector
+#   bench    benchmarks, including the raw ceilings they are compared with
+#   lint     gofmt + go vet
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+BENCHTIME ?= 2s
+
+.PHONY: build plugins run test bench lint check-plugins clean
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/qrun ./cmd/qrun
+
+plugins:
+	GO=$(GO) ./plugins/build.sh
+	$(GO) generate ./runtime/plugin/...
+
+run: build
+	./bin/qrun run -c config.hcl.example
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test: lint
+	$(GO) test -race -timeout 15m ./...
+
+# check-plugins proves the committed .wasm files are what their sources build to.
+check-plugins: plugins
+	git diff --exit-code --stat -- '*.wasm'
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./engines/... ./runtime/...
+
+clean:
+	rm -rf bin data

@@ -1,0 +1,286 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qrun-dev/qrun/runtime/admin"
+)
+
+// qrunBin is the qrun binary built once for the package's tests.
+var qrunBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "qrun-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	qrunBin = filepath.Join(dir, "qrun")
+	build := exec.Command("go", "build", "-o", qrunBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building qrun:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// repoPath resolves a path relative to the repository root.
+func repoPath(t *testing.T, rel string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("..", "..", rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a qrun subprocess.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func startQrun(t *testing.T, cfgPath string) *proc {
+	t.Helper()
+	p := &proc{stderr: new(bytes.Buffer), done: make(chan error, 1)}
+	p.cmd = exec.Command(qrunBin, "run", "-c", cfgPath, "--log-format", "json")
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("qrun stderr:\n%s", p.stderr.String())
+		}
+	})
+	return p
+}
+
+// waitFor polls cond every 20ms until it holds or the deadline passes; the
+// runtime has no event to subscribe to from outside the process.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last state: %s", timeout, what, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func depths(t *testing.T, c *admin.Client) map[string]int64 {
+	t.Helper()
+	qs, err := c.Queues(context.Background())
+	if err != nil {
+		t.Fatalf("queues: %v", err)
+	}
+	out := map[string]int64{}
+	for _, q := range qs {
+		out[q.Name] = q.Depth
+	}
+	return out
+}
+
+const e2eConfig = `
+runtime {
+  data_dir      = %q
+  admin_listen  = %q
+  admin_token   = "s3cret"
+  log_level     = "info"
+  drain_timeout = "10s"
+}
+engine "mem" { type = "memory" }
+queue "orders" {
+  engine             = "mem"
+  max_attempts       = 3
+  dead_letter        = "orders_dead"
+  visibility_timeout = "30s"
+  retry {
+    initial    = "10ms"
+    max        = "50ms"
+    multiplier = 2
+  }
+}
+queue "orders_dead"  { engine = "mem" }
+queue "orders_valid" { engine = "mem" }
+queue "raw"          { engine = "mem" }
+queue "raw_out"      { engine = "mem" }
+consumer "orders-go" {
+  queue       = "orders"
+  plugin      = %q
+  concurrency = 4
+  config      = { forward_to = "orders_valid" }
+  publish     = ["orders_valid"]
+}
+consumer "forward-wat" {
+  queue       = "raw"
+  plugin      = %q
+  concurrency = 2
+  config      = { forward_to = "raw_out" }
+  publish     = ["raw_out"]
+}
+`
+
+func TestEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfgPath := filepath.Join(dir, "qrun.hcl")
+	cfg := fmt.Sprintf(e2eConfig, filepath.Join(dir, "data"), addr,
+		repoPath(t, "plugins/examples/go/orders/orders.wasm"), repoPath(t, "plugins/examples/wat/forward/forward.wasm"))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startQrun(t, cfgPath)
+	c := &admin.Client{BaseURL: "http://" + addr, Token: "s3cret"}
+	waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {
+		err := c.Ready(context.Background())
+		return err == nil, fmt.Sprint(err)
+	})
+
+	// Without the token, the API refuses.
+	if _, err := (&admin.Client{BaseURL: c.BaseURL}).Queues(context.Background()); !isStatus(err, 401) {
+		t.Fatalf("request without token: got %v, want 401", err)
+	}
+
+	const n = 1000
+	orders := make([]admin.SendMessage, n)
+	raw := make([]admin.SendMessage, n)
+	for i := range orders {
+		orders[i] = admin.SendMessage{Body: fmt.Sprintf(`{"id":"o-%d","sku":"SKU-%d","qty":%d}`, i, i%7, 1+i%3)}
+		raw[i] = admin.SendMessage{Body: fmt.Sprintf("raw message %d", i)}
+	}
+	ctx := context.Background()
+	if _, err := c.Send(ctx, "orders", admin.SendRequest{Messages: orders}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, "raw", admin.SendRequest{Messages: raw}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Through the CLI: a literal body with an attribute, a body from a file,
+	// one from stdin, a transient failure and a malformed order.
+	bodyFile := filepath.Join(dir, "order.json")
+	if err := os.WriteFile(bodyFile, []byte(`{"id":"from-file","sku":"F","qty":1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	send := func(stdin string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(qrunBin, append([]string{"send", "-c", cfgPath, "-q", "orders"}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) == 0 {
+			t.Fatalf("qrun send %v: %v\n%s", args, err, out)
+		}
+	}
+	send("", "-a", "source=cli", `{"id":"cli-1","sku":"C","qty":1}`)
+	send("", "@"+bodyFile)
+	send(`{"id":"stdin-1","sku":"S","qty":4}`, "-")
+	send("", `{"id":"bad-1","sku":"X","qty":1,"fail":true}`)
+	send("", `{not json`)
+
+	waitFor(t, "every message handled", 60*time.Second, func() (bool, string) {
+		d := depths(t, c)
+		ok := d["orders_valid"] == n+3 && d["raw_out"] == n && d["orders_dead"] == 2 && d["orders"] == 0 && d["raw"] == 0
+		return ok, fmt.Sprint(d)
+	})
+
+	// SIGTERM drains and exits 0.
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("qrun exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("qrun did not exit within 20s of SIGTERM")
+	}
+	if !strings.Contains(p.stderr.String(), `"drained"`) {
+		t.Fatalf("no drain in the log:\n%s", p.stderr.String())
+	}
+}
+
+func isStatus(err error, code int) bool {
+	var se *admin.StatusError
+	return errors.As(err, &se) && se.Status == code
+}
+
+func TestCLI(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.hcl")
+	if err := os.WriteFile(bad, []byte("engine \"m\" {\n  type = \"memory\"\n}\nqueue \"q\" {\n  engine = \"nope\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := repoPath(t, "config.hcl.example")
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		contains string
+	}{
+		{"no args", nil, 2, "Usage"},
+		{"unknown command", []string{"frob"}, 2, `unknown command "frob"`},
+		{"version", []string{"version"}, 0, "qrun "},
+		{"validate example", []string{"validate", "-c", good}, 0, "ok"},
+		{"validate broken", []string{"validate", "-c", bad}, 2, "bad.hcl:5,"},
+		{"validate missing file", []string{"validate", "-c", filepath.Join(dir, "none.hcl")}, 2, "none.hcl"},
+		{"validate without -c", []string{"validate"}, 2, "missing -c FILE"},
+		{"send without queue", []string{"send", "-c", good, "x"}, 2, "missing -q QUEUE"},
+		{"send bad attribute", []string{"send", "-c", good, "-q", "orders", "-a", "novalue", "x"}, 2, "key=value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			out, err := exec.Command(qrunBin, tt.args...).CombinedOutput()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.code || !strings.Contains(string(out), tt.contains) {
+				t.Fatalf("qrun %v: exit %d, want %d; output must contain %q:\n%s", tt.args, code, tt.code, tt.contains, out)
+			}
+		})
+	}
+}

@@ -1,0 +1,215 @@
+// Command qrun runs queue consumers written as WebAssembly plugins.
+//
+//	qrun run -c FILE         run the runtime described by FILE
+//	qrun validate -c FILE    check FILE (and every plugin it names) and exit
+//	qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
+//	qrun version
+//
+// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/runtime/plugin"
+	"github.com/qrun-dev/qrun/runtime/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+// usageError marks errors that exit with exitUsage.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+const usage = `qrun runs queue consumers written as WebAssembly plugins.
+
+Usage:
+  qrun run -c FILE [--log-format auto|console|json] [--log-level LEVEL]
+  qrun validate -c FILE
+  qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
+  qrun version
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(args[1:], stderr)
+	case "validate":
+		err = cmdValidate(args[1:], stdout, stderr)
+	case "send":
+		err = cmdSend(args[1:], stdin, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "qrun %s\n", buildVersion())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		err = usagef("unknown command %q", args[0])
+	}
+	if err == nil {
+		return exitOK
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if errors.Is(err, errInvalidConfig) {
+		return exitUsage // the diagnostics are printed already
+	}
+	if errors.As(err, new(usageError)) {
+		fmt.Fprintf(stderr, "qrun: %v\nRun 'qrun help' for usage.\n", err)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "qrun: %v\n", err)
+	return exitRuntime
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+// errInvalidConfig is returned after the diagnostics were printed.
+var errInvalidConfig = errors.New("invalid configuration")
+
+// loadConfig parses and validates FILE, plugins included, printing
+// diagnostics to stderr.
+func loadConfig(path string, stderr io.Writer) (*config.File, error) {
+	if path == "" {
+		return nil, usagef("missing -c FILE")
+	}
+	ctx := context.Background()
+	cfg, diags := config.Load(path, config.Options{
+		Engines: server.Builtin(),
+		CheckPlugin: func(p string) error {
+			wasm, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			rep, err := plugin.Check(ctx, wasm)
+			if err != nil {
+				return err
+			}
+			if len(rep.Problems) > 0 {
+				return errors.New(strings.Join(rep.Problems, "; "))
+			}
+			return nil
+		},
+	})
+	if diags.HasErrors() {
+		config.WriteDiagnostics(stderr, cfg, diags)
+		return nil, usageError{errInvalidConfig}
+	}
+	return cfg, nil
+}
+
+func cmdRun(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "config `FILE`")
+	format := fs.String("log-format", "", "log format: auto, console or json (overrides the config)")
+	level := fs.String("log-level", "", "log level: debug, info, warn or error (overrides the config)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	if *format == "" {
+		*format = cfg.Runtime.LogFormat
+	}
+	if *level == "" {
+		*level = cfg.Runtime.LogLevel
+	}
+	log, err := newLogger(*format, *level, stderr)
+	if err != nil {
+		return usageError{err}
+	}
+	defer func() { _ = log.Sync() }()
+
+	ctx, stop := signalContext(func(sig os.Signal) {
+		log.Warn("second signal: exiting without draining")
+		_ = log.Sync()
+		os.Exit(exitRuntime)
+	})
+	defer stop()
+	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
+	if err != nil {
+		log.Error("start failed", zapError(err))
+		return err
+	}
+	return srv.Run(ctx)
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM; a second one
+// calls force.
+func signalContext(force func(os.Signal)) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig, ok := <-ch
+		if !ok {
+			return
+		}
+		cancel()
+		if sig, ok = <-ch; ok {
+			force(sig)
+		}
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "config `FILE`")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d engines, %d queues, %d consumers)\n", *path, len(cfg.Engines), len(cfg.Queues), len(cfg.Consumers))
+	return nil
+}

@@ -1,0 +1,61 @@
+//go:build !wasip1
+
+package qrun
+
+import (
+	"time"
+
+	"github.com/qrun-dev/qrun/abi"
+)
+
+// Outside wasip1 there is no qrun host. The package still builds so that
+// handler packages vet and unit-test on the build machine; host calls go to
+// the host variable, which tests in this package replace with a fake.
+
+// hostAPI mirrors the ABI's host functions with Go strings and slices.
+type hostAPI interface {
+	log(level int32, msg string) int32
+	msgField(field int32, buf []byte) int32
+	msgAttempt() int32
+	msgEnqueuedAt() int64
+	msgAttr(key string, buf []byte) int32
+	msgAttrKey(index int32, buf []byte) int32
+	configGet(key string, buf []byte) int32
+	publish(queue string, body, attrs []byte) int32
+	setDelay(millis int64) int32
+	extendLease(millis int64) int32
+	now() int64
+}
+
+var host hostAPI = noHost{}
+
+// noHost answers like a host with no current message, no config and a
+// failed engine, so handler code exercised outside wasm takes its error paths
+// instead of crashing.
+type noHost struct{}
+
+func (noHost) log(int32, string) int32              { return 0 }
+func (noHost) msgField(int32, []byte) int32         { return abi.ErrNoMessage }
+func (noHost) msgAttempt() int32                    { return abi.ErrNoMessage }
+func (noHost) msgEnqueuedAt() int64                 { return 0 }
+func (noHost) msgAttr(string, []byte) int32         { return abi.ErrNoMessage }
+func (noHost) msgAttrKey(int32, []byte) int32       { return abi.ErrNoMessage }
+func (noHost) configGet(string, []byte) int32       { return abi.ErrNotFound }
+func (noHost) publish(string, []byte, []byte) int32 { return abi.ErrUnavailable }
+func (noHost) setDelay(int64) int32                 { return abi.ErrNoMessage }
+func (noHost) extendLease(int64) int32              { return abi.ErrNoMessage }
+func (noHost) now() int64                           { return time.Now().UnixNano() }
+
+func hostLog(level int32, msg string) int32        { return host.log(level, msg) }
+func hostMsgField(field int32, buf []byte) int32   { return host.msgField(field, buf) }
+func hostMsgAttempt() int32                        { return host.msgAttempt() }
+func hostMsgEnqueuedAt() int64                     { return host.msgEnqueuedAt() }
+func hostMsgAttr(key string, buf []byte) int32     { return host.msgAttr(key, buf) }
+func hostMsgAttrKey(index int32, buf []byte) int32 { return host.msgAttrKey(index, buf) }
+func hostConfigGet(key string, buf []byte) int32   { return host.configGet(key, buf) }
+func hostPublish(queue string, body, attrs []byte) int32 {
+	return host.publish(queue, body, attrs)
+}
+func hostSetDelay(millis int64) int32    { return host.setDelay(millis) }
+func hostExtendLease(millis int64) int32 { return host.extendLease(millis) }
+func hostNow() int64                     { return host.now() }

@@ -1,0 +1,126 @@
+//go:build wasip1
+
+package qrun
+
+import "unsafe"
+
+// Imports from module "qrun", with the exact signatures of ABI.md section 4.
+// unsafe.Pointer parameters lower to wasm i32 offsets into this module's memory.
+
+//go:wasmimport qrun log
+func qrunLog(level int32, ptr unsafe.Pointer, n int32) int32
+
+//go:wasmimport qrun msg_field
+func qrunMsgField(field int32, buf unsafe.Pointer, cap int32) int32
+
+//go:wasmimport qrun msg_attempt
+func qrunMsgAttempt() int32
+
+//go:wasmimport qrun msg_enqueued_at
+func qrunMsgEnqueuedAt() int64
+
+//go:wasmimport qrun msg_attr
+func qrunMsgAttr(key unsafe.Pointer, keyLen int32, buf unsafe.Pointer, cap int32) int32
+
+//go:wasmimport qrun msg_attr_key
+func qrunMsgAttrKey(index int32, buf unsafe.Pointer, cap int32) int32
+
+//go:wasmimport qrun config_get
+func qrunConfigGet(key unsafe.Pointer, keyLen int32, buf unsafe.Pointer, cap int32) int32
+
+//go:wasmimport qrun publish
+func qrunPublish(queue unsafe.Pointer, queueLen int32, body unsafe.Pointer, bodyLen int32, attrs unsafe.Pointer, attrsLen int32) int32
+
+//go:wasmimport qrun set_delay
+func qrunSetDelay(millis int64) int32
+
+//go:wasmimport qrun extend_lease
+func qrunExtendLease(millis int64) int32
+
+//go:wasmimport qrun now
+func qrunNow() int64
+
+// The wrappers below turn Go strings and slices into (ptr, len) pairs. An
+// empty value passes a nil pointer, offset 0, which every host accepts with
+// length 0; lengths fit in i32 because wasm32 memory is at most 4 GiB and Go
+// slices on wasm never reach 2 GiB in practice.
+
+func strPtr(s string) unsafe.Pointer { return unsafe.Pointer(unsafe.StringData(s)) }
+
+func bufPtr(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
+
+func hostLog(level int32, msg string) int32 {
+	return qrunLog(level, strPtr(msg), int32(len(msg)))
+}
+
+func hostMsgField(field int32, buf []byte) int32 {
+	return qrunMsgField(field, bufPtr(buf), int32(len(buf)))
+}
+
+func hostMsgAttempt() int32 { return qrunMsgAttempt() }
+
+func hostMsgEnqueuedAt() int64 { return qrunMsgEnqueuedAt() }
+
+func hostMsgAttr(key string, buf []byte) int32 {
+	return qrunMsgAttr(strPtr(key), int32(len(key)), bufPtr(buf), int32(len(buf)))
+}
+
+func hostMsgAttrKey(index int32, buf []byte) int32 {
+	return qrunMsgAttrKey(index, bufPtr(buf), int32(len(buf)))
+}
+
+func hostConfigGet(key string, buf []byte) int32 {
+	return qrunConfigGet(strPtr(key), int32(len(key)), bufPtr(buf), int32(len(buf)))
+}
+
+func hostPublish(queue string, body, attrs []byte) int32 {
+	return qrunPublish(strPtr(queue), int32(len(queue)), bufPtr(body), int32(len(body)), bufPtr(attrs), int32(len(attrs)))
+}
+
+func hostSetDelay(millis int64) int32 { return qrunSetDelay(millis) }
+
+func hostExtendLease(millis int64) int32 { return qrunExtendLease(millis) }
+
+func hostNow() int64 { return qrunNow() }
+
+// Exports the host looks for (ABI.md section 2).
+
+//go:wasmexport qrun_abi_v1
+func qrunABIv1() {}
+
+// regions holds every buffer handed out by qrun_alloc. The host writes into
+// them between calls, when no Go pointer to them would otherwise exist, so
+// without this map the garbage collector would free memory the host still
+// owns. Go's collector does not move objects, so the address stays valid.
+var regions = map[unsafe.Pointer][]byte{}
+
+//go:wasmexport qrun_alloc
+func qrunAlloc(size int32) unsafe.Pointer {
+	if size < 0 {
+		return nil
+	}
+	// A zero-size request still gets a distinct, non-nil region: nil (0)
+	// means out of memory to the host.
+	b := make([]byte, max(size, 1))
+	p := unsafe.Pointer(unsafe.SliceData(b))
+	regions[p] = b
+	return p
+}
+
+//go:wasmexport qrun_free
+func qrunFree(ptr unsafe.Pointer, size int32) {
+	delete(regions, ptr)
+}
+
+//go:wasmexport qrun_init
+func qrunInit() int32 { return runInit() }
+
+//go:wasmexport qrun_handle
+func qrunHandle(ptr unsafe.Pointer, n int32) int32 {
+	var body []byte
+	// For an empty body the ABI leaves ptr unspecified, so it is not touched.
+	if n > 0 {
+		body = unsafe.Slice((*byte)(ptr), n)
+	}
+	return runHandle(body)
+}

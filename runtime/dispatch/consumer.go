@@ -1,0 +1,383 @@
+// Package dispatch runs consumers: it receives deliveries from a queue, hands
+// each to a plugin instance and applies the verdict to the engine.
+//
+// Each of a consumer's workers owns one plugin instance (instances are not
+// goroutine-safe) and receives its own batches, so the delivery path has no
+// hand-off between goroutines and no shared lock of the runtime's. The retry
+// policy lives here, not in engines: the engine counts attempts and moves a
+// message to its dead-letter queue, the dispatcher decides how long a failed
+// message waits.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/plugin"
+)
+
+// Instance is one plugin instance, used by one worker at a time.
+type Instance interface {
+	Handle(ctx context.Context, d *engines.Delivery) plugin.Result
+	Broken() bool
+	Close(ctx context.Context) error
+}
+
+// Observer is told about every settled delivery; it must be cheap and safe
+// for concurrent use (metrics, benchmarks).
+type Observer interface {
+	Settled(d *engines.Delivery, v engines.Verdict, handled time.Duration)
+}
+
+// Config describes one consumer.
+type Config struct {
+	// Name of the consumer, for logs.
+	Name string
+	// Queue to consume.
+	Queue engines.Queue
+	// NewInstance creates a ready plugin instance (initialised).
+	NewInstance func(ctx context.Context) (Instance, error)
+	// Concurrency is the number of deliveries handled at once (workers).
+	Concurrency int
+	// Batch caps how many messages a worker leases per Receive.
+	Batch int
+	// VisibilityTimeout of the queue; workers size batches so that a whole
+	// batch is handled well within one lease.
+	VisibilityTimeout time.Duration
+	// Retry computes the delay after a failure.
+	Retry RetryPolicy
+	// PerMessage gives every delivery a fresh instance, for handlers that
+	// must not carry state from one message to the next.
+	PerMessage bool
+	// Logger receives the consumer's logs.
+	Logger *zap.Logger
+	// Observer, if set, sees every settled delivery.
+	Observer Observer
+}
+
+// Stats are a consumer's counters since it started.
+type Stats struct {
+	Acked        int64 `json:"acked"`
+	Nacked       int64 `json:"nacked"`
+	Requeued     int64 `json:"requeued"`
+	DeadLettered int64 `json:"dead_lettered"`
+	Traps        int64 `json:"traps"`
+	Timeouts     int64 `json:"timeouts"`
+	BadVerdicts  int64 `json:"bad_verdicts"`
+	LeaseLost    int64 `json:"lease_lost"`
+	Released     int64 `json:"released"`
+	Instances    int64 `json:"instances"`
+	InFlight     int64 `json:"in_flight"`
+}
+
+type counters struct {
+	acked, nacked, requeued, deadLettered      atomic.Int64
+	traps, timeouts, badVerdicts, leaseLost    atomic.Int64
+	released, instances, inFlight, instanceErr atomic.Int64
+}
+
+// Consumer runs a queue's deliveries through a plugin.
+type Consumer struct {
+	cfg Config
+	log *zap.Logger
+	c   counters
+
+	// settleCtx outlives Stop's deadline so that verdicts already decided
+	// still reach the engine; it is cancelled only when the consumer aborts.
+	settleCtx    context.Context
+	cancelSettle context.CancelFunc
+
+	mu       sync.Mutex
+	started  bool
+	stopRecv context.CancelFunc
+	wg       sync.WaitGroup
+	stopping atomic.Bool
+	insts    map[*worker]Instance // live instances, closed on abort
+}
+
+// New validates cfg and returns a consumer ready to Start.
+func New(cfg Config) (*Consumer, error) {
+	if cfg.Queue == nil || cfg.NewInstance == nil {
+		return nil, errors.New("dispatch: consumer needs a queue and an instance factory")
+	}
+	if cfg.Concurrency < 1 {
+		cfg.Concurrency = 1
+	}
+	if cfg.Batch < 1 {
+		cfg.Batch = 1
+	}
+	if cfg.VisibilityTimeout <= 0 {
+		cfg.VisibilityTimeout = engines.DefaultVisibilityTimeout
+	}
+	if cfg.Retry == (RetryPolicy{}) {
+		cfg.Retry = DefaultRetryPolicy()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	c := &Consumer{cfg: cfg, log: log.With(zap.String("consumer", cfg.Name), zap.String("queue", cfg.Queue.Name()))}
+	c.settleCtx, c.cancelSettle = context.WithCancel(context.Background())
+	c.insts = make(map[*worker]Instance)
+	return c, nil
+}
+
+// Name is the consumer's name.
+func (c *Consumer) Name() string { return c.cfg.Name }
+
+// Stats returns the consumer's counters.
+func (c *Consumer) Stats() Stats {
+	return Stats{
+		Acked: c.c.acked.Load(), Nacked: c.c.nacked.Load(), Requeued: c.c.requeued.Load(),
+		DeadLettered: c.c.deadLettered.Load(), Traps: c.c.traps.Load(), Timeouts: c.c.timeouts.Load(),
+		BadVerdicts: c.c.badVerdicts.Load(), LeaseLost: c.c.leaseLost.Load(), Released: c.c.released.Load(),
+		Instances: c.c.instances.Load(), InFlight: c.c.inFlight.Load(),
+	}
+}
+
+// Start launches the workers. It returns at once; call Stop to end them.
+func (c *Consumer) Start() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return
+	}
+	c.started = true
+	recvCtx, cancel := context.WithCancel(context.Background())
+	c.stopRecv = cancel
+	for i := 0; i < c.cfg.Concurrency; i++ {
+		w := &worker{c: c, batch: 1}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			w.run(recvCtx)
+		}()
+	}
+}
+
+// Stop stops receiving, lets deliveries in progress finish and releases
+// leased deliveries not yet started so they are redelivered at once. If ctx
+// ends first, running plugin calls are aborted (their instances closed) and
+// their messages come back when their leases expire. Stop returns ctx.Err()
+// in that case.
+func (c *Consumer) Stop(ctx context.Context) error {
+	c.mu.Lock()
+	if !c.started {
+		c.mu.Unlock()
+		return nil
+	}
+	c.stopping.Store(true)
+	c.stopRecv()
+	c.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { c.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		c.cancelSettle()
+		return nil
+	case <-ctx.Done():
+	}
+	c.cancelSettle()
+	c.mu.Lock()
+	for _, inst := range c.insts {
+		_ = inst.Close(context.Background())
+	}
+	c.mu.Unlock()
+	<-done
+	return fmt.Errorf("dispatch: consumer %s: drain: %w", c.cfg.Name, ctx.Err())
+}
+
+type worker struct {
+	c     *Consumer
+	inst  Instance
+	batch int
+	// ewma of the time one delivery takes, for sizing batches.
+	ewma time.Duration
+	// errors are logged at most once per errEvery, with the count suppressed.
+	lastErrLog time.Time
+	suppressed int
+	backoff    time.Duration
+}
+
+const errEvery = 10 * time.Second
+
+func (w *worker) run(ctx context.Context) {
+	c := w.c
+	defer w.dropInstance()
+	for ctx.Err() == nil {
+		if w.inst == nil && !w.newInstance(ctx) {
+			continue
+		}
+		ds, err := c.cfg.Queue.Receive(ctx, w.batch)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, engines.ErrClosed) {
+				return
+			}
+			w.logErr("receive failed", err)
+			w.wait(ctx)
+			continue
+		}
+		w.backoff = 0
+		for i := range ds {
+			if c.stopping.Load() {
+				w.release(ds[i:])
+				return
+			}
+			w.handle(&ds[i])
+		}
+	}
+}
+
+// newInstance makes the worker's instance, backing off on failure so a
+// plugin that cannot start does not spin; it reports whether one is ready.
+func (w *worker) newInstance(ctx context.Context) bool {
+	inst, err := w.c.cfg.NewInstance(ctx)
+	if err != nil {
+		w.c.c.instanceErr.Add(1)
+		w.logErr("plugin instance failed to start", err)
+		w.wait(ctx)
+		return false
+	}
+	w.backoff = 0
+	w.inst = inst
+	w.c.c.instances.Add(1)
+	w.c.mu.Lock()
+	w.c.insts[w] = inst
+	w.c.mu.Unlock()
+	return true
+}
+
+func (w *worker) dropInstance() {
+	if w.inst == nil {
+		return
+	}
+	w.c.mu.Lock()
+	delete(w.c.insts, w)
+	w.c.mu.Unlock()
+	_ = w.inst.Close(context.Background())
+	w.inst = nil
+	w.c.c.instances.Add(-1)
+}
+
+func (w *worker) logErr(msg string, err error) {
+	now := time.Now()
+	if now.Sub(w.lastErrLog) < errEvery {
+		w.suppressed++
+		return
+	}
+	w.c.log.Error(msg, zap.Error(err), zap.Int("suppressed", w.suppressed))
+	w.lastErrLog, w.suppressed = now, 0
+}
+
+// wait sleeps with exponential backoff (50ms to 5s) or until ctx ends.
+func (w *worker) wait(ctx context.Context) {
+	w.backoff = min(max(w.backoff*2, 50*time.Millisecond), 5*time.Second)
+	t := time.NewTimer(w.backoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// release hands back deliveries the worker will not handle; requeue counts
+// no failure, so a shutdown does not push messages toward the DLQ.
+func (w *worker) release(ds []engines.Delivery) {
+	for i := range ds {
+		if err := ds[i].Requeue(w.c.settleCtx, 0); err == nil {
+			w.c.c.released.Add(1)
+		}
+	}
+}
+
+func (w *worker) handle(d *engines.Delivery) {
+	c := w.c
+	c.c.inFlight.Add(1)
+	start := time.Now()
+	res := w.inst.Handle(c.settleCtx, d)
+	took := time.Since(start)
+	c.c.inFlight.Add(-1)
+	w.resize(took)
+
+	s := engines.Settlement{Verdict: res.Verdict}
+	if res.Err != nil {
+		s.Verdict = engines.Nack
+		s.Reason = res.Err.Error()
+		switch {
+		case errors.Is(res.Err, plugin.ErrTimeout):
+			c.c.timeouts.Add(1)
+		case errors.Is(res.Err, plugin.ErrBadVerdict):
+			c.c.badVerdicts.Add(1)
+		default:
+			c.c.traps.Add(1)
+		}
+		c.log.Warn("handler failed", zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt), zap.Error(res.Err))
+	}
+	if w.inst.Broken() || c.cfg.PerMessage {
+		w.dropInstance()
+	}
+	switch s.Verdict {
+	case engines.Nack:
+		if s.Reason == "" {
+			s.Reason = "nack by handler"
+		}
+		s.Delay = c.cfg.Retry.Delay(d.Failures)
+		if res.DelaySet {
+			s.Delay = res.Delay
+		}
+	case engines.Requeue:
+		s.Delay = res.Delay
+	case engines.DeadLetter:
+		s.Reason = "dead-lettered by handler"
+	}
+	if err := d.Settle(c.settleCtx, s); err != nil {
+		if errors.Is(err, engines.ErrLeaseLost) {
+			c.c.leaseLost.Add(1)
+			c.log.Warn("lease lost before the verdict was applied; the message will be redelivered",
+				zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt), zap.Duration("took", took))
+		} else {
+			w.logErr("applying verdict failed", err)
+		}
+		return
+	}
+	switch s.Verdict {
+	case engines.Ack:
+		c.c.acked.Add(1)
+	case engines.Nack:
+		c.c.nacked.Add(1)
+		if res.Err == nil {
+			c.log.Debug("nack", zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt), zap.Duration("retry_in", s.Delay))
+		}
+	case engines.Requeue:
+		c.c.requeued.Add(1)
+	case engines.DeadLetter:
+		c.c.deadLettered.Add(1)
+		c.log.Info("dead-lettered by handler", zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt))
+	}
+	if c.cfg.Observer != nil {
+		c.cfg.Observer.Settled(d, s.Verdict, took)
+	}
+}
+
+// resize keeps a batch's handling time within a quarter of the lease, so a
+// slow handler leases few messages at a time and a fast one many.
+func (w *worker) resize(took time.Duration) {
+	if w.ewma == 0 {
+		w.ewma = took
+	} else {
+		w.ewma += (took - w.ewma) / 8
+	}
+	n := w.c.cfg.Batch
+	if per := max(w.ewma, time.Microsecond); time.Duration(n)*per > w.c.cfg.VisibilityTimeout/4 {
+		n = int(w.c.cfg.VisibilityTimeout / 4 / per)
+	}
+	w.batch = max(n, 1)
+}

@@ -1,0 +1,348 @@
+package dispatch_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/memory"
+	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/plugin"
+)
+
+// script is a fake plugin: it maps a body to a result.
+type script func(d *engines.Delivery) plugin.Result
+
+type fakeInstance struct {
+	f      script
+	broken bool
+	closed atomic.Bool
+	closes *atomic.Int64
+}
+
+func (i *fakeInstance) Handle(_ context.Context, d *engines.Delivery) plugin.Result {
+	r := i.f(d)
+	if r.Err != nil {
+		i.broken = true
+	}
+	return r
+}
+func (i *fakeInstance) Broken() bool { return i.broken }
+func (i *fakeInstance) Close(context.Context) error {
+	if i.closed.CompareAndSwap(false, true) {
+		i.closes.Add(1)
+	}
+	return nil
+}
+
+type fixture struct {
+	eng       *memory.Engine
+	q, dlq    engines.Queue
+	c         *dispatch.Consumer
+	created   atomic.Int64
+	closes    atomic.Int64
+	settled   chan settled
+	retryBase time.Duration
+}
+
+type settled struct {
+	body    string
+	verdict engines.Verdict
+	attempt int
+}
+
+func (f *fixture) Settled(d *engines.Delivery, v engines.Verdict, _ time.Duration) {
+	f.settled <- settled{string(d.Body), v, d.Attempt}
+}
+
+func newFixture(t *testing.T, f script, mod func(*dispatch.Config)) *fixture {
+	t.Helper()
+	fx := &fixture{eng: memory.New(memory.Options{}), settled: make(chan settled, 1000)}
+	ctx := context.Background()
+	var err error
+	fx.q, err = fx.eng.Open(ctx, engines.QueueSpec{Name: "q", MaxAttempts: 3, DeadLetter: "q-dlq", VisibilityTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.dlq, err = fx.eng.Open(ctx, engines.QueueSpec{Name: "q-dlq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := dispatch.Config{
+		Name: "c", Queue: fx.q, Concurrency: 2, Batch: 8,
+		Retry: dispatch.RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond, Multiplier: 2},
+		NewInstance: func(context.Context) (dispatch.Instance, error) {
+			fx.created.Add(1)
+			return &fakeInstance{f: f, closes: &fx.closes}, nil
+		},
+		Observer: fx,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	fx.c, err = dispatch.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = fx.c.Stop(ctx)
+		_ = fx.eng.Close()
+	})
+	return fx
+}
+
+func (f *fixture) send(t *testing.T, bodies ...string) {
+	t.Helper()
+	msgs := make([]engines.Message, len(bodies))
+	for i, b := range bodies {
+		msgs[i] = engines.Message{Body: []byte(b)}
+	}
+	if err := f.q.Enqueue(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) next(t *testing.T) settled {
+	t.Helper()
+	select {
+	case s := <-f.settled:
+		return s
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery settled within 10s")
+	}
+	return settled{}
+}
+
+func receiveOne(t *testing.T, q engines.Queue) engines.Delivery {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ds, err := q.Receive(ctx, 1)
+	if err != nil {
+		t.Fatalf("receive from %s: %v", q.Name(), err)
+	}
+	return ds[0]
+}
+
+func byBody(d *engines.Delivery) plugin.Result {
+	switch string(d.Body) {
+	case "ack":
+		return plugin.Result{Verdict: engines.Ack}
+	case "nack":
+		return plugin.Result{Verdict: engines.Nack}
+	case "dead":
+		return plugin.Result{Verdict: engines.DeadLetter}
+	case "trap":
+		return plugin.Result{Verdict: engines.Nack, Err: fmt.Errorf("%w: unreachable", plugin.ErrTrap)}
+	case "timeout":
+		return plugin.Result{Verdict: engines.Nack, Err: fmt.Errorf("%w: 5s", plugin.ErrTimeout)}
+	case "requeue-once":
+		if d.Attempt == 1 {
+			return plugin.Result{Verdict: engines.Requeue, Delay: time.Millisecond, DelaySet: true}
+		}
+		return plugin.Result{Verdict: engines.Ack}
+	}
+	return plugin.Result{Verdict: engines.Nack, Err: errors.New("unexpected body")}
+}
+
+func TestVerdicts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		body string
+		// want is the sequence of verdicts the consumer applies.
+		want     []engines.Verdict
+		inDLQ    bool
+		counters func(dispatch.Stats) bool
+	}{
+		{"ack", []engines.Verdict{engines.Ack}, false, func(s dispatch.Stats) bool { return s.Acked == 1 }},
+		{"nack", []engines.Verdict{engines.Nack, engines.Nack, engines.Nack}, true, func(s dispatch.Stats) bool { return s.Nacked == 3 }},
+		{"dead", []engines.Verdict{engines.DeadLetter}, true, func(s dispatch.Stats) bool { return s.DeadLettered == 1 }},
+		{"trap", []engines.Verdict{engines.Nack, engines.Nack, engines.Nack}, true, func(s dispatch.Stats) bool { return s.Traps == 3 }},
+		{"timeout", []engines.Verdict{engines.Nack, engines.Nack, engines.Nack}, true, func(s dispatch.Stats) bool { return s.Timeouts == 3 }},
+		{"requeue-once", []engines.Verdict{engines.Requeue, engines.Ack}, false, func(s dispatch.Stats) bool { return s.Requeued == 1 && s.Acked == 1 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.body, func(t *testing.T) {
+			t.Parallel()
+			fx := newFixture(t, byBody, nil)
+			fx.c.Start()
+			fx.send(t, tt.body)
+			for i, want := range tt.want {
+				got := fx.next(t)
+				if got.verdict != want || got.attempt != i+1 {
+					t.Fatalf("settlement %d: got %v at attempt %d, want %v at attempt %d", i, got.verdict, got.attempt, want, i+1)
+				}
+			}
+			if tt.inDLQ {
+				d := receiveOne(t, fx.dlq)
+				if string(d.Body) != tt.body {
+					t.Fatalf("DLQ holds %q, want %q", d.Body, tt.body)
+				}
+			}
+			if st := fx.c.Stats(); !tt.counters(st) {
+				t.Fatalf("unexpected counters %+v", st)
+			}
+		})
+	}
+}
+
+func TestBrokenInstanceIsReplaced(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, byBody, func(c *dispatch.Config) { c.Concurrency = 1 })
+	fx.c.Start()
+	fx.send(t, "trap", "ack")
+	seen := map[string]bool{}
+	for len(seen) < 2 || !seen["ack"] {
+		s := fx.next(t)
+		seen[s.body] = true
+	}
+	// One instance to start, one after each of the trap's failures that
+	// happened so far (at least one).
+	if fx.created.Load() < 2 || fx.closes.Load() < 1 {
+		t.Fatalf("created %d instances, closed %d: want the trapped one replaced", fx.created.Load(), fx.closes.Load())
+	}
+}
+
+func TestPerMessageIsolation(t *testing.T) {
+	t.Parallel()
+	fx := newFixture(t, byBody, func(c *dispatch.Config) { c.Concurrency = 1; c.PerMessage = true })
+	fx.c.Start()
+	fx.send(t, "ack", "ack", "ack")
+	for range 3 {
+		fx.next(t)
+	}
+	// Every delivery closes its instance; the worker makes the next one
+	// before receiving again, so 3 deliveries need at least 3 instances.
+	if got := fx.closes.Load(); got < 3 {
+		t.Fatalf("closed %d instances after 3 deliveries, want 3", got)
+	}
+}
+
+func TestStopDrainsAndReleases(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	slow := func(d *engines.Delivery) plugin.Result {
+		once.Do(func() { close(started) })
+		<-release
+		return plugin.Result{Verdict: engines.Ack}
+	}
+	fx := newFixture(t, slow, func(c *dispatch.Config) { c.Concurrency = 1; c.Batch = 10 })
+	fx.send(t, "a", "b", "c", "d")
+	fx.c.Start()
+	<-started
+	stopped := make(chan error, 1)
+	go func() { stopped <- fx.c.Stop(context.Background()) }()
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	st := fx.c.Stats()
+	if st.Acked != 1 {
+		t.Fatalf("acked %d, want only the delivery in progress", st.Acked)
+	}
+	qs, err := fx.q.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The three leased but unstarted deliveries are back, visible at once.
+	if qs.Ready != 3 || qs.InFlight != 0 || st.Released != 3 {
+		t.Fatalf("after stop: queue %+v, released %d; want 3 ready, none in flight", qs, st.Released)
+	}
+}
+
+func TestStopDeadlineAbortsStuckHandler(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{})
+	var once sync.Once
+	var inst *blockingInstance
+	fx := newFixture(t, nil, func(c *dispatch.Config) {
+		c.Concurrency = 1
+		c.NewInstance = func(context.Context) (dispatch.Instance, error) {
+			inst = &blockingInstance{closed: make(chan struct{}), started: func() { once.Do(func() { close(started) }) }}
+			return inst, nil
+		}
+	})
+	fx.send(t, "stuck")
+	fx.c.Start()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := fx.c.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("stop returned %v, want deadline exceeded", err)
+	}
+	qs, _ := fx.q.Stats(context.Background())
+	if qs.InFlight != 1 {
+		t.Fatalf("stuck message should stay leased until its lease expires: %+v", qs)
+	}
+}
+
+// blockingInstance handles nothing until it is closed, like a guest in an
+// infinite loop that the host stops by closing the instance.
+type blockingInstance struct {
+	closed  chan struct{}
+	once    sync.Once
+	started func()
+}
+
+func (b *blockingInstance) Handle(context.Context, *engines.Delivery) plugin.Result {
+	b.started()
+	<-b.closed
+	return plugin.Result{Verdict: engines.Nack, Err: plugin.ErrTrap}
+}
+func (b *blockingInstance) Broken() bool { return true }
+func (b *blockingInstance) Close(context.Context) error {
+	b.once.Do(func() { close(b.closed) })
+	return nil
+}
+
+func TestInstanceStartFailureBacksOffAndRecovers(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	fx := newFixture(t, byBody, nil)
+	fx.c, _ = dispatch.New(dispatch.Config{
+		Name: "c", Queue: fx.q, Concurrency: 1, Batch: 1,
+		NewInstance: func(context.Context) (dispatch.Instance, error) {
+			if calls.Add(1) < 3 {
+				return nil, errors.New("qrun_init returned 1")
+			}
+			return &fakeInstance{f: byBody, closes: &fx.closes}, nil
+		},
+		Observer: fx,
+	})
+	fx.send(t, "ack")
+	start := time.Now()
+	fx.c.Start()
+	if s := fx.next(t); s.verdict != engines.Ack || s.attempt != 1 {
+		t.Fatalf("got %+v: the message must wait for a working instance, not be failed", s)
+	}
+	// Two failures back off 50ms then 100ms before the third try: proof
+	// that a plugin that cannot start is not retried in a hot loop.
+	if el := time.Since(start); el < 150*time.Millisecond {
+		t.Fatalf("instance retried after %v, want backoff of at least 150ms", el)
+	}
+}
+
+func TestRetryPolicy(t *testing.T) {
+	t.Parallel()
+	p := dispatch.RetryPolicy{Initial: time.Second, Max: 10 * time.Second, Multiplier: 2}
+	for failures, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second} {
+		if got := p.Delay(failures); got != want {
+			t.Errorf("Delay(%d) = %v, want %v", failures, got, want)
+		}
+	}
+	p.Jitter = 0.5
+	for range 100 {
+		if d := p.Delay(0); d < 500*time.Millisecond || d > 1500*time.Millisecond {
+			t.Fatalf("jittered delay %v outside [0.5s, 1.5s]", d)
+		}
+	}
+}

@@ -1,0 +1,287 @@
+// Package server assembles a qrun runtime from a validated config: it opens
+// the engines and queues, loads the plugins, runs one dispatcher per
+// consumer and serves the admin API, and it shuts all of that down in order.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/admin"
+	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/plugin"
+)
+
+// Options tune a Server beyond its config file.
+type Options struct {
+	Logger *zap.Logger
+	// Registry of engine types; nil means Builtin().
+	Registry *Registry
+	// Listener, if set, serves the admin API instead of listening on the
+	// configured address (tests pass a port-0 listener).
+	Listener net.Listener
+	// Observer, if set, sees every settled delivery of every consumer.
+	Observer dispatch.Observer
+}
+
+type queue struct {
+	cfg    *config.Queue
+	engine string
+	q      engines.Queue
+}
+
+// Server is a running (or ready to run) qrun.
+type Server struct {
+	cfg  *config.File
+	opts Options
+	log  *zap.Logger
+
+	engines   map[string]engines.Engine
+	queues    map[string]*queue
+	host      *plugin.Host
+	plugins   []*plugin.Plugin
+	consumers []*dispatch.Consumer
+	ready     atomic.Bool
+	addr      atomic.Value // string: admin address once listening
+}
+
+// New opens everything the config declares. On error, whatever was opened
+// is closed again.
+func New(ctx context.Context, cfg *config.File, opts Options) (s *Server, err error) {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Registry == nil {
+		opts.Registry = Builtin()
+	}
+	s = &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}, queues: map[string]*queue{}}
+	defer func() {
+		if err != nil {
+			s.close(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(cfg.Runtime.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	for i := range cfg.Engines {
+		e := &cfg.Engines[i]
+		eng, err := opts.Registry.open(ctx, e.Type, EngineOptions{
+			Name: e.Name, Body: e.Body, Eval: cfg.EvalContext(),
+			DataDir: filepath.Join(cfg.Runtime.DataDir, e.Name), Logger: s.log.With(zap.String("engine", e.Name)),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("engine %q: %w", e.Name, err)
+		}
+		s.engines[e.Name] = eng
+	}
+	for i := range cfg.Queues {
+		qc := &cfg.Queues[i]
+		q, err := s.engines[qc.Engine].Open(ctx, engines.QueueSpec{
+			Name: qc.Name, VisibilityTimeout: qc.VisibilityTimeout, MaxAttempts: qc.MaxAttempts,
+			DeadLetter: qc.DeadLetter, Ordered: qc.Ordered,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("queue %q: %w", qc.Name, err)
+		}
+		s.queues[qc.Name] = &queue{cfg: qc, engine: qc.Engine, q: q}
+	}
+	if s.host, err = plugin.NewHost(ctx, plugin.HostOptions{CacheDir: cfg.Runtime.CacheDir, Logger: s.log}); err != nil {
+		return nil, fmt.Errorf("plugin host: %w", err)
+	}
+	for i := range cfg.Consumers {
+		if err := s.addConsumer(ctx, &cfg.Consumers[i]); err != nil {
+			return nil, fmt.Errorf("consumer %q: %w", cfg.Consumers[i].Name, err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Server) addConsumer(ctx context.Context, cc *config.Consumer) error {
+	q := s.queues[cc.Queue]
+	p, err := s.host.Load(ctx, plugin.Spec{
+		Consumer: cc.Name, Path: cc.Plugin, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
+		Config: cc.Config, Publish: cc.Publish, LogRate: cc.LogRate,
+	}, s)
+	if err != nil {
+		return err
+	}
+	s.plugins = append(s.plugins, p)
+	retry := q.cfg.Retry
+	c, err := dispatch.New(dispatch.Config{
+		Name: cc.Name, Queue: q.q, Concurrency: cc.Concurrency, Batch: cc.Batch,
+		VisibilityTimeout: q.cfg.VisibilityTimeout,
+		Retry:             dispatch.RetryPolicy{Initial: retry.Initial, Max: retry.Max, Multiplier: retry.Multiplier, Jitter: retry.Jitter},
+		PerMessage:        cc.Isolation == "per_message",
+		NewInstance: func(ctx context.Context) (dispatch.Instance, error) {
+			return p.NewInstance(ctx)
+		},
+		Logger:   s.log,
+		Observer: s.opts.Observer,
+	})
+	if err != nil {
+		return err
+	}
+	s.consumers = append(s.consumers, c)
+	s.log.Info("consumer loaded", zap.String("consumer", cc.Name), zap.String("queue", cc.Queue),
+		zap.String("plugin", cc.Plugin), zap.String("version", p.Version()), zap.Int("concurrency", cc.Concurrency))
+	return nil
+}
+
+// Publish implements plugin.Publisher: a guest's publish goes to the named
+// queue, whatever its engine. The plugin host has already checked the
+// consumer's allow-list.
+func (s *Server) Publish(ctx context.Context, queue string, msg engines.Message) error {
+	q, ok := s.queues[queue]
+	if !ok {
+		return fmt.Errorf("%w: %q", admin.ErrUnknownQueue, queue)
+	}
+	return q.q.Enqueue(ctx, msg)
+}
+
+// Enqueue implements admin.Backend.
+func (s *Server) Enqueue(ctx context.Context, queue string, msgs []engines.Message) error {
+	q, ok := s.queues[queue]
+	if !ok {
+		return fmt.Errorf("%w: %q", admin.ErrUnknownQueue, queue)
+	}
+	return q.q.Enqueue(ctx, msgs...)
+}
+
+// Queues implements admin.Backend.
+func (s *Server) Queues(ctx context.Context) ([]admin.QueueInfo, error) {
+	out := make([]admin.QueueInfo, 0, len(s.queues))
+	for name, q := range s.queues {
+		st, err := q.q.Stats(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("queue %q: %w", name, err)
+		}
+		out = append(out, admin.QueueInfo{Name: name, Engine: q.engine, DeadLetter: q.cfg.DeadLetter, Depth: st.Depth(), Stats: st})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Ready implements admin.Backend.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// Consumers returns the running consumers (for tests and the admin API).
+func (s *Server) Consumers() []*dispatch.Consumer { return s.consumers }
+
+// AdminAddr is the address the admin API listens on, once Run has started it.
+func (s *Server) AdminAddr() string {
+	a, _ := s.addr.Load().(string)
+	return a
+}
+
+// Run starts the consumers and the admin API and blocks until ctx ends;
+// then it drains: consumers stop receiving, deliveries in progress get up to
+// the configured drain timeout to finish, the rest are released, and
+// everything is closed. It returns nil after a clean drain.
+func (s *Server) Run(ctx context.Context) error {
+	var srv *http.Server
+	srvErr := make(chan error, 1)
+	if ln, err := s.listen(); err != nil {
+		s.close(context.Background())
+		return err
+	} else if ln != nil {
+		srv = &http.Server{
+			Handler:           admin.Handler(admin.Options{Token: s.cfg.Runtime.AdminToken, Backend: s, Logger: s.log}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		s.addr.Store(ln.Addr().String())
+		go func() { srvErr <- srv.Serve(ln) }()
+		s.log.Info("admin API listening", zap.String("addr", ln.Addr().String()))
+	}
+	for _, c := range s.consumers {
+		c.Start()
+	}
+	s.ready.Store(true)
+	s.log.Info("qrun running", zap.Int("engines", len(s.engines)), zap.Int("queues", len(s.queues)), zap.Int("consumers", len(s.consumers)))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-srvErr:
+		runErr = fmt.Errorf("admin API: %w", err)
+	}
+	s.ready.Store(false)
+	s.log.Info("draining", zap.Duration("drain_timeout", s.cfg.Runtime.DrainTimeout))
+	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.Runtime.DrainTimeout)
+	defer cancel()
+	drainErr := s.stopConsumers(drainCtx)
+	if srv != nil {
+		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(shutCtx)
+		cancel()
+	}
+	s.close(context.Background())
+	if runErr != nil {
+		return runErr
+	}
+	if drainErr != nil {
+		s.log.Warn("drain timed out; unfinished deliveries will be redelivered when their leases expire", zap.Error(drainErr))
+	} else {
+		s.log.Info("drained")
+	}
+	return nil
+}
+
+func (s *Server) listen() (net.Listener, error) {
+	if s.opts.Listener != nil {
+		return s.opts.Listener, nil
+	}
+	addr := s.cfg.Runtime.AdminListen
+	if addr == "" || addr == "off" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin API: %w", err)
+	}
+	return ln, nil
+}
+
+// stopConsumers stops all consumers in parallel within ctx.
+func (s *Server) stopConsumers(ctx context.Context) error {
+	errs := make(chan error, len(s.consumers))
+	for _, c := range s.consumers {
+		go func() { errs <- c.Stop(ctx) }()
+	}
+	var all []error
+	for range s.consumers {
+		if err := <-errs; err != nil {
+			all = append(all, err)
+		}
+	}
+	return errors.Join(all...)
+}
+
+// close releases plugins, queues and engines, in that order.
+func (s *Server) close(ctx context.Context) {
+	for _, p := range s.plugins {
+		_ = p.Close(ctx)
+	}
+	if s.host != nil {
+		_ = s.host.Close(ctx)
+	}
+	for _, q := range s.queues {
+		_ = q.q.Close()
+	}
+	for name, e := range s.engines {
+		if err := e.Close(); err != nil {
+			s.log.Warn("closing engine", zap.String("engine", name), zap.Error(err))
+		}
+	}
+}

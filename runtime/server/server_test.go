@@ -1,0 +1,188 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/admin"
+	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/runtime/server"
+)
+
+func forwardWasm(tb testing.TB) string {
+	tb.Helper()
+	p, err := filepath.Abs("../../plugins/examples/wat/forward/forward.wasm")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func parse(tb testing.TB, src string) *config.File {
+	tb.Helper()
+	dir := tb.TempDir()
+	path := filepath.Join(dir, "qrun.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	cfg, diags := config.Load(path, config.Options{Engines: server.Builtin()})
+	if diags.HasErrors() {
+		tb.Fatalf("config: %s", diags.Error())
+	}
+	return cfg
+}
+
+// counter is an Observer that signals when n deliveries settled.
+type counter struct {
+	n, want atomic.Int64
+	done    chan struct{}
+	once    sync.Once
+	lat     []time.Duration
+}
+
+func newCounter(want int) *counter {
+	c := &counter{done: make(chan struct{}), lat: make([]time.Duration, want)}
+	c.want.Store(int64(want))
+	return c
+}
+
+func (c *counter) Settled(d *engines.Delivery, _ engines.Verdict, _ time.Duration) {
+	i := c.n.Add(1)
+	if i <= int64(len(c.lat)) {
+		c.lat[i-1] = time.Since(d.EnqueuedAt)
+	}
+	if i == c.want.Load() {
+		c.once.Do(func() { close(c.done) })
+	}
+}
+
+func TestServerRoutesPublishAndReportsQueues(t *testing.T) {
+	t.Parallel()
+	cfg := parse(t, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "m" { type = "memory" }
+queue "in"  { engine = "m" }
+queue "out" { engine = "m" }
+consumer "fwd" {
+  queue = "in"
+  plugin = %q
+  config = { forward_to = "out" }
+  publish = ["out"]
+}`, forwardWasm(t)))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := newCounter(10)
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, cfg, server.Options{Listener: ln, Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- srv.Run(ctx) }()
+
+	c := &admin.Client{BaseURL: "http://" + ln.Addr().String()}
+	msgs := make([]admin.SendMessage, 10)
+	for i := range msgs {
+		msgs[i].Body = fmt.Sprintf("m%d", i)
+	}
+	resp, err := c.Send(ctx, "in", admin.SendRequest{Messages: msgs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.IDs) != 10 || slices.Contains(resp.IDs, "") {
+		t.Fatalf("ids %v", resp.IDs)
+	}
+	select {
+	case <-obs.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("deliveries not handled")
+	}
+	qs, err := c.Queues(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, q := range qs {
+		got[q.Name] = q.Depth
+	}
+	if got["in"] != 0 || got["out"] != 10 {
+		t.Fatalf("depths %v, want in=0 out=10", got)
+	}
+	if _, err := c.Send(ctx, "nope", admin.SendRequest{SendMessage: admin.SendMessage{Body: "x"}}); err == nil {
+		t.Fatal("send to an unknown queue succeeded")
+	} else if se, ok := err.(*admin.StatusError); !ok || se.Status != 404 {
+		t.Fatalf("unknown queue: %v, want 404", err)
+	}
+	cancel()
+	if err := <-runErr; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// BenchmarkEndToEnd measures the whole runtime on the memory engine with the
+// WAT example handler (it acks: no forward_to is configured): producers
+// enqueue 64-byte messages in batches, two workers receive, invoke and ack.
+// Compare with BenchmarkRawCall in runtime/plugin, the raw ceiling of
+// wazero underneath, run by the same `make bench`.
+func BenchmarkEndToEnd(b *testing.B) {
+	for _, conc := range []int{1, 2} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+			cfg := parse(b, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "m" { type = "memory" }
+queue "in" { engine = "m" }
+consumer "ack" {
+  queue = "in"
+  plugin = %q
+  concurrency = %d
+  batch = 256
+}`, forwardWasm(b), conc))
+			obs := newCounter(b.N)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			srv, err := server.New(ctx, cfg, server.Options{Observer: obs})
+			if err != nil {
+				b.Fatal(err)
+			}
+			runErr := make(chan error, 1)
+			go func() { runErr <- srv.Run(ctx) }()
+
+			body := make([]byte, 64)
+			const batch = 256
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for sent := 0; sent < b.N; sent += batch {
+				n := min(batch, b.N-sent)
+				msgs := make([]engines.Message, n)
+				for i := range msgs {
+					msgs[i].Body = body
+				}
+				if err := srv.Enqueue(ctx, "in", msgs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			<-obs.done
+			el := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+			lat := obs.lat[:b.N]
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			cancel()
+			<-runErr
+		})
+	}
+}
