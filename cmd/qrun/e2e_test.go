@@ -261,7 +261,7 @@ func TestCLI(t *testing.T) {
 		{"unknown command", []string{"frob"}, 2, `unknown command "frob"`},
 		{"version", []string{"version"}, 0, "qrun "},
 		{"validate example", []string{"validate", "-c", good}, 0, "ok"},
-		{"validate broken", []string{"validate", "-c", bad}, 2, "bad.hcl:5,"},
+		{"validate broken", []string{"validate", "-c", bad}, 2, "bad.hcl:5:"},
 		{"validate missing file", []string{"validate", "-c", filepath.Join(dir, "none.hcl")}, 2, "none.hcl"},
 		{"validate without -c", []string{"validate"}, 2, "missing -c FILE"},
 		{"send without queue", []string{"send", "-c", good, "x"}, 2, "missing -q QUEUE"},

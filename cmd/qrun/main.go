@@ -134,8 +134,10 @@ func loadConfig(path string, stderr io.Writer) (*config.File, error) {
 			return nil
 		},
 	})
+	if len(diags) > 0 {
+		_ = config.WriteDiagnostics(stderr, cfg, diags, isTerminal(stderr))
+	}
 	if diags.HasErrors() {
-		config.WriteDiagnostics(stderr, cfg, diags)
 		return nil, usageError{errInvalidConfig}
 	}
 	return cfg, nil

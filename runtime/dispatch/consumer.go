@@ -99,6 +99,8 @@ type Consumer struct {
 	stopRecv context.CancelFunc
 	wg       sync.WaitGroup
 	stopping atomic.Bool
+	draining chan struct{}        // closed when Stop begins
+	aborted  atomic.Bool          // Stop's deadline passed: running calls are being killed
 	insts    map[*worker]Instance // live instances, closed on abort
 }
 
@@ -126,8 +128,12 @@ func New(cfg Config) (*Consumer, error) {
 	c := &Consumer{cfg: cfg, log: log.With(zap.String("consumer", cfg.Name), zap.String("queue", cfg.Queue.Name()))}
 	c.settleCtx, c.cancelSettle = context.WithCancel(context.Background())
 	c.insts = make(map[*worker]Instance)
+	c.draining = make(chan struct{})
 	return c, nil
 }
+
+// Draining is closed when Stop begins: from then on no new delivery starts.
+func (c *Consumer) Draining() <-chan struct{} { return c.draining }
 
 // Name is the consumer's name.
 func (c *Consumer) Name() string { return c.cfg.Name }
@@ -173,19 +179,26 @@ func (c *Consumer) Stop(ctx context.Context) error {
 		c.mu.Unlock()
 		return nil
 	}
-	c.stopping.Store(true)
+	if !c.stopping.Swap(true) {
+		close(c.draining)
+	}
 	c.stopRecv()
 	c.mu.Unlock()
 
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()
+	defer c.cancelSettle()
 	select {
 	case <-done:
-		c.cancelSettle()
 		return nil
 	case <-ctx.Done():
 	}
-	c.cancelSettle()
+	// Kill the calls still running. Their messages are released, not
+	// failed: the shutdown is not their fault. Settling gets a few seconds
+	// more, after which a broken engine cannot hold the exit up.
+	c.aborted.Store(true)
+	t := time.AfterFunc(abortGrace, c.cancelSettle)
+	defer t.Stop()
 	c.mu.Lock()
 	for _, inst := range c.insts {
 		_ = inst.Close(context.Background())
@@ -207,13 +220,17 @@ type worker struct {
 	backoff    time.Duration
 }
 
-const errEvery = 10 * time.Second
+const (
+	errEvery   = 10 * time.Second
+	abortGrace = 5 * time.Second
+)
 
 func (w *worker) run(ctx context.Context) {
 	c := w.c
 	defer w.dropInstance()
 	for ctx.Err() == nil {
 		if w.inst == nil && !w.newInstance(ctx) {
+			w.wait(ctx)
 			continue
 		}
 		ds, err := c.cfg.Queue.Receive(ctx, w.batch)
@@ -228,22 +245,29 @@ func (w *worker) run(ctx context.Context) {
 		w.backoff = 0
 		for i := range ds {
 			if c.stopping.Load() {
-				w.release(ds[i:])
+				w.release(ds[i:]...)
 				return
+			}
+			// The previous delivery may have cost the instance (a trap, or
+			// per-message isolation); one that cannot be replaced hands the
+			// rest of the batch back rather than fail messages for it.
+			if w.inst == nil && !w.newInstance(ctx) {
+				w.release(ds[i:]...)
+				w.wait(ctx)
+				break
 			}
 			w.handle(&ds[i])
 		}
 	}
 }
 
-// newInstance makes the worker's instance, backing off on failure so a
-// plugin that cannot start does not spin; it reports whether one is ready.
+// newInstance makes the worker's instance and reports whether one is ready;
+// on failure the caller backs off, so a plugin that cannot start does not spin.
 func (w *worker) newInstance(ctx context.Context) bool {
 	inst, err := w.c.cfg.NewInstance(ctx)
 	if err != nil {
 		w.c.c.instanceErr.Add(1)
 		w.logErr("plugin instance failed to start", err)
-		w.wait(ctx)
 		return false
 	}
 	w.backoff = 0
@@ -290,7 +314,7 @@ func (w *worker) wait(ctx context.Context) {
 
 // release hands back deliveries the worker will not handle; requeue counts
 // no failure, so a shutdown does not push messages toward the DLQ.
-func (w *worker) release(ds []engines.Delivery) {
+func (w *worker) release(ds ...engines.Delivery) {
 	for i := range ds {
 		if err := ds[i].Requeue(w.c.settleCtx, 0); err == nil {
 			w.c.c.released.Add(1)
@@ -306,6 +330,10 @@ func (w *worker) handle(d *engines.Delivery) {
 	took := time.Since(start)
 	c.c.inFlight.Add(-1)
 	w.resize(took)
+	if c.aborted.Load() {
+		w.release(*d)
+		return
+	}
 
 	s := engines.Settlement{Verdict: res.Verdict}
 	if res.Err != nil {
