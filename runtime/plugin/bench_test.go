@@ -1,0 +1,146 @@
+package plugin
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+)
+
+var body64 = []byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+
+// BenchmarkHandle is the hot path: a warm instance of the trivial ack module
+// handling a 64-byte body, everything included (region reuse, body write,
+// watchdog bookkeeping, verdict check).
+func BenchmarkHandle(b *testing.B) {
+	h := newTestHost(b, nil)
+	p := load(b, h, "ack", Spec{}, nil)
+	in := newInstance(b, p)
+	d := delivery(string(body64), nil)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if r := in.Handle(ctx, d); r.Err != nil || r.Verdict != engines.Ack {
+			b.Fatal(r)
+		}
+	}
+}
+
+// BenchmarkHandleParallel runs one instance per goroutine, as the dispatcher
+// does with concurrency > 1.
+func BenchmarkHandleParallel(b *testing.B) {
+	h := newTestHost(b, nil)
+	p := load(b, h, "ack", Spec{}, nil)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		in, err := p.NewInstance(ctx)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer in.Close(ctx)
+		d := delivery(string(body64), nil)
+		for pb.Next() {
+			if r := in.Handle(ctx, d); r.Err != nil {
+				b.Error(r.Err)
+				return
+			}
+		}
+	})
+}
+
+// rawInstance is the ceiling the project compares against: wazero with
+// nothing of qrun around it.
+func rawInstance(tb testing.TB, closeOnDone bool) (api.Module, api.Function) {
+	ctx := context.Background()
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(closeOnDone))
+	tb.Cleanup(func() { rt.Close(ctx) })
+	mod, err := rt.Instantiate(ctx, readWasm(tb, "ack"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return mod, mod.ExportedFunction("qrun_handle")
+}
+
+func benchRaw(b *testing.B, closeOnDone bool) {
+	mod, fn := rawInstance(b, closeOnDone)
+	mem := mod.Memory()
+	stack := make([]uint64, 2)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		mem.Write(1024, body64)
+		stack[0], stack[1] = 1024, uint64(len(body64))
+		if err := fn.CallWithStack(ctx, stack); err != nil || stack[0] != 0 {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRawCall is the raw ceiling: a plain wazero runtime without
+// CloseOnContextDone, 64 bytes written and qrun_handle called on a live
+// instance.
+func BenchmarkRawCall(b *testing.B) { benchRaw(b, false) }
+
+// BenchmarkRawCallCloseOnContextDone isolates what wazero's termination
+// support costs per call (it starts a watcher goroutine for every call),
+// which is a floor for Handle since qrun needs it to stop runaway guests.
+func BenchmarkRawCallCloseOnContextDone(b *testing.B) { benchRaw(b, true) }
+
+// BenchmarkNewInstance measures the per-instance cost (instantiate,
+// qrun_init, registration with the watchdog) that per-message isolation and
+// instance replacement pay.
+func BenchmarkNewInstance(b *testing.B) {
+	for _, name := range []string{"ack", "ok"} {
+		b.Run(name, func(b *testing.B) {
+			h := newTestHost(b, nil)
+			p := load(b, h, name, Spec{}, nil)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				in, err := p.NewInstance(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				in.Close(ctx)
+			}
+		})
+	}
+}
+
+// TestHandleAddsNoAllocations pins the hot path: Handle may allocate only
+// what wazero's own call with CloseOnContextDone allocates (its per-call
+// context watcher), nothing of its own.
+func TestHandleAddsNoAllocations(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ack", Spec{}, nil)
+	in := newInstance(t, p)
+	d := delivery(string(body64), nil)
+	ctx := context.Background()
+	in.Handle(ctx, d) // first call allocates the body region
+	mod, fn := rawInstance(t, true)
+	mem, stack := mod.Memory(), make([]uint64, 2)
+	// wazero's watcher goroutines finish asynchronously, so a run sometimes
+	// pays for a fresh goroutine; the minimum of a few interleaved rounds
+	// compares like with like.
+	handle, raw := math.Inf(1), math.Inf(1)
+	for round := 0; round < 5; round++ {
+		handle = min(handle, testing.AllocsPerRun(1000, func() { in.Handle(ctx, d) }))
+		raw = min(raw, testing.AllocsPerRun(1000, func() {
+			mem.Write(1024, body64)
+			stack[0], stack[1] = 1024, 64
+			_ = fn.CallWithStack(ctx, stack)
+		}))
+	}
+	t.Logf("allocations per call: Handle %.1f, raw wazero call with CloseOnContextDone %.1f", handle, raw)
+	if handle > raw {
+		t.Errorf("Handle allocates %.1f per call, wazero alone %.1f", handle, raw)
+	}
+}

@@ -1,0 +1,159 @@
+// Package plugin is qrun's WebAssembly host: it compiles guest modules with
+// wazero (through a shared compilation cache), checks them against ABI v1
+// (abi/ABI.md) before they serve anything, instantiates them with the host
+// functions of module "qrun" and a locked-down WASI, and calls qrun_handle
+// for each delivery with memory, time and log limits enforced.
+//
+// A Plugin is one loaded module with its own wazero runtime, so memory limits
+// and closing are per consumer. An Instance is one live module instance; it
+// serves one delivery at a time and is replaced after any failure.
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/tetratelabs/wazero"
+	"go.uber.org/zap"
+)
+
+// DefaultTimeout bounds a guest call when Spec.Timeout is zero; an unbounded
+// call would let one looping module wedge its consumer forever.
+const DefaultTimeout = 5 * time.Second
+
+// DefaultLogRate is the guest log budget, in lines per second, when
+// Spec.LogRate is zero.
+const DefaultLogRate = 100
+
+// HostOptions configures a Host.
+type HostOptions struct {
+	// CacheDir keeps compiled machine code across restarts; "" keeps it in
+	// memory only, which still shares compilation between plugins and reloads.
+	CacheDir string
+	// Logger receives host and guest log lines; nil discards them.
+	Logger *zap.Logger
+}
+
+// Host owns what plugins share: the compilation cache and the logger.
+type Host struct {
+	cache wazero.CompilationCache
+	log   *zap.Logger
+
+	mu      sync.Mutex
+	plugins map[*Plugin]struct{}
+	closed  bool
+}
+
+// NewHost creates a host. Close it after every plugin is done.
+func NewHost(ctx context.Context, o HostOptions) (*Host, error) {
+	h := &Host{log: o.Logger, plugins: make(map[*Plugin]struct{})}
+	if h.log == nil {
+		h.log = zap.NewNop()
+	}
+	if o.CacheDir == "" {
+		h.cache = wazero.NewCompilationCache()
+	} else {
+		c, err := wazero.NewCompilationCacheWithDir(o.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("plugin: compilation cache in %s: %w", o.CacheDir, err)
+		}
+		h.cache = c
+	}
+	return h, nil
+}
+
+// Close closes every plugin still loaded and then the compilation cache.
+func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	ps := make([]*Plugin, 0, len(h.plugins))
+	for p := range h.plugins {
+		ps = append(ps, p)
+	}
+	h.mu.Unlock()
+	for _, p := range ps {
+		_ = p.Close(ctx)
+	}
+	if err := h.cache.Close(ctx); err != nil {
+		return fmt.Errorf("plugin: closing compilation cache: %w", err)
+	}
+	return nil
+}
+
+// Publisher is how a guest's publish reaches queues. The runtime implements
+// it; the plugin host only checks the allow-list and copies the message out
+// of guest memory.
+type Publisher interface {
+	Publish(ctx context.Context, queue string, msg engines.Message) error
+}
+
+// Spec describes one consumer's plugin.
+type Spec struct {
+	// Consumer names the consumer in logs and errors.
+	Consumer string
+	// Path is the .wasm file; ignored when Wasm is set.
+	Path string
+	// Wasm is the module itself, for callers that already hold it.
+	Wasm []byte
+	// MemoryLimit caps the guest's linear memory in bytes, rounded up to
+	// 64 KiB pages; zero means the WebAssembly maximum of 4 GiB.
+	MemoryLimit uint64
+	// Timeout bounds each qrun_handle and qrun_init call (and instantiation);
+	// zero means DefaultTimeout.
+	Timeout time.Duration
+	// Config is what config_get reads.
+	Config map[string]string
+	// Publish lists the queues publish may target; any other gets -3.
+	Publish []string
+	// LogRate is the guest's log budget in lines per second, shared by all
+	// instances of the plugin, burst equal to the rate; zero means
+	// DefaultLogRate.
+	LogRate int
+}
+
+// Load compiles the module (through the host's cache) and checks it against
+// the ABI without running any guest code. The error is a *ValidationError
+// listing every problem when the module is refused.
+func (h *Host) Load(ctx context.Context, s Spec, pub Publisher) (*Plugin, error) {
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("plugin: load %s: host %w", s.Consumer, ErrClosed)
+	}
+	wasm := s.Wasm
+	if wasm == nil {
+		b, err := os.ReadFile(s.Path)
+		if err != nil {
+			return nil, fmt.Errorf("plugin: load consumer %q: %w", s.Consumer, err)
+		}
+		wasm = b
+	}
+	p, err := newPlugin(ctx, h, s, wasm, pub)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		_ = p.Close(ctx)
+		return nil, fmt.Errorf("plugin: load %s: host %w", s.Consumer, ErrClosed)
+	}
+	h.plugins[p] = struct{}{}
+	h.mu.Unlock()
+	return p, nil
+}
+
+func (h *Host) forget(p *Plugin) {
+	h.mu.Lock()
+	delete(h.plugins, p)
+	h.mu.Unlock()
+}

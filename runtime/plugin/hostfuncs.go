@@ -1,0 +1,373 @@
+package plugin
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/qrun-dev/qrun/abi"
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"go.uber.org/zap/zapcore"
+)
+
+// stateKey is the context key under which every guest call carries its
+// instance's state. Host functions are shared by all instances of a runtime,
+// so this is how they find the current delivery without a per-call
+// allocation: the context is built once per instance.
+type stateKey struct{}
+
+// instanceState is what host functions need about the calling instance.
+type instanceState struct {
+	p  *Plugin
+	in *Instance
+	// d and ctx are set for the duration of qrun_handle.
+	d   *engines.Delivery
+	ctx context.Context
+
+	delay    time.Duration
+	delaySet bool
+
+	keys      []string // sorted attribute names of d, built on first msg_attr_key
+	keysReady bool
+}
+
+var errNoState = errors.New("qrun host function called outside a qrun instance")
+
+func stateOf(ctx context.Context) *instanceState {
+	st, _ := ctx.Value(stateKey{}).(*instanceState)
+	if st == nil {
+		panic(errNoState)
+	}
+	return st
+}
+
+// region returns the guest memory [ptr, ptr+n) or traps the call with a
+// *PointerError. Both are unsigned, as ABI.md section 4 says, so a negative
+// i32 length is simply out of range.
+func region(m api.Module, fn, arg string, ptr, n uint64) []byte {
+	mem := m.Memory()
+	p, l := api.DecodeU32(ptr), api.DecodeU32(n)
+	if mem != nil {
+		if b, ok := mem.Read(p, l); ok {
+			return b
+		}
+	}
+	var size uint32
+	if mem != nil {
+		size = mem.Size()
+	}
+	panic(&PointerError{Func: fn, Arg: arg, Ptr: p, Len: l, MemorySize: size})
+}
+
+// put implements the ABI's "(buf, cap) -> full length" convention.
+func put(buf []byte, v string) uint64 {
+	if len(v) <= len(buf) {
+		copy(buf, v)
+	}
+	return ret(len(v))
+}
+
+func ret(n int) uint64 {
+	if n > math.MaxInt32 {
+		n = math.MaxInt32
+	}
+	return api.EncodeI32(int32(n))
+}
+
+func code(c int32) uint64 { return api.EncodeI32(c) }
+
+// millis converts a guest's millisecond count, saturating instead of
+// overflowing into a negative duration.
+func millis(ms int64) time.Duration {
+	if ms > math.MaxInt64/int64(time.Millisecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// hostFuncs returns the implementations of ABI v1's host functions; their
+// signatures are hostSigs.
+func hostFuncs() map[string]api.GoModuleFunc {
+	return map[string]api.GoModuleFunc{
+		abi.FuncLog:           hostLog,
+		abi.FuncMsgField:      hostMsgField,
+		abi.FuncMsgAttempt:    hostMsgAttempt,
+		abi.FuncMsgEnqueuedAt: hostMsgEnqueuedAt,
+		abi.FuncMsgAttr:       hostMsgAttr,
+		abi.FuncMsgAttrKey:    hostMsgAttrKey,
+		abi.FuncConfigGet:     hostConfigGet,
+		abi.FuncPublish:       hostPublish,
+		abi.FuncSetDelay:      hostSetDelay,
+		abi.FuncExtendLease:   hostExtendLease,
+		abi.FuncNow:           hostNow,
+	}
+}
+
+func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
+	b := rt.NewHostModuleBuilder(abi.ImportModule)
+	sigs := hostSigs()
+	for name, fn := range hostFuncs() {
+		s := sigs[name]
+		b.NewFunctionBuilder().WithGoModuleFunction(fn, s.params, s.results).Export(name)
+	}
+	_, err := b.Instantiate(ctx)
+	return err
+}
+
+func hostLog(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	msg := region(m, abi.FuncLog, "message", stack[1], stack[2])
+	var lvl zapcore.Level
+	switch api.DecodeI32(stack[0]) {
+	case abi.LogDebug:
+		lvl = zapcore.DebugLevel
+	case abi.LogInfo:
+		lvl = zapcore.InfoLevel
+	case abi.LogWarn:
+		lvl = zapcore.WarnLevel
+	case abi.LogError:
+		lvl = zapcore.ErrorLevel
+	default:
+		stack[0] = code(abi.ErrInvalid)
+		return
+	}
+	stack[0] = code(st.p.guestLog(st, lvl, msg, "guest"))
+}
+
+func hostMsgField(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	buf := region(m, abi.FuncMsgField, "buf", stack[1], stack[2])
+	d := st.d
+	if d == nil {
+		stack[0] = code(abi.ErrNoMessage)
+		return
+	}
+	var v string
+	switch api.DecodeI32(stack[0]) {
+	case abi.FieldID:
+		v = d.ID
+	case abi.FieldQueue:
+		v = d.Queue
+	case abi.FieldContentType:
+		v = d.ContentType
+	case abi.FieldCorrelationID:
+		v = d.CorrelationID
+	case abi.FieldOrderingKey:
+		v = d.OrderingKey
+	default:
+		stack[0] = code(abi.ErrInvalid)
+		return
+	}
+	stack[0] = put(buf, v)
+}
+
+func hostMsgAttempt(ctx context.Context, _ api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	if st.d == nil {
+		stack[0] = code(abi.ErrNoMessage)
+		return
+	}
+	stack[0] = ret(st.d.Attempt)
+}
+
+func hostMsgEnqueuedAt(ctx context.Context, _ api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	if st.d == nil || st.d.EnqueuedAt.IsZero() {
+		stack[0] = 0
+		return
+	}
+	stack[0] = api.EncodeI64(st.d.EnqueuedAt.UnixNano())
+}
+
+func hostMsgAttr(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	key := region(m, abi.FuncMsgAttr, "key", stack[0], stack[1])
+	buf := region(m, abi.FuncMsgAttr, "buf", stack[2], stack[3])
+	if st.d == nil {
+		stack[0] = code(abi.ErrNoMessage)
+		return
+	}
+	v, ok := st.d.Attributes[string(key)] // no allocation: the compiler elides the conversion
+	if !ok {
+		stack[0] = code(abi.ErrNotFound)
+		return
+	}
+	stack[0] = put(buf, v)
+}
+
+func hostMsgAttrKey(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	buf := region(m, abi.FuncMsgAttrKey, "buf", stack[1], stack[2])
+	if st.d == nil {
+		stack[0] = code(abi.ErrNoMessage)
+		return
+	}
+	if !st.keysReady {
+		st.keys = st.keys[:0]
+		for k := range st.d.Attributes {
+			st.keys = append(st.keys, k)
+		}
+		slices.Sort(st.keys)
+		st.keysReady = true
+	}
+	i := api.DecodeI32(stack[0])
+	if i < 0 || int(i) >= len(st.keys) {
+		stack[0] = code(abi.ErrNotFound)
+		return
+	}
+	stack[0] = put(buf, st.keys[i])
+}
+
+func hostConfigGet(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	key := region(m, abi.FuncConfigGet, "key", stack[0], stack[1])
+	buf := region(m, abi.FuncConfigGet, "buf", stack[2], stack[3])
+	v, ok := st.p.config[string(key)]
+	if !ok {
+		stack[0] = code(abi.ErrNotFound)
+		return
+	}
+	stack[0] = put(buf, v)
+}
+
+func hostPublish(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	queue := region(m, abi.FuncPublish, "queue", stack[0], stack[1])
+	body := region(m, abi.FuncPublish, "body", stack[2], stack[3])
+	attrs := region(m, abi.FuncPublish, "attrs", stack[4], stack[5])
+	if st.d == nil {
+		// Outside qrun_handle there is no delivery whose retry would make
+		// a duplicate publish visible as such; the ABI refuses it.
+		stack[0] = code(abi.ErrNoMessage)
+		return
+	}
+	p := st.p
+	if _, ok := p.allowed[string(queue)]; !ok {
+		stack[0] = code(abi.ErrDenied)
+		return
+	}
+	msg := engines.Message{Body: slices.Clone(body)} // guest memory changes after we return
+	if len(attrs) > 0 {
+		a, ok := decodeAttrs(attrs)
+		if !ok {
+			stack[0] = code(abi.ErrInvalid)
+			return
+		}
+		msg.Attributes = a
+	}
+	if p.pub == nil {
+		stack[0] = code(abi.ErrUnavailable)
+		return
+	}
+	err := withInstanceCancel(st, func(ctx context.Context) error {
+		return p.pub.Publish(ctx, string(queue), msg)
+	})
+	switch {
+	case err == nil:
+		stack[0] = 0
+	case errors.Is(err, engines.ErrTooLarge):
+		stack[0] = code(abi.ErrTooLarge)
+	default:
+		p.log.Debug("guest publish failed", errField(err))
+		stack[0] = code(abi.ErrUnavailable)
+	}
+}
+
+// withInstanceCancel runs a blocking runtime call from a host function with
+// the caller's context, additionally cancelled when the watchdog stops the
+// instance: otherwise a stuck engine would hold a timed-out guest forever.
+// It allocates, which is acceptable on publish and extend_lease only.
+func withInstanceCancel(st *instanceState, f func(context.Context) error) error {
+	base := st.ctx
+	if base == nil {
+		base = context.Background()
+	}
+	ctx, cancel := context.WithCancel(base)
+	stop := context.AfterFunc(st.in.ctx, cancel)
+	err := f(ctx)
+	stop()
+	cancel()
+	return err
+}
+
+// decodeAttrs decodes publish's attribute encoding (ABI.md section 4): pairs
+// of u32-LE-length-prefixed key and value, nothing else. A repeated key is
+// refused because a map cannot say which one the guest meant.
+func decodeAttrs(b []byte) (map[string]string, bool) {
+	out := make(map[string]string)
+	next := func() (string, bool) {
+		if len(b) < 4 {
+			return "", false
+		}
+		n := binary.LittleEndian.Uint32(b)
+		b = b[4:]
+		if uint64(n) > uint64(len(b)) {
+			return "", false
+		}
+		s := string(b[:n])
+		b = b[n:]
+		return s, true
+	}
+	for len(b) > 0 {
+		k, ok := next()
+		if !ok {
+			return nil, false
+		}
+		v, ok := next()
+		if !ok {
+			return nil, false
+		}
+		if _, dup := out[k]; dup {
+			return nil, false
+		}
+		out[k] = v
+	}
+	return out, true
+}
+
+func hostSetDelay(ctx context.Context, _ api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	if st.d == nil {
+		stack[0] = code(abi.ErrNoMessage)
+		return
+	}
+	ms := int64(stack[0])
+	if ms < 0 {
+		stack[0] = code(abi.ErrInvalid)
+		return
+	}
+	st.delay, st.delaySet = millis(ms), true
+	stack[0] = 0
+}
+
+func hostExtendLease(ctx context.Context, _ api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	d := st.d
+	if d == nil {
+		stack[0] = code(abi.ErrNoMessage)
+		return
+	}
+	ms := int64(stack[0])
+	if ms < 0 {
+		stack[0] = code(abi.ErrInvalid)
+		return
+	}
+	err := withInstanceCancel(st, func(ctx context.Context) error {
+		return d.Extend(ctx, millis(ms))
+	})
+	if err != nil {
+		st.p.log.Debug("guest extend_lease failed", errField(err))
+		stack[0] = code(abi.ErrUnavailable)
+		return
+	}
+	stack[0] = 0
+}
+
+func hostNow(_ context.Context, _ api.Module, stack []uint64) {
+	stack[0] = api.EncodeI64(time.Now().UnixNano())
+}

@@ -1,0 +1,860 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/qrun-dev/qrun/abi"
+	"github.com/qrun-dev/qrun/engines"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// TestCommittedWasmMatchesWat recompiles every testdata/*.wat and checks the
+// committed .wasm is what the source says, so nobody edits one and forgets
+// the other.
+func TestCommittedWasmMatchesWat(t *testing.T) {
+	tool, err := exec.LookPath("wat2wasm")
+	if err != nil {
+		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
+			t.Fatal("wat2wasm not on PATH and QRUN_REQUIRE_TOOLS=1")
+		}
+		t.Skip("SKIPPING: wat2wasm (wabt) not on PATH; committed testdata/*.wasm not checked against their .wat sources")
+	}
+	wats, err := filepath.Glob("testdata/*.wat")
+	if err != nil || len(wats) == 0 {
+		t.Fatalf("no testdata/*.wat: %v", err)
+	}
+	dir := t.TempDir()
+	for _, wat := range wats {
+		base := strings.TrimSuffix(filepath.Base(wat), ".wat")
+		out := filepath.Join(dir, base+".wasm")
+		if b, err := exec.Command(tool, wat, "-o", out).CombinedOutput(); err != nil {
+			t.Errorf("wat2wasm %s: %v\n%s", wat, err, b)
+			continue
+		}
+		want, _ := os.ReadFile(out)
+		got, err := os.ReadFile(filepath.Join("testdata", base+".wasm"))
+		if err != nil {
+			t.Errorf("%s.wasm not committed: %v (run go generate ./runtime/plugin/)", base, err)
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("testdata/%s.wasm is stale: run go generate ./runtime/plugin/", base)
+		}
+	}
+}
+
+func TestHostFuncsMatchSignatures(t *testing.T) {
+	sigs, fns := hostSigs(), hostFuncs()
+	if len(sigs) != len(fns) {
+		t.Fatalf("%d signatures, %d implementations", len(sigs), len(fns))
+	}
+	for name := range sigs {
+		if fns[name] == nil {
+			t.Errorf("no implementation of %s", name)
+		}
+	}
+}
+
+func TestVerdicts(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{Timeout: 2 * time.Second}, nil)
+	cases := []struct {
+		body    string
+		verdict engines.Verdict
+		err     error
+		msg     string
+	}{
+		{"", engines.Ack, nil, ""},
+		{"0", engines.Ack, nil, ""},
+		{"1", engines.Nack, nil, ""},
+		{"2", engines.Requeue, nil, ""},
+		{"3", engines.DeadLetter, nil, ""},
+		{"x", engines.Nack, ErrBadVerdict, "returned 7"},
+		{"t", engines.Nack, ErrTrap, "unreachable"},
+		{"X", engines.Nack, ErrTrap, "exit_code(3)"},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%q", c.body), func(t *testing.T) {
+			in := newInstance(t, p)
+			r := in.Handle(context.Background(), delivery(c.body, nil))
+			if r.Verdict != c.verdict {
+				t.Errorf("verdict %v, want %v", r.Verdict, c.verdict)
+			}
+			if c.err == nil {
+				if r.Err != nil || in.Broken() {
+					t.Fatalf("err %v broken %v", r.Err, in.Broken())
+				}
+				// A healthy instance serves many messages.
+				if r2 := in.Handle(context.Background(), delivery("0", nil)); r2.Err != nil || r2.Verdict != engines.Ack {
+					t.Fatalf("second message: %+v", r2)
+				}
+				return
+			}
+			if !errors.Is(r.Err, c.err) || !strings.Contains(r.Err.Error(), c.msg) {
+				t.Fatalf("err %v, want %v containing %q", r.Err, c.err, c.msg)
+			}
+			if !in.Broken() {
+				t.Fatal("instance not broken after a failure")
+			}
+			if r.DelaySet {
+				t.Error("failure reported a delay")
+			}
+			if r2 := in.Handle(context.Background(), delivery("0", nil)); !errors.Is(r2.Err, ErrBroken) {
+				t.Fatalf("broken instance handled a message: %+v", r2)
+			}
+		})
+	}
+}
+
+// TestTimeout checks an infinite loop is stopped within twice the timeout.
+// The watchdog samples every timeout/4 and stops a call seen running for 4
+// consecutive samples, i.e. between 1x and 1.25x the timeout after it began;
+// the remaining 0.75x is the allowance for scheduling, and is not loosened.
+func TestTimeout(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{Timeout: timeout}, nil)
+	in := newInstance(t, p)
+	start := time.Now()
+	r := in.Handle(context.Background(), delivery("l", nil))
+	elapsed := time.Since(start)
+	if !errors.Is(r.Err, ErrTimeout) || r.Verdict != engines.Nack {
+		t.Fatalf("got %+v, want ErrTimeout", r)
+	}
+	if elapsed < timeout || elapsed >= 2*timeout {
+		t.Fatalf("stopped after %v, want within [%v, %v)", elapsed, timeout, 2*timeout)
+	}
+	if !in.Broken() {
+		t.Fatal("timed-out instance not broken")
+	}
+	t.Logf("infinite loop stopped after %v (timeout %v)", elapsed, timeout)
+	// Replacing the instance is all it takes to recover.
+	in2 := newInstance(t, p)
+	if r := mustHandle(t, in2, delivery("0", nil)); r.Verdict != engines.Ack {
+		t.Fatalf("replacement: %+v", r)
+	}
+	// A fast call on a long-lived instance is never mistaken for an overrun.
+	for i := 0; i < 20; i++ {
+		mustHandle(t, in2, delivery("0", nil))
+		time.Sleep(timeout / 10)
+	}
+}
+
+func TestInstantiateAndInitAreBounded(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	h := newTestHost(t, nil)
+	for _, name := range []string{"init_loop", "start_loop"} {
+		t.Run(name, func(t *testing.T) {
+			p := load(t, h, name, Spec{Timeout: timeout}, nil)
+			start := time.Now()
+			in, err := p.NewInstance(context.Background())
+			elapsed := time.Since(start)
+			if err == nil {
+				in.Close(context.Background())
+				t.Fatal("NewInstance succeeded")
+			}
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("err %v, want ErrTimeout", err)
+			}
+			if elapsed >= 2*timeout {
+				t.Fatalf("stopped after %v, want < %v", elapsed, 2*timeout)
+			}
+		})
+	}
+}
+
+func TestInitFailure(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "init_fail", Spec{}, nil)
+	_, err := p.NewInstance(context.Background())
+	if !errors.Is(err, ErrInit) || !strings.Contains(err.Error(), "qrun_init returned 1") {
+		t.Fatalf("err %v, want ErrInit naming the status", err)
+	}
+}
+
+func TestInitOrderAndConfig(t *testing.T) {
+	h := newTestHost(t, nil)
+	pub := &fakePublisher{}
+	p := load(t, h, "ok", Spec{Config: map[string]string{"greeting": "hello"}, Publish: []string{"greeting"}}, pub)
+	in := newInstance(t, p) // qrun_init returns 1 unless _initialize ran first
+	if got := memI32(t, in, offInitPublish); got != abi.ErrNoMessage || len(pub.all()) != 0 {
+		t.Errorf("publish in qrun_init = %d (published %d), want %d", got, len(pub.all()), abi.ErrNoMessage)
+	}
+	if got := memI32(t, in, offInitAttempt); got != abi.ErrNoMessage {
+		t.Errorf("msg_attempt in qrun_init = %d, want %d", got, abi.ErrNoMessage)
+	}
+	if got := memI32(t, in, offInitCfg); got != 5 || memStr(t, in, offInitOut, 5) != "hello" {
+		t.Errorf("config_get in qrun_init = %d %q", got, memStr(t, in, offInitOut, 5))
+	}
+	mustHandle(t, in, delivery("cgreeting", nil))
+	if got := memI32(t, in, offRes); got != 5 || memStr(t, in, offOut, 5) != "hello" {
+		t.Errorf("config_get = %d %q", got, memStr(t, in, offOut, 5))
+	}
+	mustHandle(t, in, delivery("cmissing", nil))
+	if got := memI32(t, in, offRes); got != abi.ErrNotFound {
+		t.Errorf("config_get(missing) = %d", got)
+	}
+}
+
+func TestMessageAccessors(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{}, nil)
+	in := newInstance(t, p)
+	enq := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	d := func(body string) *engines.Delivery {
+		dd := delivery(body, nil)
+		dd.ID, dd.Queue, dd.ContentType, dd.OrderingKey = "msg-42", "orders", "application/json", "cust-7"
+		dd.Attributes = map[string]string{"zeta": "last", "alpha": "first", "empty": ""}
+		dd.Attempt, dd.EnqueuedAt = 3, enq
+		return dd
+	}
+	fields := []struct {
+		body string
+		want string
+	}{
+		{"f0", "msg-42"}, {"f1", "orders"}, {"f2", "application/json"}, {"f3", ""}, {"f4", "cust-7"},
+		{"aalpha", "first"}, {"azeta", "last"}, {"aempty", ""},
+		{"k0", "alpha"}, {"k1", "empty"}, {"k2", "zeta"},
+	}
+	for _, f := range fields {
+		mustHandle(t, in, d(f.body))
+		if got := memI32(t, in, offRes); got != int32(len(f.want)) || memStr(t, in, offOut, uint32(got)) != f.want {
+			t.Errorf("%s: %d %q, want %q", f.body, got, memStr(t, in, offOut, uint32(max(got, 0))), f.want)
+		}
+	}
+	codes := []struct {
+		body string
+		want int32
+	}{{"f9", abi.ErrInvalid}, {"amissing", abi.ErrNotFound}, {"k3", abi.ErrNotFound}}
+	for _, c := range codes {
+		mustHandle(t, in, d(c.body))
+		if got := memI32(t, in, offRes); got != c.want {
+			t.Errorf("%s = %d, want %d", c.body, got, c.want)
+		}
+	}
+	// A buffer too small gets the full length and is left untouched.
+	in.mem.Write(offOut, []byte("##"))
+	mustHandle(t, in, d("s"))
+	if got := memI32(t, in, offRes); got != 6 || memStr(t, in, offOut, 2) != "##" {
+		t.Errorf("small buffer: %d %q", got, memStr(t, in, offOut, 2))
+	}
+	before := time.Now().UnixNano()
+	mustHandle(t, in, d("n"))
+	after := time.Now().UnixNano()
+	if got := memI32(t, in, offRes); got != 3 {
+		t.Errorf("msg_attempt = %d", got)
+	}
+	if got := memI64(t, in, offRes+8); got != enq.UnixNano() {
+		t.Errorf("msg_enqueued_at = %d, want %d", got, enq.UnixNano())
+	}
+	if got := memI64(t, in, offRes+16); got < before || got > after {
+		t.Errorf("now = %d, want within [%d, %d]", got, before, after)
+	}
+}
+
+func TestDelayAndLease(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{}, nil)
+	in := newInstance(t, p)
+	r := mustHandle(t, in, delivery("d", nil))
+	if r.Verdict != engines.Requeue || !r.DelaySet || r.Delay != 1500*time.Millisecond || memI32(t, in, offRes) != 0 {
+		t.Errorf("set_delay: %+v rc %d", r, memI32(t, in, offRes))
+	}
+	r = mustHandle(t, in, delivery("D", nil))
+	if r.Verdict != engines.Nack || r.DelaySet || memI32(t, in, offRes) != abi.ErrInvalid {
+		t.Errorf("set_delay(-1): %+v rc %d", r, memI32(t, in, offRes))
+	}
+	// The delay belongs to one delivery.
+	if r = mustHandle(t, in, delivery("1", nil)); r.DelaySet {
+		t.Errorf("delay leaked into the next delivery: %+v", r)
+	}
+
+	s := &fakeSettler{}
+	mustHandle(t, in, delivery("e", s))
+	if memI32(t, in, offRes) != 0 || len(s.extended) != 1 || s.extended[0] != 2*time.Second {
+		t.Errorf("extend_lease: rc %d, settler saw %v", memI32(t, in, offRes), s.extended)
+	}
+	mustHandle(t, in, delivery("E", s))
+	if memI32(t, in, offRes) != abi.ErrInvalid || len(s.extended) != 1 {
+		t.Errorf("extend_lease(-5): rc %d", memI32(t, in, offRes))
+	}
+	mustHandle(t, in, delivery("e", &fakeSettler{err: engines.ErrLeaseLost}))
+	if got := memI32(t, in, offRes); got != abi.ErrUnavailable {
+		t.Errorf("extend_lease on a lost lease = %d, want %d", got, abi.ErrUnavailable)
+	}
+}
+
+func TestPublish(t *testing.T) {
+	h := newTestHost(t, nil)
+	pub := &fakePublisher{}
+	p := load(t, h, "ok", Spec{Publish: []string{"audit"}}, pub)
+	in := newInstance(t, p)
+
+	r := mustHandle(t, in, delivery("paudit", nil))
+	if r.Verdict != engines.Ack || memI32(t, in, offRes) != 0 {
+		t.Fatalf("publish to allowed queue: %+v rc %d", r, memI32(t, in, offRes))
+	}
+	// The host must have copied the body: the guest may reuse its memory.
+	in.mem.Write(0, []byte("XXXXXXX"))
+	msgs := pub.all()
+	if len(msgs) != 1 {
+		t.Fatalf("publisher saw %d messages", len(msgs))
+	}
+	m := msgs[0]
+	if m.queue != "audit" || string(m.msg.Body) != "payload" ||
+		len(m.msg.Attributes) != 2 || m.msg.Attributes["k"] != "v1" || m.msg.Attributes["empty"] != "" {
+		t.Fatalf("published %q %q %v", m.queue, m.msg.Body, m.msg.Attributes)
+	}
+	if _, ok := m.msg.Attributes["empty"]; !ok {
+		t.Fatal("empty attribute lost")
+	}
+
+	r = mustHandle(t, in, delivery("psecret", nil))
+	if r.Verdict != engines.DeadLetter || memI32(t, in, offRes) != abi.ErrDenied {
+		t.Fatalf("publish to a disallowed queue: %+v rc %d", r, memI32(t, in, offRes))
+	}
+	mustHandle(t, in, delivery("qaudit", nil))
+	if got := memI32(t, in, offRes); got != abi.ErrInvalid {
+		t.Errorf("truncated attrs = %d, want %d", got, abi.ErrInvalid)
+	}
+	mustHandle(t, in, delivery("zaudit", nil))
+	if got := memI32(t, in, offRes); got != 0 {
+		t.Errorf("empty publish = %d", got)
+	}
+	if msgs = pub.all(); len(msgs) != 2 || len(msgs[1].msg.Body) != 0 || msgs[1].msg.Attributes != nil {
+		t.Errorf("empty publish reached publisher as %+v", msgs[len(msgs)-1])
+	}
+
+	for _, c := range []struct {
+		err  error
+		want int32
+	}{
+		{fmt.Errorf("engine says: %w", engines.ErrTooLarge), abi.ErrTooLarge},
+		{errors.New("database down"), abi.ErrUnavailable},
+	} {
+		pub.mu.Lock()
+		pub.err = c.err
+		pub.mu.Unlock()
+		r = mustHandle(t, in, delivery("paudit", nil))
+		if got := memI32(t, in, offRes); got != c.want || r.Verdict != engines.Nack {
+			t.Errorf("publisher error %v: rc %d verdict %v, want %d", c.err, got, r.Verdict, c.want)
+		}
+	}
+
+	// Without a publisher an allowed queue is unavailable, not a crash.
+	p2 := load(t, h, "ok", Spec{Consumer: "nopub", Publish: []string{"audit"}}, nil)
+	in2 := newInstance(t, p2)
+	mustHandle(t, in2, delivery("paudit", nil))
+	if got := memI32(t, in2, offRes); got != abi.ErrUnavailable {
+		t.Errorf("nil publisher = %d", got)
+	}
+}
+
+func TestDecodeAttrs(t *testing.T) {
+	enc := func(parts ...string) []byte {
+		var b []byte
+		for _, p := range parts {
+			b = append(b, byte(len(p)), byte(len(p)>>8), byte(len(p)>>16), byte(len(p)>>24))
+			b = append(b, p...)
+		}
+		return b
+	}
+	if m, ok := decodeAttrs(enc("a", "1", "b", "")); !ok || len(m) != 2 || m["a"] != "1" {
+		t.Errorf("valid: %v %v", m, ok)
+	}
+	bad := map[string][]byte{
+		"odd number of strings": enc("a", "1", "b"),
+		"short length":          {1, 0, 0},
+		"overlong":              {9, 0, 0, 0, 'a'},
+		"trailing byte":         append(enc("a", "1"), 0),
+		"duplicate key":         enc("a", "1", "a", "2"),
+		"huge length":           {0xff, 0xff, 0xff, 0xff},
+	}
+	for name, b := range bad {
+		if _, ok := decodeAttrs(b); ok {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestBadPointers(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "badptr", Spec{Publish: []string{"audit"}, Config: map[string]string{"\x00": "x"}}, &fakePublisher{})
+	cases := []struct{ body, fn, arg string }{
+		{"l", abi.FuncLog, "message"},
+		{"L", abi.FuncLog, "message"},
+		{"f", abi.FuncMsgField, "buf"},
+		{"F", abi.FuncMsgField, "buf"},
+		{"a", abi.FuncMsgAttr, "key"},
+		{"A", abi.FuncMsgAttr, "buf"},
+		{"k", abi.FuncMsgAttrKey, "buf"},
+		{"c", abi.FuncConfigGet, "key"},
+		{"C", abi.FuncConfigGet, "buf"},
+		{"p", abi.FuncPublish, "queue"},
+		{"b", abi.FuncPublish, "body"},
+		{"P", abi.FuncPublish, "attrs"},
+	}
+	for _, c := range cases {
+		t.Run(c.body, func(t *testing.T) {
+			in := newInstance(t, p)
+			r := in.Handle(context.Background(), delivery(c.body, nil))
+			if !errors.Is(r.Err, ErrBadPointer) || r.Verdict != engines.Nack {
+				t.Fatalf("got %+v, want ErrBadPointer", r)
+			}
+			var pe *PointerError
+			if !errors.As(r.Err, &pe) || pe.Func != c.fn || pe.Arg != c.arg {
+				t.Fatalf("error %v does not name %s %s", r.Err, c.fn, c.arg)
+			}
+			if !strings.Contains(r.Err.Error(), "qrun."+c.fn) {
+				t.Errorf("message %q does not name qrun.%s", r.Err, c.fn)
+			}
+			if !in.Broken() {
+				t.Fatal("instance not broken")
+			}
+			fresh := newInstance(t, p)
+			if r := mustHandle(t, fresh, delivery("0", nil)); r.Verdict != engines.Ack {
+				t.Fatalf("fresh instance: %+v", r)
+			}
+		})
+	}
+}
+
+func TestBadAlloc(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "badalloc", Spec{}, nil)
+	for _, c := range []struct {
+		size int
+		msg  string
+	}{{10, "returned 0"}, {300, "outside guest memory"}} {
+		in := newInstance(t, p)
+		r := in.Handle(context.Background(), delivery(strings.Repeat("0", c.size), nil))
+		if !errors.Is(r.Err, ErrAlloc) || !strings.Contains(r.Err.Error(), c.msg) || !in.Broken() {
+			t.Errorf("size %d: %+v broken=%v, want ErrAlloc %q", c.size, r, in.Broken(), c.msg)
+		}
+	}
+	// An empty body needs no region, so even this guest can take it.
+	in := newInstance(t, p)
+	mustHandle(t, in, delivery("", nil))
+}
+
+func TestBodyRegionReused(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{}, nil)
+	in := newInstance(t, p)
+	steps := []struct {
+		size   int
+		allocs int32
+	}{{1, 1}, {200, 1}, {256, 1}, {257, 2}, {100, 2}, {5000, 3}, {8192, 3}}
+	for _, s := range steps {
+		// 'a' looks the rest of the body up as an attribute name, so the guest
+		// reads the whole region the host wrote.
+		body := "a" + strings.Repeat("k", s.size-1)
+		d := delivery(body, nil)
+		d.Attributes = map[string]string{body[1:]: "found"}
+		mustHandle(t, in, d)
+		if got := memI32(t, in, offRes); got != 5 {
+			t.Fatalf("size %d: guest did not see its body (rc %d)", s.size, got)
+		}
+		if got := memI32(t, in, offAllocCalls); got != s.allocs {
+			t.Errorf("after a %d-byte body: %d qrun_alloc calls, want %d", s.size, got, s.allocs)
+		}
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	h := newTestHost(t, nil)
+	const limit = 1 << 20
+	p := load(t, h, "ok", Spec{MemoryLimit: limit}, nil)
+	in := newInstance(t, p)
+	r := in.Handle(context.Background(), delivery("m", nil))
+	if !errors.Is(r.Err, ErrTrap) || !strings.Contains(r.Err.Error(), "unreachable") {
+		t.Fatalf("memory bomb: %+v (the guest traps only after memory.grow returned -1)", r)
+	}
+	if got := in.mem.Size(); got > limit {
+		t.Fatalf("memory grew to %d bytes past the %d limit", got, limit)
+	}
+	if p.MemoryLimit() != limit {
+		t.Errorf("MemoryLimit() = %d", p.MemoryLimit())
+	}
+	if p2 := load(t, h, "ok", Spec{Consumer: "rounding", MemoryLimit: limit + 1}, nil); p2.MemoryLimit() != limit+pageSize {
+		t.Errorf("limit not rounded up to a page: %d", p2.MemoryLimit())
+	}
+
+	// A module whose declared minimum exceeds the limit never loads.
+	_, err := h.Load(context.Background(), Spec{Consumer: "big", Wasm: readWasm(t, "big_memory"), MemoryLimit: limit}, nil)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "6400 KiB") || !strings.Contains(err.Error(), "1 MiB") {
+		t.Fatalf("big minimum: %v, want a ValidationError naming 6400 KiB and 1 MiB", err)
+	}
+	load(t, h, "big_memory", Spec{MemoryLimit: 8 << 20}, nil)
+}
+
+func TestValidation(t *testing.T) {
+	h := newTestHost(t, nil)
+	cases := []struct {
+		name string
+		want []string
+	}{
+		{"missing_handle", []string{`missing export "qrun_handle"`}},
+		{"no_version", []string{`missing export "qrun_abi_v1"`}},
+		{"v2only", []string{"module speaks ABI v2; this qrun supports v1"}},
+		{"bad_import", []string{"unknown import qrun.nope"}},
+		{"bad_signature", []string{"qrun.log has signature (i32)->i32, want (i32,i32,i32)->i32"}},
+		{"many_problems", []string{
+			"unknown import qrun.nope",
+			"qrun.now has signature ()->i32, want ()->i64",
+			"unknown import env.abort",
+			`missing export "qrun_alloc"`,
+			`export "qrun_handle" has signature (i32)->i32, want (i32,i32)->i32`,
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			wasm := readWasm(t, c.name)
+			_, err := h.Load(context.Background(), Spec{Consumer: c.name, Wasm: wasm}, nil)
+			rep, cerr := Check(context.Background(), wasm)
+			for _, e := range []error{err, cerr} {
+				var ve *ValidationError
+				if !errors.As(e, &ve) || !errors.Is(e, ErrInvalidModule) {
+					t.Fatalf("got %v, want a *ValidationError", e)
+				}
+				if len(ve.Problems) != len(c.want) {
+					t.Errorf("problems %q, want %q", ve.Problems, c.want)
+				}
+				for _, w := range c.want {
+					if !strings.Contains(e.Error(), w) {
+						t.Errorf("%q does not say %q", e, w)
+					}
+				}
+			}
+			if len(rep.Problems) != len(c.want) {
+				t.Errorf("report problems %q", rep.Problems)
+			}
+		})
+	}
+	_, err := h.Load(context.Background(), Spec{Consumer: "garbage", Wasm: []byte("not wasm")}, nil)
+	if !errors.Is(err, ErrInvalidModule) || !strings.Contains(err.Error(), "not a valid WebAssembly module") {
+		t.Errorf("garbage: %v", err)
+	}
+	if _, err := h.Load(context.Background(), Spec{Consumer: "nofile", Path: "testdata/does-not-exist.wasm"}, nil); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestCheckReport(t *testing.T) {
+	rep, err := Check(context.Background(), readWasm(t, "ok"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.ABIVersions) != 1 || rep.ABIVersions[0] != 1 || rep.ABIVersion != 1 {
+		t.Errorf("versions %v / %d", rep.ABIVersions, rep.ABIVersion)
+	}
+	if !rep.WASI || rep.MemoryMinBytes != 2*pageSize || rep.MemoryMaxBytes != 0 || len(rep.Digest) != 64 {
+		t.Errorf("report %+v", rep)
+	}
+	if len(rep.Imports) != 14 || rep.Imports[0] != (Import{"qrun", "log", "(i32,i32,i32)->i32"}) {
+		t.Errorf("imports %v", rep.Imports)
+	}
+	var names []string
+	for _, e := range rep.Exports {
+		names = append(names, e.Name)
+	}
+	if strings.Join(names, ",") != "_initialize,qrun_abi_v1,qrun_alloc,qrun_free,qrun_handle,qrun_init" {
+		t.Errorf("exports %v", names)
+	}
+	rep, err = Check(context.Background(), readWasm(t, "ack"))
+	if err != nil || rep.WASI || len(rep.Imports) != 0 {
+		t.Errorf("ack: %+v %v", rep, err)
+	}
+}
+
+func TestGuestLogging(t *testing.T) {
+	log, logs := observedLogger(zapcore.InfoLevel)
+	h := newTestHost(t, log)
+	p := load(t, h, "ok", Spec{Consumer: "orders-consumer"}, nil)
+	in := newInstance(t, p)
+	if logs.FilterMessage("init ran").Len() != 1 {
+		t.Errorf("log from qrun_init missing")
+	}
+	d := delivery("g2careful now", nil)
+	d.Attempt = 2
+	mustHandle(t, in, d)
+	if got := memI32(t, in, offRes); got != 0 {
+		t.Errorf("log = %d", got)
+	}
+	entries := logs.FilterMessage("careful now").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d entries", len(entries))
+	}
+	e := entries[0]
+	fields := e.ContextMap()
+	if e.Level != zapcore.WarnLevel || fields["consumer"] != "orders-consumer" || fields["queue"] != "orders" ||
+		fields["message_id"] != "m-1" || fields["attempt"] != int64(2) || fields["plugin"] != p.Version() {
+		t.Errorf("entry %v %v", e.Level, fields)
+	}
+	mustHandle(t, in, delivery("g0debug line", nil))
+	if got := memI32(t, in, offRes); got != 0 || logs.FilterMessage("debug line").Len() != 0 {
+		t.Errorf("debug below the logger level: rc %d, logged %d", got, logs.FilterMessage("debug line").Len())
+	}
+	mustHandle(t, in, delivery("g7what", nil))
+	if got := memI32(t, in, offRes); got != abi.ErrInvalid {
+		t.Errorf("level 7 = %d", got)
+	}
+
+	// WASI stdout becomes log lines too; random_get is real.
+	mustHandle(t, in, delivery("w", nil))
+	if got := memI32(t, in, offRes); got != 0 {
+		t.Errorf("fd_write errno %d", got)
+	}
+	if es := logs.FilterMessage("hello from wasi").All(); len(es) != 1 || es[0].ContextMap()["source"] != "stdout" {
+		t.Errorf("stdout line: %v", es)
+	}
+	in.mem.Write(offOut, make([]byte, 16))
+	mustHandle(t, in, delivery("r", nil))
+	if got := memI32(t, in, offRes); got != 0 || memStr(t, in, offOut, 16) == string(make([]byte, 16)) {
+		t.Errorf("random_get: errno %d, bytes %x", got, memStr(t, in, offOut, 16))
+	}
+}
+
+func TestLineWriter(t *testing.T) {
+	log, logs := observedLogger(zapcore.InfoLevel)
+	h := newTestHost(t, log)
+	p := load(t, h, "ack", Spec{}, nil)
+	st := &instanceState{p: p}
+	w := &lineWriter{st: st, source: "stdout"}
+	fmt.Fprint(w, "a\nb")
+	fmt.Fprint(w, "c\n\nd")
+	w.Write(bytes.Repeat([]byte("z"), maxLine+10))
+	w.flush()
+	var got []string
+	for _, e := range logs.All() {
+		got = append(got, fmt.Sprint(len(e.Message)))
+	}
+	want := []string{"1", "2", fmt.Sprint(maxLine), "11"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("line lengths %v, want %v", got, want)
+	}
+}
+
+func TestLogFloodIsRateLimited(t *testing.T) {
+	log, logs := observedLogger(zapcore.InfoLevel)
+	h := newTestHost(t, log)
+	const rate = 10
+	p := load(t, h, "log_flood", Spec{LogRate: rate}, nil)
+	// Four instances share the plugin's one budget.
+	for i := 0; i < 4; i++ {
+		in := newInstance(t, p)
+		mustHandle(t, in, delivery("0", nil))
+	}
+	lines := logs.FilterMessage("flood").Len()
+	// The burst is the rate; the whole test takes milliseconds, so refill
+	// adds at most a line or two.
+	if lines < rate || lines > rate+2 {
+		t.Errorf("%d flood lines logged, want about %d", lines, rate)
+	}
+	if dropped := p.LogDropped(); dropped != uint64(4000-lines) {
+		t.Errorf("dropped %d, want %d", dropped, 4000-lines)
+	}
+	p.Close(context.Background())
+	summaries := logs.FilterMessageSnippet("guest log lines").All()
+	if len(summaries) != 1 || summaries[0].Message != fmt.Sprintf("dropped %d guest log lines", 4000-lines) {
+		t.Errorf("summaries %v", summaries)
+	}
+}
+
+func TestLogLimiterSummaryCadence(t *testing.T) {
+	log, logs := observedLogger(zapcore.InfoLevel)
+	l := newLogLimiter(1, log)
+	t0 := time.Now()
+	for i := 0; i < 100; i++ {
+		l.allow(t0.Add(time.Duration(i) * 30 * time.Millisecond)) // 3 s, ~33 lines/s
+	}
+	n := logs.FilterMessageSnippet("guest log lines").Len()
+	if n < 2 || n > 3 {
+		t.Errorf("%d summary lines over 3 s, want 2..3 (at most one a second)", n)
+	}
+}
+
+func TestConcurrentInstances(t *testing.T) {
+	h := newTestHost(t, zap.NewNop())
+	pub := &fakePublisher{}
+	p := load(t, h, "ok", Spec{Publish: []string{"audit"}, Config: map[string]string{"greeting": "hi"}}, pub)
+	const workers, perWorker = 8, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		in := newInstance(t, p)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bodies := []string{"0", "1", "2", "3", "paudit", "f0", "k0", "cgreeting", "n", "d", "g1x"}
+			for i := 0; i < perWorker; i++ {
+				b := bodies[i%len(bodies)]
+				d := delivery(b, nil)
+				d.Attributes = map[string]string{"a": "1"}
+				if r := in.Handle(context.Background(), d); r.Err != nil {
+					errs <- fmt.Errorf("%q: %w", b, r.Err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	want := 0
+	for i := 0; i < perWorker; i++ {
+		if i%11 == 4 {
+			want++
+		}
+	}
+	if got := len(pub.all()); got != workers*want {
+		t.Errorf("%d published, want %d", got, workers*want)
+	}
+}
+
+func TestClose(t *testing.T) {
+	h, err := NewHost(context.Background(), HostOptions{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.Load(context.Background(), Spec{Consumer: "c", Path: "testdata/ok.wasm"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := p.NewInstance(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Digest()) != 64 || p.Version() != p.Digest()[:12] {
+		t.Errorf("digest %q version %q", p.Digest(), p.Version())
+	}
+	if err := h.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.NewInstance(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("NewInstance after close: %v", err)
+	}
+	if r := in.Handle(context.Background(), delivery("0", nil)); r.Err == nil {
+		t.Error("instance of a closed plugin still handles messages")
+	}
+	if err := in.Close(context.Background()); err != nil {
+		t.Errorf("Close after plugin close: %v", err)
+	}
+	if _, err := h.Load(context.Background(), Spec{Wasm: readWasm(t, "ok")}, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Load after host close: %v", err)
+	}
+}
+
+// TestCloseAbortsRunningCall is how the dispatcher stops a call when its
+// drain deadline passes: Close from another goroutine while Handle runs.
+func TestCloseAbortsRunningCall(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{Timeout: time.Minute}, nil)
+	for _, delay := range []time.Duration{0, time.Millisecond, 50 * time.Millisecond} {
+		in, err := p.NewInstance(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan Result)
+		go func() { done <- in.Handle(context.Background(), delivery("l", nil)) }()
+		time.Sleep(delay)
+		if err := in.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-done:
+			if r.Err == nil || r.Verdict != engines.Nack || !in.Broken() {
+				t.Fatalf("aborted call: %+v", r)
+			}
+			if delay > 0 && !errors.Is(r.Err, ErrTrap) {
+				t.Errorf("aborted call err %v, want ErrTrap", r.Err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close did not stop the running call")
+		}
+		if err := in.Close(context.Background()); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	}
+	// The plugin is unaffected.
+	mustHandle(t, newInstance(t, p), delivery("0", nil))
+}
+
+func TestCancelledContext(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{}, nil)
+	in := newInstance(t, p)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := in.Handle(ctx, delivery("0", nil))
+	if !errors.Is(r.Err, context.Canceled) || in.Broken() {
+		t.Errorf("got %+v broken=%v", r, in.Broken())
+	}
+	mustHandle(t, in, delivery("0", nil))
+}
+
+// TestSpecExample compiles the handler printed in abi/ABI.md section 8 and
+// runs it, so the spec's own example cannot drift from what the host accepts.
+func TestSpecExample(t *testing.T) {
+	tool, err := exec.LookPath("wat2wasm")
+	if err != nil {
+		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
+			t.Fatal("wat2wasm not on PATH and QRUN_REQUIRE_TOOLS=1")
+		}
+		t.Skip("SKIPPING: wat2wasm (wabt) not on PATH; ABI.md example not checked")
+	}
+	spec, err := os.ReadFile("../../abi/ABI.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(spec), "## 8.")
+	if !ok {
+		t.Fatal("ABI.md has no section 8")
+	}
+	_, rest, _ = strings.Cut(rest, "```wat\n")
+	src, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("no wat block in section 8")
+	}
+	dir := t.TempDir()
+	watPath, wasmPath := filepath.Join(dir, "example.wat"), filepath.Join(dir, "example.wasm")
+	if err := os.WriteFile(watPath, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(tool, watPath, "-o", wasmPath).CombinedOutput(); err != nil {
+		t.Fatalf("wat2wasm: %v\n%s", err, b)
+	}
+	log, logs := observedLogger(zapcore.InfoLevel)
+	h := newTestHost(t, log)
+	p, err := h.Load(context.Background(), Spec{Consumer: "example", Path: wasmPath}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := newInstance(t, p)
+	for _, size := range []int{0, 64, 40000, 64512} {
+		if r := mustHandle(t, in, delivery(strings.Repeat("x", size), nil)); r.Verdict != engines.Ack {
+			t.Fatalf("size %d: %+v", size, r)
+		}
+	}
+	if n := logs.FilterMessage("handled").Len(); n != 4 {
+		t.Errorf("%d log lines, want 4", n)
+	}
+	in2 := newInstance(t, p)
+	if r := in2.Handle(context.Background(), delivery(strings.Repeat("x", 64513), nil)); !errors.Is(r.Err, ErrAlloc) {
+		t.Errorf("body larger than the example's buffer: %+v", r)
+	}
+}

@@ -1,0 +1,6 @@
+;; ack: the smallest useful handler; acks everything. Used by benchmarks.
+(module
+  (memory (export "memory") 1)
+  (func (export "qrun_abi_v1"))
+  (func (export "qrun_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "qrun_handle") (param i32 i32) (result i32) (i32.const 0)))

@@ -1,0 +1,6 @@
+;; big_memory: declares a minimum of 100 pages (6400 KiB).
+(module
+  (memory (export "memory") 100)
+  (func (export "qrun_abi_v1"))
+  (func (export "qrun_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "qrun_handle") (param i32 i32) (result i32) (i32.const 0)))

@@ -1,0 +1,5 @@
+;; missing_handle: declares ABI v1 but has no qrun_handle.
+(module
+  (memory (export "memory") 1)
+  (func (export "qrun_abi_v1"))
+  (func (export "qrun_alloc") (param i32) (result i32) (i32.const 1024)))

@@ -1,0 +1,5 @@
+;; no_version: a complete handler that forgot the qrun_abi_v1 marker.
+(module
+  (memory (export "memory") 1)
+  (func (export "qrun_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "qrun_handle") (param i32 i32) (result i32) (i32.const 0)))

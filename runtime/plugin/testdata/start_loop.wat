@@ -1,0 +1,9 @@
+;; start_loop: its start function never returns, so instantiation itself
+;; must be bounded by the timeout.
+(module
+  (memory (export "memory") 1)
+  (func $start (loop $forever (br $forever)))
+  (start $start)
+  (func (export "qrun_abi_v1"))
+  (func (export "qrun_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "qrun_handle") (param i32 i32) (result i32) (i32.const 0)))
