@@ -1,0 +1,169 @@
+package enginetest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+)
+
+// Benchmark shape: batches of 100 messages of 64 bytes, the unit the
+// dispatcher works in. Each op is one batch; msgs/s is reported alongside so
+// engines can be compared with the raw ceilings in the design brief.
+const (
+	benchBatch = 100
+	benchBody  = 64
+	// benchRefill is how many messages are topped up, or drained, at a time
+	// outside the timed region; large so the timer is stopped rarely.
+	benchRefill = 100 * benchBatch
+)
+
+// Bench runs the engine benchmarks as sub-benchmarks of b.
+func Bench(b *testing.B, h Harness) {
+	b.Run("enqueue_batch100_64B", func(b *testing.B) { benchEnqueue(b, h) })
+	b.Run("receive_ack_batch100", func(b *testing.B) { benchReceiveAck(b, h) })
+	b.Run("enqueue_receive_ack_batch100", func(b *testing.B) { benchPipeline(b, h) })
+}
+
+func benchQueue(b *testing.B, h Harness) engines.Queue {
+	b.Helper()
+	e := h.New(b)
+	b.Cleanup(func() { _ = e.Close() })
+	name := fmt.Sprintf("qb_%s_%d", runTag, nameSeq.Add(1))
+	q, err := e.Open(context.Background(), engines.QueueSpec{Name: name, VisibilityTimeout: 5 * time.Minute})
+	if err != nil {
+		b.Fatalf("Open: %v", err)
+	}
+	return q
+}
+
+// fill enqueues n messages of benchBody bytes in batches of benchBatch.
+func fill(b *testing.B, q engines.Queue, msgs []engines.Message, body []byte, n int) {
+	for n > 0 {
+		k := min(n, len(msgs))
+		for j := range msgs[:k] {
+			msgs[j] = engines.Message{Body: body}
+		}
+		if err := q.Enqueue(context.Background(), msgs[:k]...); err != nil {
+			b.Fatalf("Enqueue: %v", err)
+		}
+		n -= k
+	}
+}
+
+// drain receives and acks exactly n messages.
+func drain(b *testing.B, q engines.Queue, n int) {
+	ctx := context.Background()
+	for n > 0 {
+		ds, err := q.Receive(ctx, min(n, 1000))
+		if err != nil {
+			b.Fatalf("Receive: %v", err)
+		}
+		for i := range ds {
+			if err := ds[i].Ack(ctx); err != nil {
+				b.Fatalf("Ack: %v", err)
+			}
+		}
+		n -= len(ds)
+	}
+}
+
+func reportRate(b *testing.B, msgs int) {
+	if s := b.Elapsed().Seconds(); s > 0 {
+		b.ReportMetric(float64(msgs)/s, "msgs/s")
+	}
+}
+
+func benchEnqueue(b *testing.B, h Harness) {
+	q := benchQueue(b, h)
+	body := make([]byte, benchBody)
+	msgs := make([]engines.Message, benchBatch)
+	ctx := context.Background()
+	pending := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range msgs {
+			msgs[j] = engines.Message{Body: body}
+		}
+		if err := q.Enqueue(ctx, msgs...); err != nil {
+			b.Fatalf("Enqueue: %v", err)
+		}
+		// Drain now and then so the measurement is not of an ever-growing
+		// backlog (and the machine's memory).
+		if pending += benchBatch; pending >= benchRefill {
+			b.StopTimer()
+			drain(b, q, pending)
+			pending = 0
+			b.StartTimer()
+		}
+	}
+	b.StopTimer()
+	reportRate(b, b.N*benchBatch)
+}
+
+func benchReceiveAck(b *testing.B, h Harness) {
+	q := benchQueue(b, h)
+	body := make([]byte, benchBody)
+	msgs := make([]engines.Message, benchBatch)
+	ctx := context.Background()
+	avail, total := 0, 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if avail < benchBatch {
+			b.StopTimer()
+			fill(b, q, msgs, body, benchRefill)
+			avail += benchRefill
+			b.StartTimer()
+		}
+		ds, err := q.Receive(ctx, benchBatch)
+		if err != nil {
+			b.Fatalf("Receive: %v", err)
+		}
+		for j := range ds {
+			if err := ds[j].Ack(ctx); err != nil {
+				b.Fatalf("Ack: %v", err)
+			}
+		}
+		avail -= len(ds)
+		total += len(ds)
+	}
+	b.StopTimer()
+	reportRate(b, total)
+}
+
+// benchPipeline is the whole life of a batch with no timer stops: what one
+// producer and one consumer sharing a core would see.
+func benchPipeline(b *testing.B, h Harness) {
+	q := benchQueue(b, h)
+	body := make([]byte, benchBody)
+	msgs := make([]engines.Message, benchBatch)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range msgs {
+			msgs[j] = engines.Message{Body: body}
+		}
+		if err := q.Enqueue(ctx, msgs...); err != nil {
+			b.Fatalf("Enqueue: %v", err)
+		}
+		for got := 0; got < benchBatch; {
+			ds, err := q.Receive(ctx, benchBatch-got)
+			if err != nil {
+				b.Fatalf("Receive: %v", err)
+			}
+			for j := range ds {
+				if err := ds[j].Ack(ctx); err != nil {
+					b.Fatalf("Ack: %v", err)
+				}
+			}
+			got += len(ds)
+		}
+	}
+	b.StopTimer()
+	reportRate(b, b.N*benchBatch)
+}

@@ -1,0 +1,240 @@
+// Package memory is qrun's in-process engine: every feature of the engine
+// contract except durability and sharing between processes. It is the
+// reference the conformance suite is written against, the test double for
+// the runtime, and the yardstick for the other engines' overhead, so its hot
+// path (enqueue, receive, ack) is kept to one lock acquisition per batch and
+// close to zero allocations per message.
+package memory
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+)
+
+// Options configure an Engine. The zero value is ready to use.
+type Options struct {
+	// MaxMessageSize is the largest body Enqueue accepts; zero means no limit.
+	// It exists so a deployment can mirror the limit of the engine it stands in
+	// for, and so the too-large path can be tested.
+	MaxMessageSize int
+	// DedupWindow is how long a DedupID suppresses repeats; zero means
+	// DefaultDedupWindow.
+	DedupWindow time.Duration
+}
+
+// DefaultDedupWindow is the dedup window used when Options leave it zero.
+const DefaultDedupWindow = 5 * time.Minute
+
+// Engine is an in-process engine. Its queues live as long as the Engine and
+// vanish with the process.
+type Engine struct {
+	opts  Options
+	epoch time.Time // monotonic origin of the int64 clock used internally
+
+	mu     sync.Mutex
+	closed bool
+	queues map[string]*queue
+
+	// ids hands out blocks of message IDs to queues; IDs are unique across
+	// the engine so a dead-lettered message keeps its ID in its new queue.
+	ids atomic.Uint64
+}
+
+var _ engines.Engine = (*Engine)(nil)
+
+// New returns an empty engine.
+func New(opts Options) *Engine {
+	if opts.DedupWindow <= 0 {
+		opts.DedupWindow = DefaultDedupWindow
+	}
+	if opts.MaxMessageSize < 0 {
+		opts.MaxMessageSize = 0
+	}
+	return &Engine{opts: opts, epoch: time.Now(), queues: make(map[string]*queue)}
+}
+
+// Capabilities reports everything but durability and sharing, which an
+// in-process engine cannot offer.
+func (e *Engine) Capabilities() engines.Capabilities {
+	return engines.Capabilities{
+		Visibility:     true,
+		Delay:          true,
+		DeadLetter:     true,
+		Ordering:       true,
+		Priority:       true,
+		TTL:            true,
+		Dedup:          true,
+		MaxMessageSize: e.opts.MaxMessageSize,
+	}
+}
+
+// Open returns a handle on the named queue, creating it if needed.
+//
+// A spec that sets nothing but Name attaches to the queue as it is, so a
+// publisher need not know the consumer's settings. Any other spec becomes
+// the queue's settings (the most recent Open wins, which is what a config
+// reload wants), except that Ordered cannot change while the queue holds
+// messages: their ordering bookkeeping would not match.
+func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queue, error) {
+	switch {
+	case spec.Name == "":
+		return nil, fmt.Errorf("memory: open: empty queue name: %w", engines.ErrInvalid)
+	case spec.VisibilityTimeout < 0:
+		return nil, fmt.Errorf("memory: open %q: negative visibility timeout %v: %w", spec.Name, spec.VisibilityTimeout, engines.ErrInvalid)
+	case spec.MaxAttempts < 0:
+		return nil, fmt.Errorf("memory: open %q: negative max attempts %d: %w", spec.Name, spec.MaxAttempts, engines.ErrInvalid)
+	case spec.DeadLetter == spec.Name:
+		return nil, fmt.Errorf("memory: open %q: queue cannot be its own dead-letter queue: %w", spec.Name, engines.ErrInvalid)
+	}
+	q, err := e.queue(spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := q.configure(spec); err != nil {
+		return nil, err
+	}
+	return &handle{q: q, done: make(chan struct{})}, nil
+}
+
+// Close closes every queue: blocked receivers return ErrClosed and later
+// calls on any handle fail. Closing twice is harmless.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	qs := make([]*queue, 0, len(e.queues))
+	for _, q := range e.queues {
+		qs = append(qs, q)
+	}
+	e.queues = nil
+	e.mu.Unlock()
+	// Queues are locked one at a time and never while holding e.mu, the
+	// same order Open and dead-lettering use.
+	for _, q := range qs {
+		q.close()
+	}
+	return nil
+}
+
+// queue returns the named queue, creating it if needed.
+func (e *Engine) queue(name string) (*queue, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, fmt.Errorf("memory: queue %q: %w", name, engines.ErrClosed)
+	}
+	q := e.queues[name]
+	if q == nil {
+		q = newQueue(e, name)
+		e.queues[name] = q
+	}
+	return q, nil
+}
+
+// now is the engine clock: nanoseconds since the engine started, read from
+// the monotonic clock so wall-clock steps cannot reorder deadlines.
+func (e *Engine) now() int64 { return int64(time.Since(e.epoch)) }
+
+// wall converts the engine clock back to a time.Time for callers.
+func (e *Engine) wall(t int64) time.Time { return e.epoch.Add(time.Duration(t)) }
+
+// handle is one Open's view of a queue. Closing it stops its own calls and
+// wakes its own blocked receivers without disturbing other handles.
+type handle struct {
+	q      *queue
+	closed atomic.Bool
+	once   sync.Once
+	done   chan struct{}
+}
+
+var _ engines.Queue = (*handle)(nil)
+
+// Name returns the queue name.
+func (h *handle) Name() string { return h.q.name }
+
+// Close closes the handle. Leases taken through it stay valid until they
+// expire, because the settler is the queue, not the handle.
+func (h *handle) Close() error {
+	h.once.Do(func() {
+		h.closed.Store(true)
+		close(h.done)
+	})
+	return nil
+}
+
+func (h *handle) errClosed(op string) error {
+	return fmt.Errorf("memory: %s %q: %w", op, h.q.name, engines.ErrClosed)
+}
+
+// Enqueue validates the whole batch before storing any of it, so a batch is
+// all-or-nothing.
+func (h *handle) Enqueue(ctx context.Context, msgs ...engines.Message) error {
+	if h.closed.Load() {
+		return h.errClosed("enqueue to")
+	}
+	q := h.q
+	limit := q.e.opts.MaxMessageSize
+	for i := range msgs {
+		m := &msgs[i]
+		if limit > 0 && len(m.Body) > limit {
+			return fmt.Errorf("memory: enqueue to %q: message %d body is %d bytes, limit %d: %w", q.name, i, len(m.Body), limit, engines.ErrTooLarge)
+		}
+		if m.TTL < 0 {
+			return fmt.Errorf("memory: enqueue to %q: message %d has negative TTL %v: %w", q.name, i, m.TTL, engines.ErrInvalid)
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return q.enqueue(msgs)
+}
+
+// Receive leases up to max messages, blocking until one is available.
+func (h *handle) Receive(ctx context.Context, max int) ([]engines.Delivery, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("memory: receive from %q: max %d < 1: %w", h.q.name, max, engines.ErrInvalid)
+	}
+	q := h.q
+	for {
+		if h.closed.Load() {
+			return nil, h.errClosed("receive from")
+		}
+		out, wait, err := q.receive(max)
+		if err != nil || len(out) > 0 {
+			return out, err
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-h.done:
+			return nil, h.errClosed("receive from")
+		}
+	}
+}
+
+// Stats reports the queue's counters. Ready includes messages waiting behind
+// their ordering key, since they are visible, merely not yet eligible.
+func (h *handle) Stats(ctx context.Context) (engines.Stats, error) {
+	if h.closed.Load() {
+		return engines.Stats{}, h.errClosed("stats of")
+	}
+	return h.q.stats()
+}
+
+// clampInt32 keeps a configured attempt limit inside the record's counter.
+func clampInt32(n int) int32 {
+	if n > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int32(n)
+}
