@@ -20,7 +20,10 @@ import (
 // Engine is one configured storage backend. It opens queues by spec; opening
 // the same name twice returns handles on the same queue.
 type Engine interface {
-	// Open creates the queue if needed and returns a handle on it.
+	// Open creates the queue if needed and returns a handle on it. Opening
+	// an existing queue with a spec holding only a Name attaches to it as it
+	// is; a fuller spec replaces its settings (the latest wins, which is what
+	// a config reload wants).
 	Open(ctx context.Context, spec QueueSpec) (Queue, error)
 	// Capabilities declares what the engine implements natively.
 	Capabilities() Capabilities
@@ -34,11 +37,13 @@ type Queue interface {
 	Name() string
 	// Enqueue stores msgs atomically as far as the engine allows. The engine
 	// assigns an ID to every message whose ID is empty and writes it back into
-	// msgs[i].ID, so a caller passing a slice sees the IDs. The engine may keep
+	// msgs[i].ID, so a caller passing a slice sees the IDs (a message dropped
+	// as a duplicate gets the ID of the one it duplicates). The engine may keep
 	// references to Body and Attributes: the caller must not modify them after.
 	Enqueue(ctx context.Context, msgs ...Message) error
-	// Receive leases up to max messages. It blocks until at least one message
-	// is available or ctx is done, in which case it returns ctx.Err(). Each
+	// Receive leases up to max messages (max < 1 is ErrInvalid). It blocks
+	// until at least one message is available or ctx is done, in which case
+	// it returns ctx.Err(). Each
 	// delivery is invisible to other receivers until it is settled or its
 	// lease expires.
 	Receive(ctx context.Context, max int) ([]Delivery, error)
@@ -62,7 +67,9 @@ type QueueSpec struct {
 	MaxAttempts int
 	// DeadLetter names the queue, in the same engine, that receives messages
 	// which exhausted MaxAttempts or were dead-lettered explicitly. Empty means
-	// such messages are dropped and counted.
+	// such messages are dropped and counted. A dead letter keeps its ID, body,
+	// EnqueuedAt and a copy of its attributes, to which AttrDeadLetterReason
+	// and AttrDeadLetterSource are added; Delay, TTL and DedupID are cleared.
 	DeadLetter string
 	// Ordered delivers messages sharing an OrderingKey one at a time, in
 	// enqueue order (requires the Ordering capability).
@@ -96,6 +103,7 @@ type Message struct {
 	Delay time.Duration
 	// TTL drops the message, counted as expired, if it has not been
 	// delivered within this long of becoming visible; zero means forever.
+	// Once delivered, a message is no longer subject to its TTL.
 	TTL time.Duration
 }
 
@@ -217,7 +225,8 @@ func (d *Delivery) DeadLetter(ctx context.Context, reason string) error {
 	return d.Settle(ctx, Settlement{Verdict: DeadLetter, Reason: reason})
 }
 
-// Extend pushes the lease out to now+by and records the new expiry.
+// Extend sets the lease to expire at now+by (which may also shorten it) and
+// records the new expiry; by <= 0 is ErrInvalid.
 func (d *Delivery) Extend(ctx context.Context, by time.Duration) error {
 	if d.settler == nil {
 		return ErrNotLeased
