@@ -173,6 +173,7 @@ const (
 	DeadLetter
 )
 
+// String names the verdict as logs and metrics spell it.
 func (v Verdict) String() string {
 	switch v {
 	case Ack:

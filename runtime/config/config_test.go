@@ -304,6 +304,8 @@ func TestBrokenFiles(t *testing.T) {
 		{name: "unknown nested block", src: "queue \"a\" {\n  engine = \"local\"\n  backoff {}\n}\n", want: []want{{"Unsupported block type", 3}}},
 		{name: "missing block label", src: "queue {\n  engine = \"local\"\n}\n", want: []want{{"Missing name for queue", 1}}},
 		{name: "missing required attribute", src: "queue \"a\" {\n}\n", want: []want{{"Missing required argument", 1}}},
+		{name: "null required attribute", src: "queue \"a\" {\n  engine = null\n}\n", want: []want{{"Missing required argument", 2}}},
+		{name: "empty engine type", src: "engine \"x\" {\n  type = \"\"\n}\n", want: []want{{"Missing required argument", 2}}},
 		{name: "invalid name", src: "queue \"a b\" { engine = \"local\" }\n", want: []want{{"Invalid name", 1}}},
 		{name: "duplicate runtime block", src: "runtime {}\n\nruntime {}\n", want: []want{{"Duplicate runtime block", 3}}},
 		{name: "duplicate engine", src: "engine \"local\" { type = \"memory\" }\n", want: []want{{"Duplicate engine", 1}}},

@@ -253,11 +253,9 @@ func (d *decoder) runtime(blocks []*rawRuntime) Runtime {
 
 func (d *decoder) engine(re *rawEngine) Engine {
 	e := Engine{Name: re.Name, Body: re.Remain, Range: re.DefRange}
-	if re.Type == nil {
-		d.missing(re.DefRange, "type", "engine")
+	if e.Type = d.required(re.Type, re.DefRange, "type", "engine"); e.Type == "" {
 		return e
 	}
-	e.Type = d.str(re.Type, "")
 	typeRange := re.Type.Expr.Range()
 	v := d.opts.Engines
 	if v == nil {
@@ -284,11 +282,7 @@ func (d *decoder) queue(rq *rawQueue) Queue {
 		MaxAttempts:       DefaultMaxAttempts,
 	}
 	d.queueRefs[q.Name] = queueRefs{engine: rq.Engine, deadLetter: rq.DeadLetter, name: rq.NameRange}
-	if rq.Engine == nil {
-		d.missing(rq.DefRange, "engine", "queue")
-	} else {
-		q.Engine = d.str(rq.Engine, "")
-	}
+	q.Engine = d.required(rq.Engine, rq.DefRange, "engine", "queue")
 	q.VisibilityTimeout = d.duration(rq.VisibilityTimeout, q.VisibilityTimeout)
 	if q.VisibilityTimeout < 0 {
 		d.errorf(rq.VisibilityTimeout.Expr.Range(), "Invalid visibility timeout",
@@ -363,11 +357,7 @@ func (d *decoder) consumer(rc *rawConsumer) Consumer {
 		Isolation:   DefaultIsolation,
 	}
 	refs := consumerRefs{queue: rc.Queue, timeout: rc.Timeout}
-	if rc.Queue == nil {
-		d.missing(rc.DefRange, "queue", "consumer")
-	} else {
-		c.Queue = d.str(rc.Queue, "")
-	}
+	c.Queue = d.required(rc.Queue, rc.DefRange, "queue", "consumer")
 	if rc.Plugin == nil {
 		d.missing(rc.DefRange, "plugin", "consumer")
 	} else {
@@ -413,6 +403,21 @@ func (d *decoder) consumer(rc *rawConsumer) Consumer {
 	c.Publish, refs.publish = d.stringList(rc.Publish)
 	d.consumerRefs[c.Name] = refs
 	return c
+}
+
+// required decodes a string attribute that must be present and non-empty;
+// null counts as absent.
+func (d *decoder) required(a *hcl.Attribute, block hcl.Range, attr, kind string) string {
+	if a == nil {
+		d.missing(block, attr, kind)
+		return ""
+	}
+	before := len(d.diags)
+	s := d.str(a, "")
+	if s == "" && len(d.diags) == before {
+		d.errorf(a.Expr.Range(), "Missing required argument", "The argument %q of a %s block must not be null or empty.", attr, kind)
+	}
+	return s
 }
 
 func (d *decoder) missing(block hcl.Range, attr, kind string) {
@@ -466,37 +471,20 @@ func (d *decoder) convert(expr hcl.Expression, name string, ty cty.Type, dst any
 	return true
 }
 
-func (d *decoder) str(a *hcl.Attribute, def string) string {
-	var s string
-	if d.decodeInto(a, cty.String, &s) {
-		return s
+// valueOr decodes a as a value of type ty into a T, or returns def when a is
+// absent, null or wrong (the decoder has recorded the diagnostic).
+func valueOr[T any](d *decoder, a *hcl.Attribute, ty cty.Type, def T) T {
+	var v T
+	if d.decodeInto(a, ty, &v) {
+		return v
 	}
 	return def
 }
 
-func (d *decoder) boolean(a *hcl.Attribute, def bool) bool {
-	var b bool
-	if d.decodeInto(a, cty.Bool, &b) {
-		return b
-	}
-	return def
-}
-
-func (d *decoder) float(a *hcl.Attribute, def float64) float64 {
-	var f float64
-	if d.decodeInto(a, cty.Number, &f) {
-		return f
-	}
-	return def
-}
-
-func (d *decoder) integer(a *hcl.Attribute, def int) int {
-	var n int
-	if d.decodeInto(a, cty.Number, &n) {
-		return n
-	}
-	return def
-}
+func (d *decoder) str(a *hcl.Attribute, def string) string     { return valueOr(d, a, cty.String, def) }
+func (d *decoder) boolean(a *hcl.Attribute, def bool) bool     { return valueOr(d, a, cty.Bool, def) }
+func (d *decoder) float(a *hcl.Attribute, def float64) float64 { return valueOr(d, a, cty.Number, def) }
+func (d *decoder) integer(a *hcl.Attribute, def int) int       { return valueOr(d, a, cty.Number, def) }
 
 func (d *decoder) oneOf(a *hcl.Attribute, def, summary string, allowed []string) string {
 	if a == nil {

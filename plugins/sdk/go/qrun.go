@@ -29,7 +29,7 @@ const (
 	DeadLetter Verdict = abi.VerdictDeadLetter
 )
 
-// String returns the verdict's name as qrun's documentation spells it.
+// String names the verdict as qrun's logs and metrics spell it.
 func (v Verdict) String() string {
 	switch v {
 	case Ack:
@@ -39,9 +39,9 @@ func (v Verdict) String() string {
 	case Requeue:
 		return "requeue"
 	case DeadLetter:
-		return "dead-letter"
+		return "dead_letter"
 	}
-	return fmt.Sprintf("Verdict(%d)", int32(v))
+	return fmt.Sprintf("verdict(%d)", int32(v))
 }
 
 // Errors returned by Publish and ExtendLease, one per ABI error code, so that
