@@ -143,20 +143,20 @@ func (s *Server) addConsumer(ctx context.Context, cc *config.Consumer) error {
 // queue, whatever its engine. The plugin host has already checked the
 // consumer's allow-list.
 func (s *Server) Publish(ctx context.Context, queue string, msg engines.Message) error {
-	q, ok := s.queues[queue]
-	if !ok {
-		return fmt.Errorf("%w: %q", admin.ErrUnknownQueue, queue)
+	q, err := s.Queue(queue)
+	if err != nil {
+		return err
 	}
-	return q.q.Enqueue(ctx, msg)
+	return q.Enqueue(ctx, msg)
 }
 
 // Enqueue implements admin.Backend.
 func (s *Server) Enqueue(ctx context.Context, queue string, msgs []engines.Message) error {
-	q, ok := s.queues[queue]
-	if !ok {
-		return fmt.Errorf("%w: %q", admin.ErrUnknownQueue, queue)
+	q, err := s.Queue(queue)
+	if err != nil {
+		return err
 	}
-	return q.q.Enqueue(ctx, msgs...)
+	return q.Enqueue(ctx, msgs...)
 }
 
 // Queues implements admin.Backend.
@@ -171,6 +171,15 @@ func (s *Server) Queues(ctx context.Context) ([]admin.QueueInfo, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// Queue returns the open queue of that name.
+func (s *Server) Queue(name string) (engines.Queue, error) {
+	q, ok := s.queues[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", admin.ErrUnknownQueue, name)
+	}
+	return q.q, nil
 }
 
 // Ready implements admin.Backend.
