@@ -77,17 +77,19 @@ type Stats struct {
 	InFlight     int64 `json:"in_flight"`
 }
 
+// counters belong to one worker, so workers on different cores never write
+// the same cache line; Stats adds them up.
 type counters struct {
 	acked, nacked, requeued, deadLettered      atomic.Int64
 	traps, timeouts, badVerdicts, leaseLost    atomic.Int64
 	released, instances, inFlight, instanceErr atomic.Int64
+	_                                          [64]byte // keep the next worker's counters off this line
 }
 
 // Consumer runs a queue's deliveries through a plugin.
 type Consumer struct {
 	cfg Config
 	log *zap.Logger
-	c   counters
 
 	// settleCtx outlives Stop's deadline so that verdicts already decided
 	// still reach the engine; it is cancelled only when the consumer aborts.
@@ -102,6 +104,7 @@ type Consumer struct {
 	draining chan struct{}        // closed when Stop begins
 	aborted  atomic.Bool          // Stop's deadline passed: running calls are being killed
 	insts    map[*worker]Instance // live instances, closed on abort
+	workers  []*worker
 }
 
 // New validates cfg and returns a consumer ready to Start.
@@ -140,12 +143,24 @@ func (c *Consumer) Name() string { return c.cfg.Name }
 
 // Stats returns the consumer's counters.
 func (c *Consumer) Stats() Stats {
-	return Stats{
-		Acked: c.c.acked.Load(), Nacked: c.c.nacked.Load(), Requeued: c.c.requeued.Load(),
-		DeadLettered: c.c.deadLettered.Load(), Traps: c.c.traps.Load(), Timeouts: c.c.timeouts.Load(),
-		BadVerdicts: c.c.badVerdicts.Load(), LeaseLost: c.c.leaseLost.Load(), Released: c.c.released.Load(),
-		Instances: c.c.instances.Load(), InFlight: c.c.inFlight.Load(),
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var s Stats
+	for _, w := range c.workers {
+		n := &w.n
+		s.Acked += n.acked.Load()
+		s.Nacked += n.nacked.Load()
+		s.Requeued += n.requeued.Load()
+		s.DeadLettered += n.deadLettered.Load()
+		s.Traps += n.traps.Load()
+		s.Timeouts += n.timeouts.Load()
+		s.BadVerdicts += n.badVerdicts.Load()
+		s.LeaseLost += n.leaseLost.Load()
+		s.Released += n.released.Load()
+		s.Instances += n.instances.Load()
+		s.InFlight += n.inFlight.Load()
 	}
+	return s
 }
 
 // Start launches the workers. It returns at once; call Stop to end them.
@@ -160,6 +175,7 @@ func (c *Consumer) Start() {
 	c.stopRecv = cancel
 	for i := 0; i < c.cfg.Concurrency; i++ {
 		w := &worker{c: c, batch: 1}
+		c.workers = append(c.workers, w)
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -209,6 +225,7 @@ func (c *Consumer) Stop(ctx context.Context) error {
 }
 
 type worker struct {
+	n     counters
 	c     *Consumer
 	inst  Instance
 	batch int
@@ -266,13 +283,13 @@ func (w *worker) run(ctx context.Context) {
 func (w *worker) newInstance(ctx context.Context) bool {
 	inst, err := w.c.cfg.NewInstance(ctx)
 	if err != nil {
-		w.c.c.instanceErr.Add(1)
+		w.n.instanceErr.Add(1)
 		w.logErr("plugin instance failed to start", err)
 		return false
 	}
 	w.backoff = 0
 	w.inst = inst
-	w.c.c.instances.Add(1)
+	w.n.instances.Add(1)
 	w.c.mu.Lock()
 	w.c.insts[w] = inst
 	w.c.mu.Unlock()
@@ -288,7 +305,7 @@ func (w *worker) dropInstance() {
 	w.c.mu.Unlock()
 	_ = w.inst.Close(context.Background())
 	w.inst = nil
-	w.c.c.instances.Add(-1)
+	w.n.instances.Add(-1)
 }
 
 func (w *worker) logErr(msg string, err error) {
@@ -317,18 +334,18 @@ func (w *worker) wait(ctx context.Context) {
 func (w *worker) release(ds ...engines.Delivery) {
 	for i := range ds {
 		if err := ds[i].Requeue(w.c.settleCtx, 0); err == nil {
-			w.c.c.released.Add(1)
+			w.n.released.Add(1)
 		}
 	}
 }
 
 func (w *worker) handle(d *engines.Delivery) {
 	c := w.c
-	c.c.inFlight.Add(1)
+	w.n.inFlight.Add(1)
 	start := time.Now()
 	res := w.inst.Handle(c.settleCtx, d)
 	took := time.Since(start)
-	c.c.inFlight.Add(-1)
+	w.n.inFlight.Add(-1)
 	w.resize(took)
 	if c.aborted.Load() {
 		w.release(*d)
@@ -341,11 +358,11 @@ func (w *worker) handle(d *engines.Delivery) {
 		s.Reason = res.Err.Error()
 		switch {
 		case errors.Is(res.Err, plugin.ErrTimeout):
-			c.c.timeouts.Add(1)
+			w.n.timeouts.Add(1)
 		case errors.Is(res.Err, plugin.ErrBadVerdict):
-			c.c.badVerdicts.Add(1)
+			w.n.badVerdicts.Add(1)
 		default:
-			c.c.traps.Add(1)
+			w.n.traps.Add(1)
 		}
 		c.log.Warn("handler failed", zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt), zap.Error(res.Err))
 	}
@@ -368,7 +385,7 @@ func (w *worker) handle(d *engines.Delivery) {
 	}
 	if err := d.Settle(c.settleCtx, s); err != nil {
 		if errors.Is(err, engines.ErrLeaseLost) {
-			c.c.leaseLost.Add(1)
+			w.n.leaseLost.Add(1)
 			c.log.Warn("lease lost before the verdict was applied; the message will be redelivered",
 				zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt), zap.Duration("took", took))
 		} else {
@@ -378,16 +395,16 @@ func (w *worker) handle(d *engines.Delivery) {
 	}
 	switch s.Verdict {
 	case engines.Ack:
-		c.c.acked.Add(1)
+		w.n.acked.Add(1)
 	case engines.Nack:
-		c.c.nacked.Add(1)
+		w.n.nacked.Add(1)
 		if res.Err == nil {
 			c.log.Debug("nack", zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt), zap.Duration("retry_in", s.Delay))
 		}
 	case engines.Requeue:
-		c.c.requeued.Add(1)
+		w.n.requeued.Add(1)
 	case engines.DeadLetter:
-		c.c.deadLettered.Add(1)
+		w.n.deadLettered.Add(1)
 		c.log.Info("dead-lettered by handler", zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt))
 	}
 	if c.cfg.Observer != nil {
