@@ -5,12 +5,14 @@
 #   test     lint + the whole test suite with the race detector
 #   bench    benchmarks, including the raw ceilings they are compared with
 #   lint     gofmt + go vet
+#   fuzz     the fuzzers, FUZZTIME each (default 30s)
+#   soak     the long tests that `make test` skips (-short)
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BENCHTIME ?= 2s
 
-.PHONY: build plugins run test bench lint check-plugins clean
+.PHONY: build plugins run test bench lint check-plugins fuzz soak clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/qrun ./cmd/qrun
@@ -30,7 +32,11 @@ lint:
 # once without it, before everything runs with it.
 test: lint
 	$(GO) test -count=1 -run 'Alloc' ./engines/memory/ ./runtime/plugin/
-	$(GO) test -race -timeout 15m ./...
+	$(GO) test -race -short -timeout 15m ./...
+
+# soak runs the long tests that -short skips.
+soak:
+	$(GO) test -race -run 'Soak' -timeout 30m -v ./...
 
 # check-plugins proves the committed .wasm files are what their sources build to.
 check-plugins: plugins
@@ -41,3 +47,10 @@ bench:
 
 clean:
 	rm -rf bin data
+
+# fuzz runs each fuzzer for FUZZTIME (not part of `make test`).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/config/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAttrs$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/plugin/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/plugin/
