@@ -51,5 +51,3 @@ func isTerminal(w io.Writer) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
-
-func zapError(err error) zap.Field { return zap.Error(err) }

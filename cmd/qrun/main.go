@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 
+	"go.uber.org/zap"
+
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 	"github.com/qrun-dev/qrun/runtime/server"
@@ -38,7 +40,9 @@ const (
 // usageError marks errors that exit with exitUsage.
 type usageError struct{ err error }
 
+// Error returns the underlying message.
 func (e usageError) Error() string { return e.err.Error() }
+// Unwrap returns the underlying error.
 func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
@@ -169,34 +173,31 @@ func cmdRun(args []string, stderr io.Writer) error {
 	defer func() { _ = log.Sync() }()
 
 	ctx, stop := signalContext(func(sig os.Signal) {
-		log.Warn("second signal: exiting without draining")
+		log.Info("signal received: draining; a second signal exits at once", zap.Stringer("signal", sig))
+	}, func(sig os.Signal) {
+		log.Warn("second signal: exiting without draining", zap.Stringer("signal", sig))
 		_ = log.Sync()
 		os.Exit(exitRuntime)
 	})
 	defer stop()
 	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
 	if err != nil {
-		log.Error("start failed", zapError(err))
+		log.Error("start failed", zap.Error(err))
 		return err
 	}
 	return srv.Run(ctx)
 }
 
-// signalContext is cancelled by the first SIGINT or SIGTERM; a second one
-// calls force.
-func signalContext(force func(os.Signal)) (context.Context, func()) {
+// signalContext is cancelled by the first SIGINT or SIGTERM, after calling
+// first; a second signal calls force.
+func signalContext(first, force func(os.Signal)) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
-		sig, ok := <-ch
-		if !ok {
-			return
-		}
+		first(<-ch)
 		cancel()
-		if sig, ok = <-ch; ok {
-			force(sig)
-		}
+		force(<-ch)
 	}()
 	return ctx, func() { signal.Stop(ch); cancel() }
 }

@@ -17,8 +17,10 @@ import (
 // attrFlag collects repeated -a key=value flags.
 type attrFlag map[string]string
 
+// String implements flag.Value.
 func (a attrFlag) String() string { return fmt.Sprint(map[string]string(a)) }
 
+// Set implements flag.Value: it adds one key=value pair.
 func (a attrFlag) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")
 	if !ok || k == "" {

@@ -15,6 +15,7 @@ import (
 // diagnostic can be turned into one that says what to do.
 type envMissingError struct{ name string }
 
+// Error names the missing variable.
 func (e *envMissingError) Error() string {
 	return fmt.Sprintf("environment variable %q is not set and no default was given", e.name)
 }

@@ -153,6 +153,7 @@ func (d *decoder) checkPlugin(c *Consumer, checked map[string]error) {
 // error from Options.CheckPlugin.
 type pluginErr struct{ summary, detail string }
 
+// Error joins summary and detail.
 func (e *pluginErr) Error() string { return e.summary + ": " + e.detail }
 
 func (d *decoder) pluginError(path string) error {

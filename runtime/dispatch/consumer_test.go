@@ -41,13 +41,12 @@ func (i *fakeInstance) Close(context.Context) error {
 }
 
 type fixture struct {
-	eng       *memory.Engine
-	q, dlq    engines.Queue
-	c         *dispatch.Consumer
-	created   atomic.Int64
-	closes    atomic.Int64
-	settled   chan settled
-	retryBase time.Duration
+	eng     *memory.Engine
+	q, dlq  engines.Queue
+	c       *dispatch.Consumer
+	created atomic.Int64
+	closes  atomic.Int64
+	settled chan settled
 }
 
 type settled struct {

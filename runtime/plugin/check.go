@@ -32,6 +32,7 @@ type sig struct {
 	params, results []api.ValueType
 }
 
+// String formats the signature as (params)->results.
 func (s sig) String() string { return formatSig(s.params, s.results) }
 
 func (s sig) matches(params, results []api.ValueType) bool {

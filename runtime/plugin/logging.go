@@ -104,6 +104,7 @@ type lineWriter struct {
 	buf    []byte
 }
 
+// Write buffers b and logs each complete line.
 func (w *lineWriter) Write(b []byte) (int, error) {
 	n := len(b)
 	for len(b) > 0 {
