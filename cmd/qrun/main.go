@@ -42,6 +42,7 @@ type usageError struct{ err error }
 
 // Error returns the underlying message.
 func (e usageError) Error() string { return e.err.Error() }
+
 // Unwrap returns the underlying error.
 func (e usageError) Unwrap() error { return e.err }
 

@@ -126,9 +126,11 @@ var errPermanent = errors.New("permanent")
 type permanentError struct{ err error }
 
 // Error returns the wrapped error's message.
-func (e permanentError) Error() string        { return e.err.Error() }
+func (e permanentError) Error() string { return e.err.Error() }
+
 // Unwrap returns the wrapped error.
-func (e permanentError) Unwrap() error        { return e.err }
+func (e permanentError) Unwrap() error { return e.err }
+
 // Is makes errors.Is(err, errPermanent) hold.
 func (e permanentError) Is(target error) bool { return target == errPermanent }
 
