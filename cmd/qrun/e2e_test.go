@@ -284,3 +284,73 @@ func TestCLI(t *testing.T) {
 		})
 	}
 }
+
+// TestReadmeTour builds the handler and runs the configuration that
+// README.md's tour shows, so the first thing a user reads keeps working.
+func TestReadmeTour(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(repoPath(t, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(fence, after string) string {
+		t.Helper()
+		s := string(readme)
+		i := strings.Index(s, after)
+		if i < 0 {
+			t.Fatalf("README has no %q", after)
+		}
+		j := strings.Index(s[i:], "```"+fence+"\n")
+		if j < 0 {
+			t.Fatalf("README has no %s block after %q", fence, after)
+		}
+		body := s[i+j+len(fence)+4:]
+		return body[:strings.Index(body, "```")]
+	}
+	dir := t.TempDir()
+	// The handler is a module of its own, as a user's would be, pointed at
+	// this checkout's SDK with a replace directive.
+	src := filepath.Join(dir, "hello")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gomod := fmt.Sprintf("module hello\n\ngo 1.24\n\nrequire github.com/qrun-dev/qrun v0.0.0\n\nreplace github.com/qrun-dev/qrun => %s\n", repoPath(t, "."))
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte(gomod), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(block("go", "**1. Write a handler.**")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wasm := filepath.Join(dir, "hello.wasm")
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, ".")
+	build.Dir = src
+	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "GOFLAGS=-mod=mod")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the README handler: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	cfg := fmt.Sprintf("runtime {\n  admin_listen = %q\n  data_dir = %q\n}\n", addr, filepath.Join(dir, "data")) +
+		block("hcl", "**2. Configure it.**")
+	cfgPath := filepath.Join(dir, "qrun.hcl")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(qrunBin, "validate", "-c", cfgPath).CombinedOutput(); err != nil {
+		t.Fatalf("validate: %v\n%s", err, out)
+	}
+	startQrun(t, cfgPath)
+	c := &admin.Client{BaseURL: "http://" + addr}
+	waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {
+		err := c.Ready(context.Background())
+		return err == nil, fmt.Sprint(err)
+	})
+	for _, body := range []string{"world", ""} {
+		if out, err := exec.Command(qrunBin, "send", "-c", cfgPath, "-q", "hello", body).CombinedOutput(); err != nil {
+			t.Fatalf("send %q: %v\n%s", body, err, out)
+		}
+	}
+	waitFor(t, "the tour's messages handled", 30*time.Second, func() (bool, string) {
+		d := depths(t, c)
+		return d["greetings"] == 1 && d["hello_dead"] == 1 && d["hello"] == 0, fmt.Sprint(d)
+	})
+}

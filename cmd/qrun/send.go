@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -82,6 +83,10 @@ func cmdSend(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	resp, err := c.Send(ctx, *queue, admin.SendRequest{SendMessage: msg})
+	var se *admin.StatusError
+	if err != nil && !errors.As(err, &se) {
+		return fmt.Errorf("%w (is qrun running with %s?)", err, *path)
+	}
 	if err != nil {
 		return err
 	}
