@@ -41,17 +41,29 @@ type Queue interface {
 	// as a duplicate gets the ID of the one it duplicates). The engine may keep
 	// references to Body and Attributes: the caller must not modify them after.
 	Enqueue(ctx context.Context, msgs ...Message) error
-	// Receive leases up to max messages (max < 1 is ErrInvalid). It blocks
-	// until at least one message is available or ctx is done, in which case
-	// it returns ctx.Err(). Each
-	// delivery is invisible to other receivers until it is settled or its
-	// lease expires.
-	Receive(ctx context.Context, max int) ([]Delivery, error)
+	// Receive leases up to len(buf) messages into buf and returns how many
+	// (an empty buf is ErrInvalid). Like io.Reader it fills the caller's
+	// buffer, so a consumer that reuses one receives without allocating. It
+	// blocks until at least one message is available or ctx is done, in
+	// which case it returns ctx.Err(). Each delivery is invisible to other
+	// receivers until it is settled or its lease expires. ReceiveN is the
+	// allocating convenience.
+	Receive(ctx context.Context, buf []Delivery) (int, error)
 	// Stats reports the queue's current counters.
 	Stats(ctx context.Context) (Stats, error)
 	// Close releases the handle; later calls return ErrClosed. Leases held
 	// through it stay valid until they expire.
 	Close() error
+}
+
+// ReceiveN leases up to max messages from q into a new slice.
+func ReceiveN(ctx context.Context, q Queue, max int) ([]Delivery, error) {
+	if max < 1 {
+		return nil, fmt.Errorf("receive from %q: max %d < 1: %w", q.Name(), max, ErrInvalid)
+	}
+	buf := make([]Delivery, max)
+	n, err := q.Receive(ctx, buf)
+	return buf[:n], err
 }
 
 // QueueSpec is what the runtime asks of a queue when it opens it.

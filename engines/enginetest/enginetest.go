@@ -165,7 +165,7 @@ func (x *env) enqueue(q engines.Queue, msgs ...engines.Message) []engines.Messag
 // for every call: never more than max, never empty without an error.
 func (x *env) receive(ctx context.Context, q engines.Queue, max int) ([]engines.Delivery, error) {
 	x.t.Helper()
-	ds, err := q.Receive(ctx, max)
+	ds, err := engines.ReceiveN(ctx, q, max)
 	if err != nil {
 		if len(ds) > 0 {
 			x.t.Errorf("Receive returned %d deliveries together with error %v", len(ds), err)
@@ -272,7 +272,7 @@ func receiveAsync(ctx context.Context, q engines.Queue, max int) (started chan s
 	done = make(chan result, 1)
 	go func() {
 		close(started)
-		ds, err := q.Receive(ctx, max)
+		ds, err := engines.ReceiveN(ctx, q, max)
 		done <- result{ds: ds, err: err, at: time.Now()}
 	}()
 	return started, done

@@ -651,7 +651,7 @@ func testConcurrentReceivers(t *testing.T, x *env) {
 		go func() {
 			defer wg.Done()
 			for {
-				ds, err := q.Receive(ctx, 16)
+				ds, err := engines.ReceiveN(ctx, q, 16)
 				if err != nil {
 					if ctx.Err() == nil || received.Load() < total {
 						t.Errorf("receiver %d: Receive: %v", r, err)
@@ -790,7 +790,7 @@ func testCloseQueue(t *testing.T, x *env) {
 	r := x.await(done, "Receive blocked at Close")
 	x.wantErr(r.err, engines.ErrClosed, "Receive blocked when its queue handle closed")
 	x.wantErr(q.Enqueue(x.ctx(wait), engines.Message{Body: []byte("x")}), engines.ErrClosed, "Enqueue after Close")
-	_, err := q.Receive(x.ctx(wait), 1)
+	_, err := engines.ReceiveN(x.ctx(wait), q, 1)
 	x.wantErr(err, engines.ErrClosed, "Receive after Close")
 	_, err = q.Stats(x.ctx(wait))
 	x.wantErr(err, engines.ErrClosed, "Stats after Close")
@@ -813,7 +813,7 @@ func testCloseEngine(t *testing.T, x *env) {
 	r := x.await(done, "Receive blocked at engine Close")
 	x.wantErr(r.err, engines.ErrClosed, "Receive blocked when the engine closed")
 	x.wantErr(q.Enqueue(x.ctx(wait), engines.Message{Body: []byte("x")}), engines.ErrClosed, "Enqueue after engine Close")
-	_, err := q.Receive(x.ctx(wait), 1)
+	_, err := engines.ReceiveN(x.ctx(wait), q, 1)
 	x.wantErr(err, engines.ErrClosed, "Receive after engine Close")
 	_, err = x.e.Open(x.ctx(wait), engines.QueueSpec{Name: x.name()})
 	x.wantErr(err, engines.ErrClosed, "Open after engine Close")
@@ -1005,7 +1005,7 @@ func testInvalid(t *testing.T, x *env) {
 	}
 
 	q := x.open(engines.QueueSpec{VisibilityTimeout: time.Minute})
-	if ds, err := q.Receive(x.ctx(quiet), 0); err == nil {
+	if ds, err := engines.ReceiveN(x.ctx(quiet), q, 0); err == nil {
 		t.Fatalf("Receive(max=0) returned %d deliveries and no error", len(ds))
 	} else if !errors.Is(err, engines.ErrInvalid) && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Receive(max=0): %v, want ErrInvalid (or waiting out the context)", err)

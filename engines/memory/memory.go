@@ -198,26 +198,27 @@ func (h *handle) Enqueue(ctx context.Context, msgs ...engines.Message) error {
 	return q.enqueue(msgs)
 }
 
-// Receive leases up to max messages, blocking until one is available.
-func (h *handle) Receive(ctx context.Context, max int) ([]engines.Delivery, error) {
-	if max < 1 {
-		return nil, fmt.Errorf("memory: receive from %q: max %d < 1: %w", h.q.name, max, engines.ErrInvalid)
+// Receive leases up to len(buf) messages into buf, blocking until one is
+// available.
+func (h *handle) Receive(ctx context.Context, buf []engines.Delivery) (int, error) {
+	if len(buf) == 0 {
+		return 0, fmt.Errorf("memory: receive from %q: empty buffer: %w", h.q.name, engines.ErrInvalid)
 	}
 	q := h.q
 	for {
 		if h.closed.Load() {
-			return nil, h.errClosed("receive from")
+			return 0, h.errClosed("receive from")
 		}
-		out, wait, err := q.receive(max)
-		if err != nil || len(out) > 0 {
-			return out, err
+		n, wait, err := q.receive(buf)
+		if err != nil || n > 0 {
+			return n, err
 		}
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return 0, ctx.Err()
 		case <-h.done:
-			return nil, h.errClosed("receive from")
+			return 0, h.errClosed("receive from")
 		}
 	}
 }

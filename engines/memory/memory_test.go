@@ -78,7 +78,7 @@ func TestOpenSpecRules(t *testing.T) {
 	if _, err := e.Open(ctx, engines.QueueSpec{Name: "q", Ordered: true}); !errors.Is(err, engines.ErrInvalid) {
 		t.Fatalf("changing Ordered on a non-empty queue: %v, want ErrInvalid", err)
 	}
-	ds, err := q.Receive(ctx, 1)
+	ds, err := engines.ReceiveN(ctx, q, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestExtendRejectsNonPositive(t *testing.T) {
 	if err := q.Enqueue(ctx, engines.Message{}); err != nil {
 		t.Fatal(err)
 	}
-	ds, err := q.Receive(ctx, 1)
+	ds, err := engines.ReceiveN(ctx, q, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,14 +124,14 @@ func TestRecycledRecordRejectsStaleTicket(t *testing.T) {
 	if err := q.Enqueue(ctx, engines.Message{Body: []byte("old")}); err != nil {
 		t.Fatal(err)
 	}
-	old, _ := q.Receive(ctx, 1)
+	old, _ := engines.ReceiveN(ctx, q, 1)
 	if err := old[0].Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := q.Enqueue(ctx, engines.Message{Body: []byte("new")}); err != nil {
 		t.Fatal(err)
 	}
-	cur, _ := q.Receive(ctx, 1)
+	cur, _ := engines.ReceiveN(ctx, q, 1)
 	if old[0].Ticket().Ref != cur[0].Ticket().Ref {
 		t.Fatal("the free list did not recycle the record; this test needs it to (update the test if recycling changed)")
 	}
@@ -159,7 +159,7 @@ func TestNothingAccumulates(t *testing.T) {
 			t.Fatal(err)
 		}
 		for n := 0; n < len(msgs); {
-			ds, err := q.Receive(ctx, 16)
+			ds, err := engines.ReceiveN(ctx, q, 16)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,7 +221,7 @@ func TestAllocsPerMessage(t *testing.T) {
 		if err := q.Enqueue(ctx, msgs...); err != nil {
 			t.Fatal(err)
 		}
-		ds, err := q.Receive(ctx, len(msgs))
+		ds, err := engines.ReceiveN(ctx, q, len(msgs))
 		if err != nil || len(ds) != len(msgs) {
 			t.Fatalf("Receive: %d, %v", len(ds), err)
 		}
@@ -250,7 +250,7 @@ func TestEngineCloseUnblocksMany(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := q.Receive(context.Background(), 1)
+			_, err := engines.ReceiveN(context.Background(), q, 1)
 			errs <- err
 		}()
 	}
@@ -316,7 +316,7 @@ func BenchmarkReceiveAck(b *testing.B) {
 			avail = 100 * batch
 			b.StartTimer()
 		}
-		ds, _ := q.Receive(ctx, batch)
+		ds, _ := engines.ReceiveN(ctx, q, batch)
 		for j := range ds {
 			_ = ds[j].Ack(ctx)
 		}
@@ -341,7 +341,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			msgs[j] = engines.Message{Body: body}
 		}
 		_ = q.Enqueue(ctx, msgs...)
-		ds, _ := q.Receive(ctx, batch)
+		ds, _ := engines.ReceiveN(ctx, q, batch)
 		for j := range ds {
 			_ = ds[j].Ack(ctx)
 		}
@@ -364,7 +364,7 @@ func BenchmarkProducerConsumer(b *testing.B) {
 	go func() {
 		defer close(done)
 		for got := 0; got < b.N; {
-			ds, err := q.Receive(ctx, batch)
+			ds, err := engines.ReceiveN(ctx, q, batch)
 			if err != nil {
 				b.Error(err)
 				return
@@ -391,7 +391,7 @@ func BenchmarkProducerConsumer(b *testing.B) {
 func drainAll(b *testing.B, q engines.Queue, n int) {
 	ctx := context.Background()
 	for n > 0 {
-		ds, err := q.Receive(ctx, 1000)
+		ds, err := engines.ReceiveN(ctx, q, 1000)
 		if err != nil {
 			b.Fatal(err)
 		}

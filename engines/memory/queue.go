@@ -319,22 +319,22 @@ func (q *queue) pruneDedup(now int64) {
 	}
 }
 
-// receive leases up to max ready messages. When there are none it returns
+// receive leases ready messages into buf. When there are none it returns
 // the channel to wait on, created under the lock so no wake-up is missed.
-func (q *queue) receive(max int) ([]engines.Delivery, <-chan struct{}, error) {
+func (q *queue) receive(buf []engines.Delivery) (int, <-chan struct{}, error) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return nil, nil, q.errClosed("receive from")
+		return 0, nil, q.errClosed("receive from")
 	}
 	now := q.e.now()
 	q.advance(now)
-	var out []engines.Delivery
+	n := 0
 	var wait chan struct{}
 	if !q.ready.empty() {
-		out = q.lease(max, now)
+		n = q.lease(buf, now)
 	}
-	if len(out) == 0 {
+	if n == 0 {
 		if q.waitCh == nil {
 			q.waitCh = make(chan struct{})
 		}
@@ -345,18 +345,14 @@ func (q *queue) receive(max int) ([]engines.Delivery, <-chan struct{}, error) {
 	if dead != nil {
 		q.flushDead(dead)
 	}
-	return out, wait, nil
+	return n, wait, nil
 }
 
-func (q *queue) lease(max int, now int64) []engines.Delivery {
-	n := q.nReady
-	if n > max {
-		n = max
-	}
-	out := make([]engines.Delivery, 0, n)
+func (q *queue) lease(buf []engines.Delivery, now int64) int {
+	n := 0
 	deadline := now + q.vt
 	leaseExpires := q.e.wall(deadline)
-	for len(out) < max {
+	for n < len(buf) {
 		r := q.ready.pop()
 		if r == nil {
 			break
@@ -376,9 +372,10 @@ func (q *queue) lease(max int, now int64) []engines.Delivery {
 		r.due = deadline
 		q.leases.push(r)
 		// Bind first, then fill the fields in place: a Delivery is 256 bytes,
-		// and building it as a value to append costs several full copies.
-		out = append(out, engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: r.token}))
-		d := &out[len(out)-1]
+		// and building it as a value to assign costs several full copies.
+		buf[n] = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: r.token})
+		d := &buf[n]
+		n++
 		d.Message = r.msg
 		d.Queue = q.name
 		d.Attempt = int(r.attempt)
@@ -389,7 +386,7 @@ func (q *queue) lease(max int, now int64) []engines.Delivery {
 	if len(q.leases) > 0 {
 		q.arm(q.leases[0].due, now)
 	}
-	return out
+	return n
 }
 
 // advance moves delayed messages that came due to ready and expires lapsed

@@ -174,7 +174,7 @@ func (c *Consumer) Start() {
 	recvCtx, cancel := context.WithCancel(context.Background())
 	c.stopRecv = cancel
 	for i := 0; i < c.cfg.Concurrency; i++ {
-		w := &worker{c: c, batch: 1}
+		w := &worker{c: c, batch: 1, buf: make([]engines.Delivery, c.cfg.Batch)}
 		c.workers = append(c.workers, w)
 		c.wg.Add(1)
 		go func() {
@@ -225,8 +225,11 @@ func (c *Consumer) Stop(ctx context.Context) error {
 }
 
 type worker struct {
-	n     counters
-	c     *Consumer
+	n counters
+	c *Consumer
+	// buf is reused by every Receive: a batch costs no allocation. It holds
+	// the last batch's messages until the next one overwrites them.
+	buf   []engines.Delivery
 	inst  Instance
 	batch int
 	// ewma of the time one delivery takes, for sizing batches.
@@ -250,7 +253,8 @@ func (w *worker) run(ctx context.Context) {
 			w.wait(ctx)
 			continue
 		}
-		ds, err := c.cfg.Queue.Receive(ctx, w.batch)
+		n, err := c.cfg.Queue.Receive(ctx, w.buf[:w.batch])
+		ds := w.buf[:n]
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, engines.ErrClosed) {
 				return

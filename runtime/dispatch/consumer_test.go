@@ -123,7 +123,7 @@ func receiveOne(t *testing.T, q engines.Queue) engines.Delivery {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ds, err := q.Receive(ctx, 1)
+	ds, err := engines.ReceiveN(ctx, q, 1)
 	if err != nil {
 		t.Fatalf("receive from %s: %v", q.Name(), err)
 	}

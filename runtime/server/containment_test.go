@@ -113,7 +113,7 @@ consumer "healthy" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, err := dead.Receive(ctx, len(bad))
+	ds, err := engines.ReceiveN(ctx, dead, len(bad))
 	if err != nil {
 		t.Fatal(err)
 	}
