@@ -94,6 +94,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.Is(err, errInvalidConfig) {
 		return exitUsage // the diagnostics are printed already
 	}
+	if errors.As(err, new(reportedError)) {
+		return exitRuntime // logged already
+	}
 	if errors.As(err, new(usageError)) {
 		fmt.Fprintf(stderr, "qrun: %v\nRun 'qrun help' for usage.\n", err)
 		return exitUsage
@@ -111,6 +114,9 @@ func buildVersion() string {
 	}
 	return version
 }
+
+// reportedError is a runtime failure already written to the log.
+type reportedError struct{ error }
 
 // errInvalidConfig is returned after the diagnostics were printed.
 var errInvalidConfig = errors.New("invalid configuration")
@@ -182,25 +188,38 @@ func cmdRun(args []string, stderr io.Writer) error {
 	})
 	defer stop()
 	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
-	if err != nil {
-		log.Error("start failed", zap.Error(err))
-		return err
+	if err == nil {
+		err = srv.Run(ctx)
 	}
-	return srv.Run(ctx)
+	if err != nil {
+		log.Error("qrun stopped", zap.Error(err))
+		return reportedError{err}
+	}
+	return nil
 }
 
 // signalContext is cancelled by the first SIGINT or SIGTERM, after calling
-// first; a second signal calls force.
+// first; a second signal calls force. The returned stop releases it all.
 func signalContext(first, force func(os.Signal)) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan os.Signal, 2)
+	stopped := make(chan struct{})
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
-		first(<-ch)
-		cancel()
-		force(<-ch)
+		select {
+		case sig := <-ch:
+			first(sig)
+			cancel()
+		case <-stopped:
+			return
+		}
+		select {
+		case sig := <-ch:
+			force(sig)
+		case <-stopped:
+		}
 	}()
-	return ctx, func() { signal.Stop(ch); cancel() }
+	return ctx, func() { signal.Stop(ch); close(stopped); cancel() }
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) error {

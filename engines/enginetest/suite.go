@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,7 @@ func subtests() []subtest {
 		{"stats", testStats},
 		{"ordered", testOrdered},
 		{"invalid", testInvalid},
+		{"far_future", testFarFuture},
 	}
 }
 
@@ -1005,10 +1007,8 @@ func testInvalid(t *testing.T, x *env) {
 	}
 
 	q := x.open(engines.QueueSpec{VisibilityTimeout: time.Minute})
-	if ds, err := engines.ReceiveN(x.ctx(quiet), q, 0); err == nil {
-		t.Fatalf("Receive(max=0) returned %d deliveries and no error", len(ds))
-	} else if !errors.Is(err, engines.ErrInvalid) && !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Receive(max=0): %v, want ErrInvalid (or waiting out the context)", err)
+	if n, err := q.Receive(x.ctx(quiet), nil); n != 0 || !errors.Is(err, engines.ErrInvalid) {
+		t.Fatalf("Receive(empty buffer) = %d, %v; want 0, ErrInvalid", n, err)
 	}
 
 	x.enqueue(q, engines.Message{Body: []byte("x")})
@@ -1019,5 +1019,36 @@ func testInvalid(t *testing.T, x *env) {
 		if err := d.Ack(ctx); err != nil {
 			t.Fatalf("Ack after a rejected unknown verdict: %v", err)
 		}
+	}
+}
+
+// testFarFuture gives every duration the largest value it can hold: an
+// engine that adds it to "now" without saturating wraps into the past and
+// delivers at once what should wait, practically, forever.
+func testFarFuture(t *testing.T, x *env) {
+	x.need(x.caps.Delay && x.caps.TTL && x.caps.Visibility, "Delay, TTL and Visibility")
+	const forever = time.Duration(math.MaxInt64)
+	q := x.open(engines.QueueSpec{})
+	x.enqueue(q, engines.Message{Body: []byte("parked"), Delay: forever})
+	x.expectNone(q, "a message delayed forever was delivered")
+
+	x.enqueue(q, engines.Message{Body: []byte("kept"), TTL: forever})
+	kept := x.receiveOne(q, wait)
+	if string(kept.Body) != "kept" {
+		t.Fatalf("got %q, want the message whose TTL is forever", kept.Body)
+	}
+	if err := kept.Extend(x.ctx(wait), forever); err != nil {
+		t.Fatalf("Extend forever: %v", err)
+	}
+	if !kept.LeaseExpires.After(time.Now().Add(24 * time.Hour)) {
+		t.Fatalf("lease extended forever expires at %v", kept.LeaseExpires)
+	}
+	x.expectNone(q, "a message whose lease was extended forever was redelivered")
+	if err := kept.Nack(x.ctx(wait), forever, "later, much later"); err != nil {
+		t.Fatalf("Nack: %v", err)
+	}
+	x.expectNone(q, "a message nacked with a delay of forever was redelivered")
+	if s := x.stats(q); s.Delayed != 2 || s.ExpiredTotal != 0 {
+		t.Fatalf("Stats: Delayed=%d ExpiredTotal=%d, want 2 delayed and nothing expired", s.Delayed, s.ExpiredTotal)
 	}
 }

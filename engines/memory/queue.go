@@ -168,11 +168,11 @@ func (q *queue) insert(m *engines.Message, enq, now int64) {
 	r.attempt, r.failures = 0, 0
 	r.due = now
 	if m.Delay > 0 {
-		r.due = now + int64(m.Delay)
+		r.due = after(now, m.Delay)
 	}
 	r.expire = 0
 	if m.TTL > 0 {
-		r.expire = r.due + int64(m.TTL)
+		r.expire = after(r.due, m.TTL)
 	}
 	q.st.EnqueuedTotal++
 	q.admit(r, now)
@@ -215,6 +215,15 @@ func (q *queue) newKeyState(key string) *keyState {
 }
 
 // schedule makes r visible at the given time: ready now, or delayed.
+// after is t+d on the engine's clock, saturating: a caller's "practically
+// forever" must not wrap around into the past.
+func after(t int64, d time.Duration) int64 {
+	if int64(d) > math.MaxInt64-t {
+		return math.MaxInt64
+	}
+	return t + int64(d)
+}
+
 func (q *queue) schedule(r *record, visible, now int64) {
 	if visible > now {
 		r.state = stateDelayed
@@ -524,10 +533,7 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 		return nil
 	}
 	now := q.e.now()
-	delay := int64(s.Delay)
-	if delay < 0 {
-		delay = 0
-	}
+	visible := after(now, max(s.Delay, 0))
 	switch s.Verdict {
 	case engines.Nack:
 		q.leases.remove(int(r.idx))
@@ -536,11 +542,11 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
 			q.deadLetterRecord(r, now, "max attempts ("+strconv.Itoa(int(q.maxAttempts))+") reached: "+s.Reason)
 		} else {
-			q.schedule(r, now+delay, now)
+			q.schedule(r, visible, now)
 		}
 	case engines.Requeue:
 		q.leases.remove(int(r.idx))
-		q.schedule(r, now+delay, now)
+		q.schedule(r, visible, now)
 	case engines.DeadLetter:
 		q.leases.remove(int(r.idx))
 		reason := s.Reason
@@ -579,7 +585,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 		return time.Time{}, fmt.Errorf("memory: extend on %q: %w", q.name, engines.ErrLeaseLost)
 	}
 	now := q.e.now()
-	r.due = now + int64(by)
+	r.due = after(now, by)
 	q.leases.fix(int(r.idx))
 	q.arm(r.due, now)
 	return q.e.wall(r.due), nil

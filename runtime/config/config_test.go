@@ -408,7 +408,16 @@ queue "a" {
 consumer "c" {
   queue = "a"
   plugin = "h.wasm"
-  timeout = "10s"
+  timeout = "5s" # stopped within 10s: as long as the lease
+}
+queue "b" {
+  engine = "local"
+  visibility_timeout = "10s"
+}
+consumer "d" {
+  queue = "b"
+  plugin = "h.wasm"
+  timeout = "4s" # stopped within 8s: fits
 }
 `)
 	if diags.HasErrors() {

@@ -259,9 +259,6 @@ func (d *decoder) engine(re *rawEngine) Engine {
 	typeRange := re.Type.Expr.Range()
 	v := d.opts.Engines
 	if v == nil {
-		if e.Type == "" {
-			d.errorf(typeRange, "Unknown engine type", "The engine type must not be empty.")
-		}
 		return e
 	}
 	known := v.EngineTypes()

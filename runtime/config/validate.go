@@ -61,14 +61,16 @@ func (d *decoder) validate() {
 			if q, ok := f.Queue(c.Queue); !ok {
 				d.errorf(refs.queue.Expr.Range(), "Unknown queue",
 					"Consumer %q reads queue %q, which is not declared.%s", c.Name, c.Queue, didYouMean(c.Queue, queueNames))
-			} else if q.VisibilityTimeout > 0 && c.Timeout >= q.VisibilityTimeout {
+			} else if q.VisibilityTimeout > 0 && 2*c.Timeout >= q.VisibilityTimeout {
+				// A call may run up to twice its timeout before the host
+				// stops it (abi/ABI.md section 6).
 				subject := c.Range
 				if refs.timeout != nil {
 					subject = refs.timeout.Expr.Range()
 				}
 				d.warnf(subject, "Timeout exceeds visibility timeout",
-					"Consumer %q may run for %s but queue %q leases messages for %s, so a slow message can be delivered twice. Lower timeout or raise visibility_timeout.",
-					c.Name, c.Timeout, q.Name, q.VisibilityTimeout)
+					"Consumer %q may run for up to %s (twice its timeout) but queue %q leases messages for %s, so a slow message can be delivered twice. Lower timeout or raise visibility_timeout.",
+					c.Name, 2*c.Timeout, q.Name, q.VisibilityTimeout)
 			}
 		}
 		for j, name := range c.Publish {

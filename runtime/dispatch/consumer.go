@@ -51,6 +51,11 @@ type Config struct {
 	// VisibilityTimeout of the queue; workers size batches so that a whole
 	// batch is handled well within one lease.
 	VisibilityTimeout time.Duration
+	// HandlerTimeout is the longest one plugin call may take (the plugin's
+	// timeout; the host stops a call within twice that). A delivery whose
+	// lease has less than that left is extended before it is handled, so a
+	// batch that took longer than planned never has its tail expire unseen.
+	HandlerTimeout time.Duration
 	// Retry computes the delay after a failure.
 	Retry RetryPolicy
 	// PerMessage gives every delivery a fresh instance, for handlers that
@@ -73,8 +78,10 @@ type Stats struct {
 	BadVerdicts  int64 `json:"bad_verdicts"`
 	LeaseLost    int64 `json:"lease_lost"`
 	Released     int64 `json:"released"`
-	Instances    int64 `json:"instances"`
-	InFlight     int64 `json:"in_flight"`
+	// InstanceErrors counts plugin instances that failed to start.
+	InstanceErrors int64 `json:"instance_errors"`
+	Instances      int64 `json:"instances"`
+	InFlight       int64 `json:"in_flight"`
 }
 
 // counters belong to one worker, so workers on different cores never write
@@ -157,6 +164,7 @@ func (c *Consumer) Stats() Stats {
 		s.BadVerdicts += n.badVerdicts.Load()
 		s.LeaseLost += n.leaseLost.Load()
 		s.Released += n.released.Load()
+		s.InstanceErrors += n.instanceErr.Load()
 		s.Instances += n.instances.Load()
 		s.InFlight += n.inFlight.Load()
 	}
@@ -187,8 +195,8 @@ func (c *Consumer) Start() {
 // Stop stops receiving, lets deliveries in progress finish and releases
 // leased deliveries not yet started so they are redelivered at once. If ctx
 // ends first, running plugin calls are aborted (their instances closed) and
-// their messages come back when their leases expire. Stop returns ctx.Err()
-// in that case.
+// their messages released too, without a failure counted; Stop then returns
+// an error wrapping ctx.Err().
 func (c *Consumer) Stop(ctx context.Context) error {
 	c.mu.Lock()
 	if !c.started {
@@ -277,6 +285,7 @@ func (w *worker) run(ctx context.Context) {
 				w.wait(ctx)
 				break
 			}
+			w.renew(ds[i:])
 			w.handle(&ds[i])
 		}
 	}
@@ -343,10 +352,36 @@ func (w *worker) release(ds ...engines.Delivery) {
 	}
 }
 
+// renew extends the leases of the rest of a batch once the next one to be
+// handled has less than a handler call's worst case left: the batch took
+// longer than its size was planned for, and the messages still waiting in
+// it must not expire unseen (an expiry counts a failure against a message
+// nobody tried). The deliveries of a batch were leased together, so one
+// check covers them all.
+func (w *worker) renew(ds []engines.Delivery) {
+	c := w.c
+	if time.Until(ds[0].LeaseExpires) >= 2*c.cfg.HandlerTimeout {
+		return
+	}
+	for i := range ds {
+		// On failure LeaseExpires keeps its old value, and handle skips the
+		// delivery once that has passed.
+		_ = ds[i].Extend(c.settleCtx, c.cfg.VisibilityTimeout)
+	}
+}
+
 func (w *worker) handle(d *engines.Delivery) {
 	c := w.c
-	w.n.inFlight.Add(1)
 	start := time.Now()
+	if !start.Before(d.LeaseExpires) {
+		// Its lease ran out while it waited in the batch: the engine may
+		// already be handing it to someone else.
+		w.n.leaseLost.Add(1)
+		c.log.Warn("lease ran out while the delivery waited in its batch; it will be redelivered",
+			zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt))
+		return
+	}
+	w.n.inFlight.Add(1)
 	res := w.inst.Handle(c.settleCtx, d)
 	took := time.Since(start)
 	w.n.inFlight.Add(-1)

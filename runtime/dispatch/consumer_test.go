@@ -351,3 +351,53 @@ func TestRetryPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseRenewedForTheTailOfASlowBatch: a batch leased when the handler
+// looked fast, then slowed down by one long delivery, must not let the
+// leases of the deliveries behind it run out unhandled (which would count
+// failures against messages nobody tried).
+func TestLeaseRenewedForTheTailOfASlowBatch(t *testing.T) {
+	t.Parallel()
+	slow := func(d *engines.Delivery) plugin.Result {
+		if string(d.Body) == "slow" {
+			time.Sleep(700 * time.Millisecond) // the handler's work, not synchronisation
+		}
+		return plugin.Result{Verdict: engines.Ack}
+	}
+	fx := &fixture{eng: memory.New(memory.Options{}), settled: make(chan settled, 100)}
+	t.Cleanup(func() { _ = fx.eng.Close() })
+	ctx := context.Background()
+	var err error
+	if fx.q, err = fx.eng.Open(ctx, engines.QueueSpec{Name: "q", VisibilityTimeout: time.Second, MaxAttempts: 1}); err != nil {
+		t.Fatal(err)
+	}
+	fx.c, err = dispatch.New(dispatch.Config{
+		Name: "c", Queue: fx.q, Concurrency: 1, Batch: 10, VisibilityTimeout: time.Second, HandlerTimeout: 200 * time.Millisecond,
+		NewInstance: func(context.Context) (dispatch.Instance, error) {
+			return &fakeInstance{f: slow, closes: &fx.closes}, nil
+		},
+		Observer: fx,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.c.Start()
+	t.Cleanup(func() { _ = fx.c.Stop(context.Background()) })
+	fx.send(t, "warm") // teaches the worker the handler is fast: next batch is big
+	fx.next(t)
+	// Two deliveries of 700ms outlast the 1s lease of the batch; the third
+	// waits behind both.
+	fx.send(t, "slow", "slow", "c")
+	for range 3 {
+		if s := fx.next(t); s.verdict != engines.Ack || s.attempt != 1 {
+			t.Fatalf("%q settled %v at attempt %d, want ack at attempt 1", s.body, s.verdict, s.attempt)
+		}
+	}
+	qs, err := fx.q.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if qs.ExpiredLeaseTotal != 0 || qs.DeadLetteredTotal != 0 || qs.AckedTotal != 4 {
+		t.Fatalf("queue %+v: no lease may expire and nothing be dead-lettered", qs)
+	}
+}

@@ -79,25 +79,6 @@ func formatSig(params, results []api.ValueType) string {
 	return b.String()
 }
 
-// hostSigs returns the signatures of ABI v1's host functions (ABI.md
-// section 4). It is a function rather than a package variable so that no
-// caller can change the contract at run time.
-func hostSigs() map[string]sig {
-	return map[string]sig{
-		abi.FuncLog:           {[]api.ValueType{i32, i32, i32}, []api.ValueType{i32}},
-		abi.FuncMsgField:      {[]api.ValueType{i32, i32, i32}, []api.ValueType{i32}},
-		abi.FuncMsgAttempt:    {nil, []api.ValueType{i32}},
-		abi.FuncMsgEnqueuedAt: {nil, []api.ValueType{i64}},
-		abi.FuncMsgAttr:       {[]api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}},
-		abi.FuncMsgAttrKey:    {[]api.ValueType{i32, i32, i32}, []api.ValueType{i32}},
-		abi.FuncConfigGet:     {[]api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}},
-		abi.FuncPublish:       {[]api.ValueType{i32, i32, i32, i32, i32, i32}, []api.ValueType{i32}},
-		abi.FuncSetDelay:      {[]api.ValueType{i64}, []api.ValueType{i32}},
-		abi.FuncExtendLease:   {[]api.ValueType{i64}, []api.ValueType{i32}},
-		abi.FuncNow:           {nil, []api.ValueType{i64}},
-	}
-}
-
 // exportSig is one guest export the ABI defines.
 type exportSig struct {
 	name     string
@@ -177,7 +158,7 @@ func Check(ctx context.Context, wasm []byte) (*Report, error) {
 		return rep, &ValidationError{Problems: rep.Problems}
 	}
 	defer cm.Close(ctx)
-	inspect(cm, wasiFuncs, rep)
+	inspect(cm, wasm, wasiFuncs, rep)
 	if len(rep.Problems) > 0 {
 		return rep, &ValidationError{Problems: rep.Problems}
 	}
@@ -201,9 +182,13 @@ func wasiSignatures(ctx context.Context, r wazero.Runtime) (map[string]sig, erro
 	return out, nil
 }
 
-// inspect fills rep from a compiled module and appends every ABI problem.
-func inspect(cm wazero.CompiledModule, wasiFuncs map[string]sig, rep *Report) {
-	host := hostSigs()
+// inspect fills rep from a compiled module and its bytes, and appends every
+// ABI problem.
+func inspect(cm wazero.CompiledModule, wasm []byte, wasiFuncs map[string]sig, rep *Report) {
+	host := make(map[string]sig)
+	for name, f := range hostFuncs() {
+		host[name] = f.sig
+	}
 	for _, def := range cm.ImportedFunctions() {
 		mod, name, _ := def.Import()
 		got := formatSig(def.ParamTypes(), def.ResultTypes())
@@ -233,6 +218,14 @@ func inspect(cm wazero.CompiledModule, wasiFuncs map[string]sig, rep *Report) {
 		mod, name, _ := def.Import()
 		rep.Problems = append(rep.Problems, fmt.Sprintf(
 			"imports memory %s.%s; the module must define and export its own memory", mod, name))
+	}
+	// Globals, tables and tags are invisible in cm; nothing provides them,
+	// so without this such a module would load and then fail every
+	// instantiation.
+	for _, im := range scanImports(wasm) {
+		if p := importProblem(im); p != "" {
+			rep.Problems = append(rep.Problems, p)
+		}
 	}
 
 	exports := cm.ExportedFunctions()

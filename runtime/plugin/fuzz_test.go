@@ -57,3 +57,34 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+func TestScanImports(t *testing.T) {
+	// Hand-made: one tag import env.e (wat2wasm needs a flag for tags).
+	tag := []byte("\x00asm\x01\x00\x00\x00\x02\x0a\x01\x03env\x01e\x04\x00\x00")
+	ims := scanImports(tag)
+	if len(ims) != 1 || importProblem(ims[0]) != "imports tag env.e: qrun provides no tags" {
+		t.Fatalf("tag import: %+v", ims)
+	}
+	ims = scanImports(readWasm(t, "foreign_globals"))
+	if len(ims) != 2 || ims[0] != (rawImport{"env", "g", importGlobal}) || ims[1] != (rawImport{"env", "t", importTable}) {
+		t.Fatalf("foreign_globals: %+v", ims)
+	}
+	if ims := scanImports(readWasm(t, "ok")); len(ims) != 14 {
+		t.Errorf("ok: %d imports, want 14", len(ims))
+	}
+	// Every prefix of a module, and the tag module with each byte flipped,
+	// scans without panicking.
+	files, _ := filepath.Glob("testdata/*.wasm")
+	for _, name := range append(files, "") {
+		b := tag
+		if name != "" {
+			b, _ = os.ReadFile(name)
+		}
+		for i := range b {
+			scanImports(b[:i])
+			c := slices.Clone(b)
+			c[i] ^= 0xff
+			scanImports(c)
+		}
+	}
+}

@@ -81,39 +81,56 @@ func ret(n int) uint64 {
 
 func code(c int32) uint64 { return api.EncodeI32(c) }
 
-// millis converts a guest's millisecond count, saturating instead of
-// overflowing into a negative duration.
-func millis(ms int64) time.Duration {
-	if ms > math.MaxInt64/int64(time.Millisecond) {
-		return math.MaxInt64
+// Bounds on the durations a guest may ask for (ABI.md section 4): larger
+// values are clamped, so that no engine is handed a duration it would add to
+// "now" and overflow, or a message hidden for centuries.
+const (
+	// MaxGuestDelay caps set_delay.
+	MaxGuestDelay = 7 * 24 * time.Hour
+	// MaxGuestLeaseExtension caps extend_lease.
+	MaxGuestLeaseExtension = 12 * time.Hour
+)
+
+// millis converts a guest's non-negative millisecond count, clamped to max.
+func millis(ms int64, max time.Duration) time.Duration {
+	if ms >= int64(max/time.Millisecond) {
+		return max
 	}
 	return time.Duration(ms) * time.Millisecond
 }
 
-// hostFuncs returns the implementations of ABI v1's host functions; their
-// signatures are hostSigs.
-func hostFuncs() map[string]api.GoModuleFunc {
-	return map[string]api.GoModuleFunc{
-		abi.FuncLog:           hostLog,
-		abi.FuncMsgField:      hostMsgField,
-		abi.FuncMsgAttempt:    hostMsgAttempt,
-		abi.FuncMsgEnqueuedAt: hostMsgEnqueuedAt,
-		abi.FuncMsgAttr:       hostMsgAttr,
-		abi.FuncMsgAttrKey:    hostMsgAttrKey,
-		abi.FuncConfigGet:     hostConfigGet,
-		abi.FuncPublish:       hostPublish,
-		abi.FuncSetDelay:      hostSetDelay,
-		abi.FuncExtendLease:   hostExtendLease,
-		abi.FuncNow:           hostNow,
+// hostFunc is one host function of ABI v1: its implementation and its
+// signature, kept together so that neither can exist without the other.
+type hostFunc struct {
+	fn  api.GoModuleFunc
+	sig sig
+}
+
+// hostFuncs returns ABI v1's host functions (ABI.md section 4), used both to
+// build the host module and to check a guest's imports. It is a function
+// rather than a package variable so that no caller can change the contract
+// at run time.
+func hostFuncs() map[string]hostFunc {
+	vt := func(ts ...api.ValueType) []api.ValueType { return ts }
+	return map[string]hostFunc{
+		abi.FuncLog:           {hostLog, sig{vt(i32, i32, i32), vt(i32)}},
+		abi.FuncMsgField:      {hostMsgField, sig{vt(i32, i32, i32), vt(i32)}},
+		abi.FuncMsgAttempt:    {hostMsgAttempt, sig{nil, vt(i32)}},
+		abi.FuncMsgEnqueuedAt: {hostMsgEnqueuedAt, sig{nil, vt(i64)}},
+		abi.FuncMsgAttr:       {hostMsgAttr, sig{vt(i32, i32, i32, i32), vt(i32)}},
+		abi.FuncMsgAttrKey:    {hostMsgAttrKey, sig{vt(i32, i32, i32), vt(i32)}},
+		abi.FuncConfigGet:     {hostConfigGet, sig{vt(i32, i32, i32, i32), vt(i32)}},
+		abi.FuncPublish:       {hostPublish, sig{vt(i32, i32, i32, i32, i32, i32), vt(i32)}},
+		abi.FuncSetDelay:      {hostSetDelay, sig{vt(i64), vt(i32)}},
+		abi.FuncExtendLease:   {hostExtendLease, sig{vt(i64), vt(i32)}},
+		abi.FuncNow:           {hostNow, sig{nil, vt(i64)}},
 	}
 }
 
 func instantiateHostModule(ctx context.Context, rt wazero.Runtime) error {
 	b := rt.NewHostModuleBuilder(abi.ImportModule)
-	sigs := hostSigs()
-	for name, fn := range hostFuncs() {
-		s := sigs[name]
-		b.NewFunctionBuilder().WithGoModuleFunction(fn, s.params, s.results).Export(name)
+	for name, f := range hostFuncs() {
+		b.NewFunctionBuilder().WithGoModuleFunction(f.fn, f.sig.params, f.sig.results).Export(name)
 	}
 	_, err := b.Instantiate(ctx)
 	return err
@@ -136,7 +153,12 @@ func hostLog(ctx context.Context, m api.Module, stack []uint64) {
 		stack[0] = code(abi.ErrInvalid)
 		return
 	}
-	stack[0] = code(st.p.guestLog(st, lvl, msg, "guest"))
+	// Cut before anything is copied: a guest may pass its whole memory.
+	line := truncateLine(msg, maxLine)
+	if cut := len(msg) - len(line); cut > 0 {
+		st.p.truncated.Add(uint64(cut))
+	}
+	stack[0] = code(st.p.guestLog(st, lvl, line, "guest", len(line) < len(msg)))
 }
 
 func hostMsgField(ctx context.Context, m api.Module, stack []uint64) {
@@ -341,7 +363,7 @@ func hostSetDelay(ctx context.Context, _ api.Module, stack []uint64) {
 		stack[0] = code(abi.ErrInvalid)
 		return
 	}
-	st.delay, st.delaySet = millis(ms), true
+	st.delay, st.delaySet = millis(ms, MaxGuestDelay), true
 	stack[0] = 0
 }
 
@@ -358,7 +380,7 @@ func hostExtendLease(ctx context.Context, _ api.Module, stack []uint64) {
 		return
 	}
 	err := withInstanceCancel(st, func(ctx context.Context) error {
-		return d.Extend(ctx, millis(ms))
+		return d.Extend(ctx, millis(ms, MaxGuestLeaseExtension))
 	})
 	if err != nil {
 		st.p.log.Debug("guest extend_lease failed", errField(err))

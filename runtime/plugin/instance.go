@@ -32,6 +32,10 @@ type Instance struct {
 
 	stdout, stderr *lineWriter
 
+	// afterHandle, if set, runs right after qrun_handle returns and before
+	// the call is marked finished; tests use it to stage races.
+	afterHandle func()
+
 	broken bool // written only by the goroutine calling Handle
 
 	// seq is odd while a guest call runs; the watchdog samples it, and Close
@@ -62,14 +66,19 @@ type Result struct {
 
 // Broken reports that the instance failed (trap, timeout, bad verdict, bad
 // pointer, allocation failure) and must be closed and replaced: its memory
-// may be inconsistent or wazero may already have closed it.
-func (in *Instance) Broken() bool { return in.broken || in.closed.Load() }
+// may be inconsistent or wazero may already have closed it. It is also true
+// when the watchdog stopped the instance just as a call returned normally:
+// the call's verdict stands, but the instance's context is cancelled, so it
+// could serve nothing more.
+func (in *Instance) Broken() bool {
+	return in.broken || in.closed.Load() || in.timedOut.Load() || in.ctx.Err() != nil
+}
 
 // Handle delivers d to qrun_handle and returns the guest's verdict. ctx is
 // what publish and extend_lease pass to the runtime; the guest code itself
 // is bounded by the plugin's timeout, not by ctx.
 func (in *Instance) Handle(ctx context.Context, d *engines.Delivery) Result {
-	if in.broken {
+	if in.broken || in.timedOut.Load() {
 		return Result{Verdict: engines.Nack, Err: ErrBroken}
 	}
 	if err := ctx.Err(); err != nil {
@@ -103,6 +112,9 @@ func (in *Instance) Handle(ctx context.Context, d *engines.Delivery) Result {
 	st.delay, st.delaySet, st.keysReady = 0, false, false
 	in.stack[0], in.stack[1] = uint64(ptr), uint64(n)
 	err := in.handle.CallWithStack(in.ctx, in.stack)
+	if in.afterHandle != nil {
+		in.afterHandle()
+	}
 	st.d, st.ctx = nil, nil
 	if err != nil {
 		return in.failed(in.callError(abi.ExportHandle, err))
@@ -118,7 +130,18 @@ func (in *Instance) Handle(ctx context.Context, d *engines.Delivery) Result {
 // two (at least 256 bytes) so a stream of slowly growing bodies costs a
 // logarithmic number of allocations in a guest whose allocator never frees,
 // and falls back to exactly n when the guest cannot spare that much.
+//
+// As ABI.md "Buffers" says, the region held so far is passed to qrun_free
+// (when exported) before anything is allocated, so a guest whose allocator
+// has room for one buffer only can still grow it.
 func (in *Instance) grow(n uint32) (uint32, error) {
+	if in.free != nil && in.bufCap > 0 {
+		in.stack[0], in.stack[1] = uint64(in.bufPtr), uint64(in.bufCap)
+		in.bufPtr, in.bufCap = 0, 0
+		if err := in.free.CallWithStack(in.ctx, in.stack); err != nil {
+			return 0, in.callError(abi.ExportFree, err)
+		}
+	}
 	want := uint32(256)
 	if n > want {
 		want = n
@@ -142,12 +165,6 @@ func (in *Instance) grow(n uint32) (uint32, error) {
 	if uint64(ptr)+uint64(want) > uint64(in.mem.Size()) {
 		return 0, fmt.Errorf("%w: qrun_alloc(%d) returned region [%#x, %#x) outside guest memory of %d bytes",
 			ErrAlloc, want, ptr, uint64(ptr)+uint64(want), in.mem.Size())
-	}
-	if in.free != nil && in.bufCap > 0 {
-		in.stack[0], in.stack[1] = uint64(in.bufPtr), uint64(in.bufCap)
-		if err := in.free.CallWithStack(in.ctx, in.stack); err != nil {
-			return 0, in.callError(abi.ExportFree, err)
-		}
 	}
 	in.bufPtr, in.bufCap = ptr, want
 	return ptr, nil

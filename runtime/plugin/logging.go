@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/qrun-dev/qrun/abi"
 
@@ -19,15 +20,20 @@ func errField(err error) zap.Field { return zap.Error(err) }
 // plugin's budget allows, and returns 0 or abi.ErrRateLimited. Lines below
 // the logger's level are discarded without spending budget, so debug logging
 // in a guest costs nothing in production.
-func (p *Plugin) guestLog(st *instanceState, lvl zapcore.Level, msg []byte, source string) int32 {
+//
+// truncated marks a line cut to maxLine; the caller has counted the rest.
+func (p *Plugin) guestLog(st *instanceState, lvl zapcore.Level, msg []byte, source string, truncated bool) int32 {
 	if !p.log.Core().Enabled(lvl) {
 		return 0
 	}
 	if !p.limiter.allow(time.Now()) {
 		return abi.ErrRateLimited
 	}
-	fields := make([]zap.Field, 0, 4)
+	fields := make([]zap.Field, 0, 5)
 	fields = append(fields, zap.String("source", source))
+	if truncated {
+		fields = append(fields, zap.Bool("truncated", true))
+	}
 	if d := st.d; d != nil {
 		fields = append(fields, zap.String("queue", d.Queue), zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt))
 	}
@@ -92,50 +98,103 @@ func (l *logLimiter) summarize(now time.Time, force bool) {
 	l.log.Warn(fmt.Sprintf("dropped %d guest log lines", n), zap.Uint64("dropped", n))
 }
 
-// maxLine bounds a buffered stdout/stderr line so a guest that never writes a
-// newline cannot grow host memory without limit.
+// maxLine bounds one guest log line, from log or from stdout/stderr, in
+// bytes. A longer line is cut to at most maxLine bytes (at a UTF-8 boundary
+// where there is one), logged with truncated=true, and the rest of it is
+// dropped and counted in Plugin.LogTruncatedBytes. This bounds both host
+// memory and the work a guest can cause per byte it writes.
 const maxLine = 4096
+
+// truncateLine cuts b to at most n bytes, at the start of a UTF-8 sequence
+// where there is one near n so that the cut does not leave half a character.
+func truncateLine(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	return b[:runeCut(b[:n], b[n])]
+}
+
+// runeCut returns how much of head to keep when head is followed by next,
+// a byte that is cut off: all of it, unless next continues a UTF-8 sequence
+// that starts at most three bytes back in head, which is then left out too.
+func runeCut(head []byte, next byte) int {
+	k := len(head)
+	for i := 0; i < utf8.UTFMax-1 && k > 0 && !utf8.RuneStart(next); i++ {
+		k--
+		next = head[k]
+	}
+	if !utf8.RuneStart(next) {
+		return len(head) // not UTF-8 anyway
+	}
+	return k
+}
 
 // lineWriter turns a guest's WASI stdout or stderr into log lines.
 // Each instance has its own, so lines of parallel instances do not mix.
 type lineWriter struct {
 	st     *instanceState
 	source string
-	buf    []byte
+	buf    []byte // the current line so far; never more than maxLine bytes
+	cut    bool   // the current line was logged truncated: drop up to its newline
 }
 
-// Write buffers b and logs each complete line.
+// Write logs each complete line of b and buffers the incomplete last one.
+// It looks at each byte of b once and copies at most maxLine bytes of each
+// line, so a guest's huge fd_write costs the host time linear in its size
+// and memory bounded by maxLine.
 func (w *lineWriter) Write(b []byte) (int, error) {
 	n := len(b)
 	for len(b) > 0 {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
-			w.buf = append(w.buf, b...)
-			for len(w.buf) >= maxLine {
-				w.emit(w.buf[:maxLine])
-				w.buf = append(w.buf[:0], w.buf[maxLine:]...)
-			}
+			w.add(b)
 			break
 		}
-		w.buf = append(w.buf, b[:i]...)
-		w.flush()
+		w.add(b[:i])
+		w.endLine()
 		b = b[i+1:]
 	}
 	return n, nil
 }
 
-func (w *lineWriter) flush() {
-	if len(w.buf) == 0 {
+// add appends part of the current line, cutting the line at maxLine.
+func (w *lineWriter) add(part []byte) {
+	if w.cut {
+		w.st.p.truncated.Add(uint64(len(part)))
 		return
 	}
-	w.emit(w.buf)
+	room := maxLine - len(w.buf)
+	if len(part) <= room {
+		w.buf = append(w.buf, part...)
+		return
+	}
+	w.buf = append(w.buf, part[:room]...)
+	line := w.buf[:runeCut(w.buf, part[room])]
+	w.st.p.truncated.Add(uint64(len(w.buf) - len(line) + len(part) - room))
+	w.emit(line, true)
 	w.buf = w.buf[:0]
+	w.cut = true
 }
 
-func (w *lineWriter) emit(line []byte) {
+// endLine logs the current line at a newline, unless it was already logged
+// truncated, and starts the next.
+func (w *lineWriter) endLine() {
+	if !w.cut && len(w.buf) > 0 {
+		w.emit(w.buf, false)
+	}
+	w.buf = w.buf[:0]
+	w.cut = false
+}
+
+// flush logs a pending incomplete line; the instance is going away.
+func (w *lineWriter) flush() {
+	w.endLine()
+}
+
+func (w *lineWriter) emit(line []byte, truncated bool) {
 	lvl := zapcore.InfoLevel
 	if w.source == "stderr" {
 		lvl = zapcore.WarnLevel
 	}
-	w.st.p.guestLog(w.st, lvl, line, w.source)
+	w.st.p.guestLog(w.st, lvl, line, w.source, truncated)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qrun-dev/qrun/abi"
@@ -31,6 +32,8 @@ type Plugin struct {
 	timeout  time.Duration
 	memLimit uint64 // bytes, page-rounded
 	limiter  *logLimiter
+	// truncated counts guest log bytes dropped by cutting lines at maxLine.
+	truncated atomic.Uint64
 
 	rt     wazero.Runtime
 	cm     wazero.CompiledModule
@@ -39,8 +42,12 @@ type Plugin struct {
 	// The watchdog samples instances every wdPeriod and stops one whose call
 	// has been running for wdTicks samples, i.e. at least Timeout and less
 	// than Timeout+wdPeriod <= 2*Timeout after it began. Sampling a sequence
-	// number costs the hot path two atomic adds and no clock reads, timers
-	// or allocations.
+	// number costs Handle two atomic adds and no clock reads or timers of
+	// its own. Stopping a call is not free, though: WithCloseOnContextDone
+	// makes wazero, on every guest call (qrun_alloc, qrun_free, qrun_handle),
+	// allocate a channel and start a goroutine that waits on the instance's
+	// context, so that cancelling it closes the module; that goroutine and
+	// its allocation, not the watchdog, are the per-call cost of timeouts.
 	wdPeriod time.Duration
 	wdTicks  int
 	wdStop   chan struct{}
@@ -116,7 +123,7 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 	}
 	p.cm = cm
 	rep := &Report{}
-	inspect(cm, wasiFuncs, rep)
+	inspect(cm, wasm, wasiFuncs, rep)
 	if len(rep.Problems) > 0 {
 		return nil, &ValidationError{Module: p.name, Problems: rep.Problems}
 	}
@@ -180,6 +187,12 @@ func (p *Plugin) Digest() string { return p.digest }
 // the plugin was loaded.
 func (p *Plugin) LogDropped() uint64 { return p.limiter.dropped.Load() }
 
+// LogTruncatedBytes is the number of guest log bytes dropped since the
+// plugin was loaded because a line (from log, stdout or stderr) was longer
+// than the 4 KiB a line may have; each such line is logged cut, with
+// truncated=true.
+func (p *Plugin) LogTruncatedBytes() uint64 { return p.truncated.Load() }
+
 // MemoryLimit is the enforced memory limit in bytes, after page rounding.
 func (p *Plugin) MemoryLimit() uint64 { return p.memLimit }
 
@@ -232,6 +245,11 @@ func (p *Plugin) NewInstance(ctx context.Context) (*Instance, error) {
 				return fail(fmt.Errorf("%w: qrun_init returned %d", ErrInit, status))
 			}
 		}
+	}
+	if in.timedOut.Load() {
+		// The watchdog fired as the last step returned normally: the
+		// instance's context is cancelled, so it could serve nothing.
+		return fail(fmt.Errorf("%w: initialisation ran longer than %v", ErrTimeout, p.timeout))
 	}
 	return in, nil
 }

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -54,14 +56,37 @@ func TestCommittedWasmMatchesWat(t *testing.T) {
 	}
 }
 
-func TestHostFuncsMatchSignatures(t *testing.T) {
-	sigs, fns := hostSigs(), hostFuncs()
-	if len(sigs) != len(fns) {
-		t.Fatalf("%d signatures, %d implementations", len(sigs), len(fns))
+// TestHostFuncTable checks the one table of host functions against the
+// signatures ABI.md section 4 prints: each entry has an implementation and
+// the signature the spec gives, and the spec lists nothing the table lacks.
+func TestHostFuncTable(t *testing.T) {
+	spec, err := os.ReadFile("../../abi/ABI.md")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for name := range sigs {
-		if fns[name] == nil {
-			t.Errorf("no implementation of %s", name)
+	_, sec4, _ := strings.Cut(string(spec), "## 4.")
+	sec4, _, _ = strings.Cut(sec4, "## 5.")
+	row := regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\| `\\(([^)]*)\\) -> ([a-z0-9]+)` \\|")
+	want := make(map[string]string)
+	for _, m := range row.FindAllStringSubmatch(sec4, -1) {
+		var params []string
+		for _, p := range strings.Split(m[2], ",") {
+			if f := strings.Fields(p); len(f) > 0 {
+				params = append(params, f[len(f)-1])
+			}
+		}
+		want[m[1]] = "(" + strings.Join(params, ",") + ")->" + m[3]
+	}
+	funcs := hostFuncs()
+	if len(want) != len(funcs) {
+		t.Errorf("ABI.md section 4 lists %d host functions, the table has %d", len(want), len(funcs))
+	}
+	for name, f := range funcs {
+		if f.fn == nil {
+			t.Errorf("%s has no implementation", name)
+		}
+		if got := f.sig.String(); got != want[name] {
+			t.Errorf("%s has signature %s, ABI.md says %q", name, got, want[name])
 		}
 	}
 }
@@ -148,6 +173,53 @@ func TestTimeout(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		mustHandle(t, in2, delivery("0", nil))
 		time.Sleep(timeout / 10)
+	}
+}
+
+// TestTimeoutAfterReturn stages the watchdog firing after qrun_handle
+// returned normally but before the call was marked finished: the verdict
+// stands, but the instance, whose context is now cancelled, must report
+// Broken so that it is replaced instead of failing the next message with a
+// timeout that message did not cause.
+func TestTimeoutAfterReturn(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{Timeout: 100 * time.Millisecond}, nil)
+	in := newInstance(t, p)
+	in.afterHandle = func() {
+		// The call is still marked running: wait for the real watchdog.
+		for deadline := time.Now().Add(10 * time.Second); !in.timedOut.Load(); {
+			if time.Now().After(deadline) {
+				t.Error("watchdog never fired")
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	r := in.Handle(context.Background(), delivery("2", nil))
+	in.afterHandle = nil
+	if r.Err != nil || r.Verdict != engines.Requeue {
+		t.Fatalf("got %+v, want the verdict the guest returned", r)
+	}
+	if !in.Broken() {
+		t.Fatal("instance stopped by the watchdog is not Broken")
+	}
+	if r := in.Handle(context.Background(), delivery("0", nil)); !errors.Is(r.Err, ErrBroken) || errors.Is(r.Err, ErrTimeout) {
+		t.Fatalf("next message on it: %+v, want ErrBroken", r)
+	}
+}
+
+// TestBrokenAfterCancel: an instance whose context was cancelled (by the
+// watchdog or by closing its plugin) can serve nothing and says so.
+func TestBrokenAfterCancel(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{}, nil)
+	in := newInstance(t, p)
+	if in.Broken() {
+		t.Fatal("fresh instance is Broken")
+	}
+	in.cancel()
+	if !in.Broken() {
+		t.Fatal("instance with a cancelled context is not Broken")
 	}
 }
 
@@ -292,6 +364,37 @@ func TestDelayAndLease(t *testing.T) {
 	mustHandle(t, in, delivery("e", &fakeSettler{err: engines.ErrLeaseLost}))
 	if got := memI32(t, in, offRes); got != abi.ErrUnavailable {
 		t.Errorf("extend_lease on a lost lease = %d, want %d", got, abi.ErrUnavailable)
+	}
+}
+
+// TestGuestDurationsClamped: set_delay and extend_lease clamp a guest's huge
+// millisecond count to a documented maximum instead of saturating to
+// math.MaxInt64, which engines would add to now and overflow.
+func TestGuestDurationsClamped(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{}, nil)
+	in := newInstance(t, p)
+	r := mustHandle(t, in, delivery("H", nil))
+	if memI32(t, in, offRes) != 0 || !r.DelaySet || r.Delay != MaxGuestDelay {
+		t.Errorf("set_delay(max) gave %+v rc %d, want delay %v", r, memI32(t, in, offRes), MaxGuestDelay)
+	}
+	s := &fakeSettler{}
+	mustHandle(t, in, delivery("L", s))
+	if memI32(t, in, offRes) != 0 || len(s.extended) != 1 || s.extended[0] != MaxGuestLeaseExtension {
+		t.Errorf("extend_lease(max): rc %d, settler saw %v, want %v", memI32(t, in, offRes), s.extended, MaxGuestLeaseExtension)
+	}
+	for _, c := range []struct {
+		ms   int64
+		max  time.Duration
+		want time.Duration
+	}{
+		{0, time.Hour, 0}, {1500, time.Hour, 1500 * time.Millisecond},
+		{3600000, time.Hour, time.Hour}, {3600001, time.Hour, time.Hour},
+		{math.MaxInt64, MaxGuestDelay, MaxGuestDelay},
+	} {
+		if got := millis(c.ms, c.max); got != c.want {
+			t.Errorf("millis(%d, %v) = %v, want %v", c.ms, c.max, got, c.want)
+		}
 	}
 }
 
@@ -448,6 +551,25 @@ func TestBadAlloc(t *testing.T) {
 	mustHandle(t, in, delivery("", nil))
 }
 
+// TestSingleBufferAllocator: the host frees the region it holds before
+// allocating a larger one (ABI.md "Buffers"), so a guest with room for one
+// buffer grows it; single_buffer traps if qrun_free gets the wrong region.
+func TestSingleBufferAllocator(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "single_buffer", Spec{}, nil)
+	in := newInstance(t, p)
+	for _, size := range []int{1, 10, 1000, 60000, 300} {
+		r := in.Handle(context.Background(), delivery(strings.Repeat("a", size-1)+"z", nil))
+		if r.Err != nil || r.Verdict != engines.Ack {
+			t.Fatalf("%d-byte body: %+v", size, r)
+		}
+	}
+	r := in.Handle(context.Background(), delivery(strings.Repeat("z", 70000), nil))
+	if !errors.Is(r.Err, ErrAlloc) {
+		t.Fatalf("body larger than the guest's only buffer: %+v", r)
+	}
+}
+
 func TestBodyRegionReused(t *testing.T) {
 	h := newTestHost(t, nil)
 	p := load(t, h, "ok", Spec{}, nil)
@@ -511,6 +633,10 @@ func TestValidation(t *testing.T) {
 		{"v2only", []string{"module speaks ABI v2; this qrun supports v1"}},
 		{"bad_import", []string{"unknown import qrun.nope"}},
 		{"bad_signature", []string{"qrun.log has signature (i32)->i32, want (i32,i32,i32)->i32"}},
+		{"foreign_globals", []string{
+			"imports global env.g: qrun provides no globals",
+			"imports table env.t: qrun provides no tables",
+		}},
 		{"many_problems", []string{
 			"unknown import qrun.nope",
 			"qrun.now has signature ()->i32, want ()->i64",
@@ -630,20 +756,137 @@ func TestGuestLogging(t *testing.T) {
 func TestLineWriter(t *testing.T) {
 	log, logs := observedLogger(zapcore.InfoLevel)
 	h := newTestHost(t, log)
-	p := load(t, h, "ack", Spec{}, nil)
+	p := load(t, h, "ack", Spec{LogRate: 1000}, nil)
 	st := &instanceState{p: p}
 	w := &lineWriter{st: st, source: "stdout"}
 	fmt.Fprint(w, "a\nb")
 	fmt.Fprint(w, "c\n\nd")
-	w.Write(bytes.Repeat([]byte("z"), maxLine+10))
+	w.Write(bytes.Repeat([]byte("z"), maxLine+10)) // "d" and 4106 z: cut, 11 dropped
+	fmt.Fprint(w, "more of the same line\nnext")
+	// A cut through a two-byte character leaves the whole character out.
+	fmt.Fprint(w, "\n"+strings.Repeat("u", maxLine-1)+"é and more\n")
+	w.Write([]byte(strings.Repeat("v", maxLine) + "\n")) // exactly maxLine: not cut
+	fmt.Fprint(w, "tail")
 	w.flush()
 	var got []string
 	for _, e := range logs.All() {
-		got = append(got, fmt.Sprint(len(e.Message)))
+		s := fmt.Sprint(len(e.Message))
+		if e.ContextMap()["truncated"] == true {
+			s += "t"
+		}
+		got = append(got, s)
 	}
-	want := []string{"1", "2", fmt.Sprint(maxLine), "11"}
+	want := []string{"1", "2", fmt.Sprint(maxLine) + "t", "4", fmt.Sprint(maxLine-1) + "t", fmt.Sprint(maxLine), "4"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("line lengths %v, want %v", got, want)
+	}
+	if n, want := p.LogTruncatedBytes(), uint64(11+len("more of the same line")+len("é and more")); n != want {
+		t.Errorf("LogTruncatedBytes = %d, want %d", n, want)
+	}
+}
+
+// TestLineWriterHugeWrite: one 16 MiB write, with or without a newline,
+// becomes one line of maxLine bytes, in time linear in the write (the old
+// writer shifted its buffer after every 4 KiB, which took seconds).
+func TestLineWriterHugeWrite(t *testing.T) {
+	for _, newline := range []bool{false, true} {
+		t.Run(fmt.Sprint("newline=", newline), func(t *testing.T) {
+			log, logs := observedLogger(zapcore.InfoLevel)
+			h := newTestHost(t, log)
+			p := load(t, h, "ack", Spec{LogRate: 1 << 20}, nil)
+			w := &lineWriter{st: &instanceState{p: p}, source: "stderr"}
+			b := bytes.Repeat([]byte("x"), 16<<20)
+			if newline {
+				b[len(b)-1] = '\n'
+			}
+			if n, err := w.Write(b); n != len(b) || err != nil {
+				t.Fatalf("Write = %d, %v", n, err)
+			}
+			w.flush()
+			entries := logs.All()
+			if len(entries) != 1 {
+				t.Fatalf("%d lines logged, want 1", len(entries))
+			}
+			if e := entries[0]; len(e.Message) != maxLine || e.ContextMap()["truncated"] != true || e.Level != zapcore.WarnLevel {
+				t.Errorf("line of %d bytes, fields %v, level %v", len(e.Message), e.ContextMap(), e.Level)
+			}
+			if got, want := p.LogTruncatedBytes(), uint64(16<<20-maxLine); newline && got != want-1 || !newline && got != want {
+				t.Errorf("LogTruncatedBytes = %d", got)
+			}
+		})
+	}
+}
+
+// TestStdoutFloodWithinTimeout: a guest writing 16 MiB to stdout in one
+// fd_write, under a 100 ms timeout, is served normally and logs one cut line.
+func TestStdoutFloodWithinTimeout(t *testing.T) {
+	for _, body := range []string{"-", "n"} {
+		t.Run(body, func(t *testing.T) {
+			log, logs := observedLogger(zapcore.InfoLevel)
+			h := newTestHost(t, log)
+			p := load(t, h, "stdout_flood", Spec{Timeout: 100 * time.Millisecond, LogRate: 1 << 20}, nil)
+			in := newInstance(t, p)
+			r := in.Handle(context.Background(), delivery(body, nil))
+			if r.Err != nil || r.Verdict != engines.Ack || in.Broken() {
+				t.Fatalf("got %+v broken=%v, want ack from a healthy instance", r, in.Broken())
+			}
+			in.Close(context.Background()) // flushes
+			var n int
+			for _, e := range logs.All() {
+				if e.ContextMap()["source"] != "stdout" {
+					continue
+				}
+				n++
+				if len(e.Message) > maxLine {
+					t.Errorf("line of %d bytes", len(e.Message))
+				}
+			}
+			if n != 1 {
+				t.Errorf("%d stdout lines, want 1", n)
+			}
+		})
+	}
+}
+
+// TestHostLogTruncated: log cuts a long message to maxLine before copying it.
+func TestHostLogTruncated(t *testing.T) {
+	log, logs := observedLogger(zapcore.InfoLevel)
+	h := newTestHost(t, log)
+	p := load(t, h, "ok", Spec{}, nil)
+	in := newInstance(t, p)
+	mustHandle(t, in, delivery("g1"+strings.Repeat("y", 10000), nil))
+	if got := memI32(t, in, offRes); got != 0 {
+		t.Errorf("log = %d", got)
+	}
+	es := logs.FilterMessageSnippet("yyyy").All()
+	if len(es) != 1 || len(es[0].Message) != maxLine || es[0].ContextMap()["truncated"] != true {
+		t.Fatalf("entries %d, first %d bytes", len(es), len(es[0].Message))
+	}
+	if got := p.LogTruncatedBytes(); got != 10000-maxLine {
+		t.Errorf("LogTruncatedBytes = %d, want %d", got, 10000-maxLine)
+	}
+	mustHandle(t, in, delivery("g1short", nil))
+	if es := logs.FilterMessage("short").All(); len(es) != 1 || es[0].ContextMap()["truncated"] != nil {
+		t.Errorf("short line: %v", es)
+	}
+}
+
+func TestTruncateLine(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"abc", 5, "abc"}, {"abcdef", 3, "abc"},
+		{"ab\u00e9", 3, "ab"},                           // 2-byte rune split after its first byte
+		{"a\u20ac", 3, "a"},                             // 3-byte rune split
+		{"\U0001F600x", 3, ""},                          // 4-byte rune split, nothing before it
+		{"\U0001F600x", 4, "\U0001F600"},                // cut right after the rune
+		{"\x80\x80\x80\x80\x80", 4, "\x80\x80\x80\x80"}, // not UTF-8: cut at n
+	} {
+		if got := string(truncateLine([]byte(c.in), c.n)); got != c.want {
+			t.Errorf("truncateLine(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
 	}
 }
 

@@ -59,21 +59,26 @@ type Server struct {
 
 // New opens everything the config declares. On error, whatever was opened
 // is closed again.
-func New(ctx context.Context, cfg *config.File, opts Options) (s *Server, err error) {
+func New(ctx context.Context, cfg *config.File, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
 	if opts.Registry == nil {
 		opts.Registry = Builtin()
 	}
-	s = &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}, queues: map[string]*queue{}}
-	defer func() {
-		if err != nil {
-			s.close(context.Background())
-		}
-	}()
+	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}, queues: map[string]*queue{}}
+	if err := s.open(ctx); err != nil {
+		s.close(context.Background())
+		return nil, err
+	}
+	return s, nil
+}
+
+// open opens the engines, queues and plugins the config declares.
+func (s *Server) open(ctx context.Context) error {
+	cfg, opts := s.cfg, s.opts
 	if err := os.MkdirAll(cfg.Runtime.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+		return fmt.Errorf("data dir: %w", err)
 	}
 	for i := range cfg.Engines {
 		e := &cfg.Engines[i]
@@ -82,7 +87,7 @@ func New(ctx context.Context, cfg *config.File, opts Options) (s *Server, err er
 			DataDir: filepath.Join(cfg.Runtime.DataDir, e.Name), Logger: s.log.With(zap.String("engine", e.Name)),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("engine %q: %w", e.Name, err)
+			return fmt.Errorf("engine %q: %w", e.Name, err)
 		}
 		s.engines[e.Name] = eng
 	}
@@ -93,19 +98,20 @@ func New(ctx context.Context, cfg *config.File, opts Options) (s *Server, err er
 			DeadLetter: qc.DeadLetter, Ordered: qc.Ordered,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("queue %q: %w", qc.Name, err)
+			return fmt.Errorf("queue %q: %w", qc.Name, err)
 		}
 		s.queues[qc.Name] = &queue{cfg: qc, engine: qc.Engine, q: q}
 	}
+	var err error
 	if s.host, err = plugin.NewHost(ctx, plugin.HostOptions{CacheDir: cfg.Runtime.CacheDir, Logger: s.log}); err != nil {
-		return nil, fmt.Errorf("plugin host: %w", err)
+		return fmt.Errorf("plugin host: %w", err)
 	}
 	for i := range cfg.Consumers {
 		if err := s.addConsumer(ctx, &cfg.Consumers[i]); err != nil {
-			return nil, fmt.Errorf("consumer %q: %w", cfg.Consumers[i].Name, err)
+			return fmt.Errorf("consumer %q: %w", cfg.Consumers[i].Name, err)
 		}
 	}
-	return s, nil
+	return nil
 }
 
 func (s *Server) addConsumer(ctx context.Context, cc *config.Consumer) error {
@@ -122,6 +128,7 @@ func (s *Server) addConsumer(ctx context.Context, cc *config.Consumer) error {
 	c, err := dispatch.New(dispatch.Config{
 		Name: cc.Name, Queue: q.q, Concurrency: cc.Concurrency, Batch: cc.Batch,
 		VisibilityTimeout: q.cfg.VisibilityTimeout,
+		HandlerTimeout:    cc.Timeout,
 		Retry:             dispatch.RetryPolicy{Initial: retry.Initial, Max: retry.Max, Multiplier: retry.Multiplier, Jitter: retry.Jitter},
 		PerMessage:        cc.Isolation == "per_message",
 		NewInstance: func(ctx context.Context) (dispatch.Instance, error) {
@@ -240,7 +247,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return runErr
 	}
 	if drainErr != nil {
-		s.log.Warn("drain timed out; unfinished deliveries will be redelivered when their leases expire", zap.Error(drainErr))
+		s.log.Warn("drain timed out; the deliveries still running were stopped and released for redelivery", zap.Error(drainErr))
 	} else {
 		s.log.Info("drained")
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -244,4 +245,39 @@ consumer "ack" {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
 	cancel()
 	<-runErr
+}
+
+// TestNewFailsCleanly checks that a runtime that cannot start says why and
+// closes what it had opened, instead of crashing.
+func TestNewFailsCleanly(t *testing.T) {
+	t.Parallel()
+	garbage := filepath.Join(t.TempDir(), "garbage.wasm")
+	if err := os.WriteFile(garbage, []byte("not a module"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, src, want string
+	}{
+		{"unwritable data dir", `runtime {
+  admin_listen = "off"
+  data_dir = "/proc/qrun-cannot-exist/data"
+}
+engine "m" { type = "memory" }`, "data dir"},
+		{"plugin that does not load", fmt.Sprintf(`runtime { admin_listen = "off" }
+engine "m" { type = "memory" }
+queue "q" { engine = "m" }
+consumer "c" {
+  queue  = "q"
+  plugin = %q
+}`, garbage), `consumer "c"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv, err := server.New(context.Background(), parse(t, tt.src), server.Options{})
+			if err == nil || srv != nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New = %v, %v; want an error mentioning %q", srv, err, tt.want)
+			}
+		})
+	}
 }

@@ -367,7 +367,11 @@ func millis(d time.Duration) int64 {
 	if d <= 0 {
 		return 0
 	}
-	return int64((d + time.Millisecond - 1) / time.Millisecond)
+	ms := d / time.Millisecond
+	if d%time.Millisecond != 0 {
+		ms++ // round up, without the overflow of adding first
+	}
+	return int64(ms)
 }
 
 // SetDelay sets how long the current message stays invisible after a Nack or

@@ -12,6 +12,7 @@
 ;;   'z'<queue> publish an empty body without attrs -> RES
 ;;   'd' set_delay(1500) -> RES, verdict requeue    'D' set_delay(-1) -> RES, verdict nack
 ;;   'e' extend_lease(2000) -> RES                  'E' extend_lease(-5) -> RES
+;;   'H' set_delay(max i64) -> RES, verdict requeue 'L' extend_lease(max i64) -> RES
 ;;   'g'<level><text> log -> RES                    'w' write "hello from wasi\n" to stdout -> RES
 ;;   'r' random_get 16 bytes into OUT -> RES        'X' proc_exit(3)
 ;; Memory map: RES 0x100, INIT_ATTEMPT 0x118, INIT_CFG 0x11c, INITIALIZED 0x120,
@@ -176,6 +177,14 @@
     (if (i32.eq (local.get $c) (i32.const 69)) ;; E
       (then
         (i32.store (i32.const 0x100) (call $extend_lease (i64.const -5)))
+        (return (i32.const 0))))
+    (if (i32.eq (local.get $c) (i32.const 72)) ;; H
+      (then
+        (i32.store (i32.const 0x100) (call $set_delay (i64.const 0x7fffffffffffffff)))
+        (return (i32.const 2))))
+    (if (i32.eq (local.get $c) (i32.const 76)) ;; L
+      (then
+        (i32.store (i32.const 0x100) (call $extend_lease (i64.const 0x7fffffffffffffff)))
         (return (i32.const 0))))
     (if (i32.eq (local.get $c) (i32.const 103)) ;; g
       (then
