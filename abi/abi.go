@@ -3,6 +3,8 @@
 // specification; this file must agree with it.
 package abi
 
+import "strconv"
+
 // Version is the ABI version this package describes.
 const Version = 1
 
@@ -31,6 +33,21 @@ const (
 	VerdictRequeue    = 2
 	VerdictDeadLetter = 3
 )
+
+// VerdictName names a verdict code as qrun's logs and metrics spell it.
+func VerdictName(v int32) string {
+	switch v {
+	case VerdictAck:
+		return "ack"
+	case VerdictNack:
+		return "nack"
+	case VerdictRequeue:
+		return "requeue"
+	case VerdictDeadLetter:
+		return "dead_letter"
+	}
+	return "verdict(" + strconv.Itoa(int(v)) + ")"
+}
 
 // Host functions in module "qrun".
 const (

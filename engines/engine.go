@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/qrun-dev/qrun/abi"
 )
 
 // Engine is one configured storage backend. It opens queues by spec; opening
@@ -167,38 +169,26 @@ type Settlement struct {
 	Reason string
 }
 
-// Verdict is the outcome of handling a delivery. The values match the ABI's
-// verdict codes.
+// Verdict is the outcome of handling a delivery; the values are the ABI's
+// verdict codes, so a guest's answer converts directly.
 type Verdict uint8
 
 // Verdicts.
 const (
 	// Ack removes the message.
-	Ack Verdict = iota
+	Ack Verdict = abi.VerdictAck
 	// Nack counts a failure and makes the message visible again after Delay,
 	// or dead-letters it when MaxAttempts is reached.
-	Nack
+	Nack Verdict = abi.VerdictNack
 	// Requeue makes the message visible again after Delay without counting a
 	// failure.
-	Requeue
+	Requeue Verdict = abi.VerdictRequeue
 	// DeadLetter moves the message to the dead-letter queue now.
-	DeadLetter
+	DeadLetter Verdict = abi.VerdictDeadLetter
 )
 
 // String names the verdict as logs and metrics spell it.
-func (v Verdict) String() string {
-	switch v {
-	case Ack:
-		return "ack"
-	case Nack:
-		return "nack"
-	case Requeue:
-		return "requeue"
-	case DeadLetter:
-		return "dead_letter"
-	}
-	return fmt.Sprintf("verdict(%d)", uint8(v))
-}
+func (v Verdict) String() string { return abi.VerdictName(int32(v)) }
 
 // NewDelivery is used by engines to build a delivery bound to their settler.
 func NewDelivery(d Delivery, s Settler, t Ticket) Delivery {

@@ -55,19 +55,26 @@ func fill(b *testing.B, q engines.Queue, msgs []engines.Message, body []byte, n 
 
 // drain receives and acks exactly n messages.
 func drain(b *testing.B, q engines.Queue, n int) {
-	ctx := context.Background()
+	buf := make([]engines.Delivery, 1000)
 	for n > 0 {
-		ds, err := engines.ReceiveN(ctx, q, min(n, 1000))
-		if err != nil {
-			b.Fatalf("Receive: %v", err)
-		}
-		for i := range ds {
-			if err := ds[i].Ack(ctx); err != nil {
-				b.Fatalf("Ack: %v", err)
-			}
-		}
-		n -= len(ds)
+		n -= receiveAck(b, q, buf[:min(n, len(buf))])
 	}
+}
+
+// receiveAck receives into buf, as the dispatcher does, acks what came and
+// says how many that was.
+func receiveAck(b *testing.B, q engines.Queue, buf []engines.Delivery) int {
+	ctx := context.Background()
+	n, err := q.Receive(ctx, buf)
+	if err != nil {
+		b.Fatalf("Receive: %v", err)
+	}
+	for i := range buf[:n] {
+		if err := buf[i].Ack(ctx); err != nil {
+			b.Fatalf("Ack: %v", err)
+		}
+	}
+	return n
 }
 
 func reportRate(b *testing.B, msgs int) {
@@ -109,7 +116,6 @@ func benchReceiveAck(b *testing.B, h Harness) {
 	body := make([]byte, benchBody)
 	msgs := make([]engines.Message, benchBatch)
 	buf := make([]engines.Delivery, benchBatch) // reused, as the dispatcher does
-	ctx := context.Background()
 	avail, total := 0, 0
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -120,18 +126,9 @@ func benchReceiveAck(b *testing.B, h Harness) {
 			avail += benchRefill
 			b.StartTimer()
 		}
-		n, err := q.Receive(ctx, buf)
-		ds := buf[:n]
-		if err != nil {
-			b.Fatalf("Receive: %v", err)
-		}
-		for j := range ds {
-			if err := ds[j].Ack(ctx); err != nil {
-				b.Fatalf("Ack: %v", err)
-			}
-		}
-		avail -= len(ds)
-		total += len(ds)
+		n := receiveAck(b, q, buf)
+		avail -= n
+		total += n
 	}
 	b.StopTimer()
 	reportRate(b, total)
@@ -155,17 +152,7 @@ func benchPipeline(b *testing.B, h Harness) {
 			b.Fatalf("Enqueue: %v", err)
 		}
 		for got := 0; got < benchBatch; {
-			n, err := q.Receive(ctx, buf[:benchBatch-got])
-			ds := buf[:n]
-			if err != nil {
-				b.Fatalf("Receive: %v", err)
-			}
-			for j := range ds {
-				if err := ds[j].Ack(ctx); err != nil {
-					b.Fatalf("Ack: %v", err)
-				}
-			}
-			got += len(ds)
+			got += receiveAck(b, q, buf[:benchBatch-got])
 		}
 	}
 	b.StopTimer()

@@ -59,21 +59,13 @@ func (f *fixture) Settled(d *engines.Delivery, v engines.Verdict, _ time.Duratio
 	f.settled <- settled{string(d.Body), v, d.Attempt}
 }
 
+// newFixture builds a consumer running f on a memory queue; mod may change
+// the consumer's config, and the queue's lease follows its VisibilityTimeout.
 func newFixture(t *testing.T, f script, mod func(*dispatch.Config)) *fixture {
 	t.Helper()
 	fx := &fixture{eng: memory.New(memory.Options{}), settled: make(chan settled, 1000)}
-	ctx := context.Background()
-	var err error
-	fx.q, err = fx.eng.Open(ctx, engines.QueueSpec{Name: "q", MaxAttempts: 3, DeadLetter: "q-dlq", VisibilityTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fx.dlq, err = fx.eng.Open(ctx, engines.QueueSpec{Name: "q-dlq"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := dispatch.Config{
-		Name: "c", Queue: fx.q, Concurrency: 2, Batch: 8,
+		Name: "c", Concurrency: 2, Batch: 8, VisibilityTimeout: 10 * time.Second,
 		Retry: dispatch.RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond, Multiplier: 2},
 		NewInstance: func(context.Context) (dispatch.Instance, error) {
 			fx.created.Add(1)
@@ -84,6 +76,17 @@ func newFixture(t *testing.T, f script, mod func(*dispatch.Config)) *fixture {
 	if mod != nil {
 		mod(&cfg)
 	}
+	ctx := context.Background()
+	var err error
+	fx.q, err = fx.eng.Open(ctx, engines.QueueSpec{Name: "q", MaxAttempts: 3, DeadLetter: "q-dlq", VisibilityTimeout: cfg.VisibilityTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.dlq, err = fx.eng.Open(ctx, engines.QueueSpec{Name: "q-dlq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Queue = fx.q
 	fx.c, err = dispatch.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -312,16 +315,15 @@ func (b *blockingInstance) Close(context.Context) error {
 func TestInstanceStartFailureBacksOffAndRecovers(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int64
-	fx := newFixture(t, byBody, nil)
-	fx.c, _ = dispatch.New(dispatch.Config{
-		Name: "c", Queue: fx.q, Concurrency: 1, Batch: 1,
-		NewInstance: func(context.Context) (dispatch.Instance, error) {
+	var fx *fixture
+	fx = newFixture(t, byBody, func(c *dispatch.Config) {
+		c.Concurrency, c.Batch = 1, 1
+		c.NewInstance = func(context.Context) (dispatch.Instance, error) {
 			if calls.Add(1) < 3 {
 				return nil, errors.New("qrun_init returned 1")
 			}
 			return &fakeInstance{f: byBody, closes: &fx.closes}, nil
-		},
-		Observer: fx,
+		}
 	})
 	fx.send(t, "ack")
 	start := time.Now()
@@ -364,25 +366,11 @@ func TestLeaseRenewedForTheTailOfASlowBatch(t *testing.T) {
 		}
 		return plugin.Result{Verdict: engines.Ack}
 	}
-	fx := &fixture{eng: memory.New(memory.Options{}), settled: make(chan settled, 100)}
-	t.Cleanup(func() { _ = fx.eng.Close() })
-	ctx := context.Background()
-	var err error
-	if fx.q, err = fx.eng.Open(ctx, engines.QueueSpec{Name: "q", VisibilityTimeout: time.Second, MaxAttempts: 1}); err != nil {
-		t.Fatal(err)
-	}
-	fx.c, err = dispatch.New(dispatch.Config{
-		Name: "c", Queue: fx.q, Concurrency: 1, Batch: 10, VisibilityTimeout: time.Second, HandlerTimeout: 200 * time.Millisecond,
-		NewInstance: func(context.Context) (dispatch.Instance, error) {
-			return &fakeInstance{f: slow, closes: &fx.closes}, nil
-		},
-		Observer: fx,
+	fx := newFixture(t, slow, func(c *dispatch.Config) {
+		c.Concurrency, c.Batch = 1, 10
+		c.VisibilityTimeout, c.HandlerTimeout = time.Second, 200*time.Millisecond
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	fx.c.Start()
-	t.Cleanup(func() { _ = fx.c.Stop(context.Background()) })
 	fx.send(t, "warm") // teaches the worker the handler is fast: next batch is big
 	fx.next(t)
 	// Two deliveries of 700ms outlast the 1s lease of the batch; the third
@@ -393,7 +381,7 @@ func TestLeaseRenewedForTheTailOfASlowBatch(t *testing.T) {
 			t.Fatalf("%q settled %v at attempt %d, want ack at attempt 1", s.body, s.verdict, s.attempt)
 		}
 	}
-	qs, err := fx.q.Stats(ctx)
+	qs, err := fx.q.Stats(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

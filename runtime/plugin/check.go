@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,47 +37,22 @@ type sig struct {
 func (s sig) String() string { return formatSig(s.params, s.results) }
 
 func (s sig) matches(params, results []api.ValueType) bool {
-	return sameTypes(s.params, params) && sameTypes(s.results, results)
-}
-
-func sameTypes(a, b []api.ValueType) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	return slices.Equal(s.params, params) && slices.Equal(s.results, results)
 }
 
 func formatSig(params, results []api.ValueType) string {
-	var b strings.Builder
-	b.WriteByte('(')
-	for i, p := range params {
-		if i > 0 {
-			b.WriteByte(',')
+	list := func(ts []api.ValueType) string {
+		names := make([]string, len(ts))
+		for i, t := range ts {
+			names[i] = api.ValueTypeName(t)
 		}
-		b.WriteString(api.ValueTypeName(p))
+		return strings.Join(names, ",")
 	}
-	b.WriteString(")->")
-	switch len(results) {
-	case 0:
-		b.WriteString("()")
-	case 1:
-		b.WriteString(api.ValueTypeName(results[0]))
-	default:
-		b.WriteByte('(')
-		for i, r := range results {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(api.ValueTypeName(r))
-		}
-		b.WriteByte(')')
+	res := list(results)
+	if len(results) != 1 {
+		res = "(" + res + ")"
 	}
-	return b.String()
+	return "(" + list(params) + ")->" + res
 }
 
 // exportSig is one guest export the ABI defines.

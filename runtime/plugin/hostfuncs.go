@@ -12,6 +12,7 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
 
@@ -70,6 +71,16 @@ func put(buf []byte, v string) uint64 {
 		copy(buf, v)
 	}
 	return ret(len(v))
+}
+
+// lookup implements msg_attr and config_get: the value of key in m, put into
+// buf, or "not found".
+func lookup(m map[string]string, key, buf []byte) uint64 {
+	v, ok := m[string(key)] // no allocation: the compiler elides the conversion
+	if !ok {
+		return code(abi.ErrNotFound)
+	}
+	return put(buf, v)
 }
 
 func ret(n int) uint64 {
@@ -214,12 +225,7 @@ func hostMsgAttr(ctx context.Context, m api.Module, stack []uint64) {
 		stack[0] = code(abi.ErrNoMessage)
 		return
 	}
-	v, ok := st.d.Attributes[string(key)] // no allocation: the compiler elides the conversion
-	if !ok {
-		stack[0] = code(abi.ErrNotFound)
-		return
-	}
-	stack[0] = put(buf, v)
+	stack[0] = lookup(st.d.Attributes, key, buf)
 }
 
 func hostMsgAttrKey(ctx context.Context, m api.Module, stack []uint64) {
@@ -249,12 +255,7 @@ func hostConfigGet(ctx context.Context, m api.Module, stack []uint64) {
 	st := stateOf(ctx)
 	key := region(m, abi.FuncConfigGet, "key", stack[0], stack[1])
 	buf := region(m, abi.FuncConfigGet, "buf", stack[2], stack[3])
-	v, ok := st.p.config[string(key)]
-	if !ok {
-		stack[0] = code(abi.ErrNotFound)
-		return
-	}
-	stack[0] = put(buf, v)
+	stack[0] = lookup(st.p.config, key, buf)
 }
 
 func hostPublish(ctx context.Context, m api.Module, stack []uint64) {
@@ -295,7 +296,7 @@ func hostPublish(ctx context.Context, m api.Module, stack []uint64) {
 	case errors.Is(err, engines.ErrTooLarge):
 		stack[0] = code(abi.ErrTooLarge)
 	default:
-		p.log.Debug("guest publish failed", errField(err))
+		p.log.Debug("guest publish failed", zap.Error(err))
 		stack[0] = code(abi.ErrUnavailable)
 	}
 }
@@ -383,7 +384,7 @@ func hostExtendLease(ctx context.Context, _ api.Module, stack []uint64) {
 		return d.Extend(ctx, millis(ms, MaxGuestLeaseExtension))
 	})
 	if err != nil {
-		st.p.log.Debug("guest extend_lease failed", errField(err))
+		st.p.log.Debug("guest extend_lease failed", zap.Error(err))
 		stack[0] = code(abi.ErrUnavailable)
 		return
 	}

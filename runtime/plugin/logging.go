@@ -14,8 +14,6 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-func errField(err error) zap.Field { return zap.Error(err) }
-
 // guestLog writes one guest line (from log or from stdout/stderr) if the
 // plugin's budget allows, and returns 0 or abi.ErrRateLimited. Lines below
 // the logger's level are discarded without spending budget, so debug logging

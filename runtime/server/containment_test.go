@@ -51,14 +51,8 @@ consumer "healthy" {
   config  = { forward_to = "good_out" }
   publish = ["good_out"]
 }`, hostile, forwardWasm(t)))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	srv, err := server.New(ctx, cfg, server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- srv.Run(ctx) }()
+	srv := start(t, cfg, server.Options{})
+	ctx := context.Background()
 
 	// trap, infinite loop, memory bomb, bad verdict, WASI proc_exit.
 	bad := []string{"t", "l", "m", "x", "X"}
@@ -78,17 +72,7 @@ consumer "healthy" {
 		t.Fatal(err)
 	}
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		d := depths(t, srv)
-		if d["bad_dead"] == int64(len(bad)) && d["good_out"] == n && d["bad"] == 0 && d["good"] == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not contained within 30s: depths %v", d)
-		}
-		time.Sleep(10 * time.Millisecond) // polling the engine's counters: no event exists for "depth reached"
-	}
+	waitDepths(t, srv, 30*time.Second, map[string]int64{"bad_dead": int64(len(bad)), "good_out": n, "bad": 0, "good": 0})
 
 	var st = map[string]int64{}
 	for _, c := range srv.Consumers() {
@@ -122,21 +106,4 @@ consumer "healthy" {
 			t.Errorf("dead letter %q has reason %q", d.Body, r)
 		}
 	}
-	cancel()
-	if err := <-runErr; err != nil {
-		t.Fatal(err)
-	}
-}
-
-func depths(t *testing.T, srv *server.Server) map[string]int64 {
-	t.Helper()
-	qs, err := srv.Queues(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int64{}
-	for _, q := range qs {
-		out[q.Name] = q.Depth
-	}
-	return out
 }

@@ -42,6 +42,61 @@ func parse(tb testing.TB, src string) *config.File {
 	return cfg
 }
 
+// start runs a server for cfg until the test ends; the test fails if Run
+// returns an error, which is also how a clean drain is checked.
+func start(tb testing.TB, cfg *config.File, opts server.Options) *server.Server {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := server.New(ctx, cfg, opts)
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- srv.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			tb.Errorf("run: %v", err)
+		}
+	})
+	return srv
+}
+
+// waitDepths polls the queues until every depth in want holds. Polling is
+// the only way: no event exists for "this queue reached that depth".
+func waitDepths(t *testing.T, srv *server.Server, timeout time.Duration, want map[string]int64) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := depths(t, srv)
+		ok := true
+		for q, n := range want {
+			ok = ok && got[q] == n
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: depths %v, want %v", timeout, got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func depths(t *testing.T, srv *server.Server) map[string]int64 {
+	t.Helper()
+	qs, err := srv.Queues(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, q := range qs {
+		out[q.Name] = q.Depth
+	}
+	return out
+}
+
 // counter is an Observer that signals when n deliveries settled, and nudges
 // progress every 1024 so a producer can keep a bounded backlog.
 type counter struct {
@@ -93,13 +148,8 @@ consumer "fwd" {
 		t.Fatal(err)
 	}
 	obs := newCounter(10)
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, server.Options{Listener: ln, Observer: obs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- srv.Run(ctx) }()
+	start(t, cfg, server.Options{Listener: ln, Observer: obs})
+	ctx := context.Background()
 
 	c := &admin.Client{BaseURL: "http://" + ln.Addr().String()}
 	msgs := make([]admin.SendMessage, 10)
@@ -134,10 +184,6 @@ consumer "fwd" {
 	} else if se, ok := err.(*admin.StatusError); !ok || se.Status != 404 {
 		t.Fatalf("unknown queue: %v, want 404", err)
 	}
-	cancel()
-	if err := <-runErr; err != nil {
-		t.Fatalf("run: %v", err)
-	}
 }
 
 // BenchmarkEndToEnd measures the whole runtime on the memory engine with the
@@ -159,14 +205,8 @@ consumer "ack" {
   batch = 256
 }`, forwardWasm(b), conc))
 			obs := newCounter(b.N)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			srv, err := server.New(ctx, cfg, server.Options{Observer: obs})
-			if err != nil {
-				b.Fatal(err)
-			}
-			runErr := make(chan error, 1)
-			go func() { runErr <- srv.Run(ctx) }()
+			srv := start(b, cfg, server.Options{Observer: obs})
+			ctx := context.Background()
 
 			body := make([]byte, 64)
 			const batch = 256
@@ -195,8 +235,6 @@ consumer "ack" {
 			// Latency here would only measure the backlog the producer
 			// built up; BenchmarkLatency measures it on an idle runtime.
 			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
-			cancel()
-			<-runErr
 		})
 	}
 }
@@ -220,14 +258,8 @@ consumer "ack" {
   concurrency = 1
 }`, forwardWasm(b)))
 	sig := make(signal, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	srv, err := server.New(ctx, cfg, server.Options{Observer: sig})
-	if err != nil {
-		b.Fatal(err)
-	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- srv.Run(ctx) }()
+	srv := start(b, cfg, server.Options{Observer: sig})
+	ctx := context.Background()
 	msg := []engines.Message{{Body: make([]byte, 64)}}
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
@@ -243,8 +275,6 @@ consumer "ack" {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
-	cancel()
-	<-runErr
 }
 
 // TestNewFailsCleanly checks that a runtime that cannot start says why and

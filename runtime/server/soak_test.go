@@ -43,14 +43,8 @@ consumer "mixed" {
   timeout     = "1s"
   batch       = 128
 }`, mod))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	srv, err := server.New(ctx, cfg, server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- srv.Run(ctx) }()
+	srv := start(t, cfg, server.Options{})
+	ctx := context.Background()
 
 	// ack, nack until dead, dead-letter now, trap until dead.
 	kinds := []string{"0", "1", "3", "t"}
@@ -72,23 +66,9 @@ consumer "mixed" {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		d := depths(t, srv)
-		if d["in"] == 0 && d["dead"] == wantDead {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not done within 5 minutes: %v", d)
-		}
-		time.Sleep(50 * time.Millisecond) // polling counters: no event for "all settled"
-	}
+	waitDepths(t, srv, 5*time.Minute, map[string]int64{"in": 0, "dead": wantDead})
 	st := srv.Consumers()[0].Stats()
 	if st.Acked != wantAck || st.Traps != 3*(wantDead/3) {
 		t.Fatalf("consumer stats %+v, want %d acked and %d traps", st, wantAck, 3*(wantDead/3))
-	}
-	cancel()
-	if err := <-runErr; err != nil {
-		t.Fatal(err)
 	}
 }

@@ -30,19 +30,7 @@ const (
 )
 
 // String names the verdict as qrun's logs and metrics spell it.
-func (v Verdict) String() string {
-	switch v {
-	case Ack:
-		return "ack"
-	case Nack:
-		return "nack"
-	case Requeue:
-		return "requeue"
-	case DeadLetter:
-		return "dead_letter"
-	}
-	return fmt.Sprintf("verdict(%d)", int32(v))
-}
+func (v Verdict) String() string { return abi.VerdictName(int32(v)) }
 
 // Errors returned by Publish and ExtendLease, one per ABI error code, so that
 // callers can tell with errors.Is whether trying again can help.
