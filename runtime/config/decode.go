@@ -3,7 +3,7 @@ package config
 import (
 	"fmt"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -262,9 +262,9 @@ func (d *decoder) engine(re *rawEngine) Engine {
 		return e
 	}
 	known := v.EngineTypes()
-	if !contains(known, e.Type) {
+	if !slices.Contains(known, e.Type) {
 		d.errorf(typeRange, "Unknown engine type", "Engine type %q is not known.%s Known types: %s.",
-			e.Type, didYouMean(e.Type, known), strings.Join(sorted(known), ", "))
+			e.Type, didYouMean(e.Type, known), strings.Join(slices.Sorted(slices.Values(known)), ", "))
 		return e
 	}
 	d.diags = append(d.diags, v.ValidateEngine(e.Type, re.Remain, d.ctx)...)
@@ -488,7 +488,7 @@ func (d *decoder) oneOf(a *hcl.Attribute, def, summary string, allowed []string)
 		return def
 	}
 	s := d.str(a, def)
-	if !contains(allowed, s) {
+	if !slices.Contains(allowed, s) {
 		d.errorf(a.Expr.Range(), summary, "%s must be one of %s; got %q.%s",
 			a.Name, strings.Join(allowed, ", "), s, didYouMean(s, allowed))
 		return def
@@ -643,19 +643,4 @@ func (d *decoder) stringList(a *hcl.Attribute) ([]string, []hcl.Range) {
 		rngs = append(rngs, e.Range())
 	}
 	return list, rngs
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func sorted(list []string) []string {
-	out := append([]string(nil), list...)
-	sort.Strings(out)
-	return out
 }

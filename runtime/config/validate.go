@@ -6,8 +6,11 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/agext/levenshtein"
 )
 
 // validate checks what no single block can: references between blocks,
@@ -27,7 +30,7 @@ func (d *decoder) validate() {
 	for i := range f.Queues {
 		q := &f.Queues[i]
 		refs := d.queueRefs[q.Name]
-		engineOK := q.Engine != "" && contains(engineNames, q.Engine)
+		engineOK := q.Engine != "" && slices.Contains(engineNames, q.Engine)
 		if q.Engine != "" && !engineOK {
 			d.errorf(refs.engine.Expr.Range(), "Unknown engine",
 				"Queue %q uses engine %q, which is not declared.%s Declare it with engine %q { type = ... }.",
@@ -45,7 +48,7 @@ func (d *decoder) validate() {
 		case !ok:
 			d.errorf(rng, "Unknown queue",
 				"dead_letter names queue %q, which is not declared.%s", q.DeadLetter, didYouMean(q.DeadLetter, queueNames))
-		case engineOK && dl.Engine != q.Engine && contains(engineNames, dl.Engine):
+		case engineOK && dl.Engine != q.Engine && slices.Contains(engineNames, dl.Engine):
 			d.errorf(rng, "Dead-letter queue on a different engine",
 				"A dead-letter queue must be on the same engine as its queue, because the engine moves messages into it atomically: %q is on engine %q but %q is on %q.",
 				q.DeadLetter, dl.Engine, q.Name, q.Engine)
@@ -96,7 +99,7 @@ func (d *decoder) deadLetterCycles() {
 		var path []string
 		cur := start.Name
 		for !reported[cur] {
-			if idx := indexOf(path, cur); idx >= 0 {
+			if idx := slices.Index(path, cur); idx >= 0 {
 				cycle := path[idx:]
 				for _, n := range cycle {
 					reported[n] = true
@@ -181,15 +184,6 @@ func modeName(m fs.FileMode) string {
 	return "special file"
 }
 
-func indexOf(list []string, s string) int {
-	for i, x := range list {
-		if x == s {
-			return i
-		}
-	}
-	return -1
-}
-
 // checkListenAddr accepts host:port with a numeric port, host optional.
 // Service names are refused because they depend on /etc/services.
 func checkListenAddr(addr string) error {
@@ -219,7 +213,7 @@ func loopbackAddr(addr string) bool {
 func didYouMean(got string, candidates []string) string {
 	best, bestDist := "", len(got)/3+2
 	for _, c := range candidates {
-		if dist := levenshtein(got, c); dist < bestDist {
+		if dist := levenshtein.Distance(got, c, nil); dist < bestDist {
 			best, bestDist = c, dist
 		}
 	}
@@ -227,24 +221,4 @@ func didYouMean(got string, candidates []string) string {
 		return ""
 	}
 	return fmt.Sprintf(" Did you mean %q?", best)
-}
-
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

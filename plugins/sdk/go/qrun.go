@@ -99,7 +99,7 @@ func HandleFunc(f func(m *Message) error) {
 		switch {
 		case err == nil:
 			return Ack
-		case errors.Is(err, errPermanent):
+		case IsPermanent(err):
 			Errorf("dead-letter: %v", err)
 			return DeadLetter
 		default:
