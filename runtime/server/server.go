@@ -284,20 +284,24 @@ func (s *Server) stopConsumers(ctx context.Context) error {
 	return errors.Join(all...)
 }
 
-// close releases plugins, queues and engines, in that order.
+// close releases plugins, queues and engines, in that order. Nothing can be
+// done about a failure this late but saying so.
 func (s *Server) close(ctx context.Context) {
+	warn := func(what, name string, err error) {
+		if err != nil {
+			s.log.Warn("closing "+what, zap.String(what, name), zap.Error(err))
+		}
+	}
 	for _, p := range s.plugins {
-		_ = p.Close(ctx)
+		warn("plugin", p.Version(), p.Close(ctx))
 	}
 	if s.host != nil {
-		_ = s.host.Close(ctx)
+		warn("plugin host", "", s.host.Close(ctx))
 	}
-	for _, q := range s.queues {
-		_ = q.q.Close()
+	for name, q := range s.queues {
+		warn("queue", name, q.q.Close())
 	}
 	for name, e := range s.engines {
-		if err := e.Close(); err != nil {
-			s.log.Warn("closing engine", zap.String("engine", name), zap.Error(err))
-		}
+		warn("engine", name, e.Close())
 	}
 }
