@@ -285,8 +285,9 @@ func (w *worker) run(ctx context.Context) {
 				w.wait(ctx)
 				break
 			}
-			w.renew(ds[i:])
-			w.handle(&ds[i])
+			now := time.Now() // one clock read serves both
+			w.renew(ds[i:], now)
+			w.handle(&ds[i], now)
 		}
 	}
 }
@@ -358,9 +359,9 @@ func (w *worker) release(ds ...engines.Delivery) {
 // it must not expire unseen (an expiry counts a failure against a message
 // nobody tried). The deliveries of a batch were leased together, so one
 // check covers them all.
-func (w *worker) renew(ds []engines.Delivery) {
+func (w *worker) renew(ds []engines.Delivery, now time.Time) {
 	c := w.c
-	if time.Until(ds[0].LeaseExpires) >= 2*c.cfg.HandlerTimeout {
+	if ds[0].LeaseExpires.Sub(now) >= 2*c.cfg.HandlerTimeout {
 		return
 	}
 	for i := range ds {
@@ -370,9 +371,8 @@ func (w *worker) renew(ds []engines.Delivery) {
 	}
 }
 
-func (w *worker) handle(d *engines.Delivery) {
+func (w *worker) handle(d *engines.Delivery, start time.Time) {
 	c := w.c
-	start := time.Now()
 	if !start.Before(d.LeaseExpires) {
 		// Its lease ran out while it waited in the batch: the engine may
 		// already be handing it to someone else.
