@@ -1,0 +1,39 @@
+package engines
+
+import "context"
+
+// The interfaces below are optional extensions of Queue for operators:
+// looking at messages without consuming them, emptying a queue and moving
+// dead letters back to where they came from. The admin API asserts them on a
+// Queue and reports ErrUnsupported for a queue that lacks one. enginetest
+// exercises each one a queue implements.
+
+// Peeker is a Queue that can show its messages without leasing them.
+type Peeker interface {
+	// Peek returns up to max messages that are ready or delayed, in the
+	// order they would be delivered (delayed ones after the ready ones, by
+	// visibility time). The deliveries carry no lease: settling one returns
+	// ErrNotLeased. Peek changes nothing: no attempt is counted and no TTL
+	// clock is touched.
+	Peek(ctx context.Context, max int) ([]Delivery, error)
+}
+
+// Purger is a Queue that can be emptied.
+type Purger interface {
+	// Purge removes every ready and delayed message and returns how many it
+	// removed. Messages in flight are left to their holders.
+	Purge(ctx context.Context) (int64, error)
+}
+
+// Redriver is a Queue (normally a dead-letter queue) whose messages can be
+// moved back to the queue they were dead-lettered from.
+type Redriver interface {
+	// Redrive moves the messages with the given IDs (every ready and delayed
+	// message when ids is empty) to the queue named by their
+	// AttrDeadLetterSource attribute, in the same engine. A redriven message
+	// keeps its ID, body and other attributes, loses the two dead-letter
+	// attributes, starts again at attempt 1 with no failures, and is
+	// visible at once. Messages without a source attribute, or whose ID is
+	// not in the queue, are skipped. It returns how many it moved.
+	Redrive(ctx context.Context, ids []string) (int, error)
+}
