@@ -66,6 +66,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /v1/queues", s.queues)
 	mux.HandleFunc("POST /v1/queues/{name}/messages", s.enqueue)
+	registerConsumerRoutes(mux, s)
 	return s.auth(mux)
 }
 

@@ -278,9 +278,10 @@ func (w *worker) run(ctx context.Context) {
 				return
 			}
 			// The previous delivery may have cost the instance (a trap, or
-			// per-message isolation); one that cannot be replaced hands the
-			// rest of the batch back rather than fail messages for it.
-			if w.inst == nil && !w.newInstance(ctx) {
+			// per-message isolation), or a plugin swap may have replaced its
+			// version; one that cannot be replaced hands the rest of the
+			// batch back rather than fail messages for it.
+			if !w.ready(ctx) {
 				w.release(ds[i:]...)
 				w.wait(ctx)
 				break

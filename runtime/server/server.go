@@ -34,6 +34,9 @@ type Options struct {
 	Listener net.Listener
 	// Observer, if set, sees every settled delivery of every consumer.
 	Observer dispatch.Observer
+	// WatchDebounce is how long a plugin file must be quiet after a change
+	// before it is reloaded; zero means plugin.DefaultDebounce.
+	WatchDebounce time.Duration
 }
 
 type queue struct {
@@ -48,13 +51,16 @@ type Server struct {
 	opts Options
 	log  *zap.Logger
 
-	engines   map[string]engines.Engine
-	queues    map[string]*queue
-	host      *plugin.Host
-	plugins   []*plugin.Plugin
-	consumers []*dispatch.Consumer
-	ready     atomic.Bool
-	addr      atomic.Value // string: admin address once listening
+	engines map[string]engines.Engine
+	// queues is replaced whole by a config reload (copy on write), so the
+	// publish path reads it without a lock.
+	queues  atomic.Pointer[map[string]*queue]
+	host    *plugin.Host
+	watcher *plugin.Watcher // nil when the platform offers no file watching
+	ready   atomic.Bool
+	addr    atomic.Value // string: admin address once listening
+
+	reload reloadState
 }
 
 // New opens everything the config declares. On error, whatever was opened
@@ -66,7 +72,9 @@ func New(ctx context.Context, cfg *config.File, opts Options) (*Server, error) {
 	if opts.Registry == nil {
 		opts.Registry = Builtin()
 	}
-	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}, queues: map[string]*queue{}}
+	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}}
+	s.queues.Store(&map[string]*queue{})
+	s.reload.drainTimeout.Store(int64(cfg.Runtime.DrainTimeout))
 	if err := s.open(ctx); err != nil {
 		s.close(context.Background())
 		return nil, err
@@ -91,46 +99,60 @@ func (s *Server) open(ctx context.Context) error {
 		}
 		s.engines[e.Name] = eng
 	}
+	queues := map[string]*queue{}
+	s.queues.Store(&queues) // filled before anything else can see it
 	for i := range cfg.Queues {
-		qc := &cfg.Queues[i]
-		q, err := s.engines[qc.Engine].Open(ctx, engines.QueueSpec{
-			Name: qc.Name, VisibilityTimeout: qc.VisibilityTimeout, MaxAttempts: qc.MaxAttempts,
-			DeadLetter: qc.DeadLetter, Ordered: qc.Ordered,
-		})
+		q, err := s.openQueue(ctx, &cfg.Queues[i])
 		if err != nil {
-			return fmt.Errorf("queue %q: %w", qc.Name, err)
+			return err
 		}
-		s.queues[qc.Name] = &queue{cfg: qc, engine: qc.Engine, q: q}
+		queues[q.cfg.Name] = q
 	}
 	var err error
 	if s.host, err = plugin.NewHost(ctx, plugin.HostOptions{CacheDir: cfg.Runtime.CacheDir, Logger: s.log}); err != nil {
 		return fmt.Errorf("plugin host: %w", err)
 	}
+	s.startWatcher()
 	for i := range cfg.Consumers {
-		if err := s.addConsumer(ctx, &cfg.Consumers[i]); err != nil {
+		c, err := s.newConsumer(ctx, &cfg.Consumers[i], queues)
+		if err != nil {
 			return fmt.Errorf("consumer %q: %w", cfg.Consumers[i].Name, err)
 		}
+		s.reload.consumers = append(s.reload.consumers, c)
 	}
 	return nil
 }
 
-func (s *Server) addConsumer(ctx context.Context, cc *config.Consumer) error {
-	q := s.queues[cc.Queue]
-	p, err := s.host.Load(ctx, plugin.Spec{
+func (s *Server) openQueue(ctx context.Context, qc *config.Queue) (*queue, error) {
+	q, err := s.engines[qc.Engine].Open(ctx, engines.QueueSpec{
+		Name: qc.Name, VisibilityTimeout: qc.VisibilityTimeout, MaxAttempts: qc.MaxAttempts,
+		DeadLetter: qc.DeadLetter, Ordered: qc.Ordered,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue %q: %w", qc.Name, err)
+	}
+	return &queue{cfg: qc, engine: qc.Engine, q: q}, nil
+}
+
+// newConsumer loads a consumer's plugin and builds its dispatcher on the
+// queue handles in queues, ready to Start.
+func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues map[string]*queue) (*consumer, error) {
+	q := queues[cc.Queue]
+	perMessage := cc.Isolation == config.IsolationPerMessage
+	p, err := s.host.LoadLive(ctx, plugin.Spec{
 		Consumer: cc.Name, Path: cc.Plugin, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
 		Config: cc.Config, Publish: cc.Publish, LogRate: cc.LogRate,
-	}, s)
+	}, s, plugin.LiveOptions{Warm: cc.Concurrency, Refill: perMessage})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.plugins = append(s.plugins, p)
 	retry := q.cfg.Retry
 	c, err := dispatch.New(dispatch.Config{
 		Name: cc.Name, Queue: q.q, Concurrency: cc.Concurrency, Batch: cc.Batch,
 		VisibilityTimeout: q.cfg.VisibilityTimeout,
 		HandlerTimeout:    cc.Timeout,
 		Retry:             dispatch.RetryPolicy{Initial: retry.Initial, Max: retry.Max, Multiplier: retry.Multiplier, Jitter: retry.Jitter},
-		PerMessage:        cc.Isolation == "per_message",
+		PerMessage:        perMessage,
 		NewInstance: func(ctx context.Context) (dispatch.Instance, error) {
 			return p.NewInstance(ctx)
 		},
@@ -138,12 +160,12 @@ func (s *Server) addConsumer(ctx context.Context, cc *config.Consumer) error {
 		Observer: s.opts.Observer,
 	})
 	if err != nil {
-		return err
+		_ = p.Close(ctx)
+		return nil, err
 	}
-	s.consumers = append(s.consumers, c)
 	s.log.Info("consumer loaded", zap.String("consumer", cc.Name), zap.String("queue", cc.Queue),
-		zap.String("plugin", cc.Plugin), zap.String("version", p.Version()), zap.Int("concurrency", cc.Concurrency))
-	return nil
+		zap.String("plugin", cc.Plugin), zap.String("version", shortVersion(p.Digest())), zap.Int("concurrency", cc.Concurrency))
+	return s.watch(&consumer{cfg: cc, live: p, d: c}), nil
 }
 
 // Publish implements plugin.Publisher: a guest's publish goes to the named
@@ -168,8 +190,9 @@ func (s *Server) Enqueue(ctx context.Context, queue string, msgs []engines.Messa
 
 // Queues implements admin.Backend.
 func (s *Server) Queues(ctx context.Context) ([]admin.QueueInfo, error) {
-	out := make([]admin.QueueInfo, 0, len(s.queues))
-	for name, q := range s.queues {
+	queues := *s.queues.Load()
+	out := make([]admin.QueueInfo, 0, len(queues))
+	for name, q := range queues {
 		st, err := q.q.Stats(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("queue %q: %w", name, err)
@@ -182,7 +205,7 @@ func (s *Server) Queues(ctx context.Context) ([]admin.QueueInfo, error) {
 
 // Queue returns the open queue of that name.
 func (s *Server) Queue(name string) (engines.Queue, error) {
-	q, ok := s.queues[name]
+	q, ok := (*s.queues.Load())[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", admin.ErrUnknownQueue, name)
 	}
@@ -193,7 +216,14 @@ func (s *Server) Queue(name string) (engines.Queue, error) {
 func (s *Server) Ready() bool { return s.ready.Load() }
 
 // Consumers returns the running consumers (for tests and the admin API).
-func (s *Server) Consumers() []*dispatch.Consumer { return s.consumers }
+func (s *Server) Consumers() []*dispatch.Consumer {
+	cs := s.consumerList()
+	out := make([]*dispatch.Consumer, len(cs))
+	for i, c := range cs {
+		out[i] = c.d
+	}
+	return out
+}
 
 // AdminAddr is the address the admin API listens on, once Run has started it.
 func (s *Server) AdminAddr() string {
@@ -220,11 +250,9 @@ func (s *Server) Run(ctx context.Context) error {
 		go func() { srvErr <- srv.Serve(ln) }()
 		s.log.Info("admin API listening", zap.String("addr", ln.Addr().String()))
 	}
-	for _, c := range s.consumers {
-		c.Start()
-	}
+	s.startConsumers()
 	s.ready.Store(true)
-	s.log.Info("qrun running", zap.Int("engines", len(s.engines)), zap.Int("queues", len(s.queues)), zap.Int("consumers", len(s.consumers)))
+	s.log.Info("qrun running", zap.Int("engines", len(s.engines)), zap.Int("queues", len(*s.queues.Load())), zap.Int("consumers", len(s.consumerList())))
 
 	var runErr error
 	select {
@@ -233,10 +261,12 @@ func (s *Server) Run(ctx context.Context) error {
 		runErr = fmt.Errorf("admin API: %w", err)
 	}
 	s.ready.Store(false)
-	s.log.Info("draining", zap.Duration("drain_timeout", s.cfg.Runtime.DrainTimeout))
-	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.Runtime.DrainTimeout)
+	s.beginShutdown() // waits for a reload in progress; none starts after
+	drainTimeout := time.Duration(s.reload.drainTimeout.Load())
+	s.log.Info("draining", zap.Duration("drain_timeout", drainTimeout))
+	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
-	drainErr := s.stopConsumers(drainCtx)
+	drainErr := s.stopConsumers(drainCtx, s.consumerList())
 	if srv != nil {
 		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = srv.Shutdown(shutCtx)
@@ -269,14 +299,14 @@ func (s *Server) listen() (net.Listener, error) {
 	return ln, nil
 }
 
-// stopConsumers stops all consumers in parallel within ctx.
-func (s *Server) stopConsumers(ctx context.Context) error {
-	errs := make(chan error, len(s.consumers))
-	for _, c := range s.consumers {
-		go func() { errs <- c.Stop(ctx) }()
+// stopConsumers stops consumers in parallel within ctx.
+func (s *Server) stopConsumers(ctx context.Context, cs []*consumer) error {
+	errs := make(chan error, len(cs))
+	for _, c := range cs {
+		go func() { errs <- c.d.Stop(ctx) }()
 	}
 	var all []error
-	for range s.consumers {
+	for range cs {
 		if err := <-errs; err != nil {
 			all = append(all, err)
 		}
@@ -292,13 +322,17 @@ func (s *Server) close(ctx context.Context) {
 			s.log.Warn("closing "+what, zap.String(what, name), zap.Error(err))
 		}
 	}
-	for _, p := range s.plugins {
-		warn("plugin", p.Version(), p.Close(ctx))
+	for _, c := range s.consumerList() {
+		c.unwatch()
+		warn("plugin", c.cfg.Name, c.live.Close(ctx))
+	}
+	if s.watcher != nil {
+		warn("plugin watcher", "", s.watcher.Close())
 	}
 	if s.host != nil {
 		warn("plugin host", "", s.host.Close(ctx))
 	}
-	for name, q := range s.queues {
+	for name, q := range *s.queues.Load() {
 		warn("queue", name, q.q.Close())
 	}
 	for name, e := range s.engines {

@@ -1,0 +1,180 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// ConsumerInfo is one consumer as GET /v1/consumers reports it. It is kept
+// small and flat so other parts of the API can add fields beside these.
+type ConsumerInfo struct {
+	Name        string     `json:"name"`
+	Queue       string     `json:"queue"`
+	Concurrency int        `json:"concurrency"`
+	Isolation   string     `json:"isolation"`
+	Plugin      PluginInfo `json:"plugin"`
+}
+
+// PluginInfo describes the version of a consumer's plugin that serves now
+// and how its hot reloads went.
+type PluginInfo struct {
+	// Path is the .wasm file the consumer watches.
+	Path string `json:"path"`
+	// Version is the hex SHA-256 of the serving module.
+	Version string `json:"version"`
+	// LoadedAt is when that version started serving.
+	LoadedAt time.Time `json:"loaded_at"`
+	// FirstDeliveryAt is when it began its first delivery, if it has.
+	FirstDeliveryAt *time.Time `json:"first_delivery_at,omitempty"`
+	// Reloads counts versions swapped in since the consumer started.
+	Reloads int64 `json:"reloads"`
+	// FailedReloads counts versions refused; none of them served.
+	FailedReloads int64 `json:"failed_reloads"`
+	// LastError says why the last refused version was refused.
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	// LoadedVersions is 1 plus the replaced versions still finishing
+	// deliveries.
+	LoadedVersions int `json:"loaded_versions"`
+}
+
+// ConsumerLister is implemented by a Backend that can list its consumers;
+// GET /v1/consumers answers 501 otherwise.
+type ConsumerLister interface {
+	ConsumerInfos(ctx context.Context) ([]ConsumerInfo, error)
+}
+
+// ReloadResult is the answer to a successful POST /v1/reload.
+type ReloadResult struct {
+	// Config is the file that was read.
+	Config string `json:"config"`
+	// Changes lists what the reload changed, one line each; empty when the
+	// file matched what runs.
+	Changes []string `json:"changes"`
+	// Warnings lists changes that were not applied (they need a restart)
+	// and the configuration's own warnings.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Reloader is implemented by a Backend that can re-read its configuration;
+// POST /v1/reload answers 501 otherwise.
+type Reloader interface {
+	Reload(ctx context.Context) (ReloadResult, error)
+}
+
+// InvalidConfigError is returned by a Reloader when the new configuration
+// is refused; nothing was changed. Diagnostics is the text `qrun validate`
+// prints: one file:line:col block per problem.
+type InvalidConfigError struct {
+	Diagnostics string
+}
+
+// Error returns the diagnostics.
+func (e *InvalidConfigError) Error() string { return "invalid configuration:\n" + e.Diagnostics }
+
+// ReloadErrorResponse is the body of a refused reload (400): Error sums it
+// up, Diagnostics has the details with their file:line:col positions.
+type ReloadErrorResponse struct {
+	Error       string `json:"error"`
+	Diagnostics string `json:"diagnostics"`
+}
+
+// ErrShuttingDown is returned by a Reloader once shutdown has begun.
+var ErrShuttingDown = errors.New("qrun is shutting down")
+
+func registerConsumerRoutes(mux *http.ServeMux, s *server) {
+	mux.HandleFunc("GET /v1/consumers", s.consumers)
+	mux.HandleFunc("POST /v1/reload", s.reload)
+}
+
+func (s *server) consumers(w http.ResponseWriter, r *http.Request) {
+	cl, ok := s.o.Backend.(ConsumerLister)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "this backend does not list consumers")
+		return
+	}
+	cs, err := cl.ConsumerInfos(r.Context())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"consumers": cs})
+}
+
+func (s *server) reload(w http.ResponseWriter, r *http.Request) {
+	rl, ok := s.o.Backend.(Reloader)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "this backend cannot reload")
+		return
+	}
+	res, err := rl.Reload(r.Context())
+	var ice *InvalidConfigError
+	switch {
+	case errors.As(err, &ice):
+		s.log.Warn("config reload refused", logRemote(r), logDiagnostics(ice.Diagnostics))
+		writeJSON(w, http.StatusBadRequest, ReloadErrorResponse{Error: "invalid configuration; nothing was changed", Diagnostics: ice.Diagnostics})
+	case errors.Is(err, ErrShuttingDown):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	default:
+		s.log.Info("config reloaded through admin API", logRemote(r), logChanges(res.Changes))
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// Consumers lists the consumers with their plugin versions.
+func (c *Client) Consumers(ctx context.Context) ([]ConsumerInfo, error) {
+	var out struct {
+		Consumers []ConsumerInfo `json:"consumers"`
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/consumers", nil, &out)
+	return out.Consumers, err
+}
+
+// Reload asks the running qrun to re-read its configuration file. A refused
+// file comes back as *InvalidConfigError with the diagnostics.
+func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
+	var out ReloadResult
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+"/v1/reload", nil)
+	if err != nil {
+		return out, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return out, fmt.Errorf("admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusBadRequest:
+		var e ReloadErrorResponse
+		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Diagnostics == "" {
+			return out, &StatusError{Status: resp.StatusCode, Message: e.Error}
+		}
+		return out, &InvalidConfigError{Diagnostics: e.Diagnostics}
+	case resp.StatusCode/100 != 2:
+		var e ErrorResponse
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return out, &StatusError{Status: resp.StatusCode, Message: e.Error}
+	}
+	return out, json.NewDecoder(resp.Body).Decode(&out)
+}
+
+func logRemote(r *http.Request) zap.Field { return zap.String("remote", r.RemoteAddr) }
+
+func logDiagnostics(d string) zap.Field { return zap.String("diagnostics", d) }
+
+func logChanges(c []string) zap.Field { return zap.Strings("changes", c) }
