@@ -3,6 +3,7 @@
 //	qrun run -c FILE         run the runtime described by FILE
 //	qrun validate -c FILE    check FILE (and every plugin it names) and exit
 //	qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
+//	qrun reload -c FILE      make the running qrun re-read its config (or send it SIGHUP)
 //	qrun version
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.
@@ -54,6 +55,7 @@ Usage:
   qrun run -c FILE [--log-format auto|console|json] [--log-level LEVEL]
   qrun validate -c FILE
   qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
+  qrun reload -c FILE
   qrun version
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.
@@ -76,6 +78,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdValidate(args[1:], stdout, stderr)
 	case "send":
 		err = cmdSend(args[1:], stdin, stdout, stderr)
+	case "reload":
+		err = cmdReload(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "qrun %s\n", buildVersion())
 		return exitOK
@@ -189,6 +193,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	defer stop()
 	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
 	if err == nil {
+		defer onHangup(log, srv)()
 		err = srv.Run(ctx)
 	}
 	if err != nil {

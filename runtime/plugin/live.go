@@ -648,3 +648,9 @@ func CheckFile(path string) error {
 	}
 	return nil
 }
+
+func (p *Plugin) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/qrun-dev/qrun/runtime/admin"
+)
+
+// reloader is what SIGHUP needs from the server.
+type reloader interface {
+	Reload(ctx context.Context) (admin.ReloadResult, error)
+}
+
+// onHangup re-reads the configuration on every SIGHUP until the returned
+// stop is called. Each outcome is logged: the changes, or the diagnostics
+// of a refused file (the running configuration stays).
+func onHangup(log *zap.Logger, srv reloader) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	done := make(chan struct{})
+	signal.Notify(ch, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-ch:
+			}
+			res, err := srv.Reload(context.Background())
+			var ice *admin.InvalidConfigError
+			switch {
+			case errors.As(err, &ice):
+				log.Error("SIGHUP: configuration refused; nothing was changed", zap.String("diagnostics", ice.Diagnostics))
+			case err != nil:
+				log.Error("SIGHUP: reload failed", zap.Error(err))
+			default:
+				log.Info("SIGHUP: configuration reloaded", zap.Strings("changes", res.Changes), zap.Strings("warnings", res.Warnings))
+			}
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}
+
+// cmdReload asks a running qrun, through its admin API, to re-read its
+// configuration file. FILE is read for the admin address and token; qrun
+// reloads the file it was started with.
+func cmdReload(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "config `FILE` of the running qrun")
+	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this `duration` (a reload waits for removed consumers to drain)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	// The running qrun validates the file again and is the judge; checking
+	// here first saves a round trip and works when the file is too broken
+	// to say where qrun listens.
+	cfg, err := loadConfig(*path, stderr)
+	if err != nil {
+		return err
+	}
+	addr := cfg.Runtime.AdminListen
+	if addr == "" || addr == "off" {
+		return usagef("%s: the admin API is disabled (runtime.admin_listen); send qrun SIGHUP instead", *path)
+	}
+	c := &admin.Client{BaseURL: "http://" + addr, Token: cfg.Runtime.AdminToken}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	res, err := c.Reload(ctx)
+	var ice *admin.InvalidConfigError
+	var se *admin.StatusError
+	switch {
+	case errors.As(err, &ice):
+		fmt.Fprint(stderr, ice.Diagnostics)
+		fmt.Fprintln(stderr, "qrun: configuration refused; nothing was changed")
+		return usageError{errInvalidConfig}
+	case err != nil && !errors.As(err, &se):
+		return fmt.Errorf("%w (is qrun running with %s?)", err, *path)
+	case err != nil:
+		return err
+	}
+	fmt.Fprintf(stdout, "reloaded %s\n", res.Config)
+	if len(res.Changes) == 0 {
+		fmt.Fprintln(stdout, "  no changes")
+	}
+	for _, ch := range res.Changes {
+		fmt.Fprintf(stdout, "  %s\n", ch)
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(stdout, "  warning: %s\n", strings.TrimSpace(w))
+	}
+	return nil
+}

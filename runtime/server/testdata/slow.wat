@@ -1,0 +1,36 @@
+;; slow: a test handler for graceful shutdown. It spends 50 ms on each
+;; message, then publishes its body, unchanged, to queue "out" and acks when
+;; that worked (nack otherwise).
+(module
+  (import "qrun" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "qrun" "now" (func $now (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "out")
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "qrun_abi_v1"))
+  (func (export "qrun_init") (result i32) (i32.const 0))
+  (func (export "qrun_alloc") (param $size i32) (result i32)
+    (local $p i32) (local $end i32)
+    (local.set $p (global.get $heap))
+    (local.set $end (i32.add (local.get $p) (local.get $size)))
+    (if (i32.gt_u (local.get $end) (i32.mul (memory.size) (i32.const 65536)))
+      (then
+        (if (i32.eq (memory.grow (i32.add (i32.shr_u (i32.sub (local.get $end) (i32.mul (memory.size) (i32.const 65536))) (i32.const 16)) (i32.const 1))) (i32.const -1))
+          (then (return (i32.const 0))))))
+    (global.set $heap (local.get $end))
+    (local.get $p))
+  (func (export "qrun_free") (param $ptr i32) (param $size i32)
+    (if (i32.eq (i32.add (local.get $ptr) (local.get $size)) (global.get $heap))
+      (then (global.set $heap (local.get $ptr)))))
+  (func (export "qrun_handle") (param $ptr i32) (param $len i32) (result i32)
+    (local $until i64)
+    ;; busy-wait 50 ms (50000000 ns): a slow handler, for drain tests
+    (local.set $until (i64.add (call $now) (i64.const 50000000)))
+    (block $done (loop $wait
+      (br_if $done (i64.ge_s (call $now) (local.get $until)))
+      (br $wait)))
+    (i32.ne
+      (call $publish (i32.const 16) (i32.const 3)
+        (select (local.get $ptr) (i32.const 0) (local.get $len)) (local.get $len)
+        (i32.const 0) (i32.const 0))
+      (i32.const 0))))
