@@ -46,6 +46,10 @@ type reloadState struct {
 
 	// drainTimeout is the runtime's drain_timeout, which a reload may change.
 	drainTimeout atomic.Int64
+	// applied is the configuration in effect, which the next reload is
+	// compared with. Server.cfg stays the one the server started with: its
+	// runtime block is what actually runs until a restart.
+	applied *config.File
 }
 
 func (s *Server) consumerList() []*consumer {
@@ -176,7 +180,7 @@ func (s *Server) Reload(ctx context.Context) (admin.ReloadResult, error) {
 	for _, d := range diags {
 		res.Warnings = append(res.Warnings, diagLine(d))
 	}
-	p := &reloadPlan{s: s, old: s.cfg, new: cfg, res: &res}
+	p := &reloadPlan{s: s, old: s.reload.applied, new: cfg, res: &res}
 	if err := p.prepare(ctx); err != nil {
 		p.rollback()
 		s.log.Warn("config reload refused; nothing was changed", zap.String("config", path), zap.Error(err))
@@ -457,7 +461,7 @@ func (p *reloadPlan) commit() {
 			p.change("engine %q removed", name)
 		}
 	}
-	s.cfg = p.new
+	s.reload.applied = p.new
 }
 
 func sameQueue(a, b *config.Queue) bool {

@@ -75,6 +75,7 @@ func New(ctx context.Context, cfg *config.File, opts Options) (*Server, error) {
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}}
 	s.queues.Store(&map[string]*queue{})
 	s.reload.drainTimeout.Store(int64(cfg.Runtime.DrainTimeout))
+	s.reload.applied = cfg
 	if err := s.open(ctx); err != nil {
 		s.close(context.Background())
 		return nil, err
