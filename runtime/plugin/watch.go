@@ -30,7 +30,7 @@ type Watcher struct {
 	debounce time.Duration
 
 	mu    sync.Mutex
-	dirs  map[string]int                  // watched directory -> files in it
+	dirs  map[string]int                 // watched directory -> files in it
 	files map[string]map[*watch]struct{} // cleaned absolute path -> watches
 	done  chan struct{}
 }
