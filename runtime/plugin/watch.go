@@ -13,10 +13,11 @@ import (
 
 // DefaultDebounce is how long a watched file must be quiet after a change
 // before it is reloaded. A file replaced by rename is complete at once, but
-// one copied over in place arrives as a burst of writes; 20 ms covers a
-// burst from a local disk and keeps the reload well under the 50 ms a swap
-// of a small module is allowed.
-const DefaultDebounce = 20 * time.Millisecond
+// one copied over in place arrives as a burst of writes, microseconds apart
+// from a local disk; 10 ms covers such a burst and keeps a small module's
+// swap well under the 50 ms it is allowed. A reader that still catches a
+// file half written is not counted as a failed reload (see Live.Reload).
+const DefaultDebounce = 10 * time.Millisecond
 
 // Watcher calls a function when a watched file changes, debounced. It
 // watches the file's directory rather than the file, because deployments
