@@ -7,6 +7,10 @@
 // policy lives here, not in engines: the engine counts attempts and moves a
 // message to its dead-letter queue, the dispatcher decides how long a failed
 // message waits.
+//
+// Instances of a hot-swappable plugin implement Replaceable: before each
+// delivery a worker asks its instance whether its version still serves and
+// replaces it if not, so a swap never fails a delivery.
 package dispatch
 
 import (

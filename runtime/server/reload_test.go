@@ -216,7 +216,8 @@ func replaceFile(t *testing.T, path string, b []byte, step int) {
 // fails (both of which would tag seen_bad if they ever ran). Every message
 // must be handled exactly once, by a good version, with no failure.
 func TestPluginHotSwapUnderLoad(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the load it generates would starve the timing-bound
+	// containment test running beside it.
 	for _, et := range engineTypes {
 		t.Run(et.typ, func(t *testing.T) {
 			requireEngine(t, et.typ)
@@ -345,7 +346,8 @@ queue "seen_b" { engine = "e" }
 // nothing: the diagnostics come back with file:line:col, and the consumer
 // keeps running.
 func TestConfigReloadUnderLoad(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the load it generates would starve the timing-bound
+	// containment test running beside it.
 	for _, et := range engineTypes {
 		t.Run(et.typ, func(t *testing.T) {
 			requireEngine(t, et.typ)

@@ -1,6 +1,10 @@
 // Package server assembles a qrun runtime from a validated config: it opens
 // the engines and queues, loads the plugins, runs one dispatcher per
 // consumer and serves the admin API, and it shuts all of that down in order.
+//
+// A running Server also reconfigures itself: Reload re-reads the config file
+// and applies the difference (reload.go), and every consumer's plugin file is
+// watched for hot swaps. See docs/reload.md.
 package server
 
 import (
