@@ -261,7 +261,7 @@ func (l *Live) swap(ctx context.Context, wasm []byte, digest string, stillWritin
 	start := time.Now()
 	var v *version
 	var err error
-	lowPriority(func() { v, err = l.prepare(ctx, wasm) })
+	lowPriority(lowNice, func() { v, err = l.prepare(ctx, wasm) })
 	if err != nil {
 		if stillWriting != nil && stillWriting() {
 			l.log.Debug("plugin file changed while it was loaded; waiting for the next change", zap.Error(err))

@@ -18,13 +18,18 @@ import (
 // host; 19 would starve it.
 const lowNice = 5
 
+
 // extraProcs is the one piece of process-wide state here, because what it
 // coordinates is process-wide: while low-priority work runs, GOMAXPROCS is
 // raised by one per such work. Without that, the lowered thread would hold
 // one of Go's Ps, and whenever the kernel preferred the delivery threads it
 // would sit descheduled with the P in hand: a priority inversion that halves
 // a two-core qrun's delivery rate for the whole compile. With a P of its
-// own, the thread only ever competes for a core, at low priority.
+// own, the thread only ever competes for a core, at low priority. (It can
+// still delay a garbage collector's stop-the-world until the kernel runs it
+// again, which is why only short-lived work runs like this, never a thread
+// that lives as long as a consumer: tried for the per-message refill at
+// nice 19, it made every delivery slower.)
 var extraProcs struct {
 	mu   sync.Mutex
 	n    int
@@ -56,13 +61,13 @@ func lowerProcs() {
 	}
 }
 
-// lowPriority runs f on an OS thread of its own, with a lowered scheduling
-// priority and a Go P of its own (see extraProcs), and waits for it. Linux
+// lowPriority runs f on an OS thread of its own, with scheduling priority
+// lowered to nice and a Go P of its own (see extraProcs), and waits for it. Linux
 // applies nice values per thread. The goroutine never unlocks the thread,
 // so Go discards the thread when f returns instead of handing its lowered
 // priority to other goroutines. wazero compiles on the calling goroutine,
 // so the whole compile runs there.
-func lowPriority(f func()) {
+func lowPriority(nice int, f func()) {
 	raiseProcs()
 	defer lowerProcs()
 	done := make(chan struct{})
@@ -71,7 +76,7 @@ func lowPriority(f func()) {
 		runtime.LockOSThread()
 		// Raising one's own nice value needs no privilege; if it fails
 		// anyway, f merely runs at normal priority.
-		_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), lowNice)
+		_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice)
 		f()
 	}()
 	<-done

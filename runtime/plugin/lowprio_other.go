@@ -3,4 +3,4 @@
 package plugin
 
 // lowPriority runs f; only Linux has per-thread priorities to lower.
-func lowPriority(f func()) { f() }
+func lowPriority(_ int, f func()) { f() }
