@@ -191,9 +191,11 @@ func cmdRun(args []string, stderr io.Writer) error {
 		os.Exit(exitRuntime)
 	})
 	defer stop()
+	serveHangup, stopHangup := onHangup(log)
+	defer stopHangup()
 	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
 	if err == nil {
-		defer onHangup(log, srv)()
+		serveHangup(srv)
 		err = srv.Run(ctx)
 	}
 	if err != nil {

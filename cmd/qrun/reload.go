@@ -23,18 +23,29 @@ type reloader interface {
 }
 
 // onHangup re-reads the configuration on every SIGHUP until the returned
-// stop is called. Each outcome is logged: the changes, or the diagnostics
-// of a refused file (the running configuration stays).
-func onHangup(log *zap.Logger, srv reloader) (stop func()) {
+// stop is called. It is installed before the server exists, because
+// SIGHUP's default action would kill a qrun still compiling its plugins;
+// until serve hands it the server, a SIGHUP is logged and ignored. Each
+// outcome is logged: the changes, or the diagnostics of a refused file
+// (the running configuration stays).
+func onHangup(log *zap.Logger) (serve func(reloader), stop func()) {
 	ch := make(chan os.Signal, 1)
 	done := make(chan struct{})
+	srvCh := make(chan reloader, 1)
 	signal.Notify(ch, syscall.SIGHUP)
 	go func() {
+		var srv reloader
 		for {
 			select {
 			case <-done:
 				return
+			case srv = <-srvCh:
+				continue
 			case <-ch:
+			}
+			if srv == nil {
+				log.Warn("SIGHUP ignored: qrun is still starting")
+				continue
 			}
 			res, err := srv.Reload(context.Background())
 			var ice *admin.InvalidConfigError
@@ -48,7 +59,7 @@ func onHangup(log *zap.Logger, srv reloader) (stop func()) {
 			}
 		}
 	}()
-	return func() { signal.Stop(ch); close(done) }
+	return func(r reloader) { srvCh <- r }, func() { signal.Stop(ch); close(done) }
 }
 
 // cmdReload asks a running qrun, through its admin API, to re-read its
