@@ -18,7 +18,6 @@ import (
 // host; 19 would starve it.
 const lowNice = 5
 
-
 // extraProcs is the one piece of process-wide state here, because what it
 // coordinates is process-wide: while low-priority work runs, GOMAXPROCS is
 // raised by one per such work. Without that, the lowered thread would hold
