@@ -58,13 +58,16 @@ func (s *Server) consumerList() []*consumer {
 	return slices.Clone(s.reload.consumers)
 }
 
-func (s *Server) startConsumers() {
+// startConsumers starts the consumers and returns the number of engines,
+// read under the lock a reload changes them under.
+func (s *Server) startConsumers() int {
 	s.reload.mu.Lock()
 	defer s.reload.mu.Unlock()
 	s.reload.running = true
 	for _, c := range s.consumerList() {
 		c.d.Start()
 	}
+	return len(s.engines)
 }
 
 // beginShutdown waits for a reload in progress and refuses later ones.

@@ -255,9 +255,9 @@ func (s *Server) Run(ctx context.Context) error {
 		go func() { srvErr <- srv.Serve(ln) }()
 		s.log.Info("admin API listening", zap.String("addr", ln.Addr().String()))
 	}
-	s.startConsumers()
+	engineCount := s.startConsumers()
 	s.ready.Store(true)
-	s.log.Info("qrun running", zap.Int("engines", len(s.engines)), zap.Int("queues", len(*s.queues.Load())), zap.Int("consumers", len(s.consumerList())))
+	s.log.Info("qrun running", zap.Int("engines", engineCount), zap.Int("queues", len(*s.queues.Load())), zap.Int("consumers", len(s.consumerList())))
 
 	var runErr error
 	select {
