@@ -10,8 +10,8 @@
 //
 // A Live is a consumer's plugin across versions, for hot reload: a Watcher
 // (fsnotify on the file's directory, debounced) or a config reload triggers
-// it, the new version is compiled, checked and warmed at low priority off
-// the delivery path, then swapped in atomically. Deliveries in flight finish
+// it, the new version is compiled, checked and warmed off the delivery
+// path, then swapped in atomically. Deliveries in flight finish
 // on their version; a replaced version is released, reference counted, when
 // its last delivery returns. A version that fails any step never serves.
 // See docs/reload.md.

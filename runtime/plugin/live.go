@@ -21,8 +21,9 @@ import (
 // dispatcher draws instances from while the module file is replaced under it.
 //
 // A new version is compiled, checked against the ABI and warmed (instances
-// created, _initialize and qrun_init run) on a low-priority thread, off the
-// delivery path; only then is it swapped in, with one atomic store. A
+// created, _initialize and qrun_init run) off the delivery path, with a Go P
+// of its own so it does not take one from the deliveries (see extraProcs);
+// only then is it swapped in, with one atomic store. A
 // version that fails any of those steps never serves: the running one keeps
 // going, the failure is logged with the file and the reason and kept in
 // Status. Deliveries already running finish on the version they started on;
@@ -261,7 +262,7 @@ func (l *Live) swap(ctx context.Context, wasm []byte, digest string, stillWritin
 	start := time.Now()
 	var v *version
 	var err error
-	lowPriority(lowNice, func() { v, err = l.prepare(ctx, wasm) })
+	withOwnProc(func() { v, err = l.prepare(ctx, wasm) })
 	if err != nil {
 		if stillWriting != nil && stillWriting() {
 			l.log.Debug("plugin file changed while it was loaded; waiting for the next change", zap.Error(err))

@@ -256,8 +256,9 @@ func BenchmarkRawCompile(b *testing.B) {
 // deliveries in a quiet window of the same length right after
 // ("msgs/s-steady"), the raw ceiling of the same consumer. Pairing the
 // windows keeps a shared machine's background load out of the ratio
-// ("swap/steady"). New versions compile on a thread of lowered priority,
-// which is what keeps the ratio near 1.
+// ("swap/steady"). New versions compile with a Go P of their own, so a
+// saturated consumer keeps about two thirds of its rate on two cores while
+// a large module compiles, rather than half.
 func BenchmarkDeliveryDuringSwap(b *testing.B) {
 	for _, h := range benchHandlers {
 		b.Run(h.name, func(b *testing.B) {
