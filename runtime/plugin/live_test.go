@@ -262,3 +262,29 @@ func TestLiveInstanceCloseDuringHandleAborts(t *testing.T) {
 	}
 	waitStatus(t, l, "everything released", func(st Status) bool { return st.Versions == 0 })
 }
+
+// A swap under per-message isolation stops the old version's refill and
+// closes its pooled instances; from then on every instance is new.
+func TestLiveRefillAcrossSwap(t *testing.T) {
+	t.Parallel()
+	h := newTestHost(t, nil)
+	l, _ := loadLive(t, h, "ack", LiveOptions{Warm: 2, Refill: true})
+	old := l.Digest()
+	if err := l.Swap(context.Background(), readWasm(t, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, l, "the old version released", func(st Status) bool { return st.Versions == 1 })
+	for range 4 {
+		li := liveInstance(t, l)
+		if li.Digest() == old {
+			t.Fatal("an instance of the replaced version was handed out")
+		}
+		if r := li.Handle(context.Background(), delivery("0", nil)); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		_ = li.Close(context.Background())
+	}
+	if h.Plugins() != 1 {
+		t.Fatalf("host holds %d plugins, want 1", h.Plugins())
+	}
+}
