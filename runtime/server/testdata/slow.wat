@@ -1,14 +1,20 @@
-;; slow: a test handler for graceful shutdown. It spends 50 ms on each
-;; message, then publishes its body, unchanged, to queue "out" and acks when
-;; that worked (nack otherwise).
+;; slow: a test handler for graceful shutdown. It sleeps 50 ms on each
+;; message (WASI poll_oneoff on a relative clock: no CPU spent, so a test
+;; can run several at once without starving the machine), then publishes
+;; the body, unchanged, to queue "out" and acks when that worked (nack
+;; otherwise).
 (module
   (import "qrun" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))
-  (import "qrun" "now" (func $now (result i64)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 16) "out")
+  ;; One clock subscription at 64 (48 bytes): userdata 0, tag 0 (clock),
+  ;; clock id 1 (monotonic) at +16, timeout 50 ms at +24, precision 0,
+  ;; flags 0 (relative). The event (32 bytes) goes to 128, nevents to 160.
+  (data (i32.const 80) "\01\00\00\00")
+  (data (i32.const 88) "\80\f0\fa\02\00\00\00\00")
   (global $heap (mut i32) (i32.const 1024))
   (func (export "qrun_abi_v1"))
-  (func (export "qrun_init") (result i32) (i32.const 0))
   (func (export "qrun_alloc") (param $size i32) (result i32)
     (local $p i32) (local $end i32)
     (local.set $p (global.get $heap))
@@ -23,12 +29,8 @@
     (if (i32.eq (i32.add (local.get $ptr) (local.get $size)) (global.get $heap))
       (then (global.set $heap (local.get $ptr)))))
   (func (export "qrun_handle") (param $ptr i32) (param $len i32) (result i32)
-    (local $until i64)
-    ;; busy-wait 50 ms (50000000 ns): a slow handler, for drain tests
-    (local.set $until (i64.add (call $now) (i64.const 50000000)))
-    (block $done (loop $wait
-      (br_if $done (i64.ge_s (call $now) (local.get $until)))
-      (br $wait)))
+    (if (call $poll_oneoff (i32.const 64) (i32.const 128) (i32.const 1) (i32.const 160))
+      (then (return (i32.const 1))))
     (i32.ne
       (call $publish (i32.const 16) (i32.const 3)
         (select (local.get $ptr) (i32.const 0) (local.get $len)) (local.get $len)
