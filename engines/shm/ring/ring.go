@@ -277,9 +277,9 @@ type header struct {
 	head atomic.Uint64 // 128
 	_    [56]byte
 
-	dataSeq     atomic.Uint32 // 192
-	dataWaiters atomic.Uint32 // 196
-	_           [56]byte
+	dataSeq      atomic.Uint32 // 192
+	dataWaiters  atomic.Uint32 // 196
+	_            [56]byte
 	spaceSeq     atomic.Uint32 // 256
 	spaceWaiters atomic.Uint32 // 260
 	_            [56]byte
