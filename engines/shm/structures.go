@@ -18,9 +18,9 @@ const (
 
 // What a delayed record does when it comes due.
 const (
-	dueRedeliver uint8 = iota // to the local ready FIFO (nack/requeue delay, delayed foreign record)
-	dueEnqueue                // into the ring (an enqueue with Delay)
-	dueDeadLetter             // retry a dead-letter move that failed
+	dueRedeliver  uint8 = iota // to the local ready FIFO (nack/requeue delay, delayed foreign record)
+	dueEnqueue                 // into the ring (an enqueue with Delay)
+	dueDeadLetter              // retry a dead-letter move that failed
 )
 
 // record is this process's copy of a message it holds outside the ring:
