@@ -173,12 +173,11 @@ func (r *Ring) tryPush(recs []Record, base int, retry *[]int) int {
 			return 0
 		}
 		// Blocking: full, unless a reader claimed the slot and died.
-		if seq == 2*old+1 && h.head.Load() > old {
-			if overdue, _ := r.writeStall.overdue(old, r.opts.StallTimeout); overdue {
+		if head := h.head.Load(); seq == 2*old+1 && head > old {
+			if overdue, _ := r.writeStall.overdue(old, head, r.opts.StallTimeout); overdue {
 				if s.seq.CompareAndSwap(seq, 2*p) {
 					h.abandoned.Add(1)
 				}
-				r.writeStall.clear()
 				continue
 			}
 		}
@@ -216,10 +215,9 @@ func (r *Ring) overwrite(old, seq uint64) bool {
 		}
 		return true
 	case 2 * old: // claimed by a producer that has not published
-		if overdue, _ := r.writeStall.overdue(old, r.opts.StallTimeout); !overdue {
+		if overdue, _ := r.writeStall.overdue(old, h.tail.Load(), r.opts.StallTimeout); !overdue {
 			return false
 		}
-		r.writeStall.clear()
 		if r.skipStalled(old) {
 			// Published at the last moment: it is now the oldest, and ours.
 			if s.seq.CompareAndSwap(seq+1, next) {
@@ -277,10 +275,9 @@ func (r *Ring) TryPop(out []Record) (int, error) {
 			continue // every one was overwritten while copying
 		case seq == 2*hd && h.tail.Load() > hd:
 			// Claimed, not yet published: in progress, or its producer died.
-			if overdue, _ := r.readStall.overdue(hd, r.opts.StallTimeout); !overdue {
+			if overdue, _ := r.readStall.overdue(hd, h.tail.Load(), r.opts.StallTimeout); !overdue {
 				return 0, nil
 			}
-			r.readStall.clear()
 			if r.skipStalled(hd) {
 				if n := r.copyOut(hd, 1, out); n > 0 {
 					return n, nil

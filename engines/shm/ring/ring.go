@@ -330,27 +330,43 @@ type Ring struct {
 type stall struct {
 	mu    sync.Mutex
 	pos   uint64
+	upTo  uint64 // positions below this were already claimed when the clock started
 	since time.Time
 	armed bool
+	// active mirrors armed so the hot path can skip the lock.
+	active atomic.Bool
 }
 
 // overdue reports whether pos has been stuck for longer than d, starting
 // the clock if this is the first time pos is seen stuck, and returns when
-// it will be overdue.
-func (s *stall) overdue(pos uint64, d time.Duration) (bool, time.Time) {
+// it will be overdue. claimed is the counter that was claimed past pos
+// (tail for a write, head for a read): a dead process's batch leaves
+// several positions stuck, and those that were already claimed when the
+// first one's clock started have waited as long as it, so they do not
+// restart the clock.
+func (s *stall) overdue(pos, claimed uint64, d time.Duration) (bool, time.Time) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.armed || s.pos != pos {
-		s.pos, s.since, s.armed = pos, now, true
+		if s.armed && pos > s.pos && pos < s.upTo && !now.Before(s.since.Add(d)) {
+			s.pos = pos
+		} else {
+			s.pos, s.upTo, s.since, s.armed = pos, claimed, now, true
+			s.active.Store(true)
+		}
 	}
 	due := s.since.Add(d)
 	return !now.Before(due), due
 }
 
 func (s *stall) clear() {
+	if !s.active.Load() {
+		return
+	}
 	s.mu.Lock()
 	s.armed = false
+	s.active.Store(false)
 	s.mu.Unlock()
 }
 
