@@ -68,8 +68,11 @@ type queue struct {
 	idPrefix string
 
 	// nReady mirrors ready.n for the lock-free check a sleeping receiver makes.
-	nReady atomic.Int64
-	seq    atomic.Uint64 // IDs of delayed enqueues, which have no position yet
+	nReady   atomic.Int64
+	seq      atomic.Uint64 // IDs of delayed enqueues, which have no position yet
+	enqueued atomic.Int64  // EnqueuedTotal, kept off the lock producers would share
+	// scratch recycles the per-call record slices of Enqueue and Receive.
+	scratch sync.Pool
 
 	mu          sync.Mutex
 	closed      bool
@@ -79,7 +82,7 @@ type queue struct {
 
 	ready   fifo    // to be redelivered, ahead of the ring
 	delayed dueHeap // by due time
-	leases  dueHeap // by lease deadline
+	leases  leaseSet
 	free    []*record
 
 	timer      *time.Timer
@@ -181,8 +184,13 @@ func (q *queue) enqueue(ctx context.Context, msgs []engines.Message) error {
 	}
 
 	now := time.Now().UnixNano()
-	recs := make([]ring.Record, 0, len(msgs)-held)
-	env := make([]byte, 0, envBytes)
+	sc := q.getScratch(len(msgs) - held)
+	defer q.scratch.Put(sc)
+	recs := sc.recs[:0]
+	var env []byte
+	if envBytes > 0 {
+		env = make([]byte, 0, envBytes)
+	}
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Delay > 0 {
@@ -198,9 +206,7 @@ func (q *queue) enqueue(ctx context.Context, msgs []engines.Message) error {
 	}
 	n, err := q.r.Push(ctx, recs)
 	q.setIDs(msgs, recs[:n])
-	q.mu.Lock()
-	q.st.EnqueuedTotal += int64(n)
-	q.mu.Unlock()
+	q.enqueued.Add(int64(n))
 	if err != nil {
 		if errors.Is(err, ring.ErrClosed) {
 			return q.errClosed("enqueue to")
@@ -213,7 +219,7 @@ func (q *queue) enqueue(ctx context.Context, msgs []engines.Message) error {
 // setIDs writes the IDs of published messages back, deriving the missing
 // ones from their positions, all from one allocation.
 func (q *queue) setIDs(msgs []engines.Message, recs []ring.Record) {
-	arena := make([]byte, 0, len(recs)*(len(q.idPrefix)+13))
+	arena := make([]byte, 0, len(recs)*(len(q.idPrefix)+maxPosDigits))
 	j := 0
 	for i := range msgs {
 		if msgs[i].Delay > 0 {
@@ -224,8 +230,7 @@ func (q *queue) setIDs(msgs []engines.Message, recs []ring.Record) {
 		}
 		if msgs[i].ID == "" {
 			start := len(arena)
-			arena = append(arena, q.idPrefix...)
-			arena = strconv.AppendUint(arena, recs[j].Pos, 36)
+			arena = appendPos(append(arena, q.idPrefix...), recs[j].Pos)
 			msgs[i].ID = bytesString(arena[start:])
 		}
 		j++
@@ -236,7 +241,7 @@ func (q *queue) setIDs(msgs []engines.Message, recs []ring.Record) {
 // are due; each gets its ID now.
 func (q *queue) hold(msgs []engines.Message) {
 	now := q.e.now()
-	enq := time.Now()
+	enq := time.Now().UnixNano()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for i := range msgs {
@@ -252,7 +257,7 @@ func (q *queue) hold(msgs []engines.Message) {
 		r.enq = enq
 		r.kind = dueEnqueue
 		q.delay(r, after(now, m.Delay))
-		q.st.EnqueuedTotal++
+		q.enqueued.Add(1)
 	}
 }
 
@@ -314,8 +319,8 @@ func (q *queue) arm(at int64) {
 func (q *queue) rearm() {
 	q.timerArmed = false
 	next := int64(math.MaxInt64)
-	if len(q.leases) > 0 {
-		next = q.leases.top().due
+	if at, ok := q.leases.next(); ok {
+		next = at
 	}
 	if len(q.delayed) > 0 {
 		next = min(next, q.delayed.top().due)
@@ -350,8 +355,10 @@ func (q *queue) receive(buf []engines.Delivery) (int, error) {
 	if n == len(buf) {
 		return n, nil
 	}
-	recs := make([]ring.Record, len(buf)-n)
-	k, err := q.r.TryPop(recs)
+	sc := q.getScratch(len(buf) - n)
+	defer q.scratch.Put(sc)
+	recs := sc.recs[:len(buf)-n]
+	k, ids, err := q.r.TryPopReserve(recs, len(q.idPrefix)+maxPosDigits)
 	if err != nil {
 		if n > 0 {
 			return n, nil
@@ -364,67 +371,88 @@ func (q *queue) receive(buf []engines.Delivery) (int, error) {
 	if k == 0 {
 		return n, nil
 	}
-	return q.admit(buf, n, recs[:k]), nil
+	return q.admit(buf, n, recs[:k], ids), nil
+}
+
+// scratch is what one Enqueue or Receive needs per message, recycled.
+type scratch struct {
+	recs []ring.Record
+}
+
+func (q *queue) getScratch(n int) *scratch {
+	sc, _ := q.scratch.Get().(*scratch)
+	if sc == nil {
+		sc = new(scratch)
+	}
+	if cap(sc.recs) < n {
+		sc.recs = make([]ring.Record, n)
+	}
+	return sc
+}
+
+// maxPosDigits is the longest position appendPos writes.
+const maxPosDigits = 13
+
+// appendPos writes pos in base 32 (shifts, not divisions: it is per message).
+func appendPos(dst []byte, pos uint64) []byte {
+	const digits = "0123456789abcdefghijklmnopqrstuv"
+	var b [maxPosDigits]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = digits[pos&31]
+		pos >>= 5
+		if pos == 0 {
+			break
+		}
+	}
+	return append(dst, b[i:]...)
 }
 
 // admit turns records taken from the ring into leased deliveries in
-// buf[n:], holding back those not yet visible and dropping the expired.
-// Decoding happens outside the lock, into buf itself.
-func (q *queue) admit(buf []engines.Delivery, n int, recs []ring.Record) int {
+// buf[n:], holding back those not yet visible and dropping the expired. It
+// decodes each straight into its record under one lock acquisition, so a
+// message is copied once more only into its delivery.
+func (q *queue) admit(buf []engines.Delivery, n int, recs []ring.Record, arena []byte) int {
 	wallNow := time.Now()
-	type extra struct {
-		env     envelope
-		enq     time.Time
-		visible int64
-	}
-	var arena []byte
-	extras := make([]extra, len(recs))
+	wallNs := wallNow.UnixNano()
+	out := n
+	malformed := 0
+	var firstErr error
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := q.e.now()
 	for i := range recs {
 		rc := &recs[i]
-		m := &buf[n+i].Message
-		*m = engines.Message{}
+		r := q.newRecord()
+		m := &r.msg
 		var env envelope
 		if rc.Flags&ring.FlagEnvelope != 0 {
 			var err error
 			if env, err = decodeEnvelope(rc.Data, m); err != nil {
 				*m = engines.Message{Body: rc.Data, Attributes: map[string]string{AttrMalformed: err.Error()}}
 				env = envelope{}
+				malformed++
+				firstErr = err
 			}
 		} else {
 			m.Body = rc.Data
 		}
 		if m.ID == "" {
-			if arena == nil {
-				arena = make([]byte, 0, len(recs)*(len(q.idPrefix)+13))
-			}
 			start := len(arena)
-			arena = append(arena, q.idPrefix...)
-			arena = strconv.AppendUint(arena, rc.Pos, 36)
+			arena = appendPos(append(arena, q.idPrefix...), rc.Pos)
 			m.ID = bytesString(arena[start:])
 		}
-		x := extra{env: env, enq: wallNow, visible: rc.Visible}
-		if rc.Enqueued != 0 {
-			x.enq = time.Unix(0, rc.Enqueued)
+		r.enq = rc.Enqueued
+		if r.enq == 0 {
+			r.enq = wallNs
 		}
-		extras[i] = x
-	}
-
-	now := q.e.now()
-	out := n
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for i := range recs {
-		x := &extras[i]
-		r := q.newRecord()
-		r.msg = buf[n+i].Message
-		r.enq = x.enq
-		r.attempt, r.failures = int32(min(x.env.attempt, math.MaxInt32)), int32(min(x.env.failures, math.MaxInt32))
-		r.expires = 0
-		if x.env.expires != 0 {
-			r.expires = q.e.fromUnix(x.env.expires, now, wallNow)
+		r.attempt, r.failures = int32(min(env.attempt, math.MaxInt32)), int32(min(env.failures, math.MaxInt32))
+		if env.expires != 0 {
+			r.expires = q.e.fromUnix(env.expires, now, wallNow)
 		}
-		if x.visible != 0 {
-			if due := q.e.fromUnix(x.visible, now, wallNow); due > now {
+		if rc.Visible != 0 {
+			if due := q.e.fromUnix(rc.Visible, now, wallNow); due > now {
 				r.kind = dueRedeliver
 				q.delay(r, due)
 				continue
@@ -435,11 +463,11 @@ func (q *queue) admit(buf []engines.Delivery, n int, recs []ring.Record) int {
 			q.release(r)
 			continue
 		}
-		if r.msg.Attributes[AttrMalformed] != "" {
-			q.warn("delivering a record whose envelope is malformed as a bare body", zap.String("error", r.msg.Attributes[AttrMalformed]))
-		}
 		q.lease(r, now, &buf[out])
 		out++
+	}
+	if malformed > 0 {
+		q.warn("delivering records whose envelope is malformed as bare bodies", zap.Int("records", malformed), zap.Error(firstErr))
 	}
 	return out
 }
@@ -451,11 +479,11 @@ func (q *queue) lease(r *record, now int64, d *engines.Delivery) {
 	r.attempt++
 	r.expires = 0 // delivered: no longer subject to its TTL
 	r.due = after(now, time.Duration(q.vt))
-	q.leases.push(r)
+	q.leases.add(r)
 	q.arm(r.due)
 	*d = engines.NewDelivery(engines.Delivery{
 		Message: r.msg, Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures),
-		EnqueuedAt: r.enq, LeaseExpires: q.e.wall(r.due),
+		EnqueuedAt: time.Unix(0, r.enq), LeaseExpires: q.e.wall(r.due),
 	}, q, engines.Ticket{Ref: r, Token: r.token})
 }
 
@@ -476,8 +504,7 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 		}
 		return fmt.Errorf("shm: settle on %q: %w", q.name, engines.ErrLeaseLost)
 	}
-	now := q.e.now()
-	q.leases.remove(int(r.idx))
+	q.leases.remove(r)
 	var reason string
 	switch s.Verdict {
 	case engines.Ack:
@@ -486,7 +513,7 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 		q.mu.Unlock()
 		return nil
 	case engines.Requeue:
-		ready := q.redeliver(r, now, s.Delay)
+		ready := q.redeliver(r, q.e.now(), s.Delay)
 		q.mu.Unlock()
 		if ready {
 			q.r.Notify()
@@ -496,7 +523,7 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 		r.failures++
 		q.st.NackedTotal++
 		if q.maxAttempts == 0 || r.failures < q.maxAttempts {
-			ready := q.redeliver(r, now, s.Delay)
+			ready := q.redeliver(r, q.e.now(), s.Delay)
 			q.mu.Unlock()
 			if ready {
 				q.r.Notify()
@@ -536,7 +563,7 @@ func (q *queue) deadLetterLocked(ctx context.Context, r *record, reason string, 
 			q.st.NackedTotal--
 		}
 		r.state = stateLeased
-		q.leases.push(r)
+		q.leases.add(r)
 		q.arm(r.due)
 		return fmt.Errorf("shm: dead-letter from %q to %q: %w", q.name, dl, err)
 	}
@@ -562,15 +589,13 @@ func (q *queue) moveDead(ctx context.Context, r *record, dl, reason string) erro
 	if err := dq.publishHeld(ctx, &m, r.enq, envelope{}, 0); err != nil {
 		return err
 	}
-	dq.mu.Lock()
-	dq.st.EnqueuedTotal++
-	dq.mu.Unlock()
+	dq.enqueued.Add(1)
 	return nil
 }
 
 // publishHeld publishes one message that this process held, in an
 // envelope (it always has an ID by then).
-func (q *queue) publishHeld(ctx context.Context, m *engines.Message, enq time.Time, env envelope, visible int64) error {
+func (q *queue) publishHeld(ctx context.Context, m *engines.Message, enq int64, env envelope, visible int64) error {
 	size, err := envelopeSize(m)
 	if err != nil {
 		return err
@@ -578,7 +603,7 @@ func (q *queue) publishHeld(ctx context.Context, m *engines.Message, enq time.Ti
 	if size > q.slotSize {
 		return &TooLargeError{Queue: q.name, Size: size, Body: len(m.Body), SlotSize: q.slotSize}
 	}
-	rec := []ring.Record{{Flags: ring.FlagEnvelope, Enqueued: enq.UnixNano(), Visible: visible,
+	rec := []ring.Record{{Flags: ring.FlagEnvelope, Enqueued: enq, Visible: visible,
 		Data: appendEnvelope(make([]byte, 0, size), m, env)}}
 	if _, err := q.r.Push(ctx, rec); err != nil {
 		if errors.Is(err, ring.ErrClosed) {
@@ -600,8 +625,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 	if r == nil || r.state != stateLeased || r.token != t.Token {
 		return time.Time{}, fmt.Errorf("shm: extend on %q: %w", q.name, engines.ErrLeaseLost)
 	}
-	r.due = after(q.e.now(), by)
-	q.leases.fix(int(r.idx))
+	q.leases.setDue(r, after(q.e.now(), by))
 	q.arm(r.due)
 	return q.e.wall(r.due), nil
 }
@@ -617,8 +641,11 @@ func (q *queue) onTimer() {
 	now := q.e.now()
 	var pub, dead []*record
 	woke := false
-	for len(q.leases) > 0 && q.leases.top().due <= now {
-		r := q.leases.remove(0)
+	for {
+		r := q.leases.popExpired(now)
+		if r == nil {
+			break
+		}
 		q.st.ExpiredLeaseTotal++
 		r.failures++
 		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
@@ -715,8 +742,12 @@ func (q *queue) close(flush bool) error {
 		r := q.delayed.remove(len(q.delayed) - 1)
 		held = append(held, heldMsg{r: r, visible: q.e.wall(r.due)})
 	}
-	for len(q.leases) > 0 {
-		held = append(held, heldMsg{r: q.leases.remove(len(q.leases) - 1)})
+	for {
+		r := q.leases.popExpired(math.MaxInt64)
+		if r == nil {
+			break
+		}
+		held = append(held, heldMsg{r: r})
 	}
 	for _, h := range held {
 		h.r.state = stateFree
@@ -762,9 +793,10 @@ func (q *queue) stats() (engines.Stats, error) {
 		return engines.Stats{}, q.errClosed("stats of")
 	}
 	st := q.st
+	st.EnqueuedTotal = q.enqueued.Load()
 	st.Ready = int64(q.ready.n)
 	st.Delayed = int64(len(q.delayed))
-	st.InFlight = int64(len(q.leases))
+	st.InFlight = int64(q.leases.len())
 	q.mu.Unlock()
 	st.Ready += int64(q.r.Len())
 	return st, nil

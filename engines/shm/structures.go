@@ -1,8 +1,6 @@
 package shm
 
 import (
-	"time"
-
 	"github.com/qrun-dev/qrun/engines"
 )
 
@@ -27,11 +25,12 @@ const (
 // leased, waiting to be redelivered, or delayed.
 type record struct {
 	msg      engines.Message
-	enq      time.Time // first enqueue
+	enq      int64     // first enqueue, Unix nanoseconds
 	reason   string    // dead-letter reason, while a move is pending
 	due      int64     // engine clock: visible time (delayed) or lease deadline (leased)
 	expires  int64     // engine clock TTL deadline while never delivered; 0: none
 	token    uint64    // lease generation, never reset
+	lseq     uint64    // lease-set entry generation (see leaseSet)
 	idx      int32     // position in its heap
 	attempt  int32
 	failures int32
@@ -138,4 +137,135 @@ func (h dueHeap) swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].idx = int32(i)
 	h[j].idx = int32(j)
+}
+
+// leaseSet holds the leased records. Leases are taken with deadlines that
+// almost always grow (now plus a fixed visibility timeout) and are mostly
+// settled in the order they were taken, so they go in a FIFO where adding
+// and settling the oldest is O(1); the rest (an Extend, a lease shorter
+// than the one before it) go in a heap. A settled record leaves a stale
+// FIFO entry, recognised by its lease sequence, which is dropped when it
+// reaches the head, or by a compaction once stale entries are the majority.
+type leaseSet struct {
+	fifo []leaseEntry // ring buffer, power-of-two length
+	head int
+	n    int
+	heap dueHeap
+	live int // leased records, in either part
+}
+
+type leaseEntry struct {
+	r   *record
+	seq uint64 // r.lseq when the entry was made
+	due int64
+}
+
+func (e leaseEntry) valid() bool {
+	return e.r.state == stateLeased && e.r.lseq == e.seq && e.r.idx < 0
+}
+
+func (s *leaseSet) len() int { return s.live }
+
+func (s *leaseSet) add(r *record) {
+	r.lseq++
+	s.live++
+	if s.n > 0 && s.at(s.n-1).due > r.due {
+		s.heap.push(r)
+		return
+	}
+	r.idx = -1
+	if s.n == len(s.fifo) {
+		s.grow()
+	}
+	s.fifo[(s.head+s.n)&(len(s.fifo)-1)] = leaseEntry{r: r, seq: r.lseq, due: r.due}
+	s.n++
+}
+
+func (s *leaseSet) at(i int) *leaseEntry { return &s.fifo[(s.head+i)&(len(s.fifo)-1)] }
+
+// grow doubles the FIFO, or compacts it instead when most entries are stale.
+func (s *leaseSet) grow() {
+	valid := 0
+	for i := 0; i < s.n; i++ {
+		if s.at(i).valid() {
+			valid++
+		}
+	}
+	size := len(s.fifo)
+	if size == 0 {
+		size = 64
+	} else if valid > size/2 {
+		size *= 2
+	}
+	nf := make([]leaseEntry, size)
+	j := 0
+	for i := 0; i < s.n; i++ {
+		if e := *s.at(i); e.valid() {
+			nf[j] = e
+			j++
+		}
+	}
+	s.fifo, s.head, s.n = nf, 0, j
+}
+
+// remove takes a leased record out (it must be leased).
+func (s *leaseSet) remove(r *record) {
+	s.live--
+	if r.idx >= 0 {
+		s.heap.remove(int(r.idx))
+		return
+	}
+	r.lseq++ // its FIFO entry is stale from now on
+	s.trim()
+}
+
+// trim drops stale entries at the head of the FIFO.
+func (s *leaseSet) trim() {
+	for s.n > 0 && !s.fifo[s.head].valid() {
+		s.fifo[s.head] = leaseEntry{}
+		s.head = (s.head + 1) & (len(s.fifo) - 1)
+		s.n--
+	}
+}
+
+// setDue moves a leased record's deadline.
+func (s *leaseSet) setDue(r *record, due int64) {
+	if r.idx >= 0 {
+		r.due = due
+		s.heap.fix(int(r.idx))
+		return
+	}
+	r.lseq++
+	s.trim()
+	r.due = due
+	s.heap.push(r)
+}
+
+// next is the earliest deadline, if any.
+func (s *leaseSet) next() (int64, bool) {
+	s.trim()
+	at, ok := int64(0), false
+	if s.n > 0 {
+		at, ok = s.fifo[s.head].due, true
+	}
+	if len(s.heap) > 0 && (!ok || s.heap.top().due < at) {
+		at, ok = s.heap.top().due, true
+	}
+	return at, ok
+}
+
+// popExpired removes and returns one record whose deadline is not after now.
+func (s *leaseSet) popExpired(now int64) *record {
+	s.trim()
+	if s.n > 0 && s.fifo[s.head].due <= now && (len(s.heap) == 0 || s.fifo[s.head].due <= s.heap.top().due) {
+		r := s.fifo[s.head].r
+		s.remove(r)
+		return r
+	}
+	if len(s.heap) > 0 && s.heap.top().due <= now {
+		r := s.heap.top()
+		s.remove(r)
+		return r
+	}
+	return nil
 }

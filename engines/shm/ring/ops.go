@@ -250,8 +250,16 @@ func (r *Ring) skipStalled(pos uint64) bool {
 // returns how many it stored in out. It copies their bytes into one new
 // buffer that the records' Data slices share.
 func (r *Ring) TryPop(out []Record) (int, error) {
+	n, _, err := r.TryPopReserve(out, 0)
+	return n, err
+}
+
+// TryPopReserve is TryPop that also reserves perRecord bytes per record
+// taken in the same allocation, returned as spare (length 0), so a caller
+// that derives something from each record (an ID) allocates once a batch.
+func (r *Ring) TryPopReserve(out []Record, perRecord int) (n int, spare []byte, err error) {
 	if err := r.enter(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer r.leave()
 	h := r.hdr
@@ -269,38 +277,38 @@ func (r *Ring) TryPop(out []Record) (int, error) {
 				continue
 			}
 			r.readStall.clear()
-			if n := r.copyOut(hd, k, out); n > 0 {
-				return n, nil
+			if n, spare := r.copyOut(hd, k, out, perRecord); n > 0 {
+				return n, spare, nil
 			}
 			continue // every one was overwritten while copying
 		case seq == 2*hd && h.tail.Load() > hd:
 			// Claimed, not yet published: in progress, or its producer died.
 			if overdue, _ := r.readStall.overdue(hd, h.tail.Load(), r.opts.StallTimeout); !overdue {
-				return 0, nil
+				return 0, nil, nil
 			}
 			if r.skipStalled(hd) {
-				if n := r.copyOut(hd, 1, out); n > 0 {
-					return n, nil
+				if n, spare := r.copyOut(hd, 1, out, perRecord); n > 0 {
+					return n, spare, nil
 				}
 			}
 			continue
 		case seq > 2*hd+1:
 			continue // head moved on
 		}
-		return 0, nil
+		return 0, nil, nil
 	}
 }
 
 // copyOut copies the k claimed records from position hd into out and
 // releases their slots. A slot whose release fails was overwritten while
 // being copied, and its copy is dropped.
-func (r *Ring) copyOut(hd, k uint64, out []Record) int {
+func (r *Ring) copyOut(hd, k uint64, out []Record, perRecord int) (int, []byte) {
 	size := r.geo.SlotSize
 	total := 0
 	for j := uint64(0); j < k; j++ {
 		total += min(int(r.slot(hd+j).length), size)
 	}
-	buf := make([]byte, total)
+	buf := make([]byte, total+int(k)*perRecord)
 	n, off := 0, 0
 	for j := uint64(0); j < k; j++ {
 		pos := hd + j
@@ -316,7 +324,7 @@ func (r *Ring) copyOut(hd, k uint64, out []Record) int {
 		}
 	}
 	r.signalSpace()
-	return n
+	return n, buf[total:total:len(buf)]
 }
 
 // Len is the number of positions claimed and not yet consumed.
