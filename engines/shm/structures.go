@@ -25,13 +25,13 @@ const (
 // leased, waiting to be redelivered, or delayed.
 type record struct {
 	msg      engines.Message
-	enq      int64     // first enqueue, Unix nanoseconds
-	reason   string    // dead-letter reason, while a move is pending
-	due      int64     // engine clock: visible time (delayed) or lease deadline (leased)
-	expires  int64     // engine clock TTL deadline while never delivered; 0: none
-	token    uint64    // lease generation, never reset
-	lseq     uint64    // lease-set entry generation (see leaseSet)
-	idx      int32     // position in its heap
+	enq      int64  // first enqueue, Unix nanoseconds
+	reason   string // dead-letter reason, while a move is pending
+	due      int64  // engine clock: visible time (delayed) or lease deadline (leased)
+	expires  int64  // engine clock TTL deadline while never delivered; 0: none
+	token    uint64 // lease generation, never reset
+	lseq     uint64 // lease-set entry generation (see leaseSet)
+	idx      int32  // position in its heap
 	attempt  int32
 	failures int32
 	state    uint8
