@@ -116,5 +116,6 @@ func shmType() EngineType {
 			opts.Logger = o.Logger
 			return shm.New(opts)
 		},
+		Shared: true,
 	}
 }

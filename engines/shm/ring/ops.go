@@ -466,14 +466,18 @@ func sleepFor(ctx context.Context, until time.Time) time.Duration {
 }
 
 // Notify wakes every consumer sleeping in WaitData, in every process. The
-// engine calls it when something other than a publish makes work ready.
+// engine calls it when something other than a publish makes work ready. Like
+// a publish, it makes the system call only when someone sleeps: a sleeper
+// registers before it re-checks, so it either sees the change or is woken.
 func (r *Ring) Notify() {
 	if err := r.enter(); err != nil {
 		return
 	}
 	defer r.leave()
 	r.hdr.dataSeq.Add(1)
-	futexWake(&r.hdr.dataSeq)
+	if r.hdr.dataWaiters.Load() != 0 {
+		futexWake(&r.hdr.dataSeq)
+	}
 }
 
 func (r *Ring) wakeSpace() {
@@ -482,7 +486,9 @@ func (r *Ring) wakeSpace() {
 	}
 	defer r.leave()
 	r.hdr.spaceSeq.Add(1)
-	futexWake(&r.hdr.spaceSeq)
+	if r.hdr.spaceWaiters.Load() != 0 {
+		futexWake(&r.hdr.spaceSeq)
+	}
 }
 
 // wakeAll wakes every sleeper; Close calls it before taking the mapping
