@@ -253,7 +253,8 @@ func (q *queue) hold(msgs []engines.Message) {
 			m.ID = q.idPrefix + "d" + strconv.FormatUint(q.e.nonce, 36) + "-" + strconv.FormatUint(q.seq.Add(1), 36)
 		}
 		r := q.newRecord()
-		r.msg = *m
+		r.id, r.flags = m.ID, ring.FlagEnvelope
+		r.raw = appendEnvelope(nil, m, envelope{expires: ttlDeadline(after(enq, m.Delay), m.TTL)})
 		r.enq = enq
 		r.kind = dueEnqueue
 		q.delay(r, after(now, m.Delay))
@@ -273,7 +274,7 @@ func (q *queue) newRecord() *record {
 
 // release recycles r; its token is kept, so old tickets never match again.
 func (q *queue) release(r *record) {
-	r.msg = engines.Message{}
+	r.raw, r.id = nil, ""
 	r.reason = ""
 	r.state = stateFree
 	r.attempt, r.failures, r.expires = 0, 0, 0
@@ -348,7 +349,8 @@ func (q *queue) receive(buf []engines.Delivery) (int, error) {
 			q.release(r)
 			continue
 		}
-		q.lease(r, now, &buf[n])
+		m, _ := q.message(r)
+		q.lease(r, now, &buf[n], &m)
 		n++
 	}
 	q.mu.Unlock()
@@ -425,13 +427,17 @@ func (q *queue) admit(buf []engines.Delivery, n int, recs []ring.Record, arena [
 	for i := range recs {
 		rc := &recs[i]
 		r := q.newRecord()
-		m := &r.msg
+		r.raw, r.flags = rc.Data, rc.Flags
+		var m engines.Message
 		var env envelope
 		if rc.Flags&ring.FlagEnvelope != 0 {
 			var err error
-			if env, err = decodeEnvelope(rc.Data, m); err != nil {
-				*m = engines.Message{Body: rc.Data, Attributes: map[string]string{AttrMalformed: err.Error()}}
+			if env, err = decodeEnvelope(rc.Data, &m); err != nil {
+				// Kept as an envelope of its own, so a redelivery or a
+				// dead letter still says what was wrong.
+				m = engines.Message{Body: rc.Data, Attributes: map[string]string{AttrMalformed: err.Error()}}
 				env = envelope{}
+				r.raw = appendEnvelope(nil, &m, env)
 				malformed++
 				firstErr = err
 			}
@@ -443,6 +449,7 @@ func (q *queue) admit(buf []engines.Delivery, n int, recs []ring.Record, arena [
 			arena = appendPos(append(arena, q.idPrefix...), rc.Pos)
 			m.ID = bytesString(arena[start:])
 		}
+		r.id = m.ID
 		r.enq = rc.Enqueued
 		if r.enq == 0 {
 			r.enq = wallNs
@@ -463,7 +470,7 @@ func (q *queue) admit(buf []engines.Delivery, n int, recs []ring.Record, arena [
 			q.release(r)
 			continue
 		}
-		q.lease(r, now, &buf[out])
+		q.lease(r, now, &buf[out], &m)
 		out++
 	}
 	if malformed > 0 {
@@ -472,8 +479,23 @@ func (q *queue) admit(buf []engines.Delivery, n int, recs []ring.Record, arena [
 	return out
 }
 
-// lease hands r out as the delivery d. Called with q.mu held.
-func (q *queue) lease(r *record, now int64, d *engines.Delivery) {
+// message decodes r. Its envelope was checked when it came out of the ring
+// (or was written by this process), so decoding cannot fail here.
+func (q *queue) message(r *record) (engines.Message, envelope) {
+	if r.flags&ring.FlagEnvelope == 0 {
+		return engines.Message{ID: r.id, Body: r.raw}, envelope{}
+	}
+	var m engines.Message
+	env, _ := decodeEnvelope(r.raw, &m)
+	if m.ID == "" {
+		m.ID = r.id
+	}
+	return m, env
+}
+
+// lease hands r, whose message is m, out as the delivery d. Called with
+// q.mu held.
+func (q *queue) lease(r *record, now int64, d *engines.Delivery, m *engines.Message) {
 	r.state = stateLeased
 	r.token++
 	r.attempt++
@@ -482,7 +504,7 @@ func (q *queue) lease(r *record, now int64, d *engines.Delivery) {
 	q.leases.add(r)
 	q.arm(r.due)
 	*d = engines.NewDelivery(engines.Delivery{
-		Message: r.msg, Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures),
+		Message: *m, Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures),
 		EnqueuedAt: time.Unix(0, r.enq), LeaseExpires: q.e.wall(r.due),
 	}, q, engines.Ticket{Ref: r, Token: r.token})
 }
@@ -578,9 +600,10 @@ func (q *queue) moveDead(ctx context.Context, r *record, dl, reason string) erro
 	if err != nil {
 		return err
 	}
-	m := r.msg
-	m.Attributes = make(map[string]string, len(r.msg.Attributes)+2)
-	for k, v := range r.msg.Attributes {
+	m, _ := q.message(r)
+	attrs := m.Attributes
+	m.Attributes = make(map[string]string, len(attrs)+2)
+	for k, v := range attrs {
 		m.Attributes[k] = v
 	}
 	m.Attributes[engines.AttrDeadLetterReason] = reason
@@ -683,9 +706,7 @@ func (q *queue) onTimer() {
 	}
 	for _, r := range pub {
 		ctx, cancel := context.WithTimeout(context.Background(), heldPush)
-		m := r.msg
-		m.Delay = 0
-		err := q.publishHeld(ctx, &m, r.enq, envelope{expires: ttlDeadline(time.Now().UnixNano(), m.TTL)}, 0)
+		_, err := q.r.Push(ctx, []ring.Record{{Flags: r.flags, Enqueued: r.enq, Data: r.raw}})
 		cancel()
 		q.settleHeld(r, err, dueEnqueue, "a delayed message is due but its ring is full; retrying")
 	}
@@ -714,7 +735,7 @@ func (q *queue) settleHeld(r *record, err error, kind uint8, warning string) {
 	if q.closed {
 		return // the close flush has already run; it could not have seen r
 	}
-	q.warn(warning, zap.String("message_id", r.msg.ID), zap.Error(err))
+	q.warn(warning, zap.String("message_id", r.id), zap.Error(err))
 	r.kind = kind
 	q.delay(r, after(q.e.now(), heldRetry))
 }
@@ -760,13 +781,12 @@ func (q *queue) close(flush bool) error {
 		lost := 0
 		for _, h := range held {
 			r := h.r
-			env := envelope{attempt: uint32(r.attempt), failures: uint32(r.failures)}
+			m, env := q.message(r)
+			env.attempt, env.failures = uint32(r.attempt), uint32(r.failures)
 			visible := int64(0)
 			if !h.visible.IsZero() && h.visible.Before(time.Unix(0, math.MaxInt64)) {
 				visible = h.visible.UnixNano()
 			}
-			m := r.msg
-			m.Delay = 0
 			if err := q.publishHeld(ctx, &m, r.enq, env, visible); err != nil {
 				lost++
 				errs = append(errs, err)

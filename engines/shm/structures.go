@@ -1,9 +1,5 @@
 package shm
 
-import (
-	"github.com/qrun-dev/qrun/engines"
-)
-
 // Record states: a record is in exactly one place, and the state says
 // which, so a stale ticket or a double settle is recognised at once.
 const (
@@ -24,7 +20,14 @@ const (
 // record is this process's copy of a message it holds outside the ring:
 // leased, waiting to be redelivered, or delayed.
 type record struct {
-	msg      engines.Message
+	// raw is the message as the ring holds it (a bare body, or an
+	// envelope when flags says so), aliasing the received batch's buffer.
+	// Keeping these bytes rather than a decoded Message keeps the record to
+	// two pointers, which matters: every pointer written costs a GC write
+	// barrier while the collector runs, and there are several per message.
+	raw      []byte
+	id       string
+	flags    uint32
 	enq      int64  // first enqueue, Unix nanoseconds
 	reason   string // dead-letter reason, while a move is pending
 	due      int64  // engine clock: visible time (delayed) or lease deadline (leased)
