@@ -92,6 +92,11 @@ type queue struct {
 	st       engines.Stats
 	lastWarn time.Time
 	quiet    int
+
+	// busy counts moves in progress outside the lock (timer publishes,
+	// dead-letter moves), so close can wait for them and flush what they
+	// could not place instead of losing it.
+	busy sync.WaitGroup
 }
 
 func newQueue(e *Engine, name string, r *ring.Ring) *queue {
@@ -166,7 +171,9 @@ func (q *queue) enqueue(ctx context.Context, msgs []engines.Message) error {
 			}
 			size = n
 			if m.Delay > 0 {
-				size += len(q.idPrefix) + 24 // the ID a held message is given now
+				if m.ID == "" {
+					size += len(q.idPrefix) + heldIDExtra // the ID it is given now
+				}
 				held++
 			} else {
 				envBytes += n
@@ -392,6 +399,9 @@ func (q *queue) getScratch(n int) *scratch {
 	return sc
 }
 
+// heldIDExtra bounds what a held message's ID adds to the prefix.
+const heldIDExtra = 2 + 2*maxPosDigits
+
 // maxPosDigits is the longest position appendPos writes.
 const maxPosDigits = 13
 
@@ -575,6 +585,8 @@ func (q *queue) deadLetterLocked(ctx context.Context, r *record, reason string, 
 		return nil
 	}
 	r.state = stateMoving
+	q.busy.Add(1)
+	defer q.busy.Done()
 	q.mu.Unlock()
 	err := q.moveDead(ctx, r, dl, reason)
 	q.mu.Lock()
@@ -700,6 +712,10 @@ func (q *queue) onTimer() {
 	}
 	q.rearm()
 	dl := q.deadLetter
+	if len(pub)+len(dead) > 0 {
+		q.busy.Add(1)
+		defer q.busy.Done()
+	}
 	q.mu.Unlock()
 	if woke {
 		q.r.Notify()
@@ -732,9 +748,7 @@ func (q *queue) settleHeld(r *record, err error, kind uint8, warning string) {
 		q.release(r)
 		return
 	}
-	if q.closed {
-		return // the close flush has already run; it could not have seen r
-	}
+	// Even when closing: close waits for this and then flushes r.
 	q.warn(warning, zap.String("message_id", r.id), zap.Error(err))
 	r.kind = kind
 	q.delay(r, after(q.e.now(), heldRetry))
@@ -750,6 +764,9 @@ func (q *queue) close(flush bool) error {
 	}
 	q.closed = true
 	q.timer.Stop()
+	q.mu.Unlock()
+	q.busy.Wait()
+	q.mu.Lock()
 	type heldMsg struct {
 		r       *record
 		visible time.Time // zero: at once

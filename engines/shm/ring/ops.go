@@ -431,9 +431,9 @@ func (r *Ring) waitSpace(ctx context.Context, deadline time.Time) error {
 		until = at
 	}
 	if r.geo.Mode == Cyclic {
-		// Only a producer stuck behind an unpublished slot waits here;
-		// nothing wakes the space word in cyclic mode, so nap briefly.
-		until = minTime(until, time.Now().Add(time.Millisecond))
+		// Only a producer a lap ahead of a write still in progress waits
+		// here, and nothing wakes the space word in cyclic mode: nap.
+		until = minTime(until, time.Now().Add(50*time.Microsecond))
 	}
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, r.wakeSpace)
