@@ -522,3 +522,36 @@ func (r *Ring) signalSpace() {
 		futexWake(&h.spaceSeq)
 	}
 }
+
+// Peek copies up to max published records from the head on, without
+// consuming anything. Each copy is validated seqlock-style (the slot's
+// sequence is the same after the copy as before), so a record consumed or
+// overwritten meanwhile is left out rather than returned torn. It stops at
+// the first slot still being written.
+func (r *Ring) Peek(max int) ([]Record, error) {
+	if err := r.enter(); err != nil {
+		return nil, err
+	}
+	defer r.leave()
+	h := r.hdr
+	head, tail := h.head.Load(), h.tail.Load()
+	var out []Record
+	for pos := head; pos < tail && len(out) < max; pos++ {
+		s := r.slot(pos)
+		seq := s.seq.Load()
+		if seq != 2*pos+1 {
+			if seq > 2*pos+1 {
+				continue // consumed since head was read
+			}
+			break // not yet published
+		}
+		l := min(int(s.length), r.geo.SlotSize)
+		rec := Record{Pos: pos, Flags: s.flags, Enqueued: s.enqueued, Visible: s.visible,
+			Data: append([]byte(nil), r.slotData(s)[:l]...)}
+		if s.seq.Load() != seq {
+			continue
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
