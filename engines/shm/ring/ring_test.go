@@ -465,7 +465,19 @@ func checkPayload(b []byte) (producer, seq int, ok bool) {
 // record or reorder one producer's records.
 func TestConcurrent(t *testing.T) {
 	t.Parallel()
-	const producers, consumers, per = 3, 3, 20000
+	runConcurrent(t, 20000)
+}
+
+// TestSoakConcurrent is TestConcurrent a hundred times longer (`make soak`).
+func TestSoakConcurrent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("soak test: run with `make soak`")
+	}
+	runConcurrent(t, 2_000_000)
+}
+
+func runConcurrent(t *testing.T, per int) {
+	const producers, consumers = 3, 3
 	for _, mode := range []Mode{Blocking, Cyclic} {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
@@ -544,10 +556,10 @@ func TestConcurrent(t *testing.T) {
 			close(stop)
 			cw.Wait()
 			st, _ := r.Stats()
-			if st.Published != producers*per {
+			if st.Published != uint64(producers*per) {
 				t.Fatalf("Published = %d, want %d", st.Published, producers*per)
 			}
-			if uint64(got)+st.Overwritten != producers*per {
+			if uint64(got)+st.Overwritten != uint64(producers*per) {
 				t.Fatalf("consumed %d + overwritten %d != published %d", got, st.Overwritten, producers*per)
 			}
 			if mode == Blocking && st.Overwritten != 0 {
