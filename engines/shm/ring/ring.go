@@ -77,8 +77,9 @@
 //  3. Write length, flags, times and record bytes.
 //  4. Compare-and-swap the sequence from 2*p to 2*p+1. If it fails, the stall
 //     rule skipped the slot: the record was not delivered; produce it again.
-//  5. Atomically increment the data futex word; if the sleeper count is not
-//     zero, FUTEX_WAKE it (not private), waking all.
+//  5. Atomically add the number published to the published counter (it
+//     only feeds statistics), atomically increment the data futex word and,
+//     if the sleeper count is not zero, FUTEX_WAKE it (not private), all.
 //
 // Consuming is the mirror image: the slot at head h is ready when its
 // sequence is 2*h+1; claim by compare-and-swap of head from h to h+1, copy,
