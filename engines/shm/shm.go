@@ -252,7 +252,7 @@ func (e *Engine) attach(path string) (*ring.Ring, error) {
 		}
 		if err != nil {
 			if errors.Is(err, ring.ErrCorrupt) {
-				return nil, fmt.Errorf("%w: %w", err, engines.ErrInvalid)
+				return nil, fmt.Errorf("%w (if no process uses it, delete %s and it will be created afresh): %w", err, path, engines.ErrInvalid)
 			}
 			return nil, err
 		}

@@ -344,3 +344,23 @@ func TestCloseFlushesHeld(t *testing.T) {
 		t.Fatalf("the nacked message (due in an hour) should be held as delayed: %+v", st)
 	}
 }
+
+// TestCorruptSegment: a file in the segment's place that is not a ring is
+// refused with a clear error, and left alone.
+func TestCorruptSegment(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, shm.Options{SlotSize: 64, Capacity: 4})
+	defer e.Close()
+	path, _ := e.SegmentPath("junk")
+	junk := []byte(strings.Repeat("not a ring ", 500))
+	if err := os.WriteFile(path, junk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.Open(context.Background(), engines.QueueSpec{Name: "junk"})
+	if !errors.Is(err, ring.ErrCorrupt) || !errors.Is(err, engines.ErrInvalid) || !strings.Contains(err.Error(), "delete "+path) {
+		t.Fatalf("Open over a non-ring file = %v; want ErrCorrupt with a hint", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != string(junk) {
+		t.Fatal("the refused file was modified")
+	}
+}
