@@ -140,6 +140,8 @@ func (r *Ring) tryPush(recs []Record, base int, retry *[]int) int {
 			if !h.tail.CompareAndSwap(p, p+k) {
 				continue
 			}
+			// Progress: forget any stall clock (it is cheap when unarmed).
+			r.writeStall.clear()
 			published := uint64(0)
 			for j := uint64(0); j < k; j++ {
 				rec := &recs[j]
