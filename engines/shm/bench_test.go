@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -165,4 +166,101 @@ func BenchmarkRawSPSC(b *testing.B) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkEngineVsRaw alternates chunks of the BenchmarkEngine pipeline and
+// the BenchmarkRawSPSC transfer, so both see the same machine (this one is
+// shared and its load moves by the second), and reports the ratio of their
+// rates directly: engine-msgs/s ÷ raw-msgs/s.
+func BenchmarkEngineVsRaw(b *testing.B) {
+	e := newEngine(b, shm.Options{SlotSize: 128, Capacity: 4096})
+	defer e.Close()
+	q := open(b, e, engines.QueueSpec{Name: "vs"})
+	raw := newSPSC(b, 4096)
+	ctx := context.Background()
+	body := make([]byte, benchBody)
+	const chunk = 20_000 // messages per turn
+	var rawTime, engTime time.Duration
+	msgs := make([]engines.Message, 100)
+	buf := make([]engines.Delivery, 100)
+	src, dst := make([]byte, benchBody), make([]byte, benchBody)
+	var rawPos uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		rawTransfer(raw, &rawPos, chunk, src, dst)
+		rawTime += time.Since(start)
+
+		start = time.Now()
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for sent := 0; sent < chunk; sent += len(msgs) {
+				for j := range msgs {
+					msgs[j] = engines.Message{Body: body}
+				}
+				if err := q.Enqueue(ctx, msgs...); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+		for got := 0; got < chunk; {
+			n, err := q.Receive(ctx, buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := range buf[:n] {
+				if err := buf[i].Ack(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			got += n
+		}
+		wg.Wait()
+		engTime += time.Since(start)
+	}
+	b.StopTimer()
+	rawRate := float64(b.N*chunk) / rawTime.Seconds()
+	engRate := float64(b.N*chunk) / engTime.Seconds()
+	b.ReportMetric(rawRate, "raw-msgs/s")
+	b.ReportMetric(engRate, "engine-msgs/s")
+	b.ReportMetric(engRate/rawRate, "ratio")
+}
+
+// rawTransfer moves n records through r from a producer goroutine to the
+// caller, as BenchmarkRawSPSC does.
+func rawTransfer(r *spsc, pos *uint64, n int, src, dst []byte) {
+	begin, end := *pos, *pos+uint64(n)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		head := r.head.Load()
+		for t := begin; t < end; t++ {
+			for t-head > r.mask {
+				if head = r.head.Load(); t-head > r.mask {
+					runtime.Gosched()
+				}
+			}
+			off := (t & r.mask) * benchBody
+			copy(r.data[off:off+benchBody], src)
+			r.tail.Store(t + 1)
+		}
+	}()
+	tail := begin
+	for h := begin; h < end; h++ {
+		for h == tail {
+			if tail = r.tail.Load(); h == tail {
+				runtime.Gosched()
+			}
+		}
+		off := (h & r.mask) * benchBody
+		copy(dst, r.data[off:off+benchBody])
+		r.head.Store(h + 1)
+	}
+	wg.Wait()
+	*pos = end
 }
