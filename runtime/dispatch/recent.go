@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
 // RecentErrorsKept is how many of a consumer's latest errors RecentErrors keeps.
@@ -59,19 +60,13 @@ func (c *Consumer) QueueName() string { return c.cfg.Queue.Name() }
 // Concurrency is the number of workers.
 func (c *Consumer) Concurrency() int { return c.cfg.Concurrency }
 
-// TraceParentAttr is the message attribute carrying W3C trace context
-// (https://www.w3.org/TR/trace-context/). qrun does not trace, but it puts
-// the value on every delivery log line and copies it onto messages a handler
-// publishes, so the chain of handlers a message set off can be found in logs.
-const TraceParentAttr = "traceparent"
-
 // deliveryFields are the fields every line about a delivery carries (the
 // consumer and queue come with the consumer's logger).
 func deliveryFields(d *engines.Delivery, extra ...zap.Field) []zap.Field {
 	f := make([]zap.Field, 0, 4+len(extra))
 	f = append(f, zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt))
-	if tp, ok := d.Attributes[TraceParentAttr]; ok {
-		f = append(f, zap.String(TraceParentAttr, tp))
+	if tp, ok := d.Attributes[plugin.AttrTraceParent]; ok {
+		f = append(f, zap.String(plugin.AttrTraceParent, tp))
 	}
 	return append(f, extra...)
 }
