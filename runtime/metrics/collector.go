@@ -75,6 +75,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	} {
 		ch <- d
 	}
+	c.m.engineErrors.Describe(ch)
+	c.m.reconnects.Describe(ch)
 }
 
 // Collect implements prometheus.Collector: it reads the source now.
@@ -141,4 +143,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstHistogram(c.cLatency, lat.Count, lat.Sum.Seconds(), buckets, l...)
 	}
+	c.m.engineErrors.Collect(ch)
+	c.m.reconnects.Collect(ch)
 }

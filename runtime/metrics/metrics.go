@@ -88,8 +88,9 @@ func New(src Source, log *zap.Logger) *Metrics {
 		}, []string{"engine"}),
 		log: log,
 	}
+	// The engine counters are collected by the runtime collector, after
+	// it has counted the Stats failures of this very scrape.
 	m.reg.MustRegister(
-		m.engineErrors, m.reconnects,
 		newCollector(src, m),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -1,0 +1,110 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/server"
+)
+
+// BenchmarkEndToEndMetrics is BenchmarkEndToEnd/concurrency=2 with metrics
+// off and on, in the same run, so the two figures can be compared: with
+// metrics on, the dispatcher records every handler call in its latency
+// histogram and a scraper reads /metrics every 100ms (150 times as often as
+// Prometheus' usual 15s), so the scrape's own cost is in the figure too.
+// The metrics=off figure is the ceiling for metrics=on.
+func BenchmarkEndToEndMetrics(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "metrics=off"
+		if on {
+			name = "metrics=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := parse(b, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "m" { type = "memory" }
+queue "in" { engine = "m" }
+consumer "ack" {
+  queue = "in"
+  plugin = %q
+  concurrency = 2
+  batch = 256
+}`, forwardWasm(b)))
+			obs := newCounter(b.N)
+			opts := server.Options{Observer: obs}
+			if on {
+				ln := listen(b)
+				opts.Listener = ln
+				stop := scrapeEvery(b, "http://"+ln.Addr().String()+"/metrics", 100*time.Millisecond)
+				defer stop()
+			}
+			srv := start(b, cfg, opts)
+			if on != (srv.Metrics() != nil) {
+				b.Fatalf("metrics %v, want %v", srv.Metrics() != nil, on)
+			}
+			runEndToEnd(b, srv, obs)
+		})
+	}
+}
+
+// scrapeEvery fetches url every period until the returned stop is called.
+func scrapeEvery(b *testing.B, url string, period time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				continue // not listening yet, or stopping
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// runEndToEnd is BenchmarkEndToEnd's producer loop: 64-byte messages in
+// batches of 256, at most backlog ahead of the consumers.
+func runEndToEnd(b *testing.B, srv *server.Server, obs *counter) {
+	ctx := context.Background()
+	body := make([]byte, 64)
+	const batch = 256
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for sent := 0; sent < b.N; sent += batch {
+		for int64(sent)-obs.n.Load() > backlog {
+			select {
+			case <-obs.progress:
+			case <-obs.done:
+			}
+		}
+		n := min(batch, b.N-sent)
+		msgs := make([]engines.Message, n)
+		for i := range msgs {
+			msgs[i].Body = body
+		}
+		if err := srv.Enqueue(ctx, "in", msgs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-obs.done
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+}
