@@ -163,6 +163,8 @@ func cmdStats(args []string, stdout, stderr io.Writer) error {
 		default:
 			if *watch && tty {
 				fmt.Fprint(stdout, "\x1b[H\x1b[2J") // home and clear, like top
+			} else if i > 0 {
+				fmt.Fprintln(stdout)
 			}
 			if *watch {
 				fmt.Fprintf(stdout, "qrun stats  %s  %s  every %v, Ctrl-C quits\n\n", c.BaseURL, now.Format("15:04:05"), *interval)
@@ -188,10 +190,10 @@ func printQueues(w io.Writer, qs, prev []admin.QueueInfo, dt time.Duration, rate
 	for _, q := range prev {
 		before[q.Name] = q
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	hdr := "QUEUE\tENGINE\tREADY\tDELAYED\tIN FLIGHT\tDEPTH\tENQUEUED\tACKED\tNACKED\tDEAD\t"
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	hdr := "QUEUE\tENGINE\tREADY\tDELAYED\tIN FLIGHT\tDEPTH\tENQUEUED\tACKED\tNACKED\tDEAD"
 	if rates {
-		hdr += "IN/S\tACK/S\t"
+		hdr += "\tIN/S\tACK/S"
 	}
 	fmt.Fprintln(tw, hdr)
 	for _, q := range qs {
@@ -200,15 +202,15 @@ func printQueues(w io.Writer, qs, prev []admin.QueueInfo, dt time.Duration, rate
 		if q.DeadLetter != "" {
 			name += " -> " + q.DeadLetter
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t", name, q.Engine, s.Ready, s.Delayed, s.InFlight, q.Depth,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d", name, q.Engine, s.Ready, s.Delayed, s.InFlight, q.Depth,
 			s.EnqueuedTotal, s.AckedTotal, s.NackedTotal, s.DeadLetteredTotal)
 		if rates {
 			p, ok := before[q.Name]
 			if ok && dt > 0 {
-				fmt.Fprintf(tw, "%.0f\t%.0f\t", float64(s.EnqueuedTotal-p.Stats.EnqueuedTotal)/dt.Seconds(),
+				fmt.Fprintf(tw, "\t%.0f\t%.0f", float64(s.EnqueuedTotal-p.Stats.EnqueuedTotal)/dt.Seconds(),
 					float64(s.AckedTotal-p.Stats.AckedTotal)/dt.Seconds())
 			} else {
-				fmt.Fprint(tw, "-\t-\t")
+				fmt.Fprint(tw, "\t-\t-")
 			}
 		}
 		fmt.Fprintln(tw)
