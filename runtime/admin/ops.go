@@ -17,12 +17,11 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 )
 
-// Operator is what the operations routes need from the runtime: consumers,
-// looking into queues and fixing them. It is separate from Backend so that a
-// runtime (or a test double) can serve the basic API without it.
+// Operator is what the operations routes need from the runtime: looking
+// into queues, fixing them and pausing consumers. It is separate from
+// Backend so that a runtime (or a test double) can serve the basic API
+// without it.
 type Operator interface {
-	// Consumers reports every consumer, sorted by name.
-	Consumers(ctx context.Context) ([]ConsumerInfo, error)
 	// Peek returns up to max ready or delayed messages of a queue without
 	// consuming them; a queue whose engine cannot is engines.ErrUnsupported.
 	Peek(ctx context.Context, queue string, max int) ([]engines.Delivery, error)
@@ -35,6 +34,13 @@ type Operator interface {
 	// Both return the consumer as it is afterwards.
 	Pause(ctx context.Context, consumer string) (ConsumerInfo, error)
 	Resume(ctx context.Context, consumer string) (ConsumerInfo, error)
+}
+
+// ConsumerLister is implemented by a Backend that can list its consumers;
+// GET /v1/consumers answers 501 otherwise.
+type ConsumerLister interface {
+	// ConsumerInfos reports every consumer, sorted by name.
+	ConsumerInfos(ctx context.Context) ([]ConsumerInfo, error)
 }
 
 // ErrUnknownConsumer is returned by an Operator for a consumer that is not configured.
@@ -326,12 +332,21 @@ func (s *server) redrive(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, RedriveResponse{Redriven: n})
 }
 
+// lister returns the Backend as a ConsumerLister, or answers 501.
+func (s *server) lister(w http.ResponseWriter) ConsumerLister {
+	cl, ok := s.o.Backend.(ConsumerLister)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "this qrun does not list consumers")
+	}
+	return cl
+}
+
 func (s *server) consumers(w http.ResponseWriter, r *http.Request) {
-	ops := s.ops(w)
-	if ops == nil {
+	cl := s.lister(w)
+	if cl == nil {
 		return
 	}
-	cs, err := ops.Consumers(r.Context())
+	cs, err := cl.ConsumerInfos(r.Context())
 	if err != nil {
 		fail(w, err)
 		return
@@ -340,12 +355,12 @@ func (s *server) consumers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) consumer(w http.ResponseWriter, r *http.Request) {
-	ops := s.ops(w)
-	if ops == nil {
+	cl := s.lister(w)
+	if cl == nil {
 		return
 	}
 	name := r.PathValue("name")
-	cs, err := ops.Consumers(r.Context())
+	cs, err := cl.ConsumerInfos(r.Context())
 	if err != nil {
 		fail(w, err)
 		return

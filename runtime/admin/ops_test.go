@@ -25,7 +25,7 @@ type fakeOps struct {
 	paused  bool
 }
 
-func (f *fakeOps) Consumers(context.Context) ([]admin.ConsumerInfo, error) {
+func (f *fakeOps) consumers() ([]admin.ConsumerInfo, error) {
 	state := admin.StateRunning
 	if f.paused {
 		state = admin.StatePaused
@@ -61,13 +61,13 @@ func (f *fakeOps) Pause(_ context.Context, name string) (admin.ConsumerInfo, err
 		return admin.ConsumerInfo{}, fmt.Errorf("%w: %q", admin.ErrUnknownConsumer, name)
 	}
 	f.paused = true
-	cs, _ := f.Consumers(context.Background())
+	cs, _ := f.consumers()
 	return cs[0], nil
 }
 
 func (f *fakeOps) Resume(_ context.Context, name string) (admin.ConsumerInfo, error) {
 	f.paused = false
-	cs, _ := f.Consumers(context.Background())
+	cs, _ := f.consumers()
 	return cs[0], nil
 }
 
@@ -154,14 +154,15 @@ func TestOperationsErrors(t *testing.T) {
 		want                     int
 	}{
 		{"unsupported engine", "GET", "/v1/queues/q/messages", "", c, 501},
-		{"no operator", "GET", "/v1/consumers", "", noOps, 501},
+		{"no operator", "POST", "/v1/consumers/c/pause", "", noOps, 501},
+		{"no consumer list", "GET", "/v1/consumers", "", c, 501},
 		{"no metrics", "GET", "/metrics", "", c, 404},
 		{"limit not a number", "GET", "/v1/queues/q/messages?limit=ten", "", c, 400},
 		{"limit too big", "GET", "/v1/queues/q/messages?limit=1001", "", c, 400},
 		{"redrive bad body", "POST", "/v1/queues/q/redrive", `{"ids": "x"}`, c, 400},
 		{"redrive unknown field", "POST", "/v1/queues/q/redrive", `{"id": ["x"]}`, c, 400},
 		{"redrive empty body means all", "POST", "/v1/queues/q/redrive", ``, c, 200},
-		{"unknown consumer", "GET", "/v1/consumers/nobody", "", c, 404},
+		{"unknown consumer", "POST", "/v1/consumers/nobody/pause", "", c, 404},
 	} {
 		req, _ := http.NewRequest(tc.method, tc.client.BaseURL+tc.path, strings.NewReader(tc.body))
 		req.Header.Set("Authorization", "Bearer t")

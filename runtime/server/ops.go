@@ -32,7 +32,7 @@ func (s *Server) metricsEnabled() bool {
 // adminOptions configures the admin API with the operations routes and,
 // when enabled, /metrics.
 func (s *Server) adminOptions() admin.Options {
-	o := admin.Options{Token: s.cfg.Runtime.AdminToken, Backend: s, Ops: operator{s}, Logger: s.log}
+	o := admin.Options{Token: s.cfg.Runtime.AdminToken, Backend: s, Ops: s, Logger: s.log}
 	if s.metrics != nil {
 		o.Metrics = s.metrics.Handler()
 	}
@@ -53,15 +53,6 @@ func (s *Server) queueEntry(name string) (*queue, error) {
 
 func unsupported(q *queue, op string) error {
 	return fmt.Errorf("queue %q (engine %q) cannot %s: %w", q.cfg.Name, q.engine, op, engines.ErrUnsupported)
-}
-
-// operator is the Server as the admin API's Operator; Server's own
-// Consumers method, which tests use, returns the dispatchers instead.
-type operator struct{ *Server }
-
-// Consumers implements admin.Operator.
-func (o operator) Consumers(ctx context.Context) ([]admin.ConsumerInfo, error) {
-	return o.ConsumerInfos(ctx)
 }
 
 // Peek shows up to max messages of a queue without consuming them.
@@ -103,28 +94,43 @@ func (s *Server) Redrive(ctx context.Context, queue string, ids []string) (int, 
 	return r.Redrive(ctx, ids)
 }
 
-func (s *Server) consumer(name string) (int, *dispatch.Consumer, error) {
+// consumerView is a running consumer with what the operations surface
+// reports about its plugin.
+type consumerView struct {
+	c          *dispatch.Consumer
+	version    string
+	reloads    int64
+	logDropped uint64
+}
+
+// consumerViews is the one place the operations surface reads the
+// server's consumers and plugins from (plugins and consumers are appended
+// together by addConsumer, so they pair up by index).
+func (s *Server) consumerViews() []consumerView {
+	out := make([]consumerView, len(s.consumers))
 	for i, c := range s.consumers {
-		if c.Name() == name {
-			return i, c, nil
+		out[i].c = c
+		if i < len(s.plugins) {
+			out[i].version, out[i].logDropped = s.plugins[i].Version(), s.plugins[i].LogDropped()
 		}
 	}
-	return 0, nil, fmt.Errorf("%w: %q", admin.ErrUnknownConsumer, name)
+	return out
 }
 
-// version is the plugin version of the i-th consumer (plugins and
-// consumers are appended together by addConsumer).
-func (s *Server) version(i int) string {
-	if i < len(s.plugins) {
-		return s.plugins[i].Version()
+func (s *Server) consumer(name string) (consumerView, error) {
+	for _, v := range s.consumerViews() {
+		if v.c.Name() == name {
+			return v, nil
+		}
 	}
-	return ""
+	return consumerView{}, fmt.Errorf("%w: %q", admin.ErrUnknownConsumer, name)
 }
 
-func (s *Server) consumerInfo(i int, c *dispatch.Consumer) admin.ConsumerInfo {
+func consumerInfo(v consumerView) admin.ConsumerInfo {
+	c := v.c
 	st := c.Stats()
 	info := admin.ConsumerInfo{
-		Name: c.Name(), Queue: c.QueueName(), State: admin.StateRunning, Version: s.version(i),
+		Name: c.Name(), Queue: c.QueueName(), State: admin.StateRunning, Version: v.version,
 		Concurrency: c.Concurrency(), InFlight: st.InFlight, Instances: st.Instances,
 		Counts: admin.ConsumerCounts{
 			Acked: st.Acked, Nacked: st.Nacked, Requeued: st.Requeued, DeadLettered: st.DeadLettered,
@@ -142,11 +148,12 @@ func (s *Server) consumerInfo(i int, c *dispatch.Consumer) admin.ConsumerInfo {
 	return info
 }
 
-// ConsumerInfos reports every consumer, sorted by name.
+// ConsumerInfos implements admin.ConsumerLister: every consumer, sorted by name.
 func (s *Server) ConsumerInfos(context.Context) ([]admin.ConsumerInfo, error) {
-	out := make([]admin.ConsumerInfo, 0, len(s.consumers))
-	for i, c := range s.consumers {
-		out = append(out, s.consumerInfo(i, c))
+	views := s.consumerViews()
+	out := make([]admin.ConsumerInfo, 0, len(views))
+	for _, v := range views {
+		out = append(out, consumerInfo(v))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -154,25 +161,25 @@ func (s *Server) ConsumerInfos(context.Context) ([]admin.ConsumerInfo, error) {
 
 // Pause pauses a consumer (see dispatch.Consumer.Pause).
 func (s *Server) Pause(ctx context.Context, name string) (admin.ConsumerInfo, error) {
-	i, c, err := s.consumer(name)
+	v, err := s.consumer(name)
 	if err != nil {
 		return admin.ConsumerInfo{}, err
 	}
-	if err := c.Pause(ctx); err != nil {
+	if err := v.c.Pause(ctx); err != nil {
 		// The pause holds; a delivery still in hand outlived the request.
-		return s.consumerInfo(i, c), fmt.Errorf("consumer %q is paused but a delivery was still being handled: %w", name, err)
+		return consumerInfo(v), fmt.Errorf("consumer %q is paused but a delivery was still being handled: %w", name, err)
 	}
-	return s.consumerInfo(i, c), nil
+	return consumerInfo(v), nil
 }
 
 // Resume resumes a paused consumer.
 func (s *Server) Resume(_ context.Context, name string) (admin.ConsumerInfo, error) {
-	i, c, err := s.consumer(name)
+	v, err := s.consumer(name)
 	if err != nil {
 		return admin.ConsumerInfo{}, err
 	}
-	c.Resume()
-	return s.consumerInfo(i, c), nil
+	v.c.Resume()
+	return consumerInfo(v), nil
 }
 
 // QueueSamples implements metrics.Source.
@@ -187,16 +194,15 @@ func (s *Server) QueueSamples(ctx context.Context) []metrics.QueueSample {
 
 // ConsumerSamples implements metrics.Source.
 func (s *Server) ConsumerSamples() []metrics.ConsumerSample {
-	out := make([]metrics.ConsumerSample, 0, len(s.consumers))
-	for i, c := range s.consumers {
-		cs := metrics.ConsumerSample{
-			Name: c.Name(), Queue: c.QueueName(), Version: s.version(i), Paused: c.Paused(),
+	views := s.consumerViews()
+	out := make([]metrics.ConsumerSample, 0, len(views))
+	for _, v := range views {
+		c := v.c
+		out = append(out, metrics.ConsumerSample{
+			Name: c.Name(), Queue: c.QueueName(), Version: v.version, Paused: c.Paused(),
 			Concurrency: c.Concurrency(), Stats: c.Stats(), Latency: c.Latency(),
-		}
-		if i < len(s.plugins) {
-			cs.LogDropped = s.plugins[i].LogDropped()
-		}
-		out = append(out, cs)
+			Reloads: v.reloads, LogDropped: v.logDropped,
+		})
 	}
 	return out
 }
