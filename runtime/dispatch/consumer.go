@@ -259,7 +259,8 @@ type worker struct {
 	// ewma of the time one delivery takes, for sizing batches.
 	ewma    time.Duration
 	backoff time.Duration
-	lat     latency // written only when Config.RecordLatency
+	lat     latency  // written only when Config.RecordLatency
+	_       [64]byte // keep whatever is allocated next off lat's last line
 }
 
 const (
