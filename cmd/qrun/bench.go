@@ -38,6 +38,10 @@ import (
 // does not depend on how precisely an engine stores its own enqueue time,
 // and messages that were already in the queue are not counted.
 
+// maxBenchMessages bounds -n: every message's latency is kept for exact
+// percentiles, 8 bytes each.
+const maxBenchMessages = 100_000_000
+
 // Attributes a bench message carries.
 const (
 	benchRunAttr  = "qrun.bench.run"
@@ -96,8 +100,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return usagef("bench takes no arguments, got %q", pos)
 	case *queue == "":
 		return usagef("missing -q QUEUE")
-	case *n < 1:
-		return usagef("-n %d: want at least 1 message", *n)
+	case *n < 1 || *n > maxBenchMessages:
+		return usagef("-n %d: want at least 1 message and at most %d (each costs 8 bytes of latency record)", *n, maxBenchMessages)
 	case *size < 0:
 		return usagef("--size %d: want 0 or more bytes", *size)
 	case *producers < 1:
