@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/qrun-dev/qrun/engines"
@@ -107,6 +110,20 @@ func BenchmarkScrape(b *testing.B) {
 			Latency: dispatch.Latency{Bounds: []time.Duration{time.Millisecond}, Counts: []uint64{1, 1}, Count: 2}})
 	}
 	h := metrics.New(src, nil).Handler()
+	b.ReportAllocs()
+	for range b.N {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	}
+}
+
+// BenchmarkScrapeBareGoExporter is the ceiling BenchmarkScrape is compared
+// with: the Go runtime and process collectors alone, which any Go program
+// exporting Prometheus metrics serves, through the same handler.
+func BenchmarkScrapeBareGoExporter(b *testing.B) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	b.ReportAllocs()
 	for range b.N {
 		rec := httptest.NewRecorder()
