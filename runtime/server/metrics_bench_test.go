@@ -149,7 +149,7 @@ func (c *chunkCounter) Settled(*engines.Delivery, engines.Verdict, time.Duration
 }
 
 // BenchmarkMetricsOverhead compares metrics off and on (histogram recorded,
-// /metrics scraped) by alternating between two runtimes in chunks of 64Ki
+// /metrics scraped) by alternating between two runtimes in chunks of 8Ki
 // messages within one benchmark, so that load from anything else on the
 // machine falls on both alike: a benchmark per variant, run one after the
 // other, cannot tell a few percent from the machine's drift. Only the
@@ -197,7 +197,7 @@ consumer "ack" {
 	}
 	off, on := newVariant(false), newVariant(true)
 	body := make([]byte, 64)
-	const chunk, batch = 64 << 10, 256
+	const chunk, batch = 8 << 10, 256
 	ctx := context.Background()
 	run := func(v *variant, n int) {
 		start, cpu0 := time.Now(), cpuTime(b)
