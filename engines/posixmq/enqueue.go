@@ -1,0 +1,242 @@
+//go:build linux
+
+package posixmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/posixmq/frame"
+	"github.com/qrun-dev/qrun/engines/posixmq/mq"
+)
+
+// enqueue implements Queue.Enqueue. The batch is validated whole before
+// anything is sent, so the only failures midway are a queue that stayed
+// full and Close; the error then says how many messages were stored.
+func (q *queue) enqueue(ctx context.Context, h *handle, msgs []engines.Message) error {
+	if err := q.validate(msgs); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return q.errClosed("enqueue to")
+	}
+	for i := range msgs {
+		if msgs[i].ID == "" {
+			msgs[i].ID = q.nextID()
+		}
+	}
+	q.mu.Unlock()
+
+	wallNow := time.Now()
+	deadline := wallNow.Add(q.e.opts.SendTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	enq := wallNow.UnixNano()
+	buf := scratchPool.Get().(*[]byte)
+	defer scratchPool.Put(buf)
+	spilled := false
+	defer func() {
+		if spilled {
+			q.pump()
+		}
+	}()
+	var lastErr error
+	for i := 0; i < len(msgs); {
+		m := &msgs[i]
+		if m.Delay > 0 {
+			if err := q.delay(m, enq); err != nil {
+				return q.partial(i, len(msgs), err)
+			}
+			i++
+			continue
+		}
+		// Straight into the kernel unless messages are waiting ahead of
+		// this one in the outbox.
+		if q.outLen.Load() == 0 {
+			err := q.send(buf, m, enq)
+			if err == nil {
+				q.enqTotal.Add(1)
+				i++
+				continue
+			}
+			if !errors.Is(err, mq.ErrTimeout) {
+				return q.partial(i, len(msgs), err)
+			}
+			lastErr = err
+		}
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return q.partial(i, len(msgs), q.errClosed("enqueue to"))
+		}
+		if q.outbox.len() < q.e.opts.Spill {
+			q.spill(m, enq)
+			q.mu.Unlock()
+			spilled = true
+			i++
+			continue
+		}
+		if q.roomCh == nil {
+			q.roomCh = make(chan struct{})
+		}
+		room := q.roomCh
+		q.mu.Unlock()
+		if spilled {
+			q.pump()
+			spilled = false
+		}
+		// Armed after roomCh exists: room made after the send failed is
+		// seen by the watcher's check.
+		arm(q.armWrite)
+		if err := q.waitRoom(ctx, h, room, deadline); err != nil {
+			if lastErr == nil {
+				lastErr = fmt.Errorf("%w: %w", mq.ErrTimeout, unix.EAGAIN)
+			}
+			if errors.Is(err, errWaitTimeout) {
+				err = fmt.Errorf("the queue stayed full until the deadline: %w", lastErr)
+			}
+			return q.partial(i, len(msgs), err)
+		}
+	}
+	return nil
+}
+
+var errWaitTimeout = errors.New("deadline")
+
+// waitRoom waits until room may have appeared, or fails.
+func (q *queue) waitRoom(ctx context.Context, h *handle, room <-chan struct{}, deadline time.Time) error {
+	d := time.Until(deadline)
+	if d <= 0 {
+		return errWaitTimeout
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-room:
+		return nil
+	case <-t.C:
+		return errWaitTimeout
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-h.done:
+		return h.errClosed("enqueue to")
+	}
+}
+
+// partial wraps err with how much of the batch was stored.
+func (q *queue) partial(stored, n int, err error) error {
+	if n == 1 {
+		return fmt.Errorf("posixmq: enqueue to %q: %w", q.name, err)
+	}
+	return fmt.Errorf("posixmq: enqueue to %q: %d of %d messages stored: %w", q.name, stored, n, err)
+}
+
+// validate checks the whole batch against what the engine and the kernel
+// queue can carry.
+func (q *queue) validate(msgs []engines.Message) error {
+	raw := q.e.opts.Format == Raw
+	for i := range msgs {
+		m := &msgs[i]
+		var why error
+		switch {
+		case m.TTL < 0:
+			why = fmt.Errorf("negative TTL %v: %w", m.TTL, engines.ErrInvalid)
+		case m.DedupID != "":
+			why = fmt.Errorf("deduplication (DedupID %q): %w", m.DedupID, engines.ErrUnsupported)
+		case raw && (m.ID != "" || len(m.Attributes) > 0 || m.ContentType != "" || m.CorrelationID != "" || m.OrderingKey != "" || m.TTL > 0):
+			why = fmt.Errorf("format raw carries only the body and the priority, not an ID, attributes, content type, correlation ID, ordering key or TTL: %w", engines.ErrUnsupported)
+		}
+		if why != nil {
+			return fmt.Errorf("posixmq: enqueue to %q: message %d: %w", q.name, i, why)
+		}
+		size := len(m.Body)
+		if !raw {
+			size += headerSize(m)
+		}
+		if size > q.msgSize {
+			return fmt.Errorf("posixmq: enqueue to %q: message %d: %w", q.name, i, &mq.TooLargeError{Op: "send", Name: q.kname, Size: size, Max: q.msgSize})
+		}
+	}
+	return nil
+}
+
+// headerSize is the envelope size of m, counting an ID the engine has yet
+// to assign at its longest.
+func headerSize(m *engines.Message) int {
+	h := frame.Header{ID: m.ID, ContentType: m.ContentType, CorrelationID: m.CorrelationID, OrderingKey: m.OrderingKey, Attributes: m.Attributes}
+	n := frame.HeaderSize(&h)
+	if m.ID == "" {
+		n += 2 + maxIDLen
+	}
+	return n
+}
+
+// expiry is the TTL deadline of m in Unix nanoseconds (0 for none),
+// counted from when it becomes visible.
+func expiry(m *engines.Message, enq int64) int64 {
+	if m.TTL <= 0 {
+		return 0
+	}
+	return after(after(enq, max(m.Delay, 0)), m.TTL)
+}
+
+// send writes m into the kernel queue without waiting.
+func (q *queue) send(buf *[]byte, m *engines.Message, enq int64) error {
+	data := m.Body
+	if q.e.opts.Format == Framed {
+		h := frame.Header{ID: m.ID, ContentType: m.ContentType, CorrelationID: m.CorrelationID, OrderingKey: m.OrderingKey,
+			Attributes: m.Attributes, EnqueuedAt: enq, ExpiresAt: expiry(m, enq)}
+		*buf = frame.Append((*buf)[:0], &h, m.Body)
+		data = *buf
+	}
+	q.fdMu.RLock()
+	defer q.fdMu.RUnlock()
+	if q.fdClosed {
+		return q.errClosed("enqueue to")
+	}
+	return q.mq.Send(data, uint(m.Priority), time.Time{})
+}
+
+// record makes a record of a new message; called with mu held.
+func (q *queue) record(m *engines.Message, enq int64) *record {
+	r := q.newRecord()
+	r.msg = *m
+	q.seq++
+	r.seq = q.seq
+	r.enq, r.expire = enq, expiry(m, enq)
+	r.attempt, r.failures = 0, 0
+	r.kprio = uint32(m.Priority)
+	return r
+}
+
+// spill holds m in the outbox until the kernel queue has room; mu held.
+func (q *queue) spill(m *engines.Message, enq int64) {
+	q.toOutbox(q.record(m, enq))
+	q.enqTotal.Add(1)
+}
+
+// delay holds m in memory until it is due, when it goes to the kernel.
+func (q *queue) delay(m *engines.Message, enq int64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return q.errClosed("enqueue to")
+	}
+	r := q.record(m, enq)
+	r.outbound = true
+	r.state = stateDelayed
+	now := q.e.now()
+	r.due = after(now, m.Delay)
+	q.delayed.push(r)
+	q.enqTotal.Add(1)
+	q.armTimer(now)
+	return nil
+}
