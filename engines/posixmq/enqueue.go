@@ -4,7 +4,6 @@ package posixmq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -48,7 +47,7 @@ func (q *queue) enqueue(ctx context.Context, h *handle, msgs []engines.Message) 
 			q.pump()
 		}
 	}()
-	var lastErr error
+	var timer *time.Timer // made at the first wait, for the whole call
 	for i := 0; i < len(msgs); {
 		m := &msgs[i]
 		if m.Delay > 0 {
@@ -61,16 +60,15 @@ func (q *queue) enqueue(ctx context.Context, h *handle, msgs []engines.Message) 
 		// Straight into the kernel unless messages are waiting ahead of
 		// this one in the outbox.
 		if q.outLen.Load() == 0 {
-			err := q.send(buf, m, enq)
-			if err == nil {
+			ok, err := q.send(buf, m, enq)
+			if ok {
 				q.enqTotal.Add(1)
 				i++
 				continue
 			}
-			if !errors.Is(err, mq.ErrTimeout) {
+			if err != nil {
 				return q.partial(i, len(msgs), err)
 			}
-			lastErr = err
 		}
 		q.mu.Lock()
 		if q.closed {
@@ -96,36 +94,30 @@ func (q *queue) enqueue(ctx context.Context, h *handle, msgs []engines.Message) 
 		// Armed after roomCh exists: room made after the send failed is
 		// seen by the watcher's check.
 		arm(q.armWrite)
-		if err := q.waitRoom(ctx, h, room, deadline); err != nil {
-			if lastErr == nil {
-				lastErr = fmt.Errorf("%w: %w", mq.ErrTimeout, unix.EAGAIN)
-			}
-			if errors.Is(err, errWaitTimeout) {
-				err = fmt.Errorf("the queue stayed full until the deadline: %w", lastErr)
-			}
+		if timer == nil {
+			timer = time.NewTimer(time.Until(deadline))
+			defer timer.Stop()
+		}
+		if err := q.waitRoom(ctx, h, room, timer.C); err != nil {
 			return q.partial(i, len(msgs), err)
 		}
 	}
 	return nil
 }
 
-var errWaitTimeout = errors.New("deadline")
+// errFull is what a send that found no room until its deadline wraps: the
+// package's timeout, and the errno a non-blocking send got.
+var errFull = fmt.Errorf("the queue stayed full until the deadline: %w: %w", mq.ErrTimeout, unix.EAGAIN)
 
 // waitRoom waits until room may have appeared, or fails.
-func (q *queue) waitRoom(ctx context.Context, h *handle, room <-chan struct{}, deadline time.Time) error {
-	d := time.Until(deadline)
-	if d <= 0 {
-		return errWaitTimeout
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
+func (q *queue) waitRoom(ctx context.Context, h *handle, room <-chan struct{}, deadline <-chan time.Time) error {
 	select {
 	case <-room:
 		return nil
-	case <-t.C:
-		return errWaitTimeout
+	case <-deadline:
+		return errFull
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("%w: %w", errFull, ctx.Err())
 	case <-h.done:
 		return h.errClosed("enqueue to")
 	}
@@ -188,8 +180,9 @@ func expiry(m *engines.Message, enq int64) int64 {
 	return after(after(enq, max(m.Delay, 0)), m.TTL)
 }
 
-// send writes m into the kernel queue without waiting.
-func (q *queue) send(buf *[]byte, m *engines.Message, enq int64) error {
+// send writes m into the kernel queue without waiting; false with a nil
+// error means the queue is full.
+func (q *queue) send(buf *[]byte, m *engines.Message, enq int64) (bool, error) {
 	data := m.Body
 	if q.e.opts.Format == Framed {
 		h := frame.Header{ID: m.ID, ContentType: m.ContentType, CorrelationID: m.CorrelationID, OrderingKey: m.OrderingKey,
@@ -200,9 +193,9 @@ func (q *queue) send(buf *[]byte, m *engines.Message, enq int64) error {
 	q.fdMu.RLock()
 	defer q.fdMu.RUnlock()
 	if q.fdClosed {
-		return q.errClosed("enqueue to")
+		return false, q.errClosed("enqueue to")
 	}
-	return q.mq.Send(data, uint(m.Priority), time.Time{})
+	return q.mq.TrySend(data, uint(m.Priority))
 }
 
 // record makes a record of a new message; called with mu held.

@@ -329,9 +329,9 @@ func (q *queue) pump() {
 		// Encode under the lock: Close may be reading the record too.
 		data := q.encode(buf, r)
 		q.mu.Unlock()
-		err := q.mq.Send(data, uint(r.kprio), time.Time{})
+		ok, err := q.mq.TrySend(data, uint(r.kprio))
 		q.mu.Lock()
-		if err != nil && errors.Is(err, mq.ErrTimeout) {
+		if !ok && err == nil {
 			q.pumping = false
 			q.mu.Unlock()
 			full = true
@@ -384,7 +384,7 @@ func (q *queue) close() error {
 	buf := scratchPool.Get().(*[]byte)
 	lost := 0
 	for _, r := range recs {
-		if err := q.mq.Send(q.encode(buf, r), uint(r.kprio), time.Time{}); err != nil {
+		if ok, _ := q.mq.TrySend(q.encode(buf, r), uint(r.kprio)); !ok {
 			lost++
 		}
 	}

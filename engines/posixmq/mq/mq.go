@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -37,6 +38,9 @@ type Queue struct {
 	name    string
 	maxMsg  int
 	msgSize int
+	// nonblock is set while the descriptor has O_NONBLOCK: its calls cannot
+	// wait, so they skip the scheduler's system call bookkeeping.
+	nonblock atomic.Bool
 }
 
 // Open opens the named queue (see CanonicalName) like mq_open(3). flag is
@@ -72,6 +76,7 @@ func Open(name string, flag int, perm uint32, attr *Attr) (*Queue, error) {
 		return nil, openError(cname, flag, attr, errno)
 	}
 	q := &Queue{fd: int(fd), name: cname}
+	q.nonblock.Store(flag&unix.O_NONBLOCK != 0)
 	a, err := q.Attr()
 	if err != nil {
 		_ = unix.Close(q.fd)
@@ -140,7 +145,14 @@ func (q *Queue) SetNonblock(nonblock bool) error {
 	if nonblock {
 		a.Flags = unix.O_NONBLOCK
 	}
-	return q.getsetattr(&a, nil)
+	if !nonblock {
+		q.nonblock.Store(false) // before the change: never a raw call on a blocking descriptor
+	}
+	if err := q.getsetattr(&a, nil); err != nil {
+		return err
+	}
+	q.nonblock.Store(nonblock)
+	return nil
 }
 
 func (q *Queue) getsetattr(set, get *Attr) error {
@@ -162,22 +174,60 @@ func (q *Queue) getsetattr(set, get *Attr) error {
 // when the queue stayed full, a *TooLargeError when msg is longer than
 // MsgSize. An empty msg is a valid message.
 func (q *Queue) Send(msg []byte, prio uint, deadline time.Time) error {
+	if err := q.checkSend(msg, prio); err != nil {
+		return err
+	}
+	ts, wait := timespec(deadline)
+	errno := q.send(msg, prio, &ts, wait)
+	if errno != 0 {
+		return q.ioError("send", errno, len(msg))
+	}
+	return nil
+}
+
+// TrySend is Send without waiting that reports a full queue as false with
+// a nil error, which costs no allocation: for callers that wait elsewhere,
+// such as in Go's poller.
+func (q *Queue) TrySend(msg []byte, prio uint) (bool, error) {
+	if err := q.checkSend(msg, prio); err != nil {
+		return false, err
+	}
+	var ts unix.Timespec
+	switch errno := q.send(msg, prio, &ts, false); errno {
+	case 0:
+		return true, nil
+	case unix.ETIMEDOUT, unix.EAGAIN:
+		return false, nil
+	default:
+		return false, q.ioError("send", errno, len(msg))
+	}
+}
+
+func (q *Queue) checkSend(msg []byte, prio uint) error {
 	if len(msg) > q.msgSize {
 		return &TooLargeError{Op: "send", Name: q.name, Size: len(msg), Max: q.msgSize}
 	}
 	if prio >= PrioMax {
 		return fmt.Errorf("mq: send %s: priority %d is outside 0..%d: %w", q.name, prio, PrioMax-1, engines.ErrInvalid)
 	}
-	ts := timespec(deadline)
+	return nil
+}
+
+// send makes the system call, retrying EINTR: the deadline is absolute, so
+// a retry cannot extend it. (Go installs its signal handlers with
+// SA_RESTART, under which the kernel restarts these calls itself; the loop
+// is for a foreign handler without it.)
+func (q *Queue) send(msg []byte, prio uint, ts *unix.Timespec, wait bool) unix.Errno {
 	for {
-		_, _, errno := unix.Syscall6(unix.SYS_MQ_TIMEDSEND, uintptr(q.fd), uintptr(unsafe.Pointer(unsafe.SliceData(msg))), uintptr(len(msg)), uintptr(prio), uintptr(unsafe.Pointer(&ts)), 0)
-		switch errno {
-		case 0:
-			return nil
-		case unix.EINTR:
-			continue
+		var errno unix.Errno
+		if wait || !q.nonblock.Load() {
+			_, _, errno = unix.Syscall6(unix.SYS_MQ_TIMEDSEND, uintptr(q.fd), uintptr(unsafe.Pointer(unsafe.SliceData(msg))), uintptr(len(msg)), uintptr(prio), uintptr(unsafe.Pointer(ts)), 0)
+		} else {
+			_, _, errno = unix.RawSyscall6(unix.SYS_MQ_TIMEDSEND, uintptr(q.fd), uintptr(unsafe.Pointer(unsafe.SliceData(msg))), uintptr(len(msg)), uintptr(prio), uintptr(unsafe.Pointer(ts)), 0)
 		}
-		return q.ioError("send", errno, len(msg))
+		if errno != unix.EINTR {
+			return errno
+		}
 	}
 }
 
@@ -190,17 +240,45 @@ func (q *Queue) Receive(buf []byte, deadline time.Time) (n int, prio uint, err e
 	if len(buf) < q.msgSize {
 		return 0, 0, &TooLargeError{Op: "receive", Name: q.name, Size: q.msgSize, Max: len(buf)}
 	}
-	ts := timespec(deadline)
+	ts, wait := timespec(deadline)
+	n, prio, errno := q.receive(buf, &ts, wait)
+	if errno != 0 {
+		return 0, 0, q.ioError("receive", errno, len(buf))
+	}
+	return n, prio, nil
+}
+
+// TryReceive is Receive without waiting that reports an empty queue as
+// ok == false with a nil error, which costs no allocation.
+func (q *Queue) TryReceive(buf []byte) (n int, prio uint, ok bool, err error) {
+	if len(buf) < q.msgSize {
+		return 0, 0, false, &TooLargeError{Op: "receive", Name: q.name, Size: q.msgSize, Max: len(buf)}
+	}
+	var ts unix.Timespec
+	n, prio, errno := q.receive(buf, &ts, false)
+	switch errno {
+	case 0:
+		return n, prio, true, nil
+	case unix.ETIMEDOUT, unix.EAGAIN:
+		return 0, 0, false, nil
+	default:
+		return 0, 0, false, q.ioError("receive", errno, len(buf))
+	}
+}
+
+func (q *Queue) receive(buf []byte, ts *unix.Timespec, wait bool) (int, uint, unix.Errno) {
 	var p uint32
 	for {
-		r, _, errno := unix.Syscall6(unix.SYS_MQ_TIMEDRECEIVE, uintptr(q.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(unsafe.Pointer(&p)), uintptr(unsafe.Pointer(&ts)), 0)
-		switch errno {
-		case 0:
-			return int(r), uint(p), nil
-		case unix.EINTR:
-			continue
+		var r uintptr
+		var errno unix.Errno
+		if wait || !q.nonblock.Load() {
+			r, _, errno = unix.Syscall6(unix.SYS_MQ_TIMEDRECEIVE, uintptr(q.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(unsafe.Pointer(&p)), uintptr(unsafe.Pointer(ts)), 0)
+		} else {
+			r, _, errno = unix.RawSyscall6(unix.SYS_MQ_TIMEDRECEIVE, uintptr(q.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(unsafe.Pointer(&p)), uintptr(unsafe.Pointer(ts)), 0)
 		}
-		return 0, 0, q.ioError("receive", errno, len(buf))
+		if errno != unix.EINTR {
+			return int(r), uint(p), errno
+		}
 	}
 }
 
@@ -218,12 +296,14 @@ func (q *Queue) ioError(op string, errno unix.Errno, size int) error {
 }
 
 // timespec converts an absolute deadline to the CLOCK_REALTIME timespec the
-// kernel expects; the zero time becomes the epoch, which has always passed.
-func timespec(deadline time.Time) unix.Timespec {
-	if deadline.IsZero() || deadline.Unix() < 0 {
-		return unix.Timespec{}
+// kernel expects, and says whether the call may wait. A deadline that has
+// passed becomes the zero timespec, which the kernel treats as "do not
+// wait" without arming a timer.
+func timespec(deadline time.Time) (unix.Timespec, bool) {
+	if deadline.IsZero() || !deadline.After(time.Now()) {
+		return unix.Timespec{}, false
 	}
-	return unix.Timespec{Sec: deadline.Unix(), Nsec: int64(deadline.Nanosecond())}
+	return unix.Timespec{Sec: deadline.Unix(), Nsec: int64(deadline.Nanosecond())}, true
 }
 
 // Paths of the limits a process without CAP_SYS_RESOURCE is held to.
