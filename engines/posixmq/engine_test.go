@@ -394,3 +394,34 @@ func TestTwoEnginesShareQueue(t *testing.T) {
 		t.Fatalf("EnqueuedAt %v, want the sender's enqueue time", d.EnqueuedAt)
 	}
 }
+
+// TestCloseEndsWaitingSend: a send waiting for room in the kernel returns
+// ErrClosed when the engine closes, and the context cancels it too.
+func TestCloseEndsWaitingSend(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, posixmq.Options{MaxMessages: 1, SendTimeout: time.Hour})
+	q, _ := open(t, e, engines.QueueSpec{Name: "close_send"})
+	if err := q.Enqueue(ctxWait(t), engines.Message{Body: []byte("fills it")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancelled := make(chan error, 1)
+	go func() { cancelled <- q.Enqueue(ctx, engines.Message{Body: []byte("cancelled")}) }()
+	cancel()
+	if err := <-cancelled; !errors.Is(err, context.Canceled) || !errors.Is(err, mq.ErrTimeout) {
+		t.Fatalf("Enqueue with a cancelled context: %v; want context.Canceled and mq.ErrTimeout", err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- q.Enqueue(context.Background(), engines.Message{Body: []byte("closed")}) }()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-closed:
+		if !errors.Is(err, engines.ErrClosed) {
+			t.Fatalf("Enqueue waiting at Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Enqueue still waiting after Close")
+	}
+}

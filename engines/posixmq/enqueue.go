@@ -4,6 +4,7 @@ package posixmq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -82,6 +83,21 @@ func (q *queue) enqueue(ctx context.Context, h *handle, msgs []engines.Message) 
 			i++
 			continue
 		}
+		if q.outbox.len() == 0 {
+			// Nothing ahead of m: wait for room in the kernel itself, which
+			// hands the room to this sender directly when a receiver
+			// takes a message, like a plain blocking mq_send.
+			q.mu.Unlock()
+			sent, err := q.sendWaiting(ctx, h, buf, m, enq, deadline)
+			if err != nil {
+				return q.partial(i, len(msgs), err)
+			}
+			if sent {
+				q.enqTotal.Add(1)
+				i++
+			}
+			continue
+		}
 		if q.roomCh == nil {
 			q.roomCh = make(chan struct{})
 		}
@@ -108,6 +124,50 @@ func (q *queue) enqueue(ctx context.Context, h *handle, msgs []engines.Message) 
 // errFull is what a send that found no room until its deadline wraps: the
 // package's timeout, and the errno a non-blocking send got.
 var errFull = fmt.Errorf("the queue stayed full until the deadline: %w: %w", mq.ErrTimeout, unix.EAGAIN)
+
+// sendSlice bounds one wait of a blocking send, so that a cancelled
+// context or a Close is noticed within it.
+const sendSlice = 50 * time.Millisecond
+
+// sendWaiting sends m through the blocking descriptor, waiting in the kernel
+// for room in slices of at most sendSlice until deadline. It reports false
+// with no error when messages appeared in the outbox meanwhile, which m
+// must queue behind.
+func (q *queue) sendWaiting(ctx context.Context, h *handle, buf *[]byte, m *engines.Message, enq int64, deadline time.Time) (bool, error) {
+	data := q.encodeNew(buf, m, enq)
+	for {
+		if err := ctx.Err(); err != nil {
+			return false, fmt.Errorf("%w: %w", errFull, err)
+		}
+		if h.closed.Load() {
+			return false, h.errClosed("enqueue to")
+		}
+		now := time.Now()
+		if !now.Before(deadline) {
+			return false, errFull
+		}
+		q.fdMu.RLock()
+		if q.fdClosed {
+			q.fdMu.RUnlock()
+			return false, q.errClosed("enqueue to")
+		}
+		slice := now.Add(sendSlice)
+		if deadline.Before(slice) {
+			slice = deadline
+		}
+		err := q.bmq.Send(data, uint(m.Priority), slice)
+		q.fdMu.RUnlock()
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, mq.ErrTimeout) {
+			return false, err
+		}
+		if q.outLen.Load() > 0 {
+			return false, nil
+		}
+	}
+}
 
 // waitRoom waits until room may have appeared, or fails.
 func (q *queue) waitRoom(ctx context.Context, h *handle, room <-chan struct{}, deadline <-chan time.Time) error {
@@ -180,16 +240,22 @@ func expiry(m *engines.Message, enq int64) int64 {
 	return after(after(enq, max(m.Delay, 0)), m.TTL)
 }
 
+// encodeNew returns what to send for a new message: its frame, or its
+// bare body on a raw-format engine.
+func (q *queue) encodeNew(buf *[]byte, m *engines.Message, enq int64) []byte {
+	if q.e.opts.Format == Raw {
+		return m.Body
+	}
+	h := frame.Header{ID: m.ID, ContentType: m.ContentType, CorrelationID: m.CorrelationID, OrderingKey: m.OrderingKey,
+		Attributes: m.Attributes, EnqueuedAt: enq, ExpiresAt: expiry(m, enq)}
+	*buf = frame.Append((*buf)[:0], &h, m.Body)
+	return *buf
+}
+
 // send writes m into the kernel queue without waiting; false with a nil
 // error means the queue is full.
 func (q *queue) send(buf *[]byte, m *engines.Message, enq int64) (bool, error) {
-	data := m.Body
-	if q.e.opts.Format == Framed {
-		h := frame.Header{ID: m.ID, ContentType: m.ContentType, CorrelationID: m.CorrelationID, OrderingKey: m.OrderingKey,
-			Attributes: m.Attributes, EnqueuedAt: enq, ExpiresAt: expiry(m, enq)}
-		*buf = frame.Append((*buf)[:0], &h, m.Body)
-		data = *buf
-	}
+	data := q.encodeNew(buf, m, enq)
 	q.fdMu.RLock()
 	defer q.fdMu.RUnlock()
 	if q.fdClosed {
