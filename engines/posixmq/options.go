@@ -114,6 +114,7 @@ type OptionError struct {
 	Err    error  // the underlying error, if any
 }
 
+// Error names the option and the problem.
 func (e *OptionError) Error() string { return "posixmq: " + e.Option + ": " + e.Reason }
 
 // Unwrap returns engines.ErrInvalid and the underlying error.

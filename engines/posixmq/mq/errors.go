@@ -34,6 +34,7 @@ type Error struct {
 	kind error  // a sentinel of this package, or nil
 }
 
+// Error describes the operation, the queue and the cause.
 func (e *Error) Error() string {
 	if e.kind == ErrTimeout {
 		what := "no message arrived"
@@ -67,6 +68,7 @@ type TooLargeError struct {
 	Size, Max int
 }
 
+// Error gives both sizes.
 func (e *TooLargeError) Error() string {
 	if e.Op == "receive" {
 		return fmt.Sprintf("mq: receive %s: buffer of %d bytes is smaller than the queue's message size %d", e.Name, e.Max, e.Size)
@@ -91,6 +93,7 @@ type LimitError struct {
 	Err  error // the errno
 }
 
+// Error names the limit, its value and how to raise it.
 func (e *LimitError) Error() string {
 	prefix := "mq: "
 	if e.Name != "" {
