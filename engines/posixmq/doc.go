@@ -33,15 +33,18 @@
 // all of those back into the kernel queue (without their remaining delay),
 // as far as it has room, so a restart picks them up.
 //
-// # Waiting without threads
+// # Waiting
 //
-// Queue descriptors are opened non-blocking and registered with Go's
-// network poller (an mqueue descriptor supports epoll), so a receiver that
-// finds nothing waits on a channel like any other Go code: it wakes for a
-// kernel message, an in-process redelivery, its context or Close, whichever
-// comes first, and never parks an OS thread in a system call. One goroutine
-// per queue and direction turns the descriptor's readiness into those
-// wake-ups, and only while someone waits.
+// Each kernel queue is opened twice. The non-blocking descriptor is
+// registered with Go's network poller (an mqueue descriptor supports epoll):
+// the first receiver that finds nothing waits in the poller on it, so a
+// message from any process wakes it with no hand-off, and further receivers
+// wait on a channel like any other Go code. Either wakes for a kernel
+// message, an in-process redelivery, its context (the poller wait is
+// sliced so a cancellation is seen within 50ms) or Close; none parks an OS
+// thread in a system call. A sender that finds the queue full waits on the
+// blocking descriptor, in mq_timedsend, which the kernel wakes as soon as a
+// receiver makes room, again in short slices.
 //
 // # Priorities
 //

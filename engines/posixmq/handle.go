@@ -32,6 +32,10 @@ func (h *handle) Close() error {
 	h.once.Do(func() {
 		h.closed.Store(true)
 		close(h.done)
+		// A receiver of this handle may be leading: cut its wait short.
+		h.q.mu.Lock()
+		h.q.kick()
+		h.q.mu.Unlock()
 	})
 	return nil
 }

@@ -60,11 +60,13 @@ type queue struct {
 	outLen   atomic.Int64 // len(outbox), read without mu on the enqueue fast path
 	enqTotal atomic.Int64
 
-	// armRead and armWrite ask the watchers to wait for the descriptor to
-	// become readable or writable; stop ends them.
-	armRead, armWrite chan struct{}
-	stop              chan struct{}
-	watchers          sync.WaitGroup
+	// armWrite asks the watcher to wait for the descriptor to become
+	// writable; stop ends it.
+	armWrite chan struct{}
+	stop     chan struct{}
+	watchers sync.WaitGroup
+	// kicked ends the leading receiver's wait in the poller (see receive).
+	kicked atomic.Bool
 
 	warn logLimit
 
@@ -88,6 +90,7 @@ type queue struct {
 	// waitCh is closed when a receiver may find something (a redelivery, a
 	// kernel message, Close); roomCh when an enqueuer may find room.
 	waitCh, roomCh chan struct{}
+	leading        bool // a receiver waits in the poller
 	pumping        bool
 
 	timer      *time.Timer
@@ -139,15 +142,14 @@ func openQueue(e *Engine, name, kname string) (*queue, error) {
 	q := &queue{
 		e: e, name: name, kname: kname, mq: mqq, file: file, rc: rc, bmq: bmq,
 		maxMsg: mqq.MaxMsg(), msgSize: mqq.MsgSize(), direct: mqq.MsgSize() <= slabSize/4,
-		armRead: make(chan struct{}, 1), armWrite: make(chan struct{}, 1), stop: make(chan struct{}),
+		armWrite: make(chan struct{}, 1), stop: make(chan struct{}),
 		vt: int64(engines.DefaultVisibilityTimeout),
 	}
 	q.ready.byPrio, q.outbox.byPrio = true, true
 	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
 	q.timer.Stop()
-	q.watchers.Add(2)
-	go q.watch(true)
-	go q.watch(false)
+	q.watchers.Add(1)
+	go q.watchWrite()
 	return q, nil
 }
 
@@ -215,12 +217,14 @@ func (q *queue) errClosed(op string) error {
 	return fmt.Errorf("posixmq: %s %q: %w", op, q.name, engines.ErrClosed)
 }
 
-// wake releases every blocked receiver; the losers of the race wait again.
+// wake releases every blocked receiver, the leader included; the losers of
+// the race wait again.
 func (q *queue) wake() {
 	if q.waitCh != nil {
 		close(q.waitCh)
 		q.waitCh = nil
 	}
+	q.kick()
 }
 
 // wakeRoom releases every enqueuer waiting for room.
@@ -239,51 +243,29 @@ func arm(ch chan struct{}) {
 	}
 }
 
-// watch turns the descriptor's readiness into wake-ups, while someone
-// waits. The readiness check runs inside the poller's callback, after the
-// poller's state was reset, so a message that arrived before the watcher
-// started waiting is seen by the check and one that arrives after wakes
-// the poller: nothing falls between.
-func (q *queue) watch(read bool) {
+// watchWrite turns the descriptor's writability into pumping the outbox
+// and waking enqueuers, while someone waits for room. The check runs inside
+// the poller's callback, after the poller's state was reset, so room made
+// before the wait is seen by the check and room made after wakes the
+// poller: nothing falls between.
+func (q *queue) watchWrite() {
 	defer q.watchers.Done()
-	armed := q.armWrite
-	if read {
-		armed = q.armRead
-	}
 	check := func(uintptr) bool {
 		a, err := q.mq.Attr()
-		if err != nil {
-			return true // let the waiters find the error themselves
-		}
-		if read {
-			return a.CurMsgs > 0
-		}
-		return a.CurMsgs < a.MaxMsg
+		return err != nil || a.CurMsgs < a.MaxMsg // on error the waiters find it themselves
 	}
 	for {
 		select {
-		case <-armed:
+		case <-q.armWrite:
 		case <-q.stop:
 			return
 		}
-		var err error
-		if read {
-			err = q.rc.Read(check)
-		} else {
-			err = q.rc.Write(check)
-		}
-		if err != nil {
+		if q.rc.Write(check) != nil {
 			return // the descriptor was closed
 		}
-		if !read {
-			q.pump()
-		}
+		q.pump()
 		q.mu.Lock()
-		if read {
-			q.wake()
-		} else {
-			q.wakeRoom()
-		}
+		q.wakeRoom()
 		q.mu.Unlock()
 	}
 }

@@ -35,7 +35,17 @@ type recvScratch struct {
 
 var recvPool = sync.Pool{New: func() any { return new(recvScratch) }}
 
+// leaderSlice bounds one wait of the leading receiver in the poller, so
+// that a cancelled context is noticed within it.
+const leaderSlice = 50 * time.Millisecond
+
 // receive implements Queue.Receive for handle h.
+//
+// A receiver that finds nothing waits in one of two ways. The first to wait
+// becomes the leader and waits in Go's poller for the descriptor itself, so
+// a message from the kernel wakes it with no hand-off; the others wait on a
+// channel that the leader closes when its wait ends. An in-process event (a
+// redelivery, Close) closes the channel and cuts the leader's wait short.
 func (q *queue) receive(ctx context.Context, h *handle, buf []engines.Delivery) (int, error) {
 	for {
 		if h.closed.Load() {
@@ -44,6 +54,9 @@ func (q *queue) receive(ctx context.Context, h *handle, buf []engines.Delivery) 
 		n, err := q.take(buf, h.name)
 		if err != nil || n > 0 {
 			return n, err
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
 		}
 		q.mu.Lock()
 		if q.closed {
@@ -54,14 +67,22 @@ func (q *queue) receive(ctx context.Context, h *handle, buf []engines.Delivery) 
 			q.mu.Unlock()
 			continue
 		}
+		if !q.leading {
+			q.leading = true
+			q.kicked.Store(false)
+			q.mu.Unlock()
+			q.lead(ctx)
+			q.mu.Lock()
+			q.leading = false
+			q.wake() // the followers look again, and one of them leads
+			q.mu.Unlock()
+			continue
+		}
 		if q.waitCh == nil {
 			q.waitCh = make(chan struct{})
 		}
 		wait := q.waitCh
 		q.mu.Unlock()
-		// Armed after waitCh exists, so a message that reached the kernel
-		// after take looked is seen by the watcher's check.
-		arm(q.armRead)
 		select {
 		case <-wait:
 		case <-ctx.Done():
@@ -69,6 +90,38 @@ func (q *queue) receive(ctx context.Context, h *handle, buf []engines.Delivery) 
 		case <-h.done:
 			return 0, h.errClosed("receive from")
 		}
+	}
+}
+
+// lead waits in the poller until the kernel queue has a message, the wait
+// is kicked, or leaderSlice (or ctx's deadline) passes. The readiness check
+// runs inside the poller's callback, after the poller's state was reset, so
+// a message that arrived before the wait is seen by the check and one that
+// arrives after wakes the poller: nothing falls between.
+func (q *queue) lead(ctx context.Context) {
+	deadline := time.Now().Add(leaderSlice)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if q.file.SetReadDeadline(deadline) != nil {
+		return // closed
+	}
+	_ = q.rc.Read(q.readable)
+}
+
+// readable is the leader's readiness check.
+func (q *queue) readable(uintptr) bool {
+	if q.kicked.Load() {
+		return true
+	}
+	a, err := q.mq.Attr()
+	return err != nil || a.CurMsgs > 0
+}
+
+// kick cuts the leader's wait short; called with mu held.
+func (q *queue) kick() {
+	if q.leading && !q.kicked.Swap(true) {
+		_ = q.file.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
