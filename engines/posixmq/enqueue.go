@@ -59,7 +59,20 @@ func (q *queue) enqueue(ctx context.Context, h *handle, msgs []engines.Message) 
 			continue
 		}
 		// Straight into the kernel unless messages are waiting ahead of
-		// this one in the outbox.
+		// this one in the outbox. Without a spill there is nothing to do
+		// but wait when the queue is full, so the send waits in the kernel
+		// from the start: one system call whether or not there is room.
+		if q.outLen.Load() == 0 && q.e.opts.Spill == 0 {
+			sent, err := q.sendWaiting(ctx, h, buf, m, enq, deadline)
+			if err != nil {
+				return q.partial(i, len(msgs), err)
+			}
+			if sent {
+				q.enqTotal.Add(1)
+				i++
+			}
+			continue
+		}
 		if q.outLen.Load() == 0 {
 			ok, err := q.send(buf, m, enq)
 			if ok {
@@ -122,8 +135,8 @@ func (q *queue) enqueue(ctx context.Context, h *handle, msgs []engines.Message) 
 }
 
 // errFull is what a send that found no room until its deadline wraps: the
-// package's timeout, and the errno a non-blocking send got.
-var errFull = fmt.Errorf("the queue stayed full until the deadline: %w: %w", mq.ErrTimeout, unix.EAGAIN)
+// package's timeout, and the errno of a send that waited in vain.
+var errFull = fmt.Errorf("the queue stayed full until the deadline: %w: %w", mq.ErrTimeout, unix.ETIMEDOUT)
 
 // sendSlice bounds one wait of a blocking send, so that a cancelled
 // context or a Close is noticed within it.
