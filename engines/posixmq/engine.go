@@ -32,6 +32,7 @@ type Engine struct {
 
 	idPrefix string
 	ids      atomic.Uint64
+	limit    logLimit // rate limit of repeated warnings and errors
 
 	mu     sync.Mutex
 	closed bool

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
 	"github.com/qrun-dev/qrun/engines"
@@ -68,7 +69,6 @@ type queue struct {
 	// kicked ends the leading receiver's wait in the poller (see receive).
 	kicked atomic.Bool
 
-	warn logLimit
 
 	mu     sync.Mutex
 	closed bool
@@ -443,27 +443,48 @@ func after(t int64, d time.Duration) int64 {
 	return t + int64(d)
 }
 
-// logLimit keeps a repeated warning to one line per interval, counting what
-// it suppressed, so a flood of bad input cannot flood the log.
+// logLimit keeps each repeated message to one line per logEvery, counting
+// what it suppressed, so a flood of bad input or a full dead-letter queue
+// cannot flood the log.
 type logLimit struct {
-	mu         sync.Mutex
-	last       time.Time
+	mu   sync.Mutex
+	last map[string]logMark
+}
+
+type logMark struct {
+	at         time.Time
 	suppressed int
 }
 
 const logEvery = 10 * time.Second
 
-func (q *queue) warnf(msg string, fields ...zap.Field) {
-	l := &q.warn
-	l.mu.Lock()
+// log writes msg at level unless the same msg was written less than
+// logEvery ago.
+func (l *logLimit) log(lg *zap.Logger, level zapcore.Level, msg string, fields ...zap.Field) {
 	now := time.Now()
-	if !l.last.IsZero() && now.Sub(l.last) < logEvery {
-		l.suppressed++
+	l.mu.Lock()
+	m := l.last[msg]
+	if !m.at.IsZero() && now.Sub(m.at) < logEvery {
+		m.suppressed++
+		l.last[msg] = m
 		l.mu.Unlock()
 		return
 	}
-	n := l.suppressed
-	l.last, l.suppressed = now, 0
+	if l.last == nil {
+		l.last = make(map[string]logMark)
+	}
+	l.last[msg] = logMark{at: now}
 	l.mu.Unlock()
-	q.e.log.Warn(msg, append(fields, zap.String("queue", q.name), zap.Int("suppressed_since_last", n))...)
+	if m.suppressed > 0 {
+		fields = append(fields, zap.Int("suppressed_since_last", m.suppressed))
+	}
+	lg.Log(level, msg, fields...)
+}
+
+func (q *queue) warnf(msg string, fields ...zap.Field) {
+	q.e.limit.log(q.e.log, zapcore.WarnLevel, msg, append(fields, zap.String("queue", q.name))...)
+}
+
+func (q *queue) errorf(msg string, fields ...zap.Field) {
+	q.e.limit.log(q.e.log, zapcore.ErrorLevel, msg, append(fields, zap.String("queue", q.name))...)
 }

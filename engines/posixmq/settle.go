@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/qrun-dev/qrun/engines"
 )
@@ -150,7 +151,7 @@ func (e *Engine) flushDead(dead []deadMsg) {
 		dead = dead[n:]
 		dlq, err := e.deadLetterQueue(target)
 		if err != nil {
-			e.log.Error("dead letters dropped: their queue cannot be opened",
+			e.limit.log(e.log, zapcore.ErrorLevel, "dead letters dropped: their queue cannot be opened",
 				zap.String("dead_letter_queue", target), zap.Int("messages", len(batch)), zap.Error(err))
 			continue
 		}
@@ -190,8 +191,8 @@ func (q *queue) admitDead(batch []deadMsg) {
 	}
 	q.mu.Unlock()
 	if dropped > 0 {
-		q.e.log.Error("dead letters dropped: the dead-letter queue is full and its in-memory backlog too",
-			zap.String("dead_letter_queue", q.name), zap.Int("dropped", dropped), zap.Int("backlog_limit", limit))
+		q.errorf("dead letters dropped: the dead-letter queue is full and its in-memory backlog too",
+			zap.Int("dropped", dropped), zap.Int("backlog_limit", limit))
 	}
 }
 
