@@ -69,7 +69,6 @@ type queue struct {
 	// kicked ends the leading receiver's wait in the poller (see receive).
 	kicked atomic.Bool
 
-
 	mu     sync.Mutex
 	closed bool
 
