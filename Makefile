@@ -31,7 +31,7 @@ lint:
 # The race detector changes allocation counts, so the allocation guards run
 # once without it, before everything runs with it.
 test: lint
-	$(GO) test -count=1 -run 'Alloc' ./engines/memory/ ./runtime/plugin/
+	$(GO) test -count=1 -run 'Alloc' ./engines/memory/ ./engines/posixmq/ ./runtime/plugin/
 	$(GO) test -race -short -timeout 15m ./...
 
 # soak runs the long tests that -short skips.

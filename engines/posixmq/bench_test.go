@@ -85,3 +85,45 @@ func BenchmarkProducerConsumer(b *testing.B) {
 		})
 	}
 }
+
+// TestAllocsPerMessage guards the hot path: enqueueing, receiving and
+// acking allocate nothing per message beyond the shared slabs and ID blocks,
+// which amortise to well under one allocation per batch.
+func TestAllocsPerMessage(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes allocation counts")
+	}
+	e := newEngine(t, posixmq.Options{MaxMessages: benchDepth, MessageSize: benchMsgSize})
+	ctx := context.Background()
+	q, err := e.Open(ctx, engines.QueueSpec{Name: "allocs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, benchBody)
+	msgs := make([]engines.Message, 8)
+	buf := make([]engines.Delivery, 8)
+	allocs := testing.AllocsPerRun(200, func() {
+		for i := range msgs {
+			msgs[i] = engines.Message{Body: body}
+		}
+		if err := q.Enqueue(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < len(msgs); {
+			n, err := q.Receive(ctx, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range buf[:n] {
+				if err := buf[i].Ack(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got += n
+		}
+	})
+	t.Logf("%.3f allocations per batch of %d", allocs, len(msgs))
+	if allocs > 0.5 {
+		t.Fatalf("%.2f allocations per batch of %d messages, want amortised to under 0.5", allocs, len(msgs))
+	}
+}
