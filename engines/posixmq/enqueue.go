@@ -34,80 +34,78 @@ func (q *queue) enqueue(ctx context.Context, h *handle, msgs []engines.Message) 
 	}
 	q.mu.Unlock()
 
-	wallNow := time.Now()
-	deadline := wallNow.Add(q.e.opts.SendTimeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	now := time.Now()
+	w := &sendState{enq: now.UnixNano(), deadline: now.Add(q.e.opts.SendTimeout)}
+	if d, ok := ctx.Deadline(); ok && d.Before(w.deadline) {
+		w.deadline = d
 	}
-	enq := wallNow.UnixNano()
-	buf := scratchPool.Get().(*[]byte)
-	defer scratchPool.Put(buf)
-	spilled := false
+	w.buf = scratchPool.Get().(*[]byte)
+	defer scratchPool.Put(w.buf)
 	defer func() {
-		if spilled {
+		if w.timer != nil {
+			w.timer.Stop()
+		}
+		if w.spilled {
 			q.pump()
 		}
 	}()
-	var timer *time.Timer // made at the first wait, for the whole call
-	for i := 0; i < len(msgs); {
-		m := &msgs[i]
-		if m.Delay > 0 {
-			if err := q.delay(m, enq); err != nil {
-				return q.partial(i, len(msgs), err)
-			}
-			i++
-			continue
+	for i := range msgs {
+		if err := q.enqueueOne(ctx, h, w, &msgs[i]); err != nil {
+			return q.partial(i, len(msgs), err)
 		}
-		// Straight into the kernel unless messages are waiting ahead of
-		// this one in the outbox. Without a spill there is nothing to do
-		// but wait when the queue is full, so the send waits in the kernel
-		// from the start: one system call whether or not there is room.
-		if q.outLen.Load() == 0 && q.e.opts.Spill == 0 {
-			sent, err := q.sendWaiting(ctx, h, buf, m, enq, deadline)
-			if err != nil {
-				return q.partial(i, len(msgs), err)
-			}
-			if sent {
-				q.enqTotal.Add(1)
-				i++
-			}
-			continue
-		}
+	}
+	return nil
+}
+
+// sendState is what one Enqueue call's messages share.
+type sendState struct {
+	buf      *[]byte // encoding buffer
+	enq      int64   // enqueue time, Unix nanoseconds
+	deadline time.Time
+	timer    *time.Timer // made at the first wait for room in the outbox
+	spilled  bool        // messages went to the outbox: pump when done
+}
+
+// enqueueOne stores m: in memory if it is delayed, otherwise into the
+// kernel queue, or the outbox when the kernel queue is full and the spill
+// has room, or after waiting for room. Messages never overtake those already
+// in the outbox.
+func (q *queue) enqueueOne(ctx context.Context, h *handle, w *sendState, m *engines.Message) error {
+	if m.Delay > 0 {
+		return q.delay(m, w.enq)
+	}
+	for {
 		if q.outLen.Load() == 0 {
-			ok, err := q.send(buf, m, enq)
-			if ok {
-				q.enqTotal.Add(1)
-				i++
-				continue
+			if q.e.opts.Spill == 0 {
+				// Nothing to do but wait when the queue is full, so the send
+				// waits in the kernel from the start: one system call
+				// whether or not there is room.
+				if sent, err := q.sendWaiting(ctx, h, w, m); sent || err != nil {
+					return err
+				}
+				continue // the outbox filled meanwhile: queue behind it
 			}
-			if err != nil {
-				return q.partial(i, len(msgs), err)
+			if ok, err := q.send(w.buf, m, w.enq); ok || err != nil {
+				return err
 			}
 		}
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
-			return q.partial(i, len(msgs), q.errClosed("enqueue to"))
+			return q.errClosed("enqueue to")
 		}
 		if q.outbox.len() < q.e.opts.Spill {
-			q.spill(m, enq)
+			q.spill(m, w.enq)
 			q.mu.Unlock()
-			spilled = true
-			i++
-			continue
+			w.spilled = true
+			return nil
 		}
 		if q.outbox.len() == 0 {
-			// Nothing ahead of m: wait for room in the kernel itself, which
-			// hands the room to this sender directly when a receiver
-			// takes a message, like a plain blocking mq_send.
+			// The spill is full but empty of messages for the kernel
+			// (Spill is zero): wait for room in the kernel itself.
 			q.mu.Unlock()
-			sent, err := q.sendWaiting(ctx, h, buf, m, enq, deadline)
-			if err != nil {
-				return q.partial(i, len(msgs), err)
-			}
-			if sent {
-				q.enqTotal.Add(1)
-				i++
+			if sent, err := q.sendWaiting(ctx, h, w, m); sent || err != nil {
+				return err
 			}
 			continue
 		}
@@ -116,22 +114,20 @@ func (q *queue) enqueue(ctx context.Context, h *handle, msgs []engines.Message) 
 		}
 		room := q.roomCh
 		q.mu.Unlock()
-		if spilled {
+		if w.spilled {
 			q.pump()
-			spilled = false
+			w.spilled = false
 		}
 		// Armed after roomCh exists: room made after the send failed is
 		// seen by the watcher's check.
 		arm(q.armWrite)
-		if timer == nil {
-			timer = time.NewTimer(time.Until(deadline))
-			defer timer.Stop()
+		if w.timer == nil {
+			w.timer = time.NewTimer(time.Until(w.deadline))
 		}
-		if err := q.waitRoom(ctx, h, room, timer.C); err != nil {
-			return q.partial(i, len(msgs), err)
+		if err := q.waitRoom(ctx, h, room, w.timer.C); err != nil {
+			return err
 		}
 	}
-	return nil
 }
 
 // errFull is what a send that found no room until its deadline wraps: the
@@ -143,11 +139,12 @@ var errFull = fmt.Errorf("the queue stayed full until the deadline: %w: %w", mq.
 const sendSlice = 50 * time.Millisecond
 
 // sendWaiting sends m through the blocking descriptor, waiting in the kernel
-// for room in slices of at most sendSlice until deadline. It reports false
-// with no error when messages appeared in the outbox meanwhile, which m
-// must queue behind.
-func (q *queue) sendWaiting(ctx context.Context, h *handle, buf *[]byte, m *engines.Message, enq int64, deadline time.Time) (bool, error) {
-	data := q.encodeNew(buf, m, enq)
+// for room, which a receiver hands to it directly like a plain blocking
+// mq_send, in slices of at most sendSlice until the deadline. It reports
+// false with no error when messages appeared in the outbox meanwhile, which
+// m must queue behind.
+func (q *queue) sendWaiting(ctx context.Context, h *handle, w *sendState, m *engines.Message) (bool, error) {
+	data := q.encodeNew(w.buf, m, w.enq)
 	for {
 		if err := ctx.Err(); err != nil {
 			return false, fmt.Errorf("%w: %w", errFull, err)
@@ -156,21 +153,22 @@ func (q *queue) sendWaiting(ctx context.Context, h *handle, buf *[]byte, m *engi
 			return false, h.errClosed("enqueue to")
 		}
 		now := time.Now()
-		if !now.Before(deadline) {
+		if !now.Before(w.deadline) {
 			return false, errFull
+		}
+		slice := now.Add(sendSlice)
+		if w.deadline.Before(slice) {
+			slice = w.deadline
 		}
 		q.fdMu.RLock()
 		if q.fdClosed {
 			q.fdMu.RUnlock()
 			return false, q.errClosed("enqueue to")
 		}
-		slice := now.Add(sendSlice)
-		if deadline.Before(slice) {
-			slice = deadline
-		}
 		err := q.bmq.Send(data, uint(m.Priority), slice)
 		q.fdMu.RUnlock()
 		if err == nil {
+			q.enqTotal.Add(1)
 			return true, nil
 		}
 		if !errors.Is(err, mq.ErrTimeout) {
@@ -274,7 +272,11 @@ func (q *queue) send(buf *[]byte, m *engines.Message, enq int64) (bool, error) {
 	if q.fdClosed {
 		return false, q.errClosed("enqueue to")
 	}
-	return q.mq.TrySend(data, uint(m.Priority))
+	ok, err := q.mq.TrySend(data, uint(m.Priority))
+	if ok {
+		q.enqTotal.Add(1)
+	}
+	return ok, err
 }
 
 // record makes a record of a new message; called with mu held.
