@@ -65,7 +65,7 @@ type queue struct {
 	// writable; stop ends it.
 	armWrite chan struct{}
 	stop     chan struct{}
-	watchers sync.WaitGroup
+	watchers sync.WaitGroup // the write watcher
 	// kicked ends the leading receiver's wait in the poller (see receive).
 	kicked atomic.Bool
 
@@ -112,7 +112,7 @@ type deadMsg struct {
 }
 
 // openQueue opens (creating if needed) the kernel queue kname and starts
-// its watchers.
+// its write watcher.
 func openQueue(e *Engine, name, kname string) (*queue, error) {
 	mqq, created, err := openKernel(e, kname)
 	if err != nil {
