@@ -31,7 +31,7 @@ lint:
 # The race detector changes allocation counts, so the allocation guards run
 # once without it, before everything runs with it.
 test: lint
-	$(GO) test -count=1 -run 'Alloc' ./engines/memory/ ./runtime/plugin/
+	$(GO) test -count=1 -run 'Alloc' ./engines/memory/ ./engines/posixmq/ ./runtime/plugin/
 	$(GO) test -race -short -timeout 15m ./...
 
 # soak runs the long tests that -short skips.
@@ -54,3 +54,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAttrs$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/plugin/
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/plugin/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./engines/posixmq/frame/
