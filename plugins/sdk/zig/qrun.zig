@@ -82,16 +82,17 @@ fn codeError(code: i32) Error {
     };
 }
 
-/// The raw ABI: host functions of module "qrun" (ABI.md section 4).
+/// The raw ABI: host functions of module "qrun" (ABI.md section 4). A
+/// null pointer is address 0, valid with length 0.
 pub const sys = struct {
-    pub extern "qrun" fn log(level: i32, ptr: [*]const u8, len: i32) i32;
+    pub extern "qrun" fn log(level: i32, ptr: ?[*]const u8, len: i32) i32;
     pub extern "qrun" fn msg_field(field: i32, buf: [*]u8, cap: i32) i32;
     pub extern "qrun" fn msg_attempt() i32;
     pub extern "qrun" fn msg_enqueued_at() i64;
-    pub extern "qrun" fn msg_attr(key: [*]const u8, key_len: i32, buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn msg_attr(key: ?[*]const u8, key_len: i32, buf: [*]u8, cap: i32) i32;
     pub extern "qrun" fn msg_attr_key(index: i32, buf: [*]u8, cap: i32) i32;
-    pub extern "qrun" fn config_get(key: [*]const u8, key_len: i32, buf: [*]u8, cap: i32) i32;
-    pub extern "qrun" fn publish(queue: [*]const u8, queue_len: i32, body: [*]const u8, body_len: i32, attrs: [*]const u8, attrs_len: i32) i32;
+    pub extern "qrun" fn config_get(key: ?[*]const u8, key_len: i32, buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn publish(queue: ?[*]const u8, queue_len: i32, body: ?[*]const u8, body_len: i32, attrs: ?[*]const u8, attrs_len: i32) i32;
     pub extern "qrun" fn set_delay(millis: i64) i32;
     pub extern "qrun" fn extend_lease(millis: i64) i32;
     pub extern "qrun" fn now() i64;
@@ -99,6 +100,14 @@ pub const sys = struct {
 
 fn len32(s: []const u8) i32 {
     return @intCast(s.len);
+}
+
+/// ptr passes a slice's address, or 0 for an empty slice: Zig gives those
+/// an undefined address (0xffffffff from the allocator), which the host
+/// would rightly reject as outside memory.
+fn ptr(s: []const u8) ?[*]const u8 {
+    if (s.len == 0) return null;
+    return s.ptr;
 }
 
 const Reader = struct {
@@ -111,9 +120,9 @@ const Reader = struct {
         const c = len32(buf);
         return switch (r.kind) {
             .field => sys.msg_field(r.n, p, c),
-            .attr => sys.msg_attr(r.key.ptr, len32(r.key), p, c),
+            .attr => sys.msg_attr(ptr(r.key), len32(r.key), p, c),
             .attr_key => sys.msg_attr_key(r.n, p, c),
-            .config => sys.config_get(r.key.ptr, len32(r.key), p, c),
+            .config => sys.config_get(ptr(r.key), len32(r.key), p, c),
         };
     }
 };
@@ -201,7 +210,7 @@ pub fn config(a: std.mem.Allocator, key: []const u8) !?[]u8 {
 /// Writes msg to qrun's log; the host adds consumer, queue, message id and
 /// attempt. Dropped lines (rate limit) are counted by the host.
 pub fn log(level: Level, msg: []const u8) void {
-    _ = sys.log(@intFromEnum(level), msg.ptr, len32(msg));
+    _ = sys.log(@intFromEnum(level), ptr(msg), len32(msg));
 }
 
 /// log with std.fmt formatting; lines are cut at 1 KiB.
@@ -229,7 +238,7 @@ pub fn publish(queue: []const u8, body: []const u8, attrs: []const Attr) !void {
             p += 4 + s.len;
         }
     }
-    const r = sys.publish(queue.ptr, len32(queue), body.ptr, len32(body), enc.ptr, len32(enc));
+    const r = sys.publish(ptr(queue), len32(queue), ptr(body), len32(body), ptr(enc), len32(enc));
     if (r < 0) return codeError(r);
 }
 
@@ -271,9 +280,9 @@ pub fn exportAbi(comptime root: type) void {
             return b.ptr;
         }
 
-        fn free(ptr: [*]u8, size: i32) callconv(.C) void {
+        fn free(region: [*]u8, size: i32) callconv(.C) void {
             const n: usize = if (size > 0) @intCast(size) else 1;
-            allocator.free(ptr[0..n]);
+            allocator.free(region[0..n]);
         }
 
         fn init() callconv(.C) i32 {
@@ -281,9 +290,9 @@ pub fn exportAbi(comptime root: type) void {
             return 0;
         }
 
-        fn handle(ptr: [*]const u8, len: i32) callconv(.C) i32 {
-            // For an empty body the ABI leaves ptr unspecified: not read.
-            const body: []const u8 = if (len > 0) ptr[0..@intCast(len)] else &[_]u8{};
+        fn handle(body_ptr: [*]const u8, len: i32) callconv(.C) i32 {
+            // For an empty body the ABI leaves the pointer unspecified: not read.
+            const body: []const u8 = if (len > 0) body_ptr[0..@intCast(len)] else &[_]u8{};
             const m = Message{ .body = body };
             return @intFromEnum(root.handle(&m));
         }
