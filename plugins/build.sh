@@ -102,7 +102,8 @@ build_zig() {
 	sdk=$(relpath "$1" "$here/sdk/zig")
 	(cd "$1" && ZIG_GLOBAL_CACHE_DIR="$tmp/zig" ZIG_LOCAL_CACHE_DIR="$tmp/zig" \
 		"$ZIG" build-lib -target wasm32-freestanding -dynamic -rdynamic -O ReleaseSmall -fstrip \
-		--mod "qrun::$sdk/qrun.zig" --deps qrun "$name.zig" -femit-bin="$2")
+		--mod "qrun::$sdk/qrun.zig" --deps qrun "$name.zig" -femit-bin="$2") &&
+		rm -f "$2.o" # the object file zig leaves beside the module
 }
 
 build_wat() {
@@ -131,6 +132,9 @@ usable() {
 	*) have "$(tool_for "$1")" ;;
 	esac
 }
+
+# The Go scaffold of `qrun plugin new` carries a copy of package abi.
+cp "$repo/abi/abi.go" "$here/templates/go/qrun-sdk/abi/abi.go.tmpl"
 
 for lang in "${langs[@]}"; do
 	dirs=()

@@ -23,8 +23,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/qrun-dev/qrun/abi"
 )
 
 //go:embed all:templates
@@ -119,9 +117,11 @@ func Scaffold(dir, lang, name string) ([]string, error) {
 	}
 	if lang == "go" {
 		// The Go SDK imports package abi of module github.com/qrun-dev/qrun;
-		// the scaffold's go.mod replaces that module with this copy.
+		// the scaffold's go.mod replaces that module with this copy, whose
+		// abi.go is templates/go/qrun-sdk/abi/abi.go.tmpl (kept equal to
+		// abi/abi.go by build.sh and a test: embedding it from package abi
+		// would change the bytes of every Go guest).
 		out["qrun-sdk/go.mod"] = []byte("module github.com/qrun-dev/qrun\n\ngo 1.24\n")
-		out["qrun-sdk/abi/abi.go"] = []byte(abi.Source())
 	}
 
 	names := make([]string, 0, len(out))

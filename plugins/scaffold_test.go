@@ -205,3 +205,20 @@ func TestScaffoldRefusesBadInput(t *testing.T) {
 		t.Errorf("occupied directory changed: %v", entries)
 	}
 }
+
+// TestGoScaffoldABICopyIsCurrent: the Go scaffold's copy of package abi
+// must be abi/abi.go itself (plugins/build.sh refreshes it).
+func TestGoScaffoldABICopyIsCurrent(t *testing.T) {
+	t.Parallel()
+	want, err := os.ReadFile("../abi/abi.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("templates/go/qrun-sdk/abi/abi.go.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatal("templates/go/qrun-sdk/abi/abi.go.tmpl differs from abi/abi.go: run `make plugins`")
+	}
+}

@@ -90,8 +90,8 @@ type step struct {
 func out(body string) []published { return []published{{Queue: "out", Body: body}} }
 
 var (
-	long300  = strings.Repeat("v", 300)   // past every SDK's first read buffer
-	long1000 = strings.Repeat("c", 1000)  // ditto, for config
+	long300  = strings.Repeat("v", 300)    // past every SDK's first read buffer
+	long1000 = strings.Repeat("c", 1000)   // ditto, for config
 	big      = strings.Repeat("b", 100000) // makes the guest grow its memory
 )
 
