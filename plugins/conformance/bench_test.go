@@ -50,7 +50,7 @@ func BenchmarkHandle(b *testing.B) {
 			}
 			defer in.Close(context.Background())
 			d := engines.NewDelivery(engines.Delivery{Message: engines.Message{ID: "m", Body: trivial}, Queue: "in", Attempt: 1},
-				settler{}, engines.Ticket{})
+				&settler{}, engines.Ticket{})
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -21,6 +21,34 @@ import (
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
+// cacheDir is a compilation cache shared by every host in the package's
+// tests, so each module is compiled once (the Go one takes seconds under
+// the race detector) however many tests load it.
+var cacheDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "qrun-conformance-cache")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cacheDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// newHost returns a host on the shared cache, logging to log (nil: nowhere).
+func newHost(t testing.TB, log *zap.Logger) *plugin.Host {
+	t.Helper()
+	h, err := plugin.NewHost(context.Background(), plugin.HostOptions{CacheDir: cacheDir, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
+	return h
+}
+
 // Languages lists the conformance modules: plugins/conformance/<lang>/conformance.wasm.
 var languages = []string{"go", "rust", "c", "assemblyscript", "zig", "wat"}
 
@@ -65,12 +93,19 @@ func (s *sink) take() []published {
 	return out
 }
 
-// settler records lease extensions; settling is the dispatcher's job and
-// not exercised here.
-type settler struct{}
+// settler records lease extensions, or refuses them as an engine does once
+// the lease is lost; settling is the dispatcher's job and not exercised here.
+type settler struct {
+	lost     bool
+	extended []time.Duration
+}
 
-func (settler) Settle(context.Context, engines.Ticket, engines.Settlement) error { return nil }
-func (settler) Extend(_ context.Context, _ engines.Ticket, d time.Duration) (time.Time, error) {
+func (*settler) Settle(context.Context, engines.Ticket, engines.Settlement) error { return nil }
+func (s *settler) Extend(_ context.Context, _ engines.Ticket, d time.Duration) (time.Time, error) {
+	if s.lost {
+		return time.Time{}, engines.ErrLeaseLost
+	}
+	s.extended = append(s.extended, d)
 	return time.Now().Add(d), nil
 }
 
@@ -85,6 +120,9 @@ type step struct {
 	delay   time.Duration
 	pub     []published
 	log     string // a guest log line at info level that must appear
+
+	lostLease bool          // the engine refuses lease extensions
+	extended  time.Duration // the one lease extension that must reach the engine
 }
 
 func out(body string) []published { return []published{{Queue: "out", Body: body}} }
@@ -141,6 +179,8 @@ var script = []struct {
 	{"publish denied", []step{{body: "pub:secret", verdict: engines.Ack, pub: out("denied")}}},
 	{"publish engine down", []step{{body: "pub:broken", verdict: engines.Ack, pub: out("error")}}},
 	{"log", []step{{body: "log:hello from the guest", verdict: engines.Ack, log: "hello from the guest"}}},
+	{"extend lease", []step{{body: "extend:90000", verdict: engines.Ack, pub: out("ok"), extended: 90 * time.Second}}},
+	{"extend lost lease", []step{{body: "extend:1000", lostLease: true, verdict: engines.Ack, pub: out("error")}}},
 	{"state persists in an instance", []step{
 		{body: "count", verdict: engines.Ack, pub: out("1")},
 		{body: "verdict:0", verdict: engines.Ack},
@@ -188,11 +228,7 @@ func TestConformance(t *testing.T) {
 			t.Parallel()
 			wasm := readModule(t, lang)
 			core, logs := observer.New(zapcore.DebugLevel)
-			h, err := plugin.NewHost(context.Background(), plugin.HostOptions{Logger: zap.New(core)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = h.Close(context.Background()) })
+			h := newHost(t, zap.New(core))
 			pub := &sink{}
 			p, err := h.Load(context.Background(), spec(lang, wasm, baseConfig), pub)
 			if err != nil {
@@ -217,6 +253,7 @@ func TestConformance(t *testing.T) {
 func runStep(t *testing.T, lang string, i int, in *plugin.Instance, pub *sink, logs *observer.ObservedLogs, s step) {
 	t.Helper()
 	name := fmt.Sprintf("step %d (%.40q)", i, s.body)
+	set := &settler{lost: s.lostLease}
 	attempt := s.attempt
 	if attempt == 0 {
 		attempt = 1
@@ -225,7 +262,7 @@ func runStep(t *testing.T, lang string, i int, in *plugin.Instance, pub *sink, l
 		Message: engines.Message{ID: "m-42", Body: []byte(s.body), Attributes: s.attrs},
 		Queue:   "in",
 		Attempt: attempt,
-	}, settler{}, engines.Ticket{})
+	}, set, engines.Ticket{})
 	logs.TakeAll()
 	r := in.Handle(context.Background(), &d)
 	got := pub.take()
@@ -250,6 +287,12 @@ func runStep(t *testing.T, lang string, i int, in *plugin.Instance, pub *sink, l
 	}
 	if !samePublished(got, s.pub) {
 		t.Errorf("%s: published\n  %s\nwant\n  %s", name, shorten(got), shorten(s.pub))
+	}
+	if s.extended != 0 && (len(set.extended) != 1 || set.extended[0] != s.extended) {
+		t.Errorf("%s: lease extensions %v, want [%v]", name, set.extended, s.extended)
+	}
+	if s.extended == 0 && len(set.extended) != 0 {
+		t.Errorf("%s: lease extended %v, want no extension", name, set.extended)
 	}
 	if s.log != "" {
 		found := logs.FilterMessage(s.log).FilterField(zap.String("source", "guest"))
@@ -290,11 +333,7 @@ func TestConformanceInitRefuses(t *testing.T) {
 		t.Run(lang, func(t *testing.T) {
 			t.Parallel()
 			core, logs := observer.New(zapcore.DebugLevel)
-			h, err := plugin.NewHost(context.Background(), plugin.HostOptions{Logger: zap.New(core)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = h.Close(context.Background()) })
+			h := newHost(t, zap.New(core))
 			p, err := h.Load(context.Background(), spec(lang, readModule(t, lang), map[string]string{"refuse": "yes"}), &sink{})
 			if err != nil {
 				t.Fatalf("Load: %v", err)

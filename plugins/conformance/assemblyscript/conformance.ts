@@ -1,7 +1,7 @@
 // The AssemblyScript module of qrun's ABI conformance suite: the scripted
 // behaviour of plugins/conformance/README.md, written with the SDK.
 import {
-  Message, Verdict, Level, Err, handle, init, log, config, publishText, setDelay,
+  Message, Verdict, Level, Err, handle, init, log, config, publishText, setDelay, extendLease,
 } from "../../sdk/assemblyscript/qrun";
 export { qrun_abi_v1, qrun_alloc, qrun_free, qrun_init, qrun_handle } from "../../sdk/assemblyscript/qrun";
 
@@ -51,6 +51,10 @@ function onMessage(m: Message): Verdict {
   if (cmd == "pub") {
     const r = publishText(arg, "x");
     return out(r == 0 ? "ok" : r == Err.Denied ? "denied" : "error");
+  }
+  if (cmd == "extend") {
+    if (!isInt(arg)) return Verdict.DeadLetter;
+    return out(extendLease(I64.parseInt(arg)) == 0 ? "ok" : "error");
   }
   if (cmd == "log") {
     log(Level.Info, arg);

@@ -93,6 +93,8 @@ static qrun_verdict handle(const qrun_msg *m) {
 	} else if (strcmp(body, "pub") == 0) {
 		int32_t r = qrun_publish(arg, "x", 1, NULL, 0);
 		v = out(r == 0 ? "ok" : r == QRUN_ERR_DENIED ? "denied" : "error");
+	} else if (strcmp(body, "extend") == 0) {
+		if (parse_int(arg, &n)) v = out(qrun_extend_lease_ms(n) == 0 ? "ok" : "error");
 	} else if (strcmp(body, "log") == 0) {
 		qrun_log(QRUN_INFO, arg);
 		v = QRUN_ACK;

@@ -80,6 +80,15 @@ func handle(m *qrun.Message) qrun.Verdict {
 		default:
 			return out("error")
 		}
+	case "extend":
+		ms, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil {
+			return qrun.DeadLetter
+		}
+		if qrun.ExtendLease(time.Duration(ms)*time.Millisecond) != nil {
+			return out("error")
+		}
+		return out("ok")
 	case "log":
 		qrun.Log(qrun.LevelInfo, arg)
 		return qrun.Ack

@@ -19,6 +19,7 @@
   (import "qrun" "config_get" (func $config_get (param i32 i32 i32 i32) (result i32)))
   (import "qrun" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))
   (import "qrun" "set_delay" (func $set_delay (param i64) (result i32)))
+  (import "qrun" "extend_lease" (func $extend_lease (param i64) (result i32)))
 
   (memory (export "memory") 4)
 
@@ -40,6 +41,7 @@
   (data (i32.const 136) "error")     ;; 5
   (data (i32.const 144) "refuse")    ;; 6
   (data (i32.const 152) "x")         ;; 1
+  (data (i32.const 160) "extend")    ;; 6
   (data (i32.const 65504) "init failed: refused by config: ") ;; 32
 
   (global $count (mut i32) (i32.const 0))
@@ -223,6 +225,13 @@
                                      (i32.const 0) (i32.const 0)))
         (if (i32.eqz (local.get $r)) (then (return (call $out (i32.const 120) (i32.const 2)))))
         (if (i32.eq (local.get $r) (i32.const -3)) (then (return (call $out (i32.const 128) (i32.const 6)))))
+        (return (call $out (i32.const 136) (i32.const 5)))))
+    (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 160) (i32.const 6))
+      (then
+        (local.set $v (call $parse_int (local.get $arg) (local.get $al)))
+        (if (i32.eqz (global.get $parse_ok)) (then (return (i32.const 3))))
+        (if (i32.eqz (call $extend_lease (local.get $v)))
+          (then (return (call $out (i32.const 120) (i32.const 2)))))
         (return (call $out (i32.const 136) (i32.const 5)))))
     (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 88) (i32.const 3))
       (then

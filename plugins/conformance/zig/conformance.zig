@@ -77,6 +77,10 @@ pub fn handle(m: *const qrun.Message) qrun.Verdict {
     } else if (std.mem.eql(u8, cmd, "pub")) {
         qrun.publish(arg, "x", &.{}) catch |e| return out(if (e == error.Denied) "denied" else "error");
         return out("ok");
+    } else if (std.mem.eql(u8, cmd, "extend")) {
+        const ms = std.fmt.parseInt(i64, arg, 10) catch return .dead_letter;
+        qrun.extendLease(ms) catch return out("error");
+        return out("ok");
     } else if (std.mem.eql(u8, cmd, "log")) {
         qrun.log(.info, arg);
         return .ack;

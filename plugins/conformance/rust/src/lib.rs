@@ -62,6 +62,13 @@ fn handle(m: &Message) -> Verdict {
                 Err(_) => "error",
             })
         }
+        "extend" => match arg.parse::<u64>() {
+            Ok(ms) => out(match qrun::extend_lease(Duration::from_millis(ms)) {
+                Ok(()) => "ok",
+                Err(_) => "error",
+            }),
+            Err(_) => Verdict::DeadLetter,
+        },
         "log" => {
             qrun::info(arg);
             Verdict::Ack
