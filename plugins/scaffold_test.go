@@ -64,7 +64,7 @@ func toolchainEnv(t *testing.T, lang string) ([]string, string) {
 // QRUN_REQUIRE_TOOLS=1 (CI), where every toolchain must be installed.
 func skipOrFail(t *testing.T, lang, missing string) {
 	t.Helper()
-	msg := "SKIPPING " + lang + " scaffold build: " + missing + " not found (plugins/install-toolchains.sh installs it)"
+	msg := "SKIPPING " + lang + ": " + missing + " not found (plugins/install-toolchains.sh installs it)"
 	if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
 		t.Fatal(msg + " and QRUN_REQUIRE_TOOLS=1")
 	}

@@ -26,9 +26,15 @@ thread_local! {
 }
 
 fn init() -> Result<(), String> {
-    let forward_to = qrun::config("forward_to").ok_or("config forward_to is not set: nowhere to publish")?;
+    let forward_to =
+        qrun::config("forward_to").ok_or("config forward_to is not set: nowhere to publish")?;
     let default_tier = qrun::config("default_tier").unwrap_or_else(|| "standard".to_string());
-    CONFIG.with(|c| *c.borrow_mut() = Some(Config { forward_to, default_tier }));
+    CONFIG.with(|c| {
+        *c.borrow_mut() = Some(Config {
+            forward_to,
+            default_tier,
+        })
+    });
     Ok(())
 }
 
@@ -45,8 +51,12 @@ fn handle(m: &Message) -> Verdict {
         let c = c.as_ref().expect("init ran");
         // Per-customer tiers are config lookups, not a table loaded in init,
         // because config has no way to list keys and tiers may be many.
-        let tier = qrun::config(&format!("tier.{}", customer)).unwrap_or_else(|| c.default_tier.clone());
-        let at = qrun::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let tier =
+            qrun::config(&format!("tier.{}", customer)).unwrap_or_else(|| c.default_tier.clone());
+        let at = qrun::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
 
         let mut attrs = m.attrs();
         attrs.retain(|(k, _)| k != "tier" && k != "enriched_at" && k != "enriched_by");
