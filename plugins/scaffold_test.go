@@ -51,8 +51,10 @@ func toolchainEnv(t *testing.T, lang string) ([]string, string) {
 		env = append(env, "ASC="+tool)
 	case "zig":
 		tool = filepath.Join(nm, "@ryoppippi", "zig-linux-x64", "zig")
-		cache := t.TempDir()
-		env = append(env, "ZIG="+tool, "ZIG_GLOBAL_CACHE_DIR="+cache, "ZIG_LOCAL_CACHE_DIR="+cache)
+		// Zig's cache is content-addressed and safe to share, like Go's build
+		// cache; sharing it across runs saves compiling Zig's std each time.
+		cache := filepath.Join(os.TempDir(), "qrun-test-zig-cache")
+		env = append(env, "ZIG="+tool, "ZIG_GLOBAL_CACHE_DIR="+cache, "ZIG_LOCAL_CACHE_DIR="+t.TempDir())
 	}
 	if _, err := exec.LookPath(tool); err != nil {
 		return nil, tool
