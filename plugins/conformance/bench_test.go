@@ -95,7 +95,7 @@ func rawWat(b *testing.B, closeOnDone bool) (wazero.Runtime, wazero.CompiledModu
 	for name, params := range map[string][]api.ValueType{
 		"log": {i32, i32, i32}, "msg_field": {i32, i32, i32}, "msg_attempt": nil,
 		"msg_attr": {i32, i32, i32, i32}, "msg_attr_key": {i32, i32, i32},
-		"config_get": {i32, i32, i32, i32}, "publish": {i32, i32, i32, i32, i32, i32}, "set_delay": {i64},
+		"config_get": {i32, i32, i32, i32}, "publish": {i32, i32, i32, i32, i32, i32}, "set_delay": {i64}, "extend_lease": {i64},
 	} {
 		hb.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(stub), params, []api.ValueType{i32}).Export(name)
 	}
