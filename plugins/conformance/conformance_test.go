@@ -133,6 +133,15 @@ var (
 	big      = strings.Repeat("b", 100000) // makes the guest grow its memory
 )
 
+// many is more attributes than any fixed-size table in a guest would hold.
+var many = func() map[string]string {
+	m := make(map[string]string, 100)
+	for i := range 100 {
+		m[fmt.Sprintf("k%03d", i)] = strings.Repeat("v", i)
+	}
+	return m
+}()
+
 // script is the behaviour every conformance module implements; see
 // README.md beside this file. Each case runs on a fresh instance, its steps
 // in order on that one instance.
@@ -159,6 +168,8 @@ var script = []struct {
 		verdict: engines.Ack,
 		pub:     []published{{"out", "grüße 🚀", map[string]string{"ключ": "значение"}}},
 	}}},
+	{"echo 100 attributes", []step{{body: "echo:many", attrs: many, verdict: engines.Ack,
+		pub: []published{{"out", "many", many}}}}},
 	{"echo empty", []step{{body: "echo:", verdict: engines.Ack, pub: out("")}}},
 	{"echo 100 KB", []step{{body: "echo:" + big, verdict: engines.Ack, pub: out(big)}}},
 	{"echo long attribute", []step{{

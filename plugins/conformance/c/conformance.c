@@ -31,20 +31,11 @@ static bool parse_int(const char *s, long long *v) {
 
 static qrun_verdict echo(const char *arg, size_t len) {
 	/* Copy every attribute of the message onto the published one. */
-	qrun_attr attrs[64];
-	char *keys[64], *values[64];
-	size_t n = 0;
-	while (n < 64 && (keys[n] = qrun_attr_key((int32_t)n)) != NULL) {
-		values[n] = qrun_attr_get(keys[n]);
-		attrs[n].key = keys[n];
-		attrs[n].value = values[n] != NULL ? values[n] : "";
-		n++;
-	}
+	size_t n;
+	qrun_attr *attrs = qrun_attrs_get_all(&n);
+	if (attrs == NULL && n > 0) return QRUN_NACK;
 	int32_t r = qrun_publish("out", arg, len, attrs, n);
-	for (size_t i = 0; i < n; i++) {
-		free(keys[i]);
-		free(values[i]);
-	}
+	qrun_attrs_free(attrs, n);
 	return r == 0 ? QRUN_ACK : QRUN_NACK;
 }
 

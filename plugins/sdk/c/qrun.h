@@ -150,6 +150,52 @@ static inline char *qrun_attr_get(const char *key) {
  * last: for (i = 0; (k = qrun_attr_key(i)) != NULL; i++) enumerates them. */
 static inline char *qrun_attr_key(int32_t index) { return qrun__read(qrun__attr_key, NULL, index); }
 
+/* Every attribute of the message, sorted by key, as a malloc'd array of
+ * *n pairs whose strings are malloc'd too; free it all with
+ * qrun_attrs_free. NULL with *n = 0 when there are none, NULL with *n = 1
+ * when memory ran out. Two host calls per attribute: prefer qrun_attr_get
+ * for keys you know. */
+static inline void qrun_attrs_free(qrun_attr *attrs, size_t n) {
+	if (attrs == NULL) return;
+	for (size_t i = 0; i < n; i++) {
+		free((void *)attrs[i].key);
+		free((void *)attrs[i].value);
+	}
+	free(attrs);
+}
+
+static inline qrun_attr *qrun_attrs_get_all(size_t *n) {
+	qrun_attr *attrs = NULL;
+	size_t len = 0, cap = 0;
+	char *key;
+	*n = 0;
+	while ((key = qrun_attr_key((int32_t)len)) != NULL) {
+		char *value = qrun_attr_get(key);
+		if (len == cap) {
+			size_t ncap = cap ? 2 * cap : 8;
+			qrun_attr *grown = (qrun_attr *)realloc(attrs, ncap * sizeof *attrs);
+			if (grown == NULL) { /* handled as out of memory below */
+				free(value);
+				value = NULL;
+			} else {
+				attrs = grown;
+				cap = ncap;
+			}
+		}
+		if (value == NULL) { /* out of memory (the key exists, so it has a value) */
+			free(key);
+			qrun_attrs_free(attrs, len);
+			*n = 1;
+			return NULL;
+		}
+		attrs[len].key = key;
+		attrs[len].value = value;
+		len++;
+	}
+	*n = len;
+	return attrs;
+}
+
 /* The value of key in the consumer's config map, or NULL if it is not set.
  * Works in the QRUN_INIT function too. */
 static inline char *qrun_config_get(const char *key) {

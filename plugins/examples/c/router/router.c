@@ -12,8 +12,6 @@
 
 #include "qrun.h"
 
-#define MAX_ATTRS 64
-
 /* Read once per instance: config does not change during its life. */
 static char *route_by;
 static char *default_route; /* NULL: no default */
@@ -44,15 +42,13 @@ static qrun_verdict handle(const qrun_msg *m) {
 		return QRUN_DEAD_LETTER;
 	}
 
-	/* Forward every attribute: keys by index, then their values. */
-	qrun_attr attrs[MAX_ATTRS];
-	char *owned[2 * MAX_ATTRS];
-	size_t n = 0, nowned = 0;
-	for (char *k; n < MAX_ATTRS && (k = qrun_attr_key((int32_t)n)) != NULL; n++) {
-		char *v = qrun_attr_get(k);
-		owned[nowned++] = k;
-		if (v != NULL) owned[nowned++] = v;
-		attrs[n] = (qrun_attr){k, v != NULL ? v : ""};
+	/* Forward every attribute. */
+	size_t n;
+	qrun_attr *attrs = qrun_attrs_get_all(&n);
+	if (attrs == NULL && n > 0) { /* out of memory: maybe not next time */
+		free(queue);
+		free(value);
+		return QRUN_NACK;
 	}
 
 	int32_t err = qrun_publish(queue, m->body, m->len, attrs, n);
@@ -63,7 +59,7 @@ static qrun_verdict handle(const qrun_msg *m) {
 	} else {
 		qrun_logf(QRUN_DEBUG, "routed %s=%s to %s", route_by, value ? value : "(absent)", queue);
 	}
-	for (size_t i = 0; i < nowned; i++) free(owned[i]);
+	qrun_attrs_free(attrs, n);
 	free(queue);
 	free(value);
 	return verdict;
