@@ -28,20 +28,9 @@ fn outOrAbsent(v: anyerror!?[]u8) qrun.Verdict {
 }
 
 fn echo(m: *const qrun.Message, arg: []const u8) !void {
-    var attrs = std.ArrayList(qrun.Attr).init(a);
-    defer {
-        for (attrs.items) |at| {
-            a.free(at.key);
-            a.free(at.value);
-        }
-        attrs.deinit();
-    }
-    var i: i32 = 0;
-    while (try m.attrKey(a, i)) |key| : (i += 1) {
-        const value = (try m.attr(a, key)) orelse try a.alloc(u8, 0);
-        try attrs.append(.{ .key = key, .value = value });
-    }
-    try qrun.publish("out", arg, attrs.items);
+    const attrs = try m.attrs(a);
+    defer qrun.freeAttrs(a, attrs);
+    try qrun.publish("out", arg, attrs);
 }
 
 pub fn handle(m: *const qrun.Message) qrun.Verdict {

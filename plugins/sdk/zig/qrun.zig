@@ -199,7 +199,33 @@ pub const Message = struct {
     pub fn attrKey(_: *const Message, a: std.mem.Allocator, index: i32) !?[]u8 {
         return readOptional(a, .{ .kind = .attr_key, .n = index });
     }
+
+    /// Every attribute, sorted by key; free the result with freeAttrs. Two
+    /// host calls per attribute: prefer attr for keys you know.
+    pub fn attrs(m: *const Message, a: std.mem.Allocator) ![]Attr {
+        var list = std.ArrayList(Attr).init(a);
+        errdefer freeAttrs(a, list.items);
+        var i: i32 = 0;
+        while (try m.attrKey(a, i)) |key| : (i += 1) {
+            const value = (try m.attr(a, key)) orelse try a.alloc(u8, 0);
+            list.append(.{ .key = key, .value = value }) catch |e| {
+                a.free(key);
+                a.free(value);
+                return e;
+            };
+        }
+        return list.toOwnedSlice();
+    }
 };
+
+/// Frees what Message.attrs returned.
+pub fn freeAttrs(a: std.mem.Allocator, attrs: []const Attr) void {
+    for (attrs) |at| {
+        a.free(at.key);
+        a.free(at.value);
+    }
+    a.free(attrs);
+}
 
 /// The value of key in the consumer's config map, or null; the caller frees
 /// it. Works in init too.
