@@ -62,16 +62,18 @@ build_go() { # dir out
 		"$GO" build -buildmode=c-shared -trimpath -buildvcs=false -ldflags=-s -o "$2" .)
 }
 
-# Rust: a cdylib crate for wasm32-wasi, offline (the SDK is a path
-# dependency; there are no others) and --locked to the committed Cargo.lock.
-# The target dir lives outside the tree; paths are remapped so that panic
-# locations name files relative to the repository, not this machine.
+# Rust: a cdylib crate for wasm32-wasi, a member of the workspace in
+# plugins/Cargo.toml (which is what makes the bytes independent of where the
+# checkout lives), offline (the SDK is a path dependency; there are no
+# others) and --locked to the committed plugins/Cargo.lock. The target dir
+# lives outside the tree; paths are remapped so that panic locations name
+# files relative to the repository, not this machine.
 build_rust() {
 	local crate
 	crate=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$1/Cargo.toml" | head -1)
-	(cd "$1" && CARGO_TARGET_DIR="$tmp/cargo" CARGO_HOME="$tmp/cargo-home" RUSTC="$RUSTC" \
+	(cd "$here" && CARGO_TARGET_DIR="$tmp/cargo" CARGO_HOME="$tmp/cargo-home" RUSTC="$RUSTC" \
 		RUSTFLAGS="--remap-path-prefix=$repo=qrun" \
-		"$CARGO" build --quiet --release --target wasm32-wasi --offline --locked) &&
+		"$CARGO" build --quiet --release --target wasm32-wasi --offline --locked -p "$crate") &&
 		cp "$tmp/cargo/wasm32-wasi/release/${crate//-/_}.wasm" "$2"
 }
 
