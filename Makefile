@@ -1,6 +1,7 @@
 # qrun — see README.md. Targets:
 #   build    bin/qrun
-#   plugins  rebuild the example and test .wasm files from source
+#   plugins  rebuild the example, conformance and test .wasm files from source
+#            (plugins/install-toolchains.sh installs every guest toolchain)
 #   run      qrun on config.hcl.example (memory engine, no server needed)
 #   test     lint + the whole test suite with the race detector
 #   bench    benchmarks, including the raw ceilings they are compared with
@@ -43,7 +44,7 @@ check-plugins: plugins
 	git diff --exit-code --stat -- '*.wasm'
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./engines/... ./runtime/...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./engines/... ./runtime/... ./plugins/...
 
 clean:
 	rm -rf bin data
