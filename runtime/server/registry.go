@@ -25,6 +25,8 @@ type EngineOptions struct {
 	// keeps them under DataDir/<engine name>.
 	DataDir string
 	Logger  *zap.Logger
+	// Events counts the engine's errors and reconnects in the metrics.
+	Events EngineEvents
 }
 
 // EngineType is one kind of engine the runtime can build from HCL.
@@ -90,6 +92,7 @@ func (r *Registry) open(ctx context.Context, typ string, o EngineOptions) (engin
 func Builtin() *Registry {
 	r := NewRegistry()
 	r.Register("memory", memoryType())
+	r.Register("posixmq", posixmqType())
 	r.Register("shm", shmType())
 	return r
 }
