@@ -11,18 +11,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// ConsumerInfo is one consumer as GET /v1/consumers reports it. It is kept
-// small and flat so other parts of the API can add fields beside these.
-type ConsumerInfo struct {
-	Name        string     `json:"name"`
-	Queue       string     `json:"queue"`
-	Concurrency int        `json:"concurrency"`
-	Isolation   string     `json:"isolation"`
-	Plugin      PluginInfo `json:"plugin"`
-}
-
 // PluginInfo describes the version of a consumer's plugin that serves now
-// and how its hot reloads went.
+// and how its hot reloads went (ConsumerInfo.Plugin).
 type PluginInfo struct {
 	// Path is the .wasm file the consumer watches.
 	Path string `json:"path"`
@@ -42,12 +32,6 @@ type PluginInfo struct {
 	// LoadedVersions is 1 plus the replaced versions still finishing
 	// deliveries.
 	LoadedVersions int `json:"loaded_versions"`
-}
-
-// ConsumerLister is implemented by a Backend that can list its consumers;
-// GET /v1/consumers answers 501 otherwise.
-type ConsumerLister interface {
-	ConsumerInfos(ctx context.Context) ([]ConsumerInfo, error)
 }
 
 // ReloadResult is the answer to a successful POST /v1/reload.
@@ -88,23 +72,8 @@ type ReloadErrorResponse struct {
 // ErrShuttingDown is returned by a Reloader once shutdown has begun.
 var ErrShuttingDown = errors.New("qrun is shutting down")
 
-func registerConsumerRoutes(mux *http.ServeMux, s *server) {
-	mux.HandleFunc("GET /v1/consumers", s.consumers)
+func registerReloadRoutes(mux *http.ServeMux, s *server) {
 	mux.HandleFunc("POST /v1/reload", s.reload)
-}
-
-func (s *server) consumers(w http.ResponseWriter, r *http.Request) {
-	cl, ok := s.o.Backend.(ConsumerLister)
-	if !ok {
-		writeError(w, http.StatusNotImplemented, "this backend does not list consumers")
-		return
-	}
-	cs, err := cl.ConsumerInfos(r.Context())
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"consumers": cs})
 }
 
 func (s *server) reload(w http.ResponseWriter, r *http.Request) {
@@ -127,15 +96,6 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("config reloaded through admin API", logRemote(r), logChanges(res.Changes))
 		writeJSON(w, http.StatusOK, res)
 	}
-}
-
-// Consumers lists the consumers with their plugin versions.
-func (c *Client) Consumers(ctx context.Context) ([]ConsumerInfo, error) {
-	var out struct {
-		Consumers []ConsumerInfo `json:"consumers"`
-	}
-	err := c.do(ctx, http.MethodGet, "/v1/consumers", nil, &out)
-	return out.Consumers, err
 }
 
 // Reload asks the running qrun to re-read its configuration file. A refused

@@ -19,7 +19,7 @@ type reloadBackend struct {
 
 func (r *reloadBackend) ConsumerInfos(context.Context) ([]admin.ConsumerInfo, error) {
 	return []admin.ConsumerInfo{{Name: "c", Queue: "q", Concurrency: 2, Isolation: "instance",
-		Plugin: admin.PluginInfo{Path: "/p.wasm", Version: "abc", LoadedAt: time.Unix(1, 0).UTC(), Reloads: 3, FailedReloads: 1}}}, nil
+		Plugin: &admin.PluginInfo{Path: "/p.wasm", Version: "abc", LoadedAt: time.Unix(1, 0).UTC(), Reloads: 3, FailedReloads: 1}}}, nil
 }
 
 func (r *reloadBackend) Reload(context.Context) (admin.ReloadResult, error) {

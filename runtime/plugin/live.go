@@ -42,6 +42,8 @@ type Live struct {
 	log  *zap.Logger
 
 	cur atomic.Pointer[version]
+	// droppedBefore sums LogDropped of the versions replaced so far.
+	droppedBefore atomic.Uint64
 	// versions counts versions not yet released, the current one included.
 	versions atomic.Int64
 
@@ -163,6 +165,16 @@ func (l *Live) update(f func(*Status)) {
 	l.mu.Unlock()
 }
 
+// LogDropped is the number of guest log lines dropped by the rate limit,
+// over all versions since the consumer started.
+func (l *Live) LogDropped() uint64 {
+	n := l.droppedBefore.Load()
+	if v := l.cur.Load(); v != nil {
+		n += v.p.LogDropped()
+	}
+	return n
+}
+
 // Digest is the hex SHA-256 of the current version.
 func (l *Live) Digest() string {
 	if v := l.cur.Load(); v != nil {
@@ -272,6 +284,7 @@ func (l *Live) swap(ctx context.Context, wasm []byte, digest string, stillWritin
 		return err
 	}
 	old := l.cur.Swap(v)
+	l.droppedBefore.Add(old.p.LogDropped())
 	now := time.Now()
 	l.update(func(st *Status) {
 		st.Digest, st.LoadedAt, st.FirstDeliveryAt = digest, now, time.Time{}

@@ -25,6 +25,8 @@ type EngineOptions struct {
 	// keeps them under DataDir/<engine name>.
 	DataDir string
 	Logger  *zap.Logger
+	// Events counts the engine's errors and reconnects in the metrics.
+	Events EngineEvents
 }
 
 // EngineType is one kind of engine the runtime can build from HCL.
@@ -34,6 +36,10 @@ type EngineType struct {
 	Validate func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics
 	// Open builds the engine; Validate has already passed.
 	Open func(ctx context.Context, o EngineOptions) (engines.Engine, error)
+	// Shared says that another process may open the engine while qrun
+	// runs and produce into its queues (see SendDirect): its queues live
+	// outside the qrun process and nothing in it assumes sole ownership.
+	Shared bool
 }
 
 // Registry maps engine type names (the `type` attribute) to engine types.
@@ -86,6 +92,8 @@ func (r *Registry) open(ctx context.Context, typ string, o EngineOptions) (engin
 func Builtin() *Registry {
 	r := NewRegistry()
 	r.Register("memory", memoryType())
+	r.Register("posixmq", posixmqType())
+	r.Register("shm", shmType())
 	return r
 }
 

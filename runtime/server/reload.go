@@ -8,7 +8,6 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,29 +113,21 @@ func (s *Server) Live(name string) (*plugin.Live, bool) {
 	return nil, false
 }
 
-// ConsumerInfos implements admin.ConsumerLister.
-func (s *Server) ConsumerInfos(context.Context) ([]admin.ConsumerInfo, error) {
-	cs := s.consumerList()
-	out := make([]admin.ConsumerInfo, 0, len(cs))
-	for _, c := range cs {
-		st := c.live.Status()
-		pi := admin.PluginInfo{
-			Path: c.cfg.Plugin, Version: st.Digest, LoadedAt: st.LoadedAt,
-			Reloads: st.Reloads, FailedReloads: st.FailedReloads, LastError: st.LastError,
-			LoadedVersions: st.Versions,
-		}
-		if !st.FirstDeliveryAt.IsZero() {
-			pi.FirstDeliveryAt = &st.FirstDeliveryAt
-		}
-		if !st.LastErrorAt.IsZero() {
-			pi.LastErrorAt = &st.LastErrorAt
-		}
-		out = append(out, admin.ConsumerInfo{
-			Name: c.cfg.Name, Queue: c.cfg.Queue, Concurrency: c.cfg.Concurrency, Isolation: c.cfg.Isolation, Plugin: pi,
-		})
+// pluginInfo is what the admin API shows of a consumer's plugin.
+func pluginInfo(c *consumer) *admin.PluginInfo {
+	st := c.live.Status()
+	pi := &admin.PluginInfo{
+		Path: c.cfg.Plugin, Version: st.Digest, LoadedAt: st.LoadedAt,
+		Reloads: st.Reloads, FailedReloads: st.FailedReloads, LastError: st.LastError,
+		LoadedVersions: st.Versions,
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	if !st.FirstDeliveryAt.IsZero() {
+		pi.FirstDeliveryAt = &st.FirstDeliveryAt
+	}
+	if !st.LastErrorAt.IsZero() {
+		pi.LastErrorAt = &st.LastErrorAt
+	}
+	return pi
 }
 
 func shortVersion(digest string) string {

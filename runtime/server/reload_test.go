@@ -22,7 +22,7 @@ import (
 	"github.com/qrun-dev/qrun/runtime/server"
 )
 
-func testWasm(tb testing.TB, name string) []byte {
+func reloadWasm(tb testing.TB, name string) []byte {
 	tb.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name+".wasm"))
 	if err != nil {
@@ -223,7 +223,7 @@ func TestPluginHotSwapUnderLoad(t *testing.T) {
 			requireEngine(t, et.typ)
 			dir := t.TempDir()
 			pluginPath := filepath.Join(dir, "handler.wasm")
-			if err := os.WriteFile(pluginPath, testWasm(t, "tag_a"), 0o644); err != nil {
+			if err := os.WriteFile(pluginPath, reloadWasm(t, "tag_a"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			cfg := parse(t, fmt.Sprintf(`
@@ -250,11 +250,11 @@ consumer "tagger" {
 			}
 			prod := produce(t, srv, "in", "m", led, 200)
 
-			good := [][]byte{testWasm(t, "tag_a"), testWasm(t, "tag_b")}
+			good := [][]byte{reloadWasm(t, "tag_a"), reloadWasm(t, "tag_b")}
 			bad := map[int][]byte{
 				4:  []byte("\x00asm\x01\x00\x00\x00 truncated garbage"),
-				9:  testWasm(t, "tag_no_marker"),
-				15: testWasm(t, "tag_init_fail"),
+				9:  reloadWasm(t, "tag_no_marker"),
+				15: reloadWasm(t, "tag_init_fail"),
 			}
 			swaps, failed := 0, 0
 			for step := 0; swaps < 20; step++ {
@@ -355,7 +355,7 @@ func TestConfigReloadUnderLoad(t *testing.T) {
 			tagA, tagB := filepath.Join(dir, "a.wasm"), filepath.Join(dir, "b.wasm")
 			initFail := filepath.Join(dir, "init_fail.wasm")
 			for path, name := range map[string]string{tagA: "tag_a", tagB: "tag_b", initFail: "tag_init_fail"} {
-				if err := os.WriteFile(path, testWasm(t, name), 0o644); err != nil {
+				if err := os.WriteFile(path, reloadWasm(t, name), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -406,7 +406,7 @@ func TestConfigReloadUnderLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(infos) != 1 || infos[0].Name != "cb" || infos[0].Plugin.Version != digest(testWasm(t, "tag_b")) {
+			if len(infos) != 1 || infos[0].Name != "cb" || infos[0].Plugin.Version != digest(reloadWasm(t, "tag_b")) {
 				t.Fatalf("consumers after reload: %+v", infos)
 			}
 			// cb works through in_b's backlog and what keeps coming.
@@ -482,7 +482,7 @@ func TestConfigReloadAddsEngine(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	tagA := filepath.Join(dir, "a.wasm")
-	if err := os.WriteFile(tagA, testWasm(t, "tag_a"), 0o644); err != nil {
+	if err := os.WriteFile(tagA, reloadWasm(t, "tag_a"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	base := "runtime {\n  admin_listen = \"off\"\n}\nengine \"m\" { type = \"memory\" }\nqueue \"q\" { engine = \"m\" }\n"

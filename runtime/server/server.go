@@ -25,6 +25,7 @@ import (
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/metrics"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
@@ -62,7 +63,8 @@ type Server struct {
 	host    *plugin.Host
 	watcher *plugin.Watcher // nil when the platform offers no file watching
 	ready   atomic.Bool
-	addr    atomic.Value // string: admin address once listening
+	addr    atomic.Value     // string: admin address once listening
+	metrics *metrics.Metrics // nil without an admin listener (ops.go)
 
 	reload reloadState
 }
@@ -80,6 +82,9 @@ func New(ctx context.Context, cfg *config.File, opts Options) (*Server, error) {
 	s.queues.Store(&map[string]*queue{})
 	s.reload.drainTimeout.Store(int64(cfg.Runtime.DrainTimeout))
 	s.reload.applied = cfg
+	if s.metricsEnabled() {
+		s.metrics = metrics.New(s, s.log)
+	}
 	if err := s.open(ctx); err != nil {
 		s.close(context.Background())
 		return nil, err
@@ -98,6 +103,7 @@ func (s *Server) open(ctx context.Context) error {
 		eng, err := opts.Registry.open(ctx, e.Type, EngineOptions{
 			Name: e.Name, Body: e.Body, Eval: cfg.EvalContext(),
 			DataDir: filepath.Join(cfg.Runtime.DataDir, e.Name), Logger: s.log.With(zap.String("engine", e.Name)),
+			Events: s.engineEvents(e.Name),
 		})
 		if err != nil {
 			return fmt.Errorf("engine %q: %w", e.Name, err)
@@ -161,8 +167,9 @@ func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues ma
 		NewInstance: func(ctx context.Context) (dispatch.Instance, error) {
 			return p.NewInstance(ctx)
 		},
-		Logger:   s.log,
-		Observer: s.opts.Observer,
+		Logger:        s.log,
+		Observer:      s.opts.Observer,
+		RecordLatency: s.metrics != nil,
 	})
 	if err != nil {
 		_ = p.Close(ctx)
@@ -248,7 +255,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	} else if ln != nil {
 		srv = &http.Server{
-			Handler:           admin.Handler(admin.Options{Token: s.cfg.Runtime.AdminToken, Backend: s, Logger: s.log}),
+			Handler:           admin.Handler(s.adminOptions()),
 			ReadHeaderTimeout: 10 * time.Second,
 		}
 		s.addr.Store(ln.Addr().String())
