@@ -20,7 +20,7 @@ build:
 
 plugins:
 	GO=$(GO) ./plugins/build.sh
-	$(GO) generate ./runtime/plugin/...
+	$(GO) generate ./runtime/plugin/... ./runtime/server/...
 
 run: build
 	./bin/qrun run -c config.hcl.example
