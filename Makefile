@@ -1,7 +1,7 @@
 # qrun — see README.md. Targets:
 #   build    bin/qrun
 #   plugins  rebuild the example and test .wasm files from source
-#   run      qrun on config.hcl.example (memory engine, no server needed)
+#   run      qrun on config.hcl.example (disk engine in ./data, no server needed)
 #   test     lint + the whole test suite with the race detector
 #   bench    benchmarks, including the raw ceilings they are compared with
 #   lint     gofmt + go vet

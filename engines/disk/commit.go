@@ -129,6 +129,15 @@ func (e *Engine) commitLoop() {
 // added before waking its waiters, so an Enqueue that returns has its
 // messages visible to receivers.
 func (e *Engine) commit(b *batch) {
+	e.cmu.Lock()
+	failed := e.failed
+	e.cmu.Unlock()
+	if failed != nil {
+		// Nothing more is written after a failure (see fail).
+		b.err = failed
+		close(b.done)
+		return
+	}
 	// The queues this batch touched get their counters rewritten with it.
 	touched := make(map[*queue][]byte)
 	for i := range b.ops {
@@ -289,20 +298,4 @@ func (e *Engine) fail(err error) {
 		e.failed = fmt.Errorf("disk: commit to %s failed, the engine stopped (restart qrun to recover from the file): %w", e.path, err)
 		e.log.Error("commit failed; the engine refuses further work until restarted", zap.String("file", e.path), zap.Error(err))
 	}
-}
-
-// flush waits until everything added so far is on disk.
-func (e *Engine) flush(ctx context.Context) error {
-	e.cmu.Lock()
-	b := e.cur
-	empty := len(b.ops) == 0
-	failed := e.failed
-	e.cmu.Unlock()
-	if failed != nil {
-		return failed
-	}
-	if empty {
-		return nil
-	}
-	return b.wait(ctx)
 }

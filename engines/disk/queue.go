@@ -2,6 +2,7 @@ package disk
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/qrun-dev/qrun/engines"
 )
@@ -462,6 +464,9 @@ func (q *queue) read(buf []engines.Delivery) (int, error) {
 		}
 		return nil
 	})
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return 0, q.errClosed("receive from")
+	}
 	if err != nil {
 		return 0, fmt.Errorf("disk: receive from %q: reading %s: %w", q.name, q.e.path, err)
 	}
