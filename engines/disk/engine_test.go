@@ -20,9 +20,13 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func openEngine(t *testing.T, dir string) *disk.Engine {
+func openEngine(t *testing.T, dir string, mode ...disk.SyncMode) *disk.Engine {
 	t.Helper()
-	e, err := disk.Open(ctxT(t), disk.Options{Dir: dir})
+	opts := disk.Options{Dir: dir}
+	if len(mode) > 0 {
+		opts.Sync = mode[0]
+	}
+	e, err := disk.Open(ctxT(t), opts)
 	if err != nil {
 		t.Fatalf("disk.Open(%s): %v", dir, err)
 	}
@@ -62,12 +66,19 @@ func closeEngine(t *testing.T, e *disk.Engine) {
 
 // TestReopenKeepsEverything closes and reopens the engine between steps and
 // checks messages, their fields, settings, counters, delays, retry state
-// and the dedup window all come back.
+// and the dedup window all come back. With sync = "batch" too: Close
+// commits what is pending.
 func TestReopenKeepsEverything(t *testing.T) {
+	for _, mode := range []disk.SyncMode{disk.SyncAlways, disk.SyncBatch} {
+		t.Run("sync="+mode.String(), func(t *testing.T) { reopenKeepsEverything(t, mode) })
+	}
+}
+
+func reopenKeepsEverything(t *testing.T, mode disk.SyncMode) {
 	t.Parallel()
 	dir := t.TempDir()
 	ctx := ctxT(t)
-	e := openEngine(t, dir)
+	e := openEngine(t, dir, mode)
 	q := openQueue(t, e, engines.QueueSpec{Name: "q", VisibilityTimeout: time.Minute, MaxAttempts: 4, DeadLetter: "dlq"})
 	full := engines.Message{
 		ID: "full", Body: []byte("body \x00 bytes"), Attributes: map[string]string{"k": "v", "é": "✓"},
@@ -89,7 +100,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	}
 	closeEngine(t, e)
 
-	e = openEngine(t, dir)
+	e = openEngine(t, dir, mode)
 	defer e.Close()
 	// A name-only Open finds the stored settings.
 	q = openQueue(t, e, engines.QueueSpec{Name: "q"})
@@ -360,5 +371,94 @@ func TestOperatorOps(t *testing.T) {
 		if st, _ := qq.Stats(ctx); st.Depth() != 0 {
 			t.Fatalf("%s: depth %d after purge", qq.Name(), st.Depth())
 		}
+	}
+}
+
+// TestOrderedAfterReopen: an ordered queue's keys are rebuilt from the
+// file: the head whose lease was outstanding comes back first, its
+// successors wait behind it, other keys proceed.
+func TestOrderedAfterReopen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := ctxT(t)
+	e := openEngine(t, dir)
+	q := openQueue(t, e, engines.QueueSpec{Name: "o", Ordered: true})
+	var msgs []engines.Message
+	for _, id := range []string{"A1", "B1", "A2", "A3", "B2"} {
+		msgs = append(msgs, engines.Message{ID: id, OrderingKey: id[:1]})
+	}
+	if err := q.Enqueue(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	a1 := receive(t, q, 1)[0]
+	if a1.ID != "A1" {
+		t.Fatalf("first delivery %s, want A1", a1.ID)
+	}
+	closeEngine(t, e) // A1's lease outstanding
+
+	e = openEngine(t, dir)
+	defer e.Close()
+	q = openQueue(t, e, engines.QueueSpec{Name: "o"})
+	var order []string
+	for len(order) < 5 {
+		ds := receive(t, q, 1)
+		// Take both heads before acking, to show keys proceed in parallel.
+		if len(order) == 0 {
+			ds = append(ds, receive(t, q, 1)...)
+		}
+		for _, d := range ds {
+			order = append(order, d.ID)
+			if d.ID == "A1" && (d.Attempt != 2 || d.Failures != 1) {
+				t.Errorf("A1 after reopening: attempt %d failures %d, want 2, 1", d.Attempt, d.Failures)
+			}
+			if err := d.Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := strings.Join(order, " ")
+	if !strings.HasPrefix(got, "A1 B1") || strings.Index(got, "A2") > strings.Index(got, "A3") || strings.Index(got, "B1") > strings.Index(got, "B2") {
+		t.Fatalf("delivery order after reopening %s: want A1 and B1 first, then each key in order", got)
+	}
+}
+
+// TestDedupWindow: a dedup ID suppresses repeats until its window closes,
+// across a reopen, and not after.
+func TestDedupWindow(t *testing.T) {
+	t.Parallel()
+	const window = 300 * time.Millisecond
+	dir := t.TempDir()
+	ctx := ctxT(t)
+	open := func() (*disk.Engine, engines.Queue) {
+		e, err := disk.Open(ctx, disk.Options{Dir: dir, DedupWindow: window})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e, openQueue(t, e, engines.QueueSpec{Name: "d"})
+	}
+	start := time.Now()
+	e, q := open()
+	if err := q.Enqueue(ctx, engines.Message{DedupID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	closeEngine(t, e)
+	e, q = open()
+	if err := q.Enqueue(ctx, engines.Message{DedupID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := q.Stats(ctx)
+	if time.Since(start) < window && (st.DuplicateTotal != 1 || st.Ready != 1) {
+		t.Fatalf("within the window after reopening: %+v, want the repeat dropped", st)
+	}
+	closeEngine(t, e)
+	// The window closing has no event to await.
+	time.Sleep(time.Until(start.Add(window + 50*time.Millisecond)))
+	e, q = open()
+	defer e.Close()
+	if err := q.Enqueue(ctx, engines.Message{DedupID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if st2, _ := q.Stats(ctx); st2.Ready != st.Ready+1 {
+		t.Fatalf("after the window: %+v, want the repeat admitted", st2)
 	}
 }
