@@ -19,7 +19,8 @@ import (
 // a hundred concurrent ones share each commit. There is no timer and no
 // batch-size threshold to tune, unlike bbolt's DB.Batch (which waits up to
 // MaxBatchDelay for company and runs each caller's function separately,
-// retrying on failure): BenchmarkGroupCommit compares the two.
+// retrying on failure): BenchmarkBoltBatch against BenchmarkEnqueue compares
+// the two.
 //
 // Ops are appended under the lock of the queue they change, so the order
 // on disk is the order in which the in-memory index changed.

@@ -272,7 +272,8 @@ func TestSoakSpaceIsReused(t *testing.T) {
 
 func spaceReuse(t *testing.T, waves, perWave int) {
 	dir := t.TempDir()
-	ctx := ctxT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
 	e, err := disk.Open(ctx, disk.Options{Dir: dir, Sync: disk.SyncBatch})
 	if err != nil {
 		t.Fatal(err)
