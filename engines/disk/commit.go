@@ -160,10 +160,24 @@ func (e *Engine) commit(b *batch) {
 			gone[o.seq] = struct{}{}
 		}
 	}
+	// Messages this batch adds are counted (EnqueuedTotal) only once they
+	// are indexed, after the commit; the stored counters include them now,
+	// or a queue that nothing touches afterwards would lose them.
+	adds := make(map[*queue]int64)
+	for i := range b.ops {
+		switch o := &b.ops[i]; o.kind {
+		case opPutMsg:
+			adds[o.q]++
+		case opDeadLetter, opRedrive:
+			adds[o.dst]++
+		}
+	}
 	for q := range touched {
 		q.mu.Lock()
-		touched[q] = encodeStats(&q.st)
+		st := q.st
 		q.mu.Unlock()
+		st.EnqueuedTotal += adds[q]
+		touched[q] = encodeStats(&st)
 	}
 	err := e.db.Update(func(tx *bolt.Tx) error {
 		bk := make(map[*queue]*buckets, len(touched))

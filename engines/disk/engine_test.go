@@ -159,13 +159,21 @@ func TestClosedLeaseCountsAsFailure(t *testing.T) {
 		}
 		closeEngine(t, e)
 	}
+	// This open finds the second lease outstanding and dead-letters the
+	// message; the next one checks that both queues' counters were stored
+	// (nothing but that move ever touched the dead-letter queue).
+	closeEngine(t, openEngine(t, dir))
 	e := openEngine(t, dir)
 	defer e.Close()
 	q := openQueue(t, e, engines.QueueSpec{Name: "q"})
 	if st, _ := q.Stats(ctx); st.Depth() != 0 || st.DeadLetteredTotal != 1 || st.ExpiredLeaseTotal != 2 {
 		t.Fatalf("stats %+v: want the message dead-lettered after two expired leases", st)
 	}
-	d := receive(t, openQueue(t, e, engines.QueueSpec{Name: "dlq"}), 1)[0]
+	dlq := openQueue(t, e, engines.QueueSpec{Name: "dlq"})
+	if st, _ := dlq.Stats(ctx); st.EnqueuedTotal != 1 || st.Ready != 1 {
+		t.Fatalf("dead-letter queue after reopening: %+v, want 1 enqueued, 1 ready", st)
+	}
+	d := receive(t, dlq, 1)[0]
 	if d.ID != "m" || !strings.Contains(d.Attributes[engines.AttrDeadLetterReason], "max attempts (2)") {
 		t.Fatalf("dead letter %s %v", d.ID, d.Attributes)
 	}
