@@ -3,6 +3,7 @@ package disk
 import (
 	"context"
 	"fmt"
+	"runtime"
 
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
@@ -106,8 +107,20 @@ func (e *Engine) full(b *batch) bool {
 // commitLoop is the committer goroutine.
 func (e *Engine) commitLoop() {
 	defer close(e.committerDone)
+	prev := 0 // ops in the previous commit
 	for {
 		e.cmu.Lock()
+		// The waiters of the previous commit were just woken, and many
+		// will be back with more within microseconds: let them run before
+		// cutting the batch, or a commit would often take only the first
+		// of them and the rest would wait a whole commit more. (Measured
+		// with 8 single-message producers: 4 ops a commit without this,
+		// 6-7 with it; a yield costs nanoseconds, a commit milliseconds.)
+		for i := 0; i < 4 && len(e.cur.ops) < prev && !e.stopping; i++ {
+			e.cmu.Unlock()
+			runtime.Gosched()
+			e.cmu.Lock()
+		}
 		for len(e.cur.ops) == 0 && !e.stopping {
 			e.cmu.Unlock()
 			<-e.kick
@@ -122,6 +135,7 @@ func (e *Engine) commitLoop() {
 		if stop {
 			return
 		}
+		prev = len(b.ops)
 		e.commit(b)
 	}
 }
