@@ -81,8 +81,9 @@ func childFatal(format string, args ...any) {
 
 // childWorkload runs producers and consumers until it is killed: "E id"
 // after an Enqueue returned, "Dc id" when consumer c received a message,
-// "Ac id" after its Ack returned. A consumer acks its batch in order, one
-// at a time, so at a kill at most one ack per consumer was in progress.
+// "Ac id" after its Ack returned, "Rc id" after a Requeue returned. A
+// consumer settles its batch in order, one at a time, so at a kill at most
+// one settlement per consumer was in progress.
 func childWorkload() {
 	ctx := context.Background()
 	mode, err := disk.ParseSyncMode(os.Getenv(envSync))
@@ -118,8 +119,9 @@ func childWorkload() {
 		}()
 	}
 	for c := range 2 {
-		d, a := fmt.Sprintf("D%d", c), fmt.Sprintf("A%d", c)
+		d, a, r := fmt.Sprintf("D%d", c), fmt.Sprintf("A%d", c), fmt.Sprintf("R%d", c)
 		go func() {
+			rng := rand.New(rand.NewPCG(uint64(c), uint64(time.Now().UnixNano())))
 			buf := make([]engines.Delivery, 16)
 			for {
 				n, err := q.Receive(ctx, buf)
@@ -132,6 +134,15 @@ func childWorkload() {
 				}
 				w.emit(d, ids)
 				for i := range buf[:n] {
+					// One in ten is handed back, so leases and retries
+					// are written (and killed) too.
+					if rng.IntN(10) == 0 {
+						if err := buf[i].Requeue(ctx, 0); err != nil {
+							childFatal("requeue: %v", err)
+						}
+						w.emit(r, ids[i:i+1])
+						continue
+					}
 					if err := buf[i].Ack(ctx); err != nil {
 						childFatal("ack: %v", err)
 					}
@@ -215,11 +226,13 @@ func crashRecovery(t *testing.T, rounds int, mode disk.SyncMode) {
 				}
 				c := kind[1] - '0'
 				pending[c] = append(pending[c], id)
-			case "A0", "A1":
-				acked[id] = true
+			case "A0", "A1", "R0", "R1":
+				if kind[0] == 'A' {
+					acked[id] = true
+				}
 				c := kind[1] - '0'
 				if len(pending[c]) == 0 || pending[c][0] != id {
-					t.Fatalf("round %d: consumer %d acked %s out of order", round, c, id)
+					t.Fatalf("round %d: consumer %d settled %s out of order", round, c, id)
 				}
 				pending[c] = pending[c][1:]
 			}
