@@ -86,6 +86,7 @@ func (r *Registry) open(ctx context.Context, typ string, o EngineOptions) (engin
 func Builtin() *Registry {
 	r := NewRegistry()
 	r.Register("memory", memoryType())
+	r.Register("postgres", postgresType())
 	return r
 }
 
