@@ -330,6 +330,9 @@ func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queu
 			dl = &spec.DeadLetter
 		}
 		err := e.pool.QueryRow(ctx, e.sql.openSpec, spec.Name, vtms, int32(min(spec.MaxAttempts, 1<<31-1)), dl, spec.Ordered).Scan(&id, &kind, &ordered)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("postgres: open %q: cannot change Ordered to %v while the queue holds messages: %w", spec.Name, spec.Ordered, engines.ErrInvalid)
+		}
 		if err != nil {
 			return nil, e.opErr("open", spec.Name, err)
 		}

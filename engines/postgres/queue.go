@@ -87,27 +87,68 @@ func (h *handle) Enqueue(ctx context.Context, msgs ...engines.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	dedup := false
+	dedup, keyed := false, false
 	for i := range msgs {
-		if msgs[i].DedupID != "" {
-			dedup = true
-			break
-		}
+		dedup = dedup || msgs[i].DedupID != ""
+		keyed = keyed || msgs[i].OrderingKey != ""
 	}
-	var err error
-	if dedup {
-		err = h.enqueueDedup(ctx, msgs)
-	} else {
+	// Keys of an ordered queue (or a topic's ordered subscriptions) are
+	// locked in the insert's transaction; see lock_key in the schema.
+	lock := keyed && (h.ordered || h.topic)
+	all := func() []int {
 		idx := make([]int, len(msgs))
 		for i := range idx {
 			idx[i] = i
 		}
-		err = h.insert(ctx, h.e.pool, msgs, idx)
+		return idx
+	}
+	var (
+		w   wakeups
+		err error
+	)
+	if !dedup && !lock {
+		w, err = h.insert(ctx, h.e.pool, msgs, all())
+	} else {
+		err = pgx.BeginFunc(ctx, h.e.pool, func(tx pgx.Tx) error {
+			if lock {
+				keys := make([]string, len(msgs))
+				for i := range msgs {
+					keys[i] = msgs[i].OrderingKey
+				}
+				if _, err := tx.Exec(ctx, h.e.sql.lockKeys, h.id, keys); err != nil {
+					return err
+				}
+			}
+			var err error
+			if dedup {
+				w, err = h.enqueueDedup(ctx, tx, msgs)
+			} else {
+				w, err = h.insert(ctx, tx, msgs, all())
+			}
+			return err
+		})
 	}
 	if err != nil {
 		return h.e.opErr("enqueue to", h.name, err)
 	}
+	// Only now, committed, are the messages there to be found.
+	w.send(h.e)
 	return nil
+}
+
+// wakeups are what an enqueue tells receivers once it has committed.
+type wakeups struct {
+	queues  []int32
+	soonest time.Duration // the shortest delay enqueued, 0 for none
+}
+
+func (w wakeups) send(e *Engine) {
+	for _, id := range w.queues {
+		e.wake(id)
+	}
+	if w.soonest > 0 {
+		e.reaper.kick(e.now() + int64(w.soonest))
+	}
 }
 
 func (h *handle) validate(msgs []engines.Message) error {
@@ -138,7 +179,7 @@ type rowQuerier interface {
 }
 
 // insert stores msgs[idx...] and writes their IDs back.
-func (h *handle) insert(ctx context.Context, q rowQuerier, msgs []engines.Message, idx []int) error {
+func (h *handle) insert(ctx context.Context, q rowQuerier, msgs []engines.Message, idx []int) (wakeups, error) {
 	n := len(idx)
 	var (
 		ids    = make([]string, n)
@@ -165,7 +206,7 @@ func (h *handle) insert(ctx context.Context, q rowQuerier, msgs []engines.Messag
 		if len(m.Attributes) > 0 {
 			b, err := json.Marshal(m.Attributes)
 			if err != nil {
-				return fmt.Errorf("attributes of message %d: %w", i, err)
+				return wakeups{}, fmt.Errorf("attributes of message %d: %w", i, err)
 			}
 			attrs[j] = string(b)
 		}
@@ -179,25 +220,27 @@ func (h *handle) insert(ctx context.Context, q rowQuerier, msgs []engines.Messag
 	if h.topic {
 		sql = h.e.sql.enqueueTopic
 	}
-	rows, err := q.Query(ctx, sql, h.id, ids, bodies, prios, delays, ttls, keys, cts, corrs, attrs)
+	rows, err := q.Query(ctx, sql, h.id, ids, bodies, prios, delays, ttls, keys, cts, corrs, attrs, h.ordered)
 	if err != nil {
-		return err
+		return wakeups{}, err
 	}
 	defer rows.Close()
-	var woken []int32
+	w := wakeups{soonest: soonest}
 	j := 0
 	for rows.Next() {
 		if h.topic {
 			var qid int32
 			if err := rows.Scan(&qid); err != nil {
-				return err
+				return wakeups{}, err
 			}
-			woken = append(woken, qid)
+			if ready {
+				w.queues = append(w.queues, qid)
+			}
 			continue
 		}
 		var seq int64
 		if err := rows.Scan(&seq); err != nil {
-			return err
+			return wakeups{}, err
 		}
 		if j < n && msgs[idx[j]].ID == "" {
 			msgs[idx[j]].ID = strconv.FormatInt(seq, 10)
@@ -205,27 +248,19 @@ func (h *handle) insert(ctx context.Context, q rowQuerier, msgs []engines.Messag
 		j++
 	}
 	if err := rows.Err(); err != nil {
-		return err
+		return wakeups{}, err
 	}
-	if !h.topic {
-		woken = append(woken, h.id)
+	if !h.topic && ready {
+		w.queues = append(w.queues, h.id)
 	}
-	for _, id := range woken {
-		if ready {
-			h.e.wake(id)
-		}
-	}
-	if soonest > 0 {
-		h.e.reaper.kick(h.e.now() + int64(soonest))
-	}
-	return nil
+	return w, nil
 }
 
 // enqueueDedup enqueues a batch in which some messages carry a DedupID. A
 // DedupID is claimed (or found taken) in the dedup table inside the same
 // transaction as the insert, so two producers racing with one DedupID
 // store it once: the second waits on the first's claim and then sees it.
-func (h *handle) enqueueDedup(ctx context.Context, msgs []engines.Message) error {
+func (h *handle) enqueueDedup(ctx context.Context, tx pgx.Tx, msgs []engines.Message) (wakeups, error) {
 	first := make(map[string]int)
 	var keys []string
 	for i := range msgs {
@@ -236,27 +271,22 @@ func (h *handle) enqueueDedup(ctx context.Context, msgs []engines.Message) error
 			}
 		}
 	}
-	tx, err := h.e.pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
 	claimed := make(map[string]bool, len(keys))
 	rows, err := tx.Query(ctx, h.e.sql.dedupClaim, h.id, keys, micros(h.e.opts.DedupWindow))
 	if err != nil {
-		return err
+		return wakeups{}, err
 	}
 	for rows.Next() {
 		var k string
 		if err := rows.Scan(&k); err != nil {
 			rows.Close()
-			return err
+			return wakeups{}, err
 		}
 		claimed[k] = true
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return err
+		return wakeups{}, err
 	}
 	existing := make(map[string]string)
 	if len(claimed) < len(keys) {
@@ -268,19 +298,19 @@ func (h *handle) enqueueDedup(ctx context.Context, msgs []engines.Message) error
 		}
 		rows, err := tx.Query(ctx, h.e.sql.dedupLookup, h.id, taken)
 		if err != nil {
-			return err
+			return wakeups{}, err
 		}
 		for rows.Next() {
 			var k, id string
 			if err := rows.Scan(&k, &id); err != nil {
 				rows.Close()
-				return err
+				return wakeups{}, err
 			}
 			existing[k] = id
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return err
+			return wakeups{}, err
 		}
 	}
 	var fresh []int
@@ -290,9 +320,11 @@ func (h *handle) enqueueDedup(ctx context.Context, msgs []engines.Message) error
 			fresh = append(fresh, i)
 		}
 	}
+	var w wakeups
 	if len(fresh) > 0 {
-		if err := h.insert(ctx, tx, msgs, fresh); err != nil {
-			return err
+		var err error
+		if w, err = h.insert(ctx, tx, msgs, fresh); err != nil {
+			return wakeups{}, err
 		}
 	}
 	var setKeys, setIDs []string
@@ -304,7 +336,7 @@ func (h *handle) enqueueDedup(ctx context.Context, msgs []engines.Message) error
 	}
 	if len(setKeys) > 0 {
 		if _, err := tx.Exec(ctx, h.e.sql.dedupSet, h.id, setKeys, setIDs); err != nil {
-			return err
+			return wakeups{}, err
 		}
 	}
 	dups := int64(0)
@@ -324,10 +356,10 @@ func (h *handle) enqueueDedup(ctx context.Context, msgs []engines.Message) error
 	}
 	if dups > 0 {
 		if _, err := tx.Exec(ctx, h.e.sql.countDuplicates, h.id, dups); err != nil {
-			return err
+			return wakeups{}, err
 		}
 	}
-	return tx.Commit(ctx)
+	return w, nil
 }
 
 // Receive leases up to len(buf) messages, waiting for a wake-up (a local
@@ -402,7 +434,11 @@ func (h *handle) lease(ctx context.Context, buf []engines.Delivery) (n int, expi
 		return 0, false, err
 	}
 	defer rows.Close()
-	var leases []lease
+	var (
+		leases []lease
+		expire []int64
+		kind   int32
+	)
 	var (
 		seq                   int64
 		prio                  int16
@@ -416,11 +452,15 @@ func (h *handle) lease(ctx context.Context, buf []engines.Delivery) (n int, expi
 	)
 	for rows.Next() {
 		body, attrs = nil, nil
-		if err := rows.Scan(&seq, &id, &prio, &enq, &attempt, &failures, &key, &ct, &corr, &attrs, &body, &vtms); err != nil {
+		if err := rows.Scan(&kind, &seq, &id, &prio, &enq, &attempt, &failures, &key, &ct, &corr, &attrs, &body, &vtms); err != nil {
 			return 0, false, err
 		}
-		if seq < 0 {
+		switch kind {
+		case 1:
 			expired = true
+			continue
+		case 2:
+			expire = append(expire, seq)
 			continue
 		}
 		if leases == nil {
@@ -453,8 +493,16 @@ func (h *handle) lease(ctx context.Context, buf []engines.Delivery) (n int, expi
 	if err := rows.Err(); err != nil {
 		return 0, false, err
 	}
+	rows.Close()
 	if n > 0 {
 		e.reaper.kick(soonestDead)
+	}
+	if len(expire) > 0 {
+		// Expired heads of ordered queues go with their key handed on.
+		if _, err := e.pool.Exec(ctx, e.sql.expire, expire); err != nil && n == 0 {
+			return 0, false, err
+		}
+		expired = true
 	}
 	return n, expired, nil
 }

@@ -93,7 +93,7 @@ func (r *reaper) run() {
 			}
 			if time.Since(lastPrune) > pruneEvery {
 				lastPrune = time.Now()
-				if _, err := e.pool.Exec(e.ctx, e.sql.pruneDedup); err != nil && e.ctx.Err() == nil {
+				if err := r.housekeeping(); err != nil && e.ctx.Err() == nil {
 					r.log.fail(err)
 				}
 			}
@@ -127,4 +127,26 @@ func (r *reaper) pass() (time.Duration, error) {
 		}
 	}
 	return due, rows.Err()
+}
+
+// housekeeping deletes expired dedup entries and heals ordering keys left
+// without a head (see heal in the schema).
+func (r *reaper) housekeeping() error {
+	e := r.e
+	if _, err := e.pool.Exec(e.ctx, e.sql.pruneDedup); err != nil {
+		return err
+	}
+	rows, err := e.pool.Query(e.ctx, e.sql.heal)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int32
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		e.wake(id)
+	}
+	return rows.Err()
 }

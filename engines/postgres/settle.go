@@ -305,25 +305,38 @@ func (a *acker) write(ctx context.Context, batch []ackReq, single bool) error {
 		n := min(len(batch), ackChunk)
 		chunk := batch[:n]
 		batch = batch[n:]
-		seqs := make([]int64, n)
-		tokens := make([]int64, n)
-		for i, r := range chunk {
-			seqs[i], tokens[i] = r.seq, r.token
+		// Most acks are one statement; those of ordered queues also hand
+		// each key to its next message, which takes the key's lock.
+		var plain, ordered [2][]int64
+		for _, r := range chunk {
+			if r.ordered {
+				ordered[0], ordered[1] = append(ordered[0], r.seq), append(ordered[1], r.token)
+			} else {
+				plain[0], plain[1] = append(plain[0], r.seq), append(plain[1], r.token)
+			}
 		}
 		var deleted int64
-		if err := e.pool.QueryRow(ctx, e.sql.ack, seqs, tokens).Scan(&deleted); err != nil {
-			return err
+		if len(plain[0]) > 0 {
+			if err := e.pool.QueryRow(ctx, e.sql.ack, plain[0], plain[1]).Scan(&deleted); err != nil {
+				return err
+			}
+		}
+		if len(ordered[0]) > 0 {
+			var k int64
+			if err := e.pool.QueryRow(ctx, e.sql.ackOrdered, ordered[0], ordered[1]).Scan(&k); err != nil {
+				return err
+			}
+			deleted += k
+			var last int32
+			for _, r := range chunk {
+				if r.ordered && r.queue != last {
+					e.wake(r.queue)
+					last = r.queue
+				}
+			}
 		}
 		if single && deleted == 0 {
 			return engines.ErrLeaseLost
-		}
-		// In an ordered queue an ack frees the key for its next message.
-		var last int32
-		for _, r := range chunk {
-			if r.ordered && r.queue != last {
-				e.wake(r.queue)
-				last = r.queue
-			}
 		}
 	}
 	return nil

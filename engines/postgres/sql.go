@@ -11,9 +11,10 @@ type statements struct {
 	enqueue, enqueueTopic                string
 	dedupClaim, dedupLookup, dedupSet    string
 	countDuplicates                      string
-	lease                                string
-	ack, settle, extend                  string
-	reap, pruneDedup                     string
+	lockKeys                             string
+	lease, expire                        string
+	ack, ackOrdered, settle, extend      string
+	reap, pruneDedup, heal               string
 	stats                                string
 	peek, purge, redrive                 string
 	notify                               string
@@ -37,6 +38,9 @@ func newStatements(schema string) statements {
 			VALUES ($1, $2, $3, (SELECT id FROM d), $5)
 			ON CONFLICT (name) DO UPDATE SET visibility_timeout_ms = EXCLUDED.visibility_timeout_ms,
 				max_attempts = EXCLUDED.max_attempts, dead_letter_id = EXCLUDED.dead_letter_id, ordered = EXCLUDED.ordered
+			-- Ordering bookkeeping (parked messages) exists only in ordered
+			-- queues, so the mode cannot change under messages.
+			WHERE q.ordered = EXCLUDED.ordered OR NOT EXISTS (SELECT 1 FROM __Q__.messages WHERE queue_id = q.id)
 			RETURNING id, kind, ordered`),
 		declareTopic: s(`WITH t AS (
 				INSERT INTO __Q__.queues (name, kind) VALUES ($1, 'topic')
@@ -67,7 +71,11 @@ func newStatements(schema string) statements {
 		enqueue: s(`WITH ins AS (
 				INSERT INTO __Q__.messages (queue_id, state, priority, visible_at, expires_at, id,
 					ordering_key, content_type, correlation_id, attributes, body)
-				SELECT $1, CASE WHEN u.d = 0 THEN 0 ELSE 1 END, u.p, __Q__.after(u.d),
+				SELECT $1,
+					CASE WHEN $11::boolean AND u.k <> '' AND (row_number() OVER (PARTITION BY u.k ORDER BY u.ord) > 1
+							OR EXISTS (SELECT 1 FROM __Q__.messages e WHERE e.queue_id = $1 AND e.ordering_key = u.k))
+						THEN 3 WHEN u.d = 0 THEN 0 ELSE 1 END,
+					u.p, __Q__.after(u.d),
 					CASE WHEN u.t <= 0 OR u.d < 0 THEN NULL
 						ELSE __Q__.after(u.d) + u.t * interval '1 microsecond' END,
 					nullif(u.id, ''), nullif(u.k, ''), nullif(u.ct, ''), nullif(u.corr, ''),
@@ -85,11 +93,16 @@ func newStatements(schema string) statements {
 		// A topic copies every message into each subscription; the IDs are
 		// chosen by the caller so every copy carries the same one.
 		enqueueTopic: s(`WITH subs AS (
-				SELECT queue_id FROM __Q__.subscriptions WHERE topic_id = $1),
+				SELECT s.queue_id, o.ordered FROM __Q__.subscriptions s
+				JOIN __Q__.queues o ON o.id = s.queue_id WHERE s.topic_id = $1 AND $11::boolean IS NOT NULL),
 			ins AS (
 				INSERT INTO __Q__.messages (queue_id, state, priority, visible_at, expires_at, id,
 					ordering_key, content_type, correlation_id, attributes, body)
-				SELECT s.queue_id, CASE WHEN u.d = 0 THEN 0 ELSE 1 END, u.p, __Q__.after(u.d),
+				SELECT s.queue_id,
+					CASE WHEN s.ordered AND u.k <> '' AND (row_number() OVER (PARTITION BY s.queue_id, u.k ORDER BY u.ord) > 1
+							OR EXISTS (SELECT 1 FROM __Q__.messages e WHERE e.queue_id = s.queue_id AND e.ordering_key = u.k))
+						THEN 3 WHEN u.d = 0 THEN 0 ELSE 1 END,
+					u.p, __Q__.after(u.d),
 					CASE WHEN u.t <= 0 OR u.d < 0 THEN NULL
 						ELSE __Q__.after(u.d) + u.t * interval '1 microsecond' END,
 					u.id, nullif(u.k, ''), nullif(u.ct, ''), nullif(u.corr, ''),
@@ -109,6 +122,18 @@ func newStatements(schema string) statements {
 				ON CONFLICT (queue_id, shard) DO UPDATE SET enqueued = c.enqueued + EXCLUDED.enqueued)
 			SELECT queue_id FROM n WHERE queue_id <> $1`),
 
+		// Before a batch with ordering keys goes into an ordered queue (or a
+		// topic, whose subscriptions may be ordered), its keys are locked in
+		// order; the insert that follows sees every head committed before.
+		lockKeys: s(`SELECT __Q__.lock_key(x.q, x.k) FROM (
+				SELECT DISTINCT t.q, u.k, hashtext(u.k) AS h
+				FROM unnest($2::text[]) AS u(k)
+				CROSS JOIN (
+					SELECT s.queue_id AS q FROM __Q__.subscriptions s
+					JOIN __Q__.queues o ON o.id = s.queue_id WHERE s.topic_id = $1 AND o.ordered
+					UNION ALL SELECT id FROM __Q__.queues WHERE id = $1 AND ordered) t
+				WHERE u.k <> ''
+				ORDER BY t.q, h) x`),
 		dedupClaim: s(`INSERT INTO __Q__.dedup AS d (queue_id, dedup_id, expires_at)
 			SELECT $1, x, now() + $3 * interval '1 microsecond' FROM unnest($2::text[]) x
 			ON CONFLICT (queue_id, dedup_id) DO UPDATE SET expires_at = EXCLUDED.expires_at, message_id = NULL
@@ -123,24 +148,21 @@ func newStatements(schema string) statements {
 
 		// Receive: lock up to $2 ready messages (skipping rows another
 		// receiver holds), drop those whose TTL ran out and lease the rest
-		// under token $4. In an ordered queue ($3) a keyed message is
-		// eligible only when no older message with its key exists, in any
-		// state: the head of each key, and nothing behind it, whatever
-		// another receiver has locked. The last row, seq -1, counts the
-		// expired messages.
+		// under token $4. Only heads of ordering keys are ever ready, so an
+		// ordered queue needs nothing more here. Rows come back by kind: 0 a
+		// lease; 1 how many expired; 2 an expired head of an ordered queue,
+		// which expire() drops while handing its key on.
 		lease: s(`WITH c AS (
-				SELECT m.seq, m.expires_at IS NOT NULL AND m.expires_at <= now() AS dead
+				SELECT m.seq, m.expires_at IS NOT NULL AND m.expires_at <= now() AS dead,
+					$3 AND m.ordering_key IS NOT NULL AS keyed
 				FROM __Q__.messages m
 				WHERE m.queue_id = $1 AND m.state = 0
-				  AND (NOT $3 OR m.ordering_key IS NULL OR NOT EXISTS (
-					SELECT 1 FROM __Q__.messages h
-					WHERE h.queue_id = $1 AND h.ordering_key = m.ordering_key AND h.seq < m.seq))
 				ORDER BY m.priority DESC, m.seq
 				LIMIT $2
 				FOR UPDATE OF m SKIP LOCKED),
 			vt AS (SELECT visibility_timeout_ms AS ms FROM __Q__.queues WHERE id = $1),
 			x AS (
-				DELETE FROM __Q__.messages m USING c WHERE m.seq = c.seq AND c.dead RETURNING m.seq),
+				DELETE FROM __Q__.messages m USING c WHERE m.seq = c.seq AND c.dead AND NOT c.keyed RETURNING m.seq),
 			cx AS (
 				INSERT INTO __Q__.counters AS k (queue_id, shard, expired)
 				SELECT $1, pg_backend_pid() % 16, count(*) FROM x HAVING count(*) > 0
@@ -150,13 +172,16 @@ func newStatements(schema string) statements {
 					visible_at = now() + vt.ms * interval '1 millisecond', expires_at = NULL
 				FROM c, vt WHERE m.seq = c.seq AND NOT c.dead
 				RETURNING m.*, vt.ms)
-			SELECT seq, coalesce(id, ''), priority, enqueued_at, attempt, failures,
+			SELECT 0 AS kind, seq, coalesce(id, '') AS id, priority, enqueued_at, attempt, failures,
 				coalesce(ordering_key, ''), coalesce(content_type, ''), coalesce(correlation_id, ''),
 				attributes, body, ms
 			FROM l
 			UNION ALL
-			SELECT -1, '', -1, now(), 0, 0, '', '', '', NULL, NULL, count(*) FROM x HAVING count(*) > 0
-			ORDER BY 3 DESC, 1`),
+			SELECT 1, count(*), '', 0, now(), 0, 0, '', '', '', NULL, NULL, 0 FROM x HAVING count(*) > 0
+			UNION ALL
+			SELECT 2, seq, '', 0, now(), 0, 0, '', '', '', NULL, NULL, 0 FROM c WHERE c.dead AND c.keyed
+			ORDER BY 1, 4 DESC, 2`),
+		expire: s(`SELECT __Q__.expire($1)`),
 
 		// Acks are batched: the rows whose lease is still held go, and the
 		// counters of their queues move. A row that does not match was
@@ -171,15 +196,17 @@ func newStatements(schema string) statements {
 				SELECT queue_id, pg_backend_pid() % 16, n FROM g
 				ON CONFLICT (queue_id, shard) DO UPDATE SET acked = c.acked + EXCLUDED.acked)
 			SELECT coalesce(sum(n), 0)::bigint FROM g`),
-		settle: s(`SELECT r IS NULL, coalesce(r, '{}') FROM __Q__.settle($1, $2, $3, $4, $5) AS r`),
+		ackOrdered: s(`SELECT __Q__.ack_ordered($1, $2)`),
+		settle:     s(`SELECT r IS NULL, coalesce(r, '{}') FROM __Q__.settle($1, $2, $3, $4, $5) AS r`),
 		extend: s(`UPDATE __Q__.messages SET visible_at = __Q__.after($3)
 			WHERE seq = $1 AND lease_token = $2 AND state = 2 AND visible_at > now()`),
 
 		reap:       s(`SELECT queue_id, due_in_us FROM __Q__.reap($1)`),
 		pruneDedup: s(`DELETE FROM __Q__.dedup WHERE expires_at <= now()`),
+		heal:       s(`SELECT * FROM __Q__.heal()`),
 
 		stats: s(`SELECT
-				(SELECT count(*) FROM __Q__.messages WHERE queue_id = $1 AND state = 0),
+				(SELECT count(*) FROM __Q__.messages WHERE queue_id = $1 AND state IN (0, 3)),
 				(SELECT count(*) FROM __Q__.messages WHERE queue_id = $1 AND state = 1),
 				(SELECT count(*) FROM __Q__.messages WHERE queue_id = $1 AND state = 2),
 				coalesce(sum(enqueued), 0)::bigint, coalesce(sum(acked), 0)::bigint, coalesce(sum(nacked), 0)::bigint,
@@ -188,11 +215,11 @@ func newStatements(schema string) statements {
 			FROM __Q__.counters WHERE queue_id = $1`),
 
 		peek: s(`SELECT ` + deliveryColumns + ` FROM __Q__.messages
-			WHERE queue_id = $1 AND state IN (0, 1)
-			ORDER BY state, CASE WHEN state = 0 THEN priority END DESC,
+			WHERE queue_id = $1 AND state IN (0, 1, 3)
+			ORDER BY state = 1, CASE WHEN state <> 1 THEN priority END DESC,
 				CASE WHEN state = 1 THEN visible_at END, seq
 			LIMIT $2`),
-		purge: s(`WITH d AS (DELETE FROM __Q__.messages WHERE queue_id = $1 AND state IN (0, 1) RETURNING 1)
+		purge: s(`WITH d AS (DELETE FROM __Q__.messages WHERE queue_id = $1 AND state IN (0, 1, 3) RETURNING 1)
 			SELECT count(*) FROM d`),
 		// Redrive moves dead letters back to the queue named by their
 		// source attribute; $2 NULL means all of them. IDs are matched as
@@ -200,7 +227,7 @@ func newStatements(schema string) statements {
 		redrive: s(`WITH c AS (
 				SELECT m.seq, s.id AS target FROM __Q__.messages m
 				JOIN __Q__.queues s ON s.name = m.attributes->>'qrun.dead_letter.source' AND s.kind = 'queue'
-				WHERE m.queue_id = $1 AND m.state IN (0, 1)
+				WHERE m.queue_id = $1 AND m.state IN (0, 1, 3)
 				  AND ($2::text[] IS NULL OR m.id = ANY($2::text[]) OR (m.id IS NULL AND m.seq = ANY($3::bigint[])))
 				FOR UPDATE OF m SKIP LOCKED),
 			u AS (
