@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -16,7 +17,13 @@ import (
 // srv is the package's one PostgreSQL server, started by TestMain.
 var srv *pgtest.Server
 
-func TestMain(m *testing.M) { pgtest.Main(m, &srv) }
+func TestMain(m *testing.M) {
+	code := pgtest.Run(m, &srv)
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 // newEngine opens an engine on schema (a new one for the test when empty)
 // and closes it with the test.

@@ -199,10 +199,11 @@ func (s *Server) Schema(tb testing.TB) string {
 	return name
 }
 
-// Main runs a test package against one server: it starts the server, runs
-// the tests with *srv set, stops the server and exits. Without a server the
-// tests still run, and each one that needs it skips (see Need).
-func Main(m *testing.M, srv **Server) {
+// Run runs a test package against one server: it starts the server, runs
+// the tests with *srv set, stops the server and returns m.Run's exit code
+// (TestMain passes it to os.Exit after its own cleanup). Without a server
+// the tests still run, and each one that needs it skips (see Need).
+func Run(m *testing.M, srv **Server) int {
 	s, err := Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
@@ -212,7 +213,7 @@ func Main(m *testing.M, srv **Server) {
 	if s != nil {
 		s.Stop()
 	}
-	os.Exit(code)
+	return code
 }
 
 // Need returns the server, or skips the test loudly when there is none
