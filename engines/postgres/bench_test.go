@@ -295,13 +295,15 @@ consumer "ack" {
 			}
 			obs := &counter{want: int64(n), done: make(chan struct{})}
 			ctx, cancel := context.WithCancel(context.Background())
-			b.ResetTimer()
-			start := time.Now()
+			// New opens the engine and compiles the plugin; Run starts the
+			// consumers, and the clock.
 			rt, err := server.New(ctx, cfg, server.Options{Observer: obs})
 			if err != nil {
 				cancel()
 				b.Fatal(err)
 			}
+			b.ResetTimer()
+			start := time.Now()
 			runErr := make(chan error, 1)
 			go func() { runErr <- rt.Run(ctx) }()
 			<-obs.done

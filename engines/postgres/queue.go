@@ -428,12 +428,38 @@ func (h *handle) Receive(ctx context.Context, buf []engines.Delivery) (int, erro
 func (h *handle) lease(ctx context.Context, buf []engines.Delivery) (n int, expired bool, err error) {
 	e := h.e
 	token := int64(rand.Uint64() >> 1)
+	// Acks waiting to be written go first, in the same transaction: the
+	// consumer's acks of its last batch and its next lease cost one commit.
+	acks := e.acks.take()
+	b := &pgx.Batch{}
+	nacks := e.acks.queue(b, acks)
+	b.Queue(e.sql.lease, h.id, len(buf), h.ordered, token)
 	start := e.now()
-	rows, err := e.pool.Query(ctx, e.sql.lease, h.id, len(buf), h.ordered, token)
+	br := e.pool.SendBatch(ctx, b)
+	_, err = e.acks.results(br, nacks)
+	var rows pgx.Rows
+	if err == nil {
+		rows, err = br.Query()
+	}
+	defer func() {
+		if rows != nil {
+			rows.Close()
+		}
+		if br != nil {
+			if cerr := br.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if acks != nil {
+			e.acks.finish(acks, err)
+		}
+		if err != nil {
+			n, expired = 0, false
+		}
+	}()
 	if err != nil {
 		return 0, false, err
 	}
-	defer rows.Close()
 	var (
 		leases []lease
 		expire []int64
@@ -494,6 +520,12 @@ func (h *handle) lease(ctx context.Context, buf []engines.Delivery) (n int, expi
 		return 0, false, err
 	}
 	rows.Close()
+	rows = nil
+	err = br.Close()
+	br = nil
+	if err != nil {
+		return 0, false, err
+	}
 	if n > 0 {
 		e.reaper.kick(soonestDead)
 	}

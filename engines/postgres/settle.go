@@ -3,10 +3,12 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
@@ -170,12 +172,13 @@ type ackReq struct {
 	queue      int32
 	ordered    bool
 	deadline   int64
-	gen        uint64
 }
 
-// acker writes batched acks. Acks queue up while a write is in flight, so
-// the batch size follows the load with no timer: one ack alone is written
-// at once, a thousand arriving during one write go in the next.
+// acker holds batched acks until they are written, by whichever comes
+// first: the next Receive of any queue of this engine, which sends them
+// ahead of its lease statement in the same transaction (one commit, one
+// fsync, for both), or the acker's own goroutine after ackLinger, for a
+// consumer that has stopped receiving.
 type acker struct {
 	e    *Engine
 	kick chan struct{}
@@ -183,31 +186,34 @@ type acker struct {
 
 	mu      sync.Mutex
 	pending []ackReq
-	spare   []ackReq
-	added   uint64        // generation of the newest ack added
-	done    uint64        // every ack up to this generation is written (or moot)
-	flushed chan struct{} // closed and replaced whenever done advances
+	writing int           // batches taken and not yet finished
+	changed chan struct{} // closed and replaced whenever a batch finishes
 }
 
-// ackChunk bounds one statement's arrays.
-const ackChunk = 2000
+const (
+	// ackChunk bounds one statement's arrays.
+	ackChunk = 2000
+	// ackLinger is how long an ack may wait for a Receive to carry it.
+	ackLinger = 5 * time.Millisecond
+)
 
 func newAcker(e *Engine) *acker {
 	return &acker{
 		e:       e,
 		kick:    make(chan struct{}, 1),
 		log:     newRateLog(e.log, "writing acks failed; retrying (acked messages whose lease runs out first are redelivered)"),
-		flushed: make(chan struct{}),
+		changed: make(chan struct{}),
 	}
 }
 
 func (a *acker) add(r ackReq) {
 	a.mu.Lock()
-	a.added++
-	r.gen = a.added
 	a.pending = append(a.pending, r)
+	first := len(a.pending) == 1
 	a.mu.Unlock()
-	a.signal()
+	if first {
+		a.signal()
+	}
 }
 
 func (a *acker) signal() {
@@ -217,143 +223,188 @@ func (a *acker) signal() {
 	}
 }
 
+// take removes up to ackChunk pending acks for the caller to write; the
+// caller must finish them.
+func (a *acker) take() []ackReq {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := min(len(a.pending), ackChunk)
+	if n == 0 {
+		return nil
+	}
+	batch := slices.Clone(a.pending[:n])
+	a.pending = append(a.pending[:0], a.pending[n:]...)
+	a.writing++
+	return batch
+}
+
+// finish records the outcome of writing a taken batch. A failed batch goes
+// back, less the acks whose lease ran out meanwhile: the database hands
+// their messages out again anyway.
+func (a *acker) finish(batch []ackReq, err error) {
+	e := a.e
+	if err == nil {
+		a.log.ok()
+		var last int32
+		for _, r := range batch {
+			// In an ordered queue an ack frees the key for its next message.
+			if r.ordered && r.queue != last {
+				e.wake(r.queue)
+				last = r.queue
+			}
+		}
+	}
+	a.mu.Lock()
+	if err != nil {
+		now := e.now()
+		keep := batch[:0]
+		for _, r := range batch {
+			if r.deadline > now {
+				keep = append(keep, r)
+			}
+		}
+		a.pending = append(keep, a.pending...)
+	}
+	a.writing--
+	close(a.changed)
+	a.changed = make(chan struct{})
+	more := len(a.pending) > 0
+	a.mu.Unlock()
+	if err != nil && !e.closed.Load() {
+		a.log.fail(err)
+	}
+	if more {
+		a.signal()
+	}
+}
+
 func (a *acker) run() {
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	backoff := time.Duration(0)
 	for {
 		select {
 		case <-a.kick:
-			a.flush(a.e.ctx)
 		case <-a.e.ctx.Done():
 			// Last chance for acks already returned: write them within a
 			// few seconds or leave them to lease expiry.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			a.flush(ctx)
+			for batch := a.take(); batch != nil; batch = a.take() {
+				err := a.write(ctx, batch, false)
+				a.finish(batch, err)
+				if err != nil {
+					break
+				}
+			}
 			cancel()
 			return
 		}
-	}
-}
-
-// flush writes everything pending, retrying with backoff on errors until
-// ctx ends; acks whose lease ran out meanwhile are dropped, since the
-// database will hand their messages out again anyway.
-func (a *acker) flush(ctx context.Context) {
-	backoff := time.Duration(0)
-	for {
-		a.mu.Lock()
-		batch := a.pending
-		a.pending = a.spare[:0]
-		a.spare = nil
-		a.mu.Unlock()
-		if len(batch) == 0 {
-			return
-		}
-		last := batch[len(batch)-1].gen
-		err := a.write(ctx, batch, false)
-		if err != nil {
-			a.log.fail(err)
-			now := a.e.now()
-			keep := batch[:0]
-			for _, r := range batch {
-				if r.deadline > now {
-					keep = append(keep, r)
-				}
-			}
-			a.mu.Lock()
-			a.pending = append(keep, a.pending...)
-			if len(keep) == 0 {
-				a.resolved(last)
-			}
-			a.mu.Unlock()
-			if ctx.Err() != nil {
-				return
-			}
-			backoff = min(max(backoff*2, 50*time.Millisecond), 5*time.Second)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return
-			}
+		// Give a Receive the chance to carry them; then write what is left.
+		linger.Reset(ackLinger + backoff)
+		select {
+		case <-linger.C:
+		case <-a.e.ctx.Done():
+			linger.Stop()
+			a.signal() // handled at the top
 			continue
 		}
-		a.log.ok()
-		backoff = 0
-		a.mu.Lock()
-		a.resolved(last)
-		if a.spare == nil {
-			a.spare = batch[:0]
+		for batch := a.take(); batch != nil; batch = a.take() {
+			err := a.write(a.e.ctx, batch, false)
+			a.finish(batch, err)
+			if err != nil {
+				backoff = min(max(backoff*2, 50*time.Millisecond), 5*time.Second)
+				break
+			}
+			backoff = 0
 		}
-		a.mu.Unlock()
 	}
 }
 
-// resolved records that every ack up to gen is settled; a.mu is held.
-func (a *acker) resolved(gen uint64) {
-	if gen > a.done {
-		a.done = gen
-		close(a.flushed)
-		a.flushed = make(chan struct{})
+// ackStatements queues the statements that write batch onto b.
+func (a *acker) queue(b *pgx.Batch, batch []ackReq) (statements int) {
+	var plain, ordered [2][]int64
+	for _, r := range batch {
+		if r.ordered {
+			ordered[0], ordered[1] = append(ordered[0], r.seq), append(ordered[1], r.token)
+		} else {
+			plain[0], plain[1] = append(plain[0], r.seq), append(plain[1], r.token)
+		}
 	}
+	// Most acks are one statement; those of ordered queues also hand each
+	// key to its next message, which takes the key's lock.
+	if len(plain[0]) > 0 {
+		b.Queue(a.e.sql.ack, plain[0], plain[1])
+		statements++
+	}
+	if len(ordered[0]) > 0 {
+		b.Queue(a.e.sql.ackOrdered, ordered[0], ordered[1])
+		statements++
+	}
+	return statements
 }
 
-// write deletes the acked messages. For a single synchronous ack (single)
-// a message that was not deleted means the lease was lost.
+// results reads the acked counts of the statements queue added.
+func (a *acker) results(br pgx.BatchResults, statements int) (int64, error) {
+	var total int64
+	for range statements {
+		var k int64
+		if err := br.QueryRow().Scan(&k); err != nil {
+			return 0, err
+		}
+		total += k
+	}
+	return total, nil
+}
+
+// write deletes the acked messages in one transaction. For a single
+// synchronous ack (single) a message that was not deleted means the lease
+// was lost.
 func (a *acker) write(ctx context.Context, batch []ackReq, single bool) error {
-	e := a.e
-	for len(batch) > 0 {
-		n := min(len(batch), ackChunk)
-		chunk := batch[:n]
-		batch = batch[n:]
-		// Most acks are one statement; those of ordered queues also hand
-		// each key to its next message, which takes the key's lock.
-		var plain, ordered [2][]int64
-		for _, r := range chunk {
-			if r.ordered {
-				ordered[0], ordered[1] = append(ordered[0], r.seq), append(ordered[1], r.token)
-			} else {
-				plain[0], plain[1] = append(plain[0], r.seq), append(plain[1], r.token)
-			}
-		}
-		var deleted int64
-		if len(plain[0]) > 0 {
-			if err := e.pool.QueryRow(ctx, e.sql.ack, plain[0], plain[1]).Scan(&deleted); err != nil {
-				return err
-			}
-		}
-		if len(ordered[0]) > 0 {
-			var k int64
-			if err := e.pool.QueryRow(ctx, e.sql.ackOrdered, ordered[0], ordered[1]).Scan(&k); err != nil {
-				return err
-			}
-			deleted += k
-			var last int32
-			for _, r := range chunk {
-				if r.ordered && r.queue != last {
-					e.wake(r.queue)
-					last = r.queue
-				}
-			}
-		}
-		if single && deleted == 0 {
-			return engines.ErrLeaseLost
-		}
+	b := &pgx.Batch{}
+	n := a.queue(b, batch)
+	br := a.e.pool.SendBatch(ctx, b)
+	deleted, err := a.results(br, n)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if single && deleted == 0 {
+		return engines.ErrLeaseLost
+	}
+	if single {
+		a.finishSingle(batch)
 	}
 	return nil
 }
 
-// sync waits until every ack added before the call is written.
+// finishSingle wakes what a synchronous ordered ack freed.
+func (a *acker) finishSingle(batch []ackReq) {
+	for _, r := range batch {
+		if r.ordered {
+			a.e.wake(r.queue)
+		}
+	}
+}
+
+// sync writes every pending ack and waits for those others are writing, so
+// that an Ack which returned before the call is in the database after it.
 func (a *acker) sync(ctx context.Context) error {
-	a.mu.Lock()
-	target := a.added
-	a.mu.Unlock()
+	for batch := a.take(); batch != nil; batch = a.take() {
+		err := a.write(ctx, batch, false)
+		a.finish(batch, err)
+		if err != nil {
+			return err
+		}
+	}
 	for {
 		a.mu.Lock()
-		if a.done >= target {
+		if a.writing == 0 && len(a.pending) == 0 {
 			a.mu.Unlock()
 			return nil
 		}
-		ch := a.flushed
+		ch := a.changed
 		a.mu.Unlock()
 		a.signal()
 		select {
