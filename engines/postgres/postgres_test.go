@@ -615,3 +615,73 @@ func waitFor(t testing.TB, ctx context.Context, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestOrderedHeadLeaves: a key's next message follows whenever its head
+// leaves the queue by any road (ack, TTL, dead-letter), a message published
+// from SQL waits behind its key like any other, and Ordered cannot change
+// under messages.
+func TestOrderedHeadLeaves(t *testing.T) {
+	s := pgtest.Need(t, srv)
+	t.Parallel()
+	schema := s.Schema(t)
+	e := newEngine(t, schema, postgres.Options{})
+	ctx := ctxT(t, time.Minute)
+	q := open(t, e, engines.QueueSpec{Name: "ord", Ordered: true, MaxAttempts: 1, VisibilityTimeout: time.Minute})
+	key := func(k string, bodies ...string) {
+		t.Helper()
+		for _, b := range bodies {
+			m := engines.Message{Body: []byte(b), OrderingKey: k}
+			if b == "ttl" {
+				m.TTL = 50 * time.Millisecond
+			}
+			if err := q.Enqueue(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	one := func(want string) engines.Delivery {
+		t.Helper()
+		ds, err := engines.ReceiveN(ctx, q, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) != 1 || string(ds[0].Body) != want {
+			t.Fatalf("received %s, want only %s", bodiesOf(ds), want)
+		}
+		return ds[0]
+	}
+	// SQL: A2 goes in through the SQL function while A1 is the head.
+	key("A", "A1")
+	if _, err := e.Pool().Exec(ctx, "SELECT "+pgx.Identifier{schema, "enqueue"}.Sanitize()+"('ord', 'A2', ordering_key => 'A')"); err != nil {
+		t.Fatal(err)
+	}
+	a1 := one("A1")
+	expectEmpty(t, q, "A2 behind the leased A1")
+	if err := a1.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a2 := one("A2"); a2.Ack(ctx) != nil {
+		t.Fatal("Ack A2")
+	}
+	// TTL: the expired head is dropped and its key handed on.
+	key("B", "ttl", "B2")
+	time.Sleep(150 * time.Millisecond) // expiry has no event to wait for
+	if b2 := one("B2"); b2.Ack(ctx) != nil {
+		t.Fatal("Ack B2")
+	}
+	// Dead letter: the head reaches max attempts; the next follows.
+	key("C", "C1", "C2")
+	if c1 := one("C1"); c1.Nack(ctx, 0, "no") != nil {
+		t.Fatal("Nack C1")
+	}
+	c2 := one("C2")
+	if _, err := e.Open(ctx, engines.QueueSpec{Name: "ord", Ordered: false, VisibilityTimeout: time.Minute}); !errors.Is(err, engines.ErrInvalid) {
+		t.Fatalf("turning Ordered off under messages: %v, want ErrInvalid", err)
+	}
+	if err := c2.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := q.Stats(ctx); err != nil || st.Depth() != 0 || st.ExpiredTotal != 1 || st.DeadLetteredTotal != 1 {
+		t.Fatalf("Stats: %+v, %v; want empty, 1 expired, 1 dead-lettered", st, err)
+	}
+}

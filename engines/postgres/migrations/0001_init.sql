@@ -299,6 +299,8 @@ DECLARE
     first bigint;
     n bigint := 0;
     target integer;
+    tordered boolean;
+    parked boolean;
 BEGIN
     SELECT * INTO q FROM __Q__.queues WHERE name = queue;
     IF NOT FOUND THEN
@@ -314,13 +316,22 @@ BEGIN
     IF q.kind = 'topic' AND id IS NULL THEN
         id := md5(random()::text || clock_timestamp()::text);
     END IF;
-    FOR target IN
-        SELECT s.queue_id FROM __Q__.subscriptions s WHERE s.topic_id = q.id AND q.kind = 'topic'
-        UNION ALL SELECT q.id WHERE q.kind = 'queue'
+    ordering_key := nullif(ordering_key, '');
+    FOR target, tordered IN
+        SELECT s.queue_id, o.ordered FROM __Q__.subscriptions s JOIN __Q__.queues o ON o.id = s.queue_id
+         WHERE s.topic_id = q.id AND q.kind = 'topic'
+        UNION ALL SELECT q.id, q.ordered WHERE q.kind = 'queue'
     LOOP
+        parked := false;
+        IF tordered AND ordering_key IS NOT NULL THEN
+            -- Park behind the key's head, under the key's lock (see lock_key).
+            PERFORM __Q__.lock_key(target, ordering_key);
+            parked := EXISTS (SELECT 1 FROM __Q__.messages e
+                               WHERE e.queue_id = target AND e.ordering_key = enqueue.ordering_key);
+        END IF;
         INSERT INTO __Q__.messages (queue_id, state, priority, visible_at, expires_at, id,
                                 ordering_key, content_type, correlation_id, attributes, body)
-        VALUES (target, CASE WHEN vis > now() THEN 1 ELSE 0 END, priority, vis, vis + ttl, id,
+        VALUES (target, CASE WHEN parked THEN 3 WHEN vis > now() THEN 1 ELSE 0 END, priority, vis, vis + ttl, id,
                 nullif(ordering_key, ''), nullif(content_type, ''), nullif(correlation_id, ''),
                 nullif(attributes, '{}'::jsonb), coalesce(body, ''))
         RETURNING seq INTO first;
