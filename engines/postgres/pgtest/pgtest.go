@@ -26,8 +26,25 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// BinDir is where Debian installs the PostgreSQL 15 server binaries.
+// BinDir is where Debian installs the PostgreSQL 15 server binaries; when
+// it is missing, the newest /usr/lib/postgresql/*/bin is used.
 const BinDir = "/usr/lib/postgresql/15/bin"
+
+// binDir finds the server binaries.
+func binDir() string {
+	if _, err := os.Stat(filepath.Join(BinDir, "initdb")); err == nil {
+		return BinDir
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	best, bestV := BinDir, 0
+	for _, d := range dirs {
+		v, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(d))))
+		if err == nil && v > bestV {
+			best, bestV = filepath.Dir(d), v
+		}
+	}
+	return best
+}
 
 // EnvDSN names the environment variable holding the DSN of an existing
 // server to use instead of a throwaway cluster.
@@ -43,6 +60,7 @@ type Server struct {
 	DSN string
 
 	dir     string // cluster root: data/, sock/, log; empty when not ours
+	bin     string // server binaries
 	runAs   string // OS user running the server, "" for the current one
 	uid     int
 	gid     int
@@ -54,14 +72,15 @@ func Start() (*Server, error) {
 	if dsn := os.Getenv(EnvDSN); dsn != "" {
 		return &Server{DSN: dsn}, nil
 	}
-	if _, err := os.Stat(filepath.Join(BinDir, "initdb")); err != nil {
+	bin := binDir()
+	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
 		return nil, fmt.Errorf("%w (%v)", ErrNoServer, err)
 	}
 	dir, err := os.MkdirTemp("", "qrun-pg-")
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir, uid: -1, gid: -1}
+	s := &Server{dir: dir, bin: bin, uid: -1, gid: -1}
 	if os.Geteuid() == 0 {
 		s.runAs = "postgres"
 		u, err := user.Lookup(s.runAs)
@@ -89,7 +108,7 @@ func (s *Server) data() string { return filepath.Join(s.dir, "data") }
 
 // command builds a server-side command, run as the server user.
 func (s *Server) command(name string, args ...string) *exec.Cmd {
-	bin := filepath.Join(BinDir, name)
+	bin := filepath.Join(s.bin, name)
 	if s.runAs != "" {
 		return exec.Command("runuser", append([]string{"-u", s.runAs, "--", bin}, args...)...)
 	}
@@ -232,7 +251,7 @@ func Need(tb testing.TB, s *Server) *Server {
 
 // Psql returns the path of the psql client, or "" when it is missing.
 func Psql() string {
-	for _, p := range []string{filepath.Join(BinDir, "psql"), "/usr/bin/psql"} {
+	for _, p := range []string{filepath.Join(binDir(), "psql"), "/usr/bin/psql"} {
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
