@@ -1,6 +1,7 @@
 # qrun — see README.md. Targets:
 #   build    bin/qrun
-#   plugins  rebuild the example and test .wasm files from source
+#   plugins  rebuild the example, conformance and test .wasm files from source
+#            (plugins/install-toolchains.sh installs every guest toolchain)
 #   run      qrun on config.hcl.example (memory engine, no server needed)
 #   test     lint + the whole test suite with the race detector
 #   bench    benchmarks, including the raw ceilings they are compared with
@@ -31,7 +32,7 @@ lint:
 # The race detector changes allocation counts, so the allocation guards run
 # once without it, before everything runs with it.
 test: lint
-	$(GO) test -count=1 -run 'Alloc' ./engines/memory/ ./runtime/plugin/
+	$(GO) test -count=1 -run 'Alloc' ./engines/memory/ ./engines/posixmq/ ./runtime/plugin/
 	$(GO) test -race -short -timeout 15m ./...
 
 # soak runs the long tests that -short skips.
@@ -43,7 +44,7 @@ check-plugins: plugins
 	git diff --exit-code --stat -- '*.wasm'
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./engines/... ./runtime/...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./engines/... ./runtime/... ./plugins/...
 
 clean:
 	rm -rf bin data
@@ -54,3 +55,4 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAttrs$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/plugin/
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/plugin/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./engines/posixmq/frame/

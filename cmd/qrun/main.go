@@ -3,6 +3,8 @@
 //	qrun run -c FILE         run the runtime described by FILE
 //	qrun validate -c FILE    check FILE (and every plugin it names) and exit
 //	qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
+//	qrun stats | consumers | dlq | pause | resume   (clients of the admin API; ops.go)
+//	qrun bench -c FILE -q QUEUE -n N                (load generator; bench.go)
 //	qrun version
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.
@@ -54,7 +56,15 @@ Usage:
   qrun run -c FILE [--log-format auto|console|json] [--log-level LEVEL]
   qrun validate -c FILE
   qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
+  qrun stats [--watch] [--json]
+  qrun consumers [--json]
+  qrun pause CONSUMER | qrun resume CONSUMER
+  qrun dlq list | show QUEUE | redrive QUEUE [--id ID]... | purge QUEUE --yes
+  qrun bench -c FILE -q QUEUE [-n N] [--size B] [--producers P] [--rate R] [--json]
   qrun version
+
+The admin commands find qrun from -c FILE (runtime.admin_listen, admin_token)
+or --addr and --token (default $QRUN_ADMIN_TOKEN); see qrun COMMAND -h.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.
 `
@@ -78,6 +88,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdSend(args[1:], stdin, stdout, stderr)
 	case "migrate":
 		err = cmdMigrate(args[1:], stdout, stderr)
+	case "stats":
+		err = cmdStats(args[1:], stdout, stderr)
+	case "consumers":
+		err = cmdConsumers(args[1:], stdout, stderr)
+	case "pause", "resume":
+		err = cmdPauseResume(args[0], args[1:], stdout, stderr)
+	case "dlq":
+		err = cmdDLQ(args[1:], stdout, stderr)
+	case "bench":
+		err = cmdBench(args[1:], stdout, stderr)
+	case "plugin":
+		return cmdPlugin(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "qrun %s\n", buildVersion())
 		return exitOK

@@ -58,7 +58,7 @@ func Run(t *testing.T, h Harness) {
 	if h.New == nil {
 		t.Fatal("enginetest: Harness.New is nil")
 	}
-	for _, st := range subtests() {
+	for _, st := range append(subtests(), opsSubtests()...) {
 		t.Run(st.name, func(t *testing.T) {
 			t.Parallel()
 			st.fn(t, setup(t, h))

@@ -248,4 +248,5 @@ type deadMsg struct {
 	target string
 	msg    engines.Message
 	enq    int64
+	seq    uint64 // order in the source queue (redrive keeps it)
 }

@@ -1,6 +1,9 @@
 // Package admin serves qrun's HTTP administration API: health, readiness,
-// queue statistics and enqueue. It knows nothing of engines or plugins; it
-// talks to the running runtime through the Backend interface.
+// queue statistics and enqueue (Backend), and the operations routes:
+// consumers, peeking into queues, purge, dead-letter redrive, pause and
+// resume (Operator), plus /metrics. It knows nothing of plugins and asks
+// nothing of engines but the optional interfaces of engines/ops.go, through
+// the runtime; docs/admin-api.md documents every route.
 package admin
 
 import (
@@ -51,6 +54,11 @@ type Options struct {
 	Token   string
 	Backend Backend
 	Logger  *zap.Logger
+	// Ops, if set, serves consumers, peek, purge, redrive, pause and
+	// resume (ops.go); without it those routes answer 501.
+	Ops Operator
+	// Metrics, if set, is served at /metrics; without it /metrics is 404.
+	Metrics http.Handler
 }
 
 // Handler returns the API's http.Handler.
@@ -66,6 +74,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /v1/queues", s.queues)
 	mux.HandleFunc("POST /v1/queues/{name}/messages", s.enqueue)
+	s.opsRoutes(mux)
 	return s.auth(mux)
 }
 
@@ -155,7 +164,9 @@ func (s *server) enqueue(w http.ResponseWriter, r *http.Request) {
 		}
 		msgs[i] = m
 	}
-	if err := s.o.Backend.Enqueue(r.Context(), queue, msgs); err != nil {
+	err := s.o.Backend.Enqueue(r.Context(), queue, msgs)
+	s.audit(r, "messages enqueued", err, zap.String("queue", queue), zap.Int("count", len(msgs)))
+	if err != nil {
 		status := http.StatusInternalServerError
 		switch {
 		case errors.Is(err, ErrUnknownQueue):
@@ -170,7 +181,6 @@ func (s *server) enqueue(w http.ResponseWriter, r *http.Request) {
 	for i := range msgs {
 		ids[i] = msgs[i].ID
 	}
-	s.log.Debug("enqueued through admin API", zap.String("queue", queue), zap.Int("count", len(msgs)), zap.String("remote", r.RemoteAddr))
 	writeJSON(w, http.StatusOK, SendResponse{IDs: ids})
 }
 

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/lograte"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
@@ -65,6 +66,9 @@ type Config struct {
 	Logger *zap.Logger
 	// Observer, if set, sees every settled delivery.
 	Observer Observer
+	// RecordLatency keeps a histogram of handler call durations (Latency),
+	// for metrics. It costs two uncontended atomic adds per delivery.
+	RecordLatency bool
 }
 
 // Stats are a consumer's counters since it started.
@@ -80,8 +84,10 @@ type Stats struct {
 	Released     int64 `json:"released"`
 	// InstanceErrors counts plugin instances that failed to start.
 	InstanceErrors int64 `json:"instance_errors"`
-	Instances      int64 `json:"instances"`
-	InFlight       int64 `json:"in_flight"`
+	// EngineErrors counts failed receives and verdicts the engine did not take.
+	EngineErrors int64 `json:"engine_errors"`
+	Instances    int64 `json:"instances"`
+	InFlight     int64 `json:"in_flight"`
 }
 
 // counters belong to one worker, so workers on different cores never write
@@ -90,6 +96,7 @@ type counters struct {
 	acked, nacked, requeued, deadLettered      atomic.Int64
 	traps, timeouts, badVerdicts, leaseLost    atomic.Int64
 	released, instances, inFlight, instanceErr atomic.Int64
+	engineErr                                  atomic.Int64
 	_                                          [64]byte // keep the next worker's counters off this line
 }
 
@@ -112,6 +119,8 @@ type Consumer struct {
 	aborted  atomic.Bool          // Stop's deadline passed: running calls are being killed
 	insts    map[*worker]Instance // live instances, closed on abort
 	workers  []*worker
+	gate     gate // pause and resume
+	recent   recentErrors
 }
 
 // New validates cfg and returns a consumer ready to Start.
@@ -135,6 +144,9 @@ func New(cfg Config) (*Consumer, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	// Identical lines (a handler failing every message the same way, an
+	// engine that is down) are written once per errEvery with a count.
+	log = lograte.WrapLogger(log, errEvery)
 	c := &Consumer{cfg: cfg, log: log.With(zap.String("consumer", cfg.Name), zap.String("queue", cfg.Queue.Name()))}
 	c.settleCtx, c.cancelSettle = context.WithCancel(context.Background())
 	c.insts = make(map[*worker]Instance)
@@ -165,6 +177,7 @@ func (c *Consumer) Stats() Stats {
 		s.LeaseLost += n.leaseLost.Load()
 		s.Released += n.released.Load()
 		s.InstanceErrors += n.instanceErr.Load()
+		s.EngineErrors += n.engineErr.Load()
 		s.Instances += n.instances.Load()
 		s.InFlight += n.inFlight.Load()
 	}
@@ -181,6 +194,7 @@ func (c *Consumer) Start() {
 	c.started = true
 	recvCtx, cancel := context.WithCancel(context.Background())
 	c.stopRecv = cancel
+	c.gate.start(recvCtx, c.cfg.Concurrency)
 	for i := 0; i < c.cfg.Concurrency; i++ {
 		w := &worker{c: c, batch: 1, buf: make([]engines.Delivery, c.cfg.Batch)}
 		c.workers = append(c.workers, w)
@@ -208,6 +222,8 @@ func (c *Consumer) Stop(ctx context.Context) error {
 	}
 	c.stopRecv()
 	c.mu.Unlock()
+	// Write the counts of rate-limited lines still pending.
+	defer func() { _ = c.log.Sync() }()
 
 	done := make(chan struct{})
 	go func() { c.wg.Wait(); close(done) }()
@@ -241,11 +257,10 @@ type worker struct {
 	inst  Instance
 	batch int
 	// ewma of the time one delivery takes, for sizing batches.
-	ewma time.Duration
-	// errors are logged at most once per errEvery, with the count suppressed.
-	lastErrLog time.Time
-	suppressed int
-	backoff    time.Duration
+	ewma    time.Duration
+	backoff time.Duration
+	lat     latency  // written only when Config.RecordLatency
+	_       [64]byte // keep whatever is allocated next off lat's last line
 }
 
 const (
@@ -257,17 +272,26 @@ func (w *worker) run(ctx context.Context) {
 	c := w.c
 	defer w.dropInstance()
 	for ctx.Err() == nil {
+		e := c.gate.cur.Load()
+		if e.resumed != nil { // paused
+			c.gate.park(ctx, e)
+			continue
+		}
 		if w.inst == nil && !w.newInstance(ctx) {
 			w.wait(ctx)
 			continue
 		}
-		n, err := c.cfg.Queue.Receive(ctx, w.buf[:w.batch])
+		n, err := c.cfg.Queue.Receive(e.ctx, w.buf[:w.batch])
 		ds := w.buf[:n]
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, engines.ErrClosed) {
 				return
 			}
-			w.logErr("receive failed", err)
+			if e.ctx.Err() != nil { // paused while waiting
+				continue
+			}
+			w.n.engineErr.Add(1)
+			w.logErr("receive", "receive failed", err)
 			w.wait(ctx)
 			continue
 		}
@@ -276,6 +300,10 @@ func (w *worker) run(ctx context.Context) {
 			if c.stopping.Load() {
 				w.release(ds[i:]...)
 				return
+			}
+			if c.gate.flag.Load() { // paused: hand the rest back
+				w.release(ds[i:]...)
+				break
 			}
 			// The previous delivery may have cost the instance (a trap, or
 			// per-message isolation); one that cannot be replaced hands the
@@ -298,7 +326,7 @@ func (w *worker) newInstance(ctx context.Context) bool {
 	inst, err := w.c.cfg.NewInstance(ctx)
 	if err != nil {
 		w.n.instanceErr.Add(1)
-		w.logErr("plugin instance failed to start", err)
+		w.logErr("instance", "plugin instance failed to start", err)
 		return false
 	}
 	w.backoff = 0
@@ -322,14 +350,11 @@ func (w *worker) dropInstance() {
 	w.n.instances.Add(-1)
 }
 
-func (w *worker) logErr(msg string, err error) {
-	now := time.Now()
-	if now.Sub(w.lastErrLog) < errEvery {
-		w.suppressed++
-		return
-	}
-	w.c.log.Error(msg, zap.Error(err), zap.Int("suppressed", w.suppressed))
-	w.lastErrLog, w.suppressed = now, 0
+// logErr logs a failure not tied to a message and keeps it for
+// RecentErrors; the consumer's logger rate-limits repeats.
+func (w *worker) logErr(kind, msg string, err error) {
+	w.c.recent.add(ErrorRecord{Time: time.Now(), Kind: kind, Error: err.Error()})
+	w.c.log.Error(msg, zap.Error(err))
 }
 
 // wait sleeps with exponential backoff (50ms to 5s) or until ctx ends.
@@ -377,14 +402,16 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 		// Its lease ran out while it waited in the batch: the engine may
 		// already be handing it to someone else.
 		w.n.leaseLost.Add(1)
-		c.log.Warn("lease ran out while the delivery waited in its batch; it will be redelivered",
-			zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt))
+		c.log.Warn("lease ran out while the delivery waited in its batch; it will be redelivered", deliveryFields(d)...)
 		return
 	}
 	w.n.inFlight.Add(1)
 	res := w.inst.Handle(c.settleCtx, d)
 	took := time.Since(start)
 	w.n.inFlight.Add(-1)
+	if c.cfg.RecordLatency {
+		w.lat.observe(took)
+	}
 	w.resize(took)
 	if c.aborted.Load() {
 		w.release(*d)
@@ -403,7 +430,6 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 		default:
 			w.n.traps.Add(1)
 		}
-		c.log.Warn("handler failed", zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt), zap.Error(res.Err))
 	}
 	if w.inst.Broken() || c.cfg.PerMessage {
 		w.dropInstance()
@@ -425,26 +451,24 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 	if err := d.Settle(c.settleCtx, s); err != nil {
 		if errors.Is(err, engines.ErrLeaseLost) {
 			w.n.leaseLost.Add(1)
-			c.log.Warn("lease lost before the verdict was applied; the message will be redelivered",
-				zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt), zap.Duration("took", took))
 		} else {
-			w.logErr("applying verdict failed", err)
+			w.n.engineErr.Add(1)
 		}
+		w.logOutcome(d, s, res.Err, err, took)
 		return
+	}
+	if res.Err != nil || s.Verdict == engines.Nack || s.Verdict == engines.DeadLetter {
+		w.logOutcome(d, s, res.Err, nil, took)
 	}
 	switch s.Verdict {
 	case engines.Ack:
 		w.n.acked.Add(1)
 	case engines.Nack:
 		w.n.nacked.Add(1)
-		if res.Err == nil {
-			c.log.Debug("nack", zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt), zap.Duration("retry_in", s.Delay))
-		}
 	case engines.Requeue:
 		w.n.requeued.Add(1)
 	case engines.DeadLetter:
 		w.n.deadLettered.Add(1)
-		c.log.Info("dead-lettered by handler", zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt))
 	}
 	if c.cfg.Observer != nil {
 		c.cfg.Observer.Settled(d, s.Verdict, took)

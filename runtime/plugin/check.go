@@ -81,37 +81,37 @@ func supportedVersions() []int { return []int{abi.Version} }
 // `qrun plugin check` print: what it declares and why qrun would refuse it.
 type Report struct {
 	// Digest is the hex SHA-256 of the module bytes (Plugin.Digest).
-	Digest string
+	Digest string `json:"sha256"`
 	// ABIVersions are the versions the module declares via qrun_abi_v<N>.
-	ABIVersions []int
+	ABIVersions []int `json:"abi_versions"`
 	// ABIVersion is the version this host would speak with it; 0 if none.
-	ABIVersion int
+	ABIVersion int `json:"abi_version"`
 	// Exports are the exported functions, sorted by name.
-	Exports []Func
+	Exports []Func `json:"exports"`
 	// Imports are the imported functions in declaration order.
-	Imports []Import
+	Imports []Import `json:"imports"`
 	// WASI reports whether the module imports wasi_snapshot_preview1.
-	WASI bool
+	WASI bool `json:"wasi"`
 	// MemoryMinBytes is the declared initial size of the exported memory.
-	MemoryMinBytes uint64
+	MemoryMinBytes uint64 `json:"memory_min_bytes"`
 	// MemoryMaxBytes is the declared maximum; 0 when the module declares none.
-	MemoryMaxBytes uint64
+	MemoryMaxBytes uint64 `json:"memory_max_bytes"`
 	// Problems lists every reason the module would be refused; empty means
 	// qrun accepts it (memory_limit aside, which depends on the consumer).
-	Problems []string
+	Problems []string `json:"problems"`
 }
 
 // Func is an exported function.
 type Func struct {
-	Name      string
-	Signature string // e.g. "(i32,i32)->i32"
+	Name      string `json:"name"`
+	Signature string `json:"signature"` // e.g. "(i32,i32)->i32"
 }
 
 // Import is an imported function.
 type Import struct {
-	Module    string
-	Name      string
-	Signature string
+	Module    string `json:"module"`
+	Name      string `json:"name"`
+	Signature string `json:"signature"`
 }
 
 // Check inspects wasm without running any of it. It always returns a
@@ -177,8 +177,12 @@ func inspect(cm wazero.CompiledModule, wasm []byte, wasiFuncs map[string]sig, re
 			rep.WASI = true
 			want = wasiFuncs
 		default:
-			rep.Problems = append(rep.Problems, fmt.Sprintf(
-				"unknown import %s.%s (qrun provides only modules %q and %q)", mod, name, abi.ImportModule, wasiModule))
+			p := fmt.Sprintf("unknown import %s.%s (qrun provides only modules %q and %q)", mod, name, abi.ImportModule, wasiModule)
+			if mod == "env" && name == "abort" {
+				// AssemblyScript's default abort: the commonest first mistake.
+				p += "; AssemblyScript imports env.abort unless built with --use abort=<path to the SDK>/qrun/qrunAbort"
+			}
+			rep.Problems = append(rep.Problems, p)
 			continue
 		}
 		s, ok := want[name]

@@ -283,6 +283,7 @@ func hostPublish(ctx context.Context, m api.Module, stack []uint64) {
 		}
 		msg.Attributes = a
 	}
+	inheritTrace(&msg, st.d)
 	if p.pub == nil {
 		stack[0] = code(abi.ErrUnavailable)
 		return

@@ -27,13 +27,16 @@ func (p *Plugin) guestLog(st *instanceState, lvl zapcore.Level, msg []byte, sour
 	if !p.limiter.allow(time.Now()) {
 		return abi.ErrRateLimited
 	}
-	fields := make([]zap.Field, 0, 5)
+	fields := make([]zap.Field, 0, 6)
 	fields = append(fields, zap.String("source", source))
 	if truncated {
 		fields = append(fields, zap.Bool("truncated", true))
 	}
 	if d := st.d; d != nil {
 		fields = append(fields, zap.String("queue", d.Queue), zap.String("message_id", d.ID), zap.Int("attempt", d.Attempt))
+		if tp, ok := d.Attributes[AttrTraceParent]; ok {
+			fields = append(fields, zap.String(AttrTraceParent, tp))
+		}
 	}
 	p.log.Log(lvl, string(msg), fields...)
 	return 0

@@ -42,7 +42,9 @@ consumer "hostile" {
   queue        = "bad"
   plugin       = %q
   concurrency  = 2
-  timeout      = "100ms"
+  # Long enough that only the infinite loop reaches it, even on a loaded
+  # machine: a slow trap must still count as a trap.
+  timeout      = "1s"
   memory_limit = "1MiB"
 }
 consumer "healthy" {

@@ -25,6 +25,8 @@ type EngineOptions struct {
 	// keeps them under DataDir/<engine name>.
 	DataDir string
 	Logger  *zap.Logger
+	// Events counts the engine's errors and reconnects in the metrics.
+	Events EngineEvents
 }
 
 // EngineType is one kind of engine the runtime can build from HCL.
@@ -87,6 +89,7 @@ func Builtin() *Registry {
 	r := NewRegistry()
 	r.Register("memory", memoryType())
 	r.Register("postgres", postgresType())
+	r.Register("posixmq", posixmqType())
 	return r
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/metrics"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
@@ -54,7 +55,8 @@ type Server struct {
 	plugins   []*plugin.Plugin
 	consumers []*dispatch.Consumer
 	ready     atomic.Bool
-	addr      atomic.Value // string: admin address once listening
+	addr      atomic.Value     // string: admin address once listening
+	metrics   *metrics.Metrics // nil without an admin listener (ops.go)
 }
 
 // New opens everything the config declares. On error, whatever was opened
@@ -67,6 +69,9 @@ func New(ctx context.Context, cfg *config.File, opts Options) (*Server, error) {
 		opts.Registry = Builtin()
 	}
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}, queues: map[string]*queue{}}
+	if s.metricsEnabled() {
+		s.metrics = metrics.New(s, s.log)
+	}
 	if err := s.open(ctx); err != nil {
 		s.close(context.Background())
 		return nil, err
@@ -85,6 +90,7 @@ func (s *Server) open(ctx context.Context) error {
 		eng, err := opts.Registry.open(ctx, e.Type, EngineOptions{
 			Name: e.Name, Body: e.Body, Eval: cfg.EvalContext(),
 			DataDir: filepath.Join(cfg.Runtime.DataDir, e.Name), Logger: s.log.With(zap.String("engine", e.Name)),
+			Events: s.engineEvents(e.Name),
 		})
 		if err != nil {
 			return fmt.Errorf("engine %q: %w", e.Name, err)
@@ -134,8 +140,9 @@ func (s *Server) addConsumer(ctx context.Context, cc *config.Consumer) error {
 		NewInstance: func(ctx context.Context) (dispatch.Instance, error) {
 			return p.NewInstance(ctx)
 		},
-		Logger:   s.log,
-		Observer: s.opts.Observer,
+		Logger:        s.log,
+		Observer:      s.opts.Observer,
+		RecordLatency: s.metrics != nil,
 	})
 	if err != nil {
 		return err
@@ -213,7 +220,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	} else if ln != nil {
 		srv = &http.Server{
-			Handler:           admin.Handler(admin.Options{Token: s.cfg.Runtime.AdminToken, Backend: s, Logger: s.log}),
+			Handler:           admin.Handler(s.adminOptions()),
 			ReadHeaderTimeout: 10 * time.Second,
 		}
 		s.addr.Store(ln.Addr().String())

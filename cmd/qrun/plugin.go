@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/qrun-dev/qrun/plugins"
+	"github.com/qrun-dev/qrun/runtime/plugin"
+)
+
+const pluginUsage = `qrun plugin: work with handler modules.
+
+Usage:
+  qrun plugin check [--json] FILE.wasm...
+      Report each module's ABI version, exports, imports, WASI use and memory
+      limits, and every reason qrun would refuse it. Exit 0 when every module
+      is accepted, 2 when any has a problem.
+  qrun plugin new --lang LANG [--dir DIR] NAME
+      Write a buildable handler called NAME into DIR (default ./NAME), with a
+      copy of LANG's SDK, a build.sh and a README. LANG: ` + "%s" + `.
+`
+
+// cmdPlugin runs `qrun plugin ...` and returns the exit code: the check's
+// outcome (2 for a refused module) is not an error in the usual sense, so
+// the subcommand settles its own code rather than going through run's
+// error mapping.
+func cmdPlugin(args []string, stdout, stderr io.Writer) int {
+	usage := fmt.Sprintf(pluginUsage, strings.Join(plugins.Languages(), ", "))
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "check":
+		return cmdPluginCheck(args[1:], stdout, stderr)
+	case "new":
+		return cmdPluginNew(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "qrun plugin: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+// parseInterspersed parses flags that may come before or after the
+// positional arguments (`qrun plugin new NAME --lang go` reads naturally),
+// which the flag package alone does not allow.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func cmdPluginCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("plugin check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the reports as a JSON array")
+	files, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitUsage
+	}
+	if len(files) == 0 {
+		fmt.Fprintln(stderr, "qrun plugin check: name at least one .wasm file")
+		return exitUsage
+	}
+	type fileReport struct {
+		File string `json:"file"`
+		OK   bool   `json:"ok"`
+		Size int    `json:"size"`
+		*plugin.Report
+	}
+	var reports []fileReport
+	code := exitOK
+	for _, f := range files {
+		wasm, err := os.ReadFile(f)
+		if err != nil {
+			// Reported like a problem, so the other files are still checked.
+			reports = append(reports, fileReport{File: f, Report: &plugin.Report{Problems: []string{"cannot read the file: " + unwrapPath(err)}}})
+			code = exitUsage
+			continue
+		}
+		rep, err := plugin.Check(context.Background(), wasm)
+		if rep == nil { // only when the checker itself failed, not the module
+			fmt.Fprintf(stderr, "qrun plugin check: %s: %v\n", f, err)
+			return exitRuntime
+		}
+		if len(rep.Problems) > 0 {
+			code = exitUsage
+		}
+		reports = append(reports, fileReport{File: f, OK: len(rep.Problems) == 0, Size: len(wasm), Report: rep})
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(reports); err != nil {
+			fmt.Fprintf(stderr, "qrun plugin check: %v\n", err)
+			return exitRuntime
+		}
+		return code
+	}
+	for i, r := range reports {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		writeReport(stdout, r.File, r.Size, r.Report)
+	}
+	return code
+}
+
+// unwrapPath drops the *PathError prefix, since the file name is printed
+// beside it already.
+func unwrapPath(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// writeReport prints a report in plain words: the verdict first, then every
+// problem, then what the module declares.
+func writeReport(w io.Writer, file string, size int, r *plugin.Report) {
+	switch n := len(r.Problems); n {
+	case 0:
+		fmt.Fprintf(w, "%s: ok\n", file)
+	case 1:
+		fmt.Fprintf(w, "%s: refused, 1 problem:\n", file)
+	default:
+		fmt.Fprintf(w, "%s: refused, %d problems:\n", file, n)
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  - %s\n", p)
+	}
+	if r.Digest == "" { // unreadable: nothing else is known
+		return
+	}
+	row := func(k, v string) { fmt.Fprintf(w, "  %-9s %s\n", k, v) }
+	switch {
+	case r.ABIVersion != 0:
+		row("abi", "v"+strconv.Itoa(r.ABIVersion))
+	case len(r.ABIVersions) > 0:
+		row("abi", "declares "+versions(r.ABIVersions)+", none supported")
+	default:
+		row("abi", "none declared")
+	}
+	row("size", strconv.Itoa(size)+" bytes, sha256 "+r.Digest)
+
+	var wasi, qrunFuncs, other []string
+	for _, im := range r.Imports {
+		switch im.Module {
+		case "wasi_snapshot_preview1":
+			if !slices.Contains(wasi, im.Name) { // a module may import one twice
+				wasi = append(wasi, im.Name)
+			}
+		case "qrun":
+			qrunFuncs = append(qrunFuncs, im.Name)
+		default:
+			other = append(other, im.Module+"."+im.Name)
+		}
+	}
+	if r.WASI {
+		row("wasi", "yes, "+strings.Join(wasi, ", ")+" (qrun grants no files, environment or network)")
+	} else {
+		row("wasi", "no")
+	}
+	row("memory", memoryLine(r))
+	names := make([]string, len(r.Exports))
+	for i, e := range r.Exports {
+		names[i] = e.Name + " " + e.Signature
+	}
+	row("exports", listOrNone(names))
+	row("imports", "qrun: "+listOrNone(qrunFuncs))
+	if len(other) > 0 {
+		row("", "other: "+strings.Join(other, ", "))
+	}
+}
+
+func versions(vs []int) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = "v" + strconv.Itoa(v)
+	}
+	return strings.Join(s, ", ")
+}
+
+func listOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+func memoryLine(r *plugin.Report) string {
+	s := "min " + sizeString(r.MemoryMinBytes)
+	if r.MemoryMaxBytes > 0 {
+		s += ", max " + sizeString(r.MemoryMaxBytes)
+	} else {
+		s += ", no max (the consumer's memory_limit caps it)"
+	}
+	return s
+}
+
+// sizeString renders n bytes of wasm memory with its page count.
+func sizeString(n uint64) string {
+	const page = 65536
+	var s string
+	switch {
+	case n >= 1<<20:
+		s = strconv.FormatFloat(float64(n)/(1<<20), 'f', -1, 64)
+		if i := strings.IndexByte(s, '.'); i >= 0 && len(s) > i+3 {
+			s = s[:i+3]
+		}
+		s += " MiB"
+	default:
+		s = strconv.FormatUint(n>>10, 10) + " KiB"
+	}
+	if n/page == 1 {
+		return s + " (1 page)"
+	}
+	return fmt.Sprintf("%s (%d pages)", s, n/page)
+}
+
+func cmdPluginNew(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("plugin new", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	lang := fs.String("lang", "", "handler language: "+strings.Join(plugins.Languages(), ", "))
+	dir := fs.String("dir", "", "directory to create (default ./NAME)")
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitUsage
+	}
+	if len(pos) != 1 || *lang == "" {
+		fmt.Fprintf(stderr, "usage: qrun plugin new --lang LANG [--dir DIR] NAME (LANG: %s)\n", strings.Join(plugins.Languages(), ", "))
+		return exitUsage
+	}
+	name := pos[0]
+	if *dir == "" {
+		*dir = name
+	}
+	files, err := plugins.Scaffold(*dir, *lang, name)
+	if err != nil {
+		fmt.Fprintf(stderr, "qrun plugin new: %v\n", err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "created %s handler %q in %s:\n", *lang, name, *dir)
+	for _, f := range files {
+		fmt.Fprintf(stdout, "  %s\n", filepath.Join(*dir, filepath.FromSlash(f)))
+	}
+	fmt.Fprintf(stdout, "\nNext:\n  %s\n  qrun plugin check %s\n",
+		filepath.Join(*dir, "build.sh"), filepath.Join(*dir, name+".wasm"))
+	return exitOK
+}

@@ -1,0 +1,5 @@
+;; qrun_handle returns i64.
+(module (memory (export "memory") 1)
+  (func (export "qrun_abi_v1"))
+  (func (export "qrun_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "qrun_handle") (param i32 i32) (result i64) (i64.const 0)))

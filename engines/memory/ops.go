@@ -1,0 +1,189 @@
+package memory
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/qrun-dev/qrun/engines"
+)
+
+// The operator extensions work on a snapshot of the queue's structures taken
+// under its lock. They walk every waiting message, which is fine for the rare
+// operator call they serve and keeps the hot-path structures free of the
+// extra indexes that arbitrary removal would need.
+
+var (
+	_ engines.Peeker   = (*handle)(nil)
+	_ engines.Purger   = (*handle)(nil)
+	_ engines.Redriver = (*handle)(nil)
+)
+
+// Peek implements engines.Peeker.
+func (h *handle) Peek(ctx context.Context, max int) ([]engines.Delivery, error) {
+	if h.closed.Load() {
+		return nil, h.errClosed("peek at")
+	}
+	if max < 1 {
+		return nil, fmt.Errorf("memory: peek at %q: max %d < 1: %w", h.q.name, max, engines.ErrInvalid)
+	}
+	q := h.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return nil, q.errClosed("peek at")
+	}
+	now := q.e.now()
+	var out []engines.Delivery
+	for _, r := range q.waiting() {
+		if len(out) == max {
+			break
+		}
+		if r.state == stateReady && r.expire != 0 && now >= r.expire {
+			continue // expired: the next receive drops it
+		}
+		out = append(out, engines.Delivery{
+			Message:    r.msg,
+			Queue:      q.name,
+			Attempt:    int(r.attempt),
+			Failures:   int(r.failures),
+			EnqueuedAt: q.e.wall(r.enq),
+		})
+	}
+	return out, nil
+}
+
+// waiting lists the records that are not leased, in delivery order: ready
+// ones by priority then FIFO, then those parked behind an ordering key, then
+// delayed ones by visibility time. Called with q.mu held.
+func (q *queue) waiting() []*record {
+	out := make([]*record, 0, q.nReady+q.nParked+len(q.delayed))
+	for p := len(q.ready.levels) - 1; p >= 0; p-- {
+		l := &q.ready.levels[p]
+		mask := len(l.buf) - 1
+		for i := 0; i < l.n; i++ {
+			out = append(out, l.buf[(l.head+i)&mask])
+		}
+	}
+	var parked []*record
+	for _, ks := range q.keys {
+		mask := len(ks.parked.buf) - 1
+		for i := 0; i < ks.parked.n; i++ {
+			parked = append(parked, ks.parked.buf[(ks.parked.head+i)&mask])
+		}
+	}
+	slices.SortFunc(parked, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
+	delayed := slices.Clone(q.delayed)
+	slices.SortFunc(delayed, func(a, b *record) int {
+		return cmp.Or(cmp.Compare(a.due, b.due), cmp.Compare(a.seq, b.seq))
+	})
+	out = append(out, parked...)
+	return append(out, delayed...)
+}
+
+// Purge implements engines.Purger.
+func (h *handle) Purge(ctx context.Context) (int64, error) {
+	if h.closed.Load() {
+		return 0, h.errClosed("purge")
+	}
+	q := h.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return 0, q.errClosed("purge")
+	}
+	removed := q.remove(func(*record) bool { return true })
+	return int64(len(removed)), nil
+}
+
+// remove takes the waiting records that match out of the queue and returns
+// copies of their messages with their original enqueue times. Parked records
+// go first, so that releasing an active record does not promote a parked one
+// that is about to be removed anyway. Called with q.mu held.
+func (q *queue) remove(match func(*record) bool) []deadMsg {
+	var out []deadMsg
+	take := func(r *record) {
+		out = append(out, deadMsg{msg: r.msg, enq: r.enq, seq: r.seq})
+	}
+	for _, ks := range q.keys {
+		n := ks.parked.n
+		for range n {
+			r := ks.parked.pop()
+			if !match(r) {
+				ks.parked.push(r)
+				continue
+			}
+			q.nParked--
+			take(r)
+			r.ks = nil
+			q.release(r, 0)
+		}
+	}
+	for p := range q.ready.levels {
+		l := &q.ready.levels[p]
+		n := l.n
+		for range n {
+			r := l.pop()
+			if !match(r) {
+				l.push(r)
+				continue
+			}
+			q.nReady--
+			take(r)
+			q.release(r, q.e.now())
+		}
+		if l.n == 0 {
+			q.ready.mask[p>>6] &^= 1 << uint(p&63)
+		}
+	}
+	for i := len(q.delayed) - 1; i >= 0; i-- {
+		if i >= len(q.delayed) || !match(q.delayed[i]) {
+			continue
+		}
+		r := q.delayed.remove(i)
+		take(r)
+		q.release(r, q.e.now())
+	}
+	return out
+}
+
+// Redrive implements engines.Redriver.
+func (h *handle) Redrive(ctx context.Context, ids []string) (int, error) {
+	if h.closed.Load() {
+		return 0, h.errClosed("redrive")
+	}
+	q := h.q
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, q.errClosed("redrive")
+	}
+	moved := q.remove(func(r *record) bool {
+		if r.msg.Attributes[engines.AttrDeadLetterSource] == "" {
+			return false
+		}
+		return len(want) == 0 || want[r.msg.ID]
+	})
+	q.mu.Unlock()
+	for i := range moved {
+		m := &moved[i]
+		m.target = m.msg.Attributes[engines.AttrDeadLetterSource]
+		attrs := maps.Clone(m.msg.Attributes)
+		delete(attrs, engines.AttrDeadLetterSource)
+		delete(attrs, engines.AttrDeadLetterReason)
+		m.msg.Attributes = attrs
+	}
+	// Group by target, as flushDead expects, and keep the order in which
+	// the messages reached this queue within each target.
+	slices.SortFunc(moved, func(a, b deadMsg) int {
+		return cmp.Or(cmp.Compare(a.target, b.target), cmp.Compare(a.seq, b.seq))
+	})
+	q.flushDead(moved)
+	return len(moved), nil
+}

@@ -1,0 +1,33 @@
+//go:build !linux
+
+package posixmq
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/qrun-dev/qrun/engines"
+)
+
+// errNotLinux is what every call returns off Linux, which has no POSIX
+// message queues of this kind.
+var errNotLinux = fmt.Errorf("posixmq: POSIX message queues need Linux: %w", engines.ErrUnsupported)
+
+func checkSizes(Options) *OptionError { return nil }
+
+// Engine is unavailable off Linux.
+type Engine struct{}
+
+// New fails off Linux.
+func New(Options) (*Engine, error) { return nil, errNotLinux }
+
+// Open fails off Linux.
+func (*Engine) Open(context.Context, engines.QueueSpec) (engines.Queue, error) {
+	return nil, errNotLinux
+}
+
+// Capabilities is empty off Linux.
+func (*Engine) Capabilities() engines.Capabilities { return engines.Capabilities{} }
+
+// Close does nothing off Linux.
+func (*Engine) Close() error { return nil }

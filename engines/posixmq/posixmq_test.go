@@ -1,0 +1,56 @@
+//go:build linux
+
+package posixmq_test
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/enginetest"
+	"github.com/qrun-dev/qrun/engines/posixmq"
+)
+
+var engineSeq atomic.Uint64
+
+// testPrefix makes kernel names unique to this process and engine, so
+// parallel tests and earlier runs never share a queue.
+func testPrefix() string {
+	return fmt.Sprintf("qrt%d_%d_", os.Getpid(), engineSeq.Add(1))
+}
+
+// newEngine builds an engine whose queues are unlinked when it closes. The
+// message size is small because every queue counts against the per-user
+// RLIMIT_MSGQUEUE (800 KiB by default), shared by all tests running at once.
+func newEngine(tb testing.TB, opts posixmq.Options) *posixmq.Engine {
+	tb.Helper()
+	if opts.MessageSize == 0 {
+		opts.MessageSize = 1024
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = testPrefix()
+	}
+	opts.UnlinkOnClose = true
+	e, err := posixmq.New(opts)
+	if err != nil {
+		tb.Fatalf("posixmq.New: %v", err)
+	}
+	tb.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+func harness(opts posixmq.Options) enginetest.Harness {
+	return enginetest.Harness{New: func(tb testing.TB) engines.Engine { return newEngine(tb, opts) }}
+}
+
+func TestConformance(t *testing.T) {
+	// The suite enqueues batches far deeper than a kernel queue (10 here),
+	// from the goroutine that then receives them, so it needs a spill.
+	t.Run("framed", func(t *testing.T) { enginetest.Run(t, harness(posixmq.Options{Spill: 20000})) })
+}
+
+func BenchmarkConformance(b *testing.B) {
+	enginetest.Bench(b, harness(posixmq.Options{Spill: 20000}))
+}

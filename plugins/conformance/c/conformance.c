@@ -1,0 +1,109 @@
+/* The C module of qrun's ABI conformance suite: the scripted behaviour of
+ * plugins/conformance/README.md, written with the C SDK. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qrun.h"
+
+/* Lives as long as the instance: the "count" command proves it. */
+static unsigned count;
+
+static qrun_verdict out(const char *s) {
+	return qrun_publish("out", s, strlen(s), NULL, 0) == 0 ? QRUN_ACK : QRUN_NACK;
+}
+
+/* out(v) or out("<absent>"), freeing v. */
+static qrun_verdict out_or_absent(char *v) {
+	qrun_verdict r = out(v != NULL ? v : "<absent>");
+	free(v);
+	return r;
+}
+
+/* parse_int reads a whole optionally signed decimal; false if s is not one. */
+static bool parse_int(const char *s, long long *v) {
+	char *end;
+	if (*s == '\0') return false;
+	*v = strtoll(s, &end, 10);
+	return *end == '\0';
+}
+
+static qrun_verdict echo(const char *arg, size_t len) {
+	/* Copy every attribute of the message onto the published one. */
+	size_t n;
+	qrun_attr *attrs = qrun_attrs_get_all(&n);
+	if (attrs == NULL && n > 0) return QRUN_NACK;
+	int32_t r = qrun_publish("out", arg, len, attrs, n);
+	qrun_attrs_free(attrs, n);
+	return r == 0 ? QRUN_ACK : QRUN_NACK;
+}
+
+static qrun_verdict handle(const qrun_msg *m) {
+	/* The command and its argument as NUL-terminated strings. */
+	char *body = malloc(m->len + 1);
+	if (body == NULL) return QRUN_NACK;
+	memcpy(body, m->body, m->len);
+	body[m->len] = '\0';
+	if (strlen(body) != m->len) { /* a NUL inside: not a command */
+		free(body);
+		return QRUN_DEAD_LETTER;
+	}
+	char *arg = strchr(body, ':');
+	size_t arg_len = 0;
+	if (arg != NULL) {
+		*arg++ = '\0';
+		arg_len = m->len - (size_t)(arg - body);
+	} else {
+		arg = body + m->len;
+	}
+	long long n;
+	char num[24];
+	qrun_verdict v = QRUN_DEAD_LETTER;
+	if (strcmp(body, "verdict") == 0) {
+		/* Any number, bad verdicts included: they are part of the script. */
+		if (parse_int(arg, &n)) v = (qrun_verdict)(int32_t)n;
+	} else if (strcmp(body, "trap") == 0) {
+		__builtin_trap();
+	} else if (strcmp(body, "echo") == 0) {
+		v = echo(arg, arg_len);
+	} else if (strcmp(body, "attr") == 0) {
+		v = out_or_absent(qrun_attr_get(arg));
+	} else if (strcmp(body, "config") == 0) {
+		v = out_or_absent(qrun_config_get(arg));
+	} else if (strcmp(body, "id") == 0) {
+		v = out_or_absent(qrun_msg_id());
+	} else if (strcmp(body, "attempt") == 0) {
+		snprintf(num, sizeof num, "%d", (int)qrun_msg_attempt());
+		v = out(num);
+	} else if (strcmp(body, "delay") == 0) {
+		if (parse_int(arg, &n)) {
+			qrun_set_delay_ms(n);
+			v = QRUN_NACK;
+		}
+	} else if (strcmp(body, "pub") == 0) {
+		int32_t r = qrun_publish(arg, "x", 1, NULL, 0);
+		v = out(r == 0 ? "ok" : r == QRUN_ERR_DENIED ? "denied" : "error");
+	} else if (strcmp(body, "extend") == 0) {
+		if (parse_int(arg, &n)) v = out(qrun_extend_lease_ms(n) == 0 ? "ok" : "error");
+	} else if (strcmp(body, "log") == 0) {
+		qrun_log(QRUN_INFO, arg);
+		v = QRUN_ACK;
+	} else if (strcmp(body, "count") == 0) {
+		snprintf(num, sizeof num, "%u", ++count);
+		v = out(num);
+	}
+	free(body);
+	return v;
+}
+
+static int init(void) {
+	char *refuse = qrun_config_get("refuse");
+	if (refuse == NULL) return 0;
+	qrun_logf(QRUN_ERROR, "init failed: refused by config: %s", refuse);
+	free(refuse);
+	return 1;
+}
+
+QRUN_HANDLER(handle)
+QRUN_INIT(init)

@@ -1,0 +1,103 @@
+// Command conformance is the Go module of qrun's ABI conformance suite: the
+// scripted behaviour of plugins/conformance/README.md, written with the Go
+// SDK.
+package main
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	qrun "github.com/qrun-dev/qrun/plugins/sdk/go"
+)
+
+// count lives as long as the instance: the "count" command proves it.
+var count int
+
+func init() {
+	qrun.Init(func() error {
+		if v, ok := qrun.Config("refuse"); ok {
+			return errors.New("refused by config: " + v)
+		}
+		return nil
+	})
+	qrun.Handle(handle)
+}
+
+func out(s string) qrun.Verdict {
+	if qrun.Publish("out", []byte(s), nil) != nil {
+		return qrun.Nack
+	}
+	return qrun.Ack
+}
+
+func orAbsent(v string, ok bool) string {
+	if !ok {
+		return "<absent>"
+	}
+	return v
+}
+
+func handle(m *qrun.Message) qrun.Verdict {
+	cmd, arg, _ := strings.Cut(string(m.Body), ":")
+	switch cmd {
+	case "verdict":
+		n, err := strconv.ParseInt(arg, 10, 32)
+		if err != nil {
+			return qrun.DeadLetter
+		}
+		// Any number, bad verdicts included: they are part of the script.
+		return qrun.Verdict(n)
+	case "trap":
+		panic("trap requested")
+	case "echo":
+		if qrun.Publish("out", []byte(arg), m.Attrs()) != nil {
+			return qrun.Nack
+		}
+		return qrun.Ack
+	case "attr":
+		return out(orAbsent(m.Attr(arg)))
+	case "config":
+		return out(orAbsent(qrun.Config(arg)))
+	case "id":
+		return out(m.ID())
+	case "attempt":
+		return out(strconv.Itoa(m.Attempt()))
+	case "delay":
+		ms, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil {
+			return qrun.DeadLetter
+		}
+		qrun.SetDelay(time.Duration(ms) * time.Millisecond)
+		return qrun.Nack
+	case "pub":
+		switch err := qrun.Publish(arg, []byte("x"), nil); {
+		case err == nil:
+			return out("ok")
+		case errors.Is(err, qrun.ErrDenied):
+			return out("denied")
+		default:
+			return out("error")
+		}
+	case "extend":
+		ms, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil {
+			return qrun.DeadLetter
+		}
+		if qrun.ExtendLease(time.Duration(ms)*time.Millisecond) != nil {
+			return out("error")
+		}
+		return out("ok")
+	case "log":
+		qrun.Log(qrun.LevelInfo, arg)
+		return qrun.Ack
+	case "count":
+		count++
+		return out(strconv.Itoa(count))
+	}
+	return qrun.DeadLetter
+}
+
+// main is not run: the module is a WASI reactor.
+func main() {}

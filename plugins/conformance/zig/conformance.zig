@@ -1,0 +1,91 @@
+//! The Zig module of qrun's ABI conformance suite: the scripted behaviour of
+//! plugins/conformance/README.md, written with the Zig SDK.
+const std = @import("std");
+const qrun = @import("qrun");
+
+pub const panic = qrun.panic;
+comptime {
+    qrun.exportAbi(@This());
+}
+
+const a = qrun.allocator;
+
+// Lives as long as the instance: the "count" command proves it.
+var count: u32 = 0;
+
+fn out(s: []const u8) qrun.Verdict {
+    qrun.publish("out", s, &.{}) catch return .nack;
+    return .ack;
+}
+
+fn outOrAbsent(v: anyerror!?[]u8) qrun.Verdict {
+    const got = v catch return .nack;
+    if (got) |s| {
+        defer a.free(s);
+        return out(s);
+    }
+    return out("<absent>");
+}
+
+fn echo(m: *const qrun.Message, arg: []const u8) !void {
+    const attrs = try m.attrs(a);
+    defer qrun.freeAttrs(a, attrs);
+    try qrun.publish("out", arg, attrs);
+}
+
+pub fn handle(m: *const qrun.Message) qrun.Verdict {
+    const body = m.body;
+    const i = std.mem.indexOfScalar(u8, body, ':');
+    const cmd = if (i) |n| body[0..n] else body;
+    const arg = if (i) |n| body[n + 1 ..] else body[body.len..];
+    var num: [16]u8 = undefined;
+
+    if (std.mem.eql(u8, cmd, "verdict")) {
+        // Any number, bad verdicts included: they are part of the script.
+        const n = std.fmt.parseInt(i32, arg, 10) catch return .dead_letter;
+        return @enumFromInt(n);
+    } else if (std.mem.eql(u8, cmd, "trap")) {
+        @trap();
+    } else if (std.mem.eql(u8, cmd, "echo")) {
+        echo(m, arg) catch return .nack;
+        return .ack;
+    } else if (std.mem.eql(u8, cmd, "attr")) {
+        return outOrAbsent(m.attr(a, arg));
+    } else if (std.mem.eql(u8, cmd, "config")) {
+        return outOrAbsent(qrun.config(a, arg));
+    } else if (std.mem.eql(u8, cmd, "id")) {
+        const id = m.id(a) catch return .nack;
+        defer a.free(id);
+        return out(id);
+    } else if (std.mem.eql(u8, cmd, "attempt")) {
+        return out(std.fmt.bufPrint(&num, "{d}", .{m.attempt()}) catch unreachable);
+    } else if (std.mem.eql(u8, cmd, "delay")) {
+        const ms = std.fmt.parseInt(i64, arg, 10) catch return .dead_letter;
+        qrun.setDelay(ms) catch {};
+        return .nack;
+    } else if (std.mem.eql(u8, cmd, "pub")) {
+        qrun.publish(arg, "x", &.{}) catch |e| return out(if (e == error.Denied) "denied" else "error");
+        return out("ok");
+    } else if (std.mem.eql(u8, cmd, "extend")) {
+        const ms = std.fmt.parseInt(i64, arg, 10) catch return .dead_letter;
+        qrun.extendLease(ms) catch return out("error");
+        return out("ok");
+    } else if (std.mem.eql(u8, cmd, "log")) {
+        qrun.log(.info, arg);
+        return .ack;
+    } else if (std.mem.eql(u8, cmd, "count")) {
+        count += 1;
+        return out(std.fmt.bufPrint(&num, "{d}", .{count}) catch unreachable);
+    }
+    return .dead_letter;
+}
+
+pub fn init() bool {
+    const refuse = qrun.config(a, "refuse") catch return false;
+    if (refuse) |v| {
+        defer a.free(v);
+        qrun.logf(.err, "init failed: refused by config: {s}", .{v});
+        return false;
+    }
+    return true;
+}

@@ -1,0 +1,298 @@
+/*
+ * qrun.h: the C guest SDK for qrun message handlers (ABI v1, abi/ABI.md).
+ *
+ * Header only, C99, wasi-libc for malloc and vsnprintf. A handler is a
+ * function from a message to a verdict, registered with QRUN_HANDLER, which
+ * defines the exports the host looks for (qrun_abi_v1, qrun_alloc,
+ * qrun_free, qrun_handle); QRUN_INIT optionally adds qrun_init:
+ *
+ *     #include "qrun.h"
+ *
+ *     static qrun_verdict handle(const qrun_msg *m) {
+ *         qrun_logf(QRUN_INFO, "got %zu bytes", m->len);
+ *         return QRUN_ACK;
+ *     }
+ *     QRUN_HANDLER(handle)
+ *
+ * Build as a WASI reactor, so that _initialize runs C constructors once:
+ *
+ *     clang --target=wasm32-wasi -mexec-model=reactor -O2 -I path/to/sdk/c \
+ *         -Wl,--strip-all -o handler.wasm handler.c
+ *
+ * Functions returning a string return a malloc'd, NUL-terminated copy the
+ * caller frees, or NULL when the value is absent (or memory ran out); the
+ * qrun_sys_* declarations are the raw ABI, for code that wants to avoid the
+ * copies. An instance serves one message at a time and many over its life,
+ * so static variables persist between messages (as a cache: the host may
+ * replace an instance between any two messages).
+ */
+#ifndef QRUN_H
+#define QRUN_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Verdicts: what to do with the message. */
+typedef enum {
+	QRUN_ACK = 0,         /* done: removed */
+	QRUN_NACK = 1,        /* failure: retried with backoff, DLQ after max_attempts */
+	QRUN_REQUEUE = 2,     /* again after the qrun_set_delay_ms delay; not a failure */
+	QRUN_DEAD_LETTER = 3  /* to the dead-letter queue now */
+} qrun_verdict;
+
+/* Log levels. */
+typedef enum { QRUN_DEBUG = 0, QRUN_INFO = 1, QRUN_WARN = 2, QRUN_ERROR = 3 } qrun_level;
+
+/* Error codes returned (negative) by host functions. */
+enum {
+	QRUN_ERR_NOT_FOUND = -2,    /* no such field, attribute, config key or index */
+	QRUN_ERR_DENIED = -3,       /* queue not in the consumer's publish list */
+	QRUN_ERR_INVALID = -4,      /* bad argument */
+	QRUN_ERR_NO_MESSAGE = -5,   /* message function outside qrun_handle */
+	QRUN_ERR_UNAVAILABLE = -6,  /* engine failed or refused; retry may work */
+	QRUN_ERR_TOO_LARGE = -7,    /* message exceeds the queue's size limit */
+	QRUN_ERR_RATE_LIMITED = -8  /* log line dropped */
+};
+
+/* Message fields for qrun_msg_field. */
+enum {
+	QRUN_FIELD_ID = 0,
+	QRUN_FIELD_QUEUE = 1,
+	QRUN_FIELD_CONTENT_TYPE = 2,
+	QRUN_FIELD_CORRELATION_ID = 3,
+	QRUN_FIELD_ORDERING_KEY = 4
+};
+
+/* The message being handled; body is the host's buffer, valid only during
+ * the handler call (copy it to keep it), and not NUL-terminated. */
+typedef struct {
+	const uint8_t *body;
+	size_t len;
+} qrun_msg;
+
+/* An attribute for qrun_publish. */
+typedef struct {
+	const char *key;
+	const char *value;
+} qrun_attr;
+
+/* ---- The raw ABI: host functions of module "qrun" (ABI.md section 4). ---- */
+
+#define QRUN_IMPORT(name) __attribute__((import_module("qrun"), import_name(#name)))
+
+QRUN_IMPORT(log) int32_t qrun_sys_log(int32_t level, const void *ptr, int32_t len);
+QRUN_IMPORT(msg_field) int32_t qrun_sys_msg_field(int32_t field, void *buf, int32_t cap);
+QRUN_IMPORT(msg_attempt) int32_t qrun_sys_msg_attempt(void);
+QRUN_IMPORT(msg_enqueued_at) int64_t qrun_sys_msg_enqueued_at(void);
+QRUN_IMPORT(msg_attr) int32_t qrun_sys_msg_attr(const void *key, int32_t key_len, void *buf, int32_t cap);
+QRUN_IMPORT(msg_attr_key) int32_t qrun_sys_msg_attr_key(int32_t index, void *buf, int32_t cap);
+QRUN_IMPORT(config_get) int32_t qrun_sys_config_get(const void *key, int32_t key_len, void *buf, int32_t cap);
+QRUN_IMPORT(publish) int32_t qrun_sys_publish(const void *queue, int32_t queue_len, const void *body,
+                                              int32_t body_len, const void *attrs, int32_t attrs_len);
+QRUN_IMPORT(set_delay) int32_t qrun_sys_set_delay(int64_t millis);
+QRUN_IMPORT(extend_lease) int32_t qrun_sys_extend_lease(int64_t millis);
+QRUN_IMPORT(now) int64_t qrun_sys_now(void);
+
+/* ---- Helpers. ---- */
+
+/* qrun__read runs a host call that writes a value into (buf, cap). The ABI
+ * writes nothing when the value does not fit and returns its full length, so
+ * the call is repeated with a buffer that size; a loop covers a value that
+ * changed in between. Returns a NUL-terminated malloc'd copy, or NULL. */
+typedef int32_t (*qrun__reader)(const void *arg, int32_t arg_len, void *buf, int32_t cap);
+
+static inline char *qrun__read(qrun__reader call, const void *arg, int32_t arg_len) {
+	int32_t cap = 128;
+	for (;;) {
+		char *buf = (char *)malloc((size_t)cap + 1);
+		if (buf == NULL) return NULL;
+		int32_t n = call(arg, arg_len, buf, cap);
+		if (n >= 0 && n <= cap) {
+			buf[n] = '\0';
+			return buf;
+		}
+		free(buf);
+		if (n < 0) return NULL;
+		cap = n;
+	}
+}
+
+static inline int32_t qrun__field(const void *arg, int32_t field, void *buf, int32_t cap) {
+	(void)arg;
+	return qrun_sys_msg_field(field, buf, cap);
+}
+static inline int32_t qrun__attr_key(const void *arg, int32_t index, void *buf, int32_t cap) {
+	(void)arg;
+	return qrun_sys_msg_attr_key(index, buf, cap);
+}
+
+/* Message fields, NULL outside qrun_handle; "" when the field is empty. */
+static inline char *qrun_msg_field(int32_t field) { return qrun__read(qrun__field, NULL, field); }
+static inline char *qrun_msg_id(void) { return qrun_msg_field(QRUN_FIELD_ID); }
+static inline char *qrun_msg_queue(void) { return qrun_msg_field(QRUN_FIELD_QUEUE); }
+
+/* The delivery attempt, starting at 1 (negative outside qrun_handle). */
+static inline int32_t qrun_msg_attempt(void) { return qrun_sys_msg_attempt(); }
+
+/* When the message was first enqueued, Unix nanoseconds. */
+static inline int64_t qrun_msg_enqueued_at(void) { return qrun_sys_msg_enqueued_at(); }
+
+/* The value of attribute key, or NULL if the message has none. */
+static inline char *qrun_attr_get(const char *key) {
+	return qrun__read(qrun_sys_msg_attr, key, (int32_t)strlen(key));
+}
+
+/* The name of the attribute at index in sorted order, or NULL past the
+ * last: for (i = 0; (k = qrun_attr_key(i)) != NULL; i++) enumerates them. */
+static inline char *qrun_attr_key(int32_t index) { return qrun__read(qrun__attr_key, NULL, index); }
+
+/* Every attribute of the message, sorted by key, as a malloc'd array of
+ * *n pairs whose strings are malloc'd too; free it all with
+ * qrun_attrs_free. NULL with *n = 0 when there are none, NULL with *n = 1
+ * when memory ran out. Two host calls per attribute: prefer qrun_attr_get
+ * for keys you know. */
+static inline void qrun_attrs_free(qrun_attr *attrs, size_t n) {
+	if (attrs == NULL) return;
+	for (size_t i = 0; i < n; i++) {
+		free((void *)attrs[i].key);
+		free((void *)attrs[i].value);
+	}
+	free(attrs);
+}
+
+static inline qrun_attr *qrun_attrs_get_all(size_t *n) {
+	qrun_attr *attrs = NULL;
+	size_t len = 0, cap = 0;
+	char *key;
+	*n = 0;
+	while ((key = qrun_attr_key((int32_t)len)) != NULL) {
+		char *value = qrun_attr_get(key);
+		if (len == cap) {
+			size_t ncap = cap ? 2 * cap : 8;
+			qrun_attr *grown = (qrun_attr *)realloc(attrs, ncap * sizeof *attrs);
+			if (grown == NULL) { /* handled as out of memory below */
+				free(value);
+				value = NULL;
+			} else {
+				attrs = grown;
+				cap = ncap;
+			}
+		}
+		if (value == NULL) { /* out of memory (the key exists, so it has a value) */
+			free(key);
+			qrun_attrs_free(attrs, len);
+			*n = 1;
+			return NULL;
+		}
+		attrs[len].key = key;
+		attrs[len].value = value;
+		len++;
+	}
+	*n = len;
+	return attrs;
+}
+
+/* The value of key in the consumer's config map, or NULL if it is not set.
+ * Works in the QRUN_INIT function too. */
+static inline char *qrun_config_get(const char *key) {
+	return qrun__read(qrun_sys_config_get, key, (int32_t)strlen(key));
+}
+
+/* Writes msg to qrun's log; the host adds consumer, queue, message id and
+ * attempt. Returns 0 or a negative error (QRUN_ERR_RATE_LIMITED). */
+static inline int32_t qrun_log(qrun_level level, const char *msg) {
+	return qrun_sys_log((int32_t)level, msg, (int32_t)strlen(msg));
+}
+
+/* printf-style qrun_log; lines are cut at 1 KiB here (the host cuts at 4). */
+static inline int32_t qrun_logf(qrun_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline int32_t qrun_logf(qrun_level level, const char *fmt, ...) {
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (n < 0) return QRUN_ERR_INVALID;
+	if ((size_t)n >= sizeof line) n = (int)sizeof line - 1;
+	return qrun_sys_log((int32_t)level, line, n);
+}
+
+static inline uint8_t *qrun__put32(uint8_t *p, uint32_t v) {
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+	return p + 4;
+}
+
+/* Enqueues body with nattrs attributes (attrs may be NULL when nattrs is 0)
+ * to queue, which must be in the consumer's publish list. Returns 0 or a
+ * negative error: QRUN_ERR_DENIED, QRUN_ERR_TOO_LARGE, QRUN_ERR_UNAVAILABLE,
+ * QRUN_ERR_INVALID (a key given twice), or QRUN_ERR_UNAVAILABLE when the
+ * attribute encoding could not be allocated. */
+static inline int32_t qrun_publish(const char *queue, const void *body, size_t len, const qrun_attr *attrs,
+                                   size_t nattrs) {
+	size_t size = 0;
+	for (size_t i = 0; i < nattrs; i++) size += 8 + strlen(attrs[i].key) + strlen(attrs[i].value);
+	uint8_t *enc = NULL;
+	if (size > 0) {
+		enc = (uint8_t *)malloc(size);
+		if (enc == NULL) return QRUN_ERR_UNAVAILABLE;
+		uint8_t *p = enc;
+		for (size_t i = 0; i < nattrs; i++) {
+			size_t kl = strlen(attrs[i].key), vl = strlen(attrs[i].value);
+			p = qrun__put32(p, (uint32_t)kl);
+			memcpy(p, attrs[i].key, kl);
+			p = qrun__put32(p + kl, (uint32_t)vl);
+			memcpy(p, attrs[i].value, vl);
+			p += vl;
+		}
+	}
+	int32_t r = qrun_sys_publish(queue, (int32_t)strlen(queue), body, (int32_t)len, enc, (int32_t)size);
+	free(enc);
+	return r;
+}
+
+/* How long the current message stays invisible after a nack or requeue
+ * verdict, replacing the retry policy's delay for this delivery. */
+static inline int32_t qrun_set_delay_ms(int64_t millis) { return qrun_sys_set_delay(millis); }
+
+/* Extends the current delivery's lease to now + millis (a heartbeat). */
+static inline int32_t qrun_extend_lease_ms(int64_t millis) { return qrun_sys_extend_lease(millis); }
+
+/* The host's wall clock, Unix nanoseconds. */
+static inline int64_t qrun_now_ns(void) { return qrun_sys_now(); }
+
+/* ---- Exports (ABI.md section 2). ---- */
+
+#define QRUN_EXPORT(name) __attribute__((export_name(#name)))
+
+/* QRUN_HANDLER(fn) defines the module's exports around
+ * qrun_verdict fn(const qrun_msg *m). Use it once, at file scope. Returning
+ * any other int (a cast) is a bad verdict: a nack that replaces the instance. */
+#define QRUN_HANDLER(fn)                                                             \
+	QRUN_EXPORT(qrun_abi_v1) void qrun__abi_v1(void) {}                              \
+	/* malloc'd, so qrun_free can give it back; never 0 for a size of 0. */         \
+	QRUN_EXPORT(qrun_alloc) void *qrun__alloc(int32_t size) {                        \
+		return size < 0 ? NULL : malloc(size > 0 ? (size_t)size : 1);                \
+	}                                                                                \
+	QRUN_EXPORT(qrun_free) void qrun__free(void *ptr, int32_t size) {                \
+		(void)size;                                                                  \
+		free(ptr);                                                                   \
+	}                                                                                \
+	QRUN_EXPORT(qrun_handle) int32_t qrun__handle(const uint8_t *ptr, int32_t len) { \
+		/* For an empty body the ABI leaves ptr unspecified: not passed on. */      \
+		qrun_msg m = {len > 0 ? ptr : (const uint8_t *)"", len > 0 ? (size_t)len : 0}; \
+		return (int32_t)fn(&m);                                                      \
+	}
+
+/* QRUN_INIT(fn) exports qrun_init around int fn(void), run once per
+ * instance before its first message; non-zero refuses the instance. */
+#define QRUN_INIT(fn) \
+	QRUN_EXPORT(qrun_init) int32_t qrun__init(void) { return (int32_t)fn(); }
+
+#endif /* QRUN_H */

@@ -1,0 +1,569 @@
+//! Guest SDK for qrun message handlers written in Rust.
+//!
+//! qrun hands every delivery to a WebAssembly module through a small ABI
+//! (`abi/ABI.md`). This crate hides that ABI: a handler is a plain function
+//! from a [`Message`] to a [`Verdict`], registered with [`handler!`], which
+//! generates the exports the host looks for (`qrun_abi_v1`, `qrun_alloc`,
+//! `qrun_free`, `qrun_init`, `qrun_handle`).
+//!
+//! ```ignore
+//! fn handle(m: &qrun::Message) -> qrun::Verdict {
+//!     qrun::info(&format!("got {} bytes", m.body.len()));
+//!     qrun::Verdict::Ack
+//! }
+//! qrun::handler!(handle);
+//! ```
+//!
+//! Build a `cdylib` crate for `wasm32-wasi` with Debian's Rust 1.63 (no
+//! crates besides this one, so it builds offline):
+//!
+//! ```text
+//! RUSTC=/usr/bin/rustc /usr/bin/cargo build --release --target wasm32-wasi
+//! ```
+//!
+//! wasm32-wasi rather than wasm32-unknown-unknown because a panic message
+//! then reaches qrun's log through stderr; a panic aborts the call, which
+//! the host counts as a nack and answers by replacing the instance.
+//!
+//! An instance serves one message at a time and many over its life, so
+//! `static` state (a `thread_local!` `RefCell`, say) persists between
+//! messages; the host may discard an instance between any two messages, so
+//! such state can only be a cache.
+//!
+//! Outside wasm32 the crate still compiles (host functions answer as a host
+//! with no message and a failed engine would), so handler logic can be unit
+//! tested with `cargo test` on the build machine.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What to do with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Done: the message is removed.
+    Ack,
+    /// A failure: retried after the retry delay, dead-lettered once it
+    /// reached the queue's max_attempts.
+    Nack,
+    /// Visible again after the delay set with [`set_delay`] (0 if none);
+    /// no failure is counted.
+    Requeue,
+    /// Moved to the dead-letter queue now: no retry can fix it.
+    DeadLetter,
+    /// A raw verdict code, for verdicts a newer host may add and for tests:
+    /// any value outside 0..=3 counts as a failure (nack) and replaces the
+    /// instance.
+    Code(i32),
+}
+
+impl Verdict {
+    /// The ABI's number for the verdict.
+    pub fn code(self) -> i32 {
+        match self {
+            Verdict::Ack => 0,
+            Verdict::Nack => 1,
+            Verdict::Requeue => 2,
+            Verdict::DeadLetter => 3,
+            Verdict::Code(c) => c,
+        }
+    }
+}
+
+/// A host function's error, one variant per ABI error code, so that a
+/// handler can tell whether trying again can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// -2: no such field, attribute, config key or index.
+    NotFound,
+    /// -3: publish to a queue not in the consumer's `publish` list; a
+    /// configuration mistake that retrying does not fix.
+    Denied,
+    /// -4: an argument the host rejected (negative duration, bad encoding).
+    Invalid,
+    /// -5: a message function called outside a handler call.
+    NoMessage,
+    /// -6: the engine failed or refused; a later retry may succeed.
+    Unavailable,
+    /// -7: the message exceeds the target queue's size limit.
+    TooLarge,
+    /// -8: a log line dropped by the rate limit.
+    RateLimited,
+    /// A code this SDK does not know (from a newer host).
+    Other(i32),
+}
+
+impl Error {
+    /// Maps a negative ABI result to an error.
+    pub fn from_code(code: i32) -> Error {
+        match code {
+            -2 => Error::NotFound,
+            -3 => Error::Denied,
+            -4 => Error::Invalid,
+            -5 => Error::NoMessage,
+            -6 => Error::Unavailable,
+            -7 => Error::TooLarge,
+            -8 => Error::RateLimited,
+            c => Error::Other(c),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound => f.write_str("qrun: not found"),
+            Error::Denied => {
+                f.write_str("qrun: denied: queue is not in the consumer's publish list")
+            }
+            Error::Invalid => f.write_str("qrun: invalid argument"),
+            Error::NoMessage => f.write_str("qrun: no current message"),
+            Error::Unavailable => f.write_str("qrun: unavailable: the engine failed or refused"),
+            Error::TooLarge => f.write_str("qrun: message too large for the target queue"),
+            Error::RateLimited => f.write_str("qrun: rate limited"),
+            Error::Other(c) => write!(f, "qrun: host error {}", c),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn check(code: i32) -> Result<(), Error> {
+    if code < 0 {
+        Err(Error::from_code(code))
+    } else {
+        Ok(())
+    }
+}
+
+/// The raw host functions of module `qrun` (ABI.md section 4).
+#[cfg(target_arch = "wasm32")]
+mod sys {
+    #[link(wasm_import_module = "qrun")]
+    extern "C" {
+        pub fn log(level: i32, ptr: *const u8, len: i32) -> i32;
+        pub fn msg_field(field: i32, buf: *mut u8, cap: i32) -> i32;
+        pub fn msg_attempt() -> i32;
+        pub fn msg_enqueued_at() -> i64;
+        pub fn msg_attr(key: *const u8, key_len: i32, buf: *mut u8, cap: i32) -> i32;
+        pub fn msg_attr_key(index: i32, buf: *mut u8, cap: i32) -> i32;
+        pub fn config_get(key: *const u8, key_len: i32, buf: *mut u8, cap: i32) -> i32;
+        pub fn publish(
+            queue: *const u8,
+            queue_len: i32,
+            body: *const u8,
+            body_len: i32,
+            attrs: *const u8,
+            attrs_len: i32,
+        ) -> i32;
+        pub fn set_delay(millis: i64) -> i32;
+        pub fn extend_lease(millis: i64) -> i32;
+        pub fn now() -> i64;
+    }
+}
+
+/// Off wasm32 there is no host: every call answers as a host with no current
+/// message, no config and a failed engine, so handler code under `cargo
+/// test` takes its error paths instead of failing to link.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::missing_safety_doc)]
+mod sys {
+    pub unsafe fn log(_: i32, _: *const u8, _: i32) -> i32 {
+        0
+    }
+    pub unsafe fn msg_field(_: i32, _: *mut u8, _: i32) -> i32 {
+        -5
+    }
+    pub unsafe fn msg_attempt() -> i32 {
+        -5
+    }
+    pub unsafe fn msg_enqueued_at() -> i64 {
+        0
+    }
+    pub unsafe fn msg_attr(_: *const u8, _: i32, _: *mut u8, _: i32) -> i32 {
+        -5
+    }
+    pub unsafe fn msg_attr_key(_: i32, _: *mut u8, _: i32) -> i32 {
+        -5
+    }
+    pub unsafe fn config_get(_: *const u8, _: i32, _: *mut u8, _: i32) -> i32 {
+        -2
+    }
+    pub unsafe fn publish(_: *const u8, _: i32, _: *const u8, _: i32, _: *const u8, _: i32) -> i32 {
+        -6
+    }
+    pub unsafe fn set_delay(_: i64) -> i32 {
+        -5
+    }
+    pub unsafe fn extend_lease(_: i64) -> i32 {
+        -5
+    }
+    pub unsafe fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// Runs a host call that writes a value into `(buf, cap)`. The ABI writes
+/// nothing when the value does not fit and returns its full length instead,
+/// so the call is repeated with a buffer that size; a loop, not one retry,
+/// covers a value that changed in between.
+fn read(mut call: impl FnMut(*mut u8, i32) -> i32) -> Result<Vec<u8>, Error> {
+    let mut buf: Vec<u8> = vec![0; 128];
+    loop {
+        let n = call(buf.as_mut_ptr(), buf.len() as i32);
+        if n < 0 {
+            return Err(Error::from_code(n));
+        }
+        let n = n as usize;
+        if n <= buf.len() {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        buf = vec![0; n];
+    }
+}
+
+fn read_string(call: impl FnMut(*mut u8, i32) -> i32) -> Result<String, Error> {
+    read(call).map(|b| {
+        String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    })
+}
+
+/// The delivery being handled. It lives only for the handler call: `body`
+/// points into memory the host reuses for the next message.
+pub struct Message<'a> {
+    /// The payload; empty for an empty body.
+    pub body: &'a [u8],
+}
+
+impl<'a> Message<'a> {
+    fn field(&self, field: i32) -> String {
+        read_string(|buf, cap| unsafe { sys::msg_field(field, buf, cap) }).unwrap_or_default()
+    }
+
+    /// The message id assigned by the engine.
+    pub fn id(&self) -> String {
+        self.field(0)
+    }
+
+    /// The queue the message was received from.
+    pub fn queue(&self) -> String {
+        self.field(1)
+    }
+
+    /// The content type, empty if none.
+    pub fn content_type(&self) -> String {
+        self.field(2)
+    }
+
+    /// The correlation id, empty if none.
+    pub fn correlation_id(&self) -> String {
+        self.field(3)
+    }
+
+    /// The ordering key, empty if none.
+    pub fn ordering_key(&self) -> String {
+        self.field(4)
+    }
+
+    /// The delivery attempt, starting at 1.
+    pub fn attempt(&self) -> u32 {
+        let n = unsafe { sys::msg_attempt() };
+        if n < 0 {
+            0
+        } else {
+            n as u32
+        }
+    }
+
+    /// When the message was first enqueued.
+    pub fn enqueued_at(&self) -> SystemTime {
+        let ns = unsafe { sys::msg_enqueued_at() };
+        UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64)
+    }
+
+    /// The value of attribute `key`, if the message has it.
+    pub fn attr(&self, key: &str) -> Option<String> {
+        read_string(|buf, cap| unsafe { sys::msg_attr(key.as_ptr(), key.len() as i32, buf, cap) })
+            .ok()
+    }
+
+    /// Every attribute, sorted by key. Two host calls per attribute: prefer
+    /// [`Message::attr`] for keys you know.
+    pub fn attrs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for i in 0.. {
+            let key = match read_string(|buf, cap| unsafe { sys::msg_attr_key(i, buf, cap) }) {
+                Ok(k) => k,
+                Err(_) => break,
+            };
+            let value = self.attr(&key).unwrap_or_default();
+            out.push((key, value));
+        }
+        out
+    }
+}
+
+/// A log severity; the values are the ABI's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Level {
+    /// Debug.
+    Debug = 0,
+    /// Info.
+    Info = 1,
+    /// Warn.
+    Warn = 2,
+    /// Error.
+    Error = 3,
+}
+
+/// Writes `msg` to qrun's log; the host attaches consumer, queue, message id
+/// and attempt. Lines over the consumer's rate limit are dropped and counted
+/// by the host, which is why nothing is returned.
+pub fn log(level: Level, msg: &str) {
+    unsafe { sys::log(level as i32, msg.as_ptr(), msg.len() as i32) };
+}
+
+/// Logs at debug level.
+pub fn debug(msg: &str) {
+    log(Level::Debug, msg)
+}
+
+/// Logs at info level.
+pub fn info(msg: &str) {
+    log(Level::Info, msg)
+}
+
+/// Logs at warn level.
+pub fn warn(msg: &str) {
+    log(Level::Warn, msg)
+}
+
+/// Logs at error level.
+pub fn error(msg: &str) {
+    log(Level::Error, msg)
+}
+
+/// The value of `key` in the consumer's `config` map. Works in the init
+/// function too, the place to read values once per instance.
+pub fn config(key: &str) -> Option<String> {
+    read_string(|buf, cap| unsafe { sys::config_get(key.as_ptr(), key.len() as i32, buf, cap) })
+        .ok()
+}
+
+/// Encodes attributes in the ABI's pair encoding (u32 length, bytes, for
+/// the key and then the value of each pair).
+pub fn encode_attrs<K: AsRef<str>, V: AsRef<str>>(attrs: &[(K, V)]) -> Vec<u8> {
+    let size = attrs
+        .iter()
+        .map(|(k, v)| 8 + k.as_ref().len() + v.as_ref().len())
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for (k, v) in attrs {
+        for s in [k.as_ref(), v.as_ref()] {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    out
+}
+
+/// Enqueues `body` with `attrs` to `queue`, which must be listed in the
+/// consumer's `publish` list. Not transactional: a message published before
+/// a nack stays published, so downstream must tolerate duplicates.
+pub fn publish<K: AsRef<str>, V: AsRef<str>>(
+    queue: &str,
+    body: &[u8],
+    attrs: &[(K, V)],
+) -> Result<(), Error> {
+    let enc = encode_attrs(attrs);
+    check(unsafe {
+        sys::publish(
+            queue.as_ptr(),
+            queue.len() as i32,
+            body.as_ptr(),
+            body.len() as i32,
+            enc.as_ptr(),
+            enc.len() as i32,
+        )
+    })
+}
+
+/// Milliseconds for the ABI, rounded up so that a small positive duration
+/// never becomes "no delay".
+fn millis(d: Duration) -> i64 {
+    let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    ms.min(i64::MAX as u128) as i64
+}
+
+/// Sets how long the current message stays invisible after a Nack or
+/// Requeue verdict, replacing the retry policy's delay for this delivery.
+pub fn set_delay(d: Duration) -> Result<(), Error> {
+    check(unsafe { sys::set_delay(millis(d)) })
+}
+
+/// Extends the current delivery's lease to now + `d`: a heartbeat for work
+/// that may outlast the visibility timeout.
+pub fn extend_lease(d: Duration) -> Result<(), Error> {
+    check(unsafe { sys::extend_lease(millis(d)) })
+}
+
+/// The host's wall clock.
+pub fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(unsafe { sys::now() }.max(0) as u64)
+}
+
+/// Support for [`handler!`]; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+    use std::alloc::{alloc, dealloc, Layout};
+
+    pub fn alloc_region(size: i32) -> *mut u8 {
+        // The host never asks for 0 bytes, but 0 would read as "out of
+        // memory", so such a request still gets a real region.
+        let size = (size.max(1)) as usize;
+        match Layout::from_size_align(size, 8) {
+            Ok(l) => unsafe { alloc(l) },
+            Err(_) => std::ptr::null_mut(),
+        }
+    }
+
+    pub fn free_region(ptr: *mut u8, size: i32) {
+        if ptr.is_null() {
+            return;
+        }
+        if let Ok(l) = Layout::from_size_align(size.max(1) as usize, 8) {
+            unsafe { dealloc(ptr, l) }
+        }
+    }
+
+    pub fn init(f: Option<fn() -> Result<(), String>>) -> i32 {
+        match f {
+            None => 0,
+            Some(f) => match f() {
+                Ok(()) => 0,
+                Err(e) => {
+                    log(Level::Error, &format!("init failed: {}", e));
+                    1
+                }
+            },
+        }
+    }
+
+    pub fn handle(ptr: *const u8, len: i32, h: fn(&Message) -> Verdict) -> i32 {
+        // For an empty body the ABI leaves ptr unspecified: never read it.
+        let body: &[u8] = if len > 0 {
+            unsafe { std::slice::from_raw_parts(ptr, len as usize) }
+        } else {
+            &[]
+        };
+        h(&Message { body }).code()
+    }
+}
+
+/// Generates the module's ABI exports around a handler function
+/// `fn(&Message) -> Verdict`, and optionally an init function
+/// `fn() -> Result<(), String>` run once per instance (an `Err` refuses the
+/// instance, after logging it). Use it once, at the crate root:
+///
+/// ```ignore
+/// qrun::handler!(handle);
+/// qrun::handler!(handle, init = setup);
+/// ```
+#[macro_export]
+macro_rules! handler {
+    ($handle:path) => {
+        $crate::handler!(@exports $handle, None);
+    };
+    ($handle:path, init = $init:path) => {
+        $crate::handler!(@exports $handle, Some($init as fn() -> Result<(), String>));
+    };
+    (@exports $handle:path, $init:expr) => {
+        #[no_mangle]
+        pub extern "C" fn qrun_abi_v1() {}
+
+        #[no_mangle]
+        pub extern "C" fn qrun_alloc(size: i32) -> *mut u8 {
+            $crate::__private::alloc_region(size)
+        }
+
+        #[no_mangle]
+        pub extern "C" fn qrun_free(ptr: *mut u8, size: i32) {
+            $crate::__private::free_region(ptr, size)
+        }
+
+        #[no_mangle]
+        pub extern "C" fn qrun_init() -> i32 {
+            $crate::__private::init($init)
+        }
+
+        #[no_mangle]
+        pub extern "C" fn qrun_handle(ptr: *const u8, len: i32) -> i32 {
+            $crate::__private::handle(ptr, len, $handle)
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_attributes_as_the_abi_says() {
+        let enc = encode_attrs(&[("a", "xy"), ("", "")]);
+        assert_eq!(enc, b"\x01\0\0\0a\x02\0\0\0xy\0\0\0\0\0\0\0\0");
+        let none: &[(&str, &str)] = &[];
+        assert!(encode_attrs(none).is_empty());
+    }
+
+    #[test]
+    fn millis_round_up() {
+        assert_eq!(millis(Duration::from_micros(1)), 1);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
+        assert_eq!(millis(Duration::from_nanos(1_000_001)), 2);
+        assert_eq!(millis(Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn error_codes_map_both_ways() {
+        assert_eq!(Error::from_code(-3), Error::Denied);
+        assert_eq!(Error::from_code(-99), Error::Other(-99));
+        assert!(check(0).is_ok());
+        assert_eq!(check(-6), Err(Error::Unavailable));
+    }
+
+    #[test]
+    fn read_retries_with_the_full_length() {
+        // A host value of 300 bytes: the first call (128-byte buffer) only
+        // learns the length, the second gets the value.
+        let value = vec![b'v'; 300];
+        let mut calls = 0;
+        let got = read(|buf, cap| {
+            calls += 1;
+            if cap as usize >= value.len() {
+                unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), buf, value.len()) };
+            }
+            value.len() as i32
+        })
+        .unwrap();
+        assert_eq!((got, calls), (value.clone(), 2));
+        assert_eq!(read(|_, _| -2), Err(Error::NotFound));
+    }
+
+    #[test]
+    fn verdict_codes() {
+        assert_eq!(Verdict::DeadLetter.code(), 3);
+        assert_eq!(Verdict::Code(7).code(), 7);
+    }
+
+    #[test]
+    fn no_host_off_wasm() {
+        // Handler logic unit-tested off wasm takes the error paths.
+        assert_eq!(config("x"), None);
+        assert_eq!(publish("q", b"", &[("k", "v")]), Err(Error::Unavailable));
+    }
+}

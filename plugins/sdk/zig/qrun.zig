@@ -1,0 +1,331 @@
+//! The Zig guest SDK for qrun message handlers (ABI v1, abi/ABI.md), for
+//! Zig 0.11, standard library only.
+//!
+//! The root file of a handler declares a `handle` function and re-exports
+//! this module's panic handler; importing the SDK is what adds the exports
+//! the host looks for (qrun_abi_v1, qrun_alloc, qrun_free, qrun_init,
+//! qrun_handle):
+//!
+//!     const qrun = @import("qrun");
+//!     pub const panic = qrun.panic;
+//!     comptime { qrun.exportAbi(@This()); }
+//!
+//!     pub fn handle(m: *const qrun.Message) qrun.Verdict {
+//!         qrun.log(.info, "hello");
+//!         return .ack;
+//!     }
+//!
+//! An optional `pub fn init() bool` in the root runs once per instance
+//! (false refuses it). Build for wasm32-freestanding (no WASI needed):
+//!
+//!     zig build-lib -target wasm32-freestanding -dynamic -rdynamic -O ReleaseSmall \
+//!         -fstrip --mod qrun::path/to/qrun.zig --deps qrun handler.zig
+//!
+//! An instance serves one message at a time and many over its life, so
+//! globals persist between messages (as a cache: the host may replace an
+//! instance between any two messages). Strings the SDK returns are allocated
+//! with the allocator passed in; `allocator` (the wasm page allocator) is the
+//! usual choice.
+const std = @import("std");
+
+/// The allocator handlers normally use.
+pub const allocator = std.heap.wasm_allocator;
+
+/// What to do with a message. Values outside the four named ones are bad
+/// verdicts (a nack that replaces the instance); the enum is open so that a
+/// newer host's verdicts and tests can be expressed.
+pub const Verdict = enum(i32) {
+    /// Done: the message is removed.
+    ack = 0,
+    /// A failure: retried with backoff, dead-lettered after max_attempts.
+    nack = 1,
+    /// Visible again after the setDelay delay (0 if none); not a failure.
+    requeue = 2,
+    /// To the dead-letter queue now: no retry can fix it.
+    dead_letter = 3,
+    _,
+};
+
+/// Log levels.
+pub const Level = enum(i32) { debug = 0, info = 1, warn = 2, err = 3 };
+
+/// Host errors, one per ABI error code.
+pub const Error = error{
+    /// -2: no such field, attribute, config key or index.
+    NotFound,
+    /// -3: queue not in the consumer's publish list (retrying won't help).
+    Denied,
+    /// -4: an argument the host rejected.
+    Invalid,
+    /// -5: a message function called outside a handler call.
+    NoMessage,
+    /// -6: the engine failed or refused; a later retry may succeed.
+    Unavailable,
+    /// -7: the message exceeds the target queue's size limit.
+    TooLarge,
+    /// -8: log line dropped.
+    RateLimited,
+    /// A code this SDK does not know.
+    Unknown,
+};
+
+fn codeError(code: i32) Error {
+    return switch (code) {
+        -2 => error.NotFound,
+        -3 => error.Denied,
+        -4 => error.Invalid,
+        -5 => error.NoMessage,
+        -6 => error.Unavailable,
+        -7 => error.TooLarge,
+        -8 => error.RateLimited,
+        else => error.Unknown,
+    };
+}
+
+/// The raw ABI: host functions of module "qrun" (ABI.md section 4). A
+/// null pointer is address 0, valid with length 0.
+pub const sys = struct {
+    pub extern "qrun" fn log(level: i32, ptr: ?[*]const u8, len: i32) i32;
+    pub extern "qrun" fn msg_field(field: i32, buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn msg_attempt() i32;
+    pub extern "qrun" fn msg_enqueued_at() i64;
+    pub extern "qrun" fn msg_attr(key: ?[*]const u8, key_len: i32, buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn msg_attr_key(index: i32, buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn config_get(key: ?[*]const u8, key_len: i32, buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn publish(queue: ?[*]const u8, queue_len: i32, body: ?[*]const u8, body_len: i32, attrs: ?[*]const u8, attrs_len: i32) i32;
+    pub extern "qrun" fn set_delay(millis: i64) i32;
+    pub extern "qrun" fn extend_lease(millis: i64) i32;
+    pub extern "qrun" fn now() i64;
+};
+
+fn len32(s: []const u8) i32 {
+    return @intCast(s.len);
+}
+
+/// ptr passes a slice's address, or 0 for an empty slice: Zig gives those
+/// an undefined address (0xffffffff from the allocator), which the host
+/// would rightly reject as outside memory.
+fn ptr(s: []const u8) ?[*]const u8 {
+    if (s.len == 0) return null;
+    return s.ptr;
+}
+
+const Reader = struct {
+    kind: enum { field, attr, attr_key, config },
+    n: i32 = 0,
+    key: []const u8 = "",
+
+    fn call(r: Reader, buf: []u8) i32 {
+        const p = buf.ptr;
+        const c = len32(buf);
+        return switch (r.kind) {
+            .field => sys.msg_field(r.n, p, c),
+            .attr => sys.msg_attr(ptr(r.key), len32(r.key), p, c),
+            .attr_key => sys.msg_attr_key(r.n, p, c),
+            .config => sys.config_get(ptr(r.key), len32(r.key), p, c),
+        };
+    }
+};
+
+/// read runs a host call that writes a value into a buffer. The ABI writes
+/// nothing when the value does not fit and returns its full length, so the
+/// call is repeated with a buffer that size; a loop covers a value that
+/// changed in between. The caller owns the result.
+fn read(a: std.mem.Allocator, r: Reader) (Error || std.mem.Allocator.Error)![]u8 {
+    var buf = try a.alloc(u8, 128);
+    while (true) {
+        const n = r.call(buf);
+        if (n < 0) {
+            a.free(buf);
+            return codeError(n);
+        }
+        const size: usize = @intCast(n);
+        if (size <= buf.len) {
+            // shrink in place or copy: either way the caller frees exactly it.
+            if (a.resize(buf, size)) return buf[0..size];
+            const out = try a.dupe(u8, buf[0..size]);
+            a.free(buf);
+            return out;
+        }
+        a.free(buf);
+        buf = try a.alloc(u8, size);
+    }
+}
+
+/// Like read, but null for NotFound.
+fn readOptional(a: std.mem.Allocator, r: Reader) (Error || std.mem.Allocator.Error)!?[]u8 {
+    return read(a, r) catch |e| switch (e) {
+        error.NotFound => null,
+        else => e,
+    };
+}
+
+/// The delivery being handled; valid only during the handler call: body is
+/// the host's buffer, reused for the next message.
+pub const Message = struct {
+    body: []const u8,
+
+    /// Message fields.
+    pub const Field = enum(i32) { id = 0, queue = 1, content_type = 2, correlation_id = 3, ordering_key = 4 };
+
+    /// A field of the message ("" when empty); the caller frees it.
+    pub fn field(_: *const Message, a: std.mem.Allocator, f: Field) ![]u8 {
+        return read(a, .{ .kind = .field, .n = @intFromEnum(f) });
+    }
+
+    /// The message id; the caller frees it.
+    pub fn id(m: *const Message, a: std.mem.Allocator) ![]u8 {
+        return m.field(a, .id);
+    }
+
+    /// The delivery attempt, starting at 1.
+    pub fn attempt(_: *const Message) u32 {
+        const n = sys.msg_attempt();
+        return if (n < 0) 0 else @intCast(n);
+    }
+
+    /// When the message was first enqueued, Unix nanoseconds.
+    pub fn enqueuedAt(_: *const Message) i64 {
+        return sys.msg_enqueued_at();
+    }
+
+    /// The value of attribute key, or null; the caller frees it.
+    pub fn attr(_: *const Message, a: std.mem.Allocator, key: []const u8) !?[]u8 {
+        return readOptional(a, .{ .kind = .attr, .key = key });
+    }
+
+    /// The name of the attribute at index in sorted order, or null past the
+    /// last; the caller frees it.
+    pub fn attrKey(_: *const Message, a: std.mem.Allocator, index: i32) !?[]u8 {
+        return readOptional(a, .{ .kind = .attr_key, .n = index });
+    }
+
+    /// Every attribute, sorted by key; free the result with freeAttrs. Two
+    /// host calls per attribute: prefer attr for keys you know.
+    pub fn attrs(m: *const Message, a: std.mem.Allocator) ![]Attr {
+        var list = std.ArrayList(Attr).init(a);
+        errdefer freeAttrs(a, list.items);
+        var i: i32 = 0;
+        while (try m.attrKey(a, i)) |key| : (i += 1) {
+            const value = (try m.attr(a, key)) orelse try a.alloc(u8, 0);
+            list.append(.{ .key = key, .value = value }) catch |e| {
+                a.free(key);
+                a.free(value);
+                return e;
+            };
+        }
+        return list.toOwnedSlice();
+    }
+};
+
+/// Frees what Message.attrs returned.
+pub fn freeAttrs(a: std.mem.Allocator, attrs: []const Attr) void {
+    for (attrs) |at| {
+        a.free(at.key);
+        a.free(at.value);
+    }
+    a.free(attrs);
+}
+
+/// The value of key in the consumer's config map, or null; the caller frees
+/// it. Works in init too.
+pub fn config(a: std.mem.Allocator, key: []const u8) !?[]u8 {
+    return readOptional(a, .{ .kind = .config, .key = key });
+}
+
+/// Writes msg to qrun's log; the host adds consumer, queue, message id and
+/// attempt. Dropped lines (rate limit) are counted by the host.
+pub fn log(level: Level, msg: []const u8) void {
+    _ = sys.log(@intFromEnum(level), ptr(msg), len32(msg));
+}
+
+/// log with std.fmt formatting; lines are cut at 1 KiB.
+pub fn logf(level: Level, comptime fmt: []const u8, args: anytype) void {
+    var buf: [1024]u8 = undefined;
+    const line = std.fmt.bufPrint(&buf, fmt, args) catch buf[0..];
+    log(level, line);
+}
+
+/// An attribute for publish.
+pub const Attr = struct { key: []const u8, value: []const u8 };
+
+/// Enqueues body with attrs to queue, which must be in the consumer's
+/// publish list. Not transactional: downstream must tolerate duplicates.
+pub fn publish(queue: []const u8, body: []const u8, attrs: []const Attr) !void {
+    var size: usize = 0;
+    for (attrs) |at| size += 8 + at.key.len + at.value.len;
+    const enc = try allocator.alloc(u8, size);
+    defer allocator.free(enc);
+    var p: usize = 0;
+    for (attrs) |at| {
+        for ([_][]const u8{ at.key, at.value }) |s| {
+            std.mem.writeIntLittle(u32, enc[p..][0..4], @as(u32, @intCast(s.len)));
+            @memcpy(enc[p + 4 ..][0..s.len], s);
+            p += 4 + s.len;
+        }
+    }
+    const r = sys.publish(ptr(queue), len32(queue), ptr(body), len32(body), ptr(enc), len32(enc));
+    if (r < 0) return codeError(r);
+}
+
+/// Delay before the current message is visible again after nack or requeue.
+pub fn setDelay(millis: i64) Error!void {
+    const r = sys.set_delay(millis);
+    if (r < 0) return codeError(r);
+}
+
+/// Extends the current delivery's lease to now + millis (a heartbeat).
+pub fn extendLease(millis: i64) Error!void {
+    const r = sys.extend_lease(millis);
+    if (r < 0) return codeError(r);
+}
+
+/// The host's wall clock, Unix nanoseconds.
+pub fn now() i64 {
+    return sys.now();
+}
+
+/// A panic handler that logs the message and traps (the host counts the
+/// trap as a nack and replaces the instance). Re-export it from the root:
+/// `pub const panic = qrun.panic;`.
+pub fn panic(msg: []const u8, _: ?*std.builtin.StackTrace, _: ?usize) noreturn {
+    log(.err, msg);
+    @trap();
+}
+
+/// Exports the ABI's functions around root's `handle` (and `init`, if
+/// declared): call it as `comptime { qrun.exportAbi(@This()); }` in the root.
+pub fn exportAbi(comptime root: type) void {
+    const E = struct {
+        fn abiV1() callconv(.C) void {}
+
+        fn alloc(size: i32) callconv(.C) ?[*]u8 {
+            // The host never asks for 0, but 0 would read as out of memory.
+            const n: usize = if (size > 0) @intCast(size) else 1;
+            const b = allocator.alloc(u8, n) catch return null;
+            return b.ptr;
+        }
+
+        fn free(region: [*]u8, size: i32) callconv(.C) void {
+            const n: usize = if (size > 0) @intCast(size) else 1;
+            allocator.free(region[0..n]);
+        }
+
+        fn init() callconv(.C) i32 {
+            if (@hasDecl(root, "init")) return if (root.init()) 0 else 1;
+            return 0;
+        }
+
+        fn handle(body_ptr: [*]const u8, len: i32) callconv(.C) i32 {
+            // For an empty body the ABI leaves the pointer unspecified: not read.
+            const body: []const u8 = if (len > 0) body_ptr[0..@intCast(len)] else &[_]u8{};
+            const m = Message{ .body = body };
+            return @intFromEnum(root.handle(&m));
+        }
+    };
+    @export(E.abiV1, .{ .name = "qrun_abi_v1" });
+    @export(E.alloc, .{ .name = "qrun_alloc" });
+    @export(E.free, .{ .name = "qrun_free" });
+    @export(E.init, .{ .name = "qrun_init" });
+    @export(E.handle, .{ .name = "qrun_handle" });
+}

@@ -1,0 +1,225 @@
+//go:build linux
+
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/posixmq/mq"
+	"github.com/qrun-dev/qrun/engines/posixmq/mqtest"
+	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/runtime/server"
+)
+
+var mqSeq atomic.Uint64
+
+// mqPrefix returns a kernel-name prefix unique to this test, and unlinks
+// the named queues when the test ends (after the server stopped, since
+// cleanups run last-in first-out and the server is started later).
+func mqPrefix(tb testing.TB, queues ...string) string {
+	prefix := fmt.Sprintf("qrs%d_%d.", os.Getpid(), mqSeq.Add(1))
+	tb.Cleanup(func() {
+		for _, q := range queues {
+			_ = mq.Unlink("/" + prefix + q)
+		}
+	})
+	return prefix
+}
+
+func TestPosixmqEngineConfig(t *testing.T) {
+	t.Parallel()
+	lim, err := mq.SystemLimits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, body string
+		want       []string // substrings of the diagnostics; none means valid
+	}{
+		{"defaults", ``, nil},
+		{"everything", `max_messages = 5
+  message_size = 4096
+  on_mismatch = "error"
+  format = "raw"
+  prefix = "app."
+  mode = "0660"
+  spill = 100
+  send_timeout = "2s"`, nil},
+		{"too deep", fmt.Sprintf("max_messages = %d", lim.MsgMax+1), []string{"qrun.hcl:4", "max_messages", mq.MsgMaxFile, "fs.mqueue.msg_max"}},
+		{"too large", fmt.Sprintf("message_size = %d", lim.MsgSizeMax+1), []string{"qrun.hcl:4", mq.MsgSizeMaxFile}},
+		{"no room for the envelope", `message_size = 20`, []string{"qrun.hcl:4", "envelope"}},
+		{"raw allows tiny messages", "format = \"raw\"\n  message_size = 20", nil},
+		{"zero depth", `max_messages = 0`, []string{"qrun.hcl:4", "at least 1"}},
+		{"bad format", `format = "json"`, []string{"qrun.hcl:4", "framed, raw"}},
+		{"bad mismatch", `on_mismatch = "maybe"`, []string{"qrun.hcl:4", "warn, error"}},
+		{"bad mode", `mode = "rwx"`, []string{"qrun.hcl:4", "octal"}},
+		{"bad prefix", `prefix = "a/b"`, []string{"qrun.hcl:4", "slash"}},
+		{"bad timeout", `send_timeout = "soon"`, []string{"qrun.hcl:4", "duration"}},
+		{"unknown", `depth = 3`, []string{"qrun.hcl:4", "depth"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if mq.HasSysResource() && (tt.name == "too deep" || tt.name == "too large") {
+				t.Skip("CAP_SYS_RESOURCE lifts the limits under test")
+			}
+			path := filepath.Join(t.TempDir(), "qrun.hcl")
+			src := "runtime { admin_listen = \"off\" }\nengine \"ipc\" {\n  type = \"posixmq\"\n  " + tt.body + "\n}\n"
+			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, diags := config.Load(path, config.Options{Engines: server.Builtin()})
+			if len(tt.want) == 0 {
+				if diags.HasErrors() {
+					t.Fatalf("valid config rejected: %s", diags.Error())
+				}
+				return
+			}
+			if !diags.HasErrors() {
+				t.Fatalf("config accepted, want an error mentioning %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(diags.Error(), w) {
+					t.Errorf("diagnostics %q do not mention %q", diags.Error(), w)
+				}
+			}
+		})
+	}
+}
+
+// TestPosixmqPluginInterop runs the whole path between two plain C
+// programs: C sends to a posixmq queue, a WebAssembly handler republishes
+// every body to a raw-format posixmq queue, and C receives exactly the bytes
+// it sent, in the kernel's priority order.
+func TestPosixmqPluginInterop(t *testing.T) {
+	t.Parallel()
+	client := mqtest.Client(t)
+	prefix := mqPrefix(t, "in", "out")
+	cfg := parse(t, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "ipc" {
+  type         = "posixmq"
+  prefix       = %[1]q
+  message_size = 1024
+}
+engine "craw" {
+  type         = "posixmq"
+  format       = "raw"
+  prefix       = %[1]q
+  message_size = 1024
+}
+queue "in"  { engine = "ipc" }
+queue "out" { engine = "craw" }
+consumer "fwd" {
+  queue       = "in"
+  plugin      = %[2]q
+  concurrency = 1
+  config      = { forward_to = "out" }
+  publish     = ["out"]
+}`, prefix, forwardWasm(t)))
+
+	sent := []mqtest.Msg{
+		{Prio: 1, Body: []byte("hello from C")},
+		{Prio: 9, Body: []byte{0, 1, 2, 0xf1, 'q', 'r', 'n', 0xff}},
+		{Prio: 1, Body: nil},
+		{Prio: 5, Body: bytes.Repeat([]byte("x"), 1024)},
+	}
+	// Sent before qrun starts, so they wait in the kernel and the single
+	// worker takes them in priority order.
+	if q, err := mq.Open("/"+prefix+"in", os.O_RDWR|os.O_CREATE, 0o600, &mq.Attr{MaxMsg: 10, MsgSize: 1024}); err != nil {
+		t.Fatal(err)
+	} else {
+		_ = q.Close()
+	}
+	mqtest.Send(t, client, "/"+prefix+"in", sent...)
+	obs := newCounter(len(sent))
+	srv := start(t, cfg, server.Options{Observer: obs})
+	select {
+	case <-obs.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("handled %d of %d messages", obs.n.Load(), len(sent))
+	}
+	got := mqtest.Recv(t, client, "/"+prefix+"out", len(sent))
+	want := []mqtest.Msg{{Body: sent[1].Body}, {Body: sent[3].Body}, {Body: sent[0].Body}, {Body: nil}}
+	for i := range want {
+		if i >= len(got) || !bytes.Equal(got[i].Body, want[i].Body) {
+			t.Fatalf("C received %v\nwant bodies %v", got, want)
+		}
+	}
+	qs, err := srv.Queues(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if q.Depth != 0 || (q.Name == "in" && q.Stats.AckedTotal != int64(len(sent))) {
+			t.Fatalf("queue %s: depth %d, stats %+v", q.Name, q.Depth, q.Stats)
+		}
+	}
+}
+
+// BenchmarkEndToEndPosixMQ is BenchmarkEndToEnd on a posixmq queue 10 deep
+// (this machine's msg_max) of 1 KiB messages, with no spill: the producer
+// waits for room as a plain mq_send would. Compare with
+// BenchmarkPosixMQRaw below, the same mechanism with no qrun in between.
+func BenchmarkEndToEndPosixMQ(b *testing.B) {
+	for _, conc := range []int{1, 2} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+			prefix := mqPrefix(b, "in")
+			cfg := parse(b, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "ipc" {
+  type         = "posixmq"
+  prefix       = %q
+  max_messages = 10
+  message_size = 1024
+}
+queue "in" { engine = "ipc" }
+consumer "ack" {
+  queue       = "in"
+  plugin      = %q
+  concurrency = %d
+  batch       = 64
+}`, prefix, forwardWasm(b), conc))
+			obs := newCounter(b.N)
+			srv := start(b, cfg, server.Options{Observer: obs})
+			ctx := context.Background()
+			body := make([]byte, 64)
+			const batch = 64
+			msgs := make([]engines.Message, batch)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for sent := 0; sent < b.N; sent += batch {
+				n := min(batch, b.N-sent)
+				for i := range msgs[:n] {
+					msgs[i] = engines.Message{Body: body}
+				}
+				if err := srv.Enqueue(ctx, "in", msgs[:n]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			<-obs.done
+			el := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkPosixMQRaw is the ceiling BenchmarkEndToEndPosixMQ is measured
+// against: 64-byte messages between two goroutines through the same kind of
+// queue with plain mq_timedsend and mq_timedreceive, blocking in the kernel
+// ("blocking") or waiting in Go's poller as the engine does ("polled").
+func BenchmarkPosixMQRaw(b *testing.B) {
+	b.Run("blocking", func(b *testing.B) { mqtest.BenchRaw(b, 10, 1024, 64) })
+	b.Run("polled", func(b *testing.B) { mqtest.BenchRawPolled(b, 10, 1024, 64) })
+}
