@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,9 +34,9 @@ var (
 		}
 		binDir = dir
 		bin := filepath.Join(dir, "qrun")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			return "", fmt.Errorf("the process tests build qrun and need the go command: %w", err)
 		}
 		out, err := exec.Command(goBin, "build", "-o", bin, "github.com/qrun-dev/qrun/cmd/qrun").CombinedOutput()
 		if err != nil {
@@ -375,4 +374,44 @@ func TestServerRestart(t *testing.T) {
 		t.Fatalf("qrun wrote %d log lines over one restart; an outage must not flood the log:\n%s", lines, a.out.String())
 	}
 	t.Logf("all %d messages delivered across the restart; qrun logged %d lines", n, lines)
+}
+
+// TestQrunMigrate runs `qrun migrate` twice on a fresh schema: the first
+// run migrates it, the second finds it up to date, and an engine with
+// migrations off then opens it.
+func TestQrunMigrate(t *testing.T) {
+	s := pgtest.Need(t, srv)
+	t.Parallel()
+	bin, err := buildQrun()
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := s.Schema(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "qrun.hcl")
+	src := fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "pg" {
+  type    = "postgres"
+  dsn     = %q
+  schema  = %q
+  migrate = false
+}
+queue "q" { engine = "pg" }
+`, s.DSN, schema)
+	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"migrated to version", "is up to date"}
+	for i, w := range want {
+		out, err := exec.Command(bin, "migrate", "-c", cfg).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), w) {
+			t.Fatalf("qrun migrate run %d: %v\n%s\nwant output containing %q", i+1, err, out, w)
+		}
+	}
+	newEngine(t, schema, postgres.Options{NoMigrate: true})
+	out, err := exec.Command(bin, "migrate", "-c", cfg, "--engine", "nope").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no postgres engine named") {
+		t.Fatalf("qrun migrate --engine nope: %v\n%s", err, out)
+	}
 }

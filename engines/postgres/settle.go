@@ -103,7 +103,10 @@ func (e *Engine) Settle(ctx context.Context, t engines.Ticket, s engines.Settlem
 		if e.closed.Load() {
 			return fmt.Errorf("postgres: %s: %w", op, engines.ErrClosed)
 		}
-		return fmt.Errorf("postgres: %s message %d: %w", op, l.seq, err)
+		// No message ID in the text: identical database failures must read
+		// the same so the runtime's log limiter can fold them together (the
+		// runtime logs the ID as a field).
+		return fmt.Errorf("postgres: %s: %w", op, err)
 	}
 	l.state.Store(leaseDone)
 	return nil
@@ -153,7 +156,10 @@ func (e *Engine) Extend(ctx context.Context, t engines.Ticket, by time.Duration)
 	tag, err := e.pool.Exec(ctx, e.sql.extend, l.seq, int64(t.Token), micros(by))
 	if err != nil {
 		l.state.Store(leaseHeld)
-		return time.Time{}, e.opErr("extend", fmt.Sprint(l.seq), err)
+		if e.closed.Load() {
+			return time.Time{}, fmt.Errorf("postgres: extend: %w", engines.ErrClosed)
+		}
+		return time.Time{}, fmt.Errorf("postgres: extend: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		l.state.Store(leaseDone)
