@@ -324,7 +324,8 @@ func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queu
 		if vt == 0 {
 			vt = engines.DefaultVisibilityTimeout
 		}
-		vtms := max(vt.Milliseconds(), 1)
+		// Capped where "practically forever" still fits a timestamp.
+		vtms := min(max(vt.Milliseconds(), 1), forever.Milliseconds())
 		var dl *string
 		if spec.DeadLetter != "" {
 			dl = &spec.DeadLetter

@@ -685,3 +685,25 @@ func TestOrderedHeadLeaves(t *testing.T) {
 		t.Fatalf("Stats: %+v, %v; want empty, 1 expired, 1 dead-lettered", st, err)
 	}
 }
+
+// TestHugeVisibilityTimeout: a lease of "forever" is stored as far as a
+// timestamp reaches instead of overflowing it.
+func TestHugeVisibilityTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, "", postgres.Options{})
+	ctx := ctxT(t, 30*time.Second)
+	q := open(t, e, engines.QueueSpec{Name: "q", VisibilityTimeout: time.Duration(1<<63 - 1)})
+	if err := q.Enqueue(ctx, engines.Message{Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := engines.ReceiveN(ctx, q, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ds[0].LeaseExpires.After(time.Now().Add(50 * 365 * 24 * time.Hour)) {
+		t.Fatalf("LeaseExpires = %v, want decades away", ds[0].LeaseExpires)
+	}
+	if err := ds[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -276,7 +277,9 @@ func (a *acker) finish(batch []ackReq, err error) {
 	a.changed = make(chan struct{})
 	more := len(a.pending) > 0
 	a.mu.Unlock()
-	if err != nil && !e.closed.Load() {
+	// A Receive that carried acks and was cancelled is no failure to log:
+	// its acks simply wait for the next writer.
+	if err != nil && !e.closed.Load() && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		a.log.fail(err)
 	}
 	if more {
