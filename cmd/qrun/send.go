@@ -12,7 +12,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
+	"github.com/qrun-dev/qrun/runtime/server"
 )
 
 // attrFlag collects repeated -a key=value flags.
@@ -62,6 +64,24 @@ func cmdSend(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {
 		return err
+	}
+	// Queues that live outside the qrun process (shm, posixmq) are written
+	// directly, so a producer needs neither the admin API nor a running qrun.
+	if shared, err := server.Builtin().Shared(cfg, *queue); err != nil {
+		return usageError{err}
+	} else if shared {
+		msg := engines.Message{
+			Body: body, Attributes: attrs, Priority: uint8(*priority), ContentType: *contentType,
+			CorrelationID: *correlation, Delay: *delay,
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		defer cancel()
+		msgs := []engines.Message{msg}
+		if err := server.SendDirect(ctx, cfg, nil, *queue, msgs, nil); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, msgs[0].ID)
+		return nil
 	}
 	addr := cfg.Runtime.AdminListen
 	if addr == "" || addr == "off" {

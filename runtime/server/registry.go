@@ -36,6 +36,10 @@ type EngineType struct {
 	Validate func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics
 	// Open builds the engine; Validate has already passed.
 	Open func(ctx context.Context, o EngineOptions) (engines.Engine, error)
+	// Shared says that another process may open the engine while qrun
+	// runs and produce into its queues (see SendDirect): its queues live
+	// outside the qrun process and nothing in it assumes sole ownership.
+	Shared bool
 }
 
 // Registry maps engine type names (the `type` attribute) to engine types.
@@ -90,6 +94,7 @@ func Builtin() *Registry {
 	r.Register("memory", memoryType())
 	r.Register("postgres", postgresType())
 	r.Register("posixmq", posixmqType())
+	r.Register("shm", shmType())
 	return r
 }
 

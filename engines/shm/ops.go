@@ -1,0 +1,288 @@
+package shm
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/shm/ring"
+)
+
+// The operator extensions. A ring can be read in place and emptied, but
+// not edited in the middle, so Redrive takes the whole dead-letter ring and
+// publishes back, at its tail, what it does not move.
+var (
+	_ engines.Peeker   = (*Queue)(nil)
+	_ engines.Purger   = (*Queue)(nil)
+	_ engines.Redriver = (*Queue)(nil)
+)
+
+// Peek returns up to max messages without leasing them: those this process
+// holds ready, then the ring's from the head, then the delayed ones by due
+// time. Messages other processes hold are not visible from here.
+func (h *Queue) Peek(ctx context.Context, max int) ([]engines.Delivery, error) {
+	q := h.q
+	if max < 1 {
+		return nil, fmt.Errorf("shm: peek %q: max %d < 1: %w", q.name, max, engines.ErrInvalid)
+	}
+	if h.closed.Load() {
+		return nil, q.errClosed("peek")
+	}
+	peeked := func(m engines.Message, enq int64, attempt int32) engines.Delivery {
+		return engines.Delivery{Message: m, Queue: q.name, Attempt: int(attempt), EnqueuedAt: time.Unix(0, enq)}
+	}
+	var ready, later []engines.Delivery
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil, q.errClosed("peek")
+	}
+	for i := 0; i < q.ready.n && len(ready) < max; i++ {
+		r := q.ready.buf[(q.ready.head+i)&(len(q.ready.buf)-1)]
+		m, _ := q.message(r)
+		ready = append(ready, peeked(m, r.enq, r.attempt))
+	}
+	delayed := slices.Clone(q.delayed)
+	slices.SortFunc(delayed, func(a, b *record) int { return cmp.Compare(a.due, b.due) })
+	for _, r := range delayed {
+		if r.kind != dueDeadLetter {
+			m, _ := q.message(r)
+			later = append(later, peeked(m, r.enq, r.attempt))
+		}
+	}
+	q.mu.Unlock()
+
+	if len(ready) < max {
+		recs, err := q.r.Peek(max - len(ready))
+		if err != nil {
+			return nil, q.errClosed("peek")
+		}
+		now := time.Now().UnixNano()
+		for _, rc := range recs {
+			r := record{raw: rc.Data, flags: rc.Flags, enq: rc.Enqueued}
+			m, env := q.decodeForeign(&r, rc.Pos)
+			d := peeked(m, r.enq, int32(min(env.attempt, 1<<31-1)))
+			if rc.Visible > now {
+				later = append([]engines.Delivery{d}, later...)
+			} else {
+				ready = append(ready, d)
+			}
+		}
+	}
+	return append(ready, later...)[:min(max, len(ready)+len(later))], nil
+}
+
+// decodeForeign decodes a record read from the ring into r (raw, flags and
+// enq set), deriving a missing ID from its position.
+func (q *queue) decodeForeign(r *record, pos uint64) (engines.Message, envelope) {
+	var m engines.Message
+	var env envelope
+	if r.flags&ring.FlagEnvelope != 0 {
+		var err error
+		if env, err = decodeEnvelope(r.raw, &m); err != nil {
+			m = engines.Message{Body: r.raw, Attributes: map[string]string{AttrMalformed: err.Error()}}
+			env = envelope{}
+			r.raw, r.flags = appendEnvelope(nil, &m, env), ring.FlagEnvelope
+		}
+	} else {
+		m.Body = r.raw
+	}
+	if m.ID == "" {
+		m.ID = string(appendPos([]byte(q.idPrefix), pos))
+	}
+	r.id = m.ID
+	return m, env
+}
+
+// Purge removes what this process holds ready or delayed and everything in
+// the ring, and says how many messages that was. Leases are left alone.
+func (h *Queue) Purge(ctx context.Context) (int64, error) {
+	q := h.q
+	if h.closed.Load() {
+		return 0, q.errClosed("purge")
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, q.errClosed("purge")
+	}
+	n := int64(0)
+	for q.ready.n > 0 {
+		q.release(q.ready.pop())
+		n++
+	}
+	q.nReady.Store(0)
+	n += q.dropDelayed(func(*record) bool { return true })
+	q.mu.Unlock()
+
+	buf := make([]ring.Record, 256)
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		k, err := q.r.TryPop(buf)
+		if err != nil {
+			return n, q.errClosed("purge")
+		}
+		if k == 0 {
+			return n, nil
+		}
+		n += int64(k)
+	}
+}
+
+// dropDelayed removes the delayed records (except pending dead-letter
+// moves) that match, and says how many. Called with q.mu held.
+func (q *queue) dropDelayed(match func(*record) bool) int64 {
+	var keep dueHeap
+	n := int64(0)
+	for _, r := range q.delayed {
+		if r.kind != dueDeadLetter && match(r) {
+			q.release(r)
+			n++
+			continue
+		}
+		keep = append(keep, r)
+	}
+	q.delayed = q.delayed[:0]
+	for _, r := range keep {
+		q.delayed.push(r)
+	}
+	return n
+}
+
+// Redrive moves dead letters back to the queue named by their source
+// attribute: those this process holds, then the ring's. It takes at most
+// what the ring held when it started, and publishes the messages it does
+// not move back into the ring, at its tail.
+func (h *Queue) Redrive(ctx context.Context, ids []string) (int, error) {
+	q := h.q
+	if h.closed.Load() {
+		return 0, q.errClosed("redrive")
+	}
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	match := func(m *engines.Message) bool {
+		return m.Attributes[engines.AttrDeadLetterSource] != "" && (len(ids) == 0 || want[m.ID])
+	}
+	var move []engines.Message
+	var moveEnq []int64
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, q.errClosed("redrive")
+	}
+	var ready fifo
+	for q.ready.n > 0 {
+		r := q.ready.pop()
+		if m, _ := q.message(r); match(&m) {
+			move, moveEnq = append(move, m), append(moveEnq, r.enq)
+			q.release(r)
+			continue
+		}
+		ready.push(r)
+	}
+	q.ready = ready
+	q.nReady.Store(int64(ready.n))
+	q.dropDelayed(func(r *record) bool {
+		m, _ := q.message(r)
+		if match(&m) {
+			move, moveEnq = append(move, m), append(moveEnq, r.enq)
+			return true
+		}
+		return false
+	})
+	q.mu.Unlock()
+
+	var keep []ring.Record
+	buf := make([]ring.Record, 256)
+	for left := q.r.Len(); left > 0; {
+		k, err := q.r.TryPop(buf[:min(len(buf), left)])
+		if err != nil || k == 0 {
+			break
+		}
+		left -= k
+		for _, rc := range buf[:k] {
+			r := record{raw: rc.Data, flags: rc.Flags, enq: rc.Enqueued}
+			m, _ := q.decodeForeign(&r, rc.Pos)
+			if match(&m) {
+				move, moveEnq = append(move, m), append(moveEnq, r.enq)
+			} else {
+				rc.Data, rc.Flags = r.raw, r.flags
+				if rc.Flags&ring.FlagEnvelope == 0 {
+					// A bare record's ID is its position: keep it in an envelope.
+					rc.Data, rc.Flags = appendEnvelope(nil, &m, envelope{}), ring.FlagEnvelope
+				}
+				keep = append(keep, rc)
+			}
+		}
+	}
+
+	moved := 0
+	var firstErr error
+	for i := range move {
+		m := move[i]
+		src := m.Attributes[engines.AttrDeadLetterSource]
+		attrs := make(map[string]string, len(m.Attributes))
+		for k, v := range m.Attributes {
+			if k != engines.AttrDeadLetterSource && k != engines.AttrDeadLetterReason {
+				attrs[k] = v
+			}
+		}
+		m.Attributes = attrs
+		err := q.redriveTo(ctx, src, &m, moveEnq[i])
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			// Not moved: it stays a dead letter, back at the ring's tail.
+			m.Attributes[engines.AttrDeadLetterSource] = src
+			keep = append(keep, ring.Record{Flags: ring.FlagEnvelope, Enqueued: moveEnq[i], Data: appendEnvelope(nil, &m, envelope{})})
+			continue
+		}
+		moved++
+	}
+	if len(keep) > 0 {
+		if n, err := q.r.Push(ctx, keep); err != nil {
+			q.holdReady(keep[n:])
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	if firstErr != nil {
+		return moved, fmt.Errorf("shm: redrive from %q: %d moved: %w", q.name, moved, firstErr)
+	}
+	return moved, nil
+}
+
+func (q *queue) redriveTo(ctx context.Context, src string, m *engines.Message, enq int64) error {
+	sq, err := q.e.queue(src)
+	if err != nil {
+		return err
+	}
+	if err := sq.publishHeld(ctx, m, enq, envelope{}, 0); err != nil {
+		return err
+	}
+	sq.enqueued.Add(1)
+	return nil
+}
+
+// holdReady keeps records that could not be published back as ready in
+// this process, rather than drop them.
+func (q *queue) holdReady(recs []ring.Record) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, rc := range recs {
+		r := q.newRecord()
+		r.raw, r.flags, r.enq = rc.Data, rc.Flags, rc.Enqueued
+		m, _ := q.message(r)
+		r.id = m.ID
+		q.makeReady(r)
+	}
+}

@@ -1,0 +1,252 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/shm"
+	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/runtime/server"
+)
+
+var shmSeq atomic.Uint64
+
+// shmPrefix returns a segment prefix unique to this process and call, and
+// removes the segments made under it when the test ends: tests on one
+// machine must never share a segment.
+func shmPrefix(tb testing.TB) string {
+	tb.Helper()
+	if _, err := os.Stat("/dev/shm"); err != nil {
+		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
+			tb.Fatalf("no /dev/shm and QRUN_REQUIRE_TOOLS=1: %v", err)
+		}
+		tb.Skipf("SKIP: no /dev/shm on this machine (%v); the shm engine needs POSIX shared memory", err)
+	}
+	p := fmt.Sprintf("qrun-srvtest-%d-%d.", os.Getpid(), shmSeq.Add(1))
+	tb.Cleanup(func() {
+		paths, _ := filepath.Glob("/dev/shm/" + p + "*")
+		for _, path := range paths {
+			_ = os.Remove(path)
+		}
+	})
+	return p
+}
+
+func TestShmConfigErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, body, want, at string
+	}{
+		{"slot size", `slot_size = 0`, "Invalid slot_size", "q.hcl:3"},
+		{"capacity", `capacity = 1000`, "power of two", "q.hcl:3"},
+		{"mode", `mode = "ring"`, `not "ring"`, "q.hcl:3"},
+		{"prefix", `prefix = "a/b"`, "Invalid prefix", "q.hcl:3"},
+		{"duration", `send_timeout = "soon"`, "Invalid send_timeout", "q.hcl:3"},
+		{"too large", "slot_size = 67108864\n  capacity = 16777216", "Ring too large", "q.hcl:4"},
+		{"unknown", `slots = 4`, "Unsupported argument", "q.hcl:3"},
+	}
+	for _, c := range tests {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "q.hcl")
+			src := fmt.Sprintf("engine \"s\" {\n  type = \"shm\"\n  %s\n}\nqueue \"q\" { engine = \"s\" }\n", c.body)
+			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, diags := config.Load(path, config.Options{Engines: server.Builtin()})
+			if !diags.HasErrors() || !strings.Contains(diags.Error(), c.want) || !strings.Contains(diags.Error(), c.at) {
+				t.Fatalf("diagnostics %q; want an error at %s mentioning %q", diags.Error(), c.at, c.want)
+			}
+		})
+	}
+}
+
+// TestShmEndToEnd runs a consumer on an shm queue that another engine (a
+// separate mapping, as another process has) produces into.
+func TestShmEndToEnd(t *testing.T) {
+	t.Parallel()
+	prefix := shmPrefix(t)
+	cfg := parse(t, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "s" {
+  type      = "shm"
+  prefix    = %q
+  slot_size = 256
+  capacity  = 64
+}
+queue "in" { engine = "s" }
+consumer "ack" {
+  queue       = "in"
+  plugin      = %q
+  concurrency = 2
+}`, prefix, forwardWasm(t)))
+	const n = 1000
+	obs := newCounter(n)
+	start(t, cfg, server.Options{Observer: obs})
+
+	producer, err := shm.New(shm.Options{Prefix: prefix, SlotSize: 256, Capacity: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	q, err := producer.Open(context.Background(), engines.QueueSpec{Name: "in"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i += 10 {
+		msgs := make([]engines.Message, 10)
+		for j := range msgs {
+			msgs[j].Body = fmt.Appendf(nil, "m%d", i+j)
+		}
+		if err := q.Enqueue(context.Background(), msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-obs.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("handled %d of %d messages", obs.n.Load(), n)
+	}
+}
+
+const envIdleChild = "QRUN_SHM_IDLE_CHILD"
+
+// TestShmIdleCPU checks that an idle qrun with an shm queue and waiting
+// consumers sleeps rather than spins. The qrun runs in a child process (this
+// test binary re-executed) so that nothing else in this process is counted,
+// and the child measures its own CPU time (getrusage) over an idle period
+// after start-up. The bound is a resource bound, generous on purpose: a
+// spinning receiver burns a whole core (100%); a sleeping one, well under 1%.
+func TestShmIdleCPU(t *testing.T) {
+	if os.Getenv(envIdleChild) != "" {
+		t.Skip("this is the child's run")
+	}
+	t.Parallel()
+	idle := 2 * time.Second
+	if testing.Short() {
+		idle = time.Second
+	}
+	prefix := shmPrefix(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestShmIdleChild$", "-test.v")
+	cmd.Env = append(os.Environ(), envIdleChild+"="+prefix, "QRUN_SHM_IDLE_FOR="+idle.String())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("idle qrun: %v\n%s", err, out)
+	}
+	var frac float64 = -1
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "idle-cpu-fraction="); ok {
+			frac, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if frac < 0 {
+		t.Fatalf("the child reported no measurement:\n%s", out)
+	}
+	t.Logf("idle qrun with an shm queue and 4 waiting workers used %.3f%% of a core over %v", 100*frac, idle)
+	if frac >= 0.05 {
+		t.Fatalf("idle qrun used %.1f%% of a core, want well under 5%%", 100*frac)
+	}
+}
+
+// TestShmIdleChild is TestShmIdleCPU's child: it runs only when re-executed.
+func TestShmIdleChild(t *testing.T) {
+	prefix := os.Getenv(envIdleChild)
+	if prefix == "" {
+		t.Skip("runs only as TestShmIdleCPU's child process")
+	}
+	idle, err := time.ParseDuration(os.Getenv("QRUN_SHM_IDLE_FOR"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := parse(t, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "s" {
+  type   = "shm"
+  prefix = %q
+}
+queue "in" { engine = "s" }
+consumer "ack" {
+  queue       = "in"
+  plugin      = %q
+  concurrency = 4
+}`, prefix, forwardWasm(t)))
+	srv := start(t, cfg, server.Options{})
+	for !srv.Ready() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Let start-up (compilation, instance creation) finish before measuring.
+	time.Sleep(200 * time.Millisecond)
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	c0, w0 := cpu(), time.Now()
+	time.Sleep(idle)
+	c1, w1 := cpu(), time.Now()
+	fmt.Printf("idle-cpu-fraction=%f\n", float64(c1-c0)/float64(w1.Sub(w0)))
+}
+
+// BenchmarkEndToEndShm is BenchmarkEndToEnd on the shm engine: the
+// producer publishes into the ring, the workers take from it, invoke the
+// WAT handler and ack. Compare with BenchmarkEndToEnd (memory engine) and
+// with engines/shm's BenchmarkRawSPSC, the raw ceiling of shared memory.
+func BenchmarkEndToEndShm(b *testing.B) {
+	for _, conc := range []int{1, 2} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+			prefix := shmPrefix(b)
+			cfg := parse(b, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "s" {
+  type      = "shm"
+  prefix    = %q
+  slot_size = 128
+  capacity  = 65536
+}
+queue "in" { engine = "s" }
+consumer "ack" {
+  queue = "in"
+  plugin = %q
+  concurrency = %d
+  batch = 256
+}`, prefix, forwardWasm(b), conc))
+			obs := newCounter(b.N)
+			srv := start(b, cfg, server.Options{Observer: obs})
+			ctx := context.Background()
+			body := make([]byte, 64)
+			const batch = 256
+			msgs := make([]engines.Message, batch)
+			b.ReportAllocs()
+			b.ResetTimer()
+			begin := time.Now()
+			for sent := 0; sent < b.N; sent += batch {
+				n := min(batch, b.N-sent)
+				for i := range msgs[:n] {
+					msgs[i] = engines.Message{Body: body}
+				}
+				// A full ring makes the producer wait: the ring is the backlog bound.
+				if err := srv.Enqueue(ctx, "in", msgs[:n]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			<-obs.done
+			el := time.Since(begin)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+		})
+	}
+}
