@@ -175,30 +175,37 @@ func (n *notifier) add(id int32) {
 }
 
 func (n *notifier) run() {
-	var ids []int32
 	for {
 		select {
 		case <-n.kick:
+			n.send(n.e.ctx)
 		case <-n.e.ctx.Done():
+			// What this process published just before closing (`qrun send`
+			// does little else) must still wake the others now.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			n.send(ctx)
+			cancel()
 			return
 		}
-		ids = ids[:0]
-		n.mu.Lock()
-		for id := range n.ids {
-			ids = append(ids, id)
-			delete(n.ids, id)
-		}
-		n.mu.Unlock()
-		if len(ids) == 0 {
-			continue
-		}
-		if _, err := n.e.pool.Exec(n.e.ctx, n.e.sql.notify, n.e.channel, ids); err != nil {
-			if n.e.ctx.Err() != nil {
-				return
-			}
-			n.log.fail(err)
-			continue
-		}
-		n.log.ok()
 	}
+}
+
+func (n *notifier) send(ctx context.Context) {
+	n.mu.Lock()
+	ids := make([]int32, 0, len(n.ids))
+	for id := range n.ids {
+		ids = append(ids, id)
+		delete(n.ids, id)
+	}
+	n.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	if _, err := n.e.pool.Exec(ctx, n.e.sql.notify, n.e.channel, ids); err != nil {
+		if ctx.Err() == nil {
+			n.log.fail(err)
+		}
+		return
+	}
+	n.log.ok()
 }

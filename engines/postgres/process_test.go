@@ -68,6 +68,7 @@ func (s *syncBuffer) String() string {
 type node struct {
 	name string
 	cmd  *exec.Cmd
+	cfg  string // its config file
 	out  *syncBuffer
 	done chan struct{} // closed when the process has exited
 	// stopping is set before the test ends the process on purpose.
@@ -134,7 +135,7 @@ consumer "fwd_short" {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n := &node{name: name, out: new(syncBuffer), done: make(chan struct{})}
+	n := &node{name: name, cfg: path, out: new(syncBuffer), done: make(chan struct{})}
 	n.cmd = exec.Command(bin, "run", "-c", path)
 	n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
 	if err := n.cmd.Start(); err != nil {
@@ -413,5 +414,25 @@ queue "q" { engine = "pg" }
 	out, err := exec.Command(bin, "migrate", "-c", cfg, "--engine", "nope").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "no postgres engine named") {
 		t.Fatalf("qrun migrate --engine nope: %v\n%s", err, out)
+	}
+}
+
+// TestQrunSend: `qrun send` publishes straight into the database, next to
+// a running qrun that handles the message.
+func TestQrunSend(t *testing.T) {
+	s := pgtest.Need(t, srv)
+	t.Parallel()
+	schema := s.Schema(t)
+	e := newEngine(t, schema, postgres.Options{})
+	ctx := ctxT(t, testDeadline)
+	done := open(t, e, engines.QueueSpec{Name: "done_a"})
+	a := startNode(t, "a", schema)
+	bin, _ := buildQrun()
+	out, err := exec.CommandContext(ctx, bin, "send", "-c", a.cfg, "-q", "work", "hello from qrun send").CombinedOutput()
+	if err != nil {
+		t.Fatalf("qrun send: %v\n%s", err, out)
+	}
+	if got := drain(ctx, t, done, 1); got["hello from qrun send"] != 1 {
+		t.Fatalf("handled %v, want the sent message", got)
 	}
 }

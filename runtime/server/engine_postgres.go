@@ -174,5 +174,7 @@ func postgresType() EngineType {
 			opts.Logger = o.Logger
 			return postgres.New(ctx, opts)
 		},
+		// The queues live in the database, for every process that reaches it.
+		Shared: true,
 	}
 }
