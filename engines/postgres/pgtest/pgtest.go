@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,8 +77,15 @@ func Start() (*Server, error) {
 	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
 		return nil, fmt.Errorf("%w (%v)", ErrNoServer, err)
 	}
+	reapStale(bin)
 	dir, err := os.MkdirTemp("", "qrun-pg-")
 	if err != nil {
+		return nil, err
+	}
+	// The owner file lets a later run stop this cluster should this test
+	// binary die without cleaning up (a -timeout panic skips TestMain's end).
+	if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	s := &Server{dir: dir, bin: bin, uid: -1, gid: -1}
@@ -101,6 +109,30 @@ func Start() (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// reapStale stops and removes the throwaway clusters of test binaries that
+// died without cleaning up.
+func reapStale(bin string) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "qrun-pg-*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+			continue // its owner still runs
+		}
+		stale := &Server{dir: dir, bin: bin}
+		if os.Geteuid() == 0 {
+			stale.runAs = "postgres"
+		}
+		if _, err := os.Stat(filepath.Join(stale.data(), "postmaster.pid")); err == nil {
+			_ = stale.pgctl("stop")
+		}
+		_ = os.RemoveAll(dir)
+	}
 }
 
 func (s *Server) sock() string { return filepath.Join(s.dir, "sock") }
