@@ -107,7 +107,11 @@ func (h *handle) Enqueue(ctx context.Context, msgs ...engines.Message) error {
 		err error
 	)
 	if !dedup && !lock {
-		w, err = h.insert(ctx, h.e.pool, msgs, all())
+		idx := all()
+		err = retrySafe(func() (err error) {
+			w, err = h.insert(ctx, h.e.pool, msgs, idx)
+			return err
+		})
 	} else {
 		err = pgx.BeginFunc(ctx, h.e.pool, func(tx pgx.Tx) error {
 			if lock {

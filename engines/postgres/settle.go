@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
@@ -120,8 +121,9 @@ func (e *Engine) settleNow(ctx context.Context, l *lease, token int64, s engines
 		lost bool
 		woke []int32
 	)
-	err := e.pool.QueryRow(ctx, e.sql.settle,
-		l.seq, token, int32(s.Verdict), delay, s.Reason).Scan(&lost, &woke)
+	err := retrySafe(func() error {
+		return e.pool.QueryRow(ctx, e.sql.settle, l.seq, token, int32(s.Verdict), delay, s.Reason).Scan(&lost, &woke)
+	})
 	if err != nil {
 		return err
 	}
@@ -154,7 +156,11 @@ func (e *Engine) Extend(ctx context.Context, t engines.Ticket, by time.Duration)
 		l.state.Store(leaseDone)
 		return time.Time{}, fmt.Errorf("postgres: extend message %d: lease expired: %w", l.seq, engines.ErrLeaseLost)
 	}
-	tag, err := e.pool.Exec(ctx, e.sql.extend, l.seq, int64(t.Token), micros(by))
+	var tag pgconn.CommandTag
+	err = retrySafe(func() (err error) {
+		tag, err = e.pool.Exec(ctx, e.sql.extend, l.seq, int64(t.Token), micros(by))
+		return err
+	})
 	if err != nil {
 		l.state.Store(leaseHeld)
 		if e.closed.Load() {
@@ -369,13 +375,18 @@ func (a *acker) results(br pgx.BatchResults, statements int) (int64, error) {
 // synchronous ack (single) a message that was not deleted means the lease
 // was lost.
 func (a *acker) write(ctx context.Context, batch []ackReq, single bool) error {
-	b := &pgx.Batch{}
-	n := a.queue(b, batch)
-	br := a.e.pool.SendBatch(ctx, b)
-	deleted, err := a.results(br, n)
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
+	var deleted int64
+	err := retrySafe(func() error {
+		b := &pgx.Batch{}
+		n := a.queue(b, batch)
+		br := a.e.pool.SendBatch(ctx, b)
+		var err error
+		deleted, err = a.results(br, n)
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -463,4 +474,15 @@ func (r *rateLog) ok() {
 		r.log.Info("recovered: "+r.msg, zap.Int("suppressed", r.suppressed))
 		r.failing, r.suppressed, r.last = false, 0, time.Time{}
 	}
+}
+
+// retrySafe runs f again, once, when it failed before anything reached the
+// server (pgconn.SafeToRetry): typically a pooled connection that died with
+// a database restart, which the pool replaces on the second try.
+func retrySafe(f func() error) error {
+	err := f()
+	if err != nil && pgconn.SafeToRetry(err) {
+		err = f()
+	}
+	return err
 }
