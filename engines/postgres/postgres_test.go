@@ -421,7 +421,7 @@ func TestTwoEnginesShareWork(t *testing.T) {
 	qa := open(t, a, engines.QueueSpec{Name: "work", VisibilityTimeout: 5 * time.Minute})
 	qb := open(t, b, engines.QueueSpec{Name: "work", VisibilityTimeout: 5 * time.Minute})
 	ctx := ctxT(t, time.Minute)
-	const n = 2000
+	const n = 5000
 	var (
 		mu    sync.Mutex
 		seen  = map[string]int{}
@@ -435,7 +435,7 @@ func TestTwoEnginesShareWork(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]engines.Delivery, 32)
+			buf := make([]engines.Delivery, 16)
 			for {
 				k, err := q.Receive(cctx, buf)
 				if err != nil {

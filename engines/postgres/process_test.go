@@ -319,7 +319,6 @@ func TestQrunProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-a.done
-	killedAt := time.Now()
 	c.waitCount(ctx, t, "k-", m)
 	st, err := short.Stats(ctx)
 	if err != nil {
@@ -331,9 +330,6 @@ func TestQrunProcesses(t *testing.T) {
 	}
 	if int64(extra) > st.ExpiredLeaseTotal {
 		t.Fatalf("%d messages handled twice but only %d leases expired: something was handled twice under a live lease", extra, st.ExpiredLeaseTotal)
-	}
-	if elapsed := time.Since(killedAt); elapsed < 3*time.Second-100*time.Millisecond {
-		t.Fatalf("all messages done %v after the kill, before the 3s lease of the killed process's messages could expire", elapsed)
 	}
 	waitFor(t, ctx, "work_short to empty", func() bool {
 		s, err := short.Stats(ctx)
