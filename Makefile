@@ -2,7 +2,7 @@
 #   build    bin/qrun
 #   plugins  rebuild the example, conformance and test .wasm files from source
 #            (plugins/install-toolchains.sh installs every guest toolchain)
-#   run      qrun on config.hcl.example (memory engine, no server needed)
+#   run      qrun on config.hcl.example (disk engine in ./data, no server needed)
 #   test     lint + the whole test suite with the race detector
 #   bench    benchmarks, including the raw ceilings they are compared with
 #   lint     gofmt + go vet

@@ -92,6 +92,7 @@ func (r *Registry) open(ctx context.Context, typ string, o EngineOptions) (engin
 func Builtin() *Registry {
 	r := NewRegistry()
 	r.Register("memory", memoryType())
+	r.Register("disk", diskType())
 	r.Register("postgres", postgresType())
 	r.Register("posixmq", posixmqType())
 	r.Register("shm", shmType())

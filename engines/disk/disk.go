@@ -1,0 +1,407 @@
+// Package disk is qrun's embedded, durable engine: the default, needing no
+// server, and surviving kill -9 (and power loss, as far as the disk honours
+// fdatasync).
+//
+// # Storage
+//
+// Messages live in one bbolt file, DataDir/qrun.db. bbolt (go.etcd.io/bbolt,
+// the store under etcd) was chosen over a hand-written log because it is a
+// small, pure-Go, copy-on-write B+tree whose crash safety has a decade of
+// production behind it: a transaction is durable once its pages and then
+// its meta page are fdatasync'd, and a crash at any point leaves the
+// previous meta page, hence the previous consistent tree. Space is reused
+// the same way: pages freed by deleted messages go on a freelist and are
+// written again by later commits, so under a steady flow the file stops
+// growing at the high-water mark of the backlog (it never shrinks; see
+// docs/disk-engine.md). A log would need its own compaction and its own
+// proof; bbolt gives both, and costs two fsyncs per commit instead of one,
+// which group commit amortises.
+//
+// Each queue is a bucket holding "m" (sequence number -> message payload,
+// immutable), "s" (sequence -> 25-byte delivery state: attempts, failures,
+// visible time, leased), "d" (dedup ID -> admitted ID and window end), its
+// settings and its counters. Sequence numbers are engine-wide, big-endian
+// keys, so key order is enqueue order and IDs are never reused.
+//
+// # Memory
+//
+// The file is the truth; the engine keeps an index of it in memory, rebuilt
+// at open by one scan: ready heap per queue (priority, then enqueue order),
+// delayed heap, lease heap, ordering-key states and the dedup window. Receive
+// therefore never scans the store; it pops the index and reads only the
+// payloads it leases. The index holds no bodies, so a deep backlog costs
+// tens of bytes a message.
+//
+// # Durability
+//
+// Every change is an op appended to one pending batch; a single committer
+// goroutine commits the whole batch in one transaction while the next fills
+// (group commit, see commit.go). Enqueue returns only after its batch is on
+// disk, in both sync modes. With SyncAlways (the default) so do Receive
+// (the lease, i.e. the attempt, is recorded) and every settlement, so an
+// acknowledged ack is never undone by a crash. With SyncBatch, leases and
+// settlements return as soon as they are applied in memory and reach the
+// disk with the next commit, a few milliseconds later: a crash can then
+// redeliver a message whose ack had returned (at-least-once still holds,
+// nothing acknowledged to a producer is lost), and consumers are not
+// bounded by the disk's fsync rate.
+//
+// A lease outstanding at a crash is found at restart and treated as an
+// expired lease: the attempt counts as a failure, and a message that has
+// now failed MaxAttempts times is dead-lettered, so a message that kills
+// the process cannot circulate forever.
+//
+// One process owns a data directory: bbolt holds an flock on the file, and
+// a second opener fails after Options.LockTimeout with an error naming it.
+package disk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+	"go.uber.org/zap"
+
+	"github.com/qrun-dev/qrun/engines"
+)
+
+// SyncMode chooses when leases and settlements are durable.
+type SyncMode uint8
+
+// Sync modes. Enqueue is durable before it returns in both.
+const (
+	// SyncAlways makes Receive and every settlement wait for their commit.
+	SyncAlways SyncMode = iota
+	// SyncBatch lets Receive and settlements return before their commit.
+	SyncBatch
+)
+
+// String names the mode as the HCL setting spells it.
+func (m SyncMode) String() string {
+	if m == SyncBatch {
+		return "batch"
+	}
+	return "always"
+}
+
+// ParseSyncMode parses "always" or "batch".
+func ParseSyncMode(s string) (SyncMode, error) {
+	switch s {
+	case "always", "":
+		return SyncAlways, nil
+	case "batch":
+		return SyncBatch, nil
+	}
+	return 0, fmt.Errorf("sync mode %q: want \"always\" or \"batch\": %w", s, engines.ErrInvalid)
+}
+
+// Options configure an Engine.
+type Options struct {
+	// Dir is the data directory; it is created if missing and holds FileName.
+	Dir string
+	// Sync chooses when leases and settlements are durable.
+	Sync SyncMode
+	// MaxMessageSize is the largest body Enqueue accepts; zero means
+	// DefaultMaxMessageSize. bbolt holds a value in one allocation, so the
+	// limit keeps one message from pinning a huge page run.
+	MaxMessageSize int
+	// DedupWindow is how long a DedupID suppresses repeats; zero means
+	// DefaultDedupWindow.
+	DedupWindow time.Duration
+	// LockTimeout bounds the wait for the data file's lock; zero means
+	// DefaultLockTimeout.
+	LockTimeout time.Duration
+	// Logger receives the engine's logs; nil discards them.
+	Logger *zap.Logger
+}
+
+// Defaults for Options left zero.
+const (
+	DefaultMaxMessageSize = 16 << 20
+	DefaultDedupWindow    = 5 * time.Minute
+	DefaultLockTimeout    = time.Second
+	// FileName is the data file inside Options.Dir.
+	FileName = "qrun.db"
+	// maxNameLen is the longest queue name: it is a bbolt key, which
+	// must stay well under a page.
+	maxNameLen = 1024
+)
+
+// ErrLocked is returned by Open when another process owns the data file.
+var ErrLocked = errors.New("data directory in use by another process")
+
+// Bucket and key names.
+var (
+	bucketMeta   = []byte("meta")
+	bucketQueues = []byte("queues")
+	keyVersion   = []byte("version")
+	keySeq       = []byte("seq")
+	keySpec      = []byte("spec")
+	keyStats     = []byte("stats")
+	subMsgs      = []byte("m")
+	subState     = []byte("s")
+	subDedup     = []byte("d")
+)
+
+// storeVersion is the layout version written to meta; Open refuses others.
+const storeVersion = 1
+
+// Engine is a durable engine over one data file.
+type Engine struct {
+	opts Options
+	path string
+	db   *bolt.DB
+	log  *zap.Logger
+
+	// The clock: wall time at open plus monotonic time since, so deadlines
+	// survive a restart (they are stored as Unix nanoseconds) but a clock
+	// step while running cannot reorder them.
+	wallBase  int64
+	monoStart time.Time
+
+	seq atomic.Uint64 // last sequence number handed out
+
+	mu     sync.Mutex
+	closed bool
+	queues map[string]*queue
+
+	// Committer state (commit.go), under cmu.
+	cmu           sync.Mutex
+	cur           *batch
+	stopping      bool
+	failed        error
+	recovered     []exhausted // dead letters found by recover, moved by afterRecovery
+	kick          chan struct{}
+	committerDone chan struct{}
+}
+
+var (
+	_ engines.Engine = (*Engine)(nil)
+)
+
+// Open opens (creating if needed) the engine's data file in opts.Dir and
+// rebuilds its index. A damaged file is reported with its path; a file
+// locked by another process yields ErrLocked after opts.LockTimeout.
+func Open(ctx context.Context, opts Options) (*Engine, error) {
+	if opts.Dir == "" {
+		return nil, fmt.Errorf("disk: no data directory: %w", engines.ErrInvalid)
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if opts.DedupWindow <= 0 {
+		opts.DedupWindow = DefaultDedupWindow
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = DefaultLockTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("disk: data directory: %w", err)
+	}
+	path := filepath.Join(opts.Dir, FileName)
+	if err := checkMeta(path); err != nil {
+		return nil, err
+	}
+	db, err := openBolt(path, &bolt.Options{
+		Timeout: opts.LockTimeout,
+		// The freelist is written with every commit (one page) rather than
+		// rebuilt at open: bbolt rebuilds it on a goroutine of its own,
+		// where a damaged page would crash the process instead of
+		// failing Open.
+		FreelistType: bolt.FreelistMapType,
+	})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("disk: %s: %w (its lock is held; is another qrun running on %s?)", path, ErrLocked, opts.Dir)
+		}
+		return nil, fmt.Errorf("disk: opening %s: %w (the file is damaged or not a qrun data file)", path, err)
+	}
+	now := time.Now()
+	e := &Engine{
+		opts: opts, path: path, db: db, log: opts.Logger,
+		wallBase: now.UnixNano(), monoStart: now,
+		queues:        make(map[string]*queue),
+		cur:           &batch{done: make(chan struct{})},
+		kick:          make(chan struct{}, 1),
+		committerDone: make(chan struct{}),
+	}
+	if err := e.recover(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("disk: reading %s: %w", path, err)
+	}
+	go e.commitLoop()
+	if err := e.afterRecovery(ctx); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Path returns the data file's path.
+func (e *Engine) Path() string { return e.path }
+
+// Capabilities reports everything but sharing with other processes and
+// machines.
+func (e *Engine) Capabilities() engines.Capabilities {
+	return engines.Capabilities{
+		Durable:        true,
+		Visibility:     true,
+		Delay:          true,
+		DeadLetter:     true,
+		Ordering:       true,
+		Priority:       true,
+		TTL:            true,
+		Dedup:          true,
+		MaxMessageSize: e.opts.MaxMessageSize,
+	}
+}
+
+// Open returns a handle on the named queue, creating it if needed.
+//
+// A spec that sets nothing but Name attaches to the queue as it is
+// (settings included, as stored). Any other spec becomes the queue's
+// settings, stored durably before Open returns, except that Ordered cannot
+// change while the queue holds messages.
+func (e *Engine) Open(ctx context.Context, s engines.QueueSpec) (engines.Queue, error) {
+	switch {
+	case s.Name == "":
+		return nil, fmt.Errorf("disk: open: empty queue name: %w", engines.ErrInvalid)
+	case len(s.Name) > maxNameLen:
+		return nil, fmt.Errorf("disk: open: queue name of %d bytes, limit %d: %w", len(s.Name), maxNameLen, engines.ErrInvalid)
+	case s.VisibilityTimeout < 0:
+		return nil, fmt.Errorf("disk: open %q: negative visibility timeout %v: %w", s.Name, s.VisibilityTimeout, engines.ErrInvalid)
+	case s.MaxAttempts < 0:
+		return nil, fmt.Errorf("disk: open %q: negative max attempts %d: %w", s.Name, s.MaxAttempts, engines.ErrInvalid)
+	case s.DeadLetter == s.Name:
+		return nil, fmt.Errorf("disk: open %q: queue cannot be its own dead-letter queue: %w", s.Name, engines.ErrInvalid)
+	case len(s.DeadLetter) > maxNameLen:
+		return nil, fmt.Errorf("disk: open %q: dead-letter queue name too long: %w", s.Name, engines.ErrInvalid)
+	}
+	q, created, err := e.queue(s.Name)
+	if err != nil {
+		return nil, err
+	}
+	b, err := q.configure(s, created)
+	if err != nil {
+		return nil, err
+	}
+	if b != nil {
+		if err := b.wait(ctx); err != nil {
+			return nil, fmt.Errorf("disk: open %q: %w", s.Name, err)
+		}
+	}
+	return &handle{q: q, done: make(chan struct{})}, nil
+}
+
+// queue returns the named queue, creating its in-memory state if needed
+// (its buckets are created by the first commit that touches it).
+func (e *Engine) queue(name string) (*queue, bool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, false, fmt.Errorf("disk: queue %q: %w", name, engines.ErrClosed)
+	}
+	q := e.queues[name]
+	if q != nil {
+		return q, false, nil
+	}
+	q = newQueue(e, name)
+	e.queues[name] = q
+	return q, true, nil
+}
+
+// Close commits what is pending, closes every queue (blocked receivers
+// return ErrClosed) and releases the file. Closing twice is harmless.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	qs := make([]*queue, 0, len(e.queues))
+	for _, q := range e.queues {
+		qs = append(qs, q)
+	}
+	e.mu.Unlock()
+	for _, q := range qs {
+		q.close()
+	}
+	e.cmu.Lock()
+	e.stopping = true
+	e.cmu.Unlock()
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+	<-e.committerDone
+	err := e.db.Close()
+	if err != nil {
+		return fmt.Errorf("disk: closing %s: %w", e.path, err)
+	}
+	e.cmu.Lock()
+	defer e.cmu.Unlock()
+	if e.failed != nil {
+		return e.failed
+	}
+	return nil
+}
+
+// now is the engine clock in Unix nanoseconds (see Engine.wallBase).
+func (e *Engine) now() int64 { return e.wallBase + int64(time.Since(e.monoStart)) }
+
+// wall converts the engine clock to a time.Time.
+func wall(t int64) time.Time { return time.Unix(0, t) }
+
+// buckets are one queue's buckets inside a transaction.
+type buckets struct {
+	root, msgs, state, dedup *bolt.Bucket
+}
+
+// queueBuckets finds (or, with create, makes) a queue's buckets.
+func queueBuckets(tx *bolt.Tx, name string, create bool) (*buckets, error) {
+	qs := tx.Bucket(bucketQueues)
+	if qs == nil {
+		return nil, fmt.Errorf("bucket %q missing: %w", bucketQueues, errCorrupt)
+	}
+	var root *bolt.Bucket
+	if create {
+		var err error
+		if root, err = qs.CreateBucketIfNotExists([]byte(name)); err != nil {
+			return nil, err
+		}
+		x := &buckets{root: root}
+		for _, p := range []struct {
+			b    **bolt.Bucket
+			name []byte
+		}{{&x.msgs, subMsgs}, {&x.state, subState}, {&x.dedup, subDedup}} {
+			if *p.b, err = root.CreateBucketIfNotExists(p.name); err != nil {
+				return nil, err
+			}
+		}
+		return x, nil
+	}
+	if root = qs.Bucket([]byte(name)); root == nil {
+		return nil, nil
+	}
+	x := &buckets{root: root, msgs: root.Bucket(subMsgs), state: root.Bucket(subState), dedup: root.Bucket(subDedup)}
+	if x.msgs == nil || x.state == nil || x.dedup == nil {
+		return nil, fmt.Errorf("queue %q: sub-bucket missing: %w", name, errCorrupt)
+	}
+	return x, nil
+}
+
+func seqBytes(n uint64) []byte {
+	var b [8]byte
+	return append([]byte(nil), seqKey(&b, n)...)
+}

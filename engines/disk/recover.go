@@ -1,0 +1,329 @@
+package disk
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"runtime/debug"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+
+	"github.com/qrun-dev/qrun/engines"
+)
+
+// Damaged files. bbolt trusts its file: a page of garbage makes it panic,
+// and a file cut short makes it fault reading past the end of its mapping.
+// The engine therefore checks the header pages itself before handing the
+// file to bbolt (checkMeta), and runs bbolt's open and its own full scan of
+// the tree with faults turned into panics and panics into errors
+// (guarded), so a damaged file is an error naming it, never a crash.
+
+// bbolt's meta page layout (go.etcd.io/bbolt/internal/common): a 16-byte
+// page header, then magic, version, page size, flags (uint32 each), the
+// root bucket (root page, sequence), freelist page, high-water page id,
+// transaction id and an FNV-64a checksum of the fields before it.
+const (
+	boltMagic     = 0xED0CDAED
+	boltVersion   = 2
+	metaOffset    = 16
+	metaSumLen    = 56 // bytes covered by the checksum
+	metaPageBytes = metaOffset + metaSumLen + 8
+)
+
+type metaInfo struct {
+	pageSize uint32
+	pgid     uint64
+	txid     uint64
+}
+
+func parseMeta(b []byte) (metaInfo, bool) {
+	if len(b) < metaPageBytes {
+		return metaInfo{}, false
+	}
+	m := b[metaOffset:]
+	le := binary.LittleEndian
+	if le.Uint32(m[0:]) != boltMagic || le.Uint32(m[4:]) != boltVersion {
+		return metaInfo{}, false
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(m[:metaSumLen])
+	if h.Sum64() != le.Uint64(m[metaSumLen:]) {
+		return metaInfo{}, false
+	}
+	return metaInfo{pageSize: le.Uint32(m[8:]), pgid: le.Uint64(m[40:]), txid: le.Uint64(m[48:])}, true
+}
+
+// checkMeta reads the two meta pages of an existing file and checks that
+// the file holds every page the newer valid one refers to.
+func checkMeta(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("disk: %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("disk: %s: %w", path, err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("disk: %s is a directory, not a data file: %w", path, engines.ErrInvalid)
+	}
+	if fi.Size() == 0 {
+		return nil // bbolt initialises an empty file
+	}
+	buf := make([]byte, metaPageBytes)
+	read := func(off int64) (metaInfo, bool) {
+		n, err := f.ReadAt(buf, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return metaInfo{}, false
+		}
+		return parseMeta(buf[:n])
+	}
+	m0, ok0 := read(0)
+	pageSize := int64(os.Getpagesize())
+	if ok0 {
+		pageSize = int64(m0.pageSize)
+	}
+	m1, ok1 := read(pageSize)
+	if !ok0 && !ok1 {
+		return fmt.Errorf("disk: %s is not a qrun data file, or its header is damaged (no valid meta page)", path)
+	}
+	m := m0
+	if !ok0 || (ok1 && m1.txid > m0.txid) {
+		m = m1
+	}
+	if need := int64(m.pgid) * int64(m.pageSize); fi.Size() < need {
+		return fmt.Errorf("disk: %s is truncated: %d bytes, its tree needs %d", path, fi.Size(), need)
+	}
+	return nil
+}
+
+// guarded runs fn with memory faults turned into panics and any panic
+// turned into an error, for code that walks a possibly damaged file.
+func guarded(fn func() error) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the file is damaged: %v", r)
+		}
+	}()
+	return fn()
+}
+
+// openBolt opens the file under guard.
+func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	err = guarded(func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, opts)
+		return err
+	})
+	return db, err
+}
+
+// recoverLeased lists, per queue, the records whose lease was outstanding
+// at the crash and which have now exhausted their attempts.
+type exhausted struct {
+	q *queue
+	r *record
+}
+
+// recover rebuilds the in-memory index from the file in one scan, checking
+// every value on the way; it runs before the committer starts.
+func (e *Engine) recover() error {
+	var dead []exhausted
+	var nQueues, nMsgs, nLeased int
+	err := guarded(func() error {
+		return e.db.Update(func(tx *bolt.Tx) error {
+			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return err
+			}
+			if v := meta.Get(keyVersion); v == nil {
+				if err := meta.Put(keyVersion, seqBytes(storeVersion)); err != nil {
+					return err
+				}
+			} else if len(v) != 8 || binary.BigEndian.Uint64(v) != storeVersion {
+				return fmt.Errorf("unsupported layout version %x (this qrun reads version %d)", v, storeVersion)
+			}
+			var maxSeq uint64
+			if v := meta.Get(keySeq); v != nil {
+				if len(v) != 8 {
+					return fmt.Errorf("sequence: %w", errCorrupt)
+				}
+				maxSeq = binary.BigEndian.Uint64(v)
+			}
+			qs, err := tx.CreateBucketIfNotExists(bucketQueues)
+			if err != nil {
+				return err
+			}
+			now := e.now()
+			var names []string
+			if err := qs.ForEach(func(k, v []byte) error {
+				if v != nil {
+					return fmt.Errorf("stray key %q among the queues: %w", k, errCorrupt)
+				}
+				names = append(names, string(k))
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, name := range names {
+				q, leased, n, d, top, err := e.recoverQueue(tx, name, now)
+				if err != nil {
+					return fmt.Errorf("queue %q: %w", name, err)
+				}
+				maxSeq = max(maxSeq, top)
+				dead = append(dead, d...)
+				nQueues++
+				nMsgs += n
+				nLeased += leased
+				e.queues[name] = q
+			}
+			e.seq.Store(maxSeq)
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	e.recovered = dead
+	e.log.Info("disk engine opened", zap.String("file", e.path), zap.Int("queues", nQueues),
+		zap.Int("messages", nMsgs), zap.Int("leases_expired_by_restart", nLeased), zap.Stringer("sync", e.opts.Sync))
+	return nil
+}
+
+// recoverQueue loads one queue. Leases outstanding at the crash count as
+// expired: one failure each, and the message is visible again at once.
+func (e *Engine) recoverQueue(tx *bolt.Tx, name string, now int64) (q *queue, leased, n int, dead []exhausted, top uint64, err error) {
+	x, err := queueBuckets(tx, name, true)
+	if err != nil {
+		return nil, 0, 0, nil, 0, err
+	}
+	q = newQueue(e, name)
+	if v := x.root.Get(keySpec); v != nil {
+		s, err := decodeSpec(v)
+		if err != nil {
+			return nil, 0, 0, nil, 0, fmt.Errorf("settings: %w", err)
+		}
+		q.vt, q.maxAttempts, q.ordered, q.deadLetter = s.vt, s.maxAttempts, s.ordered, s.deadLetter
+	}
+	if v := x.root.Get(keyStats); v != nil {
+		if err := decodeStats(v, &q.st); err != nil {
+			return nil, 0, 0, nil, 0, fmt.Errorf("counters: %w", err)
+		}
+	}
+	var h header
+	c := x.msgs.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) != 8 || v == nil {
+			return nil, 0, 0, nil, 0, fmt.Errorf("message key %x: %w", k, errCorrupt)
+		}
+		seq := binary.BigEndian.Uint64(k)
+		top = max(top, seq)
+		if err := decodePayload(v, &h, nil, false); err != nil {
+			return nil, 0, 0, nil, 0, fmt.Errorf("message %d: %w", seq, err)
+		}
+		r := &record{seq: seq, id: h.id, prio: h.prio, enq: h.enq, expire: h.expire, okey: h.okey, source: h.deadLetterQ, idx: -1}
+		due := h.due
+		if sv := x.state.Get(k); sv != nil {
+			s, err := decodeState(sv)
+			if err != nil {
+				return nil, 0, 0, nil, 0, fmt.Errorf("message %d state: %w", seq, err)
+			}
+			r.attempt, r.failures, r.expire, due = s.attempt, s.failures, s.expire, s.due
+			if s.leased {
+				leased++
+				r.failures++
+				q.st.ExpiredLeaseTotal++
+				due = now
+				if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
+					dead = append(dead, exhausted{q, r})
+					continue
+				}
+			}
+		}
+		n++
+		r.due = due
+		q.admit(r, now)
+	}
+	// State entries whose message is gone are leftovers of no consequence;
+	// dedup entries whose window closed are pruned.
+	var stale [][]byte
+	c = x.state.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if x.msgs.Get(k) == nil {
+			stale = append(stale, slices.Clone(k))
+		}
+	}
+	for _, k := range stale {
+		if err := x.state.Delete(k); err != nil {
+			return nil, 0, 0, nil, 0, err
+		}
+	}
+	stale = stale[:0]
+	c = x.dedup.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		id, exp, err := decodeDedup(v)
+		if err != nil {
+			return nil, 0, 0, nil, 0, fmt.Errorf("dedup entry %q: %w", k, err)
+		}
+		if exp <= now {
+			stale = append(stale, slices.Clone(k))
+			continue
+		}
+		if q.dedup == nil {
+			q.dedup = make(map[string]dedupEntry)
+		}
+		q.dedup[string(k)] = dedupEntry{id: id, expire: exp}
+		q.dedupMarks = append(q.dedupMarks, dedupMark{key: string(k), expire: exp})
+	}
+	for _, k := range stale {
+		if err := x.dedup.Delete(k); err != nil {
+			return nil, 0, 0, nil, 0, err
+		}
+	}
+	slices.SortFunc(q.dedupMarks, func(a, b dedupMark) int {
+		switch {
+		case a.expire < b.expire:
+			return -1
+		case a.expire > b.expire:
+			return 1
+		}
+		return 0
+	})
+	return q, leased, n, dead, top, nil
+}
+
+// afterRecovery dead-letters the messages whose outstanding lease at the
+// crash was their last allowed attempt, through the committer like any
+// other dead-lettering.
+func (e *Engine) afterRecovery(ctx context.Context) error {
+	var last *batch
+	for _, d := range e.recovered {
+		q := d.q
+		q.mu.Lock()
+		b, err := q.moveDead(d.r, e.now(), maxAttemptsReason(q.maxAttempts, "lease outstanding when the process stopped"))
+		q.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if b != nil {
+			last = b
+		}
+	}
+	e.recovered = nil
+	if last != nil {
+		return last.wait(ctx)
+	}
+	return nil
+}
