@@ -58,6 +58,8 @@ Usage:
   qrun validate -c FILE
   qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
   qrun reload -c FILE
+  qrun migrate -c FILE [--engine NAME]
+  qrun plugin check [--json] FILE.wasm... | qrun plugin new --lang LANG [--dir DIR] NAME
   qrun stats [--watch] [--json]
   qrun consumers [--json]
   qrun pause CONSUMER | qrun resume CONSUMER
@@ -90,6 +92,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdSend(args[1:], stdin, stdout, stderr)
 	case "reload":
 		err = cmdReload(args[1:], stdout, stderr)
+	case "migrate":
+		err = cmdMigrate(args[1:], stdout, stderr)
 	case "stats":
 		err = cmdStats(args[1:], stdout, stderr)
 	case "consumers":

@@ -93,6 +93,7 @@ func Builtin() *Registry {
 	r := NewRegistry()
 	r.Register("memory", memoryType())
 	r.Register("disk", diskType())
+	r.Register("postgres", postgresType())
 	r.Register("posixmq", posixmqType())
 	r.Register("shm", shmType())
 	return r

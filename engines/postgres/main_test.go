@@ -1,0 +1,61 @@
+package postgres_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/enginetest"
+	"github.com/qrun-dev/qrun/engines/postgres"
+	"github.com/qrun-dev/qrun/engines/postgres/pgtest"
+)
+
+// srv is the package's one PostgreSQL server, started by TestMain.
+var srv *pgtest.Server
+
+func TestMain(m *testing.M) {
+	code := pgtest.Run(m, &srv)
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// newEngine opens an engine on schema (a new one for the test when empty)
+// and closes it with the test.
+func newEngine(tb testing.TB, schema string, opts postgres.Options) *postgres.Engine {
+	tb.Helper()
+	s := pgtest.Need(tb, srv)
+	if schema == "" {
+		schema = s.Schema(tb)
+	}
+	opts.DSN, opts.Schema = s.DSN, schema
+	if opts.PollInterval == 0 {
+		opts.PollInterval = 200 * time.Millisecond
+	}
+	if opts.MaxConns == 0 {
+		opts.MaxConns = 4
+	}
+	if opts.Logger == nil {
+		opts.Logger = zaptest.NewLogger(tb)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := postgres.New(ctx, opts)
+	if err != nil {
+		tb.Fatalf("postgres.New: %v", err)
+	}
+	tb.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+func TestConformance(t *testing.T) {
+	pgtest.Need(t, srv)
+	enginetest.Run(t, enginetest.Harness{New: func(tb testing.TB) engines.Engine {
+		return newEngine(tb, "", postgres.Options{})
+	}})
+}
