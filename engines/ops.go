@@ -37,3 +37,15 @@ type Redriver interface {
 	// not in the queue, are skipped. It returns how many it moved.
 	Redrive(ctx context.Context, ids []string) (int, error)
 }
+
+// BatchSettler is a Queue whose settles are cheaper together: one commit
+// (and one fsync) or one statement for many deliveries. The dispatcher hands
+// it the verdicts of a whole receive batch at once instead of settling each
+// delivery as it is handled.
+type BatchSettler interface {
+	// SettleBatch settles ds[i] with ss[i] and stores the outcome in
+	// errs[i] (nil on success); the three slices have the same length. When
+	// it returns, each successful settle is exactly as durable as Settle
+	// would have made it.
+	SettleBatch(ctx context.Context, ds []*Delivery, ss []Settlement, errs []error)
+}

@@ -65,7 +65,7 @@ func cmdSend(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Queues that live outside the qrun process (shm, posixmq) are written
+	// Queues of engines that other processes share (shm, postgres) are written
 	// directly, so a producer needs neither the admin API nor a running qrun.
 	if shared, err := server.Builtin().Shared(cfg, *queue); err != nil {
 		return usageError{err}
