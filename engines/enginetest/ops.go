@@ -18,6 +18,7 @@ func opsSubtests() []subtest {
 		{"purge", testPurge},
 		{"redrive", testRedrive},
 		{"purge_ordered", testPurgeOrdered},
+		{"settle_batch", testSettleBatch},
 	}
 }
 
@@ -257,5 +258,79 @@ func testPurgeOrdered(t *testing.T, x *env) {
 		t.Fatalf("after Purge, received %q, want k4", d.Body)
 	} else {
 		x.ack(d)
+	}
+}
+
+// testSettleBatch applies every verdict in one SettleBatch call, including
+// one for a delivery whose lease was already settled.
+func testSettleBatch(t *testing.T, x *env) {
+	name := x.name()
+	spec := engines.QueueSpec{Name: name}
+	if x.caps.DeadLetter {
+		spec.MaxAttempts, spec.DeadLetter = 5, name+"-dlq"
+	}
+	q := x.open(spec)
+	bs := as[engines.BatchSettler](x, q, "BatchSettler")
+	x.enqueue(q,
+		engines.Message{Body: []byte("ack")},
+		engines.Message{Body: []byte("nack")},
+		engines.Message{Body: []byte("requeue")},
+		engines.Message{Body: []byte("dead")},
+		engines.Message{Body: []byte("stale")},
+	)
+	got := x.receiveN(q, 5, wait)
+	byBody := map[string]*engines.Delivery{}
+	for i := range got {
+		byBody[string(got[i].Body)] = &got[i]
+	}
+	stale := *byBody["stale"]
+	x.ack(stale) // settled already: the batch's second settle must fail
+	dead := engines.Settlement{Verdict: engines.DeadLetter, Reason: "bad"}
+	if !x.caps.DeadLetter {
+		dead = engines.Settlement{Verdict: engines.Ack}
+	}
+	ds := []*engines.Delivery{byBody["ack"], byBody["nack"], byBody["requeue"], byBody["dead"], &stale}
+	ss := []engines.Settlement{
+		{Verdict: engines.Ack},
+		{Verdict: engines.Nack, Reason: "try again"},
+		{Verdict: engines.Requeue},
+		dead,
+		{Verdict: engines.Ack},
+	}
+	errs := make([]error, len(ds))
+	bs.SettleBatch(x.ctx(wait), ds, ss, errs)
+	for i, err := range errs[:4] {
+		if err != nil {
+			t.Fatalf("SettleBatch: %s of %q: %v", ss[i].Verdict, ds[i].Body, err)
+		}
+	}
+	if errs[4] == nil {
+		t.Fatal("SettleBatch acked an already-acked delivery without error")
+	}
+	x.wantErr(errs[4], engines.ErrLeaseLost, "second settle in SettleBatch")
+	again := x.receiveN(q, 2, wait)
+	bodies := []string{string(again[0].Body), string(again[1].Body)}
+	slices.Sort(bodies)
+	if !slices.Equal(bodies, []string{"nack", "requeue"}) {
+		t.Fatalf("after SettleBatch redelivered %v, want [nack requeue]", bodies)
+	}
+	for _, d := range again {
+		wantFailures := 0
+		if string(d.Body) == "nack" {
+			wantFailures = 1
+		}
+		if d.Failures != wantFailures {
+			t.Errorf("%q redelivered with Failures %d, want %d", d.Body, d.Failures, wantFailures)
+		}
+	}
+	x.ackAll(again)
+	x.expectNone(q, "queue after SettleBatch")
+	if x.caps.DeadLetter {
+		dlq := x.open(engines.QueueSpec{Name: name + "-dlq"})
+		if d := x.receiveOne(dlq, wait); string(d.Body) != "dead" {
+			t.Fatalf("dead-letter queue holds %q, want %q", d.Body, "dead")
+		} else {
+			x.ack(d)
+		}
 	}
 }

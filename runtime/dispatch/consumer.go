@@ -201,6 +201,7 @@ func (c *Consumer) Start() {
 	c.gate.start(recvCtx, c.cfg.Concurrency)
 	for i := 0; i < c.cfg.Concurrency; i++ {
 		w := &worker{c: c, batch: 1, buf: make([]engines.Delivery, c.cfg.Batch)}
+		w.bs, _ = c.cfg.Queue.(engines.BatchSettler)
 		c.workers = append(c.workers, w)
 		c.wg.Add(1)
 		go func() {
@@ -263,8 +264,25 @@ type worker struct {
 	// ewma of the time one delivery takes, for sizing batches.
 	ewma    time.Duration
 	backoff time.Duration
-	lat     latency  // written only when Config.RecordLatency
-	_       [64]byte // keep whatever is allocated next off lat's last line
+	lat     latency // written only when Config.RecordLatency
+
+	// bs is set when the queue settles batches more cheaply than single
+	// deliveries (one commit for many); verdicts then wait in pending until
+	// the batch is handled, and are applied together.
+	bs      engines.BatchSettler
+	pending []outcome
+	pds     []*engines.Delivery
+	pss     []engines.Settlement
+	perrs   []error
+	_       [64]byte // keep whatever is allocated next off the last line
+}
+
+// outcome is a handled delivery's verdict, waiting to be applied.
+type outcome struct {
+	d    *engines.Delivery
+	s    engines.Settlement
+	herr error // the handler's error, if any
+	took time.Duration
 }
 
 const (
@@ -300,29 +318,42 @@ func (w *worker) run(ctx context.Context) {
 			continue
 		}
 		w.backoff = 0
-		for i := range ds {
-			if c.stopping.Load() {
-				w.release(ds[i:]...)
-				return
-			}
-			if c.gate.flag.Load() { // paused: hand the rest back
-				w.release(ds[i:]...)
-				break
-			}
-			// The previous delivery may have cost the instance (a trap, or
-			// per-message isolation), or a plugin swap may have replaced its
-			// version; one that cannot be replaced hands the rest of the
-			// batch back rather than fail messages for it.
-			if !w.ready(ctx) {
-				w.release(ds[i:]...)
-				w.wait(ctx)
-				break
-			}
-			now := time.Now() // one clock read serves both
-			w.renew(ds[i:], now)
-			w.handle(&ds[i], now)
+		if !w.handleBatch(ctx, ds) {
+			return
 		}
 	}
+}
+
+// handleBatch handles one received batch and reports whether the worker
+// should go on. Whatever it does not handle it hands back, and every
+// verdict it deferred is applied before it returns, so the receive buffer
+// can be reused.
+func (w *worker) handleBatch(ctx context.Context, ds []engines.Delivery) bool {
+	c := w.c
+	defer w.flush()
+	for i := range ds {
+		if c.stopping.Load() {
+			w.release(ds[i:]...)
+			return false
+		}
+		if c.gate.flag.Load() { // paused: hand the rest back
+			w.release(ds[i:]...)
+			return true
+		}
+		// The previous delivery may have cost the instance (a trap, or
+		// per-message isolation), or a plugin swap may have replaced its
+		// version; one that cannot be replaced hands the rest of the
+		// batch back rather than fail messages for it.
+		if !w.ready(ctx) {
+			w.release(ds[i:]...)
+			w.wait(ctx)
+			return true
+		}
+		now := time.Now() // one clock read serves both
+		w.renew(ds[i:], now)
+		w.handle(&ds[i], now)
+	}
+	return true
 }
 
 // newInstance makes the worker's instance and reports whether one is ready;
@@ -453,17 +484,48 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 	case engines.DeadLetter:
 		s.Reason = "dead-lettered by handler"
 	}
-	if err := d.Settle(c.settleCtx, s); err != nil {
+	o := outcome{d: d, s: s, herr: res.Err, took: took}
+	if w.bs != nil {
+		w.pending = append(w.pending, o)
+		return
+	}
+	w.applied(o, d.Settle(c.settleCtx, s))
+}
+
+// flush applies the deferred verdicts of a batch in one call to the engine.
+func (w *worker) flush() {
+	if len(w.pending) == 0 {
+		return
+	}
+	for _, o := range w.pending {
+		w.pds = append(w.pds, o.d)
+		w.pss = append(w.pss, o.s)
+		w.perrs = append(w.perrs, nil)
+	}
+	w.bs.SettleBatch(w.c.settleCtx, w.pds, w.pss, w.perrs)
+	for i, o := range w.pending {
+		w.applied(o, w.perrs[i])
+	}
+	clear(w.pending)
+	clear(w.pds)
+	clear(w.perrs)
+	w.pending, w.pds, w.pss, w.perrs = w.pending[:0], w.pds[:0], w.pss[:0], w.perrs[:0]
+}
+
+// applied accounts for a verdict the engine has applied (err nil) or refused.
+func (w *worker) applied(o outcome, err error) {
+	c, d, s := w.c, o.d, o.s
+	if err != nil {
 		if errors.Is(err, engines.ErrLeaseLost) {
 			w.n.leaseLost.Add(1)
 		} else {
 			w.n.engineErr.Add(1)
 		}
-		w.logOutcome(d, s, res.Err, err, took)
+		w.logOutcome(d, s, o.herr, err, o.took)
 		return
 	}
-	if res.Err != nil || s.Verdict == engines.Nack || s.Verdict == engines.DeadLetter {
-		w.logOutcome(d, s, res.Err, nil, took)
+	if o.herr != nil || s.Verdict == engines.Nack || s.Verdict == engines.DeadLetter {
+		w.logOutcome(d, s, o.herr, nil, o.took)
 	}
 	switch s.Verdict {
 	case engines.Ack:
@@ -476,7 +538,7 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 		w.n.deadLettered.Add(1)
 	}
 	if c.cfg.Observer != nil {
-		c.cfg.Observer.Settled(d, s.Verdict, took)
+		c.cfg.Observer.Settled(d, s.Verdict, o.took)
 	}
 }
 

@@ -63,6 +63,34 @@ func (f *fixture) Settled(d *engines.Delivery, v engines.Verdict, _ time.Duratio
 // the consumer's config, and the queue's lease follows its VisibilityTimeout.
 func newFixture(t *testing.T, f script, mod func(*dispatch.Config)) *fixture {
 	t.Helper()
+	return newFixtureOn(t, f, mod, nil)
+}
+
+// batchQueue is a memory queue that also implements engines.BatchSettler,
+// so the dispatcher's deferred-verdict path runs against the reference
+// semantics.
+type batchQueue struct {
+	engines.Queue
+	calls, settled, largest atomic.Int64
+}
+
+func (b *batchQueue) SettleBatch(ctx context.Context, ds []*engines.Delivery, ss []engines.Settlement, errs []error) {
+	b.calls.Add(1)
+	b.settled.Add(int64(len(ds)))
+	for n := int64(len(ds)); ; {
+		l := b.largest.Load()
+		if n <= l || b.largest.CompareAndSwap(l, n) {
+			break
+		}
+	}
+	for i := range ds {
+		errs[i] = ds[i].Settle(ctx, ss[i])
+	}
+}
+
+// newFixtureOn is newFixture with the consumer's queue wrapped by wrap.
+func newFixtureOn(t *testing.T, f script, mod func(*dispatch.Config), wrap func(engines.Queue) engines.Queue) *fixture {
+	t.Helper()
 	fx := &fixture{eng: memory.New(memory.Options{}), settled: make(chan settled, 1000)}
 	cfg := dispatch.Config{
 		Name: "c", Concurrency: 2, Batch: 8, VisibilityTimeout: 10 * time.Second,
@@ -87,6 +115,9 @@ func newFixture(t *testing.T, f script, mod func(*dispatch.Config)) *fixture {
 		t.Fatal(err)
 	}
 	cfg.Queue = fx.q
+	if wrap != nil {
+		cfg.Queue = wrap(fx.q)
+	}
 	fx.c, err = dispatch.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -156,13 +187,7 @@ func byBody(d *engines.Delivery) plugin.Result {
 
 func TestVerdicts(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		body string
-		// want is the sequence of verdicts the consumer applies.
-		want     []engines.Verdict
-		inDLQ    bool
-		counters func(dispatch.Stats) bool
-	}{
+	tests := []verdictCase{
 		{"ack", []engines.Verdict{engines.Ack}, false, func(s dispatch.Stats) bool { return s.Acked == 1 }},
 		{"nack", []engines.Verdict{engines.Nack, engines.Nack, engines.Nack}, true, func(s dispatch.Stats) bool { return s.Nacked == 3 }},
 		{"dead", []engines.Verdict{engines.DeadLetter}, true, func(s dispatch.Stats) bool { return s.DeadLettered == 1 }},
@@ -170,28 +195,78 @@ func TestVerdicts(t *testing.T) {
 		{"timeout", []engines.Verdict{engines.Nack, engines.Nack, engines.Nack}, true, func(s dispatch.Stats) bool { return s.Timeouts == 3 }},
 		{"requeue-once", []engines.Verdict{engines.Requeue, engines.Ack}, false, func(s dispatch.Stats) bool { return s.Requeued == 1 && s.Acked == 1 }},
 	}
-	for _, tt := range tests {
-		t.Run(tt.body, func(t *testing.T) {
-			t.Parallel()
-			fx := newFixture(t, byBody, nil)
-			fx.c.Start()
-			fx.send(t, tt.body)
-			for i, want := range tt.want {
-				got := fx.next(t)
-				if got.verdict != want || got.attempt != i+1 {
-					t.Fatalf("settlement %d: got %v at attempt %d, want %v at attempt %d", i, got.verdict, got.attempt, want, i+1)
-				}
-			}
-			if tt.inDLQ {
-				d := receiveOne(t, fx.dlq)
-				if string(d.Body) != tt.body {
-					t.Fatalf("DLQ holds %q, want %q", d.Body, tt.body)
-				}
-			}
-			if st := fx.c.Stats(); !tt.counters(st) {
-				t.Fatalf("unexpected counters %+v", st)
-			}
-		})
+	modes := []struct {
+		name string
+		wrap func(engines.Queue) engines.Queue
+	}{
+		{"settle", nil},
+		{"settle_batch", func(q engines.Queue) engines.Queue { return &batchQueue{Queue: q} }},
+	}
+	for _, mode := range modes {
+		for _, tt := range tests {
+			t.Run(mode.name+"/"+tt.body, func(t *testing.T) {
+				t.Parallel()
+				testVerdict(t, newFixtureOn(t, byBody, nil, mode.wrap), tt)
+			})
+		}
+	}
+}
+
+// verdictCase is one row of TestVerdicts.
+type verdictCase struct {
+	body string
+	// want is the sequence of verdicts the consumer applies.
+	want     []engines.Verdict
+	inDLQ    bool
+	counters func(dispatch.Stats) bool
+}
+
+func testVerdict(t *testing.T, fx *fixture, tt verdictCase) {
+	fx.c.Start()
+	fx.send(t, tt.body)
+	for i, want := range tt.want {
+		got := fx.next(t)
+		if got.verdict != want || got.attempt != i+1 {
+			t.Fatalf("settlement %d: got %v at attempt %d, want %v at attempt %d", i, got.verdict, got.attempt, want, i+1)
+		}
+	}
+	if tt.inDLQ {
+		d := receiveOne(t, fx.dlq)
+		if string(d.Body) != tt.body {
+			t.Fatalf("DLQ holds %q, want %q", d.Body, tt.body)
+		}
+	}
+	if st := fx.c.Stats(); !tt.counters(st) {
+		t.Fatalf("unexpected counters %+v", st)
+	}
+}
+
+// TestBatchSettlerGetsWholeBatches checks that a queue able to settle in
+// batches gets a batch's verdicts in one call, and every one of them.
+func TestBatchSettlerGetsWholeBatches(t *testing.T) {
+	t.Parallel()
+	var bq *batchQueue
+	fx := newFixtureOn(t, byBody, func(c *dispatch.Config) { c.Concurrency = 1 }, func(q engines.Queue) engines.Queue {
+		bq = &batchQueue{Queue: q}
+		return bq
+	})
+	const n = 50
+	bodies := make([]string, n)
+	for i := range bodies {
+		bodies[i] = "ack"
+	}
+	fx.send(t, bodies...) // all waiting before the worker starts: full batches
+	fx.c.Start()
+	for range n {
+		if got := fx.next(t); got.verdict != engines.Ack {
+			t.Fatalf("verdict %v, want ack", got.verdict)
+		}
+	}
+	if bq.settled.Load() != n || bq.largest.Load() < 2 || bq.calls.Load() >= n {
+		t.Fatalf("SettleBatch settled %d in %d calls (largest %d); want all %d, in batches", bq.settled.Load(), bq.calls.Load(), bq.largest.Load(), n)
+	}
+	if st := fx.c.Stats(); st.Acked != n {
+		t.Fatalf("Acked = %d, want %d", st.Acked, n)
 	}
 }
 
