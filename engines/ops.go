@@ -49,3 +49,15 @@ type BatchSettler interface {
 	// would have made it.
 	SettleBatch(ctx context.Context, ds []*Delivery, ss []Settlement, errs []error)
 }
+
+// SettleAll settles ds[i] with ss[i] into errs[i]: in one call when q is a
+// BatchSettler, one delivery at a time otherwise.
+func SettleAll(ctx context.Context, q Queue, ds []*Delivery, ss []Settlement, errs []error) {
+	if bs, ok := q.(BatchSettler); ok {
+		bs.SettleBatch(ctx, ds, ss, errs)
+		return
+	}
+	for i, d := range ds {
+		errs[i] = d.Settle(ctx, ss[i])
+	}
+}

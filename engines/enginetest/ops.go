@@ -261,8 +261,9 @@ func testPurgeOrdered(t *testing.T, x *env) {
 	}
 }
 
-// testSettleBatch applies every verdict in one SettleBatch call, including
-// one for a delivery whose lease was already settled.
+// testSettleBatch applies every verdict in one engines.SettleAll call (one
+// SettleBatch for a BatchSettler), including one for a delivery whose lease
+// was already settled.
 func testSettleBatch(t *testing.T, x *env) {
 	name := x.name()
 	spec := engines.QueueSpec{Name: name}
@@ -270,7 +271,6 @@ func testSettleBatch(t *testing.T, x *env) {
 		spec.MaxAttempts, spec.DeadLetter = 5, name+"-dlq"
 	}
 	q := x.open(spec)
-	bs := as[engines.BatchSettler](x, q, "BatchSettler")
 	x.enqueue(q,
 		engines.Message{Body: []byte("ack")},
 		engines.Message{Body: []byte("nack")},
@@ -298,7 +298,7 @@ func testSettleBatch(t *testing.T, x *env) {
 		{Verdict: engines.Ack},
 	}
 	errs := make([]error, len(ds))
-	bs.SettleBatch(x.ctx(wait), ds, ss, errs)
+	engines.SettleAll(x.ctx(wait), q, ds, ss, errs)
 	for i, err := range errs[:4] {
 		if err != nil {
 			t.Fatalf("SettleBatch: %s of %q: %v", ss[i].Verdict, ds[i].Body, err)
