@@ -1,5 +1,7 @@
 package disk
 
+import "github.com/qrun-dev/qrun/engines/internal/idxheap"
+
 // Record states. A record is in exactly one place at a time, and the state
 // says which, so a stale ticket or a double settle is recognised without
 // searching.
@@ -31,102 +33,35 @@ type record struct {
 	ks       *keyState // ordering key this record holds or waits for
 }
 
-// heap is an indexed binary min-heap of records. Each record keeps its
-// index so a settle or an extend is O(log n) without a search. byPrio
-// orders the ready heap (highest priority first, then enqueue order); the
-// others order by due time.
-type heap struct {
-	items  []*record
-	byPrio bool
-}
+// heap is an indexed heap of records (see idxheap): each record keeps its
+// position, so a settle or an extend is O(log n) without a search.
+type heap = idxheap.Heap[*record]
 
-func (h *heap) less(a, b *record) bool {
-	if h.byPrio {
+func setIndex(r *record, i int) { r.idx = int32(i) }
+
+// newReadyHeap orders ready records by priority, highest first, then in
+// enqueue order.
+func newReadyHeap() heap {
+	return idxheap.New(func(a, b *record) bool {
 		if a.prio != b.prio {
 			return a.prio > b.prio
 		}
 		return a.seq < b.seq
-	}
-	return a.due < b.due || (a.due == b.due && a.seq < b.seq)
+	}, setIndex)
 }
 
-func (h *heap) len() int { return len(h.items) }
-
-func (h *heap) peek() *record {
-	if len(h.items) == 0 {
-		return nil
-	}
-	return h.items[0]
+// newDueHeap orders records by due time (visible time or lease deadline),
+// then in enqueue order.
+func newDueHeap() heap {
+	return idxheap.New(func(a, b *record) bool {
+		return a.due < b.due || (a.due == b.due && a.seq < b.seq)
+	}, setIndex)
 }
 
-func (h *heap) push(r *record) {
-	r.idx = int32(len(h.items))
-	h.items = append(h.items, r)
-	h.up(int(r.idx))
-}
-
-func (h *heap) pop() *record { return h.remove(0) }
-
-func (h *heap) remove(i int) *record {
-	s := h.items
-	n := len(s) - 1
-	r := s[i]
-	if i != n {
-		s[i] = s[n]
-		s[i].idx = int32(i)
-	}
-	s[n] = nil
-	h.items = s[:n]
-	if i < n {
-		h.fix(i)
-	}
-	r.idx = -1
-	// Give back the backing array of a drained heap, so one burst does not
-	// pin its peak memory.
-	if n == 0 && cap(s) > 4096 {
-		h.items = nil
-	}
+// peek returns h's first record, or nil when h is empty.
+func peek(h *heap) *record {
+	r, _ := h.Peek()
 	return r
-}
-
-func (h *heap) fix(i int) {
-	if !h.down(i) {
-		h.up(i)
-	}
-}
-
-func (h *heap) up(j int) {
-	s := h.items
-	for j > 0 {
-		i := (j - 1) / 2
-		if !h.less(s[j], s[i]) {
-			break
-		}
-		s[i], s[j] = s[j], s[i]
-		s[i].idx, s[j].idx = int32(i), int32(j)
-		j = i
-	}
-}
-
-func (h *heap) down(i0 int) bool {
-	s := h.items
-	i, n := i0, len(s)
-	for {
-		j := 2*i + 1
-		if j >= n || j < 0 {
-			break
-		}
-		if j2 := j + 1; j2 < n && h.less(s[j2], s[j]) {
-			j = j2
-		}
-		if !h.less(s[j], s[i]) {
-			break
-		}
-		s[i], s[j] = s[j], s[i]
-		s[i].idx, s[j].idx = int32(i), int32(j)
-		i = j
-	}
-	return i > i0
 }
 
 // keyState serialises one ordering key of an ordered queue: active is the

@@ -15,8 +15,8 @@ import (
 // waiting returns the queue's ready, parked and delayed records in the
 // order they would be delivered. The caller holds q.mu.
 func (q *queue) waiting() []*record {
-	rs := make([]*record, 0, q.ready.len()+q.nParked+q.delayed.len())
-	rs = append(rs, q.ready.items...)
+	rs := make([]*record, 0, q.ready.Len()+q.nParked+q.delayed.Len())
+	rs = append(rs, q.ready.Items()...)
 	slices.SortFunc(rs, func(a, b *record) int {
 		if a.prio != b.prio {
 			return cmp.Compare(b.prio, a.prio)
@@ -29,7 +29,7 @@ func (q *queue) waiting() []*record {
 	}
 	slices.SortFunc(rs[n:], func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
 	n = len(rs)
-	rs = append(rs, q.delayed.items...)
+	rs = append(rs, q.delayed.Items()...)
 	slices.SortFunc(rs[n:], func(a, b *record) int {
 		if c := cmp.Compare(a.due, b.due); c != 0 {
 			return c

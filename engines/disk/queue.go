@@ -58,7 +58,7 @@ type queue struct {
 }
 
 func newQueue(e *Engine, name string) *queue {
-	q := &queue{e: e, name: name, vt: int64(engines.DefaultVisibilityTimeout), ready: heap{byPrio: true}}
+	q := &queue{e: e, name: name, vt: int64(engines.DefaultVisibilityTimeout), ready: newReadyHeap(), delayed: newDueHeap(), leases: newDueHeap()}
 	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
 	q.timer.Stop()
 	return q
@@ -104,7 +104,7 @@ func (q *queue) close() {
 }
 
 func (q *queue) depth() int {
-	return q.ready.len() + q.nParked + q.delayed.len() + q.leases.len()
+	return q.ready.Len() + q.nParked + q.delayed.Len() + q.leases.Len()
 }
 
 // after is t+d, saturating: a caller's "practically forever" must not wrap
@@ -157,12 +157,12 @@ func (q *queue) schedule(r *record, visible, now int64) {
 	r.due = visible
 	if visible > now {
 		r.state = stateDelayed
-		q.delayed.push(r)
+		q.delayed.Push(r)
 		q.arm(visible, now)
 		return
 	}
 	r.state = stateReady
-	q.ready.push(r)
+	q.ready.Push(r)
 	q.wake()
 }
 
@@ -203,11 +203,11 @@ func (q *queue) release(r *record, now int64) {
 func (q *queue) drop(r *record) {
 	switch r.state {
 	case stateReady:
-		q.ready.remove(int(r.idx))
+		q.ready.Remove(int(r.idx))
 	case stateDelayed:
-		q.delayed.remove(int(r.idx))
+		q.delayed.Remove(int(r.idx))
 	case stateLeased:
-		q.leases.remove(int(r.idx))
+		q.leases.Remove(int(r.idx))
 	case stateParked:
 		ks := r.ks
 		for i, p := range ks.parked {
@@ -240,10 +240,10 @@ func (q *queue) onTimer() {
 	q.timerArmed = false
 	now := q.e.now()
 	_, _ = q.advance(now)
-	if r := q.delayed.peek(); r != nil {
+	if r := peek(&q.delayed); r != nil {
 		q.arm(r.due, now)
 	}
-	if r := q.leases.peek(); r != nil {
+	if r := peek(&q.leases); r != nil {
 		q.arm(r.due, now)
 	}
 }
@@ -257,15 +257,15 @@ func maxAttemptsReason(n int32, why string) string {
 // An expiry writes nothing unless it dead-letters: the stored state still
 // says "leased", which a restart counts as the same one failure.
 func (q *queue) advance(now int64) (*batch, error) {
-	for r := q.delayed.peek(); r != nil && r.due <= now; r = q.delayed.peek() {
-		q.delayed.pop()
+	for r := peek(&q.delayed); r != nil && r.due <= now; r = peek(&q.delayed) {
+		q.delayed.Pop()
 		r.state = stateReady
-		q.ready.push(r)
+		q.ready.Push(r)
 		q.wake()
 	}
 	var last *batch
-	for r := q.leases.peek(); r != nil && r.due <= now; r = q.leases.peek() {
-		q.leases.pop()
+	for r := peek(&q.leases); r != nil && r.due <= now; r = peek(&q.leases) {
+		q.leases.Pop()
 		r.token++ // the holder's ticket is stale from here on
 		r.failures++
 		q.st.ExpiredLeaseTotal++
@@ -280,7 +280,7 @@ func (q *queue) advance(now int64) (*batch, error) {
 		// The lease already kept the message away for a whole visibility
 		// timeout, so it is redelivered at once rather than backed off.
 		r.state = stateReady
-		q.ready.push(r)
+		q.ready.Push(r)
 		q.wake()
 	}
 	return last, nil
@@ -387,11 +387,11 @@ func (q *queue) lease(buf []engines.Delivery) (n int, wait <-chan struct{}, b *b
 	deadline := after(now, time.Duration(q.vt))
 	var ops []op
 	for n < len(buf) {
-		r := q.ready.peek()
+		r := peek(&q.ready)
 		if r == nil {
 			break
 		}
-		q.ready.pop()
+		q.ready.Pop()
 		if r.expire != 0 {
 			if now >= r.expire {
 				q.st.ExpiredTotal++
@@ -405,7 +405,7 @@ func (q *queue) lease(buf []engines.Delivery) (n int, wait <-chan struct{}, b *b
 		r.token++
 		r.state = stateLeased
 		r.due = deadline
-		q.leases.push(r)
+		q.leases.Push(r)
 		ops = append(ops, op{kind: opPutState, q: q, seq: r.seq, val: encodeState(state{leased: true, attempt: r.attempt, failures: r.failures, due: now})})
 		buf[n] = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: r.token})
 		d := &buf[n]
@@ -416,7 +416,7 @@ func (q *queue) lease(buf []engines.Delivery) (n int, wait <-chan struct{}, b *b
 		d.LeaseExpires = wall(deadline)
 		n++
 	}
-	if r := q.leases.peek(); r != nil {
+	if r := peek(&q.leases); r != nil {
 		q.arm(r.due, now)
 	}
 	if len(ops) > 0 {
@@ -543,12 +543,12 @@ func (q *queue) settle(r *record, token uint64, s engines.Settlement) (*batch, e
 	now := q.e.now()
 	switch s.Verdict {
 	case engines.Ack:
-		q.leases.remove(int(r.idx))
+		q.leases.Remove(int(r.idx))
 		q.st.AckedTotal++
 		q.release(r, now)
 		return q.e.add(op{kind: opDelMsg, q: q, seq: r.seq})
 	case engines.Nack:
-		q.leases.remove(int(r.idx))
+		q.leases.Remove(int(r.idx))
 		q.st.NackedTotal++
 		r.failures++
 		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
@@ -556,10 +556,10 @@ func (q *queue) settle(r *record, token uint64, s engines.Settlement) (*batch, e
 		}
 		return q.retry(r, after(now, s.Delay), now)
 	case engines.Requeue:
-		q.leases.remove(int(r.idx))
+		q.leases.Remove(int(r.idx))
 		return q.retry(r, after(now, s.Delay), now)
 	case engines.DeadLetter:
-		q.leases.remove(int(r.idx))
+		q.leases.Remove(int(r.idx))
 		reason := s.Reason
 		if reason == "" {
 			reason = "dead-lettered by consumer"
@@ -595,7 +595,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 	}
 	now := q.e.now()
 	r.due = after(now, by)
-	q.leases.fix(int(r.idx))
+	q.leases.Fix(int(r.idx))
 	q.arm(r.due, now)
 	return wall(r.due), nil
 }
@@ -610,9 +610,9 @@ func (q *queue) stats() (engines.Stats, error) {
 		return engines.Stats{}, err
 	}
 	s := q.st
-	s.Ready = int64(q.ready.len() + q.nParked)
-	s.Delayed = int64(q.delayed.len())
-	s.InFlight = int64(q.leases.len())
+	s.Ready = int64(q.ready.Len() + q.nParked)
+	s.Delayed = int64(q.delayed.Len())
+	s.InFlight = int64(q.leases.Len())
 	return s, nil
 }
 
