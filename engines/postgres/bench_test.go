@@ -242,6 +242,106 @@ func BenchmarkRawDeleteSkipLocked(b *testing.B) {
 	}
 }
 
+// BenchmarkRawLeaseDelete is the ceiling of any design that leases a
+// message before deleting it, which redelivery after a crash requires: the
+// least such a queue can write per message. Each consumer sends, in one
+// pipelined transaction (one commit), the DELETE of the 100 rows it leased
+// last time and an UPDATE that leases the next 100 (FOR UPDATE SKIP LOCKED;
+// state, due time and token change, so the new row version lands in the
+// primary key and in a due-time index a reaper could use). qrun's Receive
+// and batched Ack do this, plus attempts, TTLs, counters and ordering;
+// BenchmarkReceiveAck against this figure is what those cost, and this
+// figure against BenchmarkRawDeleteSkipLocked is what the lease costs.
+func BenchmarkRawLeaseDelete(b *testing.B) {
+	for _, consumers := range []int{1, 4} {
+		b.Run(fmt.Sprintf("consumers=%d", consumers), func(b *testing.B) {
+			conn, table := rawTable(b)
+			ctx := context.Background()
+			ddl := "ALTER TABLE " + table + " ADD COLUMN state smallint NOT NULL DEFAULT 0," +
+				" ADD COLUMN visible_at timestamptz NOT NULL DEFAULT now(), ADD COLUMN token bigint;" +
+				" CREATE INDEX ON " + table + " (id) WHERE state = 0;" +
+				" CREATE INDEX ON " + table + " (visible_at) WHERE state = 2"
+			if _, err := conn.Exec(ctx, ddl); err != nil {
+				b.Fatal(err)
+			}
+			n := b.N * benchBatch
+			body := make([]byte, benchBody)
+			bodies := make([][]byte, 1000)
+			for i := range bodies {
+				bodies[i] = body
+			}
+			for left := n; left > 0; left -= 1000 {
+				if _, err := conn.Exec(ctx, "INSERT INTO "+table+" (body) SELECT unnest($1::bytea[]) LIMIT $2", bodies, min(left, 1000)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			conns := make([]*pgx.Conn, consumers)
+			for i := range conns {
+				c, err := pgx.Connect(ctx, srv.DSN)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close(ctx)
+				conns[i] = c
+			}
+			lease := "UPDATE " + table + " SET state = 2, visible_at = now() + interval '30 seconds', token = $1" +
+				" WHERE id IN (SELECT id FROM " + table + " WHERE state = 0 ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)" +
+				" RETURNING id, body"
+			del := "DELETE FROM " + table + " WHERE id = ANY($1::bigint[]) AND token = $2 AND state = 2"
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for ci, c := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var held []int64
+					for token := int64(ci) << 32; ; token++ {
+						batch := &pgx.Batch{}
+						if len(held) > 0 {
+							batch.Queue(del, held, token-1)
+						}
+						batch.Queue(lease, token)
+						br := c.SendBatch(ctx, batch)
+						if len(held) > 0 {
+							if _, err := br.Exec(); err != nil {
+								b.Error(err)
+								br.Close()
+								return
+							}
+						}
+						rows, err := br.Query()
+						if err != nil {
+							b.Error(err)
+							br.Close()
+							return
+						}
+						held = held[:0]
+						for rows.Next() {
+							var id int64
+							var body []byte
+							if err := rows.Scan(&id, &body); err != nil {
+								b.Error(err)
+							}
+							held = append(held, id)
+						}
+						rows.Close()
+						if err := br.Close(); err != nil {
+							b.Error(err)
+							return
+						}
+						if len(held) == 0 {
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			rate(b, n, time.Since(start))
+		})
+	}
+}
+
 // counter is a server Observer that signals once want deliveries settled.
 type counter struct {
 	n    atomic.Int64

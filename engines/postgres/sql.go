@@ -186,9 +186,15 @@ func newStatements(schema string) statements {
 		// Acks are batched: the rows whose lease is still held go, and the
 		// counters of their queues move. A row that does not match was
 		// settled, expired or re-leased: its ack is stale.
+		//
+		// "state + 0" keeps messages_due out of the plan: once the server
+		// switches to a generic plan (it estimates 10 array elements), a
+		// plain "state = 2" lets it pick a scan of every unexpired lease in
+		// messages_due joined by hash, which costs O(messages in flight)
+		// per ack batch; this way only the primary key can serve it.
 		ack: s(`WITH d AS (
 				DELETE FROM __Q__.messages m USING unnest($1::bigint[], $2::bigint[]) AS a(seq, token)
-				WHERE m.seq = a.seq AND m.lease_token = a.token AND m.state = 2 AND m.visible_at > now()
+				WHERE m.seq = a.seq AND m.lease_token = a.token AND m.state + 0 = 2 AND m.visible_at > now()
 				RETURNING m.queue_id),
 			g AS (SELECT queue_id, count(*) AS n FROM d GROUP BY queue_id),
 			c AS (
