@@ -47,7 +47,7 @@
 // the senders. Senders do not wait in a blocking mq_timedsend: on a queue
 // kept full by a fast producer, that puts the producer's OS thread to sleep
 // and wakes it again for every message a receiver takes, which costs more
-// than the message itself (BenchmarkEndToEndPosixMQ went from 370k to 455k
+// than the message itself (BenchmarkEndToEndPosixMQ went from 353k to 436k
 // msgs/s on 2 cores when senders moved to the poller).
 //
 // # Priorities
