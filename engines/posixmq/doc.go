@@ -43,8 +43,9 @@
 // message, an in-process redelivery, its context (the poller wait is
 // sliced so a cancellation is seen within 50ms) or Close; none parks an OS
 // thread in a system call. A sender that finds the queue full parks on a
-// channel, and one write watcher waits in the poller for room and wakes
-// the senders. Senders do not wait in a blocking mq_timedsend: on a queue
+// channel. A receive in this process that makes room wakes it directly;
+// for room made by another process, one write watcher waits in the poller
+// and wakes the senders. Senders do not wait in a blocking mq_timedsend: on a queue
 // kept full by a fast producer, that puts the producer's OS thread to sleep
 // and wakes it again for every message a receiver takes, which costs more
 // than the message itself (BenchmarkEndToEndPosixMQ went from 353k to 436k
