@@ -35,16 +35,21 @@
 //
 // # Waiting
 //
-// Each kernel queue is opened twice. The non-blocking descriptor is
+// Each kernel queue is opened once, non-blocking, and the descriptor is
 // registered with Go's network poller (an mqueue descriptor supports epoll):
 // the first receiver that finds nothing waits in the poller on it, so a
 // message from any process wakes it with no hand-off, and further receivers
 // wait on a channel like any other Go code. Either wakes for a kernel
 // message, an in-process redelivery, its context (the poller wait is
 // sliced so a cancellation is seen within 50ms) or Close; none parks an OS
-// thread in a system call. A sender that finds the queue full waits on the
-// blocking descriptor, in mq_timedsend, which the kernel wakes as soon as a
-// receiver makes room, again in short slices.
+// thread in a system call. A sender that finds the queue full parks on a
+// channel. A receive in this process that makes room wakes it directly;
+// for room made by another process, one write watcher waits in the poller
+// and wakes the senders. Senders do not wait in a blocking mq_timedsend: on a queue
+// kept full by a fast producer, that puts the producer's OS thread to sleep
+// and wakes it again for every message a receiver takes, which costs more
+// than the message itself (BenchmarkEndToEndPosixMQ went from 353k to 436k
+// msgs/s on 2 cores when senders moved to the poller).
 //
 // # Priorities
 //

@@ -430,3 +430,37 @@ func TestCloseEndsWaitingSend(t *testing.T) {
 		t.Fatal("Enqueue still waiting after Close")
 	}
 }
+
+// TestWaitingSendWakesOnForeignReceive: a send waiting for room goes
+// through when another program, not this engine, makes the room: that wake
+// comes from the kernel through the poller, not from the engine's receive.
+func TestWaitingSendWakesOnForeignReceive(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, posixmq.Options{MaxMessages: 2, SendTimeout: time.Hour})
+	q, kname := open(t, e, engines.QueueSpec{Name: "foreign_room"})
+	other, err := mq.Open(kname, unix.O_RDONLY, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+
+	const n = 6 // three times the depth: the batch must wait for room
+	done := make(chan error, 1)
+	go func() { done <- q.Enqueue(ctxWait(t), bodies(n, "m")...) }()
+	buf := make([]byte, other.MsgSize())
+	deadline, _ := ctxWait(t).Deadline()
+	for i := range n {
+		size, _, err := other.Receive(buf, deadline)
+		if err != nil {
+			t.Fatalf("foreign receive %d: %v", i, err)
+		}
+		var h frame.Header
+		body, framed, err := frame.Decode(buf[:size], &h)
+		if err != nil || !framed || string(body) != fmt.Sprintf("m%d", i) {
+			t.Fatalf("foreign receive %d: %q (framed %v, %v), want m%d", i, body, framed, err, i)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Enqueue waiting for room made by another program: %v", err)
+	}
+}

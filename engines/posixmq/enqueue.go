@@ -4,7 +4,6 @@ package posixmq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -76,15 +75,6 @@ func (q *queue) enqueueOne(ctx context.Context, h *handle, w *sendState, m *engi
 	}
 	for {
 		if q.outLen.Load() == 0 {
-			if q.e.opts.Spill == 0 {
-				// Nothing to do but wait when the queue is full, so the send
-				// waits in the kernel from the start: one system call
-				// whether or not there is room.
-				if sent, err := q.sendWaiting(ctx, h, w, m); sent || err != nil {
-					return err
-				}
-				continue // the outbox filled meanwhile: queue behind it
-			}
 			if ok, err := q.send(w.buf, m, w.enq); ok || err != nil {
 				return err
 			}
@@ -100,15 +90,10 @@ func (q *queue) enqueueOne(ctx context.Context, h *handle, w *sendState, m *engi
 			w.spilled = true
 			return nil
 		}
-		if q.outbox.len() == 0 {
-			// The spill is full but empty of messages for the kernel
-			// (Spill is zero): wait for room in the kernel itself.
-			q.mu.Unlock()
-			if sent, err := q.sendWaiting(ctx, h, w, m); sent || err != nil {
-				return err
-			}
-			continue
-		}
+		// Wait for room. The sender parks like any goroutine and the write
+		// watcher, the one waiter in the poller, wakes it: no OS thread
+		// sleeps in mq_timedsend, which on a busy queue would put the
+		// producer to sleep and wake it again for every message.
 		if q.roomCh == nil {
 			q.roomCh = make(chan struct{})
 		}
@@ -133,52 +118,6 @@ func (q *queue) enqueueOne(ctx context.Context, h *handle, w *sendState, m *engi
 // errFull is what a send that found no room until its deadline wraps: the
 // package's timeout, and the errno of a send that waited in vain.
 var errFull = fmt.Errorf("the queue stayed full until the deadline: %w: %w", mq.ErrTimeout, unix.ETIMEDOUT)
-
-// sendSlice bounds one wait of a blocking send, so that a cancelled
-// context or a Close is noticed within it.
-const sendSlice = 50 * time.Millisecond
-
-// sendWaiting sends m through the blocking descriptor, waiting in the kernel
-// for room, which a receiver hands to it directly like a plain blocking
-// mq_send, in slices of at most sendSlice until the deadline. It reports
-// false with no error when messages appeared in the outbox meanwhile, which
-// m must queue behind.
-func (q *queue) sendWaiting(ctx context.Context, h *handle, w *sendState, m *engines.Message) (bool, error) {
-	data := q.encodeNew(w.buf, m, w.enq)
-	for {
-		if err := ctx.Err(); err != nil {
-			return false, fmt.Errorf("%w: %w", errFull, err)
-		}
-		if h.closed.Load() {
-			return false, h.errClosed("enqueue to")
-		}
-		now := time.Now()
-		if !now.Before(w.deadline) {
-			return false, errFull
-		}
-		slice := now.Add(sendSlice)
-		if w.deadline.Before(slice) {
-			slice = w.deadline
-		}
-		q.fdMu.RLock()
-		if q.fdClosed {
-			q.fdMu.RUnlock()
-			return false, q.errClosed("enqueue to")
-		}
-		err := q.bmq.Send(data, uint(m.Priority), slice)
-		q.fdMu.RUnlock()
-		if err == nil {
-			q.enqTotal.Add(1)
-			return true, nil
-		}
-		if !errors.Is(err, mq.ErrTimeout) {
-			return false, err
-		}
-		if q.outLen.Load() > 0 {
-			return false, nil
-		}
-	}
-}
 
 // waitRoom waits until room may have appeared, or fails.
 func (q *queue) waitRoom(ctx context.Context, h *handle, room <-chan struct{}, deadline <-chan time.Time) error {

@@ -35,8 +35,8 @@ const (
 // descriptor, and the messages this process holds in memory.
 //
 // Lock order: fdMu before mu. Nothing takes fdMu twice, because a pending
-// Close (the writer) would deadlock it, and the only wait under it is a
-// blocking send, bounded by sendSlice.
+// Close (the writer) would deadlock it, and nothing waits under it: every
+// system call made under it is non-blocking.
 type queue struct {
 	e     *Engine
 	name  string // qrun name, as first opened; dead letters record it as their source
@@ -45,9 +45,6 @@ type queue struct {
 	mq   *mq.Queue // non-blocking descriptor
 	file *os.File  // the same descriptor, registered with Go's poller; it owns the fd
 	rc   syscall.RawConn
-	// bmq is a second, blocking, write-only descriptor: a sender waiting for
-	// room waits in the kernel, which wakes it as directly as mq_send.
-	bmq *mq.Queue
 
 	maxMsg, msgSize int  // the kernel queue's actual attributes
 	direct          bool // receive straight into body slabs (small message size)
@@ -124,22 +121,16 @@ func openQueue(e *Engine, name, kname string) (*queue, error) {
 			return nil, err
 		}
 	}
-	bmq, err := mq.Open(kname, unix.O_WRONLY, 0, nil)
-	if err != nil {
-		_ = mqq.Close()
-		return nil, fmt.Errorf("posixmq: open %q: %w", name, err)
-	}
 	// The descriptor is non-blocking, so os.NewFile registers it with the
 	// poller; from here on the File owns it.
 	file := os.NewFile(uintptr(mqq.Fd()), kname)
 	rc, err := file.SyscallConn()
 	if err != nil {
 		_ = file.Close()
-		_ = bmq.Close()
 		return nil, fmt.Errorf("posixmq: open %q: %w", name, err)
 	}
 	q := &queue{
-		e: e, name: name, kname: kname, mq: mqq, file: file, rc: rc, bmq: bmq,
+		e: e, name: name, kname: kname, mq: mqq, file: file, rc: rc,
 		maxMsg: mqq.MaxMsg(), msgSize: mqq.MsgSize(), direct: mqq.MsgSize() <= slabSize/4,
 		armWrite: make(chan struct{}, 1), stop: make(chan struct{}),
 		vt: int64(engines.DefaultVisibilityTimeout),
@@ -381,7 +372,7 @@ func (q *queue) close() error {
 	}
 	scratchPool.Put(buf)
 	q.fdClosed = true
-	err := errors.Join(q.file.Close(), q.bmq.Close()) // the first also ends a watcher waiting in the poller
+	err := q.file.Close() // also ends a watcher waiting in the poller
 	q.fdMu.Unlock()
 	q.watchers.Wait()
 

@@ -233,6 +233,10 @@ func (q *queue) fromKernel(buf []engines.Delivery, name string) (int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.st.ExpiredTotal += int64(expired)
+	// This receive made room: wake the senders of this process waiting for
+	// it directly, rather than through the write watcher, which would need
+	// the poller to notice first and then hand the wake-up on.
+	q.wakeRoom()
 	now := q.e.now()
 	leaseExpires := q.e.wall(after(now, time.Duration(q.vt)))
 	for i := range got {
