@@ -84,7 +84,7 @@ func (q *queue) enqueueOne(ctx context.Context, h *handle, w *sendState, m *engi
 			q.mu.Unlock()
 			return q.errClosed("enqueue to")
 		}
-		if q.outbox.len() < q.e.opts.Spill {
+		if q.outbox.Len() < q.e.opts.Spill {
 			q.spill(m, w.enq)
 			q.mu.Unlock()
 			w.spilled = true
@@ -248,7 +248,7 @@ func (q *queue) delay(m *engines.Message, enq int64) error {
 	r.state = stateDelayed
 	now := q.e.now()
 	r.due = after(now, m.Delay)
-	q.delayed.push(r)
+	q.delayed.Push(r)
 	q.enqTotal.Add(1)
 	q.armTimer(now)
 	return nil

@@ -35,7 +35,7 @@ func (q *queue) purge(ctx context.Context) (int64, error) {
 	}
 	var n int64
 	for _, hp := range []*heap{&q.ready, &q.delayed, &q.outbox} {
-		for _, r := range hp.drain() {
+		for _, r := range hp.Drain() {
 			q.release(r)
 			n++
 		}

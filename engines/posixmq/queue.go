@@ -135,7 +135,8 @@ func openQueue(e *Engine, name, kname string) (*queue, error) {
 		armWrite: make(chan struct{}, 1), stop: make(chan struct{}),
 		vt: int64(engines.DefaultVisibilityTimeout),
 	}
-	q.ready.byPrio, q.outbox.byPrio = true, true
+	q.ready, q.outbox = newPrioHeap(), newPrioHeap()
+	q.delayed, q.leases = newDueHeap(), newDueHeap()
 	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
 	q.timer.Stop()
 	q.watchers.Add(1)
@@ -288,7 +289,7 @@ func (q *queue) encode(buf *[]byte, r *record) []byte {
 // at a time per queue, so records leave in order.
 func (q *queue) pump() {
 	q.mu.Lock()
-	if q.pumping || q.outbox.len() == 0 || q.closed {
+	if q.pumping || q.outbox.Len() == 0 || q.closed {
 		q.mu.Unlock()
 		return
 	}
@@ -302,7 +303,7 @@ func (q *queue) pump() {
 	full := false
 	for {
 		q.mu.Lock()
-		r := q.outbox.peek()
+		r := peek(&q.outbox)
 		if r == nil || q.closed || q.fdClosed {
 			q.pumping = false
 			q.mu.Unlock()
@@ -321,7 +322,7 @@ func (q *queue) pump() {
 		}
 		// Sent, or refused for good (a dead letter too large for its
 		// queue): either way it leaves the outbox.
-		q.outbox.remove(int(r.idx))
+		q.outbox.Remove(int(r.idx))
 		q.outLen.Add(-1)
 		q.release(r)
 		q.wakeRoom()
@@ -354,10 +355,10 @@ func (q *queue) close() error {
 
 	q.fdMu.Lock()
 	q.mu.Lock()
-	recs := q.leases.drain()
-	recs = append(recs, q.ready.drain()...)
-	recs = append(recs, q.delayed.drain()...)
-	recs = append(recs, q.outbox.drain()...)
+	recs := q.leases.Drain()
+	recs = append(recs, q.ready.Drain()...)
+	recs = append(recs, q.delayed.Drain()...)
+	recs = append(recs, q.outbox.Drain()...)
 	dead := len(q.dead)
 	q.dead = nil
 	q.mu.Unlock()

@@ -63,7 +63,7 @@ func (q *queue) receive(ctx context.Context, h *handle, buf []engines.Delivery) 
 			q.mu.Unlock()
 			return 0, q.errClosed("receive from")
 		}
-		if q.ready.len() > 0 {
+		if q.ready.Len() > 0 {
 			q.mu.Unlock()
 			continue
 		}
@@ -136,10 +136,10 @@ func (q *queue) take(buf []engines.Delivery, name string) (int, error) {
 	now := q.e.now()
 	q.advance(now)
 	n := 0
-	if q.ready.len() > 0 {
+	if q.ready.Len() > 0 {
 		leaseExpires := q.e.wall(after(now, time.Duration(q.vt)))
-		for n < len(buf) && q.ready.len() > 0 {
-			q.lease(q.ready.pop(), &buf[n], name, now, leaseExpires)
+		for n < len(buf) && q.ready.Len() > 0 {
+			q.lease(q.ready.Pop(), &buf[n], name, now, leaseExpires)
 			n++
 		}
 		q.armTimer(now)
@@ -253,7 +253,7 @@ func (q *queue) fromKernel(buf []engines.Delivery, name string) (int, error) {
 		if q.closed {
 			// Close is waiting for fdMu and will write it back.
 			r.state = stateReady
-			q.ready.push(r)
+			q.ready.Push(r)
 			continue
 		}
 		q.lease(r, &buf[i], name, now, leaseExpires)
@@ -271,7 +271,7 @@ func (q *queue) lease(r *record, d *engines.Delivery, name string, now int64, le
 	r.token++
 	r.state = stateLeased
 	r.due = after(now, time.Duration(q.vt))
-	q.leases.push(r)
+	q.leases.Push(r)
 	// Bind first, then fill in place: a Delivery is large, and building it
 	// as a value to assign costs several copies.
 	*d = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: r.token})
@@ -286,8 +286,8 @@ func (q *queue) lease(r *record, d *engines.Delivery, name string, now int64, le
 // advance makes due delayed messages visible (redeliveries in memory, new
 // messages into the outbox for the kernel) and expires lapsed leases.
 func (q *queue) advance(now int64) {
-	for q.delayed.len() > 0 && q.delayed.peek().due <= now {
-		r := q.delayed.pop()
+	for q.delayed.Len() > 0 && peek(&q.delayed).due <= now {
+		r := q.delayed.Pop()
 		if r.outbound {
 			r.outbound = false
 			q.toOutbox(r)
@@ -295,8 +295,8 @@ func (q *queue) advance(now int64) {
 			q.makeReady(r)
 		}
 	}
-	for q.leases.len() > 0 && q.leases.peek().due <= now {
-		r := q.leases.pop()
+	for q.leases.Len() > 0 && peek(&q.leases).due <= now {
+		r := q.leases.Pop()
 		r.token++ // the holder's ticket is stale from here on
 		r.failures++
 		q.st.ExpiredLeaseTotal++
@@ -312,13 +312,13 @@ func (q *queue) advance(now int64) {
 
 func (q *queue) makeReady(r *record) {
 	r.state = stateReady
-	q.ready.push(r)
+	q.ready.Push(r)
 	q.wake()
 }
 
 func (q *queue) toOutbox(r *record) {
 	r.state = stateOutbox
-	q.outbox.push(r)
+	q.outbox.Push(r)
 	q.outLen.Add(1)
 }
 
@@ -326,10 +326,10 @@ func (q *queue) toOutbox(r *record) {
 // deadline.
 func (q *queue) armTimer(now int64) {
 	at := int64(-1)
-	if r := q.delayed.peek(); r != nil {
+	if r := peek(&q.delayed); r != nil {
 		at = r.due
 	}
-	if r := q.leases.peek(); r != nil && (at < 0 || r.due < at) {
+	if r := peek(&q.leases); r != nil && (at < 0 || r.due < at) {
 		at = r.due
 	}
 	if at < 0 || q.closed || (q.timerArmed && q.timerAt <= at) {

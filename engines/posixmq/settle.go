@@ -32,7 +32,7 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 		return fmt.Errorf("posixmq: %s on %q: %w", s.Verdict, q.name, engines.ErrLeaseLost)
 	}
 	if s.Verdict == engines.Ack {
-		q.leases.remove(int(r.idx))
+		q.leases.Remove(int(r.idx))
 		q.st.AckedTotal++
 		q.release(r)
 		q.mu.Unlock()
@@ -41,7 +41,7 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 	now := q.e.now()
 	switch s.Verdict {
 	case engines.Nack:
-		q.leases.remove(int(r.idx))
+		q.leases.Remove(int(r.idx))
 		q.st.NackedTotal++
 		r.failures++
 		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
@@ -50,10 +50,10 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 			q.redeliver(r, s.Delay, now)
 		}
 	case engines.Requeue:
-		q.leases.remove(int(r.idx))
+		q.leases.Remove(int(r.idx))
 		q.redeliver(r, s.Delay, now)
 	case engines.DeadLetter:
-		q.leases.remove(int(r.idx))
+		q.leases.Remove(int(r.idx))
 		reason := s.Reason
 		if reason == "" {
 			reason = "dead-lettered by consumer"
@@ -79,7 +79,7 @@ func (q *queue) redeliver(r *record, delay time.Duration, now int64) {
 	}
 	r.state = stateDelayed
 	r.due = after(now, delay)
-	q.delayed.push(r)
+	q.delayed.Push(r)
 	q.armTimer(now)
 }
 
@@ -103,7 +103,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 	}
 	now := q.e.now()
 	r.due = after(now, by)
-	q.leases.fix(int(r.idx))
+	q.leases.Fix(int(r.idx))
 	q.armTimer(now)
 	return q.e.wall(r.due), nil
 }
@@ -175,7 +175,7 @@ func (q *queue) admitDead(batch []deadMsg) {
 	dropped := 0
 	q.mu.Lock()
 	for i := range batch {
-		if q.closed || q.outbox.len() >= limit {
+		if q.closed || q.outbox.Len() >= limit {
 			dropped++
 			continue
 		}
@@ -206,9 +206,9 @@ func (q *queue) stats() (engines.Stats, error) {
 	q.advance(now)
 	q.armTimer(now)
 	s := q.st
-	s.Ready = int64(q.ready.len() + q.outbox.len())
-	s.Delayed = int64(q.delayed.len())
-	s.InFlight = int64(q.leases.len())
+	s.Ready = int64(q.ready.Len() + q.outbox.Len())
+	s.Delayed = int64(q.delayed.Len())
+	s.InFlight = int64(q.leases.Len())
 	dead := q.takeDead()
 	q.mu.Unlock()
 	if dead != nil {

@@ -3,6 +3,7 @@
 package posixmq
 
 import (
+	"github.com/qrun-dev/qrun/engines/internal/idxheap"
 	"strconv"
 	"unsafe"
 
@@ -46,101 +47,30 @@ type record struct {
 	framed, raw bool
 }
 
-// heap is an indexed binary heap of records. Each record keeps its index,
-// so a settle or extend touches O(log n) entries instead of searching. The
-// ordering is a field rather than an interface so the comparisons inline.
-type heap struct {
-	s []*record
-	// byPrio orders by kernel priority (highest first), then FIFO; otherwise
-	// by due time, then FIFO.
-	byPrio bool
-}
+// heap is an indexed heap of records (see idxheap): each record keeps its
+// position, so a settle or an extend is O(log n) without a search.
+type heap = idxheap.Heap[*record]
 
-func (h *heap) len() int { return len(h.s) }
+func setIndex(r *record, i int) { r.idx = int32(i) }
 
-func (h *heap) less(a, b *record) bool {
-	if h.byPrio {
+// newPrioHeap orders by kernel priority, highest first, then FIFO.
+func newPrioHeap() heap {
+	return idxheap.New(func(a, b *record) bool {
 		return a.kprio > b.kprio || (a.kprio == b.kprio && a.seq < b.seq)
-	}
-	return a.due < b.due || (a.due == b.due && a.seq < b.seq)
+	}, setIndex)
 }
 
-func (h *heap) peek() *record {
-	if len(h.s) == 0 {
-		return nil
-	}
-	return h.s[0]
+// newDueHeap orders by due time (visible time or lease deadline), then FIFO.
+func newDueHeap() heap {
+	return idxheap.New(func(a, b *record) bool {
+		return a.due < b.due || (a.due == b.due && a.seq < b.seq)
+	}, setIndex)
 }
 
-func (h *heap) push(r *record) {
-	r.idx = int32(len(h.s))
-	h.s = append(h.s, r)
-	h.up(int(r.idx))
-}
-
-func (h *heap) pop() *record { return h.remove(0) }
-
-func (h *heap) remove(i int) *record {
-	n := len(h.s) - 1
-	r := h.s[i]
-	if i != n {
-		h.s[i] = h.s[n]
-		h.s[i].idx = int32(i)
-	}
-	h.s[n] = nil
-	h.s = h.s[:n]
-	if i < n {
-		h.fix(i)
-	}
-	r.idx = -1
+// peek returns h's first record, or nil when h is empty.
+func peek(h *heap) *record {
+	r, _ := h.Peek()
 	return r
-}
-
-func (h *heap) fix(i int) {
-	if !h.down(i) {
-		h.up(i)
-	}
-}
-
-func (h *heap) up(j int) {
-	s := h.s
-	for j > 0 {
-		i := (j - 1) / 2
-		if !h.less(s[j], s[i]) {
-			break
-		}
-		s[i], s[j] = s[j], s[i]
-		s[i].idx, s[j].idx = int32(i), int32(j)
-		j = i
-	}
-}
-
-func (h *heap) down(i0 int) bool {
-	s := h.s
-	i, n := i0, len(s)
-	for {
-		j := 2*i + 1
-		if j >= n || j < 0 {
-			break
-		}
-		if j2 := j + 1; j2 < n && h.less(s[j2], s[j]) {
-			j = j2
-		}
-		if !h.less(s[j], s[i]) {
-			break
-		}
-		s[i], s[j] = s[j], s[i]
-		s[i].idx, s[j].idx = int32(i), int32(j)
-		i = j
-	}
-	return i > i0
-}
-
-// drain removes and returns every record, in no particular order.
-func (h *heap) drain() []*record {
-	s := h.s
-	h.s = nil
-	return s
 }
 
 // idArena formats message IDs into a shared block so that an ID costs no
