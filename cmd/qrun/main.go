@@ -219,7 +219,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 	defer stop()
 	serveHangup, stopHangup := onHangup(log)
 	defer stopHangup()
-	srv, err := server.New(ctx, cfg, server.Options{Logger: log})
+	opts := server.Options{Logger: log}
+	// A hot swap of a large plugin compiles in a child qrun at low
+	// priority, so that deliveries keep the CPU (plugin.ChildPrecompiler).
+	if exe, err := os.Executable(); err == nil {
+		opts.Precompile = plugin.ChildPrecompiler(exe, "plugin", "precompile")
+	}
+	srv, err := server.New(ctx, cfg, opts)
 	if err == nil {
 		serveHangup(srv)
 		err = srv.Run(ctx)

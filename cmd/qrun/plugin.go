@@ -44,6 +44,8 @@ func cmdPlugin(args []string, stdout, stderr io.Writer) int {
 		return cmdPluginCheck(args[1:], stdout, stderr)
 	case "new":
 		return cmdPluginNew(args[1:], stdout, stderr)
+	case "precompile": // internal: run by qrun itself on a hot swap
+		return cmdPluginPrecompile(args[1:], os.Stdin, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -273,5 +275,23 @@ func cmdPluginNew(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "\nNext:\n  %s\n  qrun plugin check %s\n",
 		filepath.Join(*dir, "build.sh"), filepath.Join(*dir, name+".wasm"))
+	return exitOK
+}
+
+// cmdPluginPrecompile is the child half of plugin.ChildPrecompiler: it
+// compiles the module on stdin into the compilation cache at low priority
+// and exits. It is not in the usage text: qrun runs it, people do not.
+func cmdPluginPrecompile(args []string, stdin io.Reader, stderr io.Writer) int {
+	fs := flag.NewFlagSet("plugin precompile", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cache := fs.String("cache", "", "compilation cache directory")
+	if err := fs.Parse(args); err != nil || *cache == "" || fs.NArg() != 0 {
+		fmt.Fprintln(stderr, "usage: qrun plugin precompile --cache DIR < module.wasm")
+		return exitUsage
+	}
+	if err := plugin.PrecompileChild(context.Background(), *cache, stdin); err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitRuntime
+	}
 	return exitOK
 }

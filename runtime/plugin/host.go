@@ -44,12 +44,22 @@ type HostOptions struct {
 	CacheDir string
 	// Logger receives host and guest log lines; nil discards them.
 	Logger *zap.Logger
+	// Precompile, when set together with CacheDir, compiles a new version
+	// of a large plugin into CacheDir outside this process before it is
+	// loaded, so that loading only reads the cache (see ChildPrecompiler).
+	// A failure is logged and the version is compiled here as usual.
+	Precompile func(ctx context.Context, cacheDir string, wasm []byte) error
+	// PrecompileAbove is the module size from which Precompile is used;
+	// zero means DefaultPrecompileAbove. Small modules compile in well under
+	// a millisecond, less than starting a process.
+	PrecompileAbove int
 }
 
 // Host owns what plugins share: the compilation cache and the logger.
 type Host struct {
 	cache wazero.CompilationCache
 	log   *zap.Logger
+	opts  HostOptions
 
 	mu      sync.Mutex
 	plugins map[*Plugin]struct{}
@@ -58,7 +68,10 @@ type Host struct {
 
 // NewHost creates a host. Close it after every plugin is done.
 func NewHost(ctx context.Context, o HostOptions) (*Host, error) {
-	h := &Host{log: o.Logger, plugins: make(map[*Plugin]struct{})}
+	if o.PrecompileAbove <= 0 {
+		o.PrecompileAbove = DefaultPrecompileAbove
+	}
+	h := &Host{log: o.Logger, opts: o, plugins: make(map[*Plugin]struct{})}
 	if h.log == nil {
 		h.log = zap.NewNop()
 	}

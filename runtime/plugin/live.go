@@ -272,6 +272,7 @@ func (l *Live) swap(ctx context.Context, wasm []byte, digest string, stillWritin
 		return fmt.Errorf("plugin: swap consumer %q: %w", l.spec.Consumer, ErrClosed)
 	}
 	start := time.Now()
+	l.host.precompile(ctx, wasm, l.log)
 	var v *version
 	var err error
 	withOwnProc(func() { v, err = l.prepare(ctx, wasm) })

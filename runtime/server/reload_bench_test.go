@@ -145,7 +145,9 @@ func trickle(tb testing.TB, srv *server.Server, body []byte, stop chan struct{})
 	return sent
 }
 
-func benchServer(b *testing.B, pluginPath string, concurrency int, isolation string, obs *tally) *server.Server {
+// benchServer runs one consumer of pluginPath on a memory queue; with
+// precompile, hot swaps of large modules compile in a child process.
+func benchServer(b *testing.B, pluginPath string, concurrency int, isolation string, obs *tally, precompile bool) *server.Server {
 	cfg := parse(b, fmt.Sprintf(`
 runtime { admin_listen = "off" }
 engine "m" { type = "memory" }
@@ -157,7 +159,11 @@ consumer "c" {
   batch       = 256
   isolation   = %q
 }`, pluginPath, concurrency, isolation))
-	return start(b, cfg, server.Options{Observer: obs})
+	opts := server.Options{Observer: obs}
+	if precompile {
+		opts.Precompile = plugin.ChildPrecompiler(os.Args[0], precompileChild)
+	}
+	return start(b, cfg, opts)
 }
 
 // waitServing waits until the consumer's plugin serves digest and has begun
@@ -195,7 +201,7 @@ func BenchmarkSwapToFirstDelivery(b *testing.B) {
 				b.Fatal(err)
 			}
 			obs := newTally()
-			srv := benchServer(b, path, 2, "instance", obs)
+			srv := benchServer(b, path, 2, "instance", obs, false)
 			live, _ := srv.Live("c")
 			stop := make(chan struct{})
 			sent := trickle(b, srv, []byte(h.body), stop)
@@ -261,48 +267,61 @@ func BenchmarkRawCompile(b *testing.B) {
 // a large module compiles, rather than half.
 func BenchmarkDeliveryDuringSwap(b *testing.B) {
 	for _, h := range benchHandlers {
-		b.Run(h.name, func(b *testing.B) {
-			base := readBench(b, h.path)
-			path := filepath.Join(b.TempDir(), "handler.wasm")
-			if err := os.WriteFile(path, base, 0o644); err != nil {
-				b.Fatal(err)
+		for _, pre := range []bool{false, true} {
+			if pre && h.name != "go" {
+				continue // small modules never go to a child
 			}
-			obs := newTally()
-			srv := benchServer(b, path, 2, "instance", obs)
-			live, _ := srv.Live("c")
-			stop := make(chan struct{})
-			sent := feed(b, srv, []byte(h.body), obs, 4096, stop)
-			defer func() { close(stop); <-sent }()
-			obs.waitFor(b, 1000) // warm
-
-			var inSwap, inQuiet int64
-			var during time.Duration
-			b.ResetTimer()
-			for i := range b.N {
-				wasm := withCustomSection(base, fmt.Sprintf("during-%d-%d", i, time.Now().UnixNano()))
-				if err := os.WriteFile(path+".new", wasm, 0o644); err != nil {
-					b.Fatal(err)
-				}
-				n0, t0 := obs.n.Load(), time.Now()
-				if err := os.Rename(path+".new", path); err != nil {
-					b.Fatal(err)
-				}
-				waitServing(b, live, digestBytes(wasm))
-				n1, el := obs.n.Load(), time.Since(t0)
-				// The quiet window: a measurement interval, not a wait for
-				// an event.
-				time.Sleep(el)
-				inSwap += n1 - n0
-				inQuiet += obs.n.Load() - n1
-				during += el
+			name := h.name
+			if pre {
+				name += "/precompiled"
 			}
-			b.StopTimer()
-			swapRate, quietRate := float64(inSwap)/during.Seconds(), float64(inQuiet)/during.Seconds()
-			b.ReportMetric(swapRate, "msgs/s-swapping")
-			b.ReportMetric(quietRate, "msgs/s-steady")
-			b.ReportMetric(swapRate/quietRate, "swap/steady")
-		})
+			b.Run(name, func(b *testing.B) { deliveryDuringSwap(b, h.path, h.body, pre) })
+		}
 	}
+}
+
+// deliveryDuringSwap measures one handler's delivery rate while new
+// versions are swapped in; with precompile they compile in a child process.
+func deliveryDuringSwap(b *testing.B, handlerPath, body string, precompile bool) {
+	base := readBench(b, handlerPath)
+	path := filepath.Join(b.TempDir(), "handler.wasm")
+	if err := os.WriteFile(path, base, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	obs := newTally()
+	srv := benchServer(b, path, 2, "instance", obs, precompile)
+	live, _ := srv.Live("c")
+	stop := make(chan struct{})
+	sent := feed(b, srv, []byte(body), obs, 4096, stop)
+	defer func() { close(stop); <-sent }()
+	obs.waitFor(b, 1000) // warm
+
+	var inSwap, inQuiet int64
+	var during time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		wasm := withCustomSection(base, fmt.Sprintf("during-%d-%d", i, time.Now().UnixNano()))
+		if err := os.WriteFile(path+".new", wasm, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		n0, t0 := obs.n.Load(), time.Now()
+		if err := os.Rename(path+".new", path); err != nil {
+			b.Fatal(err)
+		}
+		waitServing(b, live, digestBytes(wasm))
+		n1, el := obs.n.Load(), time.Since(t0)
+		// The quiet window: a measurement interval, not a wait for an event.
+		time.Sleep(el)
+		inSwap += n1 - n0
+		inQuiet += obs.n.Load() - n1
+		during += el
+	}
+	b.StopTimer()
+	swapRate, quietRate := float64(inSwap)/during.Seconds(), float64(inQuiet)/during.Seconds()
+	b.ReportMetric(swapRate, "msgs/s-swapping")
+	b.ReportMetric(quietRate, "msgs/s-steady")
+	b.ReportMetric(swapRate/quietRate, "swap/steady")
+	b.ReportMetric(during.Seconds()/float64(b.N), "s/swap")
 }
 
 // BenchmarkPerMessage is the cost of a delivery end to end with a fresh
@@ -316,7 +335,7 @@ func BenchmarkPerMessage(b *testing.B) {
 		for _, iso := range []string{"instance", "per_message"} {
 			b.Run(h.name+"/"+iso, func(b *testing.B) {
 				obs := newTally()
-				srv := benchServer(b, repoFile(b, h.path), 2, iso, obs)
+				srv := benchServer(b, repoFile(b, h.path), 2, iso, obs, false)
 				stop := make(chan struct{})
 				sent := feed(b, srv, []byte(h.body), obs, 4096, stop)
 				defer func() { close(stop); <-sent }()

@@ -42,6 +42,9 @@ type Options struct {
 	// WatchDebounce is how long a plugin file must be quiet after a change
 	// before it is reloaded; zero means plugin.DefaultDebounce.
 	WatchDebounce time.Duration
+	// Precompile, if set, compiles new versions of large plugins outside
+	// the process before a hot swap loads them (plugin.HostOptions).
+	Precompile func(ctx context.Context, cacheDir string, wasm []byte) error
 }
 
 type queue struct {
@@ -120,7 +123,7 @@ func (s *Server) open(ctx context.Context) error {
 		queues[q.cfg.Name] = q
 	}
 	var err error
-	if s.host, err = plugin.NewHost(ctx, plugin.HostOptions{CacheDir: cfg.Runtime.CacheDir, Logger: s.log}); err != nil {
+	if s.host, err = plugin.NewHost(ctx, plugin.HostOptions{CacheDir: cfg.Runtime.CacheDir, Logger: s.log, Precompile: opts.Precompile}); err != nil {
 		return fmt.Errorf("plugin host: %w", err)
 	}
 	s.startWatcher()
