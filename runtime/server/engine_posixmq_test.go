@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/posixmq/mq"
 	"github.com/qrun-dev/qrun/engines/posixmq/mqtest"
 	"github.com/qrun-dev/qrun/runtime/config"
@@ -191,26 +190,7 @@ consumer "ack" {
 }`, prefix, forwardWasm(b), conc))
 			obs := newCounter(b.N)
 			srv := start(b, cfg, server.Options{Observer: obs})
-			ctx := context.Background()
-			body := make([]byte, 64)
-			const batch = 64
-			msgs := make([]engines.Message, batch)
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			for sent := 0; sent < b.N; sent += batch {
-				n := min(batch, b.N-sent)
-				for i := range msgs[:n] {
-					msgs[i] = engines.Message{Body: body}
-				}
-				if err := srv.Enqueue(ctx, "in", msgs[:n]); err != nil {
-					b.Fatal(err)
-				}
-			}
-			<-obs.done
-			el := time.Since(start)
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+			runEndToEnd(b, srv, obs, 64)
 		})
 	}
 }

@@ -226,27 +226,7 @@ consumer "ack" {
 }`, prefix, forwardWasm(b), conc))
 			obs := newCounter(b.N)
 			srv := start(b, cfg, server.Options{Observer: obs})
-			ctx := context.Background()
-			body := make([]byte, 64)
-			const batch = 256
-			msgs := make([]engines.Message, batch)
-			b.ReportAllocs()
-			b.ResetTimer()
-			begin := time.Now()
-			for sent := 0; sent < b.N; sent += batch {
-				n := min(batch, b.N-sent)
-				for i := range msgs[:n] {
-					msgs[i] = engines.Message{Body: body}
-				}
-				// A full ring makes the producer wait: the ring is the backlog bound.
-				if err := srv.Enqueue(ctx, "in", msgs[:n]); err != nil {
-					b.Fatal(err)
-				}
-			}
-			<-obs.done
-			el := time.Since(begin)
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+			runEndToEnd(b, srv, obs, 256)
 		})
 	}
 }

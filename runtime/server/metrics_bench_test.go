@@ -58,7 +58,7 @@ consumer "ack" {
 			if v.metrics != (srv.Metrics() != nil) {
 				b.Fatalf("metrics %v, want %v", srv.Metrics() != nil, v.metrics)
 			}
-			runEndToEnd(b, srv, obs)
+			runEndToEnd(b, srv, obs, 256)
 		})
 	}
 }
@@ -92,12 +92,12 @@ func scrapeEvery(b *testing.B, url string, period time.Duration) (stop func()) {
 	return func() { cancel(); <-done }
 }
 
-// runEndToEnd is BenchmarkEndToEnd's producer loop: 64-byte messages in
-// batches of 256, at most backlog ahead of the consumers.
-func runEndToEnd(b *testing.B, srv *server.Server, obs *counter) {
+// runEndToEnd is the end-to-end benchmarks' producer loop: b.N 64-byte
+// messages into queue "in", in batches of batch, at most backlog ahead of
+// the consumers; it reports msgs/s once obs has seen every one settled.
+func runEndToEnd(b *testing.B, srv *server.Server, obs *counter, batch int) {
 	ctx := context.Background()
 	body := make([]byte, 64)
-	const batch = 256
 	b.ReportAllocs()
 	b.ResetTimer()
 	start, cpu0 := time.Now(), cpuTime(b)

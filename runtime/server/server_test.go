@@ -206,35 +206,7 @@ consumer "ack" {
 }`, forwardWasm(b), conc))
 			obs := newCounter(b.N)
 			srv := start(b, cfg, server.Options{Observer: obs})
-			ctx := context.Background()
-
-			body := make([]byte, 64)
-			const batch = 256
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			for sent := 0; sent < b.N; sent += batch {
-				for int64(sent)-obs.n.Load() > backlog {
-					select {
-					case <-obs.progress:
-					case <-obs.done:
-					}
-				}
-				n := min(batch, b.N-sent)
-				msgs := make([]engines.Message, n)
-				for i := range msgs {
-					msgs[i].Body = body
-				}
-				if err := srv.Enqueue(ctx, "in", msgs); err != nil {
-					b.Fatal(err)
-				}
-			}
-			<-obs.done
-			el := time.Since(start)
-			b.StopTimer()
-			// Latency here would only measure the backlog the producer
-			// built up; BenchmarkLatency measures it on an idle runtime.
-			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+			runEndToEnd(b, srv, obs, 256)
 		})
 	}
 }
