@@ -56,45 +56,52 @@ const backlog = 64 << 10
 func BenchmarkDispatchOverhead(b *testing.B) {
 	for _, conc := range []int{1, 2} {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
-			eng := memory.New(memory.Options{})
-			defer eng.Close()
-			q, err := eng.Open(context.Background(), engines.QueueSpec{Name: "q"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			obs := &doneAfter{done: make(chan struct{}), progress: make(chan struct{}, 1)}
-			obs.want.Store(int64(b.N))
-			c, err := dispatch.New(dispatch.Config{
-				Name: "bench", Queue: q, Concurrency: conc, Batch: 256, Observer: obs,
-				NewInstance: func(context.Context) (dispatch.Instance, error) { return nopInstance{}, nil },
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			body := make([]byte, 64)
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			c.Start()
-			for sent := 0; sent < b.N; sent += 256 {
-				for int64(sent)-obs.n.Load() > backlog {
-					select {
-					case <-obs.progress:
-					case <-obs.done:
-					}
-				}
-				msgs := make([]engines.Message, min(256, b.N-sent))
-				for i := range msgs {
-					msgs[i].Body = body
-				}
-				if err := q.Enqueue(context.Background(), msgs...); err != nil {
-					b.Fatal(err)
-				}
-			}
-			<-obs.done
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
-			b.StopTimer()
-			_ = c.Stop(context.Background())
+			benchDispatch(b, dispatch.Config{Concurrency: conc})
 		})
 	}
+}
+
+// benchDispatch runs b.N 64-byte messages through a consumer built from cfg
+// (its name, queue, batch, observer and instances filled in here) with a
+// handler that costs nothing, and returns the consumer, stopped.
+func benchDispatch(b *testing.B, cfg dispatch.Config) *dispatch.Consumer {
+	eng := memory.New(memory.Options{})
+	defer eng.Close()
+	q, err := eng.Open(context.Background(), engines.QueueSpec{Name: "q"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	obs := &doneAfter{done: make(chan struct{}), progress: make(chan struct{}, 1)}
+	obs.want.Store(int64(b.N))
+	cfg.Name, cfg.Queue, cfg.Batch, cfg.Observer = "bench", q, 256, obs
+	cfg.NewInstance = func(context.Context) (dispatch.Instance, error) { return nopInstance{}, nil }
+	c, err := dispatch.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	c.Start()
+	for sent := 0; sent < b.N; sent += 256 {
+		for int64(sent)-obs.n.Load() > backlog {
+			select {
+			case <-obs.progress:
+			case <-obs.done:
+			}
+		}
+		msgs := make([]engines.Message, min(256, b.N-sent))
+		for i := range msgs {
+			msgs[i].Body = body
+		}
+		if err := q.Enqueue(context.Background(), msgs...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-obs.done
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	b.StopTimer()
+	_ = c.Stop(context.Background())
+	return c
 }
