@@ -186,25 +186,7 @@ func BenchmarkRawDeleteSkipLocked(b *testing.B) {
 			conn, table := rawTable(b)
 			ctx := context.Background()
 			n := b.N * benchBatch
-			body := make([]byte, benchBody)
-			bodies := make([][]byte, 1000)
-			for i := range bodies {
-				bodies[i] = body
-			}
-			for left := n; left > 0; left -= 1000 {
-				if _, err := conn.Exec(ctx, "INSERT INTO "+table+" (body) SELECT unnest($1::bytea[]) LIMIT $2", bodies, min(left, 1000)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			conns := make([]*pgx.Conn, consumers)
-			for i := range conns {
-				c, err := pgx.Connect(ctx, srv.DSN)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer c.Close(ctx)
-				conns[i] = c
-			}
+			conns := fillRaw(b, conn, table, consumers)
 			sql := "DELETE FROM " + table + " WHERE id IN (SELECT id FROM " + table +
 				" ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING id, body"
 			var wg sync.WaitGroup
@@ -265,25 +247,7 @@ func BenchmarkRawLeaseDelete(b *testing.B) {
 				b.Fatal(err)
 			}
 			n := b.N * benchBatch
-			body := make([]byte, benchBody)
-			bodies := make([][]byte, 1000)
-			for i := range bodies {
-				bodies[i] = body
-			}
-			for left := n; left > 0; left -= 1000 {
-				if _, err := conn.Exec(ctx, "INSERT INTO "+table+" (body) SELECT unnest($1::bytea[]) LIMIT $2", bodies, min(left, 1000)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			conns := make([]*pgx.Conn, consumers)
-			for i := range conns {
-				c, err := pgx.Connect(ctx, srv.DSN)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer c.Close(ctx)
-				conns[i] = c
-			}
+			conns := fillRaw(b, conn, table, consumers)
 			lease := "UPDATE " + table + " SET state = 2, visible_at = now() + interval '30 seconds', token = $1" +
 				" WHERE id IN (SELECT id FROM " + table + " WHERE state = 0 ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED)" +
 				" RETURNING id, body"
@@ -463,4 +427,30 @@ func BenchmarkIdleLatency(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 		})
 	}
+}
+
+// fillRaw inserts b.N*benchBatch rows into a raw benchmark's table and
+// opens one connection per consumer, closed when the benchmark ends.
+func fillRaw(b *testing.B, conn *pgx.Conn, table string, consumers int) []*pgx.Conn {
+	ctx := context.Background()
+	body := make([]byte, benchBody)
+	bodies := make([][]byte, 1000)
+	for i := range bodies {
+		bodies[i] = body
+	}
+	for left := b.N * benchBatch; left > 0; left -= 1000 {
+		if _, err := conn.Exec(ctx, "INSERT INTO "+table+" (body) SELECT unnest($1::bytea[]) LIMIT $2", bodies, min(left, 1000)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	conns := make([]*pgx.Conn, consumers)
+	for i := range conns {
+		c, err := pgx.Connect(ctx, srv.DSN)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close(context.Background()) })
+		conns[i] = c
+	}
+	return conns
 }
