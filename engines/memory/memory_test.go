@@ -265,89 +265,9 @@ func TestEngineCloseUnblocksMany(t *testing.T) {
 	}
 }
 
+// batch is BenchmarkProducerConsumer's batch size; enginetest.Bench (run by
+// BenchmarkConformance) measures enqueue, receive+ack and both alone.
 const batch = 100
-
-// BenchmarkEnqueue is the raw enqueue cost: one op is a batch of 100 64-byte
-// messages. Draining happens with the timer stopped.
-func BenchmarkEnqueue(b *testing.B) {
-	e := memory.New(memory.Options{})
-	defer e.Close()
-	q := open(b, e, engines.QueueSpec{Name: "q"})
-	ctx := context.Background()
-	body := make([]byte, 64)
-	msgs := make([]engines.Message, batch)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for j := range msgs {
-			msgs[j] = engines.Message{Body: body}
-		}
-		_ = q.Enqueue(ctx, msgs...)
-		if i%100 == 99 {
-			b.StopTimer()
-			drainAll(b, q, 100*batch)
-			b.StartTimer()
-		}
-	}
-	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "msgs/s")
-}
-
-// BenchmarkReceiveAck is the raw consume cost: receive a batch of 100 and ack
-// each. Refills happen with the timer stopped.
-func BenchmarkReceiveAck(b *testing.B) {
-	e := memory.New(memory.Options{})
-	defer e.Close()
-	q := open(b, e, engines.QueueSpec{Name: "q"})
-	ctx := context.Background()
-	body := make([]byte, 64)
-	msgs := make([]engines.Message, batch)
-	avail := 0
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if avail == 0 {
-			b.StopTimer()
-			for k := 0; k < 100; k++ {
-				for j := range msgs {
-					msgs[j] = engines.Message{Body: body}
-				}
-				_ = q.Enqueue(ctx, msgs...)
-			}
-			avail = 100 * batch
-			b.StartTimer()
-		}
-		ds, _ := engines.ReceiveN(ctx, q, batch)
-		for j := range ds {
-			_ = ds[j].Ack(ctx)
-		}
-		avail -= len(ds)
-	}
-	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "msgs/s")
-}
-
-// BenchmarkRoundTrip is enqueue + receive + ack of a batch of 100 on one
-// goroutine, with no timer stops.
-func BenchmarkRoundTrip(b *testing.B) {
-	e := memory.New(memory.Options{})
-	defer e.Close()
-	q := open(b, e, engines.QueueSpec{Name: "q"})
-	ctx := context.Background()
-	body := make([]byte, 64)
-	msgs := make([]engines.Message, batch)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		for j := range msgs {
-			msgs[j] = engines.Message{Body: body}
-		}
-		_ = q.Enqueue(ctx, msgs...)
-		ds, _ := engines.ReceiveN(ctx, q, batch)
-		for j := range ds {
-			_ = ds[j].Ack(ctx)
-		}
-	}
-	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "msgs/s")
-}
 
 // BenchmarkProducerConsumer runs one producer and one consumer goroutine
 // concurrently, the shape of the end-to-end goal on two cores; one op is one
@@ -386,18 +306,4 @@ func BenchmarkProducerConsumer(b *testing.B) {
 	}
 	<-done
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-}
-
-func drainAll(b *testing.B, q engines.Queue, n int) {
-	ctx := context.Background()
-	for n > 0 {
-		ds, err := engines.ReceiveN(ctx, q, 1000)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for j := range ds {
-			_ = ds[j].Ack(ctx)
-		}
-		n -= len(ds)
-	}
 }
