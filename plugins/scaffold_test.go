@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/plugins"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
@@ -66,11 +67,7 @@ func toolchainEnv(t *testing.T, lang string) ([]string, string) {
 // QRUN_REQUIRE_TOOLS=1 (CI), where every toolchain must be installed.
 func skipOrFail(t *testing.T, lang, missing string) {
 	t.Helper()
-	msg := "SKIPPING " + lang + ": " + missing + " not found (plugins/install-toolchains.sh installs it)"
-	if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-		t.Fatal(msg + " and QRUN_REQUIRE_TOOLS=1")
-	}
-	t.Skip(msg)
+	testenv.Missing(t, lang+": "+missing+" not found (plugins/install-toolchains.sh installs it)")
 }
 
 type sink struct {

@@ -3,11 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/qrun-dev/qrun/internal/testenv"
 )
 
 // pluginCmd runs `qrun plugin args...` in process.
@@ -156,17 +157,6 @@ func TestPluginUsageErrors(t *testing.T) {
 	}
 }
 
-// requireTool finds tool or skips loudly (fails under QRUN_REQUIRE_TOOLS=1).
-func requireTool(t *testing.T, tool string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not on PATH and QRUN_REQUIRE_TOOLS=1", tool)
-		}
-		t.Skipf("SKIPPING: %s not on PATH", tool)
-	}
-}
-
 // TestPluginNewBuildsAndChecks is the whole first-handler path through the
 // CLI: `qrun plugin new`, the scaffold's build.sh, `qrun plugin check`. Go
 // and WAT here; plugins/scaffold_test.go builds and runs all languages.
@@ -174,7 +164,7 @@ func TestPluginNewBuildsAndChecks(t *testing.T) {
 	for _, tc := range []struct{ lang, tool string }{{"go", "go"}, {"wat", "wat2wasm"}} {
 		t.Run(tc.lang, func(t *testing.T) {
 			t.Parallel()
-			requireTool(t, tc.tool)
+			testenv.Tool(t, tc.tool, "the "+tc.lang+" scaffold is not built")
 			dir := filepath.Join(t.TempDir(), "hello")
 			code, out, errs := pluginCmd("new", "hello", "--lang", tc.lang, "--dir", dir)
 			if code != exitOK {
@@ -198,20 +188,5 @@ func TestPluginNewBuildsAndChecks(t *testing.T) {
 // TestCheckTestdataMatchesWat keeps testdata/check/*.wasm in step with
 // their .wat sources.
 func TestCheckTestdataMatchesWat(t *testing.T) {
-	requireTool(t, "wat2wasm")
-	wats, _ := filepath.Glob("testdata/check/*.wat")
-	if len(wats) == 0 {
-		t.Fatal("no testdata/check/*.wat")
-	}
-	for _, wat := range wats {
-		out := filepath.Join(t.TempDir(), "m.wasm")
-		if b, err := exec.Command("wat2wasm", wat, "-o", out).CombinedOutput(); err != nil {
-			t.Fatalf("wat2wasm %s: %v\n%s", wat, err, b)
-		}
-		want, _ := os.ReadFile(out)
-		got, _ := os.ReadFile(strings.TrimSuffix(wat, ".wat") + ".wasm")
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s.wasm is stale: wat2wasm %s -o %s.wasm", strings.TrimSuffix(wat, ".wat"), wat, strings.TrimSuffix(wat, ".wat"))
-		}
-	}
+	testenv.CheckWatSources(t, "testdata/check", "wat2wasm X.wat -o X.wasm for each")
 }

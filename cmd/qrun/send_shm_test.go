@@ -12,6 +12,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/shm"
+	"github.com/qrun-dev/qrun/internal/testenv"
 )
 
 // TestSendDirectToShm: `qrun send` produces into an shm queue from its own
@@ -19,10 +20,7 @@ import (
 // another process (this test) receives exactly what was sent.
 func TestSendDirectToShm(t *testing.T) {
 	if _, err := os.Stat("/dev/shm"); err != nil {
-		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("no /dev/shm and QRUN_REQUIRE_TOOLS=1: %v", err)
-		}
-		t.Skipf("SKIP: no /dev/shm (%v); the shm engine needs POSIX shared memory", err)
+		testenv.Missing(t, fmt.Sprintf("no /dev/shm (%v); the shm engine needs POSIX shared memory", err))
 	}
 	t.Parallel()
 	prefix := fmt.Sprintf("qrun-clitest-%d.", os.Getpid())

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/postgres"
 	"github.com/qrun-dev/qrun/engines/postgres/pgtest"
+	"github.com/qrun-dev/qrun/internal/testenv"
 )
 
 func ctxT(t testing.TB, d time.Duration) context.Context {
@@ -176,10 +176,7 @@ func TestEnqueueFromSQL(t *testing.T) {
 	t.Parallel()
 	psql := pgtest.Psql()
 	if psql == "" {
-		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-			t.Fatal("psql is required (QRUN_REQUIRE_TOOLS=1)")
-		}
-		t.Skip("SKIPPING: psql is not installed")
+		testenv.Missing(t, "psql is not installed; the transactional-enqueue test needs the real client")
 	}
 	schema := s.Schema(t)
 	e := newEngine(t, schema, postgres.Options{})

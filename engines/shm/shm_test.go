@@ -16,6 +16,7 @@ import (
 	"github.com/qrun-dev/qrun/engines/enginetest"
 	"github.com/qrun-dev/qrun/engines/shm"
 	"github.com/qrun-dev/qrun/engines/shm/ring"
+	"github.com/qrun-dev/qrun/internal/testenv"
 )
 
 var prefixSeq atomic.Uint64
@@ -30,10 +31,7 @@ func testPrefix() string {
 func newEngine(t testing.TB, opts shm.Options) *shm.Engine {
 	t.Helper()
 	if _, err := os.Stat(ring.DefaultDir); err != nil {
-		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("no %s and QRUN_REQUIRE_TOOLS=1: %v", ring.DefaultDir, err)
-		}
-		t.Skipf("SKIP: no %s on this machine (%v); the shm engine needs POSIX shared memory", ring.DefaultDir, err)
+		testenv.Missing(t, fmt.Sprintf("no %s on this machine (%v); the shm engine needs POSIX shared memory", ring.DefaultDir, err))
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = testPrefix()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/qrun-dev/qrun/abi"
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/internal/testenv"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -25,35 +26,7 @@ import (
 // committed .wasm is what the source says, so nobody edits one and forgets
 // the other.
 func TestCommittedWasmMatchesWat(t *testing.T) {
-	tool, err := exec.LookPath("wat2wasm")
-	if err != nil {
-		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-			t.Fatal("wat2wasm not on PATH and QRUN_REQUIRE_TOOLS=1")
-		}
-		t.Skip("SKIPPING: wat2wasm (wabt) not on PATH; committed testdata/*.wasm not checked against their .wat sources")
-	}
-	wats, err := filepath.Glob("testdata/*.wat")
-	if err != nil || len(wats) == 0 {
-		t.Fatalf("no testdata/*.wat: %v", err)
-	}
-	dir := t.TempDir()
-	for _, wat := range wats {
-		base := strings.TrimSuffix(filepath.Base(wat), ".wat")
-		out := filepath.Join(dir, base+".wasm")
-		if b, err := exec.Command(tool, wat, "-o", out).CombinedOutput(); err != nil {
-			t.Errorf("wat2wasm %s: %v\n%s", wat, err, b)
-			continue
-		}
-		want, _ := os.ReadFile(out)
-		got, err := os.ReadFile(filepath.Join("testdata", base+".wasm"))
-		if err != nil {
-			t.Errorf("%s.wasm not committed: %v (run go generate ./runtime/plugin/)", base, err)
-			continue
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("testdata/%s.wasm is stale: run go generate ./runtime/plugin/", base)
-		}
-	}
+	testenv.CheckWatSources(t, "testdata", "go generate ./runtime/plugin/")
 }
 
 // TestHostFuncTable checks the one table of host functions against the
@@ -1057,13 +1030,7 @@ func TestCancelledContext(t *testing.T) {
 // TestSpecExample compiles the handler printed in abi/ABI.md section 8 and
 // runs it, so the spec's own example cannot drift from what the host accepts.
 func TestSpecExample(t *testing.T) {
-	tool, err := exec.LookPath("wat2wasm")
-	if err != nil {
-		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-			t.Fatal("wat2wasm not on PATH and QRUN_REQUIRE_TOOLS=1")
-		}
-		t.Skip("SKIPPING: wat2wasm (wabt) not on PATH; ABI.md example not checked")
-	}
+	tool := testenv.Tool(t, "wat2wasm", "the ABI.md example is not checked (wabt installs it)")
 	spec, err := os.ReadFile("../../abi/ABI.md")
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/shm"
+	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
@@ -28,10 +29,7 @@ var shmSeq atomic.Uint64
 func shmPrefix(tb testing.TB) string {
 	tb.Helper()
 	if _, err := os.Stat("/dev/shm"); err != nil {
-		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-			tb.Fatalf("no /dev/shm and QRUN_REQUIRE_TOOLS=1: %v", err)
-		}
-		tb.Skipf("SKIP: no /dev/shm on this machine (%v); the shm engine needs POSIX shared memory", err)
+		testenv.Missing(tb, fmt.Sprintf("no /dev/shm on this machine (%v); the shm engine needs POSIX shared memory", err))
 	}
 	p := fmt.Sprintf("qrun-srvtest-%d-%d.", os.Getpid(), shmSeq.Add(1))
 	tb.Cleanup(func() {

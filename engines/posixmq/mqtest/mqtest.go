@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/qrun-dev/qrun/engines/posixmq/mq"
+	"github.com/qrun-dev/qrun/internal/testenv"
 )
 
 //go:embed testdata/mqclient.c
@@ -41,13 +42,7 @@ func (m Msg) String() string { return fmt.Sprintf("%d:%x", m.Prio, m.Body) }
 // asks for every tool, in which case it fails.
 func Client(tb testing.TB) string {
 	tb.Helper()
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-			tb.Fatalf("gcc is required (QRUN_REQUIRE_TOOLS=1) for the C interop test: %v", err)
-		}
-		tb.Skipf("SKIPPING the C interop test: gcc not found (%v); install gcc to run it", err)
-	}
+	gcc := testenv.Tool(tb, "gcc", "the C interop test is not run (install gcc)")
 	dir := tb.TempDir()
 	src := filepath.Join(dir, "mqclient.c")
 	if err := os.WriteFile(src, clientSource, 0o644); err != nil {

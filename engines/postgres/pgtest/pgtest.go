@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/qrun-dev/qrun/internal/testenv"
 )
 
 // BinDir is where Debian installs the PostgreSQL 15 server binaries; when
@@ -274,10 +276,7 @@ func Need(tb testing.TB, s *Server) *Server {
 	if s != nil {
 		return s
 	}
-	if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-		tb.Fatalf("PostgreSQL is required (QRUN_REQUIRE_TOOLS=1): %v", ErrNoServer)
-	}
-	tb.Skipf("SKIPPING: %v", ErrNoServer)
+	testenv.Missing(tb, ErrNoServer.Error())
 	return nil
 }
 
