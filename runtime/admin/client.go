@@ -76,8 +76,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		var e ErrorResponse
-		_ = json.NewDecoder(resp.Body).Decode(&e)
+		// A refused reload adds its diagnostics to the usual error body.
+		var e ReloadErrorResponse
+		if err := json.NewDecoder(resp.Body).Decode(&e); err == nil && resp.StatusCode == http.StatusBadRequest && e.Diagnostics != "" {
+			return &InvalidConfigError{Diagnostics: e.Diagnostics}
+		}
 		return &StatusError{Status: resp.StatusCode, Message: e.Error}
 	}
 	if out == nil {

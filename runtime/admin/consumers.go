@@ -2,9 +2,7 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -102,35 +100,8 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 // file comes back as *InvalidConfigError with the diagnostics.
 func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
 	var out ReloadResult
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+"/v1/reload", nil)
-	if err != nil {
-		return out, err
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return out, fmt.Errorf("admin API: %w", err)
-	}
-	defer resp.Body.Close()
-	switch {
-	case resp.StatusCode == http.StatusBadRequest:
-		var e ReloadErrorResponse
-		if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Diagnostics == "" {
-			return out, &StatusError{Status: resp.StatusCode, Message: e.Error}
-		}
-		return out, &InvalidConfigError{Diagnostics: e.Diagnostics}
-	case resp.StatusCode/100 != 2:
-		var e ErrorResponse
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return out, &StatusError{Status: resp.StatusCode, Message: e.Error}
-	}
-	return out, json.NewDecoder(resp.Body).Decode(&out)
+	err := c.do(ctx, http.MethodPost, "/v1/reload", nil, &out)
+	return out, err
 }
 
 func logRemote(r *http.Request) zap.Field { return zap.String("remote", r.RemoteAddr) }
