@@ -49,6 +49,7 @@ func addAdminFlags(fs *flag.FlagSet) *adminFlags {
 // client builds the API client the flags describe.
 func (a *adminFlags) client(stderr io.Writer) (*admin.Client, error) {
 	addr, token := a.addr, a.token
+	var err error
 	if a.path != "" {
 		cfg, diags := config.Load(a.path, config.Options{Engines: server.Builtin()})
 		if diags.HasErrors() {
@@ -56,9 +57,8 @@ func (a *adminFlags) client(stderr io.Writer) (*admin.Client, error) {
 			return nil, usageError{errInvalidConfig}
 		}
 		if addr == "" {
-			addr = cfg.Runtime.AdminListen
-			if addr == "" || addr == "off" {
-				return nil, usagef("%s: the admin API is disabled (runtime.admin_listen), so qrun cannot be reached", a.path)
+			if addr, err = adminURL(cfg, a.path, ", so qrun cannot be reached"); err != nil {
+				return nil, err
 			}
 		}
 		if token == "" && os.Getenv(tokenEnv) == "" {
@@ -72,6 +72,16 @@ func (a *adminFlags) client(stderr io.Writer) (*admin.Client, error) {
 		token = os.Getenv(tokenEnv)
 	}
 	return &admin.Client{BaseURL: baseURL(addr), Token: token}, nil
+}
+
+// adminURL is where the qrun running cfg (read from path) serves its admin
+// API; hint ends the error when the config disables it.
+func adminURL(cfg *config.File, path, hint string) (string, error) {
+	addr := cfg.Runtime.AdminListen
+	if addr == "" || addr == "off" {
+		return "", usagef("%s: the admin API is disabled (runtime.admin_listen)%s", path, hint)
+	}
+	return baseURL(addr), nil
 }
 
 // baseURL turns a listen address into a URL to dial: a wildcard host

@@ -80,11 +80,11 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	addr := cfg.Runtime.AdminListen
-	if addr == "" || addr == "off" {
-		return usagef("%s: the admin API is disabled (runtime.admin_listen); send qrun SIGHUP instead", *path)
+	url, err := adminURL(cfg, *path, "; send qrun SIGHUP instead")
+	if err != nil {
+		return err
 	}
-	c := &admin.Client{BaseURL: "http://" + addr, Token: cfg.Runtime.AdminToken}
+	c := &admin.Client{BaseURL: url, Token: cfg.Runtime.AdminToken}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	res, err := c.Reload(ctx)

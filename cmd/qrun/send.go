@@ -83,11 +83,11 @@ func cmdSend(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, msgs[0].ID)
 		return nil
 	}
-	addr := cfg.Runtime.AdminListen
-	if addr == "" || addr == "off" {
-		return usagef("%s: the admin API is disabled (runtime.admin_listen), so qrun send cannot reach qrun", *path)
+	url, err := adminURL(cfg, *path, ", so qrun send cannot reach qrun")
+	if err != nil {
+		return err
 	}
-	c := &admin.Client{BaseURL: "http://" + addr, Token: cfg.Runtime.AdminToken}
+	c := &admin.Client{BaseURL: url, Token: cfg.Runtime.AdminToken}
 	msg := admin.SendMessage{
 		Attributes: attrs, Priority: uint8(*priority), ContentType: *contentType, CorrelationID: *correlation,
 	}
