@@ -58,12 +58,6 @@ func newDueHeap() heap {
 	}, setIndex)
 }
 
-// peek returns h's first record, or nil when h is empty.
-func peek(h *heap) *record {
-	r, _ := h.Peek()
-	return r
-}
-
 // keyState serialises one ordering key of an ordered queue: active is the
 // single message of the key that may be ready, delayed or leased; the rest
 // wait in parked, in enqueue order.

@@ -240,10 +240,10 @@ func (q *queue) onTimer() {
 	q.timerArmed = false
 	now := q.e.now()
 	_, _ = q.advance(now)
-	if r := peek(&q.delayed); r != nil {
+	if r := q.delayed.Peek(); r != nil {
 		q.arm(r.due, now)
 	}
-	if r := peek(&q.leases); r != nil {
+	if r := q.leases.Peek(); r != nil {
 		q.arm(r.due, now)
 	}
 }
@@ -257,14 +257,14 @@ func maxAttemptsReason(n int32, why string) string {
 // An expiry writes nothing unless it dead-letters: the stored state still
 // says "leased", which a restart counts as the same one failure.
 func (q *queue) advance(now int64) (*batch, error) {
-	for r := peek(&q.delayed); r != nil && r.due <= now; r = peek(&q.delayed) {
+	for r := q.delayed.Peek(); r != nil && r.due <= now; r = q.delayed.Peek() {
 		q.delayed.Pop()
 		r.state = stateReady
 		q.ready.Push(r)
 		q.wake()
 	}
 	var last *batch
-	for r := peek(&q.leases); r != nil && r.due <= now; r = peek(&q.leases) {
+	for r := q.leases.Peek(); r != nil && r.due <= now; r = q.leases.Peek() {
 		q.leases.Pop()
 		r.token++ // the holder's ticket is stale from here on
 		r.failures++
@@ -387,7 +387,7 @@ func (q *queue) lease(buf []engines.Delivery) (n int, wait <-chan struct{}, b *b
 	deadline := after(now, time.Duration(q.vt))
 	var ops []op
 	for n < len(buf) {
-		r := peek(&q.ready)
+		r := q.ready.Peek()
 		if r == nil {
 			break
 		}
@@ -416,7 +416,7 @@ func (q *queue) lease(buf []engines.Delivery) (n int, wait <-chan struct{}, b *b
 		d.LeaseExpires = wall(deadline)
 		n++
 	}
-	if r := peek(&q.leases); r != nil {
+	if r := q.leases.Peek(); r != nil {
 		q.arm(r.due, now)
 	}
 	if len(ops) > 0 {

@@ -303,7 +303,7 @@ func (q *queue) pump() {
 	full := false
 	for {
 		q.mu.Lock()
-		r := peek(&q.outbox)
+		r := q.outbox.Peek()
 		if r == nil || q.closed || q.fdClosed {
 			q.pumping = false
 			q.mu.Unlock()

@@ -286,7 +286,7 @@ func (q *queue) lease(r *record, d *engines.Delivery, name string, now int64, le
 // advance makes due delayed messages visible (redeliveries in memory, new
 // messages into the outbox for the kernel) and expires lapsed leases.
 func (q *queue) advance(now int64) {
-	for q.delayed.Len() > 0 && peek(&q.delayed).due <= now {
+	for q.delayed.Len() > 0 && q.delayed.Peek().due <= now {
 		r := q.delayed.Pop()
 		if r.outbound {
 			r.outbound = false
@@ -295,7 +295,7 @@ func (q *queue) advance(now int64) {
 			q.makeReady(r)
 		}
 	}
-	for q.leases.Len() > 0 && peek(&q.leases).due <= now {
+	for q.leases.Len() > 0 && q.leases.Peek().due <= now {
 		r := q.leases.Pop()
 		r.token++ // the holder's ticket is stale from here on
 		r.failures++
@@ -326,10 +326,10 @@ func (q *queue) toOutbox(r *record) {
 // deadline.
 func (q *queue) armTimer(now int64) {
 	at := int64(-1)
-	if r := peek(&q.delayed); r != nil {
+	if r := q.delayed.Peek(); r != nil {
 		at = r.due
 	}
-	if r := peek(&q.leases); r != nil && (at < 0 || r.due < at) {
+	if r := q.leases.Peek(); r != nil && (at < 0 || r.due < at) {
 		at = r.due
 	}
 	if at < 0 || q.closed || (q.timerArmed && q.timerAt <= at) {

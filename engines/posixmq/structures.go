@@ -67,12 +67,6 @@ func newDueHeap() heap {
 	}, setIndex)
 }
 
-// peek returns h's first record, or nil when h is empty.
-func peek(h *heap) *record {
-	r, _ := h.Peek()
-	return r
-}
-
 // idArena formats message IDs into a shared block so that an ID costs no
 // allocation of its own. The bytes behind a returned string are never
 // written again, which is what makes unsafe.String sound here.

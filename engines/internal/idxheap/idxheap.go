@@ -32,12 +32,13 @@ func (h *Heap[T]) Len() int { return len(h.items) }
 // heap's own and valid until the next change.
 func (h *Heap[T]) Items() []T { return h.items }
 
-// Peek returns the least element; ok is false when the heap is empty.
-func (h *Heap[T]) Peek() (x T, ok bool) {
+// Peek returns the least element, or the zero T (nil for the pointer
+// types the engines keep) when the heap is empty.
+func (h *Heap[T]) Peek() (x T) {
 	if len(h.items) == 0 {
-		return x, false
+		return x
 	}
-	return h.items[0], true
+	return h.items[0]
 }
 
 // Push adds x.

@@ -62,7 +62,7 @@ func TestHeap(t *testing.T) {
 		if len(keys)+len(removed) != n {
 			t.Fatalf("n=%d: popped %d and removed %d", n, len(keys), len(removed))
 		}
-		if _, ok := h.Peek(); ok {
+		if h.Peek() != nil {
 			t.Fatal("Peek on an empty heap reported an element")
 		}
 	}
