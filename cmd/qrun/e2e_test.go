@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,24 +59,45 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// proc is a qrun subprocess.
-type proc struct {
-	cmd    *exec.Cmd
-	stderr *bytes.Buffer
-	done   chan error
+// syncBuffer is a bytes.Buffer a test may read while qrun writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func startQrun(t *testing.T, cfgPath string) *proc {
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// liveProc is a qrun subprocess whose log can be read while it runs.
+type liveProc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{} // closed when qrun exited, err then holds Wait's result
+	err    error
+}
+
+func runQrun(t *testing.T, cfgPath string) *liveProc {
 	t.Helper()
-	p := &proc{stderr: new(bytes.Buffer), done: make(chan error, 1)}
+	p := &liveProc{stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(qrunBin, "run", "-c", cfgPath, "--log-format", "json")
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.done <- p.cmd.Wait() }()
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
+		select {
+		case <-p.done:
+		default:
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
@@ -84,6 +106,40 @@ func startQrun(t *testing.T, cfgPath string) *proc {
 		}
 	})
 	return p
+}
+
+func (p *liveProc) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wait returns qrun's exit code, failing the test after timeout.
+func (p *liveProc) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		var ee *exec.ExitError
+		if errors.As(p.err, &ee) {
+			return ee.ExitCode()
+		}
+		if p.err != nil {
+			t.Fatal(p.err)
+		}
+		return 0
+	case <-time.After(timeout):
+		t.Fatalf("qrun still running %v after the signal", timeout)
+		return -1
+	}
+}
+
+func waitReady(t *testing.T, c *admin.Client) {
+	t.Helper()
+	waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {
+		err := c.Ready(context.Background())
+		return err == nil, fmt.Sprint(err)
+	})
 }
 
 // waitFor polls cond every 20ms until it holds or the deadline passes; the
@@ -167,7 +223,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startQrun(t, cfgPath)
+	p := runQrun(t, cfgPath)
 	c := &admin.Client{BaseURL: "http://" + addr, Token: "s3cret"}
 	waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {
 		err := c.Ready(context.Background())
@@ -222,16 +278,9 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	// SIGTERM drains and exits 0.
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("qrun exited with %v after SIGTERM, want 0", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("qrun did not exit within 20s of SIGTERM")
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("qrun exited with %d after SIGTERM, want 0", code)
 	}
 	if !strings.Contains(p.stderr.String(), `"drained"`) {
 		t.Fatalf("no drain in the log:\n%s", p.stderr.String())
@@ -338,7 +387,7 @@ func TestReadmeTour(t *testing.T) {
 	if out, err := exec.Command(qrunBin, "validate", "-c", cfgPath).CombinedOutput(); err != nil {
 		t.Fatalf("validate: %v\n%s", err, out)
 	}
-	startQrun(t, cfgPath)
+	runQrun(t, cfgPath)
 	c := &admin.Client{BaseURL: "http://" + addr}
 	waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {
 		err := c.Ready(context.Background())

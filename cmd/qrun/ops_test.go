@@ -159,7 +159,7 @@ consumer "worker" {
 	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	startQrun(t, cfg)
+	runQrun(t, cfg)
 	c := &admin.Client{BaseURL: "http://" + addr, Token: "s3cret"}
 	ctx := context.Background()
 	waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,89 +19,6 @@ import (
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
-
-// syncBuffer is a bytes.Buffer a test may read while qrun writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// liveProc is a qrun subprocess whose log can be read while it runs.
-type liveProc struct {
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan struct{} // closed when qrun exited, err then holds Wait's result
-	err    error
-}
-
-func runQrun(t *testing.T, cfgPath string) *liveProc {
-	t.Helper()
-	p := &liveProc{stderr: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(qrunBin, "run", "-c", cfgPath, "--log-format", "json")
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("qrun stderr:\n%s", p.stderr.String())
-		}
-	})
-	return p
-}
-
-func (p *liveProc) signal(t *testing.T, sig os.Signal) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// wait returns qrun's exit code, failing the test after timeout.
-func (p *liveProc) wait(t *testing.T, timeout time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-		var ee *exec.ExitError
-		if errors.As(p.err, &ee) {
-			return ee.ExitCode()
-		}
-		if p.err != nil {
-			t.Fatal(p.err)
-		}
-		return 0
-	case <-time.After(timeout):
-		t.Fatalf("qrun still running %v after the signal", timeout)
-		return -1
-	}
-}
-
-func waitReady(t *testing.T, c *admin.Client) {
-	t.Helper()
-	waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {
-		err := c.Ready(context.Background())
-		return err == nil, fmt.Sprint(err)
-	})
-}
 
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -67,17 +66,12 @@ func TestSecondStartUsesCompilationCache(t *testing.T) {
 	c := &admin.Client{BaseURL: "http://" + addr}
 	start := func() time.Duration {
 		began := time.Now()
-		p := startQrun(t, cfgPath)
-		waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {
-			err := c.Ready(context.Background())
-			return err == nil, fmt.Sprint(err)
-		})
+		p := runQrun(t, cfgPath)
+		waitReady(t, c)
 		took := time.Since(began)
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-p.done; err != nil {
-			t.Fatalf("qrun exited with %v\n%s", err, p.stderr)
+		p.signal(t, syscall.SIGTERM)
+		if code := p.wait(t, time.Minute); code != 0 {
+			t.Fatalf("qrun exited with %d\n%s", code, p.stderr)
 		}
 		return took
 	}
