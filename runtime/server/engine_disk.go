@@ -69,19 +69,9 @@ func diskType() EngineType {
 		}
 		return opts, diags
 	}
-	return EngineType{
-		Validate: func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics {
-			_, diags := decode(body, eval)
-			return diags
-		},
-		Open: func(ctx context.Context, o EngineOptions) (engines.Engine, error) {
-			opts, diags := decode(o.Body, o.Eval)
-			if diags.HasErrors() {
-				return nil, diags
-			}
-			opts.Dir = o.DataDir
-			opts.Logger = o.Logger
-			return disk.Open(ctx, opts)
-		},
-	}
+	return decodedType(decode, func(ctx context.Context, opts disk.Options, o EngineOptions) (engines.Engine, error) {
+		opts.Dir = o.DataDir
+		opts.Logger = o.Logger
+		return disk.Open(ctx, opts)
+	})
 }

@@ -45,20 +45,10 @@ type posixmqSettings struct {
 //	  send_timeout  = "5s"      # longest wait for room
 //	}
 func posixmqType() EngineType {
-	return EngineType{
-		Validate: func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics {
-			_, diags := decodePosixmq(body, eval)
-			return diags
-		},
-		Open: func(_ context.Context, o EngineOptions) (engines.Engine, error) {
-			opts, diags := decodePosixmq(o.Body, o.Eval)
-			if diags.HasErrors() {
-				return nil, diags
-			}
-			opts.Logger = o.Logger
-			return posixmq.New(opts)
-		},
-	}
+	return decodedType(decodePosixmq, func(_ context.Context, opts posixmq.Options, o EngineOptions) (engines.Engine, error) {
+		opts.Logger = o.Logger
+		return posixmq.New(opts)
+	})
 }
 
 func decodePosixmq(body hcl.Body, eval *hcl.EvalContext) (posixmq.Options, hcl.Diagnostics) {

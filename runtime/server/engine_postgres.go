@@ -161,20 +161,11 @@ func durationSetting(expr hcl.Expression, eval *hcl.EvalContext, name string, le
 }
 
 func postgresType() EngineType {
-	return EngineType{
-		Validate: func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics {
-			_, diags := PostgresOptions(body, eval)
-			return diags
-		},
-		Open: func(ctx context.Context, o EngineOptions) (engines.Engine, error) {
-			opts, diags := PostgresOptions(o.Body, o.Eval)
-			if diags.HasErrors() {
-				return nil, diags
-			}
-			opts.Logger = o.Logger
-			return postgres.New(ctx, opts)
-		},
-		// The queues live in the database, for every process that reaches it.
-		Shared: true,
-	}
+	t := decodedType(PostgresOptions, func(ctx context.Context, opts postgres.Options, o EngineOptions) (engines.Engine, error) {
+		opts.Logger = o.Logger
+		return postgres.New(ctx, opts)
+	})
+	// The queues live in the database, for every process that reaches it.
+	t.Shared = true
+	return t
 }

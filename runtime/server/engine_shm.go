@@ -103,19 +103,10 @@ func shmType() EngineType {
 		}
 		return o, diags
 	}
-	return EngineType{
-		Validate: func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics {
-			_, diags := decode(body, eval)
-			return diags
-		},
-		Open: func(_ context.Context, o EngineOptions) (engines.Engine, error) {
-			opts, diags := decode(o.Body, o.Eval)
-			if diags.HasErrors() {
-				return nil, diags
-			}
-			opts.Logger = o.Logger
-			return shm.New(opts)
-		},
-		Shared: true,
-	}
+	t := decodedType(decode, func(_ context.Context, opts shm.Options, o EngineOptions) (engines.Engine, error) {
+		opts.Logger = o.Logger
+		return shm.New(opts)
+	})
+	t.Shared = true
+	return t
 }

@@ -88,6 +88,25 @@ func (r *Registry) open(ctx context.Context, typ string, o EngineOptions) (engin
 	return t.Open(ctx, o)
 }
 
+// decodedType builds an EngineType from an engine's settings decoder and
+// its constructor: Validate runs the decoder alone, and Open decodes again
+// (the body is the same one Validate passed) and builds the engine.
+func decodedType[S any](decode func(hcl.Body, *hcl.EvalContext) (S, hcl.Diagnostics), build func(context.Context, S, EngineOptions) (engines.Engine, error)) EngineType {
+	return EngineType{
+		Validate: func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics {
+			_, diags := decode(body, eval)
+			return diags
+		},
+		Open: func(ctx context.Context, o EngineOptions) (engines.Engine, error) {
+			s, diags := decode(o.Body, o.Eval)
+			if diags.HasErrors() {
+				return nil, diags
+			}
+			return build(ctx, s, o)
+		},
+	}
+}
+
 // Builtin returns a registry with every engine compiled into qrun.
 func Builtin() *Registry {
 	r := NewRegistry()
@@ -113,21 +132,11 @@ func memoryType() EngineType {
 		}
 		return s, diags
 	}
-	return EngineType{
-		Validate: func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics {
-			_, diags := decode(body, eval)
-			return diags
-		},
-		Open: func(_ context.Context, o EngineOptions) (engines.Engine, error) {
-			s, diags := decode(o.Body, o.Eval)
-			if diags.HasErrors() {
-				return nil, diags
-			}
-			var opts memory.Options
-			if s.MaxMessageSize != nil {
-				opts.MaxMessageSize = *s.MaxMessageSize
-			}
-			return memory.New(opts), nil
-		},
-	}
+	return decodedType(decode, func(_ context.Context, s memorySettings, _ EngineOptions) (engines.Engine, error) {
+		var opts memory.Options
+		if s.MaxMessageSize != nil {
+			opts.MaxMessageSize = *s.MaxMessageSize
+		}
+		return memory.New(opts), nil
+	})
 }
