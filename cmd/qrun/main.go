@@ -23,6 +23,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/hashicorp/hcl/v2"
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/runtime/config"
@@ -154,8 +155,18 @@ var errInvalidConfig = errors.New("invalid configuration")
 // loadConfig parses and validates FILE, plugins included, printing
 // diagnostics to stderr.
 func loadConfig(path string, stderr io.Writer) (*config.File, error) {
+	cfg, diags, err := parseConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, writeDiagnostics(stderr, cfg, diags)
+}
+
+// parseConfig parses and validates FILE, plugins included, and returns the
+// diagnostics for the caller to show (run logs them, see logDiagnostics).
+func parseConfig(path string) (*config.File, hcl.Diagnostics, error) {
 	if path == "" {
-		return nil, usagef("missing -c FILE")
+		return nil, nil, usagef("missing -c FILE")
 	}
 	ctx := context.Background()
 	cfg, diags := config.Load(path, config.Options{
@@ -175,13 +186,18 @@ func loadConfig(path string, stderr io.Writer) (*config.File, error) {
 			return nil
 		},
 	})
+	return cfg, diags, nil
+}
+
+// writeDiagnostics prints diags as text and says whether they hold an error.
+func writeDiagnostics(stderr io.Writer, cfg *config.File, diags hcl.Diagnostics) error {
 	if len(diags) > 0 {
 		_ = config.WriteDiagnostics(stderr, cfg, diags, isTerminal(stderr))
 	}
 	if diags.HasErrors() {
-		return nil, usageError{errInvalidConfig}
+		return usageError{errInvalidConfig}
 	}
-	return cfg, nil
+	return nil
 }
 
 func cmdRun(args []string, stderr io.Writer) error {
@@ -193,19 +209,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	cfg, err := loadConfig(*path, stderr)
+	cfg, diags, err := parseConfig(*path)
 	if err != nil {
 		return err
 	}
-	if *format == "" {
-		*format = cfg.Runtime.LogFormat
-	}
-	if *level == "" {
-		*level = cfg.Runtime.LogLevel
-	}
-	log, err := newLogger(*format, *level, stderr)
+	log, err := runLogger(*format, *level, cfg, diags, stderr)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 	defer func() { _ = log.Sync() }()
 
