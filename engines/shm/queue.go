@@ -80,13 +80,13 @@ type queue struct {
 	maxAttempts int32
 	deadLetter  string
 
-	ready   fifo    // to be redelivered, ahead of the ring
+	ready fifo // to be redelivered, ahead of the ring
 	// localKeys numbers, for PeekPage, the records this process holds that
 	// never had a ring position; they sort after every position.
 	localKeys uint64
-	delayed dueHeap // by due time
-	leases  leaseSet
-	free    []*record
+	delayed   dueHeap // by due time
+	leases    leaseSet
+	free      []*record
 
 	timer      *time.Timer
 	timerArmed bool
