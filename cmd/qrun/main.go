@@ -4,7 +4,7 @@
 //	qrun validate -c FILE    check FILE (and every plugin it names) and exit
 //	qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
 //	qrun reload -c FILE      make the running qrun re-read its config (or send it SIGHUP)
-//	qrun stats | consumers | dlq | pause | resume   (clients of the admin API; ops.go)
+//	qrun stats | consumers | dlq | peek | pause | resume   (clients of the admin API; ops.go, peek.go)
 //	qrun bench -c FILE -q QUEUE -n N                (load generator; bench.go)
 //	qrun version
 //
@@ -65,6 +65,7 @@ Usage:
   qrun consumers [--json]
   qrun pause CONSUMER | qrun resume CONSUMER
   qrun dlq list | show QUEUE | redrive QUEUE [--id ID]... | purge QUEUE --yes
+  qrun peek QUEUE [--all] [--in-flight] [--json] [-n N]
   qrun bench -c FILE -q QUEUE [-n N] [--size B] [--producers P] [--rate R] [--json]
   qrun version
 
@@ -103,6 +104,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdPauseResume(args[0], args[1:], stdout, stderr)
 	case "dlq":
 		err = cmdDLQ(args[1:], stdout, stderr)
+	case "peek":
+		err = cmdPeek(args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(args[1:], stdout, stderr)
 	case "plugin":

@@ -68,6 +68,19 @@ func (s *Server) Peek(ctx context.Context, queue string, max int) ([]engines.Del
 	return p.Peek(ctx, max)
 }
 
+// PeekPage returns one page of a scan of a whole queue.
+func (s *Server) PeekPage(ctx context.Context, queue string, opts engines.PeekOptions) (engines.PeekPage, error) {
+	q, err := s.queueEntry(queue)
+	if err != nil {
+		return engines.PeekPage{}, err
+	}
+	p, ok := q.q.(engines.Peeker)
+	if !ok {
+		return engines.PeekPage{}, unsupported(q, "show messages without consuming them (peek)")
+	}
+	return p.PeekPage(ctx, opts)
+}
+
 // Purge removes a queue's ready and delayed messages.
 func (s *Server) Purge(ctx context.Context, queue string) (int64, error) {
 	q, err := s.queueEntry(queue)
