@@ -63,6 +63,14 @@ type Options struct {
 	// NoMigrate skips the automatic migration at New; the schema must then
 	// be at SchemaVersion() already (see Migrate and `qrun migrate`).
 	NoMigrate bool
+	// Producer opens the engine only to enqueue, as `qrun send` does: New
+	// neither migrates (as with NoMigrate, the schema must be current) nor
+	// declares Topics, and of the background loops starts only the one
+	// that NOTIFYs other processes of new messages: no listener, no
+	// reaper, no batched acks (an ack is written before it returns). Leases
+	// a producer takes are not reaped by it: the consuming qrun's reaper
+	// does that.
+	Producer bool
 	// PollInterval is how often an idle receiver and the reaper look at the
 	// database without being woken (default 1s). LISTEN/NOTIFY wakes
 	// receivers at once; polling is the fallback when notifications are
@@ -142,6 +150,7 @@ type Engine struct {
 
 	ctx    context.Context // ends at Close; stops the background loops
 	cancel context.CancelFunc
+	loops  []string // names of the background loops started, for tests
 	wg     sync.WaitGroup
 	closed atomic.Bool
 
@@ -194,14 +203,18 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	e.notify = newNotifier(e)
 	e.acks = newAcker(e)
 	e.reaper = newReaper(e)
-	e.start(e.listen)
-	e.start(e.notify.run)
-	e.start(e.acks.run)
-	e.start(e.reaper.run)
+	e.start("notify", e.notify.run)
+	if !opts.Producer {
+		e.start("listen", e.listen)
+		e.start("acks", e.acks.run)
+		e.start("reaper", e.reaper.run)
+	}
 	return e, nil
 }
 
-func (e *Engine) start(f func()) {
+// start runs f until the engine closes; name is kept for tests.
+func (e *Engine) start(name string, f func()) {
+	e.loops = append(e.loops, name)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -216,7 +229,7 @@ func (e *Engine) prepare(ctx context.Context) error {
 		return fmt.Errorf("postgres: connect: %w", err)
 	}
 	defer conn.Release()
-	if !e.opts.NoMigrate {
+	if !e.opts.NoMigrate && !e.opts.Producer {
 		applied, err := Migrate(ctx, conn.Conn(), e.opts.Schema)
 		if err != nil {
 			return err
@@ -232,6 +245,9 @@ func (e *Engine) prepare(ctx context.Context) error {
 		if want := SchemaVersion(); v != want {
 			return fmt.Errorf("postgres: schema %s is at version %d, this qrun needs %d; run `qrun migrate` or enable migrate: %w", e.opts.Schema, v, want, ErrSchemaVersion)
 		}
+	}
+	if e.opts.Producer {
+		return nil // the topics are the consuming qrun's to declare
 	}
 	for _, t := range e.opts.Topics {
 		if err := e.declareTopic(ctx, t); err != nil {

@@ -704,3 +704,70 @@ func TestHugeVisibilityTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestProducerEngine: an engine opened with Producer migrates nothing
+// (an empty schema is refused), declares no topics, starts only the NOTIFY
+// loop, and still enqueues what a full engine elsewhere receives; an ack
+// it makes is written before it returns.
+func TestProducerEngine(t *testing.T) {
+	t.Parallel()
+	s := pgtest.Need(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := postgres.New(ctx, postgres.Options{DSN: s.DSN, Schema: s.Schema(t), Producer: true})
+	if !errors.Is(err, postgres.ErrSchemaVersion) {
+		t.Fatalf("New(Producer) on an empty schema: %v, want ErrSchemaVersion (no migration)", err)
+	}
+
+	schema := s.Schema(t)
+	consumer := newEngine(t, schema, postgres.Options{})
+	if got := postgres.Loops(consumer); !slices.Equal(got, []string{"notify", "listen", "acks", "reaper"}) {
+		t.Fatalf("a full engine started loops %v", got)
+	}
+	producer := newEngine(t, schema, postgres.Options{Producer: true,
+		Topics: []postgres.Topic{{Name: "never_declared", Subscriptions: []string{"sub"}}}})
+	if got := postgres.Loops(producer); !slices.Equal(got, []string{"notify"}) {
+		t.Fatalf("a producer engine started loops %v, want only notify", got)
+	}
+	var topics int
+	if err := producer.Pool().QueryRow(ctx, "SELECT count(*) FROM "+schema+".queues WHERE kind = 'topic'").Scan(&topics); err != nil || topics != 0 {
+		t.Fatalf("a producer declared %d topics (%v), want none", topics, err)
+	}
+
+	pq, err := producer.Open(ctx, engines.QueueSpec{Name: "jobs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pq.Close()
+	if err := pq.Enqueue(ctx, engines.Message{Body: []byte("hello")}); err != nil {
+		t.Fatal(err)
+	}
+	cq, err := consumer.Open(ctx, engines.QueueSpec{Name: "jobs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cq.Close()
+	ds, err := engines.ReceiveN(ctx, cq, 1)
+	if err != nil || len(ds) != 1 || string(ds[0].Body) != "hello" {
+		t.Fatalf("consumer received %v, %v; want the producer's message", ds, err)
+	}
+	if err := ds[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A producer that receives writes its ack at once: no loop batches it.
+	if err := pq.Enqueue(ctx, engines.Message{Body: []byte("again")}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err = engines.ReceiveN(ctx, pq, 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("producer Receive: %v, %v", ds, err)
+	}
+	if err := ds[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := producer.Pool().QueryRow(ctx, "SELECT count(*) FROM "+schema+".messages").Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d messages left after the producer's ack returned (%v), want 0", left, err)
+	}
+}

@@ -163,6 +163,7 @@ func durationSetting(expr hcl.Expression, eval *hcl.EvalContext, name string, le
 func postgresType() EngineType {
 	t := decodedType(PostgresOptions, func(ctx context.Context, opts postgres.Options, o EngineOptions) (engines.Engine, error) {
 		opts.Logger = o.Logger
+		opts.Producer = o.Producer
 		return postgres.New(ctx, opts)
 	})
 	// The queues live in the database, for every process that reaches it.
