@@ -81,6 +81,27 @@ func (s MessageState) String() string {
 	return "unknown"
 }
 
+// Events receives what an engine knows about its connection to the storage
+// underneath and nobody outside can see: the runtime counts them in its
+// metrics (qrun_engine_errors_total, qrun_engine_reconnects_total). An
+// engine that takes Events calls them from any goroutine; they must be
+// cheap and safe for concurrent use.
+type Events interface {
+	// Error counts a failure of op ("listen", "connect", ...).
+	Error(op string, err error)
+	// Reconnected counts a connection re-established after one was lost.
+	Reconnected()
+}
+
+// NopEvents is Events that records nothing.
+type NopEvents struct{}
+
+// Error implements Events.
+func (NopEvents) Error(string, error) {}
+
+// Reconnected implements Events.
+func (NopEvents) Reconnected() {}
+
 // Purger is a Queue that can be emptied.
 type Purger interface {
 	// Purge removes every ready and delayed message and returns how many it

@@ -85,6 +85,10 @@ type Options struct {
 	Topics []Topic
 	// Logger receives the engine's logs (default: none).
 	Logger *zap.Logger
+	// Events is told of connections re-established after one was lost
+	// (the LISTEN connection, or a pool connection after a broken one was
+	// dropped) and of LISTEN connection failures (op "listen").
+	Events engines.Events
 }
 
 func (o *Options) defaults() error {
@@ -96,6 +100,9 @@ func (o *Options) defaults() error {
 	}
 	if o.MaxConns == 0 {
 		o.MaxConns = DefaultMaxConns
+	}
+	if o.Events == nil {
+		o.Events = engines.NopEvents{}
 	}
 	if o.MaxConns < 2 {
 		return fmt.Errorf("postgres: max_conns %d: need at least 2: %w", o.MaxConns, ErrConfig)
@@ -181,6 +188,20 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		pcfg.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(opts.StatementTimeout.Milliseconds())
 	}
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "qrun"
+	// A pool connection found broken (closed under the pool) marks the pool
+	// as having lost one; the next connection it makes is a reconnect.
+	var lost atomic.Bool
+	pcfg.BeforeClose = func(c *pgx.Conn) {
+		if c.IsClosed() {
+			lost.Store(true)
+		}
+	}
+	pcfg.AfterConnect = func(context.Context, *pgx.Conn) error {
+		if lost.Swap(false) {
+			opts.Events.Reconnected()
+		}
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)

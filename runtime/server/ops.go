@@ -225,15 +225,10 @@ func (s *Server) ConsumerSamples() []metrics.ConsumerSample {
 }
 
 // EngineEvents lets an engine report what the runtime cannot see from the
-// outside: errors talking to its storage and reconnects. Engines cannot
-// import the runtime, so an engine type's Open adapts these methods to the
-// engine's own hooks. Both are safe for concurrent use and cheap.
-type EngineEvents interface {
-	// Error counts a failure of op ("connect", "listen", "fsync", ...).
-	Error(op string, err error)
-	// Reconnected counts a re-established connection.
-	Reconnected()
-}
+// outside: errors talking to its storage and reconnects. It is the
+// engines package's Events, so an engine type's Open hands it to the
+// engine as it is (postgres.Options.Events).
+type EngineEvents = engines.Events
 
 type engineEvents struct {
 	name string
