@@ -57,15 +57,6 @@ consumer "stuck" {
 	if _, err := c.Send(ctx, "big", admin.SendRequest{Messages: msgs}); err != nil {
 		t.Fatal(err)
 	}
-	// The handler logs, then loops until its minute is up: the message
-	// stays in flight for the rest of the test.
-	if _, err := c.Send(ctx, "busy", admin.SendRequest{SendMessage: admin.SendMessage{Body: "loop"}}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the busy message in flight", 30*time.Second, func() (bool, string) {
-		info, err := c.Consumer(ctx, "stuck")
-		return err == nil && info.InFlight == 1, fmt.Sprint(info, err)
-	})
 
 	lines := func(args ...string) []admin.MessageInfo {
 		t.Helper()
@@ -100,17 +91,28 @@ consumer "stuck" {
 	if first := lines("big", "--json", "-n", "7"); len(first) != 7 || first[6].Body != "m6" {
 		t.Fatalf("peek -n 7 printed %d messages, want the first 7", len(first))
 	}
-	if got := lines("busy", "--json"); len(got) != 0 {
-		t.Fatalf("peek without --in-flight showed %+v", got)
-	}
-	if got := lines("busy", "--json", "--in-flight"); len(got) != 1 || got[0].State != "in_flight" || got[0].Body != "loop" {
-		t.Fatalf("peek --in-flight showed %+v, want the looping message in_flight", got)
-	}
 	out, _, code := qrunRun(t, nil, "peek", "big", "--addr", addr, "-n", "2")
 	if code != 0 || !strings.Contains(out, "ready  attempt 0") || !strings.Contains(out, "body (2 B): m1") {
 		t.Fatalf("peek as text: exit %d\n%s", code, out)
 	}
 	if _, errOut, code := qrunRun(t, nil, "peek", "--addr", addr); code != 2 || !strings.Contains(errOut, "one QUEUE") {
 		t.Fatalf("peek without a queue: exit %d\n%s", code, errOut)
+	}
+
+	// Last, since it keeps a core busy until qrun is killed: the handler
+	// logs, then loops until its minute is up, so the message stays in
+	// flight.
+	if _, err := c.Send(ctx, "busy", admin.SendRequest{SendMessage: admin.SendMessage{Body: "loop"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the busy message in flight", 30*time.Second, func() (bool, string) {
+		info, err := c.Consumer(ctx, "stuck")
+		return err == nil && info.InFlight == 1, fmt.Sprint(info, err)
+	})
+	if got := lines("busy", "--json"); len(got) != 0 {
+		t.Fatalf("peek without --in-flight showed %+v", got)
+	}
+	if got := lines("busy", "--json", "--in-flight"); len(got) != 1 || got[0].State != "in_flight" || got[0].Body != "loop" {
+		t.Fatalf("peek --in-flight showed %+v, want the looping message in_flight", got)
 	}
 }
