@@ -16,7 +16,91 @@ type Peeker interface {
 	// ErrNotLeased. Peek changes nothing: no attempt is counted and no TTL
 	// clock is touched.
 	Peek(ctx context.Context, max int) ([]Delivery, error)
+
+	// PeekPage returns one page of a scan of the whole queue, in the
+	// engine's scan order (its storage order, which is not the delivery
+	// order), starting after opts.After. Pass the page's Next as After to
+	// get the next page; Next is "" once the scan has seen everything. A
+	// message present for the whole scan is returned exactly once, however
+	// the queue changes meanwhile (enqueues, deliveries, settles, retries);
+	// one added or removed during the scan may or may not be. Like Peek it
+	// leases nothing and changes nothing. An After the engine did not make
+	// is ErrInvalid.
+	PeekPage(ctx context.Context, opts PeekOptions) (PeekPage, error)
 }
+
+// PeekOptions select one page of a PeekPage scan.
+type PeekOptions struct {
+	// Max is the most messages the page holds, at least 1. A page may hold
+	// fewer while the scan is not over.
+	Max int
+	// After is the cursor of the previous page (its Next); "" starts the
+	// scan. It is opaque: each engine defines its own (a position, a
+	// sequence number), which is what keeps a scan stable while the queue
+	// changes.
+	After string
+	// InFlight includes messages leased by a consumer; without it only
+	// ready and delayed messages are returned.
+	InFlight bool
+}
+
+// PeekPage is one page of a scan.
+type PeekPage struct {
+	Messages []Peeked
+	// Next continues the scan; "" when it is complete.
+	Next string
+}
+
+// Peeked is one message of a PeekPage: a delivery without a lease and the
+// state the message was in when the page was read.
+type Peeked struct {
+	Delivery
+	State MessageState
+}
+
+// MessageState is where a message stands in its queue.
+type MessageState uint8
+
+// Message states. A message waiting behind its ordering key is ready.
+const (
+	StateReady MessageState = iota
+	StateDelayed
+	StateInFlight
+)
+
+// String is the state's name in the admin API and the CLI.
+func (s MessageState) String() string {
+	switch s {
+	case StateReady:
+		return "ready"
+	case StateDelayed:
+		return "delayed"
+	case StateInFlight:
+		return "in_flight"
+	}
+	return "unknown"
+}
+
+// Events receives what an engine knows about its connection to the storage
+// underneath and nobody outside can see: the runtime counts them in its
+// metrics (qrun_engine_errors_total, qrun_engine_reconnects_total). An
+// engine that takes Events calls them from any goroutine; they must be
+// cheap and safe for concurrent use.
+type Events interface {
+	// Error counts a failure of op ("listen", "connect", ...).
+	Error(op string, err error)
+	// Reconnected counts a connection re-established after one was lost.
+	Reconnected()
+}
+
+// NopEvents is Events that records nothing.
+type NopEvents struct{}
+
+// Error implements Events.
+func (NopEvents) Error(string, error) {}
+
+// Reconnected implements Events.
+func (NopEvents) Reconnected() {}
 
 // Purger is a Queue that can be emptied.
 type Purger interface {

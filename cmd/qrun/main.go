@@ -4,7 +4,7 @@
 //	qrun validate -c FILE    check FILE (and every plugin it names) and exit
 //	qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
 //	qrun reload -c FILE      make the running qrun re-read its config (or send it SIGHUP)
-//	qrun stats | consumers | dlq | pause | resume   (clients of the admin API; ops.go)
+//	qrun stats | consumers | dlq | peek | pause | resume   (clients of the admin API; ops.go, peek.go)
 //	qrun bench -c FILE -q QUEUE -n N                (load generator; bench.go)
 //	qrun version
 //
@@ -23,6 +23,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/hashicorp/hcl/v2"
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/runtime/config"
@@ -64,6 +65,7 @@ Usage:
   qrun consumers [--json]
   qrun pause CONSUMER | qrun resume CONSUMER
   qrun dlq list | show QUEUE | redrive QUEUE [--id ID]... | purge QUEUE --yes
+  qrun peek QUEUE [--all] [--in-flight] [--json] [-n N]
   qrun bench -c FILE -q QUEUE [-n N] [--size B] [--producers P] [--rate R] [--json]
   qrun version
 
@@ -102,6 +104,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdPauseResume(args[0], args[1:], stdout, stderr)
 	case "dlq":
 		err = cmdDLQ(args[1:], stdout, stderr)
+	case "peek":
+		err = cmdPeek(args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(args[1:], stdout, stderr)
 	case "plugin":
@@ -154,8 +158,18 @@ var errInvalidConfig = errors.New("invalid configuration")
 // loadConfig parses and validates FILE, plugins included, printing
 // diagnostics to stderr.
 func loadConfig(path string, stderr io.Writer) (*config.File, error) {
+	cfg, diags, err := parseConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, writeDiagnostics(stderr, cfg, diags)
+}
+
+// parseConfig parses and validates FILE, plugins included, and returns the
+// diagnostics for the caller to show (run logs them, see logDiagnostics).
+func parseConfig(path string) (*config.File, hcl.Diagnostics, error) {
 	if path == "" {
-		return nil, usagef("missing -c FILE")
+		return nil, nil, usagef("missing -c FILE")
 	}
 	ctx := context.Background()
 	cfg, diags := config.Load(path, config.Options{
@@ -175,13 +189,18 @@ func loadConfig(path string, stderr io.Writer) (*config.File, error) {
 			return nil
 		},
 	})
+	return cfg, diags, nil
+}
+
+// writeDiagnostics prints diags as text and says whether they hold an error.
+func writeDiagnostics(stderr io.Writer, cfg *config.File, diags hcl.Diagnostics) error {
 	if len(diags) > 0 {
 		_ = config.WriteDiagnostics(stderr, cfg, diags, isTerminal(stderr))
 	}
 	if diags.HasErrors() {
-		return nil, usageError{errInvalidConfig}
+		return usageError{errInvalidConfig}
 	}
-	return cfg, nil
+	return nil
 }
 
 func cmdRun(args []string, stderr io.Writer) error {
@@ -193,19 +212,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	cfg, err := loadConfig(*path, stderr)
+	cfg, diags, err := parseConfig(*path)
 	if err != nil {
 		return err
 	}
-	if *format == "" {
-		*format = cfg.Runtime.LogFormat
-	}
-	if *level == "" {
-		*level = cfg.Runtime.LogLevel
-	}
-	log, err := newLogger(*format, *level, stderr)
+	log, err := runLogger(*format, *level, cfg, diags, stderr)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 	defer func() { _ = log.Sync() }()
 

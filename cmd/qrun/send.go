@@ -14,6 +14,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
+	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
 
@@ -61,8 +62,14 @@ func cmdSend(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	cfg, err := loadConfig(*path, stderr)
-	if err != nil {
+	// send needs the target queue only: the config is decoded and
+	// validated, but the consumers' plugins are not checked, so a broken
+	// plugin elsewhere does not stop a producer.
+	if *path == "" {
+		return usagef("missing -c FILE")
+	}
+	cfg, diags := config.Load(*path, config.Options{Engines: server.Builtin()})
+	if err := writeDiagnostics(stderr, cfg, diags); err != nil {
 		return err
 	}
 	// Queues of engines that other processes share (shm, postgres) are written

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/pagesel"
 )
 
 // The operator extensions (engines.Peeker, Purger, Redriver). They are
@@ -72,6 +73,82 @@ func (h *handle) Peek(ctx context.Context, max int) ([]engines.Delivery, error) 
 		ds[i] = engines.NewDelivery(ds[i], nil, engines.Ticket{})
 	}
 	return ds[:n], nil
+}
+
+// PeekPage implements engines.Peeker: a scan in enqueue order, the cursor
+// being the last record's sequence number (its bbolt key), which a record
+// keeps through deliveries and retries.
+func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engines.PeekPage, error) {
+	if h.closed.Load() {
+		return engines.PeekPage{}, h.errClosed("peek at")
+	}
+	if opts.Max < 1 {
+		return engines.PeekPage{}, fmt.Errorf("disk: peek at %q: max %d < 1: %w", h.q.name, opts.Max, engines.ErrInvalid)
+	}
+	after, err := pagesel.ParseCursor("disk", h.q.name, opts.After)
+	if err != nil {
+		return engines.PeekPage{}, err
+	}
+	q := h.q
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return engines.PeekPage{}, q.errClosed("peek at")
+	}
+	sel := pagesel.New(opts.Max, func(r *record) uint64 { return r.seq })
+	more := 0
+	offer := func(r *record) {
+		if r.seq > after {
+			more++
+			sel.Add(r)
+		}
+	}
+	for _, r := range q.ready.Items() {
+		offer(r)
+	}
+	for _, ks := range q.keys {
+		for _, r := range ks.parked {
+			offer(r)
+		}
+	}
+	for _, r := range q.delayed.Items() {
+		offer(r)
+	}
+	if opts.InFlight {
+		for _, r := range q.leases.Items() {
+			offer(r)
+		}
+	}
+	rs := sel.Sorted()
+	ds := make([]engines.Delivery, len(rs))
+	states := make(map[*record]engines.MessageState, len(rs))
+	for i, r := range rs {
+		ds[i] = engines.NewDelivery(engines.Delivery{Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures), EnqueuedAt: wall(r.enq)}, nil, engines.Ticket{Ref: r})
+		switch r.state {
+		case stateDelayed:
+			states[r] = engines.StateDelayed
+		case stateLeased:
+			states[r] = engines.StateInFlight
+		default:
+			states[r] = engines.StateReady
+		}
+	}
+	q.mu.Unlock()
+	// A record settled between the unlock and the read is gone from the
+	// file and skipped: it was removed during the scan.
+	n, err := q.read(ds)
+	if err != nil {
+		return engines.PeekPage{}, err
+	}
+	page := engines.PeekPage{Messages: make([]engines.Peeked, n)}
+	for i := range ds[:n] {
+		st := states[ds[i].Ticket().Ref.(*record)]
+		page.Messages[i] = engines.Peeked{Delivery: engines.NewDelivery(ds[i], nil, engines.Ticket{}), State: st}
+	}
+	if more > len(rs) {
+		page.Next = pagesel.FormatCursor(rs[len(rs)-1].seq)
+	}
+	return page, nil
 }
 
 // Purge implements engines.Purger.

@@ -1,6 +1,7 @@
 package enginetest
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
@@ -15,6 +16,8 @@ import (
 func opsSubtests() []subtest {
 	return []subtest{
 		{"peek", testPeek},
+		{"peek_page", testPeekPage},
+		{"peek_page_while_changing", testPeekPageWhileChanging},
 		{"purge", testPurge},
 		{"redrive", testRedrive},
 		{"purge_ordered", testPurgeOrdered},
@@ -127,6 +130,165 @@ func testPeek(t *testing.T, x *env) {
 	}
 	x.ack(d)
 	x.ack(leased)
+}
+
+// scan pages through q with PeekPage and returns, per message ID, the
+// states it was seen in (once per sighting). between runs after each page
+// but the last, with the page's number.
+func (x *env) scan(p engines.Peeker, max int, inFlight bool, between func(page int)) map[string][]engines.MessageState {
+	x.t.Helper()
+	seen := map[string][]engines.MessageState{}
+	after := ""
+	for page := 0; ; page++ {
+		if page > 1000 {
+			x.t.Fatalf("PeekPage scan did not end after %d pages", page)
+		}
+		got, err := p.PeekPage(x.ctx(wait), engines.PeekOptions{Max: max, After: after, InFlight: inFlight})
+		if err != nil {
+			x.t.Fatalf("PeekPage(max=%d, after=%q, in_flight=%v): %v", max, after, inFlight, err)
+		}
+		if len(got.Messages) > max {
+			x.t.Fatalf("PeekPage(max=%d) returned %d messages", max, len(got.Messages))
+		}
+		for _, m := range got.Messages {
+			seen[m.ID] = append(seen[m.ID], m.State)
+			if m.Queue == "" {
+				x.t.Errorf("peeked message %s has no Queue", m.ID)
+			}
+			if err := m.Ack(x.ctx(wait)); err == nil {
+				x.t.Fatalf("acking peeked message %s succeeded; it carries no lease", m.ID)
+			}
+		}
+		if got.Next == "" {
+			return seen
+		}
+		if between != nil {
+			between(page)
+		}
+		after = got.Next
+	}
+}
+
+// testPeekPage scans a queue in small pages, with and without the
+// messages in flight: every message exactly once, in its state.
+func testPeekPage(t *testing.T, x *env) {
+	q := x.open(engines.QueueSpec{})
+	p := as[engines.Peeker](x, q, "Peeker")
+	const n = 23
+	msgs := make([]engines.Message, n)
+	delayed := map[string]bool{}
+	for i := range msgs {
+		msgs[i].Body = []byte(fmt.Sprintf("m%02d", i))
+		if x.caps.Priority {
+			msgs[i].Priority = uint8(i % 3)
+		}
+		if x.caps.Delay && i%5 == 4 {
+			msgs[i].Delay = time.Hour
+		}
+	}
+	x.enqueue(q, msgs...)
+	for _, m := range msgs {
+		if m.Delay > 0 {
+			delayed[m.ID] = true
+		}
+	}
+	leased := map[string]bool{}
+	held := x.receiveN(q, 3, wait)
+	for _, d := range held {
+		leased[d.ID] = true
+	}
+	before := x.stats(q)
+	for _, inFlight := range []bool{false, true} {
+		for _, max := range []int{1, 4, n + 10} {
+			seen := x.scan(p, max, inFlight, nil)
+			for _, m := range msgs {
+				states := seen[m.ID]
+				want := engines.StateReady
+				switch {
+				case leased[m.ID]:
+					want = engines.StateInFlight
+				case delayed[m.ID]:
+					want = engines.StateDelayed
+				}
+				switch {
+				case leased[m.ID] && !inFlight:
+					if len(states) != 0 {
+						t.Fatalf("scan without in-flight (max %d) returned leased message %s", max, m.ID)
+					}
+				case len(states) != 1:
+					t.Fatalf("scan (max %d, in-flight %v) returned %s (%s) %d times, want once", max, inFlight, m.ID, m.Body, len(states))
+				case states[0] != want:
+					t.Fatalf("scan (max %d) returned %s as %s, want %s", max, m.ID, states[0], want)
+				}
+			}
+			if len(seen) > n {
+				t.Fatalf("scan returned %d distinct messages, only %d exist", len(seen), n)
+			}
+		}
+	}
+	if after := x.stats(q); after.Ready != before.Ready || after.Delayed != before.Delayed || after.InFlight != before.InFlight {
+		t.Fatalf("PeekPage changed the queue: stats before %+v, after %+v", before, after)
+	}
+	if _, err := p.PeekPage(x.ctx(wait), engines.PeekOptions{Max: 0}); err == nil {
+		t.Fatal("PeekPage(max=0) succeeded, want ErrInvalid")
+	} else {
+		x.wantErr(err, engines.ErrInvalid, "PeekPage(max=0)")
+	}
+	if _, err := p.PeekPage(x.ctx(wait), engines.PeekOptions{Max: 5, After: "not a cursor"}); err == nil {
+		t.Fatal(`PeekPage(after="not a cursor") succeeded, want ErrInvalid`)
+	} else {
+		x.wantErr(err, engines.ErrInvalid, "PeekPage with a foreign cursor")
+	}
+	x.ackAll(held)
+}
+
+// testPeekPageWhileChanging changes the queue between the pages of a scan:
+// new messages, an ack, a nack and more deliveries. Every message present
+// for the whole scan is returned exactly once; no message twice.
+func testPeekPageWhileChanging(t *testing.T, x *env) {
+	q := x.open(engines.QueueSpec{})
+	p := as[engines.Peeker](x, q, "Peeker")
+	const n = 20
+	msgs := make([]engines.Message, n)
+	for i := range msgs {
+		msgs[i].Body = []byte(fmt.Sprintf("m%02d", i))
+	}
+	x.enqueue(q, msgs...)
+	held := x.receiveN(q, 2, wait)
+	removed := map[string]bool{}
+	var later []engines.Delivery
+	seen := x.scan(p, 3, true, func(page int) {
+		switch page {
+		case 0:
+			x.enqueue(q, engines.Message{Body: []byte("new1")}, engines.Message{Body: []byte("new2")})
+		case 1:
+			x.ack(held[0]) // removed during the scan: may or may not be seen
+			removed[held[0].ID] = true
+		case 2:
+			if err := held[1].Nack(x.ctx(wait), 0, "retry"); err != nil { // in flight, then ready
+				t.Fatalf("Nack: %v", err)
+			}
+		case 3:
+			later = x.receiveN(q, 3, wait) // ready, then in flight
+		}
+	})
+	for _, m := range msgs {
+		if removed[m.ID] {
+			continue
+		}
+		if len(seen[m.ID]) != 1 {
+			t.Errorf("message %s (%s), in the queue for the whole scan, was returned %d times, want once", m.ID, m.Body, len(seen[m.ID]))
+		}
+	}
+	for id, states := range seen {
+		if len(states) > 1 {
+			t.Errorf("message %s returned %d times", id, len(states))
+		}
+	}
+	if later == nil {
+		t.Fatal("the scan ended before the queue was changed: pages too large for this test")
+	}
+	x.ackAll(later)
 }
 
 func testPurge(t *testing.T, x *env) {

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/pagesel"
 )
 
 // The operator extensions work on a snapshot of the queue's structures taken
@@ -53,6 +54,80 @@ func (h *handle) Peek(ctx context.Context, max int) ([]engines.Delivery, error) 
 		})
 	}
 	return out, nil
+}
+
+// PeekPage implements engines.Peeker: a scan in enqueue order, the cursor
+// being the last record's sequence number, which a record keeps through
+// deliveries and retries.
+func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engines.PeekPage, error) {
+	if h.closed.Load() {
+		return engines.PeekPage{}, h.errClosed("peek at")
+	}
+	if opts.Max < 1 {
+		return engines.PeekPage{}, fmt.Errorf("memory: peek at %q: max %d < 1: %w", h.q.name, opts.Max, engines.ErrInvalid)
+	}
+	after, err := pagesel.ParseCursor("memory", h.q.name, opts.After)
+	if err != nil {
+		return engines.PeekPage{}, err
+	}
+	q := h.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return engines.PeekPage{}, q.errClosed("peek at")
+	}
+	now := q.e.now()
+	sel := pagesel.New(opts.Max, func(r *record) uint64 { return r.seq })
+	more := 0
+	offer := func(r *record) {
+		if r.seq <= after || (r.state == stateReady && r.expire != 0 && now >= r.expire) {
+			return
+		}
+		more++
+		sel.Add(r)
+	}
+	// Walk the structures in place (waiting would copy and sort them all).
+	for p := range q.ready.levels {
+		l := &q.ready.levels[p]
+		for i := 0; i < l.n; i++ {
+			offer(l.buf[(l.head+i)&(len(l.buf)-1)])
+		}
+	}
+	for _, ks := range q.keys {
+		for i := 0; i < ks.parked.n; i++ {
+			offer(ks.parked.buf[(ks.parked.head+i)&(len(ks.parked.buf)-1)])
+		}
+	}
+	for _, r := range q.delayed {
+		offer(r)
+	}
+	if opts.InFlight {
+		for _, r := range q.leases {
+			offer(r)
+		}
+	}
+	rs := sel.Sorted()
+	page := engines.PeekPage{Messages: make([]engines.Peeked, len(rs))}
+	for i, r := range rs {
+		st := engines.StateReady
+		switch r.state {
+		case stateDelayed:
+			st = engines.StateDelayed
+		case stateLeased:
+			st = engines.StateInFlight
+		}
+		page.Messages[i] = engines.Peeked{State: st, Delivery: engines.Delivery{
+			Message:    r.msg,
+			Queue:      q.name,
+			Attempt:    int(r.attempt),
+			Failures:   int(r.failures),
+			EnqueuedAt: q.e.wall(r.enq),
+		}}
+	}
+	if more > len(rs) {
+		page.Next = pagesel.FormatCursor(rs[len(rs)-1].seq)
+	}
+	return page, nil
 }
 
 // waiting lists the records that are not leased, in delivery order: ready

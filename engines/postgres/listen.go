@@ -86,15 +86,21 @@ func (e *Engine) wake(id int32) {
 func (e *Engine) listen() {
 	log := newRateLog(e.log, "LISTEN connection lost; receivers poll until it is back")
 	backoff := time.Duration(0)
+	connected := false // once: every later connection is a reconnect
 	for e.ctx.Err() == nil {
 		err := e.listenOnce(func() {
 			backoff = 0
 			log.ok()
+			if connected {
+				e.opts.Events.Reconnected()
+			}
+			connected = true
 		})
 		e.listening.Store(false)
 		if e.ctx.Err() != nil {
 			return
 		}
+		e.opts.Events.Error("listen", err)
 		log.fail(err)
 		backoff = min(max(backoff*2, 100*time.Millisecond), 5*time.Second)
 		t := time.NewTimer(backoff)

@@ -63,6 +63,14 @@ type Options struct {
 	// NoMigrate skips the automatic migration at New; the schema must then
 	// be at SchemaVersion() already (see Migrate and `qrun migrate`).
 	NoMigrate bool
+	// Producer opens the engine only to enqueue, as `qrun send` does: New
+	// neither migrates (as with NoMigrate, the schema must be current) nor
+	// declares Topics, and of the background loops starts only the one
+	// that NOTIFYs other processes of new messages: no listener, no
+	// reaper, no batched acks (an ack is written before it returns). Leases
+	// a producer takes are not reaped by it: the consuming qrun's reaper
+	// does that.
+	Producer bool
 	// PollInterval is how often an idle receiver and the reaper look at the
 	// database without being woken (default 1s). LISTEN/NOTIFY wakes
 	// receivers at once; polling is the fallback when notifications are
@@ -77,6 +85,10 @@ type Options struct {
 	Topics []Topic
 	// Logger receives the engine's logs (default: none).
 	Logger *zap.Logger
+	// Events is told of connections re-established after one was lost
+	// (the LISTEN connection, or a pool connection after a broken one was
+	// dropped) and of LISTEN connection failures (op "listen").
+	Events engines.Events
 }
 
 func (o *Options) defaults() error {
@@ -88,6 +100,9 @@ func (o *Options) defaults() error {
 	}
 	if o.MaxConns == 0 {
 		o.MaxConns = DefaultMaxConns
+	}
+	if o.Events == nil {
+		o.Events = engines.NopEvents{}
 	}
 	if o.MaxConns < 2 {
 		return fmt.Errorf("postgres: max_conns %d: need at least 2: %w", o.MaxConns, ErrConfig)
@@ -142,6 +157,7 @@ type Engine struct {
 
 	ctx    context.Context // ends at Close; stops the background loops
 	cancel context.CancelFunc
+	loops  []string // names of the background loops started, for tests
 	wg     sync.WaitGroup
 	closed atomic.Bool
 
@@ -172,6 +188,20 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		pcfg.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(opts.StatementTimeout.Milliseconds())
 	}
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "qrun"
+	// A pool connection found broken (closed under the pool) marks the pool
+	// as having lost one; the next connection it makes is a reconnect.
+	var lost atomic.Bool
+	pcfg.BeforeClose = func(c *pgx.Conn) {
+		if c.IsClosed() {
+			lost.Store(true)
+		}
+	}
+	pcfg.AfterConnect = func(context.Context, *pgx.Conn) error {
+		if lost.Swap(false) {
+			opts.Events.Reconnected()
+		}
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -194,14 +224,18 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	e.notify = newNotifier(e)
 	e.acks = newAcker(e)
 	e.reaper = newReaper(e)
-	e.start(e.listen)
-	e.start(e.notify.run)
-	e.start(e.acks.run)
-	e.start(e.reaper.run)
+	e.start("notify", e.notify.run)
+	if !opts.Producer {
+		e.start("listen", e.listen)
+		e.start("acks", e.acks.run)
+		e.start("reaper", e.reaper.run)
+	}
 	return e, nil
 }
 
-func (e *Engine) start(f func()) {
+// start runs f until the engine closes; name is kept for tests.
+func (e *Engine) start(name string, f func()) {
+	e.loops = append(e.loops, name)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -216,7 +250,7 @@ func (e *Engine) prepare(ctx context.Context) error {
 		return fmt.Errorf("postgres: connect: %w", err)
 	}
 	defer conn.Release()
-	if !e.opts.NoMigrate {
+	if !e.opts.NoMigrate && !e.opts.Producer {
 		applied, err := Migrate(ctx, conn.Conn(), e.opts.Schema)
 		if err != nil {
 			return err
@@ -232,6 +266,9 @@ func (e *Engine) prepare(ctx context.Context) error {
 		if want := SchemaVersion(); v != want {
 			return fmt.Errorf("postgres: schema %s is at version %d, this qrun needs %d; run `qrun migrate` or enable migrate: %w", e.opts.Schema, v, want, ErrSchemaVersion)
 		}
+	}
+	if e.opts.Producer {
+		return nil // the topics are the consuming qrun's to declare
 	}
 	for _, t := range e.opts.Topics {
 		if err := e.declareTopic(ctx, t); err != nil {

@@ -704,3 +704,162 @@ func TestHugeVisibilityTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestProducerEngine: an engine opened with Producer migrates nothing
+// (an empty schema is refused), declares no topics, starts only the NOTIFY
+// loop, and still enqueues what a full engine elsewhere receives; an ack
+// it makes is written before it returns.
+func TestProducerEngine(t *testing.T) {
+	t.Parallel()
+	s := pgtest.Need(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := postgres.New(ctx, postgres.Options{DSN: s.DSN, Schema: s.Schema(t), Producer: true})
+	if !errors.Is(err, postgres.ErrSchemaVersion) {
+		t.Fatalf("New(Producer) on an empty schema: %v, want ErrSchemaVersion (no migration)", err)
+	}
+
+	schema := s.Schema(t)
+	consumer := newEngine(t, schema, postgres.Options{})
+	if got := postgres.Loops(consumer); !slices.Equal(got, []string{"notify", "listen", "acks", "reaper"}) {
+		t.Fatalf("a full engine started loops %v", got)
+	}
+	producer := newEngine(t, schema, postgres.Options{Producer: true,
+		Topics: []postgres.Topic{{Name: "never_declared", Subscriptions: []string{"sub"}}}})
+	if got := postgres.Loops(producer); !slices.Equal(got, []string{"notify"}) {
+		t.Fatalf("a producer engine started loops %v, want only notify", got)
+	}
+	var topics int
+	if err := producer.Pool().QueryRow(ctx, "SELECT count(*) FROM "+schema+".queues WHERE kind = 'topic'").Scan(&topics); err != nil || topics != 0 {
+		t.Fatalf("a producer declared %d topics (%v), want none", topics, err)
+	}
+
+	pq, err := producer.Open(ctx, engines.QueueSpec{Name: "jobs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pq.Close()
+	if err := pq.Enqueue(ctx, engines.Message{Body: []byte("hello")}); err != nil {
+		t.Fatal(err)
+	}
+	cq, err := consumer.Open(ctx, engines.QueueSpec{Name: "jobs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cq.Close()
+	ds, err := engines.ReceiveN(ctx, cq, 1)
+	if err != nil || len(ds) != 1 || string(ds[0].Body) != "hello" {
+		t.Fatalf("consumer received %v, %v; want the producer's message", ds, err)
+	}
+	if err := ds[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A producer that receives writes its ack at once: no loop batches it.
+	if err := pq.Enqueue(ctx, engines.Message{Body: []byte("again")}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err = engines.ReceiveN(ctx, pq, 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("producer Receive: %v, %v", ds, err)
+	}
+	if err := ds[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := producer.Pool().QueryRow(ctx, "SELECT count(*) FROM "+schema+".messages").Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d messages left after the producer's ack returned (%v), want 0", left, err)
+	}
+}
+
+// recordedEvents counts what an engine reports through engines.Events and
+// signals each reconnect.
+type recordedEvents struct {
+	reconnects chan struct{}
+	mu         sync.Mutex
+	errs       map[string]int
+}
+
+func newRecordedEvents() *recordedEvents {
+	return &recordedEvents{reconnects: make(chan struct{}, 100), errs: map[string]int{}}
+}
+
+func (r *recordedEvents) Error(op string, _ error) {
+	r.mu.Lock()
+	r.errs[op]++
+	r.mu.Unlock()
+}
+
+func (r *recordedEvents) Reconnected() { r.reconnects <- struct{}{} }
+
+func (r *recordedEvents) waitReconnect(t *testing.T, ctx context.Context, what string) {
+	t.Helper()
+	select {
+	case <-r.reconnects:
+	case <-ctx.Done():
+		t.Fatalf("no reconnect reported after %s", what)
+	}
+}
+
+// TestReconnectsAreReported: the LISTEN connection and a pool connection,
+// killed from the server side, each count one reconnect once replaced;
+// the first connections count none.
+func TestReconnectsAreReported(t *testing.T) {
+	s := pgtest.Need(t, srv)
+	t.Parallel()
+	schema := s.Schema(t)
+	ev := newRecordedEvents()
+	e := newEngine(t, schema, postgres.Options{Events: ev, MaxConns: 2})
+	ctx := ctxT(t, time.Minute)
+	waitFor(t, ctx, "listener up", e.Listening)
+	if len(ev.reconnects) != 0 {
+		t.Fatalf("%d reconnects reported for first connections", len(ev.reconnects))
+	}
+	admin, err := pgx.Connect(ctx, s.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE application_name = 'qrun' AND query LIKE 'LISTEN "qrun_' || $1 || '"%'`, schema); err != nil {
+		t.Fatal(err)
+	}
+	ev.waitReconnect(t, ctx, "the LISTEN connection was killed")
+	ev.mu.Lock()
+	listenErrs := ev.errs["listen"]
+	ev.mu.Unlock()
+	if listenErrs < 1 {
+		t.Fatal("the lost LISTEN connection reported no listen error")
+	}
+
+	// A pool connection dies under the pool: found broken when next used,
+	// dropped, and the next one the pool makes is a reconnect.
+	c, err := e.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int32
+	if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("a query on a terminated connection succeeded")
+	}
+	c.Release()
+	// Both of the pool's two connections at once: at least one is new.
+	c1, err := e.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := e.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1.Release()
+	c2.Release()
+	ev.waitReconnect(t, ctx, "a pool connection was killed")
+}

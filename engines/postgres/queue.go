@@ -637,6 +637,77 @@ func (h *handle) Peek(ctx context.Context, max int) ([]engines.Delivery, error) 
 	return out, nil
 }
 
+// PeekPage implements engines.Peeker: a scan in seq order, the cursor
+// being the last seq returned. A message keeps its seq through deliveries
+// and retries (only a dead-letter move takes it to another queue). Acks
+// still being batched are written first, so a message acked before the
+// call is not shown.
+func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engines.PeekPage, error) {
+	if err := h.check("peek at"); err != nil {
+		return engines.PeekPage{}, err
+	}
+	if opts.Max < 1 {
+		return engines.PeekPage{}, fmt.Errorf("postgres: peek at %q: max %d < 1: %w", h.name, opts.Max, engines.ErrInvalid)
+	}
+	var after int64
+	if opts.After != "" {
+		n, err := strconv.ParseInt(opts.After, 10, 64)
+		if err != nil || n < 0 {
+			return engines.PeekPage{}, fmt.Errorf("postgres: peek at %q: cursor %q is not one this engine made: %w", h.name, opts.After, engines.ErrInvalid)
+		}
+		after = n
+	}
+	if err := h.e.acks.sync(ctx); err != nil {
+		return engines.PeekPage{}, h.e.opErr("peek at", h.name, err)
+	}
+	// One row more than the page says whether the scan goes on.
+	rows, err := h.e.pool.Query(ctx, h.e.sql.peekPage, h.id, after, opts.InFlight, int64(opts.Max)+1)
+	if err != nil {
+		return engines.PeekPage{}, h.e.opErr("peek at", h.name, err)
+	}
+	defer rows.Close()
+	var page engines.PeekPage
+	var lastSeq int64
+	for rows.Next() {
+		var (
+			seq               int64
+			prio, state       int16
+			attempt, failures int32
+			d                 engines.Delivery
+			attrs             []byte
+		)
+		if err := rows.Scan(&seq, &d.ID, &prio, &d.EnqueuedAt, &attempt, &failures, &d.OrderingKey, &d.ContentType, &d.CorrelationID, &attrs, &d.Body, &state); err != nil {
+			return engines.PeekPage{}, h.e.opErr("peek at", h.name, err)
+		}
+		if len(page.Messages) == opts.Max {
+			page.Next = strconv.FormatInt(lastSeq, 10)
+			break
+		}
+		if d.ID == "" {
+			d.ID = strconv.FormatInt(seq, 10)
+		}
+		if d.Body == nil {
+			d.Body = []byte{}
+		}
+		d.Priority, d.Attempt, d.Failures = uint8(prio), int(attempt), int(failures)
+		d.Attributes = decodeAttributes(attrs)
+		d.Queue = h.name
+		st := engines.StateReady
+		switch state {
+		case 1:
+			st = engines.StateDelayed
+		case 2:
+			st = engines.StateInFlight
+		}
+		page.Messages = append(page.Messages, engines.Peeked{Delivery: d, State: st})
+		lastSeq = seq
+	}
+	if err := rows.Err(); err != nil {
+		return engines.PeekPage{}, h.e.opErr("peek at", h.name, err)
+	}
+	return page, nil
+}
+
 // Purge implements engines.Purger.
 func (h *handle) Purge(ctx context.Context) (int64, error) {
 	if err := h.check("purge"); err != nil {

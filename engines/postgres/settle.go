@@ -86,7 +86,8 @@ func (e *Engine) Settle(ctx context.Context, t engines.Ticket, s engines.Settlem
 		return fmt.Errorf("postgres: %s message %d: lease expired: %w", op, l.seq, engines.ErrLeaseLost)
 	}
 	token := int64(t.Token)
-	if s.Verdict == engines.Ack && left > int64(ackMargin) {
+	// A producer engine runs no batching loop: its acks are written at once.
+	if s.Verdict == engines.Ack && left > int64(ackMargin) && !e.opts.Producer {
 		e.acks.add(ackReq{seq: l.seq, token: token, queue: l.queue, ordered: l.ordered, deadline: l.deadline.Load()})
 		l.state.Store(leaseDone)
 		return nil

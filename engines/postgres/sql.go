@@ -16,7 +16,7 @@ type statements struct {
 	ack, ackOrdered, settle, extend      string
 	reap, pruneDedup, heal               string
 	stats                                string
-	peek, purge, redrive                 string
+	peek, peekPage, purge, redrive       string
 	notify                               string
 }
 
@@ -225,6 +225,15 @@ func newStatements(schema string) statements {
 			ORDER BY state = 1, CASE WHEN state <> 1 THEN priority END DESC,
 				CASE WHEN state = 1 THEN visible_at END, seq
 			LIMIT $2`),
+		// One page of a scan in seq order ($2 is the last seq seen); $3
+		// includes leased messages. The last column is the state a peek
+		// reports: 0 ready (parked included), 1 delayed, 2 leased.
+		peekPage: s(`SELECT ` + deliveryColumns + `,
+				CASE WHEN state = 2 THEN 2 WHEN state = 1 AND visible_at > now() THEN 1 ELSE 0 END
+			FROM __Q__.messages
+			WHERE queue_id = $1 AND seq > $2 AND (state IN (0, 1, 3) OR ($3 AND state = 2))
+			ORDER BY seq
+			LIMIT $4`),
 		purge: s(`WITH d AS (DELETE FROM __Q__.messages WHERE queue_id = $1 AND state IN (0, 1, 3) RETURNING 1)
 			SELECT count(*) FROM d`),
 		// Redrive moves dead letters back to the queue named by their

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/pagesel"
 	"github.com/qrun-dev/qrun/engines/shm/ring"
 )
 
@@ -73,6 +74,118 @@ func (h *Queue) Peek(ctx context.Context, max int) ([]engines.Delivery, error) {
 		}
 	}
 	return append(ready, later...)[:min(max, len(ready)+len(later))], nil
+}
+
+// localKeyBase is where the scan keys of records that never had a ring
+// position start: above any position a ring reaches.
+const localKeyBase = 1 << 63
+
+// nextLocalKey numbers a record that never had a ring position. Called with
+// q.mu held.
+func (q *queue) nextLocalKey() uint64 {
+	q.localKeys++
+	return localKeyBase + q.localKeys
+}
+
+// PeekPage implements engines.Peeker. The scan order is ring position:
+// what this process holds (ready again, delayed, leased) sorts by the
+// position it was taken from, the ring's own records by theirs, so a
+// message moving from the ring into this process during a scan keeps its
+// place. Delayed enqueues this process holds, which have no position yet,
+// come last. Two exceptions to the Peeker guarantee follow from a ring
+// shared by processes: what other processes hold is not visible, and a
+// delayed enqueue that comes due (and moves into the ring) while the scan
+// is past the ring's records may be missed.
+func (h *Queue) PeekPage(ctx context.Context, opts engines.PeekOptions) (engines.PeekPage, error) {
+	q := h.q
+	if opts.Max < 1 {
+		return engines.PeekPage{}, fmt.Errorf("shm: peek %q: max %d < 1: %w", q.name, opts.Max, engines.ErrInvalid)
+	}
+	after, err := pagesel.ParseCursor("shm", q.name, opts.After)
+	if err != nil {
+		return engines.PeekPage{}, err
+	}
+	if h.closed.Load() {
+		return engines.PeekPage{}, q.errClosed("peek")
+	}
+	type entry struct {
+		key uint64
+		p   engines.Peeked
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return engines.PeekPage{}, q.errClosed("peek")
+	}
+	sel := pagesel.New(opts.Max, func(r *record) uint64 { return r.key })
+	offer := func(r *record) {
+		if r.key > after && r.kind != dueDeadLetter {
+			sel.Add(r)
+		}
+	}
+	for i := 0; i < q.ready.n; i++ {
+		offer(q.ready.buf[(q.ready.head+i)&(len(q.ready.buf)-1)])
+	}
+	for _, r := range q.delayed {
+		offer(r)
+	}
+	if opts.InFlight {
+		q.leases.each(offer)
+	}
+	var local []entry
+	for _, r := range sel.Sorted() {
+		st := engines.StateReady
+		switch r.state {
+		case stateDelayed:
+			st = engines.StateDelayed
+		case stateLeased:
+			st = engines.StateInFlight
+		}
+		m, _ := q.message(r)
+		local = append(local, entry{r.key, engines.Peeked{State: st, Delivery: engines.Delivery{
+			Message: m, Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures), EnqueuedAt: time.Unix(0, r.enq)}}})
+	}
+	q.mu.Unlock()
+
+	var shared []entry
+	if after < localKeyBase {
+		recs, err := q.r.PeekFrom(after, opts.Max)
+		if err != nil {
+			return engines.PeekPage{}, q.errClosed("peek")
+		}
+		now := time.Now().UnixNano()
+		for _, rc := range recs {
+			r := record{raw: rc.Data, flags: rc.Flags, enq: rc.Enqueued}
+			m, env := q.decodeForeign(&r, rc.Pos)
+			st := engines.StateReady
+			if rc.Visible > now {
+				st = engines.StateDelayed
+			}
+			shared = append(shared, entry{rc.Pos + 1, engines.Peeked{State: st, Delivery: engines.Delivery{
+				Message: m, Queue: q.name, Attempt: int(min(env.attempt, 1<<31-1)), EnqueuedAt: time.Unix(0, r.enq)}}})
+		}
+	}
+	// Merge the two sorted lists; a position taken from the ring between
+	// the two reads may show in both, and is kept once.
+	var page engines.PeekPage
+	last := after
+	for len(page.Messages) < opts.Max && (len(local) > 0 || len(shared) > 0) {
+		var e entry
+		if len(shared) == 0 || (len(local) > 0 && local[0].key <= shared[0].key) {
+			e, local = local[0], local[1:]
+		} else {
+			e, shared = shared[0], shared[1:]
+		}
+		if len(page.Messages) > 0 && e.key == last {
+			continue
+		}
+		page.Messages = append(page.Messages, e.p)
+		last = e.key
+	}
+	if len(page.Messages) == opts.Max {
+		page.Next = pagesel.FormatCursor(last)
+	}
+	return page, nil
 }
 
 // decodeForeign decodes a record read from the ring into r (raw, flags and
@@ -281,6 +394,7 @@ func (q *queue) holdReady(recs []ring.Record) {
 	for _, rc := range recs {
 		r := q.newRecord()
 		r.raw, r.flags, r.enq = rc.Data, rc.Flags, rc.Enqueued
+		r.key = q.nextLocalKey()
 		m, _ := q.message(r)
 		r.id = m.ID
 		q.makeReady(r)

@@ -80,10 +80,13 @@ type queue struct {
 	maxAttempts int32
 	deadLetter  string
 
-	ready   fifo    // to be redelivered, ahead of the ring
-	delayed dueHeap // by due time
-	leases  leaseSet
-	free    []*record
+	ready fifo // to be redelivered, ahead of the ring
+	// localKeys numbers, for PeekPage, the records this process holds that
+	// never had a ring position; they sort after every position.
+	localKeys uint64
+	delayed   dueHeap // by due time
+	leases    leaseSet
+	free      []*record
 
 	timer      *time.Timer
 	timerArmed bool
@@ -264,6 +267,7 @@ func (q *queue) hold(msgs []engines.Message) {
 		r.raw = appendEnvelope(nil, m, envelope{expires: ttlDeadline(after(enq, m.Delay), m.TTL)})
 		r.enq = enq
 		r.kind = dueEnqueue
+		r.key = q.nextLocalKey()
 		q.delay(r, after(now, m.Delay))
 		q.enqueued.Add(1)
 	}
@@ -438,6 +442,7 @@ func (q *queue) admit(buf []engines.Delivery, n int, recs []ring.Record, arena [
 		rc := &recs[i]
 		r := q.newRecord()
 		r.raw, r.flags = rc.Data, rc.Flags
+		r.key = rc.Pos + 1
 		var m engines.Message
 		var env envelope
 		if rc.Flags&ring.FlagEnvelope != 0 {

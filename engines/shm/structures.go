@@ -34,6 +34,7 @@ type record struct {
 	expires  int64  // engine clock TTL deadline while never delivered; 0: none
 	token    uint64 // lease generation, never reset
 	lseq     uint64 // lease-set entry generation (see leaseSet)
+	key      uint64 // PeekPage scan order: ring position + 1, or localKeys + n for one never in the ring
 	idx      int32  // position in its heap
 	attempt  int32
 	failures int32
@@ -182,6 +183,18 @@ func (s *leaseSet) add(r *record) {
 	}
 	s.fifo[(s.head+s.n)&(len(s.fifo)-1)] = leaseEntry{r: r, seq: r.lseq, due: r.due}
 	s.n++
+}
+
+// each calls f with every leased record.
+func (s *leaseSet) each(f func(*record)) {
+	for i := 0; i < s.n; i++ {
+		if e := s.at(i); e.valid() {
+			f(e.r)
+		}
+	}
+	for _, r := range s.heap {
+		f(r)
+	}
 }
 
 func (s *leaseSet) at(i int) *leaseEntry { return &s.fifo[(s.head+i)&(len(s.fifo)-1)] }

@@ -25,6 +25,10 @@ type Operator interface {
 	// Peek returns up to max ready or delayed messages of a queue without
 	// consuming them; a queue whose engine cannot is engines.ErrUnsupported.
 	Peek(ctx context.Context, queue string, max int) ([]engines.Delivery, error)
+	// PeekPage returns one page of a scan of a whole queue (see
+	// engines.Peeker.PeekPage); a queue whose engine cannot peek is
+	// engines.ErrUnsupported.
+	PeekPage(ctx context.Context, queue string, opts engines.PeekOptions) (engines.PeekPage, error)
 	// Purge removes a queue's ready and delayed messages.
 	Purge(ctx context.Context, queue string) (int64, error)
 	// Redrive moves messages of a dead-letter queue back to their source:
@@ -119,12 +123,34 @@ type MessageInfo struct {
 	// attributes, for messages in a dead-letter queue.
 	DeadLetterReason string `json:"dead_letter_reason,omitempty"`
 	DeadLetterSource string `json:"dead_letter_source,omitempty"`
+	// State is "ready", "delayed" or "in_flight"; only a scan (a request
+	// with a cursor) reports it.
+	State string `json:"state,omitempty"`
 }
 
 // PeekResponse is the answer of GET /v1/queues/{name}/messages.
 type PeekResponse struct {
 	Queue    string        `json:"queue"`
 	Messages []MessageInfo `json:"messages"`
+	// NextCursor continues a scan: pass it as cursor for the next page.
+	// It is absent when the scan is complete, and on an answer to a
+	// request without a cursor.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// PeekQuery is a GET /v1/queues/{name}/messages request.
+type PeekQuery struct {
+	// Limit is the most messages in the answer; 0 is DefaultPeekLimit.
+	Limit int
+	// BodyLimit cuts longer bodies; 0 is DefaultPeekBodyLimit.
+	BodyLimit int
+	// Scan asks for a page of a scan of the whole queue, starting after
+	// Cursor ("" is the start), instead of the first messages in delivery
+	// order.
+	Scan   bool
+	Cursor string
+	// InFlight includes leased messages; it implies Scan.
+	InFlight bool
 }
 
 // RedriveRequest is the body of POST /v1/queues/{name}/redrive; no IDs
@@ -259,6 +285,29 @@ func (s *server) peek(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	queue := r.PathValue("name")
+	query := r.URL.Query()
+	inFlight := false
+	if v := query.Get("in_flight"); v != "" {
+		if inFlight, err = strconv.ParseBool(v); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("in_flight=%q: want true or false", v))
+			return
+		}
+	}
+	if query.Has("cursor") || inFlight {
+		// A scan: pages in the engine's scan order, each message once.
+		page, err := ops.PeekPage(r.Context(), queue, engines.PeekOptions{Max: limit, After: query.Get("cursor"), InFlight: inFlight})
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		out := PeekResponse{Queue: queue, Messages: make([]MessageInfo, len(page.Messages)), NextCursor: page.Next}
+		for i := range page.Messages {
+			out.Messages[i] = messageInfo(&page.Messages[i].Delivery, bodyLimit)
+			out.Messages[i].State = page.Messages[i].State.String()
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
 	ds, err := ops.Peek(r.Context(), queue, limit)
 	if err != nil {
 		fail(w, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,38 @@ func (f *fakeOps) Peek(_ context.Context, queue string, max int) ([]engines.Deli
 		{Message: engines.Message{ID: "1", Body: []byte(big)}, Attempt: 2, EnqueuedAt: time.Unix(1, 0)},
 		{Message: engines.Message{ID: "2", Body: []byte{0xff, 0xfe}}},
 	}[:min(max, 2)], nil
+}
+
+// PeekPage serves a queue of five messages, the third in flight, with the
+// index as cursor.
+func (f *fakeOps) PeekPage(_ context.Context, queue string, opts engines.PeekOptions) (engines.PeekPage, error) {
+	if queue != "q" {
+		return engines.PeekPage{}, fmt.Errorf("%w: %q", admin.ErrUnknownQueue, queue)
+	}
+	start := 0
+	if opts.After != "" {
+		n, err := strconv.Atoi(opts.After)
+		if err != nil {
+			return engines.PeekPage{}, fmt.Errorf("cursor %q: %w", opts.After, engines.ErrInvalid)
+		}
+		start = n
+	}
+	var page engines.PeekPage
+	i := start
+	for ; i < 5 && len(page.Messages) < opts.Max; i++ {
+		st := engines.StateReady
+		if i == 2 {
+			if !opts.InFlight {
+				continue
+			}
+			st = engines.StateInFlight
+		}
+		page.Messages = append(page.Messages, engines.Peeked{State: st, Delivery: engines.Delivery{Message: engines.Message{ID: strconv.Itoa(i), Body: []byte("b")}}})
+	}
+	if i < 5 {
+		page.Next = strconv.Itoa(i)
+	}
+	return page, nil
 }
 
 func (f *fakeOps) Purge(context.Context, string) (int64, error) { return 7, nil }
@@ -199,4 +232,55 @@ func doJSON(req *http.Request, out any) error {
 		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// TestPeekScan pages through a queue with the cursor: the answer carries
+// each message's state and the cursor of the next page, none after the
+// last; in_flight adds leased messages; a bad cursor or in_flight is 400.
+func TestPeekScan(t *testing.T) {
+	t.Parallel()
+	c, _ := newOpsServer(t, &fakeOps{})
+	ctx := context.Background()
+	scan := func(inFlight bool) (ids, states []string, pages int) {
+		q := admin.PeekQuery{Limit: 2, Scan: true, InFlight: inFlight}
+		for {
+			r, err := c.PeekQuery(ctx, "q", q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, m := range r.Messages {
+				ids, states = append(ids, m.ID), append(states, m.State)
+			}
+			if r.NextCursor == "" {
+				return ids, states, pages
+			}
+			q.Cursor = r.NextCursor
+		}
+	}
+	ids, states, pages := scan(false)
+	if strings.Join(ids, ",") != "0,1,3,4" || strings.Join(states, ",") != "ready,ready,ready,ready" || pages != 2 {
+		t.Fatalf("scan: ids %v states %v in %d pages; want 0,1,3,4 all ready in 2", ids, states, pages)
+	}
+	ids, states, _ = scan(true)
+	if strings.Join(ids, ",") != "0,1,2,3,4" || states[2] != "in_flight" {
+		t.Fatalf("scan with in-flight: ids %v states %v; want 0-4 with 2 in_flight", ids, states)
+	}
+	// Without a cursor the route answers as before: no state, no cursor.
+	r, err := c.PeekQuery(ctx, "q", admin.PeekQuery{Limit: 1})
+	if err != nil || r.NextCursor != "" || len(r.Messages) != 1 || r.Messages[0].State != "" {
+		t.Fatalf("peek without a cursor: %+v, %v", r, err)
+	}
+	for _, bad := range []string{"cursor=x", "in_flight=maybe"} {
+		req, _ := http.NewRequest("GET", c.BaseURL+"/v1/queues/q/messages?"+bad, nil)
+		req.Header.Set("Authorization", "Bearer t")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("?%s: status %d, want 400", bad, resp.StatusCode)
+		}
+	}
 }

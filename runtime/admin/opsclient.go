@@ -35,6 +35,32 @@ func (c *Client) Peek(ctx context.Context, queue string, limit int) (PeekRespons
 	return out, err
 }
 
+// PeekQuery sends a GET /v1/queues/{name}/messages request with every
+// option of q; with q.Scan (or q.InFlight) the answer is one page of a scan
+// and its NextCursor continues it.
+func (c *Client) PeekQuery(ctx context.Context, queue string, q PeekQuery) (PeekResponse, error) {
+	v := url.Values{}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.BodyLimit > 0 {
+		v.Set("body_limit", strconv.Itoa(q.BodyLimit))
+	}
+	if q.Scan || q.InFlight {
+		v.Set("cursor", q.Cursor)
+	}
+	if q.InFlight {
+		v.Set("in_flight", "true")
+	}
+	path := "/v1/queues/" + url.PathEscape(queue) + "/messages"
+	if len(v) > 0 {
+		path += "?" + v.Encode()
+	}
+	var out PeekResponse
+	err := c.do(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
 // Purge removes the ready and delayed messages of queue.
 func (c *Client) Purge(ctx context.Context, queue string) (PurgeResponse, error) {
 	var out PurgeResponse

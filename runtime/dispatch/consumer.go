@@ -125,6 +125,37 @@ type Consumer struct {
 	workers  []*worker
 	gate     gate // pause and resume
 	recent   recentErrors
+	// Outages of the consumer-level operations: the first success after
+	// failures logs one "recovered" line.
+	receiveOutage, instanceOutage, settleOutage outage
+}
+
+// outage counts the failures of one operation since it last succeeded, so
+// that when an error condition ends (the database is back) one line says
+// so, with how many failures it took and for how long, however many
+// workers saw it.
+type outage struct {
+	failures atomic.Int64
+	since    atomic.Int64 // Unix nanoseconds of the first failure
+}
+
+func (o *outage) fail(now time.Time) {
+	if o.failures.Add(1) == 1 {
+		o.since.Store(now.UnixNano())
+	}
+}
+
+// ok records a success and logs msg if failures came before it. The common
+// case, no outage, costs one atomic load.
+func (o *outage) ok(log *zap.Logger, msg string) {
+	if o.failures.Load() == 0 {
+		return
+	}
+	n := o.failures.Swap(0)
+	if n == 0 {
+		return // another worker reported this recovery
+	}
+	log.Info(msg, zap.Int64("failures", n), zap.Duration("after", time.Since(time.Unix(0, o.since.Load()))))
 }
 
 // New validates cfg and returns a consumer ready to Start.
@@ -313,10 +344,12 @@ func (w *worker) run(ctx context.Context) {
 				continue
 			}
 			w.n.engineErr.Add(1)
+			c.receiveOutage.fail(time.Now())
 			w.logErr("receive", "receive failed", err)
 			w.wait(ctx)
 			continue
 		}
+		c.receiveOutage.ok(c.log, "receive recovered")
 		w.backoff = 0
 		if !w.handleBatch(ctx, ds) {
 			return
@@ -362,9 +395,11 @@ func (w *worker) newInstance(ctx context.Context) bool {
 	inst, err := w.c.cfg.NewInstance(ctx)
 	if err != nil {
 		w.n.instanceErr.Add(1)
+		w.c.instanceOutage.fail(time.Now())
 		w.logErr("instance", "plugin instance failed to start", err)
 		return false
 	}
+	w.c.instanceOutage.ok(w.c.log, "plugin instance started again")
 	w.backoff = 0
 	w.inst = inst
 	w.n.instances.Add(1)
@@ -520,10 +555,12 @@ func (w *worker) applied(o outcome, err error) {
 			w.n.leaseLost.Add(1)
 		} else {
 			w.n.engineErr.Add(1)
+			c.settleOutage.fail(time.Now())
 		}
 		w.logOutcome(d, s, o.herr, err, o.took)
 		return
 	}
+	c.settleOutage.ok(c.log, "applying verdicts recovered")
 	if o.herr != nil || s.Verdict == engines.Nack || s.Verdict == engines.DeadLetter {
 		w.logOutcome(d, s, o.herr, nil, o.took)
 	}

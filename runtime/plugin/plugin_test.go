@@ -981,33 +981,58 @@ func TestClose(t *testing.T) {
 
 // TestCloseAbortsRunningCall is how the dispatcher stops a call when its
 // drain deadline passes: Close from another goroutine while Handle runs.
+// The guest logs one line and then loops, so the test closes the instance
+// once that line arrives, knowing the call is inside the guest: the result
+// must then be ErrTrap. A Close that may come before the call starts is
+// covered too; it must fail the call without naming a cause.
 func TestCloseAbortsRunningCall(t *testing.T) {
-	h := newTestHost(t, nil)
-	p := load(t, h, "ok", Spec{Timeout: time.Minute}, nil)
-	for _, delay := range []time.Duration{0, time.Millisecond, 50 * time.Millisecond} {
+	running := make(chan struct{}, 1)
+	core, _ := observedLogger(zapcore.DebugLevel)
+	log := core.WithOptions(zap.Hooks(func(e zapcore.Entry) error {
+		if e.Message == "looping" {
+			select {
+			case running <- struct{}{}:
+			default:
+			}
+		}
+		return nil
+	}))
+	h := newTestHost(t, log)
+	p := load(t, h, "log_loop", Spec{Timeout: time.Minute}, nil)
+	for _, inGuest := range []bool{false, true} {
 		in, err := p.NewInstance(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan Result)
 		go func() { done <- in.Handle(context.Background(), delivery("l", nil)) }()
-		time.Sleep(delay)
+		if inGuest {
+			select {
+			case <-running:
+			case r := <-done:
+				t.Fatalf("the looping call returned by itself: %+v", r)
+			}
+		}
 		if err := in.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		select {
 		case r := <-done:
 			if r.Err == nil || r.Verdict != engines.Nack || !in.Broken() {
-				t.Fatalf("aborted call: %+v", r)
+				t.Fatalf("aborted call (in guest: %v): %+v", inGuest, r)
 			}
-			if delay > 0 && !errors.Is(r.Err, ErrTrap) {
-				t.Errorf("aborted call err %v, want ErrTrap", r.Err)
+			if inGuest && !errors.Is(r.Err, ErrTrap) {
+				t.Errorf("call aborted inside the guest: err %v, want ErrTrap", r.Err)
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Close did not stop the running call")
+		case <-time.After(time.Minute):
+			t.Fatal("Close did not stop the running call") // a hang, not a timing assert
 		}
 		if err := in.Close(context.Background()); err != nil {
 			t.Errorf("second Close: %v", err)
+		}
+		select { // the racing case may or may not have entered the guest
+		case <-running:
+		default:
 		}
 	}
 	// The plugin is unaffected.

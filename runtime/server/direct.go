@@ -47,8 +47,10 @@ func findQueue(cfg *config.File, name string) (*config.Queue, *config.Engine, er
 // SendDirect enqueues msgs into the named queue from this process: it opens
 // only that queue's engine, attaches to the queue without changing its
 // settings, enqueues and closes. It is what `qrun send` does for engines
-// whose queues other processes share (shm, posixmq), so no admin API and no
-// running qrun are needed. The IDs are written back into msgs.
+// whose queues other processes share (shm, postgres), so no admin API and no
+// running qrun are needed. The engine is opened as a producer
+// (EngineOptions.Producer): no migrations, no background loops. The IDs are
+// written back into msgs.
 func SendDirect(ctx context.Context, cfg *config.File, reg *Registry, queue string, msgs []engines.Message, log *zap.Logger) (err error) {
 	if reg == nil {
 		reg = Builtin()
@@ -66,6 +68,7 @@ func SendDirect(ctx context.Context, cfg *config.File, reg *Registry, queue stri
 	eng, err := reg.open(ctx, ec.Type, EngineOptions{
 		Name: ec.Name, Body: ec.Body, Eval: cfg.EvalContext(),
 		DataDir: filepath.Join(cfg.Runtime.DataDir, ec.Name), Logger: log.With(zap.String("engine", ec.Name)),
+		Producer: true,
 	})
 	if err != nil {
 		return fmt.Errorf("engine %q: %w", ec.Name, err)

@@ -163,6 +163,8 @@ func durationSetting(expr hcl.Expression, eval *hcl.EvalContext, name string, le
 func postgresType() EngineType {
 	t := decodedType(PostgresOptions, func(ctx context.Context, opts postgres.Options, o EngineOptions) (engines.Engine, error) {
 		opts.Logger = o.Logger
+		opts.Producer = o.Producer
+		opts.Events = o.Events // qrun_engine_reconnects_total, qrun_engine_errors_total{op="listen"}
 		return postgres.New(ctx, opts)
 	})
 	// The queues live in the database, for every process that reaches it.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/shm"
+	"github.com/qrun-dev/qrun/engines/shm/ring"
 	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/server"
@@ -158,6 +160,33 @@ func TestShmIdleCPU(t *testing.T) {
 	}
 }
 
+// waitSleepers waits until n consumers sleep on the ring at path. The ring
+// header's sleeper count is the event; nothing else says that every worker
+// has reached its idle wait.
+func waitSleepers(t *testing.T, path string, n uint32) {
+	t.Helper()
+	var r *ring.Ring
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var err error
+		if r == nil {
+			r, err = ring.Open(path, ring.Options{})
+		}
+		if err == nil {
+			var st ring.Stats
+			if st, err = r.Stats(); err == nil && st.Sleepers >= n {
+				_ = r.Close()
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d consumers never slept on %s (last error: %v)", n, path, err)
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond) // poll the condition; the deadline only bounds a hang
+	}
+}
+
 // TestShmIdleChild is TestShmIdleCPU's child: it runs only when re-executed.
 func TestShmIdleChild(t *testing.T) {
 	prefix := os.Getenv(envIdleChild)
@@ -181,11 +210,16 @@ consumer "ack" {
   concurrency = 4
 }`, prefix, forwardWasm(t)))
 	srv := start(t, cfg, server.Options{})
-	for !srv.Ready() {
-		time.Sleep(10 * time.Millisecond)
+	// Measure from the moment all four workers sleep on the ring: start-up
+	// (compilation, instances) is over then, whatever the machine's load.
+	path, err := ring.Path("", prefix+"in")
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Let start-up (compilation, instance creation) finish before measuring.
-	time.Sleep(200 * time.Millisecond)
+	waitSleepers(t, path, 4)
+	if !srv.Ready() {
+		t.Fatal("four workers wait on the ring but the server is not ready")
+	}
 	cpu := func() time.Duration {
 		var ru syscall.Rusage
 		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {

@@ -68,6 +68,19 @@ func (s *Server) Peek(ctx context.Context, queue string, max int) ([]engines.Del
 	return p.Peek(ctx, max)
 }
 
+// PeekPage returns one page of a scan of a whole queue.
+func (s *Server) PeekPage(ctx context.Context, queue string, opts engines.PeekOptions) (engines.PeekPage, error) {
+	q, err := s.queueEntry(queue)
+	if err != nil {
+		return engines.PeekPage{}, err
+	}
+	p, ok := q.q.(engines.Peeker)
+	if !ok {
+		return engines.PeekPage{}, unsupported(q, "show messages without consuming them (peek)")
+	}
+	return p.PeekPage(ctx, opts)
+}
+
 // Purge removes a queue's ready and delayed messages.
 func (s *Server) Purge(ctx context.Context, queue string) (int64, error) {
 	q, err := s.queueEntry(queue)
@@ -212,15 +225,10 @@ func (s *Server) ConsumerSamples() []metrics.ConsumerSample {
 }
 
 // EngineEvents lets an engine report what the runtime cannot see from the
-// outside: errors talking to its storage and reconnects. Engines cannot
-// import the runtime, so an engine type's Open adapts these methods to the
-// engine's own hooks. Both are safe for concurrent use and cheap.
-type EngineEvents interface {
-	// Error counts a failure of op ("connect", "listen", "fsync", ...).
-	Error(op string, err error)
-	// Reconnected counts a re-established connection.
-	Reconnected()
-}
+// outside: errors talking to its storage and reconnects. It is the
+// engines package's Events, so an engine type's Open hands it to the
+// engine as it is (postgres.Options.Events).
+type EngineEvents = engines.Events
 
 type engineEvents struct {
 	name string

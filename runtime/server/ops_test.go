@@ -460,7 +460,11 @@ queue "q" { engine = "b" }`)
 	c := &admin.Client{BaseURL: "http://" + ln.Addr().String()}
 	ctx := context.Background()
 	for name, call := range map[string]func() error{
-		"peek":    func() error { _, err := c.Peek(ctx, "q", 1); return err },
+		"peek": func() error { _, err := c.Peek(ctx, "q", 1); return err },
+		"scan": func() error {
+			_, err := c.PeekQuery(ctx, "q", admin.PeekQuery{Scan: true, InFlight: true})
+			return err
+		},
 		"purge":   func() error { _, err := c.Purge(ctx, "q"); return err },
 		"redrive": func() error { _, err := c.Redrive(ctx, "q", nil); return err },
 	} {

@@ -27,6 +27,11 @@ type EngineOptions struct {
 	Logger  *zap.Logger
 	// Events counts the engine's errors and reconnects in the metrics.
 	Events EngineEvents
+	// Producer is set when the engine is opened only to enqueue into one
+	// queue (SendDirect): an engine type may then skip what a consuming
+	// runtime needs (postgres migrates nothing and starts no listener,
+	// reaper or ack batching).
+	Producer bool
 }
 
 // EngineType is one kind of engine the runtime can build from HCL.

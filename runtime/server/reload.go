@@ -273,6 +273,7 @@ func (p *reloadPlan) openEngines(ctx context.Context) error {
 		eng, err := s.opts.Registry.open(ctx, e.Type, EngineOptions{
 			Name: e.Name, Body: e.Body, Eval: p.new.EvalContext(),
 			DataDir: filepath.Join(s.cfg.Runtime.DataDir, e.Name), Logger: s.log.With(zap.String("engine", e.Name)),
+			Events: s.engineEvents(e.Name),
 		})
 		if err != nil {
 			return p.refuse(e.Range, "Cannot open engine", fmt.Sprintf("Engine %q failed to open: %v.", e.Name, err))

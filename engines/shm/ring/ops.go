@@ -525,12 +525,16 @@ func (r *Ring) signalSpace() {
 	}
 }
 
-// Peek copies up to max published records from the head on, without
+// Peek copies up to n published records from the head on, without
 // consuming anything. Each copy is validated seqlock-style (the slot's
 // sequence is the same after the copy as before), so a record consumed or
 // overwritten meanwhile is left out rather than returned torn. It stops at
 // the first slot still being written.
-func (r *Ring) Peek(max int) ([]Record, error) {
+func (r *Ring) Peek(n int) ([]Record, error) { return r.PeekFrom(0, n) }
+
+// PeekFrom is Peek starting at position from, or at the head when that is
+// further on: the next page of a scan whose last record was at from-1.
+func (r *Ring) PeekFrom(from uint64, n int) ([]Record, error) {
 	if err := r.enter(); err != nil {
 		return nil, err
 	}
@@ -538,7 +542,7 @@ func (r *Ring) Peek(max int) ([]Record, error) {
 	h := r.hdr
 	head, tail := h.head.Load(), h.tail.Load()
 	var out []Record
-	for pos := head; pos < tail && len(out) < max; pos++ {
+	for pos := max(head, from); pos < tail && len(out) < n; pos++ {
 		s := r.slot(pos)
 		seq := s.seq.Load()
 		if seq != 2*pos+1 {

@@ -590,6 +590,10 @@ type Stats struct {
 	Skipped uint64
 	// Abandoned counts claimed reads the stall rule released.
 	Abandoned uint64
+	// Sleepers is the number of consumers, in every process, asleep in
+	// WaitData at this moment: what a test waits on to know that
+	// consumers are idle rather than guessing how long start-up takes.
+	Sleepers uint32
 }
 
 // Stats reads the shared counters.
@@ -608,6 +612,7 @@ func (r *Ring) Stats() (Stats, error) {
 	return Stats{
 		Len: min(n, int64(r.cap)), Published: h.published.Load(),
 		Overwritten: h.overwritten.Load(), Skipped: h.skipped.Load(), Abandoned: h.abandoned.Load(),
+		Sleepers: h.dataWaiters.Load(),
 	}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -574,5 +575,33 @@ func runConcurrent(t *testing.T, per int) {
 			}
 			t.Logf("%s: consumed %d, overwritten %d", mode, got, st.Overwritten)
 		})
+	}
+}
+
+// TestStatsSleepers counts a consumer asleep in WaitData and stops counting
+// it once Notify wakes it: the event tests use to know consumers are idle.
+func TestStatsSleepers(t *testing.T) {
+	r := newTestRing(t, Geometry{SlotSize: 8, Capacity: 8}, Options{})
+	if st, _ := r.Stats(); st.Sleepers != 0 {
+		t.Fatalf("Sleepers = %d with nobody waiting", st.Sleepers)
+	}
+	woke := make(chan error)
+	go func() { woke <- r.WaitData(context.Background(), time.Time{}, nil) }()
+	for {
+		st, err := r.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Sleepers == 1 {
+			break
+		}
+		runtime.Gosched() // the condition is the event: the sleeper registers
+	}
+	push(t, r, "x")
+	if err := <-woke; err != nil {
+		t.Fatalf("WaitData: %v", err)
+	}
+	if st, _ := r.Stats(); st.Sleepers != 0 {
+		t.Fatalf("Sleepers = %d after the sleeper woke", st.Sleepers)
 	}
 }
