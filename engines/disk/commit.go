@@ -85,10 +85,11 @@ func (e *Engine) add(ops ...op) (*batch, error) {
 	return b, nil
 }
 
-// wait blocks until b is on disk. A caller whose ctx ends stops waiting, but
-// its ops are committed all the same: like a network timeout, the caller
-// cannot tell whether its request took effect.
-func (b *batch) wait(ctx context.Context) error {
+// Wait blocks until b is on disk (it is the engines.Pending of StartSettle).
+// A caller whose ctx ends stops waiting, but its ops are committed all the
+// same: like a network timeout, the caller cannot tell whether its request
+// took effect.
+func (b *batch) Wait(ctx context.Context) error {
 	select {
 	case <-b.done:
 		return b.err

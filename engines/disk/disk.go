@@ -296,7 +296,7 @@ func (e *Engine) Open(ctx context.Context, s engines.QueueSpec) (engines.Queue, 
 		return nil, err
 	}
 	if b != nil {
-		if err := b.wait(ctx); err != nil {
+		if err := b.Wait(ctx); err != nil {
 			return nil, fmt.Errorf("disk: open %q: %w", s.Name, err)
 		}
 	}

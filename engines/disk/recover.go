@@ -323,7 +323,7 @@ func (e *Engine) afterRecovery(ctx context.Context) error {
 	}
 	e.recovered = nil
 	if last != nil {
-		return last.wait(ctx)
+		return last.Wait(ctx)
 	}
 	return nil
 }
