@@ -88,6 +88,15 @@ type QueueSpec struct {
 	// Ordered delivers messages sharing an OrderingKey one at a time, in
 	// enqueue order (requires the Ordering capability).
 	Ordered bool
+	// Retry is the queue's backoff after a failure. The runtime computes
+	// the delay of every failure it sees itself and passes it with the
+	// Nack; a durable engine uses Retry for the failure it alone sees, a
+	// lease that was still outstanding when the process stopped: found at
+	// the next open, the message becomes visible again after
+	// Retry.Delay(failures before it), counted from that open, rather than
+	// at once (so a message that crashes the process does not burn its
+	// attempts in a restart loop). Zero redelivers at once.
+	Retry RetryPolicy
 }
 
 // DefaultVisibilityTimeout is the lease length used when a spec leaves it zero.

@@ -32,6 +32,7 @@ type queue struct {
 	maxAttempts int32
 	deadLetter  string
 	ordered     bool
+	backoff     engines.RetryPolicy // applied at open to leases a stopped process left outstanding
 
 	ready   heap // by priority, then enqueue order
 	delayed heap // by visible time
@@ -91,8 +92,9 @@ func (q *queue) configure(s engines.QueueSpec, created bool) (*batch, error) {
 		q.maxAttempts = int32(min(s.MaxAttempts, math.MaxInt32))
 		q.deadLetter = s.DeadLetter
 		q.ordered = s.Ordered
+		q.backoff = s.Retry
 	}
-	return q.e.add(op{kind: opPutSpec, q: q, val: encodeSpec(spec{vt: q.vt, maxAttempts: q.maxAttempts, ordered: q.ordered, deadLetter: q.deadLetter})})
+	return q.e.add(op{kind: opPutSpec, q: q, val: encodeSpec(spec{vt: q.vt, maxAttempts: q.maxAttempts, ordered: q.ordered, deadLetter: q.deadLetter, retry: q.backoff})})
 }
 
 func (q *queue) close() {
