@@ -82,8 +82,12 @@ type QueueSpec struct {
 	// DeadLetter names the queue, in the same engine, that receives messages
 	// which exhausted MaxAttempts or were dead-lettered explicitly. Empty means
 	// such messages are dropped and counted. A dead letter keeps its ID, body,
-	// EnqueuedAt and a copy of its attributes, to which AttrDeadLetterReason
+	// EnqueuedAt, its history (the Attempt and Failures it had reached in
+	// this queue: Peek shows them, and a delivery from the dead-letter queue
+	// is the next attempt, so a dead-letter queue's own MaxAttempts counts
+	// them too) and a copy of its attributes, to which AttrDeadLetterReason
 	// and AttrDeadLetterSource are added; Delay, TTL and DedupID are cleared.
+	// A redrive starts it again at attempt 1 with no failures.
 	DeadLetter string
 	// Ordered delivers messages sharing an OrderingKey one at a time, in
 	// enqueue order (requires the Ordering capability).

@@ -47,6 +47,9 @@ type op struct {
 	key  string // dedup ID; dead-letter reason
 	rec  *record
 	dst  *queue
+	// The dead letter's attempts and failures in its source queue
+	// (opDeadLetter), which it keeps in the dead-letter queue.
+	attempt, failures int32
 }
 
 // batch is one group commit: its ops, and done, closed once they are on
@@ -322,7 +325,14 @@ func (e *Engine) apply(tx *bolt.Tx, o *op, x *buckets, get func(*queue) (*bucket
 		}
 		r := o.rec
 		r.id, r.prio, r.enq, r.due, r.expire, r.okey, r.source = h.id, h.prio, h.enq, now, 0, h.okey, h.deadLetterQ
-		return dx.msgs.Put(seqKey(key, r.seq), nv)
+		r.attempt, r.failures = o.attempt, o.failures
+		if err := dx.msgs.Put(seqKey(key, r.seq), nv); err != nil {
+			return err
+		}
+		if r.attempt == 0 && r.failures == 0 {
+			return nil // a redrive, or a message never delivered: no history
+		}
+		return dx.state.Put(seqKey(key, r.seq), encodeState(state{attempt: r.attempt, failures: r.failures, due: now}))
 	case opPutDedup:
 		return x.dedup.Put([]byte(o.key), o.val)
 	case opDelDedup:

@@ -101,7 +101,8 @@ func TestLeaseOutstandingAtStopCountedOnce(t *testing.T) {
 
 // TestLeaseExhaustedAtStopDeadLetteredOnce: a lease that was the message's
 // last attempt dead-letters it at the next open, in the same transaction
-// that records the expiry, and later opens count neither again.
+// that records the expiry, and later opens count neither again. The dead
+// letter keeps its attempts and failures across the opens.
 func TestLeaseExhaustedAtStopDeadLetteredOnce(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -121,6 +122,10 @@ func TestLeaseExhaustedAtStopDeadLetteredOnce(t *testing.T) {
 		dst, _ := dlq.Stats(ctx)
 		if st.Depth() != 0 || st.ExpiredLeaseTotal != 1 || st.DeadLetteredTotal != 1 || dst.Ready != 1 || dst.EnqueuedTotal != 1 {
 			t.Errorf("open %d: queue %+v, dead-letter queue %+v; want the message moved once", i+1, st, dst)
+		}
+		// It keeps its history, on disk too (issue 12 item 16).
+		if ps, err := dlq.(engines.Peeker).Peek(ctx, 1); err != nil || len(ps) != 1 || ps[0].Attempt != 1 || ps[0].Failures != 1 {
+			t.Errorf("open %d: peek of the dead-letter queue = %+v, %v; want m at attempt 1 with 1 failure", i+1, ps, err)
 		}
 		closeEngine(t, e)
 	}
