@@ -302,7 +302,7 @@ func (q *queue) moveDead(r *record, now int64, reason string) (*batch, error) {
 		return nil, err
 	}
 	return q.e.add(op{kind: opDeadLetter, q: q, seq: r.seq, key: reason, dst: dst, rec: &record{seq: q.e.seq.Add(1), idx: -1},
-		attempt: r.attempt, failures: r.failures})
+		val: deadLetterHistory(r)})
 }
 
 // enqueue stores msgs, whose payloads are already encoded, and returns the

@@ -361,7 +361,7 @@ func (e *Engine) deadLetterAtOpen(tx *bolt.Tx, dead []exhausted, touched map[*qu
 			}
 			touched[dst] = true
 			o = op{kind: opDeadLetter, q: q, seq: r.seq, dst: dst, rec: &record{seq: e.seq.Add(1), idx: -1},
-				key: maxAttemptsReason(q.maxAttempts, "lease outstanding when the process stopped"), attempt: r.attempt, failures: r.failures}
+				key: maxAttemptsReason(q.maxAttempts, "lease outstanding when the process stopped"), val: deadLetterHistory(r)}
 		}
 		x, err := get(q)
 		if err != nil {
