@@ -64,13 +64,6 @@ const (
 	FuncNow           = "now"             // () -> unix nanos (i64)
 )
 
-// AttrPriority is the publish attribute that sets the published message's
-// priority, a decimal 0..255 (anything else makes publish return
-// ErrInvalid). The host takes it out of the message's attributes. Without
-// it a published message carries the priority of the message being
-// handled, so a pipeline keeps a message's urgency from stage to stage.
-const AttrPriority = "qrun.priority"
-
 // Fields readable through msg_field.
 const (
 	FieldID            = 0

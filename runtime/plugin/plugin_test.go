@@ -467,7 +467,7 @@ func TestPublishPriority(t *testing.T) {
 			t.Errorf("publish %d: priority %d, want %d", i, got, want)
 		}
 	}
-	if _, ok := msgs[1].msg.Attributes[abi.AttrPriority]; ok || msgs[1].msg.Attributes != nil {
+	if _, ok := msgs[1].msg.Attributes[AttrPriority]; ok || msgs[1].msg.Attributes != nil {
 		t.Errorf("the priority attribute was passed on: %v", msgs[1].msg.Attributes)
 	}
 	mustHandle(t, in, withPrio("Yaudit", 7))
