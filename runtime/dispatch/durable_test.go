@@ -63,17 +63,17 @@ func TestAckDurableBeforeItsBatchEnds(t *testing.T) {
 			// Only a failure waits this long.
 			wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 			defer cancel()
+		wait:
 			for {
 				select {
-				case s := <-q.started:
+				case s := <-q.started: // "warm", then "first"
 					if s.body == "first" {
 						durable <- s.p.Wait(wctx)
 						return plugin.Result{Verdict: engines.Ack}
 					}
-					continue
 				case <-wctx.Done():
+					break wait
 				}
-				break
 			}
 			durable <- errors.New(`the ack of "first" did not reach the engine while "slow", from the same receive batch, was being handled`)
 		}
