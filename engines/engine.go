@@ -82,12 +82,25 @@ type QueueSpec struct {
 	// DeadLetter names the queue, in the same engine, that receives messages
 	// which exhausted MaxAttempts or were dead-lettered explicitly. Empty means
 	// such messages are dropped and counted. A dead letter keeps its ID, body,
-	// EnqueuedAt and a copy of its attributes, to which AttrDeadLetterReason
+	// EnqueuedAt, its history (the Attempt and Failures it had reached in
+	// this queue: Peek shows them, and a delivery from the dead-letter queue
+	// is the next attempt, so a dead-letter queue's own MaxAttempts counts
+	// them too) and a copy of its attributes, to which AttrDeadLetterReason
 	// and AttrDeadLetterSource are added; Delay, TTL and DedupID are cleared.
+	// A redrive starts it again at attempt 1 with no failures.
 	DeadLetter string
 	// Ordered delivers messages sharing an OrderingKey one at a time, in
 	// enqueue order (requires the Ordering capability).
 	Ordered bool
+	// Retry is the queue's backoff after a failure. The runtime computes
+	// the delay of every failure it sees itself and passes it with the
+	// Nack; a durable engine uses Retry for the failure it alone sees, a
+	// lease that was still outstanding when the process stopped: found at
+	// the next open, the message becomes visible again after
+	// Retry.Delay(failures before it), counted from that open, rather than
+	// at once (so a message that crashes the process does not burn its
+	// attempts in a restart loop). Zero redelivers at once.
+	Retry RetryPolicy
 }
 
 // DefaultVisibilityTimeout is the lease length used when a spec leaves it zero.

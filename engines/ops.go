@@ -122,26 +122,56 @@ type Redriver interface {
 	Redrive(ctx context.Context, ids []string) (int, error)
 }
 
-// BatchSettler is a Queue whose settles are cheaper together: one commit
-// (and one fsync) or one statement for many deliveries. The dispatcher hands
-// it the verdicts of a whole receive batch at once instead of settling each
-// delivery as it is handled.
-type BatchSettler interface {
-	// SettleBatch settles ds[i] with ss[i] and stores the outcome in
-	// errs[i] (nil on success); the three slices have the same length. When
-	// it returns, each successful settle is exactly as durable as Settle
-	// would have made it.
-	SettleBatch(ctx context.Context, ds []*Delivery, ss []Settlement, errs []error)
+// GroupSettler is a Queue whose settles become durable in commits shared
+// by many callers: one transaction and one fsync for all the verdicts that
+// arrive while the previous commit runs. A caller starts each settle the
+// moment its verdict is decided and waits for durability later, once for
+// many, so no verdict waits for the others to be decided. The dispatcher
+// does this with a receive batch: each verdict joins the engine's next
+// commit as its handler returns, and the worker waits for them all at the
+// end of the batch, before it reuses the receive buffer or counts them. A
+// verdict is therefore durable within about two commit times of its
+// handler returning (the commit in progress, then its own), however many
+// deliveries the batch still holds and however slow their handler is;
+// waiting for the whole batch before starting any (the shape this replaced)
+// left a batch's first acks undone by a crash for up to the batch's whole
+// handling time.
+type GroupSettler interface {
+	// StartSettle applies s to d as d.Settle would, except that it may
+	// return before the outcome is durable. The settle takes effect at
+	// once (a second settle of d reports ErrLeaseLost); an error means it
+	// was not applied. Until Wait on the returned Pending has returned nil
+	// the settle may be undone by a crash; a nil Pending needs no wait.
+	StartSettle(ctx context.Context, d *Delivery, s Settlement) (Pending, error)
 }
 
-// SettleAll settles ds[i] with ss[i] into errs[i]: in one call when q is a
-// BatchSettler, one delivery at a time otherwise.
+// Pending is a settle that has been applied and may not be durable yet.
+type Pending interface {
+	// Wait blocks until the settle is exactly as durable as Settle would
+	// have made it before returning, or ctx ends. An error means its
+	// durability is unknown (the engine's commit failed, or ctx ended).
+	Wait(ctx context.Context) error
+}
+
+// SettleAll settles ds[i] with ss[i] into errs[i]. For a GroupSettler it
+// starts every settle before waiting for any, so they share commits; other
+// queues settle one delivery at a time. When it returns, each successful
+// settle is exactly as durable as Settle would have made it.
 func SettleAll(ctx context.Context, q Queue, ds []*Delivery, ss []Settlement, errs []error) {
-	if bs, ok := q.(BatchSettler); ok {
-		bs.SettleBatch(ctx, ds, ss, errs)
+	gs, ok := q.(GroupSettler)
+	if !ok {
+		for i, d := range ds {
+			errs[i] = d.Settle(ctx, ss[i])
+		}
 		return
 	}
+	ps := make([]Pending, len(ds))
 	for i, d := range ds {
-		errs[i] = d.Settle(ctx, ss[i])
+		ps[i], errs[i] = gs.StartSettle(ctx, d, ss[i])
+	}
+	for i, p := range ps {
+		if p != nil && errs[i] == nil {
+			errs[i] = p.Wait(ctx)
+		}
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
+	"time"
 
 	"github.com/qrun-dev/qrun/engines"
 )
@@ -16,6 +18,7 @@ const (
 	payloadV1 = 1
 	stateV1   = 1
 	specV1    = 1
+	specV2    = 2 // adds the retry policy
 	statsV1   = 1
 )
 
@@ -208,27 +211,37 @@ func decodeState(b []byte) (state, error) {
 }
 
 // spec is a queue's settings as stored, so that a restart (or a name-only
-// Open) finds the queue configured as it was.
+// Open) finds the queue configured as it was. The retry policy is among
+// them because recovery, before any Open, applies it to the leases a
+// stopped process left outstanding.
+//
+//	v1: format(1) vt(8) maxAttempts(4) ordered(1) deadLetter(uvarint length + bytes)
+//	v2: v1's fields, then retry initial(8) max(8) multiplier(8) jitter(8), floats as IEEE bits
 type spec struct {
 	vt          int64
 	maxAttempts int32
 	ordered     bool
 	deadLetter  string
+	retry       engines.RetryPolicy
 }
 
 func encodeSpec(s spec) []byte {
-	b := make([]byte, 14, 14+binary.MaxVarintLen32+len(s.deadLetter))
-	b[0] = specV1
+	b := make([]byte, 14, 14+binary.MaxVarintLen32+len(s.deadLetter)+32)
+	b[0] = specV2
 	binary.BigEndian.PutUint64(b[1:], uint64(s.vt))
 	binary.BigEndian.PutUint32(b[9:], uint32(s.maxAttempts))
 	if s.ordered {
 		b[13] = 1
 	}
-	return appendString(b, s.deadLetter)
+	b = appendString(b, s.deadLetter)
+	b = binary.BigEndian.AppendUint64(b, uint64(s.retry.Initial))
+	b = binary.BigEndian.AppendUint64(b, uint64(s.retry.Max))
+	b = binary.BigEndian.AppendUint64(b, math.Float64bits(s.retry.Multiplier))
+	return binary.BigEndian.AppendUint64(b, math.Float64bits(s.retry.Jitter))
 }
 
 func decodeSpec(b []byte) (spec, error) {
-	if len(b) < 14 || b[0] != specV1 {
+	if len(b) < 14 || (b[0] != specV1 && b[0] != specV2) {
 		return spec{}, errCorrupt
 	}
 	s := spec{
@@ -238,6 +251,18 @@ func decodeSpec(b []byte) (spec, error) {
 	}
 	r := reader{b: b[14:]}
 	s.deadLetter = string(r.bytes())
+	if r.err == nil && b[0] == specV2 {
+		if len(r.b) != 32 {
+			return spec{}, errCorrupt
+		}
+		s.retry = engines.RetryPolicy{
+			Initial:    time.Duration(binary.BigEndian.Uint64(r.b)),
+			Max:        time.Duration(binary.BigEndian.Uint64(r.b[8:])),
+			Multiplier: math.Float64frombits(binary.BigEndian.Uint64(r.b[16:])),
+			Jitter:     math.Float64frombits(binary.BigEndian.Uint64(r.b[24:])),
+		}
+		r.b = r.b[32:]
+	}
 	if r.err != nil || len(r.b) != 0 || s.vt <= 0 || s.maxAttempts < 0 {
 		return spec{}, errCorrupt
 	}

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"runtime"
 
@@ -32,7 +33,7 @@ const (
 	opPutMsg     opKind = iota + 1 // store a new message; then index rec
 	opDelMsg                       // remove a message and its state
 	opPutState                     // store a message's mutable state
-	opDeadLetter                   // move a message to dst, adding the dead-letter attributes; then index rec in dst
+	opDeadLetter                   // move a message to dst, adding the dead-letter attributes, keeping its history (val: deadLetterHistory); then index rec in dst
 	opRedrive                      // move a message to dst, removing them; then index rec in dst
 	opPutDedup                     // remember a dedup ID
 	opDelDedup                     // forget one
@@ -85,10 +86,11 @@ func (e *Engine) add(ops ...op) (*batch, error) {
 	return b, nil
 }
 
-// wait blocks until b is on disk. A caller whose ctx ends stops waiting, but
-// its ops are committed all the same: like a network timeout, the caller
-// cannot tell whether its request took effect.
-func (b *batch) wait(ctx context.Context) error {
+// Wait blocks until b is on disk (it is the engines.Pending of StartSettle).
+// A caller whose ctx ends stops waiting, but its ops are committed all the
+// same: like a network timeout, the caller cannot tell whether its request
+// took effect.
+func (b *batch) Wait(ctx context.Context) error {
 	select {
 	case <-b.done:
 		return b.err
@@ -321,7 +323,14 @@ func (e *Engine) apply(tx *bolt.Tx, o *op, x *buckets, get func(*queue) (*bucket
 		}
 		r := o.rec
 		r.id, r.prio, r.enq, r.due, r.expire, r.okey, r.source = h.id, h.prio, h.enq, now, 0, h.okey, h.deadLetterQ
-		return dx.msgs.Put(seqKey(key, r.seq), nv)
+		if err := dx.msgs.Put(seqKey(key, r.seq), nv); err != nil {
+			return err
+		}
+		if o.kind == opRedrive || o.val == nil {
+			return nil // a redrive starts afresh; a message never delivered has no history
+		}
+		r.attempt, r.failures = historyOf(o.val)
+		return dx.state.Put(seqKey(key, r.seq), encodeState(state{attempt: r.attempt, failures: r.failures, due: now}))
 	case opPutDedup:
 		return x.dedup.Put([]byte(o.key), o.val)
 	case opDelDedup:
@@ -344,4 +353,22 @@ func (e *Engine) fail(err error) {
 		e.failed = fmt.Errorf("disk: commit to %s failed, the engine stopped (restart qrun to recover from the file): %w", e.path, err)
 		e.log.Error("commit failed; the engine refuses further work until restarted", zap.String("file", e.path), zap.Error(err))
 	}
+}
+
+// deadLetterHistory is an opDeadLetter's val: the attempts and failures the
+// message reached in its source queue, which it keeps in the dead-letter
+// queue (nil when it has none). Carried in val, which the op does not
+// otherwise use, so that every other op stays as small as it was.
+func deadLetterHistory(r *record) []byte {
+	if r.attempt == 0 && r.failures == 0 {
+		return nil
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint32(b[:], uint32(r.attempt))
+	binary.BigEndian.PutUint32(b[4:], uint32(r.failures))
+	return b[:]
+}
+
+func historyOf(v []byte) (attempt, failures int32) {
+	return int32(binary.BigEndian.Uint32(v)), int32(binary.BigEndian.Uint32(v[4:]))
 }

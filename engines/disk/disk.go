@@ -46,10 +46,13 @@
 // nothing acknowledged to a producer is lost), and consumers are not
 // bounded by the disk's fsync rate.
 //
-// A lease outstanding at a crash is found at restart and treated as an
-// expired lease: the attempt counts as a failure, and a message that has
-// now failed MaxAttempts times is dead-lettered, so a message that kills
-// the process cannot circulate forever.
+// A lease outstanding at a crash is found at restart and treated as a
+// failure: the attempt counts, the message waits QueueSpec.Retry's delay
+// (as stored by the last Open that set it), and a message that has now
+// failed MaxAttempts times is dead-lettered, so a message that kills the
+// process can neither circulate forever nor burn its attempts in a restart
+// loop. The expiry is stored by the open that finds it, so it is counted
+// once (see recover).
 //
 // One process owns a data directory: bbolt holds an flock on the file, and
 // a second opener fails after Options.LockTimeout with an error naming it.
@@ -177,7 +180,6 @@ type Engine struct {
 	cur           *batch
 	stopping      bool
 	failed        error
-	recovered     []exhausted // dead letters found by recover, moved by afterRecovery
 	kick          chan struct{}
 	committerDone chan struct{}
 }
@@ -240,10 +242,6 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("disk: reading %s: %w", path, err)
 	}
 	go e.commitLoop()
-	if err := e.afterRecovery(ctx); err != nil {
-		_ = e.Close()
-		return nil, err
-	}
 	return e, nil
 }
 
@@ -296,7 +294,7 @@ func (e *Engine) Open(ctx context.Context, s engines.QueueSpec) (engines.Queue, 
 		return nil, err
 	}
 	if b != nil {
-		if err := b.wait(ctx); err != nil {
+		if err := b.Wait(ctx); err != nil {
 			return nil, fmt.Errorf("disk: open %q: %w", s.Name, err)
 		}
 	}

@@ -188,7 +188,7 @@ func (h *handle) Purge(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	if b != nil {
-		if err := b.wait(ctx); err != nil {
+		if err := b.Wait(ctx); err != nil {
 			return 0, fmt.Errorf("disk: purge %q: %w", q.name, err)
 		}
 	}
@@ -240,7 +240,7 @@ func (h *handle) Redrive(ctx context.Context, ids []string) (int, error) {
 	if b == nil {
 		return 0, nil
 	}
-	if err := b.wait(ctx); err != nil {
+	if err := b.Wait(ctx); err != nil {
 		return 0, fmt.Errorf("disk: redrive from %q: %w", q.name, err)
 	}
 	moved := 0

@@ -32,6 +32,7 @@ type queue struct {
 	maxAttempts int32
 	deadLetter  string
 	ordered     bool
+	backoff     engines.RetryPolicy // applied at open to leases a stopped process left outstanding
 
 	ready   heap // by priority, then enqueue order
 	delayed heap // by visible time
@@ -91,8 +92,9 @@ func (q *queue) configure(s engines.QueueSpec, created bool) (*batch, error) {
 		q.maxAttempts = int32(min(s.MaxAttempts, math.MaxInt32))
 		q.deadLetter = s.DeadLetter
 		q.ordered = s.Ordered
+		q.backoff = s.Retry
 	}
-	return q.e.add(op{kind: opPutSpec, q: q, val: encodeSpec(spec{vt: q.vt, maxAttempts: q.maxAttempts, ordered: q.ordered, deadLetter: q.deadLetter})})
+	return q.e.add(op{kind: opPutSpec, q: q, val: encodeSpec(spec{vt: q.vt, maxAttempts: q.maxAttempts, ordered: q.ordered, deadLetter: q.deadLetter, retry: q.backoff})})
 }
 
 func (q *queue) close() {
@@ -299,7 +301,8 @@ func (q *queue) moveDead(r *record, now int64, reason string) (*batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	return q.e.add(op{kind: opDeadLetter, q: q, seq: r.seq, key: reason, dst: dst, rec: &record{seq: q.e.seq.Add(1), idx: -1}})
+	return q.e.add(op{kind: opDeadLetter, q: q, seq: r.seq, key: reason, dst: dst, rec: &record{seq: q.e.seq.Add(1), idx: -1},
+		val: deadLetterHistory(r)})
 }
 
 // enqueue stores msgs, whose payloads are already encoded, and returns the
@@ -484,51 +487,36 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 		return err
 	}
 	if q.e.opts.Sync == SyncAlways || q.e.full(b) {
-		if err := b.wait(ctx); err != nil {
+		if err := b.Wait(ctx); err != nil {
 			return fmt.Errorf("disk: %s on %q: %w", s.Verdict, q.name, err)
 		}
 	}
 	return nil
 }
 
-// SettleBatch implements engines.BatchSettler: every settle joins the
-// pending commit and the call waits for it once, so in sync = "always" mode
-// a batch of verdicts costs one fsync instead of one each, and each verdict
-// is on disk when the call returns, as Settle's would be.
-func (h *handle) SettleBatch(ctx context.Context, ds []*engines.Delivery, ss []engines.Settlement, errs []error) {
+// StartSettle implements engines.GroupSettler: the settle is applied to the
+// index and joins the pending commit at once, and the returned batch is
+// what to wait on for it to be on disk (nil with sync = "batch", where
+// Settle would not wait either, unless the pending commit is full). Many
+// settles started before any is waited for share one commit and one fsync.
+func (h *handle) StartSettle(ctx context.Context, d *engines.Delivery, s engines.Settlement) (engines.Pending, error) {
 	q := h.q
-	batches := make([]*batch, len(ds))
-	for i, d := range ds {
-		if d.Queue != q.name { // not ours: settle it the ordinary way
-			errs[i] = d.Settle(ctx, ss[i])
-			continue
-		}
-		t := d.Ticket()
-		r, ok := t.Ref.(*record)
-		if !ok || r == nil {
-			errs[i] = fmt.Errorf("disk: %s on %q: foreign ticket: %w", ss[i].Verdict, q.name, engines.ErrNotLeased)
-			continue
-		}
-		batches[i], errs[i] = q.settle(r, t.Token, ss[i])
+	if d.Queue != q.name { // not ours: settle it the ordinary way
+		return nil, d.Settle(ctx, s)
 	}
-	var done *batch
-	var doneErr error
-	for i, b := range batches {
-		if b == nil {
-			continue
-		}
-		// Commits happen in order, so there are rarely more than two
-		// distinct batches; each is waited for once.
-		if b != done {
-			done, doneErr = b, nil
-			if q.e.opts.Sync == SyncAlways || q.e.full(b) {
-				doneErr = b.wait(ctx)
-			}
-		}
-		if doneErr != nil {
-			errs[i] = fmt.Errorf("disk: %s on %q: %w", ss[i].Verdict, q.name, doneErr)
-		}
+	t := d.Ticket()
+	r, ok := t.Ref.(*record)
+	if !ok || r == nil {
+		return nil, fmt.Errorf("disk: %s on %q: foreign ticket: %w", s.Verdict, q.name, engines.ErrNotLeased)
 	}
+	b, err := q.settle(r, t.Token, s)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	if q.e.opts.Sync == SyncAlways || q.e.full(b) {
+		return b, nil
+	}
+	return nil, nil
 }
 
 func (q *queue) settle(r *record, token uint64, s engines.Settlement) (*batch, error) {
@@ -631,7 +619,7 @@ var (
 	_ engines.Purger   = (*handle)(nil)
 	_ engines.Redriver = (*handle)(nil)
 
-	_ engines.BatchSettler = (*handle)(nil)
+	_ engines.GroupSettler = (*handle)(nil)
 )
 
 // Name returns the queue name.
@@ -691,7 +679,7 @@ func (h *handle) Enqueue(ctx context.Context, msgs ...engines.Message) error {
 	if err != nil || b == nil {
 		return err
 	}
-	if err := b.wait(ctx); err != nil {
+	if err := b.Wait(ctx); err != nil {
 		return fmt.Errorf("disk: enqueue to %q: %w", q.name, err)
 	}
 	return nil
@@ -718,7 +706,7 @@ func (h *handle) Receive(ctx context.Context, buf []engines.Delivery) (int, erro
 				return 0, err
 			}
 			if q.e.opts.Sync == SyncAlways || q.e.full(b) {
-				if err := b.wait(ctx); err != nil && ctx.Err() == nil {
+				if err := b.Wait(ctx); err != nil && ctx.Err() == nil {
 					return 0, fmt.Errorf("disk: receive from %q: %w", q.name, err)
 				}
 			}

@@ -1,7 +1,6 @@
 package disk
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -130,8 +129,8 @@ func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 	return db, err
 }
 
-// recoverLeased lists, per queue, the records whose lease was outstanding
-// at the crash and which have now exhausted their attempts.
+// exhausted is a record whose lease was outstanding at the stop and which
+// has now failed its queue's MaxAttempts times.
 type exhausted struct {
 	q *queue
 	r *record
@@ -139,8 +138,16 @@ type exhausted struct {
 
 // recover rebuilds the in-memory index from the file in one scan, checking
 // every value on the way; it runs before the committer starts.
+//
+// Leases outstanding when the process stopped are expired here, and the
+// expiry is written in the same transaction as the scan: the message's
+// state loses its lease and gains the failure (and the retry delay), the
+// queue's counters gain the expired lease, and a message that has used up
+// its attempts is moved to the dead-letter queue. So each such lease is
+// counted exactly once, however many times the engine is opened after, and
+// a stop during the open itself leaves either the old state (counted at the
+// next open) or the new one (not counted again), never half of each.
 func (e *Engine) recover() error {
-	var dead []exhausted
 	var nQueues, nMsgs, nLeased int
 	err := guarded(func() error {
 		return e.db.Update(func(tx *bolt.Tx) error {
@@ -177,6 +184,8 @@ func (e *Engine) recover() error {
 			}); err != nil {
 				return err
 			}
+			var dead []exhausted
+			touched := map[*queue]bool{}
 			for _, name := range names {
 				q, leased, n, d, top, err := e.recoverQueue(tx, name, now)
 				if err != nil {
@@ -188,22 +197,38 @@ func (e *Engine) recover() error {
 				nMsgs += n
 				nLeased += leased
 				e.queues[name] = q
+				if leased > 0 {
+					touched[q] = true
+				}
 			}
 			e.seq.Store(maxSeq)
-			return nil
+			if err := e.deadLetterAtOpen(tx, dead, touched, now); err != nil {
+				return err
+			}
+			for q := range touched {
+				x, err := queueBuckets(tx, q.name, true)
+				if err != nil {
+					return err
+				}
+				if err := x.root.Put(keyStats, encodeStats(&q.st)); err != nil {
+					return err
+				}
+			}
+			return meta.Put(keySeq, seqBytes(e.seq.Load()))
 		})
 	})
 	if err != nil {
 		return err
 	}
-	e.recovered = dead
 	e.log.Info("disk engine opened", zap.String("file", e.path), zap.Int("queues", nQueues),
 		zap.Int("messages", nMsgs), zap.Int("leases_expired_by_restart", nLeased), zap.Stringer("sync", e.opts.Sync))
 	return nil
 }
 
-// recoverQueue loads one queue. Leases outstanding at the crash count as
-// expired: one failure each, and the message is visible again at once.
+// recoverQueue loads one queue. Leases outstanding at the stop count as
+// expired: one failure each, and the message is visible again after the
+// queue's retry delay for its failures (or dead-lettered, by the caller,
+// once they reach MaxAttempts). The new state is written at once.
 func (e *Engine) recoverQueue(tx *bolt.Tx, name string, now int64) (q *queue, leased, n int, dead []exhausted, top uint64, err error) {
 	x, err := queueBuckets(tx, name, true)
 	if err != nil {
@@ -215,13 +240,18 @@ func (e *Engine) recoverQueue(tx *bolt.Tx, name string, now int64) (q *queue, le
 		if err != nil {
 			return nil, 0, 0, nil, 0, fmt.Errorf("settings: %w", err)
 		}
-		q.vt, q.maxAttempts, q.ordered, q.deadLetter = s.vt, s.maxAttempts, s.ordered, s.deadLetter
+		q.vt, q.maxAttempts, q.ordered, q.deadLetter, q.backoff = s.vt, s.maxAttempts, s.ordered, s.deadLetter, s.retry
 	}
 	if v := x.root.Get(keyStats); v != nil {
 		if err := decodeStats(v, &q.st); err != nil {
 			return nil, 0, 0, nil, 0, fmt.Errorf("counters: %w", err)
 		}
 	}
+	type stateWrite struct {
+		seq uint64
+		val []byte
+	}
+	var expired []stateWrite // written after the scan: a cursor does not survive writes
 	var h header
 	c := x.msgs.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -245,16 +275,23 @@ func (e *Engine) recoverQueue(tx *bolt.Tx, name string, now int64) (q *queue, le
 				leased++
 				r.failures++
 				q.st.ExpiredLeaseTotal++
-				due = now
 				if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
 					dead = append(dead, exhausted{q, r})
 					continue
 				}
+				due = after(now, q.backoff.Delay(int(r.failures)-1))
+				expired = append(expired, stateWrite{seq, encodeState(state{attempt: r.attempt, failures: r.failures, due: due, expire: r.expire})})
 			}
 		}
 		n++
 		r.due = due
 		q.admit(r, now)
+	}
+	var key [8]byte
+	for _, w := range expired {
+		if err := x.state.Put(seqKey(&key, w.seq), w.val); err != nil {
+			return nil, 0, 0, nil, 0, err
+		}
 	}
 	// State entries whose message is gone are leftovers of no consequence;
 	// dedup entries whose window closed are pruned.
@@ -304,26 +341,38 @@ func (e *Engine) recoverQueue(tx *bolt.Tx, name string, now int64) (q *queue, le
 	return q, leased, n, dead, top, nil
 }
 
-// afterRecovery dead-letters the messages whose outstanding lease at the
-// crash was their last allowed attempt, through the committer like any
-// other dead-lettering.
-func (e *Engine) afterRecovery(ctx context.Context) error {
-	var last *batch
-	for _, d := range e.recovered {
-		q := d.q
-		q.mu.Lock()
-		b, err := q.moveDead(d.r, e.now(), maxAttemptsReason(q.maxAttempts, "lease outstanding when the process stopped"))
-		q.mu.Unlock()
+// deadLetterAtOpen moves the messages whose outstanding lease at the stop
+// was their last allowed attempt to their dead-letter queue (or deletes
+// them, without one), inside the recovery transaction, and marks the
+// queues whose counters that changes.
+func (e *Engine) deadLetterAtOpen(tx *bolt.Tx, dead []exhausted, touched map[*queue]bool, now int64) error {
+	get := func(q *queue) (*buckets, error) { return queueBuckets(tx, q.name, true) }
+	var key [8]byte
+	for _, d := range dead {
+		q, r := d.q, d.r
+		q.st.DeadLetteredTotal++
+		touched[q] = true
+		o := op{kind: opDelMsg, q: q, seq: r.seq}
+		if q.deadLetter != "" {
+			dst := e.queues[q.deadLetter]
+			if dst == nil {
+				dst = newQueue(e, q.deadLetter)
+				e.queues[q.deadLetter] = dst
+			}
+			touched[dst] = true
+			o = op{kind: opDeadLetter, q: q, seq: r.seq, dst: dst, rec: &record{seq: e.seq.Add(1), idx: -1},
+				key: maxAttemptsReason(q.maxAttempts, "lease outstanding when the process stopped"), val: deadLetterHistory(r)}
+		}
+		x, err := get(q)
 		if err != nil {
 			return err
 		}
-		if b != nil {
-			last = b
+		if err := e.apply(tx, &o, x, get, &key); err != nil {
+			return fmt.Errorf("queue %q: %w", q.name, err)
 		}
-	}
-	e.recovered = nil
-	if last != nil {
-		return last.wait(ctx)
+		if o.kind == opDeadLetter && o.rec != nil {
+			o.dst.added(o.rec, now)
+		}
 	}
 	return nil
 }

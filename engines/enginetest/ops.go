@@ -21,7 +21,7 @@ func opsSubtests() []subtest {
 		{"purge", testPurge},
 		{"redrive", testRedrive},
 		{"purge_ordered", testPurgeOrdered},
-		{"settle_batch", testSettleBatch},
+		{"settle_batch", testSettleAll},
 	}
 }
 
@@ -423,10 +423,10 @@ func testPurgeOrdered(t *testing.T, x *env) {
 	}
 }
 
-// testSettleBatch applies every verdict in one engines.SettleAll call (one
-// SettleBatch for a BatchSettler), including one for a delivery whose lease
-// was already settled.
-func testSettleBatch(t *testing.T, x *env) {
+// testSettleAll applies every verdict in one engines.SettleAll call (for a
+// GroupSettler, all started before any is waited for), including one for a
+// delivery whose lease was already settled.
+func testSettleAll(t *testing.T, x *env) {
 	name := x.name()
 	spec := engines.QueueSpec{Name: name}
 	if x.caps.DeadLetter {
@@ -463,18 +463,18 @@ func testSettleBatch(t *testing.T, x *env) {
 	engines.SettleAll(x.ctx(wait), q, ds, ss, errs)
 	for i, err := range errs[:4] {
 		if err != nil {
-			t.Fatalf("SettleBatch: %s of %q: %v", ss[i].Verdict, ds[i].Body, err)
+			t.Fatalf("SettleAll: %s of %q: %v", ss[i].Verdict, ds[i].Body, err)
 		}
 	}
 	if errs[4] == nil {
-		t.Fatal("SettleBatch acked an already-acked delivery without error")
+		t.Fatal("SettleAll acked an already-acked delivery without error")
 	}
-	x.wantErr(errs[4], engines.ErrLeaseLost, "second settle in SettleBatch")
+	x.wantErr(errs[4], engines.ErrLeaseLost, "second settle in SettleAll")
 	again := x.receiveN(q, 2, wait)
 	bodies := []string{string(again[0].Body), string(again[1].Body)}
 	slices.Sort(bodies)
 	if !slices.Equal(bodies, []string{"nack", "requeue"}) {
-		t.Fatalf("after SettleBatch redelivered %v, want [nack requeue]", bodies)
+		t.Fatalf("after SettleAll redelivered %v, want [nack requeue]", bodies)
 	}
 	for _, d := range again {
 		wantFailures := 0
@@ -486,7 +486,7 @@ func testSettleBatch(t *testing.T, x *env) {
 		}
 	}
 	x.ackAll(again)
-	x.expectNone(q, "queue after SettleBatch")
+	x.expectNone(q, "queue after SettleAll")
 	if x.caps.DeadLetter {
 		dlq := x.open(engines.QueueSpec{Name: name + "-dlq"})
 		if d := x.receiveOne(dlq, wait); string(d.Body) != "dead" {

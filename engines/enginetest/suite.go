@@ -372,10 +372,26 @@ func testAttemptsCounted(t *testing.T, x *env) {
 }
 
 // checkDeadLetter receives one message from the dead-letter queue and checks
-// it carries the original and the dead-letter attributes.
-func (x *env) checkDeadLetter(dlq engines.Queue, want engines.Message, source string, reasonHas string) engines.Delivery {
+// it carries the original and the dead-letter attributes, and the attempts
+// and failures it had in its source queue: a dead letter keeps its history
+// (shown by Peek as it was; its delivery from the dead-letter queue is the
+// next attempt).
+func (x *env) checkDeadLetter(dlq engines.Queue, want engines.Message, source string, reasonHas string, attempts, failures int) engines.Delivery {
 	x.t.Helper()
+	if p, ok := dlq.(engines.Peeker); ok {
+		x.waitReady(dlq, 1)
+		ps, err := p.Peek(x.ctx(wait), 1)
+		if err != nil || len(ps) != 1 {
+			x.t.Fatalf("Peek of the dead-letter queue = %d messages, %v; want 1", len(ps), err)
+		}
+		if ps[0].Attempt != attempts || ps[0].Failures != failures {
+			x.t.Errorf("peeked dead letter: Attempt %d, Failures %d; want %d, %d (its history in the source queue)", ps[0].Attempt, ps[0].Failures, attempts, failures)
+		}
+	}
 	d := x.receiveOne(dlq, wait)
+	if d.Attempt != attempts+1 || d.Failures != failures {
+		x.t.Errorf("dead letter delivered with Attempt %d, Failures %d; want %d, %d (its history in the source queue, then this delivery)", d.Attempt, d.Failures, attempts+1, failures)
+	}
 	if !bytes.Equal(d.Body, want.Body) {
 		x.t.Fatalf("dead letter body = %q, want %q", d.Body, want.Body)
 	}
@@ -416,7 +432,7 @@ func testLeaseExpiryDeadLetters(t *testing.T, x *env) {
 	// The second expiry is the second failure: the message must go to the
 	// dead-letter queue, never back to q.
 	dlq := x.open(engines.QueueSpec{Name: name + "-dlq"})
-	dl := x.checkDeadLetter(dlq, msg, name, "")
+	dl := x.checkDeadLetter(dlq, msg, name, "", 2, 2)
 	x.ack(dl)
 	x.expectNone(q, "source queue after the message was dead-lettered")
 	for i, d := range []engines.Delivery{d1, d2} {
@@ -446,7 +462,7 @@ func testMaxAttemptsDeadLetter(t *testing.T, x *env) {
 	}
 	// The dead-letter queue is opened only now: the move must have created it.
 	dlq := x.open(engines.QueueSpec{Name: name + "-dlq"})
-	x.ack(x.checkDeadLetter(dlq, msg, name, ""))
+	x.ack(x.checkDeadLetter(dlq, msg, name, "", 3, 3))
 	x.expectNone(q, "source queue after MaxAttempts nacks")
 	if len(attrs) != 2 {
 		t.Errorf("the engine modified the enqueuer's attribute map: %v", attrs)
@@ -468,7 +484,7 @@ func testExplicitDeadLetter(t *testing.T, x *env) {
 	if err := d.DeadLetter(x.ctx(wait), "schema violation"); err != nil {
 		t.Fatalf("DeadLetter: %v", err)
 	}
-	x.ack(x.checkDeadLetter(dlq, msg, name, "schema violation"))
+	x.ack(x.checkDeadLetter(dlq, msg, name, "schema violation", 1, 0))
 	x.expectNone(q, "source queue after an explicit dead-letter")
 	if s := x.stats(q); s.DeadLetteredTotal != 1 || s.NackedTotal != 0 || s.Depth() != 0 {
 		t.Fatalf("Stats: DeadLetteredTotal=%d NackedTotal=%d Depth=%d, want 1, 0, 0", s.DeadLetteredTotal, s.NackedTotal, s.Depth())

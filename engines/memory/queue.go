@@ -152,7 +152,7 @@ func (q *queue) nextID() string {
 
 // insert stores a new message; enq is its original enqueue time, which a
 // dead-lettered message carries over from its source queue.
-func (q *queue) insert(m *engines.Message, enq, now int64) {
+func (q *queue) insert(m *engines.Message, enq, now int64) *record {
 	var r *record
 	if n := len(q.free); n > 0 {
 		r = q.free[n-1]
@@ -176,6 +176,7 @@ func (q *queue) insert(m *engines.Message, enq, now int64) {
 	}
 	q.st.EnqueuedTotal++
 	q.admit(r, now)
+	return r
 }
 
 // admit places a new record: behind its ordering key if the key is busy,
@@ -469,7 +470,8 @@ func (q *queue) deadLetterRecord(r *record, now int64, reason string) {
 		// The source's delay, TTL and dedup served the source; a dead letter
 		// must be visible at once, kept until handled and never suppressed.
 		m.Delay, m.TTL, m.DedupID = 0, 0, ""
-		q.dead = append(q.dead, deadMsg{target: q.deadLetter, msg: m, enq: r.enq})
+		// It keeps its history: the attempts and failures it had here.
+		q.dead = append(q.dead, deadMsg{target: q.deadLetter, msg: m, enq: r.enq, attempt: r.attempt, failures: r.failures})
 	}
 	q.release(r, now)
 }
@@ -502,7 +504,8 @@ func (q *queue) flushDead(dead []deadMsg) {
 		if !dlq.closed {
 			now := dlq.e.now()
 			for i := range batch {
-				dlq.insert(&batch[i].msg, batch[i].enq, now)
+				r := dlq.insert(&batch[i].msg, batch[i].enq, now)
+				r.attempt, r.failures = batch[i].attempt, batch[i].failures
 			}
 		}
 		dlq.mu.Unlock()

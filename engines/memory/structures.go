@@ -249,4 +249,7 @@ type deadMsg struct {
 	msg    engines.Message
 	enq    int64
 	seq    uint64 // order in the source queue (redrive keeps it)
+	// attempt and failures are the dead letter's history in its source
+	// queue, which it keeps; a redrive starts again from zero.
+	attempt, failures int32
 }

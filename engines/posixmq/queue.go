@@ -106,6 +106,9 @@ type deadMsg struct {
 	msg    engines.Message
 	enq    int64
 	kprio  uint32
+	// The dead letter's attempts and failures in its source queue, which
+	// its envelope keeps.
+	attempt, failures uint32
 }
 
 // openQueue opens (creating if needed) the kernel queue kname and starts

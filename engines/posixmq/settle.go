@@ -123,7 +123,7 @@ func (q *queue) deadLetterRecord(r *record, reason string) {
 		m := r.msg
 		m.Attributes = attrs
 		m.Delay, m.TTL, m.DedupID = 0, 0, ""
-		q.dead = append(q.dead, deadMsg{target: q.deadLetter, msg: m, enq: r.enq, kprio: r.kprio})
+		q.dead = append(q.dead, deadMsg{target: q.deadLetter, msg: m, enq: r.enq, kprio: r.kprio, attempt: r.attempt, failures: r.failures})
 	}
 	q.release(r)
 }
@@ -184,7 +184,7 @@ func (q *queue) admitDead(batch []deadMsg) {
 		q.seq++
 		r.seq = q.seq
 		r.enq, r.expire, r.kprio = batch[i].enq, 0, batch[i].kprio
-		r.attempt, r.failures = 0, 0
+		r.attempt, r.failures = batch[i].attempt, batch[i].failures
 		r.framed = true
 		q.toOutbox(r)
 		q.enqTotal.Add(1)

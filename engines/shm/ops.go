@@ -32,8 +32,8 @@ func (h *Queue) Peek(ctx context.Context, max int) ([]engines.Delivery, error) {
 	if h.closed.Load() {
 		return nil, q.errClosed("peek")
 	}
-	peeked := func(m engines.Message, enq int64, attempt int32) engines.Delivery {
-		return engines.Delivery{Message: m, Queue: q.name, Attempt: int(attempt), EnqueuedAt: time.Unix(0, enq)}
+	peeked := func(m engines.Message, enq int64, attempt, failures int32) engines.Delivery {
+		return engines.Delivery{Message: m, Queue: q.name, Attempt: int(attempt), Failures: int(failures), EnqueuedAt: time.Unix(0, enq)}
 	}
 	var ready, later []engines.Delivery
 	q.mu.Lock()
@@ -44,14 +44,14 @@ func (h *Queue) Peek(ctx context.Context, max int) ([]engines.Delivery, error) {
 	for i := 0; i < q.ready.n && len(ready) < max; i++ {
 		r := q.ready.buf[(q.ready.head+i)&(len(q.ready.buf)-1)]
 		m, _ := q.message(r)
-		ready = append(ready, peeked(m, r.enq, r.attempt))
+		ready = append(ready, peeked(m, r.enq, r.attempt, r.failures))
 	}
 	delayed := slices.Clone(q.delayed)
 	slices.SortFunc(delayed, func(a, b *record) int { return cmp.Compare(a.due, b.due) })
 	for _, r := range delayed {
 		if r.kind != dueDeadLetter {
 			m, _ := q.message(r)
-			later = append(later, peeked(m, r.enq, r.attempt))
+			later = append(later, peeked(m, r.enq, r.attempt, r.failures))
 		}
 	}
 	q.mu.Unlock()
@@ -65,7 +65,7 @@ func (h *Queue) Peek(ctx context.Context, max int) ([]engines.Delivery, error) {
 		for _, rc := range recs {
 			r := record{raw: rc.Data, flags: rc.Flags, enq: rc.Enqueued}
 			m, env := q.decodeForeign(&r, rc.Pos)
-			d := peeked(m, r.enq, int32(min(env.attempt, 1<<31-1)))
+			d := peeked(m, r.enq, int32(min(env.attempt, 1<<31-1)), int32(min(env.failures, 1<<31-1)))
 			if rc.Visible > now {
 				later = append([]engines.Delivery{d}, later...)
 			} else {

@@ -611,7 +611,8 @@ func (q *queue) deadLetterLocked(ctx context.Context, r *record, reason string, 
 	return nil
 }
 
-// moveDead publishes r's message into the dead-letter queue dl.
+// moveDead publishes r's message into the dead-letter queue dl, with its
+// attempts and failures.
 func (q *queue) moveDead(ctx context.Context, r *record, dl, reason string) error {
 	dq, err := q.e.queue(dl)
 	if err != nil {
@@ -626,7 +627,10 @@ func (q *queue) moveDead(ctx context.Context, r *record, dl, reason string) erro
 	m.Attributes[engines.AttrDeadLetterReason] = reason
 	m.Attributes[engines.AttrDeadLetterSource] = q.name
 	m.Delay, m.TTL, m.DedupID = 0, 0, ""
-	if err := dq.publishHeld(ctx, &m, r.enq, envelope{}, 0); err != nil {
+	// The dead letter keeps its history: the envelope carries the attempts
+	// and failures it had here.
+	env := envelope{attempt: uint32(r.attempt), failures: uint32(r.failures)}
+	if err := dq.publishHeld(ctx, &m, r.enq, env, 0); err != nil {
 		return err
 	}
 	dq.enqueued.Add(1)

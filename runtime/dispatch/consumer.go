@@ -232,7 +232,7 @@ func (c *Consumer) Start() {
 	c.gate.start(recvCtx, c.cfg.Concurrency)
 	for i := 0; i < c.cfg.Concurrency; i++ {
 		w := &worker{c: c, batch: 1, buf: make([]engines.Delivery, c.cfg.Batch)}
-		w.bs, _ = c.cfg.Queue.(engines.BatchSettler)
+		w.gs, _ = c.cfg.Queue.(engines.GroupSettler)
 		c.workers = append(c.workers, w)
 		c.wg.Add(1)
 		go func() {
@@ -297,21 +297,22 @@ type worker struct {
 	backoff time.Duration
 	lat     latency // written only when Config.RecordLatency
 
-	// bs is set when the queue settles batches more cheaply than single
-	// deliveries (one commit for many); verdicts then wait in pending until
-	// the batch is handled, and are applied together.
-	bs      engines.BatchSettler
+	// gs is set when the queue's settles share commits (one fsync for
+	// many). Each verdict is then started the moment its handler returns,
+	// so it joins the engine's next commit whatever the rest of the batch
+	// does, and waits in pending until the batch is handled: the worker
+	// waits for their durability once, before it counts them and reuses
+	// the receive buffer.
+	gs      engines.GroupSettler
 	pending []outcome
-	pds     []*engines.Delivery
-	pss     []engines.Settlement
-	perrs   []error
 	_       [64]byte // keep whatever is allocated next off the last line
 }
 
-// outcome is a handled delivery's verdict, waiting to be applied.
+// outcome is a handled delivery's verdict, started and waiting to be durable.
 type outcome struct {
 	d    *engines.Delivery
 	s    engines.Settlement
+	p    engines.Pending
 	herr error // the handler's error, if any
 	took time.Duration
 }
@@ -359,7 +360,7 @@ func (w *worker) run(ctx context.Context) {
 
 // handleBatch handles one received batch and reports whether the worker
 // should go on. Whatever it does not handle it hands back, and every
-// verdict it deferred is applied before it returns, so the receive buffer
+// verdict it started is durable before it returns, so the receive buffer
 // can be reused.
 func (w *worker) handleBatch(ctx context.Context, ds []engines.Delivery) bool {
 	c := w.c
@@ -520,31 +521,30 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 		s.Reason = "dead-lettered by handler"
 	}
 	o := outcome{d: d, s: s, herr: res.Err, took: took}
-	if w.bs != nil {
-		w.pending = append(w.pending, o)
+	if w.gs == nil {
+		w.applied(o, d.Settle(c.settleCtx, s))
 		return
 	}
-	w.applied(o, d.Settle(c.settleCtx, s))
+	// Started now, the verdict rides in the engine's next commit; it is
+	// counted once flush has seen it durable.
+	p, err := w.gs.StartSettle(c.settleCtx, d, s)
+	if err != nil || p == nil {
+		w.applied(o, err)
+		return
+	}
+	o.p = p
+	w.pending = append(w.pending, o)
 }
 
-// flush applies the deferred verdicts of a batch in one call to the engine.
+// flush waits until the verdicts started during a batch are durable and
+// accounts for them. Most share one or two commits, so all but the first
+// wait return at once.
 func (w *worker) flush() {
-	if len(w.pending) == 0 {
-		return
-	}
 	for _, o := range w.pending {
-		w.pds = append(w.pds, o.d)
-		w.pss = append(w.pss, o.s)
-		w.perrs = append(w.perrs, nil)
-	}
-	w.bs.SettleBatch(w.c.settleCtx, w.pds, w.pss, w.perrs)
-	for i, o := range w.pending {
-		w.applied(o, w.perrs[i])
+		w.applied(o, o.p.Wait(w.c.settleCtx))
 	}
 	clear(w.pending)
-	clear(w.pds)
-	clear(w.perrs)
-	w.pending, w.pds, w.pss, w.perrs = w.pending[:0], w.pds[:0], w.pss[:0], w.perrs[:0]
+	w.pending = w.pending[:0]
 }
 
 // applied accounts for a verdict the engine has applied (err nil) or refused.

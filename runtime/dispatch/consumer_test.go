@@ -67,26 +67,27 @@ func newFixture(t *testing.T, f script, mod func(*dispatch.Config)) *fixture {
 	return newFixtureOn(t, f, mod, nil)
 }
 
-// batchQueue is a memory queue that also implements engines.BatchSettler,
-// so the dispatcher's deferred-verdict path runs against the reference
-// semantics.
-type batchQueue struct {
+// groupQueue is a memory queue that also implements engines.GroupSettler,
+// so the dispatcher's started-then-waited verdict path runs against the
+// reference semantics. Every settle is applied at once; Wait counts.
+type groupQueue struct {
 	engines.Queue
-	calls, settled, largest atomic.Int64
+	started, waited atomic.Int64
 }
 
-func (b *batchQueue) SettleBatch(ctx context.Context, ds []*engines.Delivery, ss []engines.Settlement, errs []error) {
-	b.calls.Add(1)
-	b.settled.Add(int64(len(ds)))
-	for n := int64(len(ds)); ; {
-		l := b.largest.Load()
-		if n <= l || b.largest.CompareAndSwap(l, n) {
-			break
-		}
+func (g *groupQueue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.Settlement) (engines.Pending, error) {
+	if err := d.Settle(ctx, s); err != nil {
+		return nil, err
 	}
-	for i := range ds {
-		errs[i] = ds[i].Settle(ctx, ss[i])
-	}
+	g.started.Add(1)
+	return (*groupPending)(g), nil
+}
+
+type groupPending groupQueue
+
+func (p *groupPending) Wait(context.Context) error {
+	p.waited.Add(1)
+	return nil
 }
 
 // newFixtureOn is newFixture with the consumer's queue wrapped by wrap.
@@ -201,7 +202,7 @@ func TestVerdicts(t *testing.T) {
 		wrap func(engines.Queue) engines.Queue
 	}{
 		{"settle", nil},
-		{"settle_batch", func(q engines.Queue) engines.Queue { return &batchQueue{Queue: q} }},
+		{"settle_batch", func(q engines.Queue) engines.Queue { return &groupQueue{Queue: q} }},
 	}
 	for _, mode := range modes {
 		for _, tt := range tests {
@@ -249,29 +250,30 @@ func testVerdict(t *testing.T, fx *fixture, tt verdictCase) {
 	}
 }
 
-// TestBatchSettlerGetsWholeBatches checks that a queue able to settle in
-// batches gets a batch's verdicts in one call, and every one of them.
-func TestBatchSettlerGetsWholeBatches(t *testing.T) {
+// TestGroupSettlerWaitsForEveryVerdict checks that on a queue whose
+// settles share commits every verdict is started and waited for before it
+// is counted.
+func TestGroupSettlerWaitsForEveryVerdict(t *testing.T) {
 	t.Parallel()
-	var bq *batchQueue
+	var gq *groupQueue
 	fx := newFixtureOn(t, byBody, func(c *dispatch.Config) { c.Concurrency = 1 }, func(q engines.Queue) engines.Queue {
-		bq = &batchQueue{Queue: q}
-		return bq
+		gq = &groupQueue{Queue: q}
+		return gq
 	})
 	const n = 50
 	bodies := make([]string, n)
 	for i := range bodies {
 		bodies[i] = "ack"
 	}
-	fx.send(t, bodies...) // all waiting before the worker starts: full batches
+	fx.send(t, bodies...)
 	fx.c.Start()
 	for range n {
 		if got := fx.next(t); got.verdict != engines.Ack {
 			t.Fatalf("verdict %v, want ack", got.verdict)
 		}
 	}
-	if bq.settled.Load() != n || bq.largest.Load() < 2 || bq.calls.Load() >= n {
-		t.Fatalf("SettleBatch settled %d in %d calls (largest %d); want all %d, in batches", bq.settled.Load(), bq.calls.Load(), bq.largest.Load(), n)
+	if gq.started.Load() != n || gq.waited.Load() != n {
+		t.Fatalf("StartSettle %d and Wait %d times, want %d each", gq.started.Load(), gq.waited.Load(), n)
 	}
 	if st := fx.c.Stats(); st.Acked != n {
 		t.Fatalf("Acked = %d, want %d", st.Acked, n)

@@ -1,45 +1,18 @@
 package dispatch
 
 import (
-	"math"
-	"math/rand/v2"
 	"time"
+
+	"github.com/qrun-dev/qrun/engines"
 )
 
 // RetryPolicy computes how long a failed message waits before its next
-// attempt: Initial * Multiplier^failures, capped at Max, then spread by
-// ±Jitter (a fraction) so that a burst of failures does not return as a burst.
-type RetryPolicy struct {
-	Initial    time.Duration
-	Max        time.Duration
-	Multiplier float64
-	Jitter     float64
-}
+// attempt. It is the engines' type, so that the queue's policy can be
+// handed to an engine too: a durable engine applies it to a lease that was
+// outstanding when the process stopped.
+type RetryPolicy = engines.RetryPolicy
 
 // DefaultRetryPolicy is used where a consumer's queue configures no retry policy.
 func DefaultRetryPolicy() RetryPolicy {
 	return RetryPolicy{Initial: time.Second, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}
-}
-
-// Delay returns the wait before the attempt that follows the given number of
-// failures (0 for the first failure).
-func (p RetryPolicy) Delay(failures int) time.Duration {
-	if p.Initial <= 0 {
-		return 0
-	}
-	mult := p.Multiplier
-	if mult < 1 {
-		mult = 1
-	}
-	d := float64(p.Initial) * math.Pow(mult, float64(failures))
-	if p.Max > 0 && d > float64(p.Max) {
-		d = float64(p.Max)
-	}
-	if p.Jitter > 0 {
-		d *= 1 + p.Jitter*(2*rand.Float64()-1)
-	}
-	if p.Max > 0 && d > float64(p.Max) {
-		d = float64(p.Max)
-	}
-	return time.Duration(d)
 }

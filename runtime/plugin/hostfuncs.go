@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/qrun-dev/qrun/abi"
@@ -283,6 +284,10 @@ func hostPublish(ctx context.Context, m api.Module, stack []uint64) {
 		}
 		msg.Attributes = a
 	}
+	if !publishPriority(&msg, st.d) {
+		stack[0] = code(abi.ErrInvalid)
+		return
+	}
 	inheritTrace(&msg, st.d)
 	if p.pub == nil {
 		stack[0] = code(abi.ErrUnavailable)
@@ -394,4 +399,36 @@ func hostExtendLease(ctx context.Context, _ api.Module, stack []uint64) {
 
 func hostNow(_ context.Context, _ api.Module, stack []uint64) {
 	stack[0] = api.EncodeI64(time.Now().UnixNano())
+}
+
+// AttrPriority is the publish attribute that sets the published message's
+// priority, a decimal 0..255 (anything else makes publish return
+// ErrInvalid); abi/ABI.md documents it. The host takes it out of the
+// message's attributes. Without it a published message carries the
+// priority of the message being handled, so a pipeline keeps a message's
+// urgency from stage to stage. (It lives here rather than in package abi
+// because every guest build embeds that package: a new constant there
+// changes every committed example module.)
+const AttrPriority = "qrun.priority"
+
+// publishPriority sets a published message's priority: the one its
+// AttrPriority attribute names (which it removes), or else the
+// priority of the delivery being handled. It reports false for an
+// attribute that is not a decimal 0..255.
+func publishPriority(msg *engines.Message, from *engines.Delivery) bool {
+	v, ok := msg.Attributes[AttrPriority]
+	if !ok {
+		msg.Priority = from.Priority
+		return true
+	}
+	n, err := strconv.ParseUint(v, 10, 8)
+	if err != nil {
+		return false
+	}
+	msg.Priority = uint8(n)
+	delete(msg.Attributes, AttrPriority)
+	if len(msg.Attributes) == 0 {
+		msg.Attributes = nil
+	}
+	return true
 }

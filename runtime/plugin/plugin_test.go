@@ -441,6 +441,41 @@ func TestPublish(t *testing.T) {
 	}
 }
 
+// TestPublishPriority: a published message carries the priority of the
+// message being handled, or the one its qrun.priority attribute names
+// (which is taken out of its attributes); a value outside 0..255 is
+// refused (issue 12 item 17: handler publishes always had priority 0).
+func TestPublishPriority(t *testing.T) {
+	h := newTestHost(t, nil)
+	pub := &fakePublisher{}
+	p := load(t, h, "ok", Spec{Publish: []string{"audit"}}, pub)
+	in := newInstance(t, p)
+	withPrio := func(body string, prio uint8) *engines.Delivery {
+		d := delivery(body, nil)
+		d.Priority = prio
+		return d
+	}
+	mustHandle(t, in, withPrio("paudit", 7))
+	mustHandle(t, in, withPrio("yaudit", 7))
+	mustHandle(t, in, withPrio("paudit", 0))
+	msgs := pub.all()
+	if len(msgs) != 3 {
+		t.Fatalf("publisher saw %d messages, want 3", len(msgs))
+	}
+	for i, want := range []uint8{7, 9, 0} {
+		if got := msgs[i].msg.Priority; got != want {
+			t.Errorf("publish %d: priority %d, want %d", i, got, want)
+		}
+	}
+	if _, ok := msgs[1].msg.Attributes[AttrPriority]; ok || msgs[1].msg.Attributes != nil {
+		t.Errorf("the priority attribute was passed on: %v", msgs[1].msg.Attributes)
+	}
+	mustHandle(t, in, withPrio("Yaudit", 7))
+	if got := memI32(t, in, offRes); got != abi.ErrInvalid || len(pub.all()) != 3 {
+		t.Errorf("publish with priority 300 = %d (published %d), want %d and nothing published", got, len(pub.all()), abi.ErrInvalid)
+	}
+}
+
 func TestDecodeAttrs(t *testing.T) {
 	enc := func(parts ...string) []byte {
 		var b []byte

@@ -86,11 +86,63 @@ queue "q" { engine = "d" }`)
 	}
 }
 
+// TestDiskLeaseOutstandingAtStopWaitsItsRetryDelay: the runtime hands the
+// queue's retry block to the engine, so a message whose lease was
+// outstanding when qrun stopped waits its retry delay after the restart
+// instead of being ready at once (issue 12 item 2).
+func TestDiskLeaseOutstandingAtStopWaitsItsRetryDelay(t *testing.T) {
+	t.Parallel()
+	cfg := parse(t, `
+runtime { admin_listen = "off" }
+engine "d" { type = "disk" }
+queue "q" {
+  engine       = "d"
+  max_attempts = 5
+  retry {
+    initial = "1h"
+    max     = "2h"
+  }
+}`)
+	ctx := context.Background()
+	srv, err := server.New(ctx, cfg, server.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := srv.Queue("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Enqueue(ctx, engines.Message{Body: []byte("a")}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	if _, err := engines.ReceiveN(rctx, q, 1); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := srv.Run(runCtx); err != nil {
+		t.Fatal(err)
+	}
+	srv = start(t, cfg, server.Options{})
+	if q, err = srv.Queue("q"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := q.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Ready != 0 || st.Delayed != 1 || st.ExpiredLeaseTotal != 1 {
+		t.Fatalf("after restart: %+v, want the message delayed by its retry backoff", st)
+	}
+}
+
 // BenchmarkEndToEndDisk is BenchmarkEndToEnd on the disk engine: 8
 // producers enqueue 64-byte messages in batches of 256 (each batch durable
 // before Enqueue returns), workers receive, invoke the WAT handler and ack.
-// With sync = "always" each worker waits for a commit per ack, so workers,
-// not the disk, set the pace: hence the run with 32 of them.
+// With sync = "always" the verdicts decided while one commit runs share the
+// next; the run with 32 workers shows how far more workers push that.
 // BenchmarkDiskRawFsync, in the same run, is the ceiling of one commit per
 // message.
 func BenchmarkEndToEndDisk(b *testing.B) {

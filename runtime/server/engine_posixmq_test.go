@@ -98,7 +98,9 @@ func TestPosixmqEngineConfig(t *testing.T) {
 // TestPosixmqPluginInterop runs the whole path between two plain C
 // programs: C sends to a posixmq queue, a WebAssembly handler republishes
 // every body to a raw-format posixmq queue, and C receives exactly the bytes
-// it sent, in the kernel's priority order.
+// it sent, in the kernel's priority order and with its kernel priority (a
+// published message inherits the handled one's; above qrun's 255 it is
+// 255). Republished messages used to carry priority 0 (issue 12 item 17).
 func TestPosixmqPluginInterop(t *testing.T) {
 	t.Parallel()
 	client := mqtest.Client(t)
@@ -130,7 +132,7 @@ consumer "fwd" {
 		{Prio: 1, Body: []byte("hello from C")},
 		{Prio: 9, Body: []byte{0, 1, 2, 0xf1, 'q', 'r', 'n', 0xff}},
 		{Prio: 1, Body: nil},
-		{Prio: 5, Body: bytes.Repeat([]byte("x"), 1024)},
+		{Prio: 1000, Body: bytes.Repeat([]byte("x"), 1024)},
 	}
 	// Sent before qrun starts, so they wait in the kernel and the single
 	// worker takes them in priority order.
@@ -148,9 +150,9 @@ consumer "fwd" {
 		t.Fatalf("handled %d of %d messages", obs.n.Load(), len(sent))
 	}
 	got := mqtest.Recv(t, client, "/"+prefix+"out", len(sent))
-	want := []mqtest.Msg{{Body: sent[1].Body}, {Body: sent[3].Body}, {Body: sent[0].Body}, {Body: nil}}
+	want := []mqtest.Msg{{Prio: 255, Body: sent[3].Body}, {Prio: 9, Body: sent[1].Body}, {Prio: 1, Body: sent[0].Body}, {Prio: 1, Body: nil}}
 	for i := range want {
-		if i >= len(got) || !bytes.Equal(got[i].Body, want[i].Body) {
+		if i >= len(got) || !bytes.Equal(got[i].Body, want[i].Body) || got[i].Prio != want[i].Prio {
 			t.Fatalf("C received %v\nwant bodies %v", got, want)
 		}
 	}

@@ -330,7 +330,7 @@ func (p *reloadPlan) openQueues(ctx context.Context) error {
 func (p *reloadPlan) openQueue(ctx context.Context, qc *config.Queue) (*queue, error) {
 	q, err := p.engine(qc.Engine).Open(ctx, engines.QueueSpec{
 		Name: qc.Name, VisibilityTimeout: qc.VisibilityTimeout, MaxAttempts: qc.MaxAttempts,
-		DeadLetter: qc.DeadLetter, Ordered: qc.Ordered,
+		DeadLetter: qc.DeadLetter, Ordered: qc.Ordered, Retry: retryPolicy(qc.Retry),
 	})
 	if err != nil {
 		return nil, err

@@ -140,7 +140,7 @@ func (s *Server) open(ctx context.Context) error {
 func (s *Server) openQueue(ctx context.Context, qc *config.Queue) (*queue, error) {
 	q, err := s.engines[qc.Engine].Open(ctx, engines.QueueSpec{
 		Name: qc.Name, VisibilityTimeout: qc.VisibilityTimeout, MaxAttempts: qc.MaxAttempts,
-		DeadLetter: qc.DeadLetter, Ordered: qc.Ordered,
+		DeadLetter: qc.DeadLetter, Ordered: qc.Ordered, Retry: retryPolicy(qc.Retry),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue %q: %w", qc.Name, err)
@@ -160,12 +160,11 @@ func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues ma
 	if err != nil {
 		return nil, err
 	}
-	retry := q.cfg.Retry
 	c, err := dispatch.New(dispatch.Config{
 		Name: cc.Name, Queue: q.q, Concurrency: cc.Concurrency, Batch: cc.Batch,
 		VisibilityTimeout: q.cfg.VisibilityTimeout,
 		HandlerTimeout:    cc.Timeout,
-		Retry:             dispatch.RetryPolicy{Initial: retry.Initial, Max: retry.Max, Multiplier: retry.Multiplier, Jitter: retry.Jitter},
+		Retry:             retryPolicy(q.cfg.Retry),
 		PerMessage:        perMessage,
 		NewInstance: func(ctx context.Context) (dispatch.Instance, error) {
 			return p.NewInstance(ctx)
@@ -353,4 +352,9 @@ func (s *Server) close(ctx context.Context) {
 	for name, e := range s.engines {
 		warn("engine", name, e.Close())
 	}
+}
+
+// retryPolicy converts a queue's retry block for the dispatcher and the engine.
+func retryPolicy(r config.Retry) engines.RetryPolicy {
+	return engines.RetryPolicy{Initial: r.Initial, Max: r.Max, Multiplier: r.Multiplier, Jitter: r.Jitter}
 }

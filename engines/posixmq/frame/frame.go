@@ -76,10 +76,17 @@ type Header struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// ErrMalformed is returned for a message that claims to be a frame (its
-// magic, version and checksum match) but whose fields do not parse: written
-// by a faulty producer. The caller should deliver it raw.
+// ErrMalformed is returned for a message that claims to be a frame (it
+// begins with the magic) but is too short for a header, states a header
+// length the message does not have, or (its checksum matching) has fields
+// that do not parse: written by a faulty producer. The caller should
+// deliver it raw.
 var ErrMalformed = errors.New("frame: malformed")
+
+// ErrChecksum is returned for a message with the magic and version whose
+// header checksum does not match: damaged, or raw data that happens to
+// begin like a frame. The caller should deliver it raw.
+var ErrChecksum = errors.New("frame: header checksum mismatch")
 
 // ErrUnknownVersion is returned for a message with the magic but a version
 // or flags this package does not understand; the caller should deliver it
@@ -155,22 +162,26 @@ func appendField(dst []byte, tag byte, s string) []byte {
 
 // Decode parses msg. For a frame it fills h and returns the body and true;
 // for anything else it returns msg itself and false, with a nil error for
-// ordinary raw data and ErrMalformed or ErrUnknownVersion (wrapped) for a
-// message that looks like a frame qrun cannot read, which the caller should
-// also treat as raw.
+// ordinary raw data (no magic) and ErrUnknownVersion, ErrChecksum or
+// ErrMalformed (wrapped) for a message that begins with the magic but is
+// not a frame qrun can read, which the caller should also treat as raw
+// (and report: it is a damaged frame, or data that mimics one).
 //
 // To cost no allocation beyond the attribute map, the strings in h and the
 // body alias msg: msg must not be modified while they are in use.
 func Decode(msg []byte, h *Header) (body []byte, framed bool, err error) {
-	if len(msg) < FixedSize || string(msg[:4]) != Magic {
+	if len(msg) < len(Magic) || string(msg[:4]) != Magic {
 		return msg, false, nil
+	}
+	if len(msg) < FixedSize {
+		return msg, false, fmt.Errorf("%w: %d bytes, shorter than a header (%d)", ErrMalformed, len(msg), FixedSize)
 	}
 	if msg[4] != Version || msg[5] != 0 || msg[6] != 0 || msg[7] != 0 {
 		return msg, false, fmt.Errorf("%w: version %d, flags %#x", ErrUnknownVersion, msg[4], msg[5:8])
 	}
 	hs := binary.LittleEndian.Uint32(msg[8:])
 	if hs < FixedSize || uint64(hs) > uint64(len(msg)) {
-		return msg, false, nil // not ours: a frame's length is covered by its checksum
+		return msg, false, fmt.Errorf("%w: header length %d in a message of %d bytes", ErrMalformed, hs, len(msg))
 	}
 	hdr := msg[:hs]
 	want := binary.LittleEndian.Uint32(hdr[12:])
@@ -178,7 +189,7 @@ func Decode(msg []byte, h *Header) (body []byte, framed bool, err error) {
 	crc = crc32.Update(crc, castagnoli, zero4[:])
 	crc = crc32.Update(crc, castagnoli, hdr[16:])
 	if crc != want {
-		return msg, false, nil
+		return msg, false, fmt.Errorf("%w: header CRC-32C %08x, stored %08x", ErrChecksum, crc, want)
 	}
 	*h = Header{
 		Attempts:   binary.LittleEndian.Uint32(hdr[16:]),

@@ -53,7 +53,8 @@ func TestRoundTrip(t *testing.T) {
 }
 
 // TestRawIsRaw checks that messages without the envelope come back as
-// themselves: text, binary, and near-misses of the magic.
+// themselves: text, binary, and near-misses of the magic; those that begin
+// with the magic but do not check out also say why, for the log.
 func TestRawIsRaw(t *testing.T) {
 	t.Parallel()
 	good := frame.Append(nil, &frame.Header{ID: "x"}, []byte("body"))
@@ -70,11 +71,12 @@ func TestRawIsRaw(t *testing.T) {
 	}{
 		{"empty", nil, nil},
 		{"text", []byte("hello from C"), nil},
-		{"magic alone", []byte(frame.Magic), nil},
-		{"header shorter than fixed", append([]byte(frame.Magic), make([]byte, 10)...), nil},
-		{"crc mismatch in fixed part", corrupt(20), nil},
-		{"crc mismatch in fields", corrupt(frame.FixedSize + 2), nil},
-		{"length beyond message", append(short, make([]byte, 28)...), nil},
+		{"magic alone", []byte(frame.Magic), frame.ErrMalformed},
+		{"header shorter than fixed", append([]byte(frame.Magic), make([]byte, 10)...), frame.ErrMalformed},
+		{"crc mismatch in fixed part", corrupt(20), frame.ErrChecksum},
+		{"crc mismatch in fields", corrupt(frame.FixedSize + 2), frame.ErrChecksum},
+		{"length beyond message", append(short, make([]byte, 28)...), frame.ErrMalformed},
+		{"magic not at the start", []byte{0, 0xf1, 'q', 'r', 'n', 0}, nil},
 		{"unknown version", corrupt(4), frame.ErrUnknownVersion},
 		{"unknown flags", corrupt(5), frame.ErrUnknownVersion},
 	}

@@ -10,6 +10,8 @@
 ;;              returned 0, 3 if -3 (denied), 1 otherwise; code -> RES
 ;;   'q'<queue> publish with a truncated attrs encoding -> RES
 ;;   'z'<queue> publish an empty body without attrs -> RES
+;;   'y'<queue> publish "payload" with attrs {qrun.priority: "9"} -> RES
+;;   'Y'<queue> publish "payload" with attrs {qrun.priority: "300"} -> RES
 ;;   'd' set_delay(1500) -> RES, verdict requeue    'D' set_delay(-1) -> RES, verdict nack
 ;;   'e' extend_lease(2000) -> RES                  'E' extend_lease(-5) -> RES
 ;;   'H' set_delay(max i64) -> RES, verdict requeue 'L' extend_lease(max i64) -> RES
@@ -45,6 +47,8 @@
   (data (i32.const 0x38) "greeting")
   (data (i32.const 0x40) "hello from wasi\n")
   (data (i32.const 0x50) "init ran")
+  (data (i32.const 0x60) "\0d\00\00\00qrun.priority\01\00\00\009")
+  (data (i32.const 0x80) "\0d\00\00\00qrun.priority\03\00\00\00300")
 
   (func (export "qrun_abi_v1"))
 
@@ -154,6 +158,22 @@
             (i32.add (local.get $ptr) (i32.const 1)) (i32.sub (local.get $len) (i32.const 1))
             (i32.const 0x00) (i32.const 7)
             (i32.const 0x30) (i32.const 5)))
+        (return (i32.const 0))))
+    (if (i32.eq (local.get $c) (i32.const 121)) ;; y
+      (then
+        (i32.store (i32.const 0x100)
+          (call $publish
+            (i32.add (local.get $ptr) (i32.const 1)) (i32.sub (local.get $len) (i32.const 1))
+            (i32.const 0x00) (i32.const 7)
+            (i32.const 0x60) (i32.const 22)))
+        (return (i32.const 0))))
+    (if (i32.eq (local.get $c) (i32.const 89)) ;; Y
+      (then
+        (i32.store (i32.const 0x100)
+          (call $publish
+            (i32.add (local.get $ptr) (i32.const 1)) (i32.sub (local.get $len) (i32.const 1))
+            (i32.const 0x00) (i32.const 7)
+            (i32.const 0x80) (i32.const 24)))
         (return (i32.const 0))))
     (if (i32.eq (local.get $c) (i32.const 122)) ;; z
       (then
