@@ -11,6 +11,7 @@
 package config
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -211,9 +212,11 @@ const (
 	MaxMemoryLimit = 4 << 30
 )
 
-// Load reads and parses the configuration file at path.
+// Load reads and parses the configuration file at path. It reads at most
+// one byte more than MaxFileSize, so a huge file (or a device that never
+// ends) is refused without being read whole.
 func Load(path string, opts Options) (*File, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := readLimited(path, MaxFileSize+1)
 	if err != nil {
 		f := newFile(path, opts)
 		return f, hcl.Diagnostics{{
@@ -230,6 +233,12 @@ func Load(path string, opts Options) (*File, hcl.Diagnostics) {
 // All problems are returned together, sorted by position.
 func Parse(filename string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 	f := newFile(filename, opts)
+	if d := prescan(filename, src); d != nil {
+		// The bytes alone render the snippet; parsing them is what the
+		// scan guards against.
+		f.Files[filename] = &hcl.File{Bytes: src}
+		return f, hcl.Diagnostics{d}
+	}
 	parser := hclparse.NewParser()
 	hf, diags := parser.ParseHCL(src, filename)
 	f.Files = parser.Files()
@@ -242,6 +251,16 @@ func Parse(filename string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 	d.decode(hf.Body)
 	d.validate()
 	return f, sortDiags(rewriteEnvDiags(d.diags))
+}
+
+// readLimited reads at most limit bytes of the file at path.
+func readLimited(path string, limit int64) ([]byte, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	return io.ReadAll(io.LimitReader(fh, limit))
 }
 
 func newFile(path string, opts Options) *File {
