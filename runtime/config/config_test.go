@@ -591,3 +591,22 @@ func render(t *testing.T, f *File, diags hcl.Diagnostics) string {
 	}
 	return buf.String()
 }
+
+// placelessEngines reports a problem without a position, as an engine's
+// own check of a whole block may.
+type placelessEngines struct{ fakeEngines }
+
+func (placelessEngines) ValidateEngine(string, hcl.Body, *hcl.EvalContext) hcl.Diagnostics {
+	return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Engine unhappy"}}
+}
+
+// TestEngineDiagnosticsGetAPosition: a diagnostic an engine could not place
+// points at its engine block, so every diagnostic has file:line (issue 12
+// item 12).
+func TestEngineDiagnosticsGetAPosition(t *testing.T) {
+	t.Parallel()
+	_, diags := Parse("e.hcl", []byte("\n\nengine \"m\" {\n  type = \"memory\"\n}\n"), Options{Engines: placelessEngines{}})
+	if len(diags) != 1 || diags[0].Subject == nil || diags[0].Subject.Start.Line != 3 {
+		t.Fatalf("diagnostics %v, want one at e.hcl line 3", diags)
+	}
+}

@@ -267,7 +267,14 @@ func (d *decoder) engine(re *rawEngine) Engine {
 			e.Type, didYouMean(e.Type, known), strings.Join(slices.Sorted(slices.Values(known)), ", "))
 		return e
 	}
-	d.diags = append(d.diags, v.ValidateEngine(e.Type, re.Remain, d.ctx)...)
+	for _, diag := range v.ValidateEngine(e.Type, re.Remain, d.ctx) {
+		// Every diagnostic carries a position: one an engine could not
+		// place points at its engine block.
+		if diag.Subject == nil {
+			diag.Subject = re.DefRange.Ptr()
+		}
+		d.diags = append(d.diags, diag)
+	}
 	return e
 }
 

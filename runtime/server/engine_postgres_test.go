@@ -57,11 +57,19 @@ topic "events" {
 		"dup topic":       {`dsn = "x"` + "\n" + `topic "t" {}` + "\n" + `topic "t" {}`, "Duplicate topic"},
 		"topic as sub":    {"dsn = \"x\"\ntopic \"t\" {\nsubscription \"u\" {}\n}\ntopic \"u\" {}", "Subscription is a topic"},
 		"unknown setting": {`dsn = "x"` + "\n" + `pool = 3`, "Unsupported argument"},
+		"schema 70 bytes": {`dsn = "x"` + "\n" + `schema = "` + strings.Repeat("s", 70) + `"`, "Invalid schema"},
+		"huge messages":   {`dsn = "x"` + "\n" + `max_message_size = 1073741824`, "Invalid max_message_size"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			diags, _ := decode(t, tc.src)
 			if !diags.HasErrors() || !strings.Contains(diags.Error(), tc.want) {
 				t.Fatalf("diagnostics %v, want an error mentioning %q", diags, tc.want)
+			}
+			// Every diagnostic names file:line (issue 12 item 12).
+			for _, d := range diags {
+				if d.Subject == nil || d.Subject.Filename != "engine.hcl" || d.Subject.Start.Line < 1 {
+					t.Errorf("diagnostic %q has no position: %v", d.Summary, d.Subject)
+				}
 			}
 		})
 	}

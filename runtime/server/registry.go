@@ -128,7 +128,11 @@ func memoryType() EngineType {
 		var s memorySettings
 		diags := gohcl.DecodeBody(body, eval, &s)
 		if s.MaxMessageSize != nil && *s.MaxMessageSize < 0 {
-			diags = diags.Append(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid max_message_size", Detail: "max_message_size must be zero (unlimited) or positive."})
+			d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid max_message_size", Detail: "max_message_size must be zero (unlimited) or positive."}
+			if attrs, _ := body.JustAttributes(); attrs["max_message_size"] != nil {
+				d.Subject = attrs["max_message_size"].Expr.Range().Ptr()
+			}
+			diags = diags.Append(d)
 		}
 		return s, diags
 	}
