@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/agext/levenshtein"
+	"github.com/hashicorp/hcl/v2"
 )
 
 // validate checks what no single block can: references between blocks,
@@ -55,6 +56,15 @@ func (d *decoder) validate() {
 		}
 	}
 	d.deadLetterCycles()
+	if len(f.Queues) == 0 && len(f.Consumers) == 0 {
+		// Valid, but a qrun that does nothing: most likely the wrong file.
+		d.diags = append(d.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagWarning,
+			Summary:  "Nothing configured",
+			Detail:   "The file declares no queue and no consumer, so qrun would run idle. Declare an engine, a queue and a consumer (see config.hcl.example).",
+			Subject:  &hcl.Range{Filename: f.Path, Start: hcl.InitialPos, End: hcl.InitialPos},
+		})
+	}
 
 	checked := map[string]error{}
 	for i := range f.Consumers {
