@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -157,24 +156,11 @@ func loadConfig(path string, stderr io.Writer) (*config.File, error) {
 	if path == "" {
 		return nil, usagef("missing -c FILE")
 	}
-	ctx := context.Background()
-	cfg, diags := config.Load(path, config.Options{
-		Engines: server.Builtin(),
-		CheckPlugin: func(p string) error {
-			wasm, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			rep, err := plugin.Check(ctx, wasm)
-			if err != nil {
-				return err
-			}
-			if len(rep.Problems) > 0 {
-				return errors.New(strings.Join(rep.Problems, "; "))
-			}
-			return nil
-		},
-	})
+	// Plugins are started as run starts them, so validate refuses exactly
+	// what run would.
+	check, closeCheck := server.PluginChecker(context.Background())
+	defer closeCheck()
+	cfg, diags := config.Load(path, config.Options{Engines: server.Builtin(), CheckPlugin: check})
 	if len(diags) > 0 {
 		_ = config.WriteDiagnostics(stderr, cfg, diags, isTerminal(stderr))
 	}

@@ -27,11 +27,15 @@ type Options struct {
 	// Engines validates an engine block's type-specific body. nil accepts any
 	// type and any body, which suits tools that only need the shape.
 	Engines EngineValidator
-	// CheckPlugin validates a plugin file, given as an absolute path that is
-	// known to exist. A non-nil error becomes a diagnostic on the consumer's
-	// plugin attribute, so a module that does not compile is reported at
-	// validate time. nil only checks that the file exists.
-	CheckPlugin func(path string) error
+	// CheckPlugin validates consumer c's plugin, whose file (c.Plugin, an
+	// absolute path) is known to exist; f is the file being decoded, its
+	// Runtime already set. It is called once per consumer, since the
+	// consumer's limits and config values decide whether the plugin starts.
+	// A non-nil error becomes a diagnostic on the consumer's plugin
+	// attribute, so a module that does not compile or initialise is
+	// reported at validate time; the error should name the plugin. nil only
+	// checks that the file exists.
+	CheckPlugin func(f *File, c *Consumer) error
 	// LookupEnv backs the env() function; nil means os.LookupEnv. Tests inject
 	// a map so they need not mutate the process environment.
 	LookupEnv func(string) (string, bool)

@@ -65,9 +65,9 @@ func newFixture(t *testing.T, env map[string]string) fixture {
 	}
 	return fixture{dir: dir, opts: Options{
 		Engines: fakeEngines{},
-		CheckPlugin: func(path string) error {
-			if filepath.Base(path) == "bad.wasm" {
-				return errors.New("not a WebAssembly module")
+		CheckPlugin: func(_ *File, c *Consumer) error {
+			if filepath.Base(c.Plugin) == "bad.wasm" {
+				return errors.New("bad.wasm: not a WebAssembly module")
 			}
 			return nil
 		},

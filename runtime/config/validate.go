@@ -66,7 +66,6 @@ func (d *decoder) validate() {
 		})
 	}
 
-	checked := map[string]error{}
 	for i := range f.Consumers {
 		c := &f.Consumers[i]
 		refs := d.consumerRefs[c.Name]
@@ -93,7 +92,7 @@ func (d *decoder) validate() {
 			}
 		}
 		if c.Plugin != "" {
-			d.checkPlugin(c, checked)
+			d.checkPlugin(c)
 		}
 	}
 }
@@ -147,20 +146,16 @@ func (d *decoder) queueIndex(name string) int {
 	return -1
 }
 
-func (d *decoder) checkPlugin(c *Consumer, checked map[string]error) {
-	rng := c.PluginRange
-	err, done := checked[c.Plugin]
-	if !done {
-		err = d.pluginError(c.Plugin)
-		checked[c.Plugin] = err
-	}
+func (d *decoder) checkPlugin(c *Consumer) {
+	err := d.pluginError(c)
 	var pe *pluginErr
 	switch {
 	case err == nil:
 	case errors.As(err, &pe):
-		d.errorf(rng, pe.summary, "%s", pe.detail)
+		d.errorf(c.PluginRange, pe.summary, "%s", pe.detail)
 	default:
-		d.errorf(rng, "Invalid plugin", "Plugin %s cannot be used: %v.", c.Plugin, err)
+		// The error names the plugin (Options.CheckPlugin).
+		d.errorf(c.PluginRange, "Invalid plugin", "%v.", err)
 	}
 }
 
@@ -171,7 +166,8 @@ type pluginErr struct{ summary, detail string }
 // Error joins summary and detail.
 func (e *pluginErr) Error() string { return e.summary + ": " + e.detail }
 
-func (d *decoder) pluginError(path string) error {
+func (d *decoder) pluginError(c *Consumer) error {
+	path := c.Plugin
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -182,7 +178,7 @@ func (d *decoder) pluginError(path string) error {
 		return &pluginErr{"Plugin is not a file", fmt.Sprintf("%s is a %s; plugin must name a compiled .wasm file.", path, modeName(st.Mode()))}
 	}
 	if d.opts.CheckPlugin != nil {
-		return d.opts.CheckPlugin(path)
+		return d.opts.CheckPlugin(d.file, c)
 	}
 	return nil
 }
