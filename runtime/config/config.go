@@ -52,6 +52,17 @@ type EngineValidator interface {
 	EngineTypes() []string
 }
 
+// TopicLister is optionally implemented by an EngineValidator whose engine
+// types have topics: names a queue block may declare and publish to, but
+// no consumer may read (it reads the topic's subscriptions). With it, a
+// consumer on a topic is refused at validate instead of failing every
+// receive once running.
+type TopicLister interface {
+	// Topics lists the topics an engine block of type typ declares; body
+	// has already passed ValidateEngine.
+	Topics(typ string, body hcl.Body, ctx *hcl.EvalContext) []string
+}
+
 // File is a decoded configuration. When Parse or Load report errors the File
 // is still returned, but only Path, Dir and Files are meaningful: they are
 // kept so the diagnostics can be rendered with their source.

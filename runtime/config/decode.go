@@ -92,6 +92,7 @@ type decoder struct {
 
 	queueRefs    map[string]queueRefs // by queue name
 	consumerRefs map[string]consumerRefs
+	topics       map[string]map[string]bool // engine name -> its topics (TopicLister)
 }
 
 type queueRefs struct {
@@ -267,13 +268,25 @@ func (d *decoder) engine(re *rawEngine) Engine {
 			e.Type, didYouMean(e.Type, known), strings.Join(slices.Sorted(slices.Values(known)), ", "))
 		return e
 	}
-	for _, diag := range v.ValidateEngine(e.Type, re.Remain, d.ctx) {
+	diags := v.ValidateEngine(e.Type, re.Remain, d.ctx)
+	for _, diag := range diags {
 		// Every diagnostic carries a position: one an engine could not
 		// place points at its engine block.
 		if diag.Subject == nil {
 			diag.Subject = re.DefRange.Ptr()
 		}
 		d.diags = append(d.diags, diag)
+	}
+	if tl, ok := v.(TopicLister); ok && !diags.HasErrors() {
+		for _, t := range tl.Topics(e.Type, re.Remain, d.ctx) {
+			if d.topics == nil {
+				d.topics = map[string]map[string]bool{}
+			}
+			if d.topics[e.Name] == nil {
+				d.topics[e.Name] = map[string]bool{}
+			}
+			d.topics[e.Name][t] = true
+		}
 	}
 	return e
 }

@@ -73,6 +73,9 @@ func (d *decoder) validate() {
 			if q, ok := f.Queue(c.Queue); !ok {
 				d.errorf(refs.queue.Expr.Range(), "Unknown queue",
 					"Consumer %q reads queue %q, which is not declared.%s", c.Name, c.Queue, didYouMean(c.Queue, queueNames))
+			} else if d.topics[q.Engine][q.Name] {
+				d.errorf(refs.queue.Expr.Range(), "Consumer reads a topic",
+					"Consumer %q reads %q, which is a topic of engine %q: a topic is published to, never received from. Consume one of its subscriptions instead.", c.Name, c.Queue, q.Engine)
 			} else if q.VisibilityTimeout > 0 && 2*c.Timeout >= q.VisibilityTimeout {
 				// A call may run up to twice its timeout before the host
 				// stops it (abi/ABI.md section 6).

@@ -179,5 +179,13 @@ func postgresType() EngineType {
 	})
 	// The queues live in the database, for every process that reaches it.
 	t.Shared = true
+	t.Topics = func(body hcl.Body, eval *hcl.EvalContext) []string {
+		o, _ := PostgresOptions(body, eval)
+		names := make([]string, len(o.Topics))
+		for i, topic := range o.Topics {
+			names[i] = topic.Name
+		}
+		return names
+	}
 	return t
 }

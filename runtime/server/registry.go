@@ -36,6 +36,9 @@ type EngineType struct {
 	Validate func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics
 	// Open builds the engine; Validate has already passed.
 	Open func(ctx context.Context, o EngineOptions) (engines.Engine, error)
+	// Topics lists the topics an engine block declares (names that are
+	// published to, never consumed); nil for a type without topics.
+	Topics func(body hcl.Body, eval *hcl.EvalContext) []string
 	// Shared says that another process may open the engine while qrun
 	// runs and produce into its queues (see SendDirect): its queues live
 	// outside the qrun process and nothing in it assumes sole ownership.
@@ -78,6 +81,14 @@ func (r *Registry) ValidateEngine(typ string, body hcl.Body, eval *hcl.EvalConte
 		return nil
 	}
 	return t.Validate(body, eval)
+}
+
+// Topics implements config.TopicLister.
+func (r *Registry) Topics(typ string, body hcl.Body, eval *hcl.EvalContext) []string {
+	if t, ok := r.types[typ]; ok && t.Topics != nil {
+		return t.Topics(body, eval)
+	}
+	return nil
 }
 
 func (r *Registry) open(ctx context.Context, typ string, o EngineOptions) (engines.Engine, error) {
