@@ -56,16 +56,6 @@ func (d *decoder) validate() {
 		}
 	}
 	d.deadLetterCycles()
-	if len(f.Queues) == 0 && len(f.Consumers) == 0 {
-		// Valid, but a qrun that does nothing: most likely the wrong file.
-		d.diags = append(d.diags, &hcl.Diagnostic{
-			Severity: hcl.DiagWarning,
-			Summary:  "Nothing configured",
-			Detail:   "The file declares no queue and no consumer, so qrun would run idle. Declare an engine, a queue and a consumer (see config.hcl.example).",
-			Subject:  &hcl.Range{Filename: f.Path, Start: hcl.InitialPos, End: hcl.InitialPos},
-		})
-	}
-
 	for i := range f.Consumers {
 		c := &f.Consumers[i]
 		refs := d.consumerRefs[c.Name]
@@ -97,6 +87,16 @@ func (d *decoder) validate() {
 		if c.Plugin != "" {
 			d.checkPlugin(c)
 		}
+	}
+	if len(f.Queues) == 0 && len(f.Consumers) == 0 && !d.diags.HasErrors() {
+		// Valid, but a qrun that does nothing: most likely the wrong file.
+		// (A file with errors has more pressing news.)
+		d.diags = append(d.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagWarning,
+			Summary:  "Nothing configured",
+			Detail:   "The file declares no queue and no consumer, so qrun would run idle. Declare an engine, a queue and a consumer (see config.hcl.example).",
+			Subject:  &hcl.Range{Filename: f.Path, Start: hcl.InitialPos, End: hcl.InitialPos},
+		})
 	}
 }
 
