@@ -63,6 +63,17 @@ type TopicLister interface {
 	Topics(typ string, body hcl.Body, ctx *hcl.EvalContext) []string
 }
 
+// QueueNameChecker is optionally implemented by an EngineValidator whose
+// engine types limit queue names beyond qrun's own rule (1 to 128 letters,
+// digits, '_', '.' or '-'): an engine that makes a file or kernel name of
+// a prefix and the queue name, say. A name that fails is an error at the
+// queue's label; no name is ever shortened or altered to fit.
+type QueueNameChecker interface {
+	// CheckQueueName reports why engine block body of type typ cannot hold
+	// a queue called name, or nil; body has already passed ValidateEngine.
+	CheckQueueName(typ string, body hcl.Body, ctx *hcl.EvalContext, name string) error
+}
+
 // File is a decoded configuration. When Parse or Load report errors the File
 // is still returned, but only Path, Dir and Files are meaningful: they are
 // kept so the diagnostics can be rendered with their source.

@@ -93,6 +93,7 @@ type decoder struct {
 	queueRefs    map[string]queueRefs // by queue name
 	consumerRefs map[string]consumerRefs
 	topics       map[string]map[string]bool // engine name -> its topics (TopicLister)
+	engineValid  map[string]bool            // engines whose settings passed ValidateEngine
 }
 
 type queueRefs struct {
@@ -276,6 +277,12 @@ func (d *decoder) engine(re *rawEngine) Engine {
 			diag.Subject = re.DefRange.Ptr()
 		}
 		d.diags = append(d.diags, diag)
+	}
+	if !diags.HasErrors() {
+		if d.engineValid == nil {
+			d.engineValid = map[string]bool{}
+		}
+		d.engineValid[e.Name] = true
 	}
 	if tl, ok := v.(TopicLister); ok && !diags.HasErrors() {
 		for _, t := range tl.Topics(e.Type, re.Remain, d.ctx) {

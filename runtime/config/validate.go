@@ -37,6 +37,12 @@ func (d *decoder) validate() {
 				"Queue %q uses engine %q, which is not declared.%s Declare it with engine %q { type = ... }.",
 				q.Name, q.Engine, didYouMean(q.Engine, engineNames), q.Engine)
 		}
+		if qc, ok := d.opts.Engines.(QueueNameChecker); ok && engineOK && validName(q.Name) && d.engineValid[q.Engine] {
+			e, _ := f.Engine(q.Engine)
+			if err := qc.CheckQueueName(e.Type, e.Body, d.ctx, q.Name); err != nil {
+				d.errorf(refs.name, "Invalid name", "Queue %q cannot live in engine %q: %v. The name is never shortened or altered to fit.", q.Name, q.Engine, err)
+			}
+		}
 		if q.DeadLetter == "" {
 			continue
 		}

@@ -39,6 +39,10 @@ type EngineType struct {
 	// Topics lists the topics an engine block declares (names that are
 	// published to, never consumed); nil for a type without topics.
 	Topics func(body hcl.Body, eval *hcl.EvalContext) []string
+	// QueueName reports why the engine cannot hold a queue called name
+	// (which already follows qrun's own rule), or nil; nil accepts every
+	// name.
+	QueueName func(body hcl.Body, eval *hcl.EvalContext, name string) error
 	// Shared says that another process may open the engine while qrun
 	// runs and produce into its queues (see SendDirect): its queues live
 	// outside the qrun process and nothing in it assumes sole ownership.
@@ -87,6 +91,14 @@ func (r *Registry) ValidateEngine(typ string, body hcl.Body, eval *hcl.EvalConte
 func (r *Registry) Topics(typ string, body hcl.Body, eval *hcl.EvalContext) []string {
 	if t, ok := r.types[typ]; ok && t.Topics != nil {
 		return t.Topics(body, eval)
+	}
+	return nil
+}
+
+// CheckQueueName implements config.QueueNameChecker.
+func (r *Registry) CheckQueueName(typ string, body hcl.Body, eval *hcl.EvalContext, name string) error {
+	if t, ok := r.types[typ]; ok && t.QueueName != nil {
+		return t.QueueName(body, eval, name)
 	}
 	return nil
 }
