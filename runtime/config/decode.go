@@ -94,6 +94,7 @@ type decoder struct {
 	consumerRefs map[string]consumerRefs
 	topics       map[string]map[string]bool // engine name -> its topics (TopicLister)
 	engineValid  map[string]bool            // engines whose settings passed ValidateEngine
+	queueIdx     map[string]int             // queue name -> index in file.Queues, set by validate
 }
 
 type queueRefs struct {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -55,12 +56,15 @@ func hostileFiles() []struct {
 		{"random 1MiB", rnd(1 << 20), ""},
 		{"printable 256KiB", printable(256 << 10), ""},
 		{"printable 1MiB", printable(1 << 20), ""},
-		{"1MiB of @", rep("@", 1<<20), ""},
-		{"1MiB of quotes", rep(`"`, 1<<20), ""},
+		{"1MiB of @", rep("@", 1<<20), "Too many tokens"},
+		{"1MiB of quotes", rep(`"`, 1<<20), "Too many tokens"},
 		{"1MiB attribute", append(append([]byte(`runtime { data_dir = "`), rep("a", 1<<20-40)...), `" }`...), ""},
 		{"1MiB of blocks", rep("x {}\n", 1<<18), ""},
-		{"balanced 1MiB", rep("x = [[[[]]]]\n", 1<<20/13), ""},
+		{"balanced 1MiB", rep("x = [[[[]]]]\n", 1<<20/13), "Too many tokens"},
 		{"too large", rep("#", MaxFileSize+1), "Configuration file too large"},
+		// Just under the token limit: the parser's worst case.
+		{"@ under the token limit", rep("@", MaxTokens-1), ""},
+		{"brackets under the token limit", rep("x = [[]]\n", (MaxTokens-1)/7), ""},
 	}
 }
 
@@ -69,6 +73,11 @@ func TestHostileFiles(t *testing.T) {
 	for _, tc := range hostileFiles() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			if testing.Short() && tc.summary == "" && len(tc.src) > 64<<10 {
+				// What the parser itself must cope with costs seconds
+				// under the race detector; its first 64 KiB show the same.
+				tc.src = tc.src[:64<<10]
+			}
 			f, diags := Parse("hostile.hcl", tc.src, Options{Engines: fakeEngines{}})
 			if tc.summary != "" && !diags.HasErrors() {
 				t.Fatal("accepted")
@@ -116,5 +125,41 @@ func BenchmarkHostileFiles(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// bigValidConfig is half a megabyte of real configuration: 15,000
+// one-line queue blocks, which the token limit must let through.
+func bigValidConfig() []byte {
+	var b bytes.Buffer
+	b.WriteString("engine \"m\" { type = \"memory\" }\n")
+	for i := 0; b.Len() < 512<<10-64; i++ {
+		fmt.Fprintf(&b, "queue \"q%06d\" { engine = \"m\" }\n", i)
+	}
+	return b.Bytes()
+}
+
+// TestBigValidConfig: the limits on hostile files leave room for far more
+// ordinary configuration than anyone writes.
+func TestBigValidConfig(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("parses half a megabyte; BenchmarkBigValidConfig times it")
+	}
+	src := bigValidConfig()
+	f, diags := Parse("big.hcl", src, Options{Engines: fakeEngines{}})
+	if diags.HasErrors() || len(f.Queues) < 15000 {
+		t.Fatalf("%d queues, diagnostics %v", len(f.Queues), diags.Errs())
+	}
+}
+
+// BenchmarkBigValidConfig parses the file of TestBigValidConfig.
+func BenchmarkBigValidConfig(b *testing.B) {
+	src := bigValidConfig()
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		if _, diags := Parse("big.hcl", src, Options{Engines: fakeEngines{}}); diags.HasErrors() {
+			b.Fatal(diags)
+		}
 	}
 }

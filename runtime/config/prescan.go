@@ -20,12 +20,21 @@ const (
 	// brackets, braces, parentheses, template interpolations, conditionals
 	// and runs of unary operators, each of which is a level of recursion.
 	MaxNesting = 256
+	// MaxTokens bounds the parser's work, which grows with the number of
+	// tokens (and of diagnostics, up to one per token) more than with the
+	// size: a megabyte of '@' is a million invalid tokens and took seconds.
+	// The count is an estimate that errs high (each punctuation byte is
+	// one, each run of letters, digits or '_' another, strings included):
+	// half a megabyte of real configuration, 15,000 one-line queue blocks,
+	// estimates 175,000, far more than any real file.
+	MaxTokens = 200_000
 )
 
 // prescan rejects, with a single diagnostic at the offending position, a
 // file the HCL parser must not be given: one larger than MaxFileSize, one
 // that is not UTF-8 text (a NUL byte or an invalid sequence: a binary file
-// given by mistake), and one nested deeper than MaxNesting.
+// given by mistake), one of more than MaxTokens tokens, and one nested
+// deeper than MaxNesting. BenchmarkHostileFiles times the worst cases.
 //
 // Nesting is counted on the raw bytes, strings and comments included,
 // because a template interpolation inside a string is parsed recursively
@@ -42,7 +51,10 @@ func prescan(filename string, src []byte) *hcl.Diagnostic {
 	}
 	var (
 		brackets, conds, unary int
+		tokens                 int
+		inWord                 bool
 		pos                    = -1
+		tooMany                = -1
 	)
 	for i := 0; i < len(src); {
 		c := src[i]
@@ -68,6 +80,16 @@ func prescan(filename string, src []byte) *hcl.Diagnostic {
 			unary = 0
 			continue
 		}
+		word := c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		space := c == ' ' || c == '\t' || c == '\r' || c == '\n'
+		if (word && !inWord) || (!word && !space) {
+			tokens++
+			if tokens > MaxTokens {
+				tooMany = i
+				break
+			}
+		}
+		inWord = word
 		switch c {
 		case '(', '[', '{':
 			brackets++
@@ -92,6 +114,14 @@ func prescan(filename string, src []byte) *hcl.Diagnostic {
 			break
 		}
 		i++
+	}
+	if tooMany >= 0 {
+		return &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Too many tokens",
+			Detail:   fmt.Sprintf("The file has more than about %d tokens (words, numbers and punctuation) by here; qrun refuses such a file rather than spend seconds parsing it. A real configuration has far fewer.", MaxTokens),
+			Subject:  pointRange(filename, src, tooMany).Ptr(),
+		}
 	}
 	if pos >= 0 {
 		return &hcl.Diagnostic{

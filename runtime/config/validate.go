@@ -24,8 +24,10 @@ func (d *decoder) validate() {
 		engineNames = append(engineNames, e.Name)
 	}
 	queueNames := make([]string, 0, len(f.Queues))
-	for _, q := range f.Queues {
+	d.queueIdx = make(map[string]int, len(f.Queues))
+	for i, q := range f.Queues {
 		queueNames = append(queueNames, q.Name)
+		d.queueIdx[q.Name] = i // names are unique: decode drops duplicates
 	}
 
 	for i := range f.Queues {
@@ -47,7 +49,7 @@ func (d *decoder) validate() {
 			continue
 		}
 		rng := refs.deadLetter.Expr.Range()
-		dl, ok := f.Queue(q.DeadLetter)
+		dl, ok := d.queueNamed(q.DeadLetter)
 		switch {
 		case q.DeadLetter == q.Name:
 			d.errorf(rng, "Queue is its own dead-letter queue",
@@ -66,7 +68,7 @@ func (d *decoder) validate() {
 		c := &f.Consumers[i]
 		refs := d.consumerRefs[c.Name]
 		if c.Queue != "" {
-			if q, ok := f.Queue(c.Queue); !ok {
+			if q, ok := d.queueNamed(c.Queue); !ok {
 				d.errorf(refs.queue.Expr.Range(), "Unknown queue",
 					"Consumer %q reads queue %q, which is not declared.%s", c.Name, c.Queue, didYouMean(c.Queue, queueNames))
 			} else if d.topics[q.Engine][q.Name] {
@@ -85,7 +87,7 @@ func (d *decoder) validate() {
 			}
 		}
 		for j, name := range c.Publish {
-			if _, ok := f.Queue(name); !ok {
+			if _, ok := d.queueNamed(name); !ok {
 				d.errorf(refs.publish[j], "Unknown queue",
 					"Consumer %q may publish to queue %q, which is not declared.%s", c.Name, name, didYouMean(name, queueNames))
 			}
@@ -137,7 +139,7 @@ func (d *decoder) deadLetterCycles() {
 				break
 			}
 			path = append(path, cur)
-			q, ok := f.Queue(cur)
+			q, ok := d.queueNamed(cur)
 			if !ok || q.DeadLetter == "" || q.DeadLetter == q.Name {
 				break
 			}
@@ -147,12 +149,20 @@ func (d *decoder) deadLetterCycles() {
 }
 
 func (d *decoder) queueIndex(name string) int {
-	for i, q := range d.file.Queues {
-		if q.Name == name {
-			return i
-		}
+	if i, ok := d.queueIdx[name]; ok {
+		return i
 	}
 	return -1
+}
+
+// queueNamed is File.Queue through an index: validate looks queues up once per
+// reference, and a linear search made a file of 30,000 queues take
+// seconds.
+func (d *decoder) queueNamed(name string) (*Queue, bool) {
+	if i, ok := d.queueIdx[name]; ok {
+		return &d.file.Queues[i], true
+	}
+	return nil, false
 }
 
 func (d *decoder) checkPlugin(c *Consumer) {
