@@ -69,9 +69,11 @@ type TopicLister interface {
 // a prefix and the queue name, say. A name that fails is an error at the
 // queue's label; no name is ever shortened or altered to fit.
 type QueueNameChecker interface {
-	// CheckQueueName reports why engine block body of type typ cannot hold
-	// a queue called name, or nil; body has already passed ValidateEngine.
-	CheckQueueName(typ string, body hcl.Body, ctx *hcl.EvalContext, name string) error
+	// QueueNameRule returns what engine block body of type typ requires of
+	// a queue name: a function reporting why it cannot hold a queue called
+	// name, or nil when every name qrun allows is fine. body has already
+	// passed ValidateEngine.
+	QueueNameRule(typ string, body hcl.Body, ctx *hcl.EvalContext) func(name string) error
 }
 
 // File is a decoded configuration. When Parse or Load report errors the File

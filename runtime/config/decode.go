@@ -92,9 +92,9 @@ type decoder struct {
 
 	queueRefs    map[string]queueRefs // by queue name
 	consumerRefs map[string]consumerRefs
-	topics       map[string]map[string]bool // engine name -> its topics (TopicLister)
-	engineValid  map[string]bool            // engines whose settings passed ValidateEngine
-	queueIdx     map[string]int             // queue name -> index in file.Queues, set by validate
+	topics       map[string]map[string]bool    // engine name -> its topics (TopicLister)
+	nameRules    map[string]func(string) error // engine name -> its queue name rule (QueueNameChecker)
+	queueIdx     map[string]int                // queue name -> index in file.Queues, set by validate
 }
 
 type queueRefs struct {
@@ -279,11 +279,13 @@ func (d *decoder) engine(re *rawEngine) Engine {
 		}
 		d.diags = append(d.diags, diag)
 	}
-	if !diags.HasErrors() {
-		if d.engineValid == nil {
-			d.engineValid = map[string]bool{}
+	if qc, ok := v.(QueueNameChecker); ok && !diags.HasErrors() {
+		if rule := qc.QueueNameRule(e.Type, re.Remain, d.ctx); rule != nil {
+			if d.nameRules == nil {
+				d.nameRules = map[string]func(string) error{}
+			}
+			d.nameRules[e.Name] = rule
 		}
-		d.engineValid[e.Name] = true
 	}
 	if tl, ok := v.(TopicLister); ok && !diags.HasErrors() {
 		for _, t := range tl.Topics(e.Type, re.Remain, d.ctx) {

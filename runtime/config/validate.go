@@ -39,9 +39,8 @@ func (d *decoder) validate() {
 				"Queue %q uses engine %q, which is not declared.%s Declare it with engine %q { type = ... }.",
 				q.Name, q.Engine, didYouMean(q.Engine, engineNames), q.Engine)
 		}
-		if qc, ok := d.opts.Engines.(QueueNameChecker); ok && engineOK && validName(q.Name) && d.engineValid[q.Engine] {
-			e, _ := f.Engine(q.Engine)
-			if err := qc.CheckQueueName(e.Type, e.Body, d.ctx, q.Name); err != nil {
+		if rule := d.nameRules[q.Engine]; rule != nil && validName(q.Name) {
+			if err := rule(q.Name); err != nil {
 				d.errorf(refs.name, "Invalid name", "Queue %q cannot live in engine %q: %v. The name is never shortened or altered to fit.", q.Name, q.Engine, err)
 			}
 		}

@@ -51,9 +51,9 @@ func posixmqType() EngineType {
 	})
 	// The kernel name is "/" + prefix + name, at most NAME_MAX bytes after
 	// the slash; qrun's own rule already excludes '/', NUL, "." and "..".
-	t.QueueName = func(body hcl.Body, eval *hcl.EvalContext, name string) error {
+	t.QueueNameRule = func(body hcl.Body, eval *hcl.EvalContext) func(string) error {
 		o, _ := decodePosixmq(body, eval)
-		return prefixedNameFits("kernel queue name", o.Prefix, name)
+		return func(name string) error { return prefixedNameFits("kernel queue name", o.Prefix, name) }
 	}
 	return t
 }

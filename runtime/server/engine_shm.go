@@ -109,12 +109,12 @@ func shmType() EngineType {
 	})
 	t.Shared = true
 	// The segment file is prefix + name in /dev/shm.
-	t.QueueName = func(body hcl.Body, eval *hcl.EvalContext, name string) error {
+	t.QueueNameRule = func(body hcl.Body, eval *hcl.EvalContext) func(string) error {
 		o, _ := decode(body, eval)
 		if o.Prefix == "" {
 			o.Prefix = shm.DefaultPrefix
 		}
-		return prefixedNameFits("segment file name", o.Prefix, name)
+		return func(name string) error { return prefixedNameFits("segment file name", o.Prefix, name) }
 	}
 	return t
 }

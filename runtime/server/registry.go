@@ -39,10 +39,10 @@ type EngineType struct {
 	// Topics lists the topics an engine block declares (names that are
 	// published to, never consumed); nil for a type without topics.
 	Topics func(body hcl.Body, eval *hcl.EvalContext) []string
-	// QueueName reports why the engine cannot hold a queue called name
-	// (which already follows qrun's own rule), or nil; nil accepts every
-	// name.
-	QueueName func(body hcl.Body, eval *hcl.EvalContext, name string) error
+	// QueueNameRule returns, for an engine block's settings, what it
+	// requires of a queue name beyond qrun's own rule (see
+	// config.QueueNameChecker); nil, or a nil result, accepts every name.
+	QueueNameRule func(body hcl.Body, eval *hcl.EvalContext) func(name string) error
 	// Shared says that another process may open the engine while qrun
 	// runs and produce into its queues (see SendDirect): its queues live
 	// outside the qrun process and nothing in it assumes sole ownership.
@@ -95,10 +95,10 @@ func (r *Registry) Topics(typ string, body hcl.Body, eval *hcl.EvalContext) []st
 	return nil
 }
 
-// CheckQueueName implements config.QueueNameChecker.
-func (r *Registry) CheckQueueName(typ string, body hcl.Body, eval *hcl.EvalContext, name string) error {
-	if t, ok := r.types[typ]; ok && t.QueueName != nil {
-		return t.QueueName(body, eval, name)
+// QueueNameRule implements config.QueueNameChecker.
+func (r *Registry) QueueNameRule(typ string, body hcl.Body, eval *hcl.EvalContext) func(name string) error {
+	if t, ok := r.types[typ]; ok && t.QueueNameRule != nil {
+		return t.QueueNameRule(body, eval)
 	}
 	return nil
 }
