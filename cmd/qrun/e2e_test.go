@@ -310,6 +310,11 @@ func TestCLI(t *testing.T) {
 		}
 		return path
 	}
+	// A file that once overflowed the parser's stack (issue 12 item 10).
+	deep := filepath.Join(dir, "deep.hcl")
+	if err := os.WriteFile(deep, []byte("x = "+strings.Repeat("[", 200000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	initFail := pluginConfig("init_fail", "init_fail", "")
 	bigMemory := pluginConfig("big_memory", "big_memory", `memory_limit = "1MiB"`)
 	tests := []struct {
@@ -325,6 +330,7 @@ func TestCLI(t *testing.T) {
 		{"validate broken", []string{"validate", "-c", bad}, 2, "bad.hcl:5:"},
 		{"validate missing file", []string{"validate", "-c", filepath.Join(dir, "none.hcl")}, 2, "none.hcl"},
 		{"validate without -c", []string{"validate"}, 2, "missing -c FILE"},
+		{"validate 200,000 brackets", []string{"validate", "-c", deep}, 2, "deep.hcl:1:261: Error: Nesting too deep"},
 		{"validate failing qrun_init", []string{"validate", "-c", initFail}, 2, "init_fail.hcl:8:12: Error: Invalid plugin"},
 		{"run failing qrun_init", []string{"run", "-c", initFail}, 2, "qrun_init returned 1"},
 		{"validate memory over limit", []string{"validate", "-c", bigMemory}, 2, "module needs at least 6400 KiB of memory"},

@@ -104,6 +104,13 @@ func TestHostileFiles(t *testing.T) {
 			if out.Len() > 64<<10 {
 				t.Errorf("%d bytes of diagnostics, want at most 64 KiB", out.Len())
 			}
+			if tc.summary != "" {
+				// file:line:col, then the summary: what qrun prints.
+				want := fmt.Sprintf("hostile.hcl:%d:%d: Error: %s\n", diags[0].Subject.Start.Line, diags[0].Subject.Start.Column, tc.summary)
+				if !bytes.HasPrefix(out.Bytes(), []byte(want)) {
+					t.Errorf("output starts %.200q, want %q", out.Bytes(), want)
+				}
+			}
 			if len(diags) > MaxDiagnostics && !bytes.Contains(out.Bytes(), []byte("more diagnostics")) {
 				t.Errorf("%d diagnostics printed without a count of the hidden ones:\n%s", len(diags), out.Bytes())
 			}
