@@ -111,7 +111,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	case *rate < 0 || math.IsNaN(*rate) || math.IsInf(*rate, 0):
 		return usagef("--rate %v: want a positive number of msgs/s, or 0 for unlimited", *rate)
 	}
-	cfg, err := loadConfig(*path, stderr)
+	cfg, err := loadConfig(*path, pluginsStarted, stderr)
 	if err != nil {
 		return err
 	}

@@ -300,6 +300,23 @@ func TestCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := repoPath(t, "config.hcl.example")
+	// Plugins run refuses, which validate must refuse too (issue 12 item 7).
+	pluginConfig := func(name, wasm, extra string) string {
+		path := filepath.Join(dir, name+".hcl")
+		src := fmt.Sprintf("runtime {\n  admin_listen = \"off\"\n}\nengine \"m\" { type = \"memory\" }\nqueue \"q\" { engine = \"m\" }\nconsumer \"c\" {\n  queue  = \"q\"\n  plugin = %q\n  %s\n}\n",
+			repoPath(t, "runtime/plugin/testdata/"+wasm+".wasm"), extra)
+		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	// A file that once overflowed the parser's stack (issue 12 item 10).
+	deep := filepath.Join(dir, "deep.hcl")
+	if err := os.WriteFile(deep, []byte("x = "+strings.Repeat("[", 200000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	initFail := pluginConfig("init_fail", "init_fail", "")
+	bigMemory := pluginConfig("big_memory", "big_memory", `memory_limit = "1MiB"`)
 	tests := []struct {
 		name     string
 		args     []string
@@ -313,6 +330,11 @@ func TestCLI(t *testing.T) {
 		{"validate broken", []string{"validate", "-c", bad}, 2, "bad.hcl:5:"},
 		{"validate missing file", []string{"validate", "-c", filepath.Join(dir, "none.hcl")}, 2, "none.hcl"},
 		{"validate without -c", []string{"validate"}, 2, "missing -c FILE"},
+		{"validate 200,000 brackets", []string{"validate", "-c", deep}, 2, "deep.hcl:1:261: Error: Nesting too deep"},
+		{"validate failing qrun_init", []string{"validate", "-c", initFail}, 2, "init_fail.hcl:8:12: Error: Invalid plugin"},
+		{"run failing qrun_init", []string{"run", "-c", initFail}, 2, "qrun_init returned 1"},
+		{"validate memory over limit", []string{"validate", "-c", bigMemory}, 2, "module needs at least 6400 KiB of memory"},
+		{"run memory over limit", []string{"run", "-c", bigMemory}, 2, "but memory_limit is 1 MiB"},
 		{"send without queue", []string{"send", "-c", good, "x"}, 2, "missing -q QUEUE"},
 		{"send bad attribute", []string{"send", "-c", good, "-q", "orders", "-a", "novalue", "x"}, 2, "key=value"},
 	}

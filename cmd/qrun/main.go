@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
@@ -155,40 +154,46 @@ type reportedError struct{ error }
 // errInvalidConfig is returned after the diagnostics were printed.
 var errInvalidConfig = errors.New("invalid configuration")
 
-// loadConfig parses and validates FILE, plugins included, printing
-// diagnostics to stderr.
-func loadConfig(path string, stderr io.Writer) (*config.File, error) {
-	cfg, diags, err := parseConfig(path)
+// pluginCheck says how far parseConfig goes with each consumer's plugin.
+type pluginCheck int
+
+const (
+	// pluginsSkipped leaves plugins alone: for commands that never run
+	// one (migrate) or that ask a running qrun, which checks them (reload).
+	pluginsSkipped pluginCheck = iota
+	// pluginsStarted starts each plugin as run would, compiling in memory.
+	pluginsStarted
+	// pluginsStartedCached starts each plugin and keeps the compiled code
+	// in the file's cache_dir, for a server started right after.
+	pluginsStartedCached
+)
+
+// loadConfig parses and validates FILE, printing diagnostics to stderr;
+// plugins are checked as far as check says.
+func loadConfig(path string, check pluginCheck, stderr io.Writer) (*config.File, error) {
+	cfg, diags, err := parseConfig(path, check)
 	if err != nil {
 		return nil, err
 	}
 	return cfg, writeDiagnostics(stderr, cfg, diags)
 }
 
-// parseConfig parses and validates FILE, plugins included, and returns the
-// diagnostics for the caller to show (run logs them, see logDiagnostics).
-func parseConfig(path string) (*config.File, hcl.Diagnostics, error) {
+// parseConfig parses and validates FILE, checking plugins as far as check
+// says, and returns the diagnostics for the caller to show (run logs them,
+// see logDiagnostics).
+func parseConfig(path string, check pluginCheck) (*config.File, hcl.Diagnostics, error) {
 	if path == "" {
 		return nil, nil, usagef("missing -c FILE")
 	}
-	ctx := context.Background()
-	cfg, diags := config.Load(path, config.Options{
-		Engines: server.Builtin(),
-		CheckPlugin: func(p string) error {
-			wasm, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			rep, err := plugin.Check(ctx, wasm)
-			if err != nil {
-				return err
-			}
-			if len(rep.Problems) > 0 {
-				return errors.New(strings.Join(rep.Problems, "; "))
-			}
-			return nil
-		},
-	})
+	opts := config.Options{Engines: server.Builtin()}
+	if check != pluginsSkipped {
+		// Plugins are started as run starts them, so validate refuses
+		// exactly what run would.
+		verify, closeCheck := server.PluginChecker(context.Background(), check == pluginsStartedCached)
+		defer closeCheck()
+		opts.CheckPlugin = verify
+	}
+	cfg, diags := config.Load(path, opts)
 	return cfg, diags, nil
 }
 
@@ -212,7 +217,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	cfg, diags, err := parseConfig(*path)
+	cfg, diags, err := parseConfig(*path, pluginsStartedCached)
 	if err != nil {
 		return err
 	}
@@ -281,7 +286,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	cfg, err := loadConfig(*path, stderr)
+	cfg, err := loadConfig(*path, pluginsStarted, stderr)
 	if err != nil {
 		return err
 	}

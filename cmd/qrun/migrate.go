@@ -26,7 +26,7 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	cfg, err := loadConfig(*path, stderr)
+	cfg, err := loadConfig(*path, pluginsSkipped, stderr)
 	if err != nil {
 		return err
 	}

@@ -76,7 +76,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	// The running qrun validates the file again and is the judge; checking
 	// here first saves a round trip and works when the file is too broken
 	// to say where qrun listens.
-	cfg, err := loadConfig(*path, stderr)
+	cfg, err := loadConfig(*path, pluginsSkipped, stderr)
 	if err != nil {
 		return err
 	}

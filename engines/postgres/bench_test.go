@@ -323,10 +323,24 @@ func (c *counter) Settled(*engines.Delivery, engines.Verdict, time.Duration) {
 // BenchmarkEndToEnd runs the whole runtime on the postgres engine: the
 // WAT forward handler (which just acks without forward_to) consumes a
 // backlog of 64-byte messages with 1 and 4 workers, each leasing up to 100
-// at a time. Ceiling: BenchmarkRawDeleteSkipLocked.
+// at a time. Ceiling: BenchmarkRawDeleteSkipLocked. The long_timeout case
+// gives the consumer a timeout equal to the queue's visibility timeout
+// (5s each), which once made the dispatcher extend every lease before
+// handling it (issue 12 item 4); it must run at the default's rate.
 func BenchmarkEndToEnd(b *testing.B) {
-	for _, conc := range []int{1, 4} {
-		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+	cases := []struct {
+		name      string
+		conc      int
+		queueOpts string
+		consOpts  string
+	}{
+		{"concurrency=1", 1, "", ""},
+		{"concurrency=4", 4, "", ""},
+		{"concurrency=4/long_timeout", 4, `visibility_timeout = "5s"`, `timeout = "5s"`},
+	}
+	for _, tc := range cases {
+		conc := tc.conc
+		b.Run(tc.name, func(b *testing.B) {
 			s := pgtest.Need(b, srv)
 			schema := s.Schema(b)
 			n := b.N * benchBatch
@@ -346,13 +360,17 @@ engine "pg" {
   dsn    = %q
   schema = %q
 }
-queue "in" { engine = "pg" }
+queue "in" {
+  engine = "pg"
+  %s
+}
 consumer "ack" {
   queue       = "in"
   plugin      = %q
   concurrency = %d
   batch       = 100
-}`, b.TempDir(), s.DSN, schema, wasm, conc)
+  %s
+}`, b.TempDir(), s.DSN, schema, tc.queueOpts, wasm, conc, tc.consOpts)
 			cfg, diags := config.Parse("bench.hcl", []byte(src), config.Options{Engines: server.Builtin()})
 			if diags.HasErrors() {
 				b.Fatal(hcl.Diagnostics(diags))

@@ -207,8 +207,10 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	e := &Engine{
-		opts:    opts,
-		log:     opts.Logger.With(zap.String("engine", "postgres"), zap.String("schema", opts.Schema)),
+		opts: opts,
+		// "engine_type", not "engine": the runtime names the engine (its
+		// config name) under "engine", and JSON keys must not repeat.
+		log:     opts.Logger.With(zap.String("engine_type", "postgres"), zap.String("schema", opts.Schema)),
 		pool:    pool,
 		connCfg: pcfg.ConnConfig.Copy(),
 		sql:     newStatements(pgx.Identifier{opts.Schema}.Sanitize()),

@@ -11,6 +11,7 @@
 package config
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -26,11 +27,15 @@ type Options struct {
 	// Engines validates an engine block's type-specific body. nil accepts any
 	// type and any body, which suits tools that only need the shape.
 	Engines EngineValidator
-	// CheckPlugin validates a plugin file, given as an absolute path that is
-	// known to exist. A non-nil error becomes a diagnostic on the consumer's
-	// plugin attribute, so a module that does not compile is reported at
-	// validate time. nil only checks that the file exists.
-	CheckPlugin func(path string) error
+	// CheckPlugin validates consumer c's plugin, whose file (c.Plugin, an
+	// absolute path) is known to exist; f is the file being decoded, its
+	// Runtime already set. It is called once per consumer, since the
+	// consumer's limits and config values decide whether the plugin starts.
+	// A non-nil error becomes a diagnostic on the consumer's plugin
+	// attribute, so a module that does not compile or initialise is
+	// reported at validate time; the error should name the plugin. nil only
+	// checks that the file exists.
+	CheckPlugin func(f *File, c *Consumer) error
 	// LookupEnv backs the env() function; nil means os.LookupEnv. Tests inject
 	// a map so they need not mutate the process environment.
 	LookupEnv func(string) (string, bool)
@@ -45,6 +50,30 @@ type EngineValidator interface {
 	ValidateEngine(typ string, body hcl.Body, ctx *hcl.EvalContext) hcl.Diagnostics
 	// EngineTypes lists the accepted values of an engine block's type.
 	EngineTypes() []string
+}
+
+// TopicLister is optionally implemented by an EngineValidator whose engine
+// types have topics: names a queue block may declare and publish to, but
+// no consumer may read (it reads the topic's subscriptions). With it, a
+// consumer on a topic is refused at validate instead of failing every
+// receive once running.
+type TopicLister interface {
+	// Topics lists the topics an engine block of type typ declares; body
+	// has already passed ValidateEngine.
+	Topics(typ string, body hcl.Body, ctx *hcl.EvalContext) []string
+}
+
+// QueueNameChecker is optionally implemented by an EngineValidator whose
+// engine types limit queue names beyond qrun's own rule (1 to 128 letters,
+// digits, '_', '.' or '-'): an engine that makes a file or kernel name of
+// a prefix and the queue name, say. A name that fails is an error at the
+// queue's label; no name is ever shortened or altered to fit.
+type QueueNameChecker interface {
+	// QueueNameRule returns what engine block body of type typ requires of
+	// a queue name: a function reporting why it cannot hold a queue called
+	// name, or nil when every name qrun allows is fine. body has already
+	// passed ValidateEngine.
+	QueueNameRule(typ string, body hcl.Body, ctx *hcl.EvalContext) func(name string) error
 }
 
 // File is a decoded configuration. When Parse or Load report errors the File
@@ -211,9 +240,11 @@ const (
 	MaxMemoryLimit = 4 << 30
 )
 
-// Load reads and parses the configuration file at path.
+// Load reads and parses the configuration file at path. It reads at most
+// one byte more than MaxFileSize, so a huge file (or a device that never
+// ends) is refused without being read whole.
 func Load(path string, opts Options) (*File, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := readLimited(path, MaxFileSize+1)
 	if err != nil {
 		f := newFile(path, opts)
 		return f, hcl.Diagnostics{{
@@ -230,6 +261,12 @@ func Load(path string, opts Options) (*File, hcl.Diagnostics) {
 // All problems are returned together, sorted by position.
 func Parse(filename string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 	f := newFile(filename, opts)
+	if d := prescan(filename, src); d != nil {
+		// The bytes alone render the snippet; parsing them is what the
+		// scan guards against.
+		f.Files[filename] = &hcl.File{Bytes: src}
+		return f, hcl.Diagnostics{d}
+	}
 	parser := hclparse.NewParser()
 	hf, diags := parser.ParseHCL(src, filename)
 	f.Files = parser.Files()
@@ -242,6 +279,16 @@ func Parse(filename string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 	d.decode(hf.Body)
 	d.validate()
 	return f, sortDiags(rewriteEnvDiags(d.diags))
+}
+
+// readLimited reads at most limit bytes of the file at path.
+func readLimited(path string, limit int64) ([]byte, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	return io.ReadAll(io.LimitReader(fh, limit))
 }
 
 func newFile(path string, opts Options) *File {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -64,9 +65,9 @@ func newFixture(t *testing.T, env map[string]string) fixture {
 	}
 	return fixture{dir: dir, opts: Options{
 		Engines: fakeEngines{},
-		CheckPlugin: func(path string) error {
-			if filepath.Base(path) == "bad.wasm" {
-				return errors.New("not a WebAssembly module")
+		CheckPlugin: func(_ *File, c *Consumer) error {
+			if filepath.Base(c.Plugin) == "bad.wasm" {
+				return errors.New("bad.wasm: not a WebAssembly module")
 			}
 			return nil
 		},
@@ -218,7 +219,7 @@ func TestRuntimeDefaults(t *testing.T) {
 	t.Parallel()
 	fx := newFixture(t, nil)
 	f, diags := fx.parse(``)
-	if len(diags) > 0 {
+	if diags.HasErrors() {
 		t.Fatal(render(t, f, diags))
 	}
 	want := Runtime{
@@ -239,7 +240,7 @@ func TestAdminOff(t *testing.T) {
 	fx := newFixture(t, nil)
 	for _, v := range []string{`"off"`, `""`} {
 		f, diags := fx.parse("runtime {\n admin_listen = " + v + "\n}\n")
-		if len(diags) > 0 || f.Runtime.AdminListen != "" {
+		if diags.HasErrors() || f.Runtime.AdminListen != "" {
 			t.Errorf("admin_listen = %s: AdminListen %q, diags %v", v, f.Runtime.AdminListen, diags)
 		}
 	}
@@ -441,7 +442,7 @@ func TestEnv(t *testing.T) {
   data_dir    = env("UNSET", "/srv/qrun")
   log_level   = env("EMPTY", "error") == "" ? "warn" : "info"
 }`)
-	if len(diags) > 0 {
+	if diags.HasErrors() {
 		t.Fatal(render(t, f, diags))
 	}
 	// A variable set to the empty string is set: the default does not apply.
@@ -590,4 +591,44 @@ func render(t *testing.T, f *File, diags hcl.Diagnostics) string {
 		t.Fatal(err)
 	}
 	return buf.String()
+}
+
+// placelessEngines reports a problem without a position, as an engine's
+// own check of a whole block may.
+type placelessEngines struct{ fakeEngines }
+
+func (placelessEngines) ValidateEngine(string, hcl.Body, *hcl.EvalContext) hcl.Diagnostics {
+	return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Engine unhappy"}}
+}
+
+// TestEngineDiagnosticsGetAPosition: a diagnostic an engine could not place
+// points at its engine block, so every diagnostic has file:line (issue 12
+// item 12).
+func TestEngineDiagnosticsGetAPosition(t *testing.T) {
+	t.Parallel()
+	_, diags := Parse("e.hcl", []byte("\n\nengine \"m\" {\n  type = \"memory\"\n}\n"), Options{Engines: placelessEngines{}})
+	diags = slices.DeleteFunc(diags, func(d *hcl.Diagnostic) bool { return d.Severity != hcl.DiagError })
+	if len(diags) != 1 || diags[0].Subject == nil || diags[0].Subject.Start.Line != 3 {
+		t.Fatalf("diagnostics %v, want one at e.hcl line 3", diags)
+	}
+}
+
+// TestNothingConfiguredWarns: a file with no queue and no consumer is valid
+// but runs an idle qrun, so it is warned about (issue 12 item 14).
+func TestNothingConfiguredWarns(t *testing.T) {
+	t.Parallel()
+	for name, src := range map[string]string{
+		"empty":        "",
+		"comments":     "# nothing here\n// nor here\n/* nor */\n",
+		"runtime only": "runtime {\n  log_level = \"debug\"\n}\n",
+		"engine only":  "engine \"m\" { type = \"memory\" }\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, diags := Parse("empty.hcl", []byte(src), Options{Engines: fakeEngines{}})
+			if diags.HasErrors() || len(diags) != 1 || diags[0].Summary != "Nothing configured" || diags[0].Subject == nil {
+				t.Fatalf("diagnostics %v, want one warning \"Nothing configured\" with a position", diags)
+			}
+		})
+	}
 }

@@ -92,6 +92,9 @@ type decoder struct {
 
 	queueRefs    map[string]queueRefs // by queue name
 	consumerRefs map[string]consumerRefs
+	topics       map[string]map[string]bool    // engine name -> its topics (TopicLister)
+	nameRules    map[string]func(string) error // engine name -> its queue name rule (QueueNameChecker)
+	queueIdx     map[string]int                // queue name -> index in file.Queues, set by validate
 }
 
 type queueRefs struct {
@@ -267,7 +270,34 @@ func (d *decoder) engine(re *rawEngine) Engine {
 			e.Type, didYouMean(e.Type, known), strings.Join(slices.Sorted(slices.Values(known)), ", "))
 		return e
 	}
-	d.diags = append(d.diags, v.ValidateEngine(e.Type, re.Remain, d.ctx)...)
+	diags := v.ValidateEngine(e.Type, re.Remain, d.ctx)
+	for _, diag := range diags {
+		// Every diagnostic carries a position: one an engine could not
+		// place points at its engine block.
+		if diag.Subject == nil {
+			diag.Subject = re.DefRange.Ptr()
+		}
+		d.diags = append(d.diags, diag)
+	}
+	if qc, ok := v.(QueueNameChecker); ok && !diags.HasErrors() {
+		if rule := qc.QueueNameRule(e.Type, re.Remain, d.ctx); rule != nil {
+			if d.nameRules == nil {
+				d.nameRules = map[string]func(string) error{}
+			}
+			d.nameRules[e.Name] = rule
+		}
+	}
+	if tl, ok := v.(TopicLister); ok && !diags.HasErrors() {
+		for _, t := range tl.Topics(e.Type, re.Remain, d.ctx) {
+			if d.topics == nil {
+				d.topics = map[string]map[string]bool{}
+			}
+			if d.topics[e.Name] == nil {
+				d.topics[e.Name] = map[string]bool{}
+			}
+			d.topics[e.Name][t] = true
+		}
+	}
 	return e
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/agext/levenshtein"
+	"github.com/hashicorp/hcl/v2"
 )
 
 // validate checks what no single block can: references between blocks,
@@ -23,8 +24,10 @@ func (d *decoder) validate() {
 		engineNames = append(engineNames, e.Name)
 	}
 	queueNames := make([]string, 0, len(f.Queues))
-	for _, q := range f.Queues {
+	d.queueIdx = make(map[string]int, len(f.Queues))
+	for i, q := range f.Queues {
 		queueNames = append(queueNames, q.Name)
+		d.queueIdx[q.Name] = i // names are unique: decode drops duplicates
 	}
 
 	for i := range f.Queues {
@@ -36,11 +39,16 @@ func (d *decoder) validate() {
 				"Queue %q uses engine %q, which is not declared.%s Declare it with engine %q { type = ... }.",
 				q.Name, q.Engine, didYouMean(q.Engine, engineNames), q.Engine)
 		}
+		if rule := d.nameRules[q.Engine]; rule != nil && validName(q.Name) {
+			if err := rule(q.Name); err != nil {
+				d.errorf(refs.name, "Invalid name", "Queue %q cannot live in engine %q: %v. The name is never shortened or altered to fit.", q.Name, q.Engine, err)
+			}
+		}
 		if q.DeadLetter == "" {
 			continue
 		}
 		rng := refs.deadLetter.Expr.Range()
-		dl, ok := f.Queue(q.DeadLetter)
+		dl, ok := d.queueNamed(q.DeadLetter)
 		switch {
 		case q.DeadLetter == q.Name:
 			d.errorf(rng, "Queue is its own dead-letter queue",
@@ -55,15 +63,16 @@ func (d *decoder) validate() {
 		}
 	}
 	d.deadLetterCycles()
-
-	checked := map[string]error{}
 	for i := range f.Consumers {
 		c := &f.Consumers[i]
 		refs := d.consumerRefs[c.Name]
 		if c.Queue != "" {
-			if q, ok := f.Queue(c.Queue); !ok {
+			if q, ok := d.queueNamed(c.Queue); !ok {
 				d.errorf(refs.queue.Expr.Range(), "Unknown queue",
 					"Consumer %q reads queue %q, which is not declared.%s", c.Name, c.Queue, didYouMean(c.Queue, queueNames))
+			} else if d.topics[q.Engine][q.Name] {
+				d.errorf(refs.queue.Expr.Range(), "Consumer reads a topic",
+					"Consumer %q reads %q, which is a topic of engine %q: a topic is published to, never received from. Consume one of its subscriptions instead.", c.Name, c.Queue, q.Engine)
 			} else if q.VisibilityTimeout > 0 && 2*c.Timeout >= q.VisibilityTimeout {
 				// A call may run up to twice its timeout before the host
 				// stops it (abi/ABI.md section 6).
@@ -77,14 +86,24 @@ func (d *decoder) validate() {
 			}
 		}
 		for j, name := range c.Publish {
-			if _, ok := f.Queue(name); !ok {
+			if _, ok := d.queueNamed(name); !ok {
 				d.errorf(refs.publish[j], "Unknown queue",
 					"Consumer %q may publish to queue %q, which is not declared.%s", c.Name, name, didYouMean(name, queueNames))
 			}
 		}
 		if c.Plugin != "" {
-			d.checkPlugin(c, checked)
+			d.checkPlugin(c)
 		}
+	}
+	if len(f.Queues) == 0 && len(f.Consumers) == 0 && !d.diags.HasErrors() {
+		// Valid, but a qrun that does nothing: most likely the wrong file.
+		// (A file with errors has more pressing news.)
+		d.diags = append(d.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagWarning,
+			Summary:  "Nothing configured",
+			Detail:   "The file declares no queue and no consumer, so qrun would run idle. Declare an engine, a queue and a consumer (see config.hcl.example).",
+			Subject:  &hcl.Range{Filename: f.Path, Start: hcl.InitialPos, End: hcl.InitialPos},
+		})
 	}
 }
 
@@ -119,7 +138,7 @@ func (d *decoder) deadLetterCycles() {
 				break
 			}
 			path = append(path, cur)
-			q, ok := f.Queue(cur)
+			q, ok := d.queueNamed(cur)
 			if !ok || q.DeadLetter == "" || q.DeadLetter == q.Name {
 				break
 			}
@@ -129,28 +148,32 @@ func (d *decoder) deadLetterCycles() {
 }
 
 func (d *decoder) queueIndex(name string) int {
-	for i, q := range d.file.Queues {
-		if q.Name == name {
-			return i
-		}
+	if i, ok := d.queueIdx[name]; ok {
+		return i
 	}
 	return -1
 }
 
-func (d *decoder) checkPlugin(c *Consumer, checked map[string]error) {
-	rng := c.PluginRange
-	err, done := checked[c.Plugin]
-	if !done {
-		err = d.pluginError(c.Plugin)
-		checked[c.Plugin] = err
+// queueNamed is File.Queue through an index: validate looks queues up once per
+// reference, and a linear search made a file of 30,000 queues take
+// seconds.
+func (d *decoder) queueNamed(name string) (*Queue, bool) {
+	if i, ok := d.queueIdx[name]; ok {
+		return &d.file.Queues[i], true
 	}
+	return nil, false
+}
+
+func (d *decoder) checkPlugin(c *Consumer) {
+	err := d.pluginError(c)
 	var pe *pluginErr
 	switch {
 	case err == nil:
 	case errors.As(err, &pe):
-		d.errorf(rng, pe.summary, "%s", pe.detail)
+		d.errorf(c.PluginRange, pe.summary, "%s", pe.detail)
 	default:
-		d.errorf(rng, "Invalid plugin", "Plugin %s cannot be used: %v.", c.Plugin, err)
+		// The error names the plugin (Options.CheckPlugin).
+		d.errorf(c.PluginRange, "Invalid plugin", "%v.", err)
 	}
 }
 
@@ -161,7 +184,8 @@ type pluginErr struct{ summary, detail string }
 // Error joins summary and detail.
 func (e *pluginErr) Error() string { return e.summary + ": " + e.detail }
 
-func (d *decoder) pluginError(path string) error {
+func (d *decoder) pluginError(c *Consumer) error {
+	path := c.Plugin
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -172,7 +196,7 @@ func (d *decoder) pluginError(path string) error {
 		return &pluginErr{"Plugin is not a file", fmt.Sprintf("%s is a %s; plugin must name a compiled .wasm file.", path, modeName(st.Mode()))}
 	}
 	if d.opts.CheckPlugin != nil {
-		return d.opts.CheckPlugin(path)
+		return d.opts.CheckPlugin(d.file, c)
 	}
 	return nil
 }

@@ -474,3 +474,74 @@ func TestLeaseRenewedForTheTailOfASlowBatch(t *testing.T) {
 		t.Fatalf("queue %+v: no lease may expire and nothing be dead-lettered", qs)
 	}
 }
+
+// extendCounter wraps a queue so every delivery settles through it, counting
+// lease extensions.
+type extendCounter struct {
+	engines.Queue
+	extends atomic.Int64
+	mu      sync.Mutex
+	orig    map[engines.Ticket]engines.Delivery
+}
+
+func (e *extendCounter) Receive(ctx context.Context, buf []engines.Delivery) (int, error) {
+	n, err := e.Queue.Receive(ctx, buf)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := range buf[:n] {
+		e.orig[buf[i].Ticket()] = buf[i]
+		buf[i] = engines.NewDelivery(buf[i], e, buf[i].Ticket())
+	}
+	return n, err
+}
+
+func (e *extendCounter) delivery(t engines.Ticket) engines.Delivery {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.orig[t]
+}
+
+func (e *extendCounter) Settle(ctx context.Context, t engines.Ticket, s engines.Settlement) error {
+	d := e.delivery(t)
+	return d.Settle(ctx, s)
+}
+
+func (e *extendCounter) Extend(ctx context.Context, t engines.Ticket, by time.Duration) (time.Time, error) {
+	e.extends.Add(1)
+	d := e.delivery(t)
+	err := d.Extend(ctx, by)
+	return d.LeaseExpires, err
+}
+
+// TestNoLeaseExtensionWhenTimeoutExceedsHalfTheLease: with a handler
+// timeout of more than half the visibility timeout, renewing "whenever
+// less than twice the timeout is left" meant every delivery extended the
+// rest of its batch before it ran (an engine write each, on postgres a
+// commit each: issue 12 item 4). Fast handlers finish a batch well inside
+// its lease and must extend nothing. The lease is long (20s) so only a
+// batch that takes 5s could make an extension legitimate.
+func TestNoLeaseExtensionWhenTimeoutExceedsHalfTheLease(t *testing.T) {
+	t.Parallel()
+	var counter *extendCounter
+	fx := newFixtureOn(t, byBody, func(c *dispatch.Config) {
+		c.Concurrency, c.Batch = 1, 64
+		c.VisibilityTimeout, c.HandlerTimeout = 20*time.Second, 20*time.Second
+	}, func(q engines.Queue) engines.Queue {
+		counter = &extendCounter{Queue: q, orig: map[engines.Ticket]engines.Delivery{}}
+		return counter
+	})
+	bodies := make([]string, 200)
+	for i := range bodies {
+		bodies[i] = "ack"
+	}
+	fx.send(t, bodies...)
+	fx.c.Start()
+	for range bodies {
+		if s := fx.next(t); s.verdict != engines.Ack {
+			t.Fatalf("%q settled %v, want ack", s.body, s.verdict)
+		}
+	}
+	if n := counter.extends.Load(); n != 0 {
+		t.Fatalf("%d lease extensions for 200 fast deliveries, want 0", n)
+	}
+}

@@ -128,6 +128,12 @@ func Check(ctx context.Context, wasm []byte) (*Report, error) {
 	}
 	sum := sha256.Sum256(wasm)
 	rep := &Report{Digest: hex.EncodeToString(sum[:])}
+	if len(wasm) == 0 {
+		// wazero would say "invalid magic number", which sends an
+		// operator looking for a corrupt build rather than a failed copy.
+		rep.Problems = append(rep.Problems, "the file is empty (0 bytes), not a compiled WebAssembly module")
+		return rep, &ValidationError{Problems: rep.Problems}
+	}
 	cm, err := r.CompileModule(ctx, wasm)
 	if err != nil {
 		rep.Problems = append(rep.Problems, "not a valid WebAssembly module: "+err.Error())

@@ -19,6 +19,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -171,6 +172,33 @@ func (h *Host) Load(ctx context.Context, s Spec, pub Publisher) (*Plugin, error)
 	h.plugins[p] = struct{}{}
 	h.mu.Unlock()
 	return p, nil
+}
+
+// Verify loads s and starts one instance of it exactly as a consumer's
+// first instance starts (compile through the cache, ABI check, memory
+// limit, instantiate, _initialize and qrun_init within the timeout), then
+// discards both. It is what `qrun validate` runs, so that validate refuses
+// every plugin `qrun run` would refuse. A publish from qrun_init is refused
+// (nothing is running to receive it).
+func (h *Host) Verify(ctx context.Context, s Spec) error {
+	p, err := h.Load(ctx, s, refusePublisher{})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = p.Close(ctx) }()
+	in, err := p.NewInstance(ctx)
+	if err != nil {
+		return err
+	}
+	return in.Close(ctx)
+}
+
+// refusePublisher is the Publisher of a plugin loaded only to be verified.
+type refusePublisher struct{}
+
+// Publish refuses: no queue is open while a config is validated.
+func (refusePublisher) Publish(context.Context, string, engines.Message) error {
+	return errors.New("publish is not available while the configuration is validated")
 }
 
 func (h *Host) forget(p *Plugin) {

@@ -135,6 +135,7 @@ func TestLiveRefusesBadVersions(t *testing.T) {
 		want string
 	}{
 		{"garbage", func(*testing.T) []byte { return []byte("\x00asm but not really") }, "not a valid WebAssembly module"},
+		{"empty", func(*testing.T) []byte { return []byte{} }, "the file is empty (0 bytes)"},
 		{"missing export", func(t *testing.T) []byte { return readWasm(t, "missing_handle") }, "qrun_handle"},
 		{"init fails", func(t *testing.T) []byte { return readWasm(t, "init_fail") }, "qrun_init returned 1"},
 		{"no version marker", func(t *testing.T) []byte { return readWasm(t, "no_version") }, "qrun_abi_v"},

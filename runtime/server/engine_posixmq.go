@@ -45,10 +45,28 @@ type posixmqSettings struct {
 //	  send_timeout  = "5s"      # longest wait for room
 //	}
 func posixmqType() EngineType {
-	return decodedType(decodePosixmq, func(_ context.Context, opts posixmq.Options, o EngineOptions) (engines.Engine, error) {
+	t := decodedType(decodePosixmq, func(_ context.Context, opts posixmq.Options, o EngineOptions) (engines.Engine, error) {
 		opts.Logger = o.Logger
 		return posixmq.New(opts)
 	})
+	// The kernel name is "/" + prefix + name, at most NAME_MAX bytes after
+	// the slash; qrun's own rule already excludes '/', NUL, "." and "..".
+	t.QueueNameRule = func(body hcl.Body, eval *hcl.EvalContext) func(string) error {
+		o, _ := decodePosixmq(body, eval)
+		return func(name string) error { return prefixedNameFits("kernel queue name", o.Prefix, name) }
+	}
+	return t
+}
+
+// nameMax is NAME_MAX, the longest file or POSIX queue name in bytes.
+const nameMax = 255
+
+// prefixedNameFits reports whether prefix+name fits in nameMax bytes.
+func prefixedNameFits(what, prefix, name string) error {
+	if n := len(prefix) + len(name); n > nameMax {
+		return fmt.Errorf("the %s %q is %d bytes, more than the %d the kernel allows", what, prefix+name, n, nameMax)
+	}
+	return nil
 }
 
 func decodePosixmq(body hcl.Body, eval *hcl.EvalContext) (posixmq.Options, hcl.Diagnostics) {

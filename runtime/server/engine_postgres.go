@@ -62,28 +62,40 @@ func PostgresOptions(body hcl.Body, eval *hcl.EvalContext) (postgres.Options, hc
 	if diags.HasErrors() {
 		return postgres.Options{}, diags
 	}
+	// The attributes' ranges, so each diagnostic below points at its
+	// value; topic blocks make JustAttributes unusable here.
+	content, _, _ := body.PartialContent(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "dsn"}, {Name: "schema"}, {Name: "max_conns"}, {Name: "max_message_size"},
+	}})
+	at := func(name string) *hcl.Range {
+		if a := content.Attributes[name]; a != nil {
+			return a.Expr.Range().Ptr()
+		}
+		r := body.MissingItemRange()
+		return &r
+	}
 	var o postgres.Options
 	o.DSN = s.DSN
 	if s.DSN == "" {
 		diags = diags.Append(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Empty dsn",
-			Detail: `The postgres engine needs a connection string, e.g. dsn = "postgres://user@host/db" or dsn = env("QRUN_PG_DSN").`})
+			Detail: `The postgres engine needs a connection string, e.g. dsn = "postgres://user@host/db" or dsn = env("QRUN_PG_DSN").`, Subject: at("dsn")})
 	}
 	if s.Schema != nil {
 		o.Schema = *s.Schema
 		if n := len(o.Schema); n == 0 || n > 58 {
-			diags = diags.Append(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid schema", Detail: "schema must be 1 to 58 bytes long."})
+			diags = diags.Append(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid schema", Detail: fmt.Sprintf("schema must be 1 to 58 bytes long, not %d.", n), Subject: at("schema")})
 		}
 	}
 	if s.MaxConns != nil {
 		if *s.MaxConns < 2 || *s.MaxConns > 10000 {
-			diags = diags.Append(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid max_conns", Detail: "max_conns must be between 2 and 10000."})
+			diags = diags.Append(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid max_conns", Detail: "max_conns must be between 2 and 10000.", Subject: at("max_conns")})
 		} else {
 			o.MaxConns = int32(*s.MaxConns)
 		}
 	}
 	if s.MaxMessageSize != nil {
 		if *s.MaxMessageSize < 1 || *s.MaxMessageSize > 512<<20 {
-			diags = diags.Append(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid max_message_size", Detail: "max_message_size must be between 1 and 536870912 bytes."})
+			diags = diags.Append(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid max_message_size", Detail: "max_message_size must be between 1 and 536870912 bytes.", Subject: at("max_message_size")})
 		} else {
 			o.MaxMessageSize = *s.MaxMessageSize
 		}
@@ -169,5 +181,13 @@ func postgresType() EngineType {
 	})
 	// The queues live in the database, for every process that reaches it.
 	t.Shared = true
+	t.Topics = func(body hcl.Body, eval *hcl.EvalContext) []string {
+		o, _ := PostgresOptions(body, eval)
+		names := make([]string, len(o.Topics))
+		for i, topic := range o.Topics {
+			names[i] = topic.Name
+		}
+		return names
+	}
 	return t
 }

@@ -108,5 +108,13 @@ func shmType() EngineType {
 		return shm.New(opts)
 	})
 	t.Shared = true
+	// The segment file is prefix + name in /dev/shm.
+	t.QueueNameRule = func(body hcl.Body, eval *hcl.EvalContext) func(string) error {
+		o, _ := decode(body, eval)
+		if o.Prefix == "" {
+			o.Prefix = shm.DefaultPrefix
+		}
+		return func(name string) error { return prefixedNameFits("segment file name", o.Prefix, name) }
+	}
 	return t
 }

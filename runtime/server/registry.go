@@ -41,6 +41,13 @@ type EngineType struct {
 	Validate func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics
 	// Open builds the engine; Validate has already passed.
 	Open func(ctx context.Context, o EngineOptions) (engines.Engine, error)
+	// Topics lists the topics an engine block declares (names that are
+	// published to, never consumed); nil for a type without topics.
+	Topics func(body hcl.Body, eval *hcl.EvalContext) []string
+	// QueueNameRule returns, for an engine block's settings, what it
+	// requires of a queue name beyond qrun's own rule (see
+	// config.QueueNameChecker); nil, or a nil result, accepts every name.
+	QueueNameRule func(body hcl.Body, eval *hcl.EvalContext) func(name string) error
 	// Shared says that another process may open the engine while qrun
 	// runs and produce into its queues (see SendDirect): its queues live
 	// outside the qrun process and nothing in it assumes sole ownership.
@@ -83,6 +90,22 @@ func (r *Registry) ValidateEngine(typ string, body hcl.Body, eval *hcl.EvalConte
 		return nil
 	}
 	return t.Validate(body, eval)
+}
+
+// Topics implements config.TopicLister.
+func (r *Registry) Topics(typ string, body hcl.Body, eval *hcl.EvalContext) []string {
+	if t, ok := r.types[typ]; ok && t.Topics != nil {
+		return t.Topics(body, eval)
+	}
+	return nil
+}
+
+// QueueNameRule implements config.QueueNameChecker.
+func (r *Registry) QueueNameRule(typ string, body hcl.Body, eval *hcl.EvalContext) func(name string) error {
+	if t, ok := r.types[typ]; ok && t.QueueNameRule != nil {
+		return t.QueueNameRule(body, eval)
+	}
+	return nil
 }
 
 func (r *Registry) open(ctx context.Context, typ string, o EngineOptions) (engines.Engine, error) {
@@ -133,7 +156,11 @@ func memoryType() EngineType {
 		var s memorySettings
 		diags := gohcl.DecodeBody(body, eval, &s)
 		if s.MaxMessageSize != nil && *s.MaxMessageSize < 0 {
-			diags = diags.Append(&hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid max_message_size", Detail: "max_message_size must be zero (unlimited) or positive."})
+			d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid max_message_size", Detail: "max_message_size must be zero (unlimited) or positive."}
+			if attrs, _ := body.JustAttributes(); attrs["max_message_size"] != nil {
+				d.Subject = attrs["max_message_size"].Expr.Range().Ptr()
+			}
+			diags = diags.Append(d)
 		}
 		return s, diags
 	}

@@ -141,7 +141,14 @@ func shortVersion(digest string) string {
 // this server's engine registry, and plugin files checked as `qrun
 // validate` checks them.
 func (s *Server) ConfigOptions() config.Options {
-	return config.Options{Engines: s.opts.Registry, CheckPlugin: plugin.CheckFile}
+	// Only the ABI check: a reload starts every new or changed plugin
+	// itself before it changes anything (reloadPlan.prepare).
+	return config.Options{Engines: s.opts.Registry, CheckPlugin: func(_ *config.File, c *config.Consumer) error {
+		if err := plugin.CheckFile(c.Plugin); err != nil {
+			return fmt.Errorf("plugin %s: %w", c.Plugin, err)
+		}
+		return nil
+	}}
 }
 
 // Reload re-reads the configuration file the server was started with and
@@ -356,7 +363,7 @@ func (p *reloadPlan) buildConsumers(ctx context.Context) error {
 		}
 		c, err := p.s.newConsumer(ctx, cc, p.queues)
 		if err != nil {
-			return p.refuse(cc.PluginRange, "Cannot load plugin", fmt.Sprintf("Consumer %q: %v.", cc.Name, err))
+			return p.refuse(cc.PluginRange, "Cannot load plugin", fmt.Sprintf("%v.", err)) // the error names the consumer
 		}
 		p.start = append(p.start, c)
 		if exists {

@@ -130,7 +130,7 @@ func (s *Server) open(ctx context.Context) error {
 	for i := range cfg.Consumers {
 		c, err := s.newConsumer(ctx, &cfg.Consumers[i], queues)
 		if err != nil {
-			return fmt.Errorf("consumer %q: %w", cfg.Consumers[i].Name, err)
+			return err // it names the consumer
 		}
 		s.reload.consumers = append(s.reload.consumers, c)
 	}
@@ -148,15 +148,52 @@ func (s *Server) openQueue(ctx context.Context, qc *config.Queue) (*queue, error
 	return &queue{cfg: qc, engine: qc.Engine, q: q}, nil
 }
 
+// PluginSpec is the plugin.Spec consumer cc's plugin runs with. `qrun run`
+// and `qrun validate` (through PluginChecker) both build it here, so they
+// agree on which plugins start.
+func PluginSpec(cc *config.Consumer) plugin.Spec {
+	return plugin.Spec{
+		Consumer: cc.Name, Path: cc.Plugin, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
+		Config: cc.Config, Publish: cc.Publish, LogRate: cc.LogRate,
+	}
+}
+
+// PluginChecker is a config.Options.CheckPlugin that starts each
+// consumer's plugin as run would (plugin.Host.Verify): compiled, checked
+// against the ABI and memory_limit, instantiated and initialised within
+// its timeout. Its plugin host is made on first use. With useCache false it
+// compiles in memory, so validating writes nothing to disk; run passes true,
+// so the compiled code lands in the file's runtime cache_dir and starting
+// the server right after compiles nothing again. close releases the host.
+func PluginChecker(ctx context.Context, useCache bool) (check func(*config.File, *config.Consumer) error, close func()) {
+	var host *plugin.Host
+	check = func(f *config.File, cc *config.Consumer) error {
+		if host == nil {
+			var opts plugin.HostOptions
+			if useCache && f != nil {
+				opts.CacheDir = f.Runtime.CacheDir
+			}
+			h, err := plugin.NewHost(ctx, opts)
+			if err != nil {
+				return err
+			}
+			host = h
+		}
+		return host.Verify(ctx, PluginSpec(cc))
+	}
+	return check, func() {
+		if host != nil {
+			_ = host.Close(ctx)
+		}
+	}
+}
+
 // newConsumer loads a consumer's plugin and builds its dispatcher on the
 // queue handles in queues, ready to Start.
 func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues map[string]*queue) (*consumer, error) {
 	q := queues[cc.Queue]
 	perMessage := cc.Isolation == config.IsolationPerMessage
-	p, err := s.host.LoadLive(ctx, plugin.Spec{
-		Consumer: cc.Name, Path: cc.Plugin, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
-		Config: cc.Config, Publish: cc.Publish, LogRate: cc.LogRate,
-	}, s, plugin.LiveOptions{Warm: cc.Concurrency, Refill: perMessage})
+	p, err := s.host.LoadLive(ctx, PluginSpec(cc), s, plugin.LiveOptions{Warm: cc.Concurrency, Refill: perMessage})
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +212,7 @@ func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues ma
 	})
 	if err != nil {
 		_ = p.Close(ctx)
-		return nil, err
+		return nil, fmt.Errorf("consumer %q: %w", cc.Name, err)
 	}
 	s.log.Info("consumer loaded", zap.String("consumer", cc.Name), zap.String("queue", cc.Queue),
 		zap.String("plugin", cc.Plugin), zap.String("version", shortVersion(p.Digest())), zap.Int("concurrency", cc.Concurrency))

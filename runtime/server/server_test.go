@@ -283,3 +283,35 @@ consumer "c" {
 		})
 	}
 }
+
+// TestErrorsNameTheirSubjectOnce: a consumer whose plugin fails to start
+// is named once in the error, not by every layer it passes (issue 12 item
+// 8: `consumer "m": plugin: consumer "m": new instance: ...`). Validation
+// refuses it first (PluginChecker), with the same single naming.
+func TestErrorsNameTheirSubjectOnce(t *testing.T) {
+	t.Parallel()
+	wasm, err := filepath.Abs("../plugin/testdata/init_fail.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := parse(t, fmt.Sprintf(`
+runtime {
+  admin_listen = "off"
+}
+engine "m" { type = "memory" }
+queue "q" { engine = "m" }
+consumer "m" {
+  queue  = "q"
+  plugin = %q
+}`, wasm))
+	_, err = server.New(context.Background(), cfg, server.Options{})
+	if err == nil || strings.Count(err.Error(), `consumer "m"`) != 1 || !strings.Contains(err.Error(), "qrun_init returned 1") {
+		t.Fatalf("New: %v, want an error naming consumer \"m\" once", err)
+	}
+	check, closeCheck := server.PluginChecker(context.Background(), false)
+	defer closeCheck()
+	err = check(cfg, &cfg.Consumers[0])
+	if err == nil || strings.Count(err.Error(), `consumer "m"`) != 1 || !strings.Contains(err.Error(), "qrun_init returned 1") {
+		t.Fatalf("PluginChecker: %v, want an error naming consumer \"m\" once", err)
+	}
+}
