@@ -304,6 +304,16 @@ func (c *Client) do(ctx context.Context, r *Request, start time.Time) (*Response
 		return nil, t, &Error{Kind: ErrInvalid, Host: t.host, Err: err}
 	}
 	if r.Header != nil {
+		for k, vs := range r.Header {
+			if !validHeaderName(k) {
+				return nil, t, &Error{Kind: ErrInvalid, Host: t.host, Err: fmt.Errorf("header name %q is not a token", k)}
+			}
+			for _, v := range vs {
+				if strings.ContainsAny(v, "\r\n\x00") {
+					return nil, t, &Error{Kind: ErrInvalid, Host: t.host, Err: fmt.Errorf("header %s has a CR, LF or NUL in its value", k)}
+				}
+			}
+		}
 		req.Header = r.Header
 	}
 	for k, v := range c.policy.Headers {
@@ -420,4 +430,23 @@ func (c *Client) listed(host string, ip netip.Addr, port int) bool {
 		}
 	}
 	return false
+}
+
+// validHeaderName reports whether s is an HTTP token (RFC 9110 section
+// 5.6.2). Checked here so that a guest's bad header is "invalid", not a
+// transport failure.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }

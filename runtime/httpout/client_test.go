@@ -433,12 +433,21 @@ func TestFailureLogsAreRateLimited(t *testing.T) {
 	}
 }
 
-func TestHostileSchemesAndURLs(t *testing.T) {
-	c := newClient(t, Policy{Allow: rules(t, "*://*.example.com:*")}, nil)
-	for _, u := range []string{"file:///etc/passwd", "gopher://a.example.com/", "://x", "http://[::1"} {
-		_, err := c.Do(context.Background(), &Request{URL: u})
-		if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrDenied) {
-			t.Errorf("%s: %v, want invalid or denied", u, err)
-		}
+func TestInvalidRequests(t *testing.T) {
+	var hits atomic.Int64
+	s, _ := server(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
+	c := newClient(t, Policy{Allow: rules(t, "http://127.0.0.1:*")}, nil)
+	for _, r := range []*Request{
+		{URL: s.URL, Method: "BAD METHOD"},
+		{URL: s.URL, Header: http.Header{"Bad Name": {"x"}}},
+		{URL: s.URL, Header: http.Header{"X-Split": {"a\r\nX-Injected: 1"}}},
+		{URL: "file:///etc/passwd"},
+		{URL: "http://[::1"},
+	} {
+		_, err := c.Do(context.Background(), r)
+		wantKind(t, err, ErrInvalid)
+	}
+	if hits.Load() != 0 {
+		t.Fatal("an invalid request reached the server")
 	}
 }

@@ -19,12 +19,14 @@ package plugin
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/httpout"
 	"github.com/tetratelabs/wazero"
 	"go.uber.org/zap"
 )
@@ -53,6 +55,11 @@ type HostOptions struct {
 	// zero means DefaultPrecompileAbove. Small modules compile in well under
 	// a millisecond, less than starting a process.
 	PrecompileAbove int
+	// HTTPResolver resolves the host names guests' HTTP requests name; nil
+	// is the system resolver. Tests map names to loopback with it.
+	HTTPResolver httpout.Resolver
+	// HTTPTLS configures guests' HTTPS requests; nil uses the system roots.
+	HTTPTLS *tls.Config
 }
 
 // Host owns what plugins share: the compilation cache and the logger.
@@ -138,6 +145,9 @@ type Spec struct {
 	// instances of the plugin, burst equal to the rate; zero means
 	// DefaultLogRate.
 	LogRate int
+	// HTTP is the guest's outbound HTTP grant (http_request); the zero
+	// value denies every request.
+	HTTP httpout.Policy
 }
 
 // Load compiles the module (through the host's cache) and checks it against

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qrun-dev/qrun/abi"
+	"github.com/qrun-dev/qrun/runtime/httpout"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"go.uber.org/zap"
@@ -32,6 +33,8 @@ type Plugin struct {
 	timeout  time.Duration
 	memLimit uint64 // bytes, page-rounded
 	limiter  *logLimiter
+	http     *httpout.Client
+	usesHTTP bool // the module imports http_request
 	// truncated counts guest log bytes dropped by cutting lines at maxLine.
 	truncated atomic.Uint64
 
@@ -122,6 +125,7 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 		return nil, p.explainCompileError(ctx, wasm, err)
 	}
 	p.cm = cm
+	p.usesHTTP = usesHTTP(cm.ImportedFunctions())
 	rep := &Report{}
 	inspect(cm, wasm, wasiFuncs, rep)
 	if len(rep.Problems) > 0 {
@@ -149,6 +153,9 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 		p.wdPeriod = 100 * time.Microsecond
 	}
 	p.wdTicks = int((p.timeout + p.wdPeriod - 1) / p.wdPeriod)
+	// Always a client, even for a consumer without an http block: its
+	// empty allow list denies, and counts, every request.
+	p.http = httpout.New(s.HTTP, httpout.Options{Resolver: h.opts.HTTPResolver, TLS: h.opts.HTTPTLS, Logger: p.log})
 	go p.watchdog()
 	ok = true
 	return p, nil
@@ -192,6 +199,9 @@ func (p *Plugin) LogDropped() uint64 { return p.limiter.dropped.Load() }
 // than the 4 KiB a line may have; each such line is logged cut, with
 // truncated=true.
 func (p *Plugin) LogTruncatedBytes() uint64 { return p.truncated.Load() }
+
+// HTTPStats is a snapshot of the plugin's outbound HTTP counters.
+func (p *Plugin) HTTPStats() httpout.Stats { return p.http.Stats() }
 
 // MemoryLimit is the enforced memory limit in bytes, after page rounding.
 func (p *Plugin) MemoryLimit() uint64 { return p.memLimit }
@@ -322,6 +332,7 @@ func (p *Plugin) Close(ctx context.Context) error {
 	<-p.wdDone
 	p.limiter.summarize(time.Now(), true)
 	p.host.forget(p)
+	p.http.Close()
 	if err := p.rt.Close(ctx); err != nil {
 		return fmt.Errorf("plugin: %s: close: %w", p.name, err)
 	}
