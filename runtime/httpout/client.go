@@ -305,7 +305,7 @@ func (c *Client) do(ctx context.Context, r *Request, start time.Time) (*Response
 	}
 	if r.Header != nil {
 		for k, vs := range r.Header {
-			if !validHeaderName(k) {
+			if !ValidHeaderName(k) {
 				return nil, t, &Error{Kind: ErrInvalid, Host: t.host, Err: fmt.Errorf("header name %q is not a token", k)}
 			}
 			for _, v := range vs {
@@ -432,10 +432,10 @@ func (c *Client) listed(host string, ip netip.Addr, port int) bool {
 	return false
 }
 
-// validHeaderName reports whether s is an HTTP token (RFC 9110 section
-// 5.6.2). Checked here so that a guest's bad header is "invalid", not a
-// transport failure.
-func validHeaderName(s string) bool {
+// ValidHeaderName reports whether s is an HTTP token (RFC 9110 section
+// 5.6.2), as a header name must be. Checked before sending so that a
+// guest's bad header is "invalid", not a transport failure, and by config.
+func ValidHeaderName(s string) bool {
 	if s == "" {
 		return false
 	}

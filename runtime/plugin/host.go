@@ -148,6 +148,21 @@ type Spec struct {
 	// HTTP is the guest's outbound HTTP grant (http_request); the zero
 	// value denies every request.
 	HTTP httpout.Policy
+	// Env is the guest's WASI environment; nil means none.
+	Env map[string]string
+	// Dirs are directories preopened for WASI; nil means no filesystem.
+	Dirs []Dir
+}
+
+// Dir is a host directory a guest sees through WASI.
+type Dir struct {
+	// Host is the directory on this machine.
+	Host string
+	// Guest is the absolute path the guest opens it by.
+	Guest string
+	// ReadWrite allows writes; otherwise every write fails with EROFS
+	// (wazero's read-only mount).
+	ReadWrite bool
 }
 
 // Load compiles the module (through the host's cache) and checks it against

@@ -132,8 +132,9 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 		return nil, &ValidationError{Module: p.name, Problems: rep.Problems}
 	}
 
-	// No filesystem, environment or arguments: a handler gets its inputs
-	// from the message and config_get. Real clocks and randomness because
+	// No filesystem, environment or arguments unless the consumer's wasi
+	// block grants them (withGrants): a handler gets its inputs from the
+	// message and config_get. Real clocks and randomness because
 	// wazero's deterministic defaults surprise anyone who calls time.Now or
 	// generates an ID. No start functions: modules are reactors, and we call
 	// _initialize ourselves under the timeout.
@@ -144,6 +145,7 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 		WithSysNanotime().
 		WithSysNanosleep().
 		WithRandSource(rand.Reader)
+	p.modCfg = withGrants(p.modCfg, s)
 
 	p.wdPeriod = p.timeout / 4
 	if p.wdPeriod > time.Second {
