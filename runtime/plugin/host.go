@@ -148,6 +148,11 @@ type Spec struct {
 	// HTTP is the guest's outbound HTTP grant (http_request); the zero
 	// value denies every request.
 	HTTP httpout.Policy
+	// HTTPClient, when set, serves http_request instead of a client built
+	// from HTTP, and is not closed with the plugin. A Live shares one
+	// across its versions, so that counters and pooled connections
+	// survive a hot swap.
+	HTTPClient *httpout.Client
 	// Env is the guest's WASI environment; nil means none.
 	Env map[string]string
 	// Dirs are directories preopened for WASI; nil means no filesystem.
@@ -202,4 +207,9 @@ func (h *Host) forget(p *Plugin) {
 	h.mu.Lock()
 	delete(h.plugins, p)
 	h.mu.Unlock()
+}
+
+// newHTTPClient builds the outbound HTTP client for s.
+func (h *Host) newHTTPClient(s Spec, log *zap.Logger) *httpout.Client {
+	return httpout.New(s.HTTP, httpout.Options{Resolver: h.opts.HTTPResolver, TLS: h.opts.HTTPTLS, Logger: log})
 }

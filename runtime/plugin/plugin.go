@@ -35,6 +35,7 @@ type Plugin struct {
 	limiter  *logLimiter
 	http     *httpout.Client
 	usesHTTP bool // the module imports http_request
+	ownHTTP  bool // http was built for this plugin, which closes it
 	// truncated counts guest log bytes dropped by cutting lines at maxLine.
 	truncated atomic.Uint64
 
@@ -157,7 +158,9 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 	p.wdTicks = int((p.timeout + p.wdPeriod - 1) / p.wdPeriod)
 	// Always a client, even for a consumer without an http block: its
 	// empty allow list denies, and counts, every request.
-	p.http = httpout.New(s.HTTP, httpout.Options{Resolver: h.opts.HTTPResolver, TLS: h.opts.HTTPTLS, Logger: p.log})
+	if p.http = s.HTTPClient; p.http == nil {
+		p.http, p.ownHTTP = h.newHTTPClient(s, p.log), true
+	}
 	go p.watchdog()
 	ok = true
 	return p, nil
@@ -334,7 +337,9 @@ func (p *Plugin) Close(ctx context.Context) error {
 	<-p.wdDone
 	p.limiter.summarize(time.Now(), true)
 	p.host.forget(p)
-	p.http.Close()
+	if p.ownHTTP {
+		p.http.Close()
+	}
 	if err := p.rt.Close(ctx); err != nil {
 		return fmt.Errorf("plugin: %s: close: %w", p.name, err)
 	}
