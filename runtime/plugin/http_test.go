@@ -370,3 +370,32 @@ func TestDecodeHeaders(t *testing.T) {
 		t.Fatal("empty encoding refused")
 	}
 }
+
+// TestHTTPCountersSurviveHotSwap: a Live's versions share one client, so
+// its counters (Prometheus counters must not go back) and its pool outlive
+// a swap.
+func TestHTTPCountersSurviveHotSwap(t *testing.T) {
+	s := httpServer(t, func(w http.ResponseWriter, r *http.Request) {})
+	h := newTestHost(t, nil)
+	l, err := h.LoadLive(context.Background(), Spec{Consumer: "live-http", Wasm: readWasm(t, "http"),
+		HTTP: httpout.Policy{Allow: allow(t, "http://127.0.0.1:*")}}, &fakePublisher{}, LiveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	handle := func() {
+		li := liveInstance(t, l)
+		if r := li.Handle(context.Background(), delivery(s.URL, nil)); r.Err != nil || r.Verdict != 0 {
+			t.Fatalf("handle: %+v", r)
+		}
+	}
+	handle()
+	wasm := append(readWasm(t, "http"), 0, 4, 1, 'x', 'y', 'z') // a custom section: new digest, same code
+	if err := l.Swap(context.Background(), wasm); err != nil {
+		t.Fatal(err)
+	}
+	handle()
+	if st := l.HTTPStats(); len(st.Requests) != 1 || st.Requests[0].N != 2 {
+		t.Fatalf("after a swap: %+v", st.Requests)
+	}
+}
