@@ -10,11 +10,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/qrun-dev/qrun/abi"
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/runtime/httpout"
 )
 
@@ -397,5 +403,83 @@ func TestHTTPCountersSurviveHotSwap(t *testing.T) {
 	handle()
 	if st := l.HTTPStats(); len(st.Requests) != 1 || st.Requests[0].N != 2 {
 		t.Fatalf("after a swap: %+v", st.Requests)
+	}
+}
+
+// TestSpecHTTPExample compiles the webhook deliverer printed in abi/ABI.md
+// section 10 and runs it against a local server.
+func TestSpecHTTPExample(t *testing.T) {
+	tool := testenv.Tool(t, "wat2wasm", "the ABI.md HTTP example is not checked (wabt installs it)")
+	spec, err := os.ReadFile("../../abi/ABI.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(spec), "## 10.")
+	if !ok {
+		t.Fatal("ABI.md has no section 10")
+	}
+	_, rest, _ = strings.Cut(rest, "```wat\n")
+	src, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("no wat block in section 10")
+	}
+	dir := t.TempDir()
+	watPath, wasmPath := filepath.Join(dir, "webhook.wat"), filepath.Join(dir, "webhook.wasm")
+	if err := os.WriteFile(watPath, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command(tool, watPath, "-o", wasmPath).CombinedOutput(); err != nil {
+		t.Fatalf("wat2wasm: %v\n%s", err, b)
+	}
+	bodies := make(chan string, 10)
+	s := httpServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- r.Method + " " + string(b)
+		switch string(b) {
+		case "busy":
+			w.Header().Set("Retry-After", "7")
+			w.WriteHeader(503)
+		case "slow down":
+			w.Header().Set("Retry-After", "soon")
+			w.WriteHeader(429)
+		case "broken":
+			w.WriteHeader(500)
+		case "bad":
+			w.WriteHeader(422)
+		}
+	})
+	h := newTestHost(t, nil)
+	p, err := h.Load(context.Background(), Spec{Consumer: "webhook", Path: wasmPath, Config: map[string]string{"url": s.URL + "/in"},
+		HTTP: httpout.Policy{Allow: allow(t, "http://127.0.0.1:*")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := newInstance(t, p)
+	for _, tc := range []struct {
+		body    string
+		verdict engines.Verdict
+		delay   time.Duration
+	}{
+		{"hello", engines.Ack, 0},
+		{"busy", engines.Nack, 7 * time.Second},
+		{"slow down", engines.Nack, 0},
+		{"broken", engines.Nack, 0},
+		{"bad", engines.DeadLetter, 0},
+	} {
+		r := mustHandle(t, in, delivery(tc.body, nil))
+		if got := <-bodies; got != "POST "+tc.body {
+			t.Errorf("%s: server got %q", tc.body, got)
+		}
+		if r.Verdict != tc.verdict || r.DelaySet != (tc.delay != 0) || r.Delay != tc.delay {
+			t.Errorf("%s: %+v, want %v after %v", tc.body, r, tc.verdict, tc.delay)
+		}
+	}
+	// Without an http grant the request is denied: nack, retried.
+	p2, err := h.Load(context.Background(), Spec{Consumer: "webhook2", Path: wasmPath, Config: map[string]string{"url": s.URL}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := mustHandle(t, newInstance(t, p2), delivery("x", nil)); r.Verdict != engines.Nack {
+		t.Errorf("denied: %+v", r)
 	}
 }
