@@ -21,7 +21,7 @@ import (
 
 // httpLanguages are the modules that implement the script's http and
 // httpmany commands.
-var httpLanguages = []string{"go", "wat"}
+var httpLanguages = []string{"go", "c", "zig", "wat"}
 
 // httpTarget is the local server the HTTP cases talk to.
 func httpTarget(t testing.TB) *httptest.Server {
@@ -38,6 +38,12 @@ func httpTarget(t testing.TB) *httptest.Server {
 			_, _ = io.WriteString(w, strings.Repeat("h", 300000))
 		case "/slow":
 			<-r.Context().Done()
+		case "/retry-after":
+			w.Header().Set("Retry-After", "7")
+			w.WriteHeader(503)
+		case "/retry-date":
+			w.Header().Set("Retry-After", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat))
+			w.WriteHeader(429)
 		case "/status/503":
 			w.WriteHeader(503)
 			_, _ = io.WriteString(w, "busy")
@@ -92,6 +98,9 @@ func httpScript(base, closed string) []struct {
 		{"http connection failed", false, step{body: "http:" + closed, verdict: engines.Ack, pub: pub("connect")}},
 		{"http timeout", true, step{body: "http:" + base + "/slow", verdict: engines.Ack, pub: pub("timeout")}},
 		{"http too many requests", false, step{body: "httpmany:" + base + "/echo", verdict: engines.Ack, pub: pub("3", "limit")}},
+		{"http retry-after", false, step{body: "retry:" + base + "/retry-after", verdict: engines.Nack, delay: 7 * time.Second}},
+		{"http retry-after ok", false, step{body: "retry:" + base + "/echo", verdict: engines.Ack}},
+		{"http retry without retry-after", false, step{body: "retry:" + base + "/status/503", verdict: engines.Nack}},
 	}
 }
 
@@ -137,6 +146,22 @@ func TestConformanceHTTP(t *testing.T) {
 					runStep(t, lang, 0, in, pub, logs, c.step)
 				})
 			}
+			if lang == "wat" {
+				return // the WAT recipe reads Retry-After in seconds only
+			}
+			t.Run("http retry-after date", func(t *testing.T) {
+				in, err := normal.NewInstance(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer in.Close(context.Background())
+				d := engines.NewDelivery(engines.Delivery{Message: engines.Message{ID: "m-42", Body: []byte("retry:" + s.URL + "/retry-date")}, Queue: "in", Attempt: 1}, &settler{}, engines.Ticket{})
+				r := in.Handle(context.Background(), &d)
+				// An hour ahead, cut to whole seconds, seen some time later.
+				if r.Err != nil || r.Verdict != engines.Nack || !r.DelaySet || r.Delay <= 50*time.Minute || r.Delay > time.Hour {
+					t.Fatalf("%+v, want nack after about an hour", r)
+				}
+			})
 		})
 	}
 }

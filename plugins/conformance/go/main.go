@@ -104,6 +104,15 @@ func handle(m *qrun.Message) qrun.Verdict {
 			return v
 		}
 		return out(string(resp.Body))
+	case "retry":
+		resp, err := qrun.Fetch(&qrun.Request{URL: arg})
+		switch {
+		case err != nil:
+			return qrun.Nack
+		case resp.Status >= 200 && resp.Status < 300:
+			return qrun.Ack
+		}
+		return qrun.RetryLater(resp)
 	case "httpmany":
 		n := 0
 		for {

@@ -22,6 +22,7 @@
   (import "qrun" "extend_lease" (func $extend_lease (param i64) (result i32)))
   (import "qrun" "http_request" (func $http_request (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "qrun" "http_response_body" (func $http_response_body (param i32 i32) (result i32)))
+  (import "qrun" "http_response_header" (func $http_response_header (param i32 i32 i32 i32) (result i32)))
 
   (memory (export "memory") 4)
 
@@ -54,6 +55,8 @@
   ;; one header in the pair encoding: X-Guest: yes
   (data (i32.const 224) "\07\00\00\00X-Guest\03\00\00\00yes") ;; 18
   (data (i32.const 248) "ping")      ;; 4
+  (data (i32.const 256) "retry")     ;; 5
+  (data (i32.const 264) "Retry-After") ;; 11
   (data (i32.const 65504) "init failed: refused by config: ") ;; 32
 
   (global $count (mut i32) (i32.const 0))
@@ -215,6 +218,29 @@
     (call $free (local.get $buf) (local.get $n))
     (local.get $v))
 
+;; $retry GETs the URL: ack on 2xx, otherwise nack, after a Retry-After
+  ;; of seconds when the response has one (ABI.md section 10's recipe).
+  (func $retry (param $p i32) (param $l i32) (result i32)
+    (local $s i32) (local $n i32) (local $i i32) (local $d i32) (local $secs i64)
+    (local.set $s (call $http_request (i32.const 0) (i32.const 0) (local.get $p) (local.get $l)
+                                      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
+    (if (i32.lt_s (local.get $s) (i32.const 0)) (then (return (i32.const 1))))
+    (if (i32.lt_u (i32.sub (local.get $s) (i32.const 200)) (i32.const 100)) (then (return (i32.const 0))))
+    (if (i32.and (i32.ne (local.get $s) (i32.const 429)) (i32.ne (local.get $s) (i32.const 503)))
+      (then (return (i32.const 1))))
+    (local.set $n (call $http_response_header (i32.const 264) (i32.const 11) (i32.const 1024) (i32.const 32)))
+    (if (i32.and (i32.gt_s (local.get $n) (i32.const 0)) (i32.le_s (local.get $n) (i32.const 9)))
+      (then
+        (block $bad
+          (loop $digit
+            (local.set $d (i32.sub (i32.load8_u (i32.add (i32.const 1024) (local.get $i))) (i32.const 48)))
+            (br_if $bad (i32.gt_u (local.get $d) (i32.const 9)))
+            (local.set $secs (i64.add (i64.mul (local.get $secs) (i64.const 10)) (i64.extend_i32_u (local.get $d))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $digit (i32.lt_u (local.get $i) (local.get $n))))
+          (drop (call $set_delay (i64.mul (local.get $secs) (i64.const 1000)))))))
+    (i32.const 1))
+
   ;; $httpmany GETs the URL until a request fails, then publishes how many
   ;; succeeded and the failure's word.
   (func $httpmany (param $p i32) (param $l i32) (result i32)
@@ -297,6 +323,8 @@
         (return (call $out_num (global.get $count)))))
     (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 168) (i32.const 4))
       (then (return (call $http (local.get $arg) (local.get $al)))))
+    (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 256) (i32.const 5))
+      (then (return (call $retry (local.get $arg) (local.get $al)))))
     (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 176) (i32.const 8))
       (then (return (call $httpmany (local.get $arg) (local.get $al)))))
     (i32.const 3))
