@@ -21,7 +21,7 @@ import (
 
 // httpLanguages are the modules that implement the script's http and
 // httpmany commands.
-var httpLanguages = []string{"go", "c", "zig", "wat"}
+var httpLanguages = []string{"go", "c", "assemblyscript", "zig", "wat"}
 
 // httpTarget is the local server the HTTP cases talk to.
 func httpTarget(t testing.TB) *httptest.Server {
