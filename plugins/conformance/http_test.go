@@ -19,9 +19,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-// httpLanguages are the modules that implement the script's http and
-// httpmany commands.
-var httpLanguages = []string{"go", "c", "assemblyscript", "zig", "wat"}
+// httpLanguages are the modules that implement the script's http,
+// httpmany and retry commands: all of them.
+var httpLanguages = languages
 
 // httpTarget is the local server the HTTP cases talk to.
 func httpTarget(t testing.TB) *httptest.Server {
