@@ -217,6 +217,15 @@ func TestHTTPFloodIsCutOff(t *testing.T) {
 	if hits.Load() != 6 {
 		t.Fatalf("second delivery: server saw %d requests in all, want 6", hits.Load())
 	}
+	// Denied requests spend the budget too: a guest cannot probe forever.
+	denied := strings.Replace(s.URL, "127.0.0.1", "127.0.0.2", 1)
+	mustHandle(t, in, delivery(denied, nil))
+	if first, limited := memI32(t, in, offFloodFirst), memI32(t, in, offFloodLimited); first != abi.ErrDenied || limited != 10000-3 {
+		t.Fatalf("denied flood: first %d, limited %d", first, limited)
+	}
+	if st := p.HTTPStats(); st.Denied != 3 {
+		t.Fatalf("denied %d, want 3", st.Denied)
+	}
 }
 
 func TestHTTPHugeResponseIsCutOff(t *testing.T) {
@@ -356,7 +365,16 @@ func TestHTTPBadPointerTraps(t *testing.T) {
 }
 
 func TestHTTPOutsideHandle(t *testing.T) {
-	// hostHTTPRequest outside qrun_handle: no delivery, no request.
+	// From qrun_init: no delivery, so no time bound and no request.
+	h := newTestHost(t, nil)
+	p := load(t, h, "http_init", Spec{HTTP: httpout.Policy{Allow: allow(t, "http://127.0.0.1:*")}}, nil)
+	in := newInstance(t, p)
+	if c := memI32(t, in, offHTTPStatus); c != abi.ErrNoMessage {
+		t.Fatalf("http_request in qrun_init returned %d, want %d", c, abi.ErrNoMessage)
+	}
+	if st := p.HTTPStats(); len(st.Requests) != 0 {
+		t.Fatalf("a request was sent: %+v", st)
+	}
 	st := &instanceState{}
 	if _, c := response(st); c != abi.ErrNoMessage {
 		t.Fatalf("response outside a delivery: %d", c)
