@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -450,4 +451,23 @@ func TestInvalidRequests(t *testing.T) {
 	if hits.Load() != 0 {
 		t.Fatal("an invalid request reached the server")
 	}
+}
+
+func TestHTTPS(t *testing.T) {
+	s := httptest.NewTLSServer(http.HandlerFunc(hello))
+	t.Cleanup(s.Close)
+	tlsConfig := s.Client().Transport.(*http.Transport).TLSClientConfig
+	// Without a scheme an entry means https only.
+	c := New(Policy{Allow: rules(t, "127.0.0.1:*")}, Options{Resolver: mapResolver{}, TLS: tlsConfig})
+	t.Cleanup(c.Close)
+	resp, err := c.Do(context.Background(), &Request{Method: "POST", URL: s.URL, Body: []byte("tls")})
+	if err != nil || string(resp.Body) != "hello tls" {
+		t.Fatalf("%v %v", resp, err)
+	}
+	_, err = c.Do(context.Background(), &Request{URL: strings.Replace(s.URL, "https:", "http:", 1)})
+	wantKind(t, err, ErrDenied)
+	// A server whose certificate the client does not trust: connection failed.
+	c2 := newClient(t, Policy{Allow: rules(t, "127.0.0.1:*")}, nil)
+	_, err = c2.Do(context.Background(), &Request{URL: s.URL})
+	wantKind(t, err, ErrConnect)
 }
