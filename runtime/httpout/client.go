@@ -117,9 +117,12 @@ var (
 // Error is a failed request: Kind is one of the Err values above, Host the
 // host asked for.
 type Error struct {
+	// Kind is ErrDenied, ErrTimeout, ErrConnect, ErrTooLarge or ErrInvalid.
 	Kind error
+	// Host is the host name the request (or its redirect) named.
 	Host string
-	Err  error
+	// Err is the cause, for logs.
+	Err error
 }
 
 // Error names the host once, then the kind and the cause.
@@ -135,10 +138,14 @@ func (e *Error) Unwrap() []error { return []error{e.Kind, e.Err} }
 
 // Request is what a guest asks for.
 type Request struct {
-	Method string // "" is GET
-	URL    string
+	// Method is the HTTP method; "" is GET.
+	Method string
+	// URL is absolute, http or https.
+	URL string
+	// Header is sent as it is, plus the policy's defaults it lacks.
 	Header http.Header
-	Body   []byte
+	// Body is sent as it is; nil sends none.
+	Body []byte
 	// Deadline, when set, is the latest the request may end: the delivery's
 	// own deadline, so a request never outlives its delivery.
 	Deadline time.Time
@@ -152,9 +159,12 @@ type Request struct {
 // Response is a complete response: the body has been read, up to the
 // policy's maximum.
 type Response struct {
+	// Status is the final status code, after redirects.
 	Status int
+	// Header is the final response's header.
 	Header http.Header
-	Body   []byte
+	// Body is the whole body, at most the policy's MaxResponseSize.
+	Body []byte
 }
 
 // IdempotencyKey derives the idempotency key of a message: the same for

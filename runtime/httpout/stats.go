@@ -26,7 +26,8 @@ type HostCount struct {
 	// Class is "2xx", "3xx", "4xx", "5xx", "1xx" or "error" (no response:
 	// timeout, connection failed, too large).
 	Class string
-	N     uint64
+	// N is the number of requests.
+	N uint64
 }
 
 // Stats is a snapshot of a client's counters since it was created.
