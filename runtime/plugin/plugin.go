@@ -147,6 +147,11 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 		WithSysNanosleep().
 		WithRandSource(rand.Reader)
 	p.modCfg = withGrants(p.modCfg, s)
+	// Always a client, even for a consumer without an http block: its
+	// empty allow list denies, and counts, every request.
+	if p.http = s.HTTPClient; p.http == nil {
+		p.http, p.ownHTTP = h.newHTTPClient(s, p.log), true
+	}
 
 	p.wdPeriod = p.timeout / 4
 	if p.wdPeriod > time.Second {
@@ -156,11 +161,6 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 		p.wdPeriod = 100 * time.Microsecond
 	}
 	p.wdTicks = int((p.timeout + p.wdPeriod - 1) / p.wdPeriod)
-	// Always a client, even for a consumer without an http block: its
-	// empty allow list denies, and counts, every request.
-	if p.http = s.HTTPClient; p.http == nil {
-		p.http, p.ownHTTP = h.newHTTPClient(s, p.log), true
-	}
 	go p.watchdog()
 	ok = true
 	return p, nil
