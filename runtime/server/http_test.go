@@ -81,3 +81,49 @@ consumer "denied" {
 		}
 	}
 }
+
+// TestConsumerWASIBlock: a consumer's wasi block reaches its guest (the
+// module acks only when it sees A=1 and /data), and a consumer without one
+// grants nothing (the same module dead-letters).
+func TestConsumerWASIBlock(t *testing.T) {
+	t.Parallel()
+	wasm, err := filepath.Abs("testdata/wasi_env.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := parse(t, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "m" { type = "memory" }
+queue "granted" {
+  engine       = "m"
+  max_attempts = 1
+  dead_letter  = "granted_dead"
+}
+queue "granted_dead" { engine = "m" }
+queue "bare" {
+  engine       = "m"
+  max_attempts = 1
+  dead_letter  = "bare_dead"
+}
+queue "bare_dead" { engine = "m" }
+consumer "granted" {
+  queue  = "granted"
+  plugin = %[1]q
+  wasi {
+    env = { A = "1" }
+    dir "/data" { host = %[2]q }
+  }
+}
+consumer "bare" {
+  queue  = "bare"
+  plugin = %[1]q
+}`, wasm, t.TempDir()))
+	srv := start(t, cfg, server.Options{})
+	ctx := context.Background()
+	for _, q := range []string{"granted", "bare"} {
+		if err := srv.Enqueue(ctx, q, []engines.Message{{Body: []byte("x")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitDepths(t, srv, 30*time.Second, map[string]int64{"granted": 0, "granted_dead": 0, "bare": 0, "bare_dead": 1})
+}
