@@ -62,6 +62,12 @@ const (
 	FuncSetDelay      = "set_delay"       // (millis i64) -> err
 	FuncExtendLease   = "extend_lease"    // (millis i64) -> err
 	FuncNow           = "now"             // () -> unix nanos (i64)
+
+	// Outbound HTTP (ABI.md section 4, "Outbound HTTP").
+	FuncHTTPRequest         = "http_request"          // (method, method_len, url, url_len, headers, headers_len, body, body_len) -> status | err
+	FuncHTTPResponseHeader  = "http_response_header"  // (name, name_len, buf, cap) -> len | err
+	FuncHTTPResponseHeaders = "http_response_headers" // (buf, cap) -> len | err
+	FuncHTTPResponseBody    = "http_response_body"    // (buf, cap) -> len | err
 )
 
 // Fields readable through msg_field.
@@ -83,11 +89,14 @@ const (
 
 // Error codes returned (as negative i32) by host functions.
 const (
-	ErrNotFound    = -2 // no such field, attribute, config key or index
-	ErrDenied      = -3 // publish to a queue the consumer may not publish to
-	ErrInvalid     = -4 // bad argument: unknown field or level, negative duration, bad encoding
-	ErrNoMessage   = -5 // a message accessor or publish called outside qrun_handle
-	ErrUnavailable = -6 // the engine refused or failed; retrying later may work
-	ErrTooLarge    = -7 // the message exceeds the target queue's size limit
-	ErrRateLimited = -8 // log line dropped by the rate limiter
+	ErrNotFound    = -2  // no such field, attribute, config key or index
+	ErrDenied      = -3  // publish to a queue the consumer may not publish to
+	ErrInvalid     = -4  // bad argument: unknown field or level, negative duration, bad encoding
+	ErrNoMessage   = -5  // a message accessor or publish called outside qrun_handle
+	ErrUnavailable = -6  // the engine refused or failed; retrying later may work
+	ErrTooLarge    = -7  // the message exceeds the target queue's size limit
+	ErrRateLimited = -8  // log line dropped by the rate limiter
+	ErrTimeout     = -9  // http_request ran out of time (its timeout or the delivery's)
+	ErrConnect     = -10 // http_request could not connect, or the connection failed
+	ErrLimit       = -11 // http_request beyond the consumer's max_requests per delivery
 )

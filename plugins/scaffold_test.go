@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -219,5 +220,28 @@ func TestGoScaffoldABICopyIsCurrent(t *testing.T) {
 	}
 	if string(got) != string(want) {
 		t.Fatal("templates/go/qrun-sdk/abi/abi.go.tmpl differs from abi/abi.go: run `make plugins`")
+	}
+}
+
+// TestGoScaffoldCopiesEverySDKFile: a Go scaffold builds against a copy of
+// the SDK, which must hold every file of it (a new one, like http.go, is
+// easy to forget in the embed list).
+func TestGoScaffoldCopiesEverySDKFile(t *testing.T) {
+	t.Parallel()
+	srcs, err := filepath.Glob("sdk/go/*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "h")
+	if _, err := plugins.Scaffold(dir, "go", "h"); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range srcs {
+		if strings.HasSuffix(src, "_test.go") {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, "qrun-sdk", "plugins", src)); err != nil {
+			t.Errorf("%s is not copied into Go scaffolds: add it to sdkFiles and the embed list (%v)", src, err)
+		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/qrun-dev/qrun/runtime/httpout"
 )
 
 // Options are the hooks a caller plugs into parsing. The zero value is usable:
@@ -198,6 +199,12 @@ type Consumer struct {
 	// Isolation is "instance" (reuse instances, the default) or
 	// "per_message" (a fresh instance per message).
 	Isolation string
+	// HTTP is the `http` block, the guest's outbound HTTP grant; without
+	// one its allow list is empty and every request is denied.
+	HTTP httpout.Policy
+	// WASI is the `wasi` block: environment variables and preopened
+	// directories; none without one.
+	WASI WASI
 	// Range is the block header.
 	Range hcl.Range
 }

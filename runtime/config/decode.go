@@ -79,6 +79,8 @@ type rawConsumer struct {
 	Publish     *hcl.Attribute `hcl:"publish,optional"`
 	LogRate     *hcl.Attribute `hcl:"log_rate,optional"`
 	Isolation   *hcl.Attribute `hcl:"isolation,optional"`
+	HTTP        []*rawHTTP     `hcl:"http,block"`
+	WASI        []*rawWASI     `hcl:"wasi,block"`
 	DefRange    hcl.Range      `hcl:",def_range"`
 }
 
@@ -428,6 +430,8 @@ func (d *decoder) consumer(rc *rawConsumer) Consumer {
 
 	c.Config = d.stringMap(rc.Config)
 	c.Publish, refs.publish = d.stringList(rc.Publish)
+	c.HTTP = d.http(rc.HTTP, c.Timeout)
+	c.WASI = d.wasi(rc.WASI)
 	d.consumerRefs[c.Name] = refs
 	return c
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/httpout"
 )
 
 // collector turns a Source into metrics at scrape time.
@@ -22,6 +23,8 @@ type collector struct {
 	cLeaseLost, cReleased, cInstanceErrs, cEngineErrs *prometheus.Desc
 	cInFlight, cInstances, cConcurrency, cPaused      *prometheus.Desc
 	cLatency, cInfo, cReloads, cLogDropped            *prometheus.Desc
+	// Outbound HTTP, labelled consumer and queue.
+	hRequests, hDenied, hOverBudget, hLatency *prometheus.Desc
 }
 
 func newCollector(src Source, m *Metrics) *collector {
@@ -61,6 +64,11 @@ func newCollector(src Source, m *Metrics) *collector {
 		cInfo:         c("plugin_info", "The plugin module a consumer runs; always 1.", "version"),
 		cReloads:      c("reloads_total", "Times the consumer's plugin was replaced while running."),
 		cLogDropped:   c("guest_log_dropped_total", "Guest log lines dropped by the consumer's log rate limit."),
+
+		hRequests:   c("http_requests_total", "Outbound HTTP requests sent by the guest, by allow-list entry and status class (error: no response).", "host", "class"),
+		hDenied:     c("http_denied_total", "Outbound HTTP requests refused by the allow list (URL, redirect or resolved address)."),
+		hOverBudget: c("http_over_budget_total", "Outbound HTTP requests refused because the delivery had made max_requests."),
+		hLatency:    c("http_request_duration_seconds", "Duration of outbound HTTP requests, body included."),
 	}
 }
 
@@ -71,7 +79,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.qDeadLettered, c.qExpired, c.qDuplicates,
 		c.cDeliveries, c.cTraps, c.cTimeouts, c.cBadVerdicts, c.cLeaseLost, c.cReleased, c.cInstanceErrs,
 		c.cEngineErrs, c.cInFlight, c.cInstances, c.cConcurrency, c.cPaused, c.cLatency, c.cInfo, c.cReloads,
-		c.cLogDropped,
+		c.cLogDropped, c.hRequests, c.hDenied, c.hOverBudget, c.hLatency,
 	} {
 		ch <- d
 	}
@@ -133,6 +141,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.cInfo, 1, cs.Name, cs.Queue, cs.Version)
 		counter(c.cReloads, cs.Reloads, l...)
 		counter(c.cLogDropped, int64(cs.LogDropped), l...)
+		c.collectHTTP(ch, cs)
 
 		lat := cs.Latency
 		buckets := make(map[float64]uint64, len(lat.Bounds))
@@ -145,4 +154,26 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.m.engineErrors.Collect(ch)
 	c.m.reconnects.Collect(ch)
+}
+
+// collectHTTP emits a consumer's outbound HTTP metrics.
+func (c *collector) collectHTTP(ch chan<- prometheus.Metric, cs ConsumerSample) {
+	h := cs.HTTP
+	for _, r := range h.Requests {
+		ch <- prometheus.MustNewConstMetric(c.hRequests, prometheus.CounterValue, float64(r.N), cs.Name, cs.Queue, r.Host, r.Class)
+	}
+	ch <- prometheus.MustNewConstMetric(c.hDenied, prometheus.CounterValue, float64(h.Denied), cs.Name, cs.Queue)
+	ch <- prometheus.MustNewConstMetric(c.hOverBudget, prometheus.CounterValue, float64(h.OverBudget), cs.Name, cs.Queue)
+	bounds := httpout.LatencyBuckets()
+	if len(h.LatencyCounts) != len(bounds)+1 {
+		return
+	}
+	buckets := make(map[float64]uint64, len(bounds))
+	var cum uint64
+	for i, b := range bounds {
+		cum += h.LatencyCounts[i]
+		buckets[b] = cum
+	}
+	cum += h.LatencyCounts[len(bounds)]
+	ch <- prometheus.MustNewConstHistogram(c.hLatency, cum, h.LatencySum.Seconds(), buckets, cs.Name, cs.Queue)
 }

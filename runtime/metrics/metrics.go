@@ -17,6 +17,7 @@ package metrics
 
 import (
 	"context"
+	"github.com/qrun-dev/qrun/runtime/httpout"
 	"net/http"
 	"time"
 
@@ -51,6 +52,8 @@ type ConsumerSample struct {
 	Reloads int64
 	// LogDropped counts guest log lines dropped by the consumer's rate limit.
 	LogDropped uint64
+	// HTTP is the consumer's outbound HTTP counters (http_request).
+	HTTP httpout.Stats
 }
 
 // Source is what the collector reads at scrape time: the running runtime.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/httpout"
 	"github.com/qrun-dev/qrun/runtime/metrics"
 )
 
@@ -128,5 +129,40 @@ func BenchmarkScrapeBareGoExporter(b *testing.B) {
 	for range b.N {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	}
+}
+
+func TestHTTPMetrics(t *testing.T) {
+	t.Parallel()
+	counts := make([]uint64, len(httpout.LatencyBuckets())+1)
+	counts[0], counts[len(counts)-1] = 2, 1 // two fast, one beyond the last bound
+	src := &fakeSource{consumers: []metrics.ConsumerSample{{Name: "c", Queue: "q", HTTP: httpout.Stats{
+		Requests:      []httpout.HostCount{{Host: "*.example.com", Class: "2xx", N: 2}, {Host: "*.example.com", Class: "error", N: 1}},
+		Denied:        4,
+		OverBudget:    5,
+		LatencyCounts: counts,
+		LatencySum:    40 * time.Second,
+	}}}}
+	mfs := gather(t, metrics.New(src, nil))
+	reqs := mfs["qrun_consumer_http_requests_total"].GetMetric()
+	if len(reqs) != 2 || reqs[0].GetCounter().GetValue()+reqs[1].GetCounter().GetValue() != 3 {
+		t.Fatalf("requests %v", reqs)
+	}
+	labels := map[string]string{}
+	for _, l := range reqs[0].GetLabel() {
+		labels[l.GetName()] = l.GetValue()
+	}
+	if labels["host"] != "*.example.com" || labels["consumer"] != "c" || (labels["class"] != "2xx" && labels["class"] != "error") {
+		t.Fatalf("labels %v", labels)
+	}
+	if v := mfs["qrun_consumer_http_denied_total"].GetMetric()[0].GetCounter().GetValue(); v != 4 {
+		t.Errorf("denied = %v", v)
+	}
+	if v := mfs["qrun_consumer_http_over_budget_total"].GetMetric()[0].GetCounter().GetValue(); v != 5 {
+		t.Errorf("over budget = %v", v)
+	}
+	h := mfs["qrun_consumer_http_request_duration_seconds"].GetMetric()[0].GetHistogram()
+	if h.GetSampleCount() != 3 || h.GetSampleSum() != 40 || h.GetBucket()[0].GetCumulativeCount() != 2 {
+		t.Fatalf("histogram %v", h)
 	}
 }

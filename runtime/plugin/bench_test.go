@@ -2,10 +2,16 @@ package plugin
 
 import (
 	"context"
+	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/httpout"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 )
@@ -143,4 +149,64 @@ func TestHandleAddsNoAllocations(t *testing.T) {
 	if handle > raw {
 		t.Errorf("Handle allocates %.1f per call, wazero alone %.1f", handle, raw)
 	}
+}
+
+// BenchmarkHTTPRequest compares a request made by a guest (http.wasm: POST
+// "ping" with one header, then reading status, body and headers) with the
+// same request from a Go client in this process, to one local keep-alive
+// server. The two alternate, one of each per iteration, so that the load
+// of a shared machine falls on both alike; it reports each one's time per
+// request and their ratio. The guest's figure includes the delivery around
+// the request: writing the body, calling qrun_handle, the verdict.
+func BenchmarkHTTPRequest(b *testing.B) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Reply", "pong")
+		_, _ = io.WriteString(w, "created it")
+	}))
+	defer s.Close()
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	defer c.CloseIdleConnections()
+	goRequest := func() {
+		req, _ := http.NewRequest("POST", s.URL, strings.NewReader("ping"))
+		req.Header.Set("X-Guest", "yes")
+		resp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || len(body) != 10 || resp.Header.Get("X-Reply") != "pong" {
+			b.Fatal(resp.Status)
+		}
+	}
+	h := newTestHost(b, nil)
+	r, err := httpout.ParseRule("http://127.0.0.1:*")
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := load(b, h, "http", Spec{HTTP: httpout.Policy{Allow: []httpout.Rule{r}}}, nil)
+	in := newInstance(b, p)
+	d := delivery(s.URL, nil)
+	guestRequest := func() {
+		if res := in.Handle(context.Background(), d); res.Err != nil || res.Verdict != 0 {
+			b.Fatalf("%+v", res)
+		}
+	}
+	goRequest() // both connections open before timing
+	guestRequest()
+	var goTime, guestTime time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		goRequest()
+		t1 := time.Now()
+		guestRequest()
+		t2 := time.Now()
+		goTime += t1.Sub(t0)
+		guestTime += t2.Sub(t1)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(goTime.Nanoseconds())/n, "go-ns/req")
+	b.ReportMetric(float64(guestTime.Nanoseconds())/n, "guest-ns/req")
+	b.ReportMetric(float64(guestTime)/float64(goTime), "guest/go")
 }

@@ -19,6 +19,7 @@ package plugin
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/httpout"
 	"github.com/tetratelabs/wazero"
 	"go.uber.org/zap"
 )
@@ -54,6 +56,11 @@ type HostOptions struct {
 	// zero means DefaultPrecompileAbove. Small modules compile in well under
 	// a millisecond, less than starting a process.
 	PrecompileAbove int
+	// HTTPResolver resolves the host names guests' HTTP requests name; nil
+	// is the system resolver. Tests map names to loopback with it.
+	HTTPResolver httpout.Resolver
+	// HTTPTLS configures guests' HTTPS requests; nil uses the system roots.
+	HTTPTLS *tls.Config
 }
 
 // Host owns what plugins share: the compilation cache and the logger.
@@ -139,6 +146,29 @@ type Spec struct {
 	// instances of the plugin, burst equal to the rate; zero means
 	// DefaultLogRate.
 	LogRate int
+	// HTTP is the guest's outbound HTTP grant (http_request); the zero
+	// value denies every request.
+	HTTP httpout.Policy
+	// HTTPClient, when set, serves http_request instead of a client built
+	// from HTTP, and is not closed with the plugin. A Live shares one
+	// across its versions, so that counters and pooled connections
+	// survive a hot swap.
+	HTTPClient *httpout.Client
+	// Env is the guest's WASI environment; nil means none.
+	Env map[string]string
+	// Dirs are directories preopened for WASI; nil means no filesystem.
+	Dirs []Dir
+}
+
+// Dir is a host directory a guest sees through WASI.
+type Dir struct {
+	// Host is the directory on this machine.
+	Host string
+	// Guest is the absolute path the guest opens it by.
+	Guest string
+	// ReadWrite allows writes; otherwise every write fails with EROFS
+	// (wazero's read-only mount).
+	ReadWrite bool
 }
 
 // Load compiles the module (through the host's cache) and checks it against
@@ -205,4 +235,9 @@ func (h *Host) forget(p *Plugin) {
 	h.mu.Lock()
 	delete(h.plugins, p)
 	h.mu.Unlock()
+}
+
+// newHTTPClient builds the outbound HTTP client for s.
+func (h *Host) newHTTPClient(s Spec, log *zap.Logger) *httpout.Client {
+	return httpout.New(s.HTTP, httpout.Options{Resolver: h.opts.HTTPResolver, TLS: h.opts.HTTPTLS, Logger: log})
 }

@@ -36,6 +36,8 @@ type instanceState struct {
 
 	keys      []string // sorted attribute names of d, built on first msg_attr_key
 	keysReady bool
+
+	http httpState
 }
 
 var errNoState = errors.New("qrun host function called outside a qrun instance")
@@ -136,6 +138,11 @@ func hostFuncs() map[string]hostFunc {
 		abi.FuncSetDelay:      {hostSetDelay, sig{vt(i64), vt(i32)}},
 		abi.FuncExtendLease:   {hostExtendLease, sig{vt(i64), vt(i32)}},
 		abi.FuncNow:           {hostNow, sig{nil, vt(i64)}},
+
+		abi.FuncHTTPRequest:         {hostHTTPRequest, sig{vt(i32, i32, i32, i32, i32, i32, i32, i32), vt(i32)}},
+		abi.FuncHTTPResponseHeader:  {hostHTTPResponseHeader, sig{vt(i32, i32, i32, i32), vt(i32)}},
+		abi.FuncHTTPResponseHeaders: {hostHTTPResponseHeaders, sig{vt(i32, i32), vt(i32)}},
+		abi.FuncHTTPResponseBody:    {hostHTTPResponseBody, sig{vt(i32, i32), vt(i32)}},
 	}
 }
 

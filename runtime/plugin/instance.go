@@ -110,12 +110,17 @@ func (in *Instance) Handle(ctx context.Context, d *engines.Delivery) Result {
 	st := &in.st
 	st.d, st.ctx = d, ctx
 	st.delay, st.delaySet, st.keysReady = 0, false, false
+	st.http.n = 0
+	if in.p.usesHTTP {
+		st.http.start = time.Now()
+	}
 	in.stack[0], in.stack[1] = uint64(ptr), uint64(n)
 	err := in.handle.CallWithStack(in.ctx, in.stack)
 	if in.afterHandle != nil {
 		in.afterHandle()
 	}
 	st.d, st.ctx = nil, nil
+	st.http.resp, st.http.respHdrs = nil, nil // a response can be large: not kept past its delivery
 	if err != nil {
 		return in.failed(in.callError(abi.ExportHandle, err))
 	}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/httpout"
 )
 
 // Live is one consumer's plugin across all its versions: the thing a
@@ -41,7 +42,8 @@ type Live struct {
 	opts LiveOptions
 	log  *zap.Logger
 
-	cur atomic.Pointer[version]
+	cur     atomic.Pointer[version]
+	ownHTTP bool // spec.HTTPClient was built by LoadLive, which closes it
 	// droppedBefore sums LogDropped of the versions replaced so far.
 	droppedBefore atomic.Uint64
 	// versions counts versions not yet released, the current one included.
@@ -118,16 +120,25 @@ func (h *Host) LoadLive(ctx context.Context, s Spec, pub Publisher, o LiveOption
 	}
 	wasm := s.Wasm
 	l.spec.Wasm = nil // each version brings its own bytes
+	if l.spec.HTTPClient == nil {
+		l.spec.HTTPClient, l.ownHTTP = h.newHTTPClient(s, l.log), true
+	}
+	fail := func(err error) (*Live, error) {
+		if l.ownHTTP {
+			l.spec.HTTPClient.Close()
+		}
+		return nil, err
+	}
 	if wasm == nil {
 		b, err := os.ReadFile(s.Path)
 		if err != nil {
-			return nil, fmt.Errorf("plugin: load consumer %q: %w", s.Consumer, err)
+			return fail(fmt.Errorf("plugin: load consumer %q: %w", s.Consumer, err))
 		}
 		wasm = b
 	}
 	v, err := l.prepare(ctx, wasm)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	l.cur.Store(v)
 	l.st = Status{Path: s.Path, Digest: v.p.Digest(), LoadedAt: time.Now(), Versions: 1}
@@ -404,8 +415,17 @@ func (l *Live) Close(ctx context.Context) error {
 	if v != nil {
 		v.retire()
 	}
+	if l.ownHTTP {
+		// Only idle connections close: a delivery still running on the
+		// retired version finishes its request.
+		l.spec.HTTPClient.Close()
+	}
 	return nil
 }
+
+// HTTPStats is a snapshot of the consumer's outbound HTTP counters, over
+// every version of the plugin.
+func (l *Live) HTTPStats() httpout.Stats { return l.spec.HTTPClient.Stats() }
 
 // version is one loaded module of a Live.
 type version struct {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qrun-dev/qrun/abi"
+	"github.com/qrun-dev/qrun/runtime/httpout"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"go.uber.org/zap"
@@ -32,6 +33,9 @@ type Plugin struct {
 	timeout  time.Duration
 	memLimit uint64 // bytes, page-rounded
 	limiter  *logLimiter
+	http     *httpout.Client
+	usesHTTP bool // the module imports http_request
+	ownHTTP  bool // http was built for this plugin, which closes it
 	// truncated counts guest log bytes dropped by cutting lines at maxLine.
 	truncated atomic.Uint64
 
@@ -122,14 +126,16 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 		return nil, p.explainCompileError(ctx, wasm, err)
 	}
 	p.cm = cm
+	p.usesHTTP = usesHTTP(cm.ImportedFunctions())
 	rep := &Report{}
 	inspect(cm, wasm, wasiFuncs, rep)
 	if len(rep.Problems) > 0 {
 		return nil, &ValidationError{Module: p.name, Problems: rep.Problems}
 	}
 
-	// No filesystem, environment or arguments: a handler gets its inputs
-	// from the message and config_get. Real clocks and randomness because
+	// No filesystem, environment or arguments unless the consumer's wasi
+	// block grants them (withGrants): a handler gets its inputs from the
+	// message and config_get. Real clocks and randomness because
 	// wazero's deterministic defaults surprise anyone who calls time.Now or
 	// generates an ID. No start functions: modules are reactors, and we call
 	// _initialize ourselves under the timeout.
@@ -140,6 +146,12 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 		WithSysNanotime().
 		WithSysNanosleep().
 		WithRandSource(rand.Reader)
+	p.modCfg = withGrants(p.modCfg, s)
+	// Always a client, even for a consumer without an http block: its
+	// empty allow list denies, and counts, every request.
+	if p.http = s.HTTPClient; p.http == nil {
+		p.http, p.ownHTTP = h.newHTTPClient(s, p.log), true
+	}
 
 	p.wdPeriod = p.timeout / 4
 	if p.wdPeriod > time.Second {
@@ -192,6 +204,9 @@ func (p *Plugin) LogDropped() uint64 { return p.limiter.dropped.Load() }
 // than the 4 KiB a line may have; each such line is logged cut, with
 // truncated=true.
 func (p *Plugin) LogTruncatedBytes() uint64 { return p.truncated.Load() }
+
+// HTTPStats is a snapshot of the plugin's outbound HTTP counters.
+func (p *Plugin) HTTPStats() httpout.Stats { return p.http.Stats() }
 
 // MemoryLimit is the enforced memory limit in bytes, after page rounding.
 func (p *Plugin) MemoryLimit() uint64 { return p.memLimit }
@@ -322,6 +337,9 @@ func (p *Plugin) Close(ctx context.Context) error {
 	<-p.wdDone
 	p.limiter.summarize(time.Now(), true)
 	p.host.forget(p)
+	if p.ownHTTP {
+		p.http.Close()
+	}
 	if err := p.rt.Close(ctx); err != nil {
 		return fmt.Errorf("plugin: %s: close: %w", p.name, err)
 	}

@@ -218,7 +218,7 @@ func (s *Server) ConsumerSamples() []metrics.ConsumerSample {
 		out = append(out, metrics.ConsumerSample{
 			Name: c.Name(), Queue: c.QueueName(), Version: v.version, Paused: c.Paused(),
 			Concurrency: c.Concurrency(), Stats: c.Stats(), Latency: c.Latency(),
-			Reloads: v.reloads, LogDropped: v.logDropped,
+			Reloads: v.reloads, LogDropped: v.logDropped, HTTP: v.running.live.HTTPStats(),
 		})
 	}
 	return out

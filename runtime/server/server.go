@@ -155,6 +155,7 @@ func PluginSpec(cc *config.Consumer) plugin.Spec {
 	return plugin.Spec{
 		Consumer: cc.Name, Path: cc.Plugin, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
 		Config: cc.Config, Publish: cc.Publish, LogRate: cc.LogRate,
+		HTTP: cc.HTTP, Env: cc.WASI.Env, Dirs: pluginDirs(cc.WASI.Dirs),
 	}
 }
 
@@ -217,6 +218,15 @@ func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues ma
 	s.log.Info("consumer loaded", zap.String("consumer", cc.Name), zap.String("queue", cc.Queue),
 		zap.String("plugin", cc.Plugin), zap.String("version", shortVersion(p.Digest())), zap.Int("concurrency", cc.Concurrency))
 	return s.watch(&consumer{cfg: cc, live: p, d: c}), nil
+}
+
+// pluginDirs converts a consumer's wasi dir blocks for the plugin host.
+func pluginDirs(ds []config.Dir) []plugin.Dir {
+	var out []plugin.Dir
+	for _, d := range ds {
+		out = append(out, plugin.Dir{Host: d.Host, Guest: d.Guest, ReadWrite: d.ReadWrite})
+	}
+	return out
 }
 
 // Publish implements plugin.Publisher: a guest's publish goes to the named

@@ -2,6 +2,7 @@
 // behaviour of plugins/conformance/README.md, written with the SDK.
 import {
   Message, Verdict, Level, Err, handle, init, log, config, publishText, setDelay, extendLease,
+  fetch, retryLater,
 } from "../../sdk/assemblyscript/qrun";
 export { qrun_abi_v1, qrun_alloc, qrun_free, qrun_init, qrun_handle } from "../../sdk/assemblyscript/qrun";
 
@@ -24,6 +25,46 @@ function isInt(s: string): bool {
     if (!(c >= 48 && c <= 57) && !(i == 0 && c == 45 && s.length > 1)) return false;
   }
   return true;
+}
+
+// errWord names a failed request's error as the script does.
+function errWord(e: i32): string {
+  if (e == Err.Denied) return "denied";
+  if (e == Err.TooLarge) return "toolarge";
+  if (e == Err.Timeout) return "timeout";
+  if (e == Err.Connect) return "connect";
+  if (e == Err.Limit) return "limit";
+  return "error";
+}
+
+function http(url: string): Verdict {
+  const h = new Map<string, string>();
+  h.set("X-Guest", "yes");
+  const r = fetch("POST", url, h, String.UTF8.encode("ping"));
+  if (r.error < 0) return out(errWord(r.error));
+  const v = out(r.status.toString());
+  if (v != Verdict.Ack) return v;
+  return out(r.text());
+}
+
+function httpmany(url: string): Verdict {
+  let n: u32 = 0;
+  while (true) {
+    const r = fetch("", url);
+    if (r.error < 0) {
+      const v = out(n.toString());
+      return v != Verdict.Ack ? v : out(errWord(r.error));
+    }
+    n++;
+  }
+  return Verdict.Nack;
+}
+
+function retry(url: string): Verdict {
+  const r = fetch("", url);
+  if (r.error < 0) return Verdict.Nack;
+  if (r.status >= 200 && r.status < 300) return Verdict.Ack;
+  return retryLater(r.status);
 }
 
 function onMessage(m: Message): Verdict {
@@ -64,6 +105,9 @@ function onMessage(m: Message): Verdict {
     count++;
     return out(count.toString());
   }
+  if (cmd == "http") return http(arg);
+  if (cmd == "httpmany") return httpmany(arg);
+  if (cmd == "retry") return retry(arg);
   return Verdict.DeadLetter;
 }
 

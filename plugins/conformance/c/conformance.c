@@ -39,6 +39,45 @@ static qrun_verdict echo(const char *arg, size_t len) {
 	return r == 0 ? QRUN_ACK : QRUN_NACK;
 }
 
+/* err_word names a failed request's error as the script does. */
+static const char *err_word(int32_t r) {
+	switch (r) {
+	case QRUN_ERR_DENIED: return "denied";
+	case QRUN_ERR_TOO_LARGE: return "toolarge";
+	case QRUN_ERR_TIMEOUT: return "timeout";
+	case QRUN_ERR_CONNECT: return "connect";
+	case QRUN_ERR_LIMIT: return "limit";
+	}
+	return "error";
+}
+
+static qrun_verdict http(const char *url) {
+	qrun_attr h = {"X-Guest", "yes"};
+	qrun_http_response resp;
+	int32_t r = qrun_http("POST", url, &h, 1, "ping", 4, &resp);
+	if (r < 0) return out(err_word(r));
+	char num[16];
+	snprintf(num, sizeof num, "%d", (int)resp.status);
+	qrun_verdict v = out(num);
+	if (v == QRUN_ACK) v = qrun_publish("out", resp.body, resp.len, NULL, 0) == 0 ? QRUN_ACK : QRUN_NACK;
+	qrun_http_response_free(&resp);
+	return v;
+}
+
+static qrun_verdict httpmany(const char *url) {
+	qrun_http_response resp;
+	int32_t r;
+	unsigned n = 0;
+	while ((r = qrun_http(NULL, url, NULL, 0, NULL, 0, &resp)) >= 0) {
+		qrun_http_response_free(&resp);
+		n++;
+	}
+	char num[16];
+	snprintf(num, sizeof num, "%u", n);
+	qrun_verdict v = out(num);
+	return v == QRUN_ACK ? out(err_word(r)) : v;
+}
+
 static qrun_verdict handle(const qrun_msg *m) {
 	/* The command and its argument as NUL-terminated strings. */
 	char *body = malloc(m->len + 1);
@@ -92,6 +131,19 @@ static qrun_verdict handle(const qrun_msg *m) {
 	} else if (strcmp(body, "count") == 0) {
 		snprintf(num, sizeof num, "%u", ++count);
 		v = out(num);
+	} else if (strcmp(body, "http") == 0) {
+		v = http(arg);
+	} else if (strcmp(body, "retry") == 0) {
+		qrun_http_response resp;
+		int32_t r = qrun_http(NULL, arg, NULL, 0, NULL, 0, &resp);
+		if (r < 0) {
+			v = QRUN_NACK;
+		} else {
+			v = r >= 200 && r < 300 ? QRUN_ACK : qrun_http_retry_later(r);
+			qrun_http_response_free(&resp);
+		}
+	} else if (strcmp(body, "httpmany") == 0) {
+		v = httpmany(arg);
 	}
 	free(body);
 	return v;

@@ -95,8 +95,55 @@ func handle(m *qrun.Message) qrun.Verdict {
 	case "count":
 		count++
 		return out(strconv.Itoa(count))
+	case "http":
+		resp, err := qrun.Fetch(&qrun.Request{Method: "POST", URL: arg, Header: map[string]string{"X-Guest": "yes"}, Body: []byte("ping")})
+		if err != nil {
+			return out(errWord(err))
+		}
+		if v := out(strconv.Itoa(resp.Status)); v != qrun.Ack {
+			return v
+		}
+		return out(string(resp.Body))
+	case "retry":
+		resp, err := qrun.Fetch(&qrun.Request{URL: arg})
+		switch {
+		case err != nil:
+			return qrun.Nack
+		case resp.Status >= 200 && resp.Status < 300:
+			return qrun.Ack
+		}
+		return qrun.RetryLater(resp)
+	case "httpmany":
+		n := 0
+		for {
+			_, err := qrun.Fetch(&qrun.Request{URL: arg})
+			if err != nil {
+				if v := out(strconv.Itoa(n)); v != qrun.Ack {
+					return v
+				}
+				return out(errWord(err))
+			}
+			n++
+		}
 	}
 	return qrun.DeadLetter
+}
+
+// errWord names a failed request's error as the script does.
+func errWord(err error) string {
+	switch {
+	case errors.Is(err, qrun.ErrDenied):
+		return "denied"
+	case errors.Is(err, qrun.ErrTooLarge):
+		return "toolarge"
+	case errors.Is(err, qrun.ErrTimeout):
+		return "timeout"
+	case errors.Is(err, qrun.ErrConnect):
+		return "connect"
+	case errors.Is(err, qrun.ErrLimit):
+		return "limit"
+	}
+	return "error"
 }
 
 // main is not run: the module is a WASI reactor.

@@ -20,6 +20,9 @@
   (import "qrun" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))
   (import "qrun" "set_delay" (func $set_delay (param i64) (result i32)))
   (import "qrun" "extend_lease" (func $extend_lease (param i64) (result i32)))
+  (import "qrun" "http_request" (func $http_request (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "qrun" "http_response_body" (func $http_response_body (param i32 i32) (result i32)))
+  (import "qrun" "http_response_header" (func $http_response_header (param i32 i32 i32 i32) (result i32)))
 
   (memory (export "memory") 4)
 
@@ -42,6 +45,18 @@
   (data (i32.const 144) "refuse")    ;; 6
   (data (i32.const 152) "x")         ;; 1
   (data (i32.const 160) "extend")    ;; 6
+  (data (i32.const 168) "http")      ;; 4
+  (data (i32.const 176) "httpmany")  ;; 8
+  (data (i32.const 184) "toolarge")  ;; 8
+  (data (i32.const 192) "timeout")   ;; 7
+  (data (i32.const 200) "connect")   ;; 7
+  (data (i32.const 208) "limit")     ;; 5
+  (data (i32.const 216) "POST")      ;; 4
+  ;; one header in the pair encoding: X-Guest: yes
+  (data (i32.const 224) "\07\00\00\00X-Guest\03\00\00\00yes") ;; 18
+  (data (i32.const 248) "ping")      ;; 4
+  (data (i32.const 256) "retry")     ;; 5
+  (data (i32.const 264) "Retry-After") ;; 11
   (data (i32.const 65504) "init failed: refused by config: ") ;; 32
 
   (global $count (mut i32) (i32.const 0))
@@ -50,7 +65,7 @@
   (func (export "qrun_abi_v1"))
 
   ;; Bump allocator with growth, as in plugins/examples/wat/forward.
-  (func (export "qrun_alloc") (param $size i32) (result i32)
+  (func $alloc (export "qrun_alloc") (param $size i32) (result i32)
     (local $ptr i32) (local $end i64) (local $have i64)
     (local.set $ptr (global.get $heap))
     (local.set $end (i64.add (i64.extend_i32_u (local.get $ptr)) (i64.extend_i32_u (local.get $size))))
@@ -66,7 +81,7 @@
     (local.get $ptr))
 
   ;; Only the most recent region can be given back (stack order).
-  (func (export "qrun_free") (param $ptr i32) (param $size i32)
+  (func $free (export "qrun_free") (param $ptr i32) (param $size i32)
     (if (i32.eq (i32.add (local.get $ptr) (local.get $size)) (global.get $heap))
       (then (global.set $heap (local.get $ptr)))))
 
@@ -175,6 +190,71 @@
                            (i32.const 131072) (i32.sub (local.get $at) (i32.const 131072)))
             (i32.const 0)))
 
+  ;; $out_err publishes the script's word for a failed http_request.
+  (func $out_err (param $r i32) (result i32)
+    (if (i32.eq (local.get $r) (i32.const -3)) (then (return (call $out (i32.const 128) (i32.const 6)))))
+    (if (i32.eq (local.get $r) (i32.const -7)) (then (return (call $out (i32.const 184) (i32.const 8)))))
+    (if (i32.eq (local.get $r) (i32.const -9)) (then (return (call $out (i32.const 192) (i32.const 7)))))
+    (if (i32.eq (local.get $r) (i32.const -10)) (then (return (call $out (i32.const 200) (i32.const 7)))))
+    (if (i32.eq (local.get $r) (i32.const -11)) (then (return (call $out (i32.const 208) (i32.const 5)))))
+    (call $out (i32.const 136) (i32.const 5)))
+
+  ;; $http POSTs "ping" with X-Guest: yes to the URL [p, p+l) and publishes
+  ;; the status, then the body. The body's length comes from a call with an
+  ;; empty buffer; a region of that size from the heap then receives it
+  ;; (the request is not sent again), and goes back to the heap after.
+  (func $http (param $p i32) (param $l i32) (result i32)
+    (local $s i32) (local $n i32) (local $buf i32) (local $v i32)
+    (local.set $s (call $http_request (i32.const 216) (i32.const 4) (local.get $p) (local.get $l)
+                                      (i32.const 224) (i32.const 18) (i32.const 248) (i32.const 4)))
+    (if (i32.lt_s (local.get $s) (i32.const 0)) (then (return (call $out_err (local.get $s)))))
+    (if (call $out_num (local.get $s)) (then (return (i32.const 1))))
+    (local.set $n (call $http_response_body (i32.const 0) (i32.const 0)))
+    (if (i32.lt_s (local.get $n) (i32.const 0)) (then (return (i32.const 1))))
+    (local.set $buf (call $alloc (local.get $n)))
+    (if (i32.eqz (local.get $buf)) (then (return (i32.const 1))))
+    (drop (call $http_response_body (local.get $buf) (local.get $n)))
+    (local.set $v (call $out (local.get $buf) (local.get $n)))
+    (call $free (local.get $buf) (local.get $n))
+    (local.get $v))
+
+;; $retry GETs the URL: ack on 2xx, otherwise nack, after a Retry-After
+  ;; of seconds when the response has one (ABI.md section 10's recipe).
+  (func $retry (param $p i32) (param $l i32) (result i32)
+    (local $s i32) (local $n i32) (local $i i32) (local $d i32) (local $secs i64)
+    (local.set $s (call $http_request (i32.const 0) (i32.const 0) (local.get $p) (local.get $l)
+                                      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
+    (if (i32.lt_s (local.get $s) (i32.const 0)) (then (return (i32.const 1))))
+    (if (i32.lt_u (i32.sub (local.get $s) (i32.const 200)) (i32.const 100)) (then (return (i32.const 0))))
+    (if (i32.and (i32.ne (local.get $s) (i32.const 429)) (i32.ne (local.get $s) (i32.const 503)))
+      (then (return (i32.const 1))))
+    (local.set $n (call $http_response_header (i32.const 264) (i32.const 11) (i32.const 1024) (i32.const 32)))
+    (if (i32.and (i32.gt_s (local.get $n) (i32.const 0)) (i32.le_s (local.get $n) (i32.const 9)))
+      (then
+        (block $bad
+          (loop $digit
+            (local.set $d (i32.sub (i32.load8_u (i32.add (i32.const 1024) (local.get $i))) (i32.const 48)))
+            (br_if $bad (i32.gt_u (local.get $d) (i32.const 9)))
+            (local.set $secs (i64.add (i64.mul (local.get $secs) (i64.const 10)) (i64.extend_i32_u (local.get $d))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $digit (i32.lt_u (local.get $i) (local.get $n))))
+          (drop (call $set_delay (i64.mul (local.get $secs) (i64.const 1000)))))))
+    (i32.const 1))
+
+  ;; $httpmany GETs the URL until a request fails, then publishes how many
+  ;; succeeded and the failure's word.
+  (func $httpmany (param $p i32) (param $l i32) (result i32)
+    (local $n i32) (local $s i32)
+    (block $done
+      (loop $next
+        (local.set $s (call $http_request (i32.const 0) (i32.const 0) (local.get $p) (local.get $l)
+                                          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (br_if $done (i32.lt_s (local.get $s) (i32.const 0)))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br $next)))
+    (if (call $out_num (local.get $n)) (then (return (i32.const 1))))
+    (call $out_err (local.get $s)))
+
   (func (export "qrun_handle") (param $ptr i32) (param $len i32) (result i32)
     (local $i i32) (local $cl i32) (local $arg i32) (local $al i32) (local $v i64) (local $r i32)
     ;; cmd = [ptr, ptr+cl), arg = [arg, arg+al): split at the first ':'.
@@ -241,5 +321,11 @@
       (then
         (global.set $count (i32.add (global.get $count) (i32.const 1)))
         (return (call $out_num (global.get $count)))))
+    (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 168) (i32.const 4))
+      (then (return (call $http (local.get $arg) (local.get $al)))))
+    (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 256) (i32.const 5))
+      (then (return (call $retry (local.get $arg) (local.get $al)))))
+    (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 176) (i32.const 8))
+      (then (return (call $httpmany (local.get $arg) (local.get $al)))))
     (i32.const 3))
 )

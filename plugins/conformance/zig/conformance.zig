@@ -33,6 +33,47 @@ fn echo(m: *const qrun.Message, arg: []const u8) !void {
     try qrun.publish("out", arg, attrs);
 }
 
+// errWord names a failed request's error as the script does.
+fn errWord(e: anyerror) []const u8 {
+    return switch (e) {
+        error.Denied => "denied",
+        error.TooLarge => "toolarge",
+        error.Timeout => "timeout",
+        error.Connect => "connect",
+        error.Limit => "limit",
+        else => "error",
+    };
+}
+
+fn http(url: []const u8) qrun.Verdict {
+    var num: [16]u8 = undefined;
+    var resp = qrun.fetch(a, .{ .method = "POST", .url = url, .headers = &.{.{ .key = "X-Guest", .value = "yes" }}, .body = "ping" }) catch |e| return out(errWord(e));
+    defer resp.deinit(a);
+    const v = out(std.fmt.bufPrint(&num, "{d}", .{resp.status}) catch unreachable);
+    if (v != .ack) return v;
+    return out(resp.body);
+}
+
+fn httpmany(url: []const u8) qrun.Verdict {
+    var num: [16]u8 = undefined;
+    var n: u32 = 0;
+    while (true) : (n += 1) {
+        var resp = qrun.fetch(a, .{ .url = url }) catch |e| {
+            const v = out(std.fmt.bufPrint(&num, "{d}", .{n}) catch unreachable);
+            if (v != .ack) return v;
+            return out(errWord(e));
+        };
+        resp.deinit(a);
+    }
+}
+
+fn retry(url: []const u8) qrun.Verdict {
+    var resp = qrun.fetch(a, .{ .url = url }) catch return .nack;
+    defer resp.deinit(a);
+    if (resp.status >= 200 and resp.status < 300) return .ack;
+    return qrun.retryLater(resp.status);
+}
+
 pub fn handle(m: *const qrun.Message) qrun.Verdict {
     const body = m.body;
     const i = std.mem.indexOfScalar(u8, body, ':');
@@ -76,6 +117,12 @@ pub fn handle(m: *const qrun.Message) qrun.Verdict {
     } else if (std.mem.eql(u8, cmd, "count")) {
         count += 1;
         return out(std.fmt.bufPrint(&num, "{d}", .{count}) catch unreachable);
+    } else if (std.mem.eql(u8, cmd, "http")) {
+        return http(arg);
+    } else if (std.mem.eql(u8, cmd, "httpmany")) {
+        return httpmany(arg);
+    } else if (std.mem.eql(u8, cmd, "retry")) {
+        return retry(arg);
     }
     return .dead_letter;
 }

@@ -49,6 +49,12 @@ declare function sys_set_delay(millis: i64): i32;
 declare function sys_extend_lease(millis: i64): i32;
 @external("qrun", "now")
 declare function sys_now(): i64;
+@external("qrun", "http_request")
+declare function sys_http_request(method: usize, methodLen: i32, url: usize, urlLen: i32, headers: usize, headersLen: i32, body: usize, bodyLen: i32): i32;
+@external("qrun", "http_response_header")
+declare function sys_http_response_header(name: usize, nameLen: i32, buf: usize, cap: i32): i32;
+@external("qrun", "http_response_body")
+declare function sys_http_response_body(buf: usize, cap: i32): i32;
 
 /** What to do with a message. */
 export enum Verdict {
@@ -74,6 +80,9 @@ export namespace Err {
   export const Unavailable: i32 = -6;
   export const TooLarge: i32 = -7;
   export const RateLimited: i32 = -8;
+  export const Timeout: i32 = -9;
+  export const Connect: i32 = -10;
+  export const Limit: i32 = -11;
 }
 
 // Host calls that return bytes write nothing when the value does not fit and
@@ -86,6 +95,8 @@ const FIELD = 0;
 const ATTR = 1;
 const ATTR_KEY = 2;
 const CONFIG = 3;
+const HTTP_HEADER = 4;
+const HTTP_BODY = 5;
 
 function call(kind: i32, n: i32, key: ArrayBuffer | null, buf: usize, cap: i32): i32 {
   const kp: usize = key === null ? 0 : changetype<usize>(key);
@@ -93,6 +104,8 @@ function call(kind: i32, n: i32, key: ArrayBuffer | null, buf: usize, cap: i32):
   if (kind == FIELD) return sys_msg_field(n, buf, cap);
   if (kind == ATTR) return sys_msg_attr(kp, kl, buf, cap);
   if (kind == ATTR_KEY) return sys_msg_attr_key(n, buf, cap);
+  if (kind == HTTP_HEADER) return sys_http_response_header(kp, kl, buf, cap);
+  if (kind == HTTP_BODY) return sys_http_response_body(buf, cap);
   return sys_config_get(kp, kl, buf, cap);
 }
 
@@ -106,6 +119,19 @@ function readString(kind: i32, n: i32, key: string | null): string | null {
   }
   if (got < 0) return null;
   return String.UTF8.decodeUnsafe(changetype<usize>(scratch), <usize>got);
+}
+
+/** readBytes is readString for bytes: a copy, or null on an error. */
+function readBytes(kind: i32): Uint8Array | null {
+  let got = call(kind, 0, null, changetype<usize>(scratch), scratch.byteLength);
+  while (got > scratch.byteLength) {
+    scratch = new ArrayBuffer(got);
+    got = call(kind, 0, null, changetype<usize>(scratch), scratch.byteLength);
+  }
+  if (got < 0) return null;
+  const b = new Uint8Array(got);
+  memory.copy(b.dataStart, changetype<usize>(scratch), <usize>got);
+  return b;
 }
 
 /** The delivery being handled; valid only during the handler call. */
@@ -211,6 +237,104 @@ export function publish(queue: string, body: ArrayBuffer, attrs: Map<string, str
 /** publish with a string body, sent as UTF-8. */
 export function publishText(queue: string, body: string, attrs: Map<string, string> | null = null): i32 {
   return publish(queue, String.UTF8.encode(body), attrs);
+}
+
+/**
+ * A complete HTTP response (ABI.md section 4, "Outbound HTTP"). error is 0
+ * when a response came (a 404 or a 503 is a response), otherwise a negative
+ * Err code: Denied (not allowed), Timeout, Connect, TooLarge (over
+ * max_response_size), Limit, Invalid, NoMessage; status is then 0.
+ */
+export class Response {
+  constructor(readonly status: i32, readonly error: i32, readonly body: Uint8Array) {}
+
+  /** The body decoded as UTF-8. */
+  text(): string {
+    return String.UTF8.decodeUnsafe(this.body.dataStart, <usize>this.body.length);
+  }
+}
+
+/**
+ * Sends a request (method "" is GET) and reads the whole response. The
+ * consumer's http block decides where it may go.
+ */
+export function fetch(method: string, url: string, headers: Map<string, string> | null = null, body: ArrayBuffer | null = null): Response {
+  const m = String.UTF8.encode(method.length == 0 ? "GET" : method);
+  const u = String.UTF8.encode(url);
+  const h = encodeAttrs(headers);
+  const bp: usize = body === null ? 0 : changetype<usize>(body);
+  const bl = body === null ? 0 : body.byteLength;
+  const status = sys_http_request(changetype<usize>(m), m.byteLength, changetype<usize>(u), u.byteLength,
+    changetype<usize>(h), h.byteLength, bp, bl);
+  if (status < 0) return new Response(0, status, new Uint8Array(0));
+  // The body is read from the response the host holds: not sent again.
+  const b = readBytes(HTTP_BODY);
+  if (b === null) return new Response(0, Err.NoMessage, new Uint8Array(0));
+  return new Response(status, 0, b);
+}
+
+/** The value of header name of the last response (several values joined
+ * with ", "), or null. */
+export function header(name: string): string | null {
+  return readString(HTTP_HEADER, 0, name);
+}
+
+/** daysFromCivil is the number of days from 1970-01-01 to y-m-d (Howard
+ * Hinnant's algorithm). */
+function daysFromCivil(year: i64, m: i64, d: i64): i64 {
+  const y = m <= 2 ? year - 1 : year;
+  const era = (y >= 0 ? y : y - 399) / 400;
+  const yoe = y - era * 400;
+  const doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+function digits(s: string): bool {
+  if (s.length == 0) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
+}
+
+/**
+ * How long the last response asks the client to wait, in milliseconds: its
+ * Retry-After, in seconds or as an HTTP date ("Sun, 06 Nov 1994 08:49:37
+ * GMT", relative to now(); a past date is 0), when status is 429 or 503.
+ * -1 when the response does not say.
+ */
+export function retryAfterMs(status: i32): i64 {
+  if (status != 429 && status != 503) return -1;
+  const raw = header("Retry-After");
+  if (raw === null) return -1;
+  const v = raw.trim();
+  if (digits(v)) {
+    if (v.length > 7) return 604800000;
+    const secs = I64.parseInt(v);
+    return (secs < 604800 ? secs : 604800) * 1000;
+  }
+  if (v.length != 29 || v.substring(25) != " GMT") return -1;
+  const mi = "JanFebMarAprMayJunJulAugSepOctNovDec".indexOf(v.substring(8, 11));
+  const d = v.substring(5, 7), y = v.substring(12, 16), hh = v.substring(17, 19), mm = v.substring(20, 22), ss = v.substring(23, 25);
+  if (mi < 0 || mi % 3 != 0 || !digits(d) || !digits(y) || !digits(hh) || !digits(mm) || !digits(ss)) return -1;
+  const t = daysFromCivil(I64.parseInt(y), <i64>(mi / 3 + 1), I64.parseInt(d)) * 86400 +
+    I64.parseInt(hh) * 3600 + I64.parseInt(mm) * 60 + I64.parseInt(ss);
+  const diff = t * 1000 - sys_now() / 1000000;
+  return diff > 0 ? diff : 0;
+}
+
+/**
+ * For a response worth retrying (429, 5xx): sets the retry delay from its
+ * Retry-After when it has one and returns Nack, which counts an attempt, so
+ * a receiver that never recovers still dead-letters the message. Call it
+ * right after fetch, before another request.
+ */
+export function retryLater(status: i32): Verdict {
+  const ms = retryAfterMs(status);
+  if (ms >= 0) sys_set_delay(ms);
+  return Verdict.Nack;
 }
 
 /** Delay before the current message is visible again after Nack or Requeue. */

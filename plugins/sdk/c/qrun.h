@@ -50,12 +50,15 @@ typedef enum { QRUN_DEBUG = 0, QRUN_INFO = 1, QRUN_WARN = 2, QRUN_ERROR = 3 } qr
 /* Error codes returned (negative) by host functions. */
 enum {
 	QRUN_ERR_NOT_FOUND = -2,    /* no such field, attribute, config key or index */
-	QRUN_ERR_DENIED = -3,       /* queue not in the consumer's publish list */
+	QRUN_ERR_DENIED = -3,       /* queue not in the publish list, URL not allowed by the http block */
 	QRUN_ERR_INVALID = -4,      /* bad argument */
 	QRUN_ERR_NO_MESSAGE = -5,   /* message function outside qrun_handle */
 	QRUN_ERR_UNAVAILABLE = -6,  /* engine failed or refused; retry may work */
-	QRUN_ERR_TOO_LARGE = -7,    /* message exceeds the queue's size limit */
-	QRUN_ERR_RATE_LIMITED = -8  /* log line dropped */
+	QRUN_ERR_TOO_LARGE = -7,    /* message exceeds the queue's size limit, response its max_response_size */
+	QRUN_ERR_RATE_LIMITED = -8, /* log line dropped */
+	QRUN_ERR_TIMEOUT = -9,      /* HTTP request ran out of time */
+	QRUN_ERR_CONNECT = -10,     /* HTTP connection could not be made or failed */
+	QRUN_ERR_LIMIT = -11        /* the delivery already made max_requests HTTP requests */
 };
 
 /* Message fields for qrun_msg_field. */
@@ -96,6 +99,13 @@ QRUN_IMPORT(publish) int32_t qrun_sys_publish(const void *queue, int32_t queue_l
 QRUN_IMPORT(set_delay) int32_t qrun_sys_set_delay(int64_t millis);
 QRUN_IMPORT(extend_lease) int32_t qrun_sys_extend_lease(int64_t millis);
 QRUN_IMPORT(now) int64_t qrun_sys_now(void);
+QRUN_IMPORT(http_request) int32_t qrun_sys_http_request(const void *method, int32_t method_len, const void *url,
+                                                        int32_t url_len, const void *headers, int32_t headers_len,
+                                                        const void *body, int32_t body_len);
+QRUN_IMPORT(http_response_header) int32_t qrun_sys_http_response_header(const void *name, int32_t name_len, void *buf,
+                                                                        int32_t cap);
+QRUN_IMPORT(http_response_headers) int32_t qrun_sys_http_response_headers(void *buf, int32_t cap);
+QRUN_IMPORT(http_response_body) int32_t qrun_sys_http_response_body(void *buf, int32_t cap);
 
 /* ---- Helpers. ---- */
 
@@ -229,6 +239,30 @@ static inline uint8_t *qrun__put32(uint8_t *p, uint32_t v) {
 	return p + 4;
 }
 
+/* qrun__encode writes n pairs in the ABI's pair encoding into a malloc'd
+ * buffer of *size bytes; NULL with *size 0 for none, NULL with *size 1 when
+ * memory ran out. */
+static inline uint8_t *qrun__encode(const qrun_attr *attrs, size_t n, size_t *size) {
+	*size = 0;
+	for (size_t i = 0; i < n; i++) *size += 8 + strlen(attrs[i].key) + strlen(attrs[i].value);
+	if (*size == 0) return NULL;
+	uint8_t *enc = (uint8_t *)malloc(*size);
+	if (enc == NULL) {
+		*size = 1;
+		return NULL;
+	}
+	uint8_t *p = enc;
+	for (size_t i = 0; i < n; i++) {
+		size_t kl = strlen(attrs[i].key), vl = strlen(attrs[i].value);
+		p = qrun__put32(p, (uint32_t)kl);
+		memcpy(p, attrs[i].key, kl);
+		p = qrun__put32(p + kl, (uint32_t)vl);
+		memcpy(p, attrs[i].value, vl);
+		p += vl;
+	}
+	return enc;
+}
+
 /* Enqueues body with nattrs attributes (attrs may be NULL when nattrs is 0)
  * to queue, which must be in the consumer's publish list. Returns 0 or a
  * negative error: QRUN_ERR_DENIED, QRUN_ERR_TOO_LARGE, QRUN_ERR_UNAVAILABLE,
@@ -236,22 +270,9 @@ static inline uint8_t *qrun__put32(uint8_t *p, uint32_t v) {
  * attribute encoding could not be allocated. */
 static inline int32_t qrun_publish(const char *queue, const void *body, size_t len, const qrun_attr *attrs,
                                    size_t nattrs) {
-	size_t size = 0;
-	for (size_t i = 0; i < nattrs; i++) size += 8 + strlen(attrs[i].key) + strlen(attrs[i].value);
-	uint8_t *enc = NULL;
-	if (size > 0) {
-		enc = (uint8_t *)malloc(size);
-		if (enc == NULL) return QRUN_ERR_UNAVAILABLE;
-		uint8_t *p = enc;
-		for (size_t i = 0; i < nattrs; i++) {
-			size_t kl = strlen(attrs[i].key), vl = strlen(attrs[i].value);
-			p = qrun__put32(p, (uint32_t)kl);
-			memcpy(p, attrs[i].key, kl);
-			p = qrun__put32(p + kl, (uint32_t)vl);
-			memcpy(p, attrs[i].value, vl);
-			p += vl;
-		}
-	}
+	size_t size;
+	uint8_t *enc = qrun__encode(attrs, nattrs, &size);
+	if (enc == NULL && size > 0) return QRUN_ERR_UNAVAILABLE;
 	int32_t r = qrun_sys_publish(queue, (int32_t)strlen(queue), body, (int32_t)len, enc, (int32_t)size);
 	free(enc);
 	return r;
@@ -260,6 +281,119 @@ static inline int32_t qrun_publish(const char *queue, const void *body, size_t l
 /* How long the current message stays invisible after a nack or requeue
  * verdict, replacing the retry policy's delay for this delivery. */
 static inline int32_t qrun_set_delay_ms(int64_t millis) { return qrun_sys_set_delay(millis); }
+
+/* ---- Outbound HTTP (ABI.md section 4, "Outbound HTTP"). ---- */
+
+/* A complete response: body is malloc'd (and NUL-terminated, not counted in
+ * len); free it with qrun_http_response_free. */
+typedef struct {
+	int32_t status;
+	uint8_t *body;
+	size_t len;
+} qrun_http_response;
+
+static inline void qrun_http_response_free(qrun_http_response *r) {
+	free(r->body);
+	r->body = NULL;
+	r->len = 0;
+}
+
+static inline int32_t qrun__http_body(const void *arg, int32_t arg_len, void *buf, int32_t cap) {
+	(void)arg;
+	(void)arg_len;
+	return qrun_sys_http_response_body(buf, cap);
+}
+
+/* Sends a request (method NULL or "" is GET; nheaders headers, which may
+ * repeat a name) and reads the whole response into *resp. Returns the HTTP
+ * status, or a negative error: QRUN_ERR_DENIED (not allowed), _TIMEOUT,
+ * _CONNECT, _TOO_LARGE (response over max_response_size), _LIMIT,
+ * _INVALID, _NO_MESSAGE, or _UNAVAILABLE when memory ran out here. A 404 or
+ * a 503 is a status, not an error. */
+static inline int32_t qrun_http(const char *method, const char *url, const qrun_attr *headers, size_t nheaders,
+                                const void *body, size_t len, qrun_http_response *resp) {
+	resp->status = 0;
+	resp->body = NULL;
+	resp->len = 0;
+	if (method == NULL || *method == '\0') method = "GET";
+	size_t size;
+	uint8_t *enc = qrun__encode(headers, nheaders, &size);
+	if (enc == NULL && size > 0) return QRUN_ERR_UNAVAILABLE;
+	int32_t status = qrun_sys_http_request(method, (int32_t)strlen(method), url, (int32_t)strlen(url), enc,
+	                                       (int32_t)size, len > 0 ? body : NULL, (int32_t)len);
+	free(enc);
+	if (status < 0) return status;
+	/* The body is read from the held response: the request is not sent again. */
+	int32_t n = qrun_sys_http_response_body(NULL, 0);
+	if (n < 0) return n;
+	char *b = qrun__read(qrun__http_body, NULL, 0);
+	if (b == NULL) return QRUN_ERR_UNAVAILABLE;
+	resp->status = status;
+	resp->body = (uint8_t *)b;
+	resp->len = (size_t)n;
+	return status;
+}
+
+/* The value of header name of the last response (several values joined
+ * with ", "), or NULL. */
+static inline char *qrun_http_header(const char *name) {
+	return qrun__read(qrun_sys_http_response_header, name, (int32_t)strlen(name));
+}
+
+/* qrun__days is the number of days from 1970-01-01 to y-m-d (proleptic
+ * Gregorian), Howard Hinnant's days_from_civil. */
+static inline int64_t qrun__days(int64_t y, int64_t m, int64_t d) {
+	y -= m <= 2;
+	int64_t era = (y >= 0 ? y : y - 399) / 400;
+	int64_t yoe = y - era * 400;
+	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/* How long the last response asks the client to wait, in milliseconds: its
+ * Retry-After, in seconds or as an HTTP date ("Sun, 06 Nov 1994 08:49:37
+ * GMT", relative to qrun_now_ns; a past date is 0), when status is 429 or
+ * 503. -1 when the response does not say. */
+static inline int64_t qrun_http_retry_after_ms(int32_t status) {
+	if (status != 429 && status != 503) return -1;
+	char *v = qrun_http_header("Retry-After");
+	if (v == NULL) return -1;
+	int64_t ms = -1;
+	char *p = v;
+	while (*p == ' ') p++;
+	if (*p >= '0' && *p <= '9') {
+		int64_t secs = 0;
+		while (*p >= '0' && *p <= '9' && secs < 604800) secs = secs * 10 + (*p++ - '0');
+		while (*p >= '0' && *p <= '9') p++;
+		while (*p == ' ') p++;
+		if (*p == '\0') ms = (secs < 604800 ? secs : 604800) * 1000;
+	} else {
+		static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+		char mon[4] = {0};
+		int d, y, hh, mm, ss;
+		if (strlen(p) == 29 && sscanf(p + 5, "%2d %3c %4d %2d:%2d:%2d GMT", &d, mon, &y, &hh, &mm, &ss) == 6) {
+			const char *at = strstr(months, mon);
+			if (at != NULL && (at - months) % 3 == 0) {
+				int64_t t = qrun__days(y, (at - months) / 3 + 1, d) * 86400 + hh * 3600 + mm * 60 + ss;
+				int64_t diff = t * 1000 - qrun_sys_now() / 1000000;
+				ms = diff > 0 ? diff : 0;
+			}
+		}
+	}
+	free(v);
+	return ms;
+}
+
+/* For a response worth retrying (429, 5xx): sets the retry delay from its
+ * Retry-After when it has one and returns QRUN_NACK, which counts an
+ * attempt, so a receiver that never recovers still dead-letters the
+ * message. Call it right after qrun_http, before another request. */
+static inline qrun_verdict qrun_http_retry_later(int32_t status) {
+	int64_t ms = qrun_http_retry_after_ms(status);
+	if (ms >= 0) qrun_set_delay_ms(ms);
+	return QRUN_NACK;
+}
 
 /* Extends the current delivery's lease to now + millis (a heartbeat). */
 static inline int32_t qrun_extend_lease_ms(int64_t millis) { return qrun_sys_extend_lease(millis); }

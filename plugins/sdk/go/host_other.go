@@ -25,6 +25,9 @@ type hostAPI interface {
 	setDelay(millis int64) int32
 	extendLease(millis int64) int32
 	now() int64
+	httpRequest(method, url string, headers, body []byte) int32
+	httpResponseHeaders(buf []byte) int32
+	httpResponseBody(buf []byte) int32
 }
 
 var host hostAPI = noHost{}
@@ -45,6 +48,11 @@ func (noHost) publish(string, []byte, []byte) int32 { return abi.ErrUnavailable 
 func (noHost) setDelay(int64) int32                 { return abi.ErrNoMessage }
 func (noHost) extendLease(int64) int32              { return abi.ErrNoMessage }
 func (noHost) now() int64                           { return time.Now().UnixNano() }
+func (noHost) httpRequest(string, string, []byte, []byte) int32 {
+	return abi.ErrNoMessage
+}
+func (noHost) httpResponseHeaders([]byte) int32 { return abi.ErrNotFound }
+func (noHost) httpResponseBody([]byte) int32    { return abi.ErrNotFound }
 
 func hostLog(level int32, msg string) int32        { return host.log(level, msg) }
 func hostMsgField(field int32, buf []byte) int32   { return host.msgField(field, buf) }
@@ -59,3 +67,8 @@ func hostPublish(queue string, body, attrs []byte) int32 {
 func hostSetDelay(millis int64) int32    { return host.setDelay(millis) }
 func hostExtendLease(millis int64) int32 { return host.extendLease(millis) }
 func hostNow() int64                     { return host.now() }
+func hostHTTPRequest(method, url string, headers, body []byte) int32 {
+	return host.httpRequest(method, url, headers, body)
+}
+func hostHTTPResponseHeaders(buf []byte) int32 { return host.httpResponseHeaders(buf) }
+func hostHTTPResponseBody(buf []byte) int32    { return host.httpResponseBody(buf) }

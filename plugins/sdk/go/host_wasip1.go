@@ -40,6 +40,15 @@ func qrunExtendLease(millis int64) int32
 //go:wasmimport qrun now
 func qrunNow() int64
 
+//go:wasmimport qrun http_request
+func qrunHTTPRequest(method unsafe.Pointer, methodLen int32, url unsafe.Pointer, urlLen int32, headers unsafe.Pointer, headersLen int32, body unsafe.Pointer, bodyLen int32) int32
+
+//go:wasmimport qrun http_response_headers
+func qrunHTTPResponseHeaders(buf unsafe.Pointer, cap int32) int32
+
+//go:wasmimport qrun http_response_body
+func qrunHTTPResponseBody(buf unsafe.Pointer, cap int32) int32
+
 // The wrappers below turn Go strings and slices into (ptr, len) pairs. An
 // empty value passes a nil pointer, offset 0, which every host accepts with
 // length 0; lengths fit in i32 because wasm32 memory is at most 4 GiB and Go
@@ -82,6 +91,19 @@ func hostSetDelay(millis int64) int32 { return qrunSetDelay(millis) }
 func hostExtendLease(millis int64) int32 { return qrunExtendLease(millis) }
 
 func hostNow() int64 { return qrunNow() }
+
+func hostHTTPRequest(method, url string, headers, body []byte) int32 {
+	return qrunHTTPRequest(strPtr(method), int32(len(method)), strPtr(url), int32(len(url)),
+		bufPtr(headers), int32(len(headers)), bufPtr(body), int32(len(body)))
+}
+
+func hostHTTPResponseHeaders(buf []byte) int32 {
+	return qrunHTTPResponseHeaders(bufPtr(buf), int32(len(buf)))
+}
+
+func hostHTTPResponseBody(buf []byte) int32 {
+	return qrunHTTPResponseBody(bufPtr(buf), int32(len(buf)))
+}
 
 // Exports the host looks for (ABI.md section 2).
 

@@ -32,14 +32,16 @@ const (
 // String names the verdict as qrun's logs and metrics spell it.
 func (v Verdict) String() string { return abi.VerdictName(int32(v)) }
 
-// Errors returned by Publish and ExtendLease, one per ABI error code, so that
+// Errors returned by Publish, ExtendLease and Fetch, one per ABI error code, so that
 // callers can tell with errors.Is whether trying again can help.
 var (
-	// ErrDenied: the queue is not listed in the consumer's publish list.
-	// A configuration mistake; retrying does not help.
-	ErrDenied = errors.New("qrun: denied: queue is not in the consumer's publish list")
-	// ErrTooLarge: the message exceeds the target queue's size limit.
-	ErrTooLarge = errors.New("qrun: message too large for the target queue")
+	// ErrDenied: the consumer's configuration does not allow it: a queue
+	// not in its publish list, a URL its http block does not allow. A
+	// configuration mistake; retrying does not help.
+	ErrDenied = errors.New("qrun: denied by the consumer's configuration")
+	// ErrTooLarge: the message exceeds the target queue's size limit, or an
+	// HTTP response its max_response_size.
+	ErrTooLarge = errors.New("qrun: too large")
 	// ErrUnavailable: the engine failed or refused; a later retry may succeed.
 	ErrUnavailable = errors.New("qrun: unavailable: the engine failed or refused")
 	// ErrInvalid: the host rejected an argument (e.g. a negative duration).

@@ -53,7 +53,8 @@ pub const Level = enum(i32) { debug = 0, info = 1, warn = 2, err = 3 };
 pub const Error = error{
     /// -2: no such field, attribute, config key or index.
     NotFound,
-    /// -3: queue not in the consumer's publish list (retrying won't help).
+    /// -3: queue not in the consumer's publish list, or URL not allowed by
+    /// its http block (retrying won't help).
     Denied,
     /// -4: an argument the host rejected.
     Invalid,
@@ -61,10 +62,17 @@ pub const Error = error{
     NoMessage,
     /// -6: the engine failed or refused; a later retry may succeed.
     Unavailable,
-    /// -7: the message exceeds the target queue's size limit.
+    /// -7: the message exceeds the target queue's size limit, or an HTTP
+    /// response the consumer's max_response_size.
     TooLarge,
     /// -8: log line dropped.
     RateLimited,
+    /// -9: an HTTP request ran out of time.
+    Timeout,
+    /// -10: an HTTP connection could not be made or failed.
+    Connect,
+    /// -11: the delivery already made the consumer's max_requests.
+    Limit,
     /// A code this SDK does not know.
     Unknown,
 };
@@ -78,6 +86,9 @@ fn codeError(code: i32) Error {
         -6 => error.Unavailable,
         -7 => error.TooLarge,
         -8 => error.RateLimited,
+        -9 => error.Timeout,
+        -10 => error.Connect,
+        -11 => error.Limit,
         else => error.Unknown,
     };
 }
@@ -96,6 +107,10 @@ pub const sys = struct {
     pub extern "qrun" fn set_delay(millis: i64) i32;
     pub extern "qrun" fn extend_lease(millis: i64) i32;
     pub extern "qrun" fn now() i64;
+    pub extern "qrun" fn http_request(method: ?[*]const u8, method_len: i32, url: ?[*]const u8, url_len: i32, headers: ?[*]const u8, headers_len: i32, body: ?[*]const u8, body_len: i32) i32;
+    pub extern "qrun" fn http_response_header(name: ?[*]const u8, name_len: i32, buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn http_response_headers(buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn http_response_body(buf: [*]u8, cap: i32) i32;
 };
 
 fn len32(s: []const u8) i32 {
@@ -111,7 +126,7 @@ fn ptr(s: []const u8) ?[*]const u8 {
 }
 
 const Reader = struct {
-    kind: enum { field, attr, attr_key, config },
+    kind: enum { field, attr, attr_key, config, http_header, http_body },
     n: i32 = 0,
     key: []const u8 = "",
 
@@ -123,6 +138,8 @@ const Reader = struct {
             .attr => sys.msg_attr(ptr(r.key), len32(r.key), p, c),
             .attr_key => sys.msg_attr_key(r.n, p, c),
             .config => sys.config_get(ptr(r.key), len32(r.key), p, c),
+            .http_header => sys.http_response_header(ptr(r.key), len32(r.key), p, c),
+            .http_body => sys.http_response_body(p, c),
         };
     }
 };
@@ -249,13 +266,11 @@ pub fn logf(level: Level, comptime fmt: []const u8, args: anytype) void {
 /// An attribute for publish.
 pub const Attr = struct { key: []const u8, value: []const u8 };
 
-/// Enqueues body with attrs to queue, which must be in the consumer's
-/// publish list. Not transactional: downstream must tolerate duplicates.
-pub fn publish(queue: []const u8, body: []const u8, attrs: []const Attr) !void {
+/// encode writes attrs in the ABI's pair encoding; the caller frees it.
+fn encode(a: std.mem.Allocator, attrs: []const Attr) ![]u8 {
     var size: usize = 0;
     for (attrs) |at| size += 8 + at.key.len + at.value.len;
-    const enc = try allocator.alloc(u8, size);
-    defer allocator.free(enc);
+    const enc = try a.alloc(u8, size);
     var p: usize = 0;
     for (attrs) |at| {
         for ([_][]const u8{ at.key, at.value }) |s| {
@@ -264,8 +279,106 @@ pub fn publish(queue: []const u8, body: []const u8, attrs: []const Attr) !void {
             p += 4 + s.len;
         }
     }
+    return enc;
+}
+
+/// Enqueues body with attrs to queue, which must be in the consumer's
+/// publish list. Not transactional: downstream must tolerate duplicates.
+pub fn publish(queue: []const u8, body: []const u8, attrs: []const Attr) !void {
+    const enc = try encode(allocator, attrs);
+    defer allocator.free(enc);
     const r = sys.publish(ptr(queue), len32(queue), ptr(body), len32(body), ptr(enc), len32(enc));
     if (r < 0) return codeError(r);
+}
+
+/// An outbound HTTP request (ABI.md section 4, "Outbound HTTP"); the
+/// consumer's http block decides where it may go.
+pub const Request = struct {
+    method: []const u8 = "GET",
+    url: []const u8,
+    /// Headers, one pair each; a name may repeat.
+    headers: []const Attr = &.{},
+    body: []const u8 = "",
+};
+
+/// A complete response; free it with deinit. A 404 or a 503 is a
+/// Response, not an error.
+pub const Response = struct {
+    status: i32,
+    body: []u8,
+
+    pub fn deinit(r: *Response, a: std.mem.Allocator) void {
+        a.free(r.body);
+        r.body = &.{};
+    }
+};
+
+/// Sends req and reads the whole response; the caller frees it with
+/// Response.deinit. Errors: Denied (not allowed), Timeout, Connect,
+/// TooLarge (response over max_response_size), Limit, Invalid, NoMessage.
+pub fn fetch(a: std.mem.Allocator, req: Request) !Response {
+    const enc = try encode(a, req.headers);
+    defer a.free(enc);
+    const method = if (req.method.len == 0) "GET" else req.method;
+    const status = sys.http_request(ptr(method), len32(method), ptr(req.url), len32(req.url), ptr(enc), len32(enc), ptr(req.body), len32(req.body));
+    if (status < 0) return codeError(status);
+    // The body is read from the response the host holds: not sent again.
+    const body = try read(a, .{ .kind = .http_body });
+    return .{ .status = status, .body = body };
+}
+
+/// The value of header name of the last response (several values joined
+/// with ", "), or null; the caller frees it.
+pub fn header(a: std.mem.Allocator, name: []const u8) !?[]u8 {
+    return readOptional(a, .{ .kind = .http_header, .key = name });
+}
+
+/// daysFromCivil is the number of days from 1970-01-01 to y-m-d (Howard
+/// Hinnant's algorithm).
+fn daysFromCivil(year: i64, m: i64, d: i64) i64 {
+    const y = if (m <= 2) year - 1 else year;
+    const era = @divFloor(y, 400);
+    const yoe = y - era * 400;
+    const mp = if (m > 2) m - 3 else m + 9;
+    const doy = @divFloor(153 * mp + 2, 5) + d - 1;
+    const doe = yoe * 365 + @divFloor(yoe, 4) - @divFloor(yoe, 100) + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/// How long the last response asks the client to wait, in milliseconds:
+/// its Retry-After, in seconds or as an HTTP date ("Sun, 06 Nov 1994
+/// 08:49:37 GMT", relative to now; a past date is 0), when status is 429
+/// or 503. null when the response does not say.
+pub fn retryAfterMs(status: i32) ?i64 {
+    if (status != 429 and status != 503) return null;
+    const v = (header(allocator, "Retry-After") catch return null) orelse return null;
+    defer allocator.free(v);
+    const t = std.mem.trim(u8, v, " ");
+    if (std.fmt.parseInt(i64, t, 10)) |secs| {
+        if (secs < 0) return null;
+        return @min(secs, 604800) * 1000;
+    } else |_| {}
+    // "Sun, 06 Nov 1994 08:49:37 GMT"
+    if (t.len != 29 or !std.mem.eql(u8, t[25..], " GMT")) return null;
+    const months = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    const mi = std.mem.indexOf(u8, months, t[8..11]) orelse return null;
+    if (mi % 3 != 0) return null;
+    const d = std.fmt.parseInt(i64, t[5..7], 10) catch return null;
+    const y = std.fmt.parseInt(i64, t[12..16], 10) catch return null;
+    const hh = std.fmt.parseInt(i64, t[17..19], 10) catch return null;
+    const mm = std.fmt.parseInt(i64, t[20..22], 10) catch return null;
+    const ss = std.fmt.parseInt(i64, t[23..25], 10) catch return null;
+    const secs = daysFromCivil(y, @as(i64, @intCast(mi / 3)) + 1, d) * 86400 + hh * 3600 + mm * 60 + ss;
+    return @max(secs * 1000 - @divFloor(now(), 1000000), 0);
+}
+
+/// For a response worth retrying (429, 5xx): sets the retry delay from its
+/// Retry-After when it has one and returns nack, which counts an attempt,
+/// so a receiver that never recovers still dead-letters the message. Call
+/// it right after fetch, before another request.
+pub fn retryLater(status: i32) Verdict {
+    if (retryAfterMs(status)) |ms| setDelay(ms) catch {};
+    return .nack;
 }
 
 /// Delay before the current message is visible again after nack or requeue.

@@ -23,6 +23,51 @@ fn or_absent(v: Option<String>) -> String {
     v.unwrap_or_else(|| "<absent>".to_string())
 }
 
+/// The script's word for a failed request.
+fn err_word(e: qrun::Error) -> &'static str {
+    match e {
+        qrun::Error::Denied => "denied",
+        qrun::Error::TooLarge => "toolarge",
+        qrun::Error::Timeout => "timeout",
+        qrun::Error::Connect => "connect",
+        qrun::Error::Limit => "limit",
+        _ => "error",
+    }
+}
+
+fn http(url: &str) -> Verdict {
+    match qrun::Request::new("POST", url).header("X-Guest", "yes").body("ping").send() {
+        Err(e) => out(err_word(e)),
+        Ok(resp) => match out(&resp.status.to_string()) {
+            Verdict::Ack => out(&String::from_utf8_lossy(&resp.body)),
+            v => v,
+        },
+    }
+}
+
+fn httpmany(url: &str) -> Verdict {
+    let mut n = 0;
+    loop {
+        match qrun::Request::new("GET", url).send() {
+            Ok(_) => n += 1,
+            Err(e) => {
+                return match out(&n.to_string()) {
+                    Verdict::Ack => out(err_word(e)),
+                    v => v,
+                }
+            }
+        }
+    }
+}
+
+fn retry(url: &str) -> Verdict {
+    match qrun::Request::new("GET", url).send() {
+        Err(_) => Verdict::Nack,
+        Ok(resp) if (200..300).contains(&resp.status) => Verdict::Ack,
+        Ok(resp) => qrun::retry_later(&resp),
+    }
+}
+
 fn handle(m: &Message) -> Verdict {
     let body = match std::str::from_utf8(m.body) {
         Ok(s) => s,
@@ -80,6 +125,9 @@ fn handle(m: &Message) -> Verdict {
             });
             out(&n.to_string())
         }
+        "http" => http(arg),
+        "httpmany" => httpmany(arg),
+        "retry" => retry(arg),
         _ => Verdict::DeadLetter,
     }
 }

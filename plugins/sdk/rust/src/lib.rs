@@ -75,8 +75,9 @@ impl Verdict {
 pub enum Error {
     /// -2: no such field, attribute, config key or index.
     NotFound,
-    /// -3: publish to a queue not in the consumer's `publish` list; a
-    /// configuration mistake that retrying does not fix.
+    /// -3: publish to a queue not in the consumer's `publish` list, or a
+    /// request to a URL its `http` block does not allow; a configuration
+    /// mistake that retrying does not fix.
     Denied,
     /// -4: an argument the host rejected (negative duration, bad encoding).
     Invalid,
@@ -84,10 +85,18 @@ pub enum Error {
     NoMessage,
     /// -6: the engine failed or refused; a later retry may succeed.
     Unavailable,
-    /// -7: the message exceeds the target queue's size limit.
+    /// -7: the message exceeds the target queue's size limit, or an HTTP
+    /// response the consumer's `max_response_size`.
     TooLarge,
     /// -8: a log line dropped by the rate limit.
     RateLimited,
+    /// -9: an HTTP request ran out of time; a later retry may succeed.
+    Timeout,
+    /// -10: an HTTP connection could not be made or failed; a later retry
+    /// may succeed.
+    Connect,
+    /// -11: the delivery already made the consumer's `max_requests`.
+    Limit,
     /// A code this SDK does not know (from a newer host).
     Other(i32),
 }
@@ -103,6 +112,9 @@ impl Error {
             -6 => Error::Unavailable,
             -7 => Error::TooLarge,
             -8 => Error::RateLimited,
+            -9 => Error::Timeout,
+            -10 => Error::Connect,
+            -11 => Error::Limit,
             c => Error::Other(c),
         }
     }
@@ -112,14 +124,15 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NotFound => f.write_str("qrun: not found"),
-            Error::Denied => {
-                f.write_str("qrun: denied: queue is not in the consumer's publish list")
-            }
+            Error::Denied => f.write_str("qrun: denied by the consumer's configuration"),
             Error::Invalid => f.write_str("qrun: invalid argument"),
             Error::NoMessage => f.write_str("qrun: no current message"),
             Error::Unavailable => f.write_str("qrun: unavailable: the engine failed or refused"),
-            Error::TooLarge => f.write_str("qrun: message too large for the target queue"),
+            Error::TooLarge => f.write_str("qrun: too large"),
             Error::RateLimited => f.write_str("qrun: rate limited"),
+            Error::Timeout => f.write_str("qrun: timed out"),
+            Error::Connect => f.write_str("qrun: connection failed"),
+            Error::Limit => f.write_str("qrun: request limit of this delivery reached"),
             Error::Other(c) => write!(f, "qrun: host error {}", c),
         }
     }
@@ -158,6 +171,18 @@ mod sys {
         pub fn set_delay(millis: i64) -> i32;
         pub fn extend_lease(millis: i64) -> i32;
         pub fn now() -> i64;
+        pub fn http_request(
+            method: *const u8,
+            method_len: i32,
+            url: *const u8,
+            url_len: i32,
+            headers: *const u8,
+            headers_len: i32,
+            body: *const u8,
+            body_len: i32,
+        ) -> i32;
+        pub fn http_response_headers(buf: *mut u8, cap: i32) -> i32;
+        pub fn http_response_body(buf: *mut u8, cap: i32) -> i32;
     }
 }
 
@@ -196,6 +221,25 @@ mod sys {
     }
     pub unsafe fn extend_lease(_: i64) -> i32 {
         -5
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn http_request(
+        _: *const u8,
+        _: i32,
+        _: *const u8,
+        _: i32,
+        _: *const u8,
+        _: i32,
+        _: *const u8,
+        _: i32,
+    ) -> i32 {
+        -5
+    }
+    pub unsafe fn http_response_headers(_: *mut u8, _: i32) -> i32 {
+        -2
+    }
+    pub unsafe fn http_response_body(_: *mut u8, _: i32) -> i32 {
+        -2
     }
     pub unsafe fn now() -> i64 {
         std::time::SystemTime::now()
@@ -416,6 +460,161 @@ pub fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(unsafe { sys::now() }.max(0) as u64)
 }
 
+/// An outbound HTTP request (ABI.md section 4, "Outbound HTTP"); the
+/// consumer's `http` block decides where it may go.
+///
+/// ```ignore
+/// let resp = qrun::Request::new("POST", &url).header("Content-Type", "application/json").body(m.body).send()?;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    /// A request with no headers and no body; an empty method is GET.
+    pub fn new(method: &str, url: &str) -> Request {
+        Request { method: method.to_string(), url: url.to_string(), ..Request::default() }
+    }
+
+    /// Adds a header; a name may be given more than once.
+    pub fn header(mut self, name: &str, value: &str) -> Request {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Request {
+        self.body = body.into();
+        self
+    }
+
+    /// Sends the request and reads the whole response. A 404 or a 503 is a
+    /// [`Response`]; the errors are [`Error::Denied`] (not allowed),
+    /// [`Error::Timeout`], [`Error::Connect`], [`Error::TooLarge`] (response
+    /// over `max_response_size`), [`Error::Limit`], [`Error::Invalid`] and
+    /// [`Error::NoMessage`].
+    pub fn send(&self) -> Result<Response, Error> {
+        let method = if self.method.is_empty() { "GET" } else { self.method.as_str() };
+        let enc = encode_attrs(&self.headers);
+        let status = unsafe {
+            sys::http_request(
+                method.as_ptr(),
+                method.len() as i32,
+                self.url.as_ptr(),
+                self.url.len() as i32,
+                enc.as_ptr(),
+                enc.len() as i32,
+                self.body.as_ptr(),
+                self.body.len() as i32,
+            )
+        };
+        check(status)?;
+        // Read from the response the host holds: the request is not sent again.
+        let body = read(|buf, cap| unsafe { sys::http_response_body(buf, cap) })?;
+        let headers = decode_pairs(&read(|buf, cap| unsafe { sys::http_response_headers(buf, cap) })?);
+        Ok(Response { status: status as u16, headers, body })
+    }
+}
+
+/// A complete response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// The HTTP status code.
+    pub status: u16,
+    /// Headers in canonical form (`Content-Type`), sorted, one pair per value.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name`, in any case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// How long the response asks the client to wait: its `Retry-After`, in
+    /// seconds or as an HTTP date (relative to [`now`]; a past date is 0),
+    /// when the status is 429 or 503. `None` when it does not say.
+    pub fn retry_after(&self) -> Option<Duration> {
+        if self.status != 429 && self.status != 503 {
+            return None;
+        }
+        parse_retry_after(self.header("Retry-After")?, now())
+    }
+}
+
+/// For a response worth retrying (429, 5xx): sets the retry delay from its
+/// `Retry-After` when it has one and returns [`Verdict::Nack`], which counts
+/// an attempt, so a receiver that never recovers still dead-letters the
+/// message.
+pub fn retry_later(resp: &Response) -> Verdict {
+    if let Some(d) = resp.retry_after() {
+        let _ = set_delay(d);
+    }
+    Verdict::Nack
+}
+
+/// Decodes the ABI's pair encoding; names may repeat.
+fn decode_pairs(mut b: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let next = |b: &mut &[u8]| -> Option<String> {
+        if b.len() < 4 {
+            return None;
+        }
+        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if n > b.len() - 4 {
+            return None;
+        }
+        let s = String::from_utf8_lossy(&b[4..4 + n]).into_owned();
+        *b = &b[4 + n..];
+        Some(s)
+    };
+    while !b.is_empty() {
+        match (next(&mut b), next(&mut b)) {
+            (Some(k), Some(v)) => out.push((k, v)),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Days from 1970-01-01 to y-m-d (Howard Hinnant's days_from_civil).
+fn days_from_civil(year: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// Parses a Retry-After value: seconds (capped at the 7 days `set_delay`
+/// allows) or an HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT") relative to
+/// `now`.
+fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()) {
+        let secs = v.parse::<u64>().unwrap_or(u64::MAX).min(604_800);
+        return Some(Duration::from_secs(secs));
+    }
+    if v.len() != 29 || !v.is_ascii() || &v[25..] != " GMT" {
+        return None;
+    }
+    let month = "JanFebMarAprMayJunJulAugSepOctNovDec".find(&v[8..11]).filter(|i| i % 3 == 0)? as i64 / 3 + 1;
+    let num = |r: std::ops::Range<usize>| v[r].parse::<i64>().ok();
+    let secs = days_from_civil(num(12..16)?, month, num(5..7)?) * 86400
+        + num(17..19)? * 3600
+        + num(20..22)? * 60
+        + num(23..25)?;
+    let at = UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// Support for [`handler!`]; not part of the API.
 #[doc(hidden)]
 pub mod __private {
@@ -552,6 +751,31 @@ mod tests {
         .unwrap();
         assert_eq!((got, calls), (value.clone(), 2));
         assert_eq!(read(|_, _| -2), Err(Error::NotFound));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("99999999999999999999", now), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("Sun, 06 Xyz 1994 08:50:37 GMT", now), None);
+    }
+
+    #[test]
+    fn response_headers_and_retry_after() {
+        let pairs = encode_attrs(&[("Retry-After", "7"), ("X-A", "1"), ("X-A", "2")]);
+        let headers = decode_pairs(&pairs);
+        assert_eq!(headers.len(), 3);
+        let r = Response { status: 503, headers, body: vec![] };
+        assert_eq!(r.header("x-a"), Some("1"));
+        assert_eq!(r.retry_after(), Some(Duration::from_secs(7)));
+        let ok = Response { status: 500, ..r.clone() };
+        assert_eq!(ok.retry_after(), None);
+        assert_eq!(Request::new("GET", "http://x").send().err(), Some(Error::NoMessage));
     }
 
     #[test]
