@@ -4,37 +4,65 @@
 //
 // # Design
 //
-// Instrument rewrites a WebAssembly binary before it is compiled. It adds two
-// mutable i32 globals after every global the module imports or defines, and
-// exports them under names the ABI reserves (StopExport, DepthExport) so the
-// host can reach them through api.MutableGlobal:
+// Instrument rewrites a WebAssembly binary before it is compiled. It adds
+// three mutable i32 globals after every global the module imports or
+// defines, and exports them under names the ABI reserves (ReservedPrefix) so
+// the host can reach them through api.MutableGlobal:
 //
-//   - stop: zero while the guest may run. The host's watchdog sets it to 1
-//     to stop a call that overran its timeout.
-//   - depth: the calls the guest may still nest, DefaultDepth until the host
-//     sets the consumer's limit.
+//   - stop (StopExport): zero while the guest may run; the host sets it to
+//     1 to stop the guest.
+//   - depth (DepthExport): how many more calls the guest may nest,
+//     DefaultDepth until the host sets its own bound.
+//   - fuel (FuelExport): loop iterations and calls left before the guest
+//     next yields to Go and reads stop.
 //
 // Every function body becomes
 //
-//	if (depth == 0 | stop != 0) unreachable   ;; entry check
+//	if depth == 0 { unreachable }
 //	depth -= 1
+//	<fuel check>
 //	block (result <the function's results>)
-//	  <the original body, with a stop check after every loop header>
+//	  <the original body, with a fuel check after every loop header>
 //	end
 //	depth += 1
 //
 // and `return`, `return_call`, `return_call_indirect` and `return_call_ref`
 // are preceded by `depth += 1`. A branch to the function's own label becomes
 // a branch to the added block, which has the same result types, so it too
-// passes the exit. Each loop iteration and each call (a tail call included,
-// which recurses without any loop instruction) therefore reads stop, and a
-// chain of calls deeper than the limit traps instead of growing wazero's
-// stack towards its 400 MB ceiling.
+// passes the exit. The fuel check is
 //
-// A loop header check is `global.get stop; if; unreachable; end`. wazero's
-// compiler loads a mutable global from the instance on every global.get and
-// does not hoist loads out of loops, so a store by another goroutine is seen
-// at the next iteration; TestTightLoopIsStopped in package plugin fails if a
+//	fuel -= 1
+//	if fuel <= 0 {
+//	    drop(memory.grow(0))
+//	    if stop != 0 { unreachable }
+//	    fuel = FuelPeriod
+//	}
+//
+// Why fuel, and why memory.grow: machine code compiled by wazero cannot be
+// preempted by the Go scheduler. A guest spinning in a loop that never
+// leaves machine code would hold up every stop-the-world phase of the
+// garbage collector, and with it every goroutine, the watchdog that would
+// stop it included. memory.grow is the one instruction every module can use
+// (a module without memory is given an empty one) that wazero implements by
+// returning to Go, where the goroutine can be preempted; growing by zero
+// pages changes nothing the guest can see. Doing so every FuelPeriod loop
+// iterations or calls bounds how long the guest holds up the collector, and
+// costs the guest one load, one store and one compare per iteration.
+//
+// To stop a call promptly the host sets stop and then fuel to 0: the next
+// loop iteration or call takes the slow path and traps, leaving fuel at or
+// below zero, so every later call of the instance traps too. The guest's own
+// decrement can overwrite the host's store if the two interleave; the stop
+// is then seen at most FuelPeriod iterations later, and the host's watchdog
+// stores fuel again on each of its ticks anyway.
+//
+// Each loop iteration and each call (a tail call included, which recurses
+// without any loop instruction) therefore passes a check, and a chain of
+// calls deeper than the bound traps instead of growing wazero's stack
+// towards its 400 MB ceiling. wazero's compiler loads a mutable global from
+// the instance at each global.get that follows a control-flow merge (a loop
+// header is one) and does not hoist loads out of loops, so a store by another
+// goroutine is seen; TestTightLoopIsStopped in package plugin fails if a
 // future wazero hoists it.
 //
 // Exceptions unwind frames without passing their exits, which would leave
@@ -61,7 +89,9 @@
 // a module that already exports a name with ReservedPrefix. Nothing else
 // moves: types are only appended (a block type for multi-value results),
 // functions, tables, memories, data, elements and every other index keep
-// their numbers, the added local comes after all others, and custom sections
+// their numbers, the added local comes after all others, a memory is added
+// only to a module that has none (so no instruction can name it), and
+// custom sections
 // (names, debug information) are kept byte for byte.
 //
 // Instrument decodes every instruction wazero 1.12 accepts, with wazero's own
@@ -93,6 +123,10 @@ const (
 	// DepthExport is the mutable i32 global holding how many more calls
 	// the guest may nest; a call made when it is zero traps.
 	DepthExport = ReservedPrefix + "depth"
+	// FuelExport is the mutable i32 global counting down the loop
+	// iterations and calls before the guest next yields and reads stop;
+	// the host sets it to 0 to have stop read at once.
+	FuelExport = ReservedPrefix + "fuel"
 	// StartExport is the module's start function, removed from the start
 	// section, for the host to call after instantiation.
 	StartExport = ReservedPrefix + "start"
@@ -106,6 +140,12 @@ const (
 // memory and nest only a few wasm frames) yet keeps wazero's native stack to
 // a few megabytes.
 const DefaultDepth = 10000
+
+// FuelPeriod is how many loop iterations and calls a guest runs between two
+// yields to Go. A yield costs about as much as a host function call, so at
+// this period it is noise; a tight loop still yields every few tens of
+// microseconds, which is how long it can hold up the garbage collector.
+const FuelPeriod = 1 << 14
 
 // ErrMalformed is wrapped by every error for a module the pass cannot parse.
 var ErrMalformed = errors.New("malformed module")

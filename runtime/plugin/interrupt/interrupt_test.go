@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -199,7 +200,7 @@ func TestStopFlag(t *testing.T) {
 	rt := newRuntime(t)
 	inst := instantiate(t, rt, mustInstrument(t, readTestdata(t, "shapes")))
 	stop := global(t, inst, StopExport)
-	stop.Set(1)
+	stopNow(t, inst)
 	for _, fn := range []string{"sum", "fib"} {
 		if _, err := call(t, inst, fn, 10); err == nil || !strings.Contains(err.Error(), "unreachable") {
 			t.Fatalf("%s with stop set: %v, want a trap", fn, err)
@@ -230,7 +231,7 @@ func TestStopsRunaways(t *testing.T) {
 				done <- err
 			}()
 			<-started
-			stop.Set(1)
+			stopNow(t, inst)
 			if err := <-done; err == nil || !strings.Contains(err.Error(), "unreachable") {
 				t.Fatalf("%s: %v, want the stop trap", fn, err)
 			}
@@ -239,6 +240,36 @@ func TestStopsRunaways(t *testing.T) {
 }
 
 type startedKey struct{}
+
+// stopNow stops inst as the host's watchdog does: the stop flag, then the
+// fuel to zero so that the next loop iteration or call reads it.
+func stopNow(tb testing.TB, inst api.Module) {
+	global(tb, inst, StopExport).Set(1)
+	global(tb, inst, FuelExport).Set(0)
+}
+
+// TestSpinningGuestLetsGCRun: a guest in a tight loop must leave machine
+// code now and then, or a garbage collection (which stops the world) would
+// wait for it forever. Without the yield runtime.GC never returns and the
+// test times out.
+func TestSpinningGuestLetsGCRun(t *testing.T) {
+	rt := newRuntime(t)
+	inst := instantiate(t, rt, mustInstrument(t, readTestdata(t, "runaway")))
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := inst.ExportedFunction("spin").Call(context.WithValue(context.Background(), startedKey{}, started))
+		done <- err
+	}()
+	<-started
+	for i := 0; i < 3; i++ {
+		runtime.GC()
+	}
+	stopNow(t, inst)
+	if err := <-done; err == nil {
+		t.Fatal("spin returned without a trap")
+	}
+}
 
 // TestDepthBound: unbounded recursion traps at the bound instead of
 // growing the stack, and the bound can be set per instance.

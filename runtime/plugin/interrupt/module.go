@@ -64,6 +64,7 @@ type module struct {
 	importedFuncs uint32
 	funcTypes     []uint32 // type index per defined function
 	globals       uint32   // imported + defined globals of the original
+	memories      uint32   // imported + defined memories
 	hasStart      bool
 	start         uint32
 }
@@ -172,6 +173,7 @@ func (m *module) read(s *section) error {
 				}
 			case 0x02: // memory
 				err = r.limits()
+				m.memories++
 			case 0x03: // global
 				if err = r.valType(); err == nil {
 					_, err = r.byte()
@@ -222,6 +224,8 @@ func (m *module) read(s *section) error {
 				}
 			}
 		}
+	case secMemory:
+		m.memories += n
 	case secGlobal:
 		// Constant expressions may name imported globals only, so counting
 		// as we go would also do; the final count is what matters here.

@@ -16,23 +16,26 @@ const (
 	opI32Eqz      = 0x45
 	opI32Add      = 0x6a
 	opI32Sub      = 0x6b
-	opI32Or       = 0x72
+	opI32LeS      = 0x4c
+	opMemoryGrow  = 0x40
+	opDrop        = 0x1a
 	blockEmpty    = 0x40
 )
 
 // writer holds the encodings that depend on the module's global count.
 type writer struct {
-	m           *module
-	stop, depth []byte // global.get operands: the LEB128 indices
-	out         []byte
-	body        []byte // scratch for one function
-	sc          scan
+	m                 *module
+	stop, depth, fuel []byte // global operands: the LEB128 indices
+	out               []byte
+	body              []byte // scratch for one function
+	sc                scan
 }
 
 func (m *module) write(size int) ([]byte, error) {
 	w := &writer{m: m}
 	w.stop = appendU32(nil, m.globals)
 	w.depth = appendU32(nil, m.globals+1)
+	w.fuel = appendU32(nil, m.globals+2)
 
 	// The code section may append types, so it is built first.
 	var code []byte
@@ -53,9 +56,14 @@ func (m *module) write(size int) ([]byte, error) {
 	w.out = make([]byte, 0, size+len(code)+64)
 	w.out = append(w.out, "\x00asm\x01\x00\x00\x00"...)
 	doneGlobal, doneExport := false, false
+	doneMemory := m.memories > 0
 	for i := range m.sections {
 		s := &m.sections[i]
 		if s.id != secCustom {
+			if !doneMemory && rank(s.id) > rank(secMemory) {
+				w.section(secMemory, oneMemory)
+				doneMemory = true
+			}
 			if !doneGlobal && rank(s.id) > rank(secGlobal) {
 				w.section(secGlobal, w.globals(nil))
 				doneGlobal = true
@@ -76,11 +84,21 @@ func (m *module) write(size int) ([]byte, error) {
 			doneExport = true
 		case secStart:
 			// moved to StartExport
+		case secMemory:
+			if !doneMemory { // a section declaring no memory
+				w.section(secMemory, oneMemory)
+				doneMemory = true
+			} else {
+				w.section(s.id, s.payload.b)
+			}
 		case secCode:
 			w.section(secCode, code)
 		default:
 			w.section(s.id, s.payload.b)
 		}
+	}
+	if !doneMemory {
+		w.section(secMemory, oneMemory)
 	}
 	if !doneGlobal {
 		w.section(secGlobal, w.globals(nil))
@@ -95,6 +113,10 @@ func (m *module) write(size int) ([]byte, error) {
 	w.section(secCustom, custom)
 	return w.out, nil
 }
+
+// oneMemory is a memory section declaring one memory of no pages, for a
+// module without memory: the yield (see fuelCheck) needs memory.grow.
+var oneMemory = []byte{1, 0x00, 0x00}
 
 func (w *writer) section(id byte, payload []byte) {
 	w.out = append(w.out, id)
@@ -127,17 +149,19 @@ func (w *writer) typeSection(s *section) []byte {
 
 func (w *writer) globals(s *section) []byte {
 	n, entries := rest(s)
-	b := appendU32(nil, n+2)
+	b := appendU32(nil, n+3)
 	b = append(b, entries...)
 	b = append(b, 0x7f, 0x01, opI32Const, 0x00, opEnd)
 	b = append(b, 0x7f, 0x01, opI32Const)
 	b = appendS64(b, DefaultDepth)
+	b = append(b, opEnd, 0x7f, 0x01, opI32Const)
+	b = appendS64(b, FuelPeriod)
 	return append(b, opEnd)
 }
 
 func (w *writer) exports(s *section) []byte {
 	n, entries := rest(s)
-	add := uint32(2)
+	add := uint32(3)
 	if w.m.hasStart {
 		add++
 	}
@@ -151,6 +175,7 @@ func (w *writer) exports(s *section) []byte {
 	}
 	export(StopExport, 0x03, w.m.globals)
 	export(DepthExport, 0x03, w.m.globals+1)
+	export(FuelExport, 0x03, w.m.globals+2)
 	if w.m.hasStart {
 		export(StartExport, 0x00, w.m.start)
 	}
@@ -268,16 +293,15 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 	} else {
 		b = append(b, r.b[:localsEnd]...)
 	}
-	// Entry: trap when stopped or out of depth, then take one level.
+	// Entry: trap when out of depth, take one level, spend fuel.
 	b = append(b, opGlobalGet)
 	b = append(b, w.depth...)
-	b = append(b, opI32Eqz, opGlobalGet)
-	b = append(b, w.stop...)
-	b = append(b, opI32Or, opIf, blockEmpty, opUnreachable, opEnd)
+	b = append(b, opI32Eqz, opIf, blockEmpty, opUnreachable, opEnd)
 	b = append(b, opGlobalGet)
 	b = append(b, w.depth...)
 	b = append(b, opI32Const, 0x01, opI32Sub, opGlobalSet)
 	b = append(b, w.depth...)
+	b = w.fuelCheck(b)
 	if catches {
 		b = append(b, opGlobalGet)
 		b = append(b, w.depth...)
@@ -311,9 +335,7 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 		switch p.kind {
 		case atLoop:
 			b = append(b, src[prev:off]...)
-			b = append(b, opGlobalGet)
-			b = append(b, w.stop...)
-			b = append(b, opIf, blockEmpty, opUnreachable, opEnd)
+			b = w.fuelCheck(b)
 			if catches {
 				b = restore(b)
 			}
@@ -335,4 +357,29 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 	b = append(b, opEnd) // the function
 	w.body = b
 	return nil
+}
+
+// fuelCheck appends the check at a loop header or function entry:
+//
+//	fuel -= 1
+//	if fuel <= 0 {
+//	    drop(memory.grow(0))  ;; leaves machine code for Go: a preemption point
+//	    if stop { unreachable }  ;; fuel stays <= 0: every later check traps too
+//	    fuel = FuelPeriod
+//	}
+func (w *writer) fuelCheck(b []byte) []byte {
+	b = append(b, opGlobalGet)
+	b = append(b, w.fuel...)
+	b = append(b, opI32Const, 0x01, opI32Sub, opGlobalSet)
+	b = append(b, w.fuel...)
+	b = append(b, opGlobalGet)
+	b = append(b, w.fuel...)
+	b = append(b, opI32Const, 0x00, opI32LeS, opIf, blockEmpty)
+	b = append(b, opI32Const, 0x00, opMemoryGrow, 0x00, opDrop, opGlobalGet)
+	b = append(b, w.stop...)
+	b = append(b, opIf, blockEmpty, opUnreachable, opEnd, opI32Const)
+	b = appendS64(b, FuelPeriod)
+	b = append(b, opGlobalSet)
+	b = append(b, w.fuel...)
+	return append(b, opEnd)
 }
