@@ -235,19 +235,28 @@ func (in *Instance) setStopGlobals(stop, fuel api.MutableGlobal) {
 	in.stopMu.Unlock()
 }
 
-// nanosleep is the instance's WASI sleep (poll_oneoff with a clock): it
-// returns early when the instance is stopped, so a guest that sleeps for an
-// hour is stopped with its timeout like one that loops. The guest then
-// traps at its next check or returns; either way the instance is replaced.
+// errSleepStopped ends a WASI sleep of a stopped instance.
+var errSleepStopped = errors.New("sleep interrupted: instance stopped")
+
+// nanosleep is the instance's WASI sleep (poll_oneoff with a clock): it ends
+// when the instance is stopped, so a guest that sleeps for an hour is
+// stopped with its timeout like one that loops. It ends by panicking, which
+// wazero turns into an error of the guest call (as for PointerError), so
+// the call fails as a timeout instead of returning a verdict after its
+// time was up.
 func (in *Instance) nanosleep(ns int64) {
-	if ns <= 0 || in.ctx.Err() != nil {
+	if ns <= 0 {
 		return
+	}
+	if in.ctx.Err() != nil {
+		panic(errSleepStopped)
 	}
 	t := time.NewTimer(time.Duration(ns))
 	select {
 	case <-t.C:
 	case <-in.ctx.Done():
 		t.Stop()
+		panic(errSleepStopped)
 	}
 }
 

@@ -147,6 +147,11 @@ const DefaultDepth = 10000
 // microseconds, which is how long it can hold up the garbage collector.
 const FuelPeriod = 1 << 14
 
+// LoopPeriod is how many iterations a loop runs between two yields, counted
+// in a local of the function (a register) rather than in fuel (a global in
+// memory, whose load and store would double the cost of a tight loop).
+const LoopPeriod = 1 << 12
+
 // ErrMalformed is wrapped by every error for a module the pass cannot parse.
 var ErrMalformed = errors.New("malformed module")
 

@@ -10,6 +10,7 @@ const (
 	opEnd         = 0x0b
 	opLocalGet    = 0x20
 	opLocalSet    = 0x21
+	opLocalTee    = 0x22
 	opGlobalGet   = 0x23
 	opGlobalSet   = 0x24
 	opI32Const    = 0x41
@@ -279,17 +280,34 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 	}
 	exprStart := localsEnd
 	catches := w.sc.catches
-	if catches && locals >= 1<<32-1 {
+	loops := false
+	for _, p := range w.sc.points {
+		if p.kind == atLoop {
+			loops = true
+			break
+		}
+	}
+	// Added i32 locals, after all others: the loop counter when the
+	// function loops, the saved depth when it catches.
+	var added uint32
+	counter := appendU32(nil, uint32(locals))
+	if loops {
+		added++
+	}
+	saved := appendU32(nil, uint32(locals)+added)
+	if catches {
+		added++
+	}
+	if locals+uint64(added) > 1<<32-1 {
 		return r.errf("too many locals")
 	}
-	saved := appendU32(nil, uint32(locals))
 
 	b := w.body[:0]
-	// Locals, plus the saved depth when the function catches.
-	if catches {
+	if added > 0 {
 		b = appendU32(b, groups+1)
 		b = append(b, r.b[groupsEnd:localsEnd]...)
-		b = append(b, 0x01, 0x7f)
+		b = appendU32(b, added)
+		b = append(b, 0x7f)
 	} else {
 		b = append(b, r.b[:localsEnd]...)
 	}
@@ -302,6 +320,12 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 	b = append(b, opI32Const, 0x01, opI32Sub, opGlobalSet)
 	b = append(b, w.depth...)
 	b = w.fuelCheck(b)
+	if loops {
+		b = append(b, opI32Const)
+		b = appendS64(b, LoopPeriod)
+		b = append(b, opLocalSet)
+		b = append(b, counter...)
+	}
 	if catches {
 		b = append(b, opGlobalGet)
 		b = append(b, w.depth...)
@@ -335,7 +359,7 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 		switch p.kind {
 		case atLoop:
 			b = append(b, src[prev:off]...)
-			b = w.fuelCheck(b)
+			b = w.loopCheck(b, counter)
 			if catches {
 				b = restore(b)
 			}
@@ -359,7 +383,31 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 	return nil
 }
 
-// fuelCheck appends the check at a loop header or function entry:
+// loopCheck appends the check at a loop header. The counter is a local,
+// i.e. a register: the common path is a decrement and a branch.
+//
+//	counter -= 1
+//	if counter == 0 {
+//	    drop(memory.grow(0))  ;; leaves machine code for Go: a preemption point
+//	    if stop { unreachable }
+//	    counter = LoopPeriod
+//	}
+func (w *writer) loopCheck(b, counter []byte) []byte {
+	b = append(b, opLocalGet)
+	b = append(b, counter...)
+	b = append(b, opI32Const, 0x01, opI32Sub, opLocalTee)
+	b = append(b, counter...)
+	b = append(b, opI32Eqz, opIf, blockEmpty)
+	b = append(b, opI32Const, 0x00, opMemoryGrow, 0x00, opDrop, opGlobalGet)
+	b = append(b, w.stop...)
+	b = append(b, opIf, blockEmpty, opUnreachable, opEnd, opI32Const)
+	b = appendS64(b, LoopPeriod)
+	b = append(b, opLocalSet)
+	b = append(b, counter...)
+	return append(b, opEnd)
+}
+
+// fuelCheck appends the check at a function entry:
 //
 //	fuel -= 1
 //	if fuel <= 0 {
