@@ -25,6 +25,8 @@ type scan struct {
 	catches bool
 	// end is the offset of the expression's final end.
 	end int
+	// memory is set when an instruction needs a memory.
+	memory bool
 }
 
 // expr decodes instructions from r until the end that closes the
@@ -33,6 +35,11 @@ type scan struct {
 func expr(r *reader, globals uint32, s *scan) error {
 	start := r.pos
 	depth := 0
+	usesMemory := func() {
+		if s != nil {
+			s.memory = true
+		}
+	}
 	mark := func(kind uint8, off int) {
 		if s != nil {
 			s.points = append(s.points, point{off: int32(off - start), kind: kind})
@@ -142,6 +149,9 @@ func expr(r *reader, globals uint32, s *scan) error {
 		case op == 0x08, op == 0x09, op == 0x0c, op == 0x0d, op == 0x10, op == 0x14,
 			op == 0x20, op == 0x21, op == 0x22, op == 0x25, op == 0x26,
 			op == 0x3f, op == 0x40, op == 0xd2, op == 0xd5, op == 0xd6:
+			if op == 0x3f || op == 0x40 {
+				usesMemory()
+			}
 			// throw, rethrow, br, br_if, call, call_ref, local.*, table.get/set,
 			// memory.size/grow, ref.func, br_on_null, br_on_non_null: one index
 			if _, err := r.u32(); err != nil {
@@ -178,6 +188,7 @@ func expr(r *reader, globals uint32, s *scan) error {
 				}
 			}
 		case 0x28 <= op && op <= 0x3e: // loads and stores: memarg
+			usesMemory()
 			if err := u32s(r, 2); err != nil {
 				return err
 			}
@@ -195,12 +206,19 @@ func expr(r *reader, globals uint32, s *scan) error {
 			err = r.skip(8)
 		case op == 0xd0: // ref.null heaptype
 			_, err = r.s33()
-		case op == 0xfc:
-			err = misc(r, at)
-		case op == 0xfd:
-			err = vector(r, at)
-		case op == 0xfe:
-			err = atomic(r, at)
+		case op == 0xfc, op == 0xfd, op == 0xfe:
+			var mem bool
+			switch op {
+			case 0xfc:
+				mem, err = misc(r, at)
+			case 0xfd:
+				mem, err = vector(r, at)
+			default:
+				mem, err = atomic(r, at)
+			}
+			if mem {
+				usesMemory()
+			}
 		default:
 			return &UnsupportedError{Offset: r.base + at, Opcode: fmt.Sprintf("%#02x", op)}
 		}
@@ -221,22 +239,22 @@ func u32s(r *reader, n int) error {
 
 // misc decodes the 0xfc instructions. wazero reads the sub-opcode as a u32
 // and keeps its low byte; so does this.
-func misc(r *reader, at int) error {
+func misc(r *reader, at int) (memory bool, err error) {
 	v, err := r.u32()
 	if err != nil {
-		return err
+		return false, err
 	}
 	switch sub := byte(v); {
 	case sub <= 0x07: // saturating truncation
-		return nil
+		return false, nil
 	case sub == 0x09, sub == 0x0b, sub == 0x0d, sub == 0x0f, sub == 0x10, sub == 0x11:
 		// data.drop, memory.fill, elem.drop, table.grow/size/fill
-		return u32s(r, 1)
+		return sub == 0x0b, u32s(r, 1)
 	case sub == 0x08, sub == 0x0a, sub == 0x0c, sub == 0x0e:
 		// memory.init, memory.copy, table.init, table.copy
-		return u32s(r, 2)
+		return sub == 0x08 || sub == 0x0a, u32s(r, 2)
 	default:
-		return &UnsupportedError{Offset: r.base + at, Opcode: fmt.Sprintf("0xfc %#02x", v)}
+		return false, &UnsupportedError{Offset: r.base + at, Opcode: fmt.Sprintf("0xfc %#02x", v)}
 	}
 }
 
@@ -244,27 +262,27 @@ func misc(r *reader, at int) error {
 // as one byte, not as the u32 the specification says; for the opcodes at or
 // above 0x80, whose second LEB128 byte is 0x01, that byte then decodes as a
 // nop. Reading it the same way keeps the pass in step with the compiler.
-func vector(r *reader, at int) error {
+func vector(r *reader, at int) (memory bool, err error) {
 	sub, err := r.byte()
 	if err != nil {
-		return err
+		return false, err
 	}
 	switch {
 	case sub <= 0x0b, sub == 0x5c, sub == 0x5d: // loads, stores: memarg
-		return u32s(r, 2)
+		return true, u32s(r, 2)
 	case sub == 0x0c, sub == 0x0d: // v128.const, i8x16.shuffle
-		return r.skip(16)
+		return false, r.skip(16)
 	case 0x15 <= sub && sub <= 0x22: // extract/replace lane
-		return r.skip(1)
+		return false, r.skip(1)
 	case 0x54 <= sub && sub <= 0x5b: // load/store lane: memarg lane
 		if err := u32s(r, 2); err != nil {
-			return err
+			return true, err
 		}
-		return r.skip(1)
+		return true, r.skip(1)
 	case simdPlain(sub):
-		return nil
+		return false, nil
 	}
-	return &UnsupportedError{Offset: r.base + at, Opcode: fmt.Sprintf("0xfd %#02x", sub)}
+	return false, &UnsupportedError{Offset: r.base + at, Opcode: fmt.Sprintf("0xfd %#02x", sub)}
 }
 
 // simdPlain reports the SIMD opcodes without immediates that wazero 1.12
@@ -280,16 +298,16 @@ func simdPlain(sub byte) bool {
 
 // atomic decodes the 0xfe (threads) instructions, sub-opcode one byte as in
 // wazero.
-func atomic(r *reader, at int) error {
+func atomic(r *reader, at int) (memory bool, err error) {
 	sub, err := r.byte()
 	if err != nil {
-		return err
+		return false, err
 	}
 	switch {
 	case sub == 0x03: // atomic.fence 0x00
-		return r.skip(1)
+		return false, r.skip(1)
 	case sub <= 0x02, 0x10 <= sub && sub <= 0x4e:
-		return u32s(r, 2)
+		return true, u32s(r, 2)
 	}
-	return &UnsupportedError{Offset: r.base + at, Opcode: fmt.Sprintf("0xfe %#02x", sub)}
+	return false, &UnsupportedError{Offset: r.base + at, Opcode: fmt.Sprintf("0xfe %#02x", sub)}
 }

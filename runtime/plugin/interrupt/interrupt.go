@@ -22,42 +22,47 @@
 //	depth -= 1
 //	<fuel check>
 //	block (result <the function's results>)
-//	  <the original body, with a fuel check after every loop header>
+//	  <the original body, with a loop check after every loop header>
 //	end
 //	depth += 1
 //
 // and `return`, `return_call`, `return_call_indirect` and `return_call_ref`
 // are preceded by `depth += 1`. A branch to the function's own label becomes
 // a branch to the added block, which has the same result types, so it too
-// passes the exit. The fuel check is
+// passes the exit. The fuel check (at entry) and the loop check are
 //
-//	fuel -= 1
-//	if fuel <= 0 {
-//	    drop(memory.grow(0))
-//	    if stop != 0 { unreachable }
-//	    fuel = FuelPeriod
-//	}
+//	fuel -= 1                      counter -= 1  ;; a local, set at entry
+//	if fuel <= 0 {                 if counter == 0 {
+//	    drop(memory.grow(0))           drop(memory.grow(0))
+//	    if stop { unreachable }        if stop { unreachable }
+//	    fuel = FuelPeriod              counter = LoopPeriod
+//	}                              }
 //
-// Why fuel, and why memory.grow: machine code compiled by wazero cannot be
+// The loop counter lives in a local, i.e. a register, because a global's
+// load and store at every iteration would make a tight loop half again as
+// slow; a load of stop at every iteration would cost as little but would not
+// yield (below). Calls, including tail calls, which recurse without any loop
+// instruction, spend the global fuel instead.
+//
+// Why count, and why memory.grow: machine code compiled by wazero cannot be
 // preempted by the Go scheduler. A guest spinning in a loop that never
 // leaves machine code would hold up every stop-the-world phase of the
 // garbage collector, and with it every goroutine, the watchdog that would
 // stop it included. memory.grow is the one instruction every module can use
 // (a module without memory is given an empty one) that wazero implements by
 // returning to Go, where the goroutine can be preempted; growing by zero
-// pages changes nothing the guest can see. Doing so every FuelPeriod loop
-// iterations or calls bounds how long the guest holds up the collector, and
-// costs the guest one load, one store and one compare per iteration.
+// pages changes nothing the guest can see. Doing so every LoopPeriod loop
+// iterations and every FuelPeriod calls bounds how long the guest holds up
+// the collector (TestSpinningGuestLetsGCRun hangs without it).
 //
-// To stop a call promptly the host sets stop and then fuel to 0: the next
-// loop iteration or call takes the slow path and traps, leaving fuel at or
-// below zero, so every later call of the instance traps too. The guest's own
-// decrement can overwrite the host's store if the two interleave; the stop
-// is then seen at most FuelPeriod iterations later, and the host's watchdog
-// stores fuel again on each of its ticks anyway.
+// To stop a call the host sets stop and then fuel to 0: the next call takes
+// the slow path and traps, leaving fuel at or below zero, so every later
+// call of the instance traps too; a loop reads stop within LoopPeriod
+// iterations. The guest's own decrement can overwrite the host's store of
+// fuel if the two interleave; the stop is then seen at most FuelPeriod calls
+// later, and the host's watchdog stores fuel again on each of its ticks.
 //
-// Each loop iteration and each call (a tail call included, which recurses
-// without any loop instruction) therefore passes a check, and a chain of
+// Each loop iteration and each call therefore passes a check, and a chain of
 // calls deeper than the bound traps instead of growing wazero's stack
 // towards its 400 MB ceiling. wazero's compiler loads a mutable global from
 // the instance at each global.get that follows a control-flow merge (a loop

@@ -65,6 +65,7 @@ type module struct {
 	funcTypes     []uint32 // type index per defined function
 	globals       uint32   // imported + defined globals of the original
 	memories      uint32   // imported + defined memories
+	activeData    bool     // an active data segment, which needs a memory
 	hasStart      bool
 	start         uint32
 }
@@ -226,6 +227,11 @@ func (m *module) read(s *section) error {
 		}
 	case secMemory:
 		m.memories += n
+		for i := uint32(0); i < n; i++ {
+			if err := r.limits(); err != nil {
+				return err
+			}
+		}
 	case secGlobal:
 		// Constant expressions may name imported globals only, so counting
 		// as we go would also do; the final count is what matters here.
@@ -282,6 +288,7 @@ func (m *module) read(s *section) error {
 			if err != nil {
 				return err
 			}
+			m.activeData = m.activeData || flags != 1
 			switch flags {
 			case 0:
 				err = m.constExpr(&r)
@@ -304,6 +311,11 @@ func (m *module) read(s *section) error {
 				return err
 			}
 		}
+	case secCustom, secDataCount, secTag, secCode:
+		return nil // kept as they are (code is read when written)
+	}
+	if !r.done() {
+		return r.errf("section %d has %d bytes past its contents", s.id, len(r.b)-r.pos)
 	}
 	return nil
 }

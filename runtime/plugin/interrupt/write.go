@@ -33,6 +33,10 @@ type writer struct {
 }
 
 func (m *module) write(size int) ([]byte, error) {
+	if m.memories == 0 && m.activeData {
+		// The memory the pass adds would make this module valid.
+		return nil, fmt.Errorf("%w: active data segment in a module without memory", ErrMalformed)
+	}
 	w := &writer{m: m}
 	w.stop = appendU32(nil, m.globals)
 	w.depth = appendU32(nil, m.globals+1)
@@ -271,9 +275,13 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 	}
 	localsEnd := r.pos
 	w.sc.points = w.sc.points[:0]
-	w.sc.catches = false
+	w.sc.catches, w.sc.memory = false, false
 	if err := expr(r, w.m.globals, &w.sc); err != nil {
 		return err
+	}
+	if w.sc.memory && w.m.memories == 0 {
+		// The memory the pass adds would make this module valid.
+		return r.errf("memory instruction in a module without memory")
 	}
 	if !r.done() {
 		return r.errf("bytes after the end of a function body")
