@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/config"
 )
 
 // The instrumentation (package interrupt) through qrun: what a runaway guest
@@ -105,5 +106,13 @@ func TestMaxCallDepth(t *testing.T) {
 func TestLoopGuestCompletes(t *testing.T) {
 	if r, _, _ := handleRunaway(t, Spec{}, "c"); r.Err != nil || r.Verdict != engines.Ack {
 		t.Fatalf("got %+v", r)
+	}
+}
+
+// TestDefaultMaxCallDepthMatchesConfig: the plugin host's default is the
+// one the config documents.
+func TestDefaultMaxCallDepthMatchesConfig(t *testing.T) {
+	if DefaultMaxCallDepth != config.DefaultMaxCallDepth {
+		t.Fatalf("plugin default %d, config default %d", DefaultMaxCallDepth, config.DefaultMaxCallDepth)
 	}
 }

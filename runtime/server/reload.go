@@ -466,7 +466,8 @@ func sameQueue(a, b *config.Queue) bool {
 func sameConsumer(a, b *config.Consumer) bool {
 	return a.Queue == b.Queue && a.Plugin == b.Plugin && a.Concurrency == b.Concurrency && a.Timeout == b.Timeout &&
 		a.MemoryLimit == b.MemoryLimit && a.Batch == b.Batch && maps.Equal(a.Config, b.Config) &&
-		slices.Equal(a.Publish, b.Publish) && a.LogRate == b.LogRate && a.Isolation == b.Isolation
+		slices.Equal(a.Publish, b.Publish) && a.LogRate == b.LogRate && a.Isolation == b.Isolation &&
+		a.MaxCallDepth == b.MaxCallDepth
 }
 
 // bodyText is the source of an engine block's own settings, to tell whether

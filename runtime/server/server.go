@@ -155,7 +155,7 @@ func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues ma
 	perMessage := cc.Isolation == config.IsolationPerMessage
 	p, err := s.host.LoadLive(ctx, plugin.Spec{
 		Consumer: cc.Name, Path: cc.Plugin, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
-		Config: cc.Config, Publish: cc.Publish, LogRate: cc.LogRate,
+		Config: cc.Config, Publish: cc.Publish, LogRate: cc.LogRate, MaxCallDepth: cc.MaxCallDepth,
 	}, s, plugin.LiveOptions{Warm: cc.Concurrency, Refill: perMessage})
 	if err != nil {
 		return nil, err
