@@ -27,6 +27,9 @@ type scan struct {
 	end int
 	// memory is set when an instruction needs a memory.
 	memory bool
+	// calls is set when the expression calls a function (tail calls
+	// included).
+	calls bool
 }
 
 // expr decodes instructions from r until the end that closes the
@@ -138,11 +141,17 @@ func expr(r *reader, globals uint32, s *scan) error {
 			mark(atExit, at)
 		case op == 0x12, op == 0x15: // return_call f, return_call_ref t
 			mark(atExit, at)
+			if s != nil {
+				s.calls = true
+			}
 			if _, err := r.u32(); err != nil {
 				return err
 			}
 		case op == 0x13: // return_call_indirect t table
 			mark(atExit, at)
+			if s != nil {
+				s.calls = true
+			}
 			if err := u32s(r, 2); err != nil {
 				return err
 			}
@@ -151,6 +160,9 @@ func expr(r *reader, globals uint32, s *scan) error {
 			op == 0x3f, op == 0x40, op == 0xd2, op == 0xd5, op == 0xd6:
 			if op == 0x3f || op == 0x40 {
 				usesMemory()
+			}
+			if (op == 0x10 || op == 0x14) && s != nil {
+				s.calls = true
 			}
 			// throw, rethrow, br, br_if, call, call_ref, local.*, table.get/set,
 			// memory.size/grow, ref.func, br_on_null, br_on_non_null: one index
@@ -174,6 +186,9 @@ func expr(r *reader, globals uint32, s *scan) error {
 				return err
 			}
 		case op == 0x11: // call_indirect type table
+			if s != nil {
+				s.calls = true
+			}
 			if err := u32s(r, 2); err != nil {
 				return err
 			}

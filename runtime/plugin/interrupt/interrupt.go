@@ -16,7 +16,7 @@
 //   - fuel (FuelExport): loop iterations and calls left before the guest
 //     next yields to Go and reads stop.
 //
-// Every function body becomes
+// Every function body that loops or calls becomes
 //
 //	if depth == 0 { unreachable }
 //	depth -= 1
@@ -69,6 +69,10 @@
 // header is one) and does not hoist loads out of loops, so a store by another
 // goroutine is seen; TestTightLoopIsStopped in package plugin fails if a
 // future wazero hoists it.
+//
+// A leaf function, which neither loops nor calls, is left as it is: it runs
+// in time bounded by its size, and its frame is at most one beyond the depth
+// bound. Small leaves are what call-heavy code calls most.
 //
 // Exceptions unwind frames without passing their exits, which would leave
 // depth too low. In a function that can catch (it contains try, catch,

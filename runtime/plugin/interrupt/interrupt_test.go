@@ -1,6 +1,7 @@
 package interrupt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -439,5 +440,18 @@ func TestCommittedWasmMatchesWat(t *testing.T) {
 		if string(got) != string(readTestdata(t, name)) {
 			t.Errorf("testdata/%s.wasm is stale; run go generate ./runtime/plugin/interrupt/", name)
 		}
+	}
+}
+
+// TestLeafUnchanged: a function that neither loops nor calls is kept byte
+// for byte (it needs no check), so tiny helpers cost nothing extra.
+func TestLeafUnchanged(t *testing.T) {
+	out := mustInstrument(t, testModule(code(0x01, 0x0b)))
+	if !bytes.Contains(out, []byte{secCode, 5, 1, 3, 0, 0x01, 0x0b}) {
+		t.Fatalf("leaf body changed: % x", out)
+	}
+	out = mustInstrument(t, testModule(code(0x03, 0x40, 0x0b, 0x0b)))
+	if bytes.Contains(out, []byte{secCode, 6, 1, 4, 0, 0x03, 0x40, 0x0b, 0x0b}) {
+		t.Fatal("a function with a loop was not instrumented")
 	}
 }

@@ -275,7 +275,7 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 	}
 	localsEnd := r.pos
 	w.sc.points = w.sc.points[:0]
-	w.sc.catches, w.sc.memory = false, false
+	w.sc.catches, w.sc.memory, w.sc.calls = false, false, false
 	if err := expr(r, w.m.globals, &w.sc); err != nil {
 		return err
 	}
@@ -294,6 +294,14 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 			loops = true
 			break
 		}
+	}
+	if !loops && !w.sc.calls {
+		// A leaf: no loop, no call, so it runs in time bounded by its size
+		// and adds one frame at most beyond the depth bound. It is kept as
+		// it is, which spares the small helpers that call-heavy code calls
+		// most (getters, arithmetic) every check.
+		w.body = append(w.body[:0], r.b...)
+		return nil
 	}
 	// Added i32 locals, after all others: the loop counter when the
 	// function loops, the saved depth when it catches.
