@@ -3,7 +3,9 @@ package plugin
 import (
 	"context"
 	"errors"
+	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,4 +117,41 @@ func TestDefaultMaxCallDepthMatchesConfig(t *testing.T) {
 	if DefaultMaxCallDepth != config.DefaultMaxCallDepth {
 		t.Fatalf("plugin default %d, config default %d", DefaultMaxCallDepth, config.DefaultMaxCallDepth)
 	}
+}
+
+// blockingPublisher waits for its context, as a stuck engine would.
+type blockingPublisher struct{}
+
+func (blockingPublisher) Publish(ctx context.Context, _ string, _ engines.Message) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestBlockedHostCallIsStopped: a guest waiting in a host function (here
+// publish, on an engine that never answers) gets its answer when its time is
+// up, and the instance is replaced.
+func TestBlockedHostCallIsStopped(t *testing.T) {
+	h := newTestHost(t, nil)
+	p := load(t, h, "ok", Spec{Timeout: 50 * time.Millisecond, Publish: []string{"out"}}, blockingPublisher{})
+	in := newInstance(t, p)
+	r := in.Handle(context.Background(), delivery("pout", nil))
+	if r.Verdict == engines.Ack || !in.Broken() {
+		t.Fatalf("got %+v (broken %v), want a failed publish and a broken instance", r, in.Broken())
+	}
+}
+
+// TestCheckReportsUnstoppable: `qrun plugin check` names what the
+// instrumentation refuses.
+func TestCheckReportsUnstoppable(t *testing.T) {
+	b, err := os.ReadFile("interrupt/testdata/reserved_export.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := Check(context.Background(), b)
+	for _, p := range rep.Problems {
+		if strings.Contains(p, "cannot be made stoppable") && strings.Contains(p, "qrun:stop") {
+			return
+		}
+	}
+	t.Fatalf("problems %q do not name the reserved export", rep.Problems)
 }
