@@ -116,8 +116,8 @@ func rawWat(b *testing.B, closeOnDone bool) (wazero.Runtime, wazero.CompiledModu
 func BenchmarkRawCall(b *testing.B) { benchRawCall(b, false) }
 
 // BenchmarkRawCallCloseOnContextDone is the same with wazero's termination
-// support on, which qrun needs to stop a runaway guest: wazero then starts
-// a watcher goroutine per call, the floor under every BenchmarkHandle.
+// support on, which starts a watcher goroutine per call; qrun stopped using
+// it (runtime/plugin/interrupt), and the figure shows what that saves.
 func BenchmarkRawCallCloseOnContextDone(b *testing.B) { benchRawCall(b, true) }
 
 func benchRawCall(b *testing.B, closeOnDone bool) {

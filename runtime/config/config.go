@@ -196,6 +196,9 @@ type Consumer struct {
 	// LogRate caps guest log lines per second. Default 100; 0 discards
 	// guest logs.
 	LogRate int
+	// MaxCallDepth bounds how many calls the guest may nest; a deeper call
+	// traps (ABI.md section 6). Default 10000.
+	MaxCallDepth int
 	// Isolation is "instance" (reuse instances, the default) or
 	// "per_message" (a fresh instance per message).
 	Isolation string
@@ -228,7 +231,11 @@ const (
 	DefaultMemoryLimit       = 64 << 20
 	DefaultBatch             = 64
 	DefaultLogRate           = 100
-	DefaultIsolation         = IsolationInstance
+	DefaultMaxCallDepth      = 10000
+	// MaxMaxCallDepth is the largest max_call_depth: a million small
+	// frames are already hundreds of megabytes of stack.
+	MaxMaxCallDepth  = 1000000
+	DefaultIsolation = IsolationInstance
 )
 
 // Isolation modes of a consumer.

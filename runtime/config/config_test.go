@@ -122,6 +122,7 @@ consumer "orders" {
   config       = { greeting = "hello", retries = 3, big = 10000000000, ratio = 0.5, loud = true, from_env = env("QRUN_TOKEN") }
   publish      = ["audit", "orders_dead"]
   log_rate     = 0
+  max_call_depth = 500
   isolation    = "per_message"
 }
 consumer "minimal" {
@@ -196,7 +197,7 @@ func TestParseFull(t *testing.T) {
 		Config: map[string]string{
 			"greeting": "hello", "retries": "3", "big": "10000000000", "ratio": "0.5", "loud": "true", "from_env": "s3cret",
 		},
-		Publish: []string{"audit", "orders_dead"}, LogRate: 0, Isolation: "per_message", Range: c.Range,
+		Publish: []string{"audit", "orders_dead"}, LogRate: 0, MaxCallDepth: 500, Isolation: "per_message", Range: c.Range,
 	}
 	if !reflect.DeepEqual(*c, wantC) {
 		t.Errorf("consumer orders = %+v\nwant %+v", *c, wantC)
@@ -208,7 +209,7 @@ func TestParseFull(t *testing.T) {
 	wantM := Consumer{
 		Name: "minimal", Queue: "audit", Plugin: filepath.Join(fx.dir, "h.wasm"), PluginRange: m.PluginRange,
 		Concurrency: 4, Timeout: 5 * time.Second, MemoryLimit: 64 << 20, Batch: 64,
-		Config: map[string]string{}, LogRate: 100, Isolation: "instance", Range: m.Range,
+		Config: map[string]string{}, LogRate: 100, MaxCallDepth: 10000, Isolation: "instance", Range: m.Range,
 	}
 	if !reflect.DeepEqual(*m, wantM) {
 		t.Errorf("consumer minimal = %+v\nwant %+v", *m, wantM)
@@ -330,6 +331,8 @@ func TestBrokenFiles(t *testing.T) {
 		{name: "batch zero", src: consumerWith("batch = 0"), want: []want{{"Invalid batch", 5}}},
 		{name: "timeout zero", src: consumerWith(`timeout = "0s"`), want: []want{{"Invalid timeout", 5}}},
 		{name: "log rate negative", src: consumerWith("log_rate = -1"), want: []want{{"Invalid log rate", 5}}},
+		{name: "call depth zero", src: consumerWith("max_call_depth = 0"), want: []want{{"Invalid call depth", 5}}},
+		{name: "call depth huge", src: consumerWith("max_call_depth = 2000000"), want: []want{{"Invalid call depth", 5}}},
 		{name: "bad isolation", src: consumerWith(`isolation = "process"`), want: []want{{"Invalid isolation", 5}}},
 		{name: "memory limit too small", src: consumerWith(`memory_limit = "1KiB"`), want: []want{{"Invalid memory limit", 5}}},
 		{name: "memory limit too large", src: consumerWith(`memory_limit = "8GiB"`), want: []want{{"Invalid memory limit", 5}}},

@@ -78,6 +78,7 @@ type rawConsumer struct {
 	Config      *hcl.Attribute `hcl:"config,optional"`
 	Publish     *hcl.Attribute `hcl:"publish,optional"`
 	LogRate     *hcl.Attribute `hcl:"log_rate,optional"`
+	MaxDepth    *hcl.Attribute `hcl:"max_call_depth,optional"`
 	Isolation   *hcl.Attribute `hcl:"isolation,optional"`
 	HTTP        []*rawHTTP     `hcl:"http,block"`
 	WASI        []*rawWASI     `hcl:"wasi,block"`
@@ -375,15 +376,16 @@ func (d *decoder) retry(blocks []*rawRetry) Retry {
 
 func (d *decoder) consumer(rc *rawConsumer) Consumer {
 	c := Consumer{
-		Name:        rc.Name,
-		Range:       rc.DefRange,
-		Concurrency: DefaultConcurrency,
-		Timeout:     DefaultTimeout,
-		MemoryLimit: DefaultMemoryLimit,
-		Batch:       DefaultBatch,
-		Config:      map[string]string{},
-		LogRate:     DefaultLogRate,
-		Isolation:   DefaultIsolation,
+		Name:         rc.Name,
+		Range:        rc.DefRange,
+		Concurrency:  DefaultConcurrency,
+		Timeout:      DefaultTimeout,
+		MemoryLimit:  DefaultMemoryLimit,
+		Batch:        DefaultBatch,
+		Config:       map[string]string{},
+		LogRate:      DefaultLogRate,
+		MaxCallDepth: DefaultMaxCallDepth,
+		Isolation:    DefaultIsolation,
 	}
 	refs := consumerRefs{queue: rc.Queue, timeout: rc.Timeout}
 	c.Queue = d.required(rc.Queue, rc.DefRange, "queue", "consumer")
@@ -413,6 +415,10 @@ func (d *decoder) consumer(rc *rawConsumer) Consumer {
 	c.LogRate = d.integer(rc.LogRate, c.LogRate)
 	if c.LogRate < 0 {
 		d.errorf(rc.LogRate.Expr.Range(), "Invalid log rate", "log_rate must be 0 (discard guest logs) or more lines per second, not %d.", c.LogRate)
+	}
+	c.MaxCallDepth = d.integer(rc.MaxDepth, c.MaxCallDepth)
+	if c.MaxCallDepth < 1 || c.MaxCallDepth > MaxMaxCallDepth {
+		d.errorf(rc.MaxDepth.Expr.Range(), "Invalid call depth", "max_call_depth must be between 1 and %d nested calls, not %d.", MaxMaxCallDepth, c.MaxCallDepth)
 	}
 	c.Isolation = d.oneOf(rc.Isolation, c.Isolation, "Invalid isolation", []string{IsolationInstance, IsolationPerMessage})
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/qrun-dev/qrun/abi"
+	"github.com/qrun-dev/qrun/runtime/plugin/interrupt"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -141,6 +142,9 @@ func Check(ctx context.Context, wasm []byte) (*Report, error) {
 	}
 	defer cm.Close(ctx)
 	inspect(cm, wasm, wasiFuncs, rep)
+	if _, err := interrupt.Instrument(wasm); err != nil {
+		rep.Problems = append(rep.Problems, "cannot be made stoppable: "+err.Error())
+	}
 	if len(rep.Problems) > 0 {
 		return rep, &ValidationError{Problems: rep.Problems}
 	}
@@ -217,7 +221,9 @@ func inspect(cm wazero.CompiledModule, wasm []byte, wasiFuncs map[string]sig, re
 	exports := cm.ExportedFunctions()
 	names := make([]string, 0, len(exports))
 	for name := range exports {
-		names = append(names, name)
+		if !strings.HasPrefix(name, interrupt.ReservedPrefix) { // added by the instrumentation
+			names = append(names, name)
+		}
 	}
 	sort.Strings(names)
 	for _, name := range names {

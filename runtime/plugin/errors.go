@@ -15,6 +15,10 @@ var (
 	// ErrTimeout means the call ran longer than Spec.Timeout and the instance
 	// was closed to stop it.
 	ErrTimeout = errors.New("plugin timed out")
+	// ErrCallDepth means the guest nested more calls than Spec.MaxCallDepth
+	// allows (unbounded recursion, typically). It is wrapped together with
+	// ErrTrap.
+	ErrCallDepth = errors.New("plugin exceeded its call depth")
 	// ErrBadVerdict means qrun_handle returned a value outside 0..3.
 	ErrBadVerdict = errors.New("plugin returned a bad verdict")
 	// ErrBadPointer means the guest passed a host function a pointer or

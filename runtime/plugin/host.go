@@ -28,6 +28,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/httpout"
+	"github.com/qrun-dev/qrun/runtime/plugin/interrupt"
 	"github.com/tetratelabs/wazero"
 	"go.uber.org/zap"
 )
@@ -35,6 +36,13 @@ import (
 // DefaultTimeout bounds a guest call when Spec.Timeout is zero; an unbounded
 // call would let one looping module wedge its consumer forever.
 const DefaultTimeout = 5 * time.Second
+
+// DefaultMaxCallDepth is how many calls a guest may nest when
+// Spec.MaxCallDepth is zero (ABI.md section 6). Deeper recursion traps, so a
+// guest that recurses without end costs a bounded stack (a few megabytes)
+// and a few milliseconds instead of growing wazero's stack to its 400 MB
+// ceiling.
+const DefaultMaxCallDepth = interrupt.DefaultDepth
 
 // DefaultLogRate is the guest log budget, in lines per second, when
 // Spec.LogRate is zero.
@@ -142,6 +150,9 @@ type Spec struct {
 	Config map[string]string
 	// Publish lists the queues publish may target; any other gets -3.
 	Publish []string
+	// MaxCallDepth bounds how many calls the guest may nest; a call past
+	// it traps (ErrCallDepth). Zero means DefaultMaxCallDepth.
+	MaxCallDepth int
 	// LogRate is the guest's log budget in lines per second, shared by all
 	// instances of the plugin, burst equal to the rate; zero means
 	// DefaultLogRate.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,8 +22,16 @@ import (
 type Instance struct {
 	p      *Plugin
 	st     instanceState
-	ctx    context.Context // carries &st; cancelled to stop a runaway call
+	ctx    context.Context // carries &st; cancelled when the instance is stopped
 	cancel context.CancelFunc
+
+	// stopMu guards stopG and stopReq: the watchdog or Close may ask for a
+	// stop before instantiation has returned the global to set.
+	stopMu  sync.Mutex
+	stopG   api.MutableGlobal // the instrumentation's stop flag
+	fuelG   api.MutableGlobal // and its fuel, zeroed to have stop read now
+	stopReq bool
+	depth   api.MutableGlobal // the instrumentation's call depth budget
 
 	mod                 api.Module
 	mem                 api.Memory
@@ -204,6 +213,58 @@ func (in *Instance) call(f api.Function, name string) error {
 	return nil
 }
 
+// interrupt stops the instance: the guest traps at its next loop header or
+// function entry, and host functions blocked on the instance's context
+// (publish, extend_lease, a WASI sleep) return. It may be called from any
+// goroutine, before, during or after a call, any number of times.
+func (in *Instance) interrupt() {
+	in.stopMu.Lock()
+	in.stopReq = true
+	if in.stopG != nil {
+		in.stopG.Set(1)
+		in.fuelG.Set(0)
+	}
+	in.stopMu.Unlock()
+	in.cancel()
+}
+
+// setStopGlobals hands the instance its stop flag and fuel once
+// instantiated, stopping it at once if a stop was asked for meanwhile.
+func (in *Instance) setStopGlobals(stop, fuel api.MutableGlobal) {
+	in.stopMu.Lock()
+	in.stopG, in.fuelG = stop, fuel
+	if in.stopReq {
+		stop.Set(1)
+		fuel.Set(0)
+	}
+	in.stopMu.Unlock()
+}
+
+// errSleepStopped ends a WASI sleep of a stopped instance.
+var errSleepStopped = errors.New("sleep interrupted: instance stopped")
+
+// nanosleep is the instance's WASI sleep (poll_oneoff with a clock): it ends
+// when the instance is stopped, so a guest that sleeps for an hour is
+// stopped with its timeout like one that loops. It ends by panicking, which
+// wazero turns into an error of the guest call (as for PointerError), so
+// the call fails as a timeout instead of returning a verdict after its
+// time was up.
+func (in *Instance) nanosleep(ns int64) {
+	if ns <= 0 {
+		return
+	}
+	if in.ctx.Err() != nil {
+		panic(errSleepStopped)
+	}
+	t := time.NewTimer(time.Duration(ns))
+	select {
+	case <-t.C:
+	case <-in.ctx.Done():
+		t.Stop()
+		panic(errSleepStopped)
+	}
+}
+
 // callError classifies an error from a guest call. The watchdog's flag, not
 // wazero's exit code, decides "timeout", since a guest may also see its
 // context cancelled when the plugin is closed.
@@ -213,6 +274,12 @@ func (in *Instance) callError(fn string, err error) error {
 	}
 	if in.closed.Load() {
 		return fmt.Errorf("%w: %s: stopped because the instance was closed: %w", ErrTrap, fn, err)
+	}
+	if in.depth != nil && in.depth.Get() == 0 {
+		// A call made with no budget left traps at its entry and leaves
+		// it at zero. (A trap of the guest's own in a frame at exactly the
+		// bound reads the same; it is a trap either way.)
+		return fmt.Errorf("%w: %w: %s nested more than %d calls", ErrTrap, ErrCallDepth, fn, in.p.maxDepth)
 	}
 	var pe *PointerError
 	if errors.As(err, &pe) {
@@ -235,7 +302,7 @@ func (in *Instance) Close(ctx context.Context) error {
 		return nil
 	}
 	in.p.unregister(in)
-	in.cancel() // wazero's per-call watcher stops a running call at its next check
+	in.interrupt() // a running call traps at its next check
 	if in.seq.Load()&1 == 1 {
 		// A call is running: its endCall sees closed (it loads closed after
 		// its seq update, we loaded seq after our closed update) and releases.

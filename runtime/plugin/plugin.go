@@ -7,12 +7,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/qrun-dev/qrun/abi"
 	"github.com/qrun-dev/qrun/runtime/httpout"
+	"github.com/qrun-dev/qrun/runtime/plugin/interrupt"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"go.uber.org/zap"
@@ -32,6 +34,7 @@ type Plugin struct {
 	allowed  map[string]struct{}
 	timeout  time.Duration
 	memLimit uint64 // bytes, page-rounded
+	maxDepth uint32 // calls a guest may nest
 	limiter  *logLimiter
 	http     *httpout.Client
 	usesHTTP bool // the module imports http_request
@@ -47,11 +50,12 @@ type Plugin struct {
 	// has been running for wdTicks samples, i.e. at least Timeout and less
 	// than Timeout+wdPeriod <= 2*Timeout after it began. Sampling a sequence
 	// number costs Handle two atomic adds and no clock reads or timers of
-	// its own. Stopping a call is not free, though: WithCloseOnContextDone
-	// makes wazero, on every guest call (qrun_alloc, qrun_free, qrun_handle),
-	// allocate a channel and start a goroutine that waits on the instance's
-	// context, so that cancelling it closes the module; that goroutine and
-	// its allocation, not the watchdog, are the per-call cost of timeouts.
+	// its own. Stopping is free for the calls that are not stopped: the
+	// module was instrumented (package interrupt) to read a stop flag at
+	// every loop header and function entry, and the watchdog sets that
+	// flag; wazero's WithCloseOnContextDone, which would start a watcher
+	// goroutine on every call and make its compiler call into Go at every
+	// loop header, stays off.
 	wdPeriod time.Duration
 	wdTicks  int
 	wdStop   chan struct{}
@@ -103,11 +107,20 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 	}
 	p.memLimit = pages * pageSize
 
-	cfg := wazero.NewRuntimeConfig().
-		WithCompilationCache(h.cache).
-		WithMemoryLimitPages(uint32(pages)).
-		WithCloseOnContextDone(true)
-	p.rt = wazero.NewRuntimeWithConfig(ctx, cfg)
+	p.maxDepth = DefaultMaxCallDepth
+	if s.MaxCallDepth > 0 {
+		p.maxDepth = uint32(min(s.MaxCallDepth, math.MaxInt32))
+	}
+
+	// Instrumented before anything else, so that nothing compiled from
+	// this module can run without its stop checks.
+	// Check, run by explainCompileError, states why: the module is not
+	// valid WebAssembly, or it is but cannot be made stoppable.
+	code, err := interrupt.Instrument(wasm)
+	if err != nil {
+		return nil, p.explainCompileError(ctx, wasm, err)
+	}
+	p.rt = wazero.NewRuntimeWithConfig(ctx, runtimeConfig(h.cache).WithMemoryLimitPages(uint32(pages)))
 	ok := false
 	defer func() {
 		if !ok {
@@ -121,7 +134,7 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 	if err := instantiateHostModule(ctx, p.rt); err != nil {
 		return nil, fmt.Errorf("plugin: %s: host module: %w", p.name, err)
 	}
-	cm, err := p.rt.CompileModule(ctx, wasm)
+	cm, err := p.rt.CompileModule(ctx, code)
 	if err != nil {
 		return nil, p.explainCompileError(ctx, wasm, err)
 	}
@@ -138,13 +151,13 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 	// message and config_get. Real clocks and randomness because
 	// wazero's deterministic defaults surprise anyone who calls time.Now or
 	// generates an ID. No start functions: modules are reactors, and we call
-	// _initialize ourselves under the timeout.
+	// _initialize ourselves under the timeout. Sleeping (WASI poll_oneoff)
+	// is per instance, see Instance.nanosleep.
 	p.modCfg = wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions().
 		WithSysWalltime().
 		WithSysNanotime().
-		WithSysNanosleep().
 		WithRandSource(rand.Reader)
 	p.modCfg = withGrants(p.modCfg, s)
 	// Always a client, even for a consumer without an http block: its
@@ -234,12 +247,21 @@ func (p *Plugin) NewInstance(ctx context.Context) (*Instance, error) {
 		return nil, fmt.Errorf("plugin: %s: new instance: %w", p.name, err)
 	}
 	in.seq.Add(1)
-	mod, err := p.rt.InstantiateModule(in.ctx, p.cm, p.modCfg.WithStdout(in.stdout).WithStderr(in.stderr))
+	mod, err := p.rt.InstantiateModule(in.ctx, p.cm, p.modCfg.WithStdout(in.stdout).WithStderr(in.stderr).WithNanosleep(in.nanosleep))
 	in.seq.Add(1)
 	if err != nil {
 		return fail(in.callError("instantiate", err))
 	}
 	in.mod = mod
+	stop, _ := mod.ExportedGlobal(interrupt.StopExport).(api.MutableGlobal)
+	depth, _ := mod.ExportedGlobal(interrupt.DepthExport).(api.MutableGlobal)
+	fuel, _ := mod.ExportedGlobal(interrupt.FuelExport).(api.MutableGlobal)
+	if stop == nil || depth == nil || fuel == nil {
+		return fail(errors.New("module lost the instrumentation's globals"))
+	}
+	depth.Set(uint64(p.maxDepth))
+	in.depth = depth
+	in.setStopGlobals(stop, fuel)
 	in.mem = mod.Memory()
 	in.alloc = mod.ExportedFunction(abi.ExportAlloc)
 	in.handle = mod.ExportedFunction(abi.ExportHandle)
@@ -247,12 +269,18 @@ func (p *Plugin) NewInstance(ctx context.Context) (*Instance, error) {
 	if in.mem == nil || in.alloc == nil || in.handle == nil {
 		return fail(errors.New("module lost its exports after validation"))
 	}
-	for _, name := range []string{abi.ExportInitialize, abi.ExportInit} {
+	// The start function, which the instrumentation moved out of
+	// instantiation so that it runs with the stop flag in reach.
+	for _, name := range []string{interrupt.StartExport, abi.ExportInitialize, abi.ExportInit} {
 		f := mod.ExportedFunction(name)
 		if f == nil {
 			continue
 		}
-		if err := in.call(f, name); err != nil {
+		what := name
+		if name == interrupt.StartExport {
+			what = "start function"
+		}
+		if err := in.call(f, what); err != nil {
 			return fail(err)
 		}
 		if name == abi.ExportInit {
@@ -267,6 +295,14 @@ func (p *Plugin) NewInstance(ctx context.Context) (*Instance, error) {
 		return fail(fmt.Errorf("%w: initialisation ran longer than %v", ErrTimeout, p.timeout))
 	}
 	return in, nil
+}
+
+// runtimeConfig is the wazero configuration of every plugin runtime and of a
+// precompiling child: the two must agree for the child's compiled code to
+// be found in the cache. Close-on-context-done stays off: package interrupt
+// stops guests instead (see Plugin).
+func runtimeConfig(cache wazero.CompilationCache) wazero.RuntimeConfig {
+	return wazero.NewRuntimeConfig().WithCompilationCache(cache)
 }
 
 func (p *Plugin) register(in *Instance) bool {
@@ -287,8 +323,9 @@ func (p *Plugin) unregister(in *Instance) {
 
 // watchdog stops instances whose guest call overran the timeout. One
 // goroutine per plugin instead of a timer per call keeps Handle free of
-// timer operations; cancelling the instance's context makes wazero close the
-// module at the guest's next loop back-edge or call.
+// timer operations. Setting the stop flag makes the guest trap at its next
+// loop header or function entry; cancelling the instance's context returns
+// a host function that blocks (publish, extend_lease, a WASI sleep).
 func (p *Plugin) watchdog() {
 	defer close(p.wdDone)
 	t := time.NewTicker(p.wdPeriod)
@@ -307,9 +344,11 @@ func (p *Plugin) watchdog() {
 				continue
 			}
 			in.wdTicks++
-			if in.wdTicks >= p.wdTicks && !in.timedOut.Load() {
+			if in.wdTicks >= p.wdTicks {
+				// Again on every tick the call still runs: the guest's own
+				// fuel decrement may have overwritten the last store.
 				in.timedOut.Store(true)
-				in.cancel()
+				in.interrupt()
 			}
 		}
 		p.mu.Unlock()
@@ -328,9 +367,9 @@ func (p *Plugin) Close(ctx context.Context) error {
 	}
 	p.closed = true
 	for in := range p.instances {
-		// Cancelling first lets wazero stop running calls through its own
-		// context watcher, the path that is safe against concurrent calls.
-		in.cancel()
+		// Stopping first makes running calls trap at their next check, so
+		// no guest code is left running in the runtime closed below.
+		in.interrupt()
 	}
 	p.mu.Unlock()
 	close(p.wdStop)

@@ -214,8 +214,7 @@ func TestInstantiateAndInitAreBounded(t *testing.T) {
 				t.Fatalf("err %v, want ErrTimeout", err)
 			}
 			// The point is that the loop is stopped at all; the bound is loose
-			// so that a loaded machine cannot fail it. make bench measures how
-			// promptly (BenchmarkRawCallCloseOnContextDone).
+			// so that a loaded machine cannot fail it.
 			if limit := 50 * timeout; elapsed >= limit {
 				t.Fatalf("stopped after %v, want < %v", elapsed, limit)
 			}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/qrun-dev/qrun/runtime/plugin/interrupt"
 	"github.com/tetratelabs/wazero"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -48,14 +49,18 @@ func (h *Host) precompile(ctx context.Context, wasm []byte, log *zap.Logger) {
 	}
 }
 
-// Compile compiles wasm with the configuration Load uses, so that the
-// machine code lands in the host's compilation cache under the key Load
-// looks up, and discards the result. It is what a precompiling child runs.
+// Compile instruments and compiles wasm with the configuration Load uses,
+// so that the machine code lands in the host's compilation cache under the
+// key Load looks up, and discards the result. It is what a precompiling
+// child runs.
 func (h *Host) Compile(ctx context.Context, wasm []byte) error {
-	cfg := wazero.NewRuntimeConfig().WithCompilationCache(h.cache).WithCloseOnContextDone(true)
-	rt := wazero.NewRuntimeWithConfig(ctx, cfg)
+	code, err := interrupt.Instrument(wasm)
+	if err != nil {
+		return fmt.Errorf("plugin: compile: %w", err)
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(h.cache))
 	defer rt.Close(ctx)
-	cm, err := rt.CompileModule(ctx, wasm)
+	cm, err := rt.CompileModule(ctx, code)
 	if err != nil {
 		return fmt.Errorf("plugin: compile: %w", err)
 	}

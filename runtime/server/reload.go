@@ -476,7 +476,8 @@ func sameConsumer(a, b *config.Consumer) bool {
 	return a.Queue == b.Queue && a.Plugin == b.Plugin && a.Concurrency == b.Concurrency && a.Timeout == b.Timeout &&
 		a.MemoryLimit == b.MemoryLimit && a.Batch == b.Batch && maps.Equal(a.Config, b.Config) &&
 		slices.Equal(a.Publish, b.Publish) && a.LogRate == b.LogRate && a.Isolation == b.Isolation &&
-		reflect.DeepEqual(a.HTTP, b.HTTP) && reflect.DeepEqual(a.WASI, b.WASI)
+		reflect.DeepEqual(a.HTTP, b.HTTP) && reflect.DeepEqual(a.WASI, b.WASI) &&
+		a.MaxCallDepth == b.MaxCallDepth
 }
 
 // bodyText is the source of an engine block's own settings, to tell whether

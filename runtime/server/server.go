@@ -156,6 +156,7 @@ func PluginSpec(cc *config.Consumer) plugin.Spec {
 		Consumer: cc.Name, Path: cc.Plugin, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
 		Config: cc.Config, Publish: cc.Publish, LogRate: cc.LogRate,
 		HTTP: cc.HTTP, Env: cc.WASI.Env, Dirs: pluginDirs(cc.WASI.Dirs),
+		MaxCallDepth: cc.MaxCallDepth,
 	}
 }
 

@@ -1,0 +1,42 @@
+;; shapes: control flow the pass must preserve exactly (TestBehaviourUnchanged).
+(module
+  (global $g (mut i32) (i32.const 0))
+  (global $started (mut i32) (i32.const 0))
+  (export "g" (global $g))
+  (func $start (global.set $started (i32.const 42)))
+  (start $start)
+  (func (export "started") (result i32) (global.get $started))
+  ;; branches to the function's own label, conditional and not
+  (func (export "brout") (param i32) (result i32)
+    (br_if 0 (i32.const 10) (i32.eqz (local.get 0)))
+    (drop)
+    (block
+      (br_if 1 (i32.const 11) (i32.eq (local.get 0) (i32.const 1)))
+      (drop))
+    (if (i32.eq (local.get 0) (i32.const 7)) (then (return (i32.const 77))))
+    (br 0 (i32.const 12)))
+  ;; multi-value results through br, return and fall-through
+  (func (export "multi") (param i32) (result i32 i64 f64)
+    (if (local.get 0)
+      (then (br 1 (local.get 0) (i64.const 5) (f64.const 1.5))))
+    (i32.const 9) (i64.const 8) (f64.const 7))
+  ;; br_table whose default is the function label
+  (func (export "table") (param i32) (result i32)
+    (i32.add (i32.const 1000)
+      (block (result i32) (block (result i32)
+        (br_table 0 1 2 (i32.const 99) (local.get 0)))
+        (i32.add (i32.const 1)))))
+  (func (export "sum") (param i32) (result i32) (local i32)
+    (loop $l
+      (local.set 1 (i32.add (local.get 1) (local.get 0)))
+      (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
+      (br_if $l (local.get 0)))
+    (local.get 1))
+  (func $fib (export "fib") (param i32) (result i32)
+    (if (result i32) (i32.lt_u (local.get 0) (i32.const 2))
+      (then (local.get 0))
+      (else (i32.add (call $fib (i32.sub (local.get 0) (i32.const 1)))
+                     (call $fib (i32.sub (local.get 0) (i32.const 2)))))))
+  (func (export "counter") (result i32)
+    (global.set $g (i32.add (global.get $g) (i32.const 1)))
+    (global.get $g)))
