@@ -32,7 +32,7 @@ type queue struct {
 	maxAttempts int32
 	deadLetter  string
 	ordered     bool
-	backoff     engines.RetryPolicy // applied at open to leases a stopped process left outstanding
+	backoff     engines.RetryPolicy // delays the redelivery of an expired lease, at run time or found at open
 
 	ready   heap // by priority, then enqueue order
 	delayed heap // by visible time
@@ -279,11 +279,13 @@ func (q *queue) advance(now int64) (*batch, error) {
 			last = b
 			continue
 		}
-		// The lease already kept the message away for a whole visibility
-		// timeout, so it is redelivered at once rather than backed off.
-		r.state = stateReady
-		q.ready.Push(r)
-		q.wake()
+		// An expiry is a failure the runtime never sees (its holder died or
+		// hung), so the engine applies the retry delay the runtime would
+		// have, as recover does for a lease a stop left outstanding. The
+		// delay is kept in memory only: the stored state still says
+		// "leased", and a restart before the message is leased again
+		// counts that same failure and waits the delay from the open.
+		q.schedule(r, after(now, q.backoff.Delay(int(r.failures)-1)), now)
 	}
 	return last, nil
 }
