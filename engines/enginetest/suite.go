@@ -499,6 +499,20 @@ func testLeaseExpiryBacksOff(t *testing.T, x *env) {
 			t.Fatalf("Stats: ExpiredLeaseTotal=%d NackedTotal=%d AckedTotal=%d Depth=%d, want 2, 0, 1, 0", s.ExpiredLeaseTotal, s.NackedTotal, s.AckedTotal, s.Depth())
 		}
 	})
+	t.Run("waits_delayed", func(t *testing.T) {
+		x := &env{t: t, e: x.e, caps: x.caps}
+		// A backoff far beyond the wait: once the expiry is counted, the
+		// message is delayed, not ready and not leased.
+		q := x.open(engines.QueueSpec{VisibilityTimeout: vt, Retry: engines.RetryPolicy{Initial: time.Hour, Max: time.Hour, Multiplier: 2}})
+		x.enqueue(q, engines.Message{Body: []byte("hangs its consumer")})
+		d := x.receiveOne(q, wait)
+		s := x.waitStats(q, "the lease to expire", func(s engines.Stats) bool { return s.ExpiredLeaseTotal > 0 })
+		if s.ExpiredLeaseTotal != 1 || s.Delayed != 1 || s.Ready != 0 || s.InFlight != 0 {
+			t.Fatalf("after the lease expired: ExpiredLeaseTotal=%d Delayed=%d Ready=%d InFlight=%d; want 1, 1, 0, 0", s.ExpiredLeaseTotal, s.Delayed, s.Ready, s.InFlight)
+		}
+		x.expectNone(q, "an expired lease during its retry delay")
+		x.wantErr(d.Ack(x.ctx(wait)), engines.ErrLeaseLost, "Ack by the hung consumer")
+	})
 	t.Run("max_attempts_dead_letters_at_once", func(t *testing.T) {
 		x := &env{t: t, e: x.e, caps: x.caps}
 		name := x.name()
