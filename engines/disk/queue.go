@@ -255,7 +255,8 @@ func maxAttemptsReason(n int32, why string) string {
 }
 
 // advance moves delayed messages that came due to ready and expires lapsed
-// leases: a failure each, and a dead letter once MaxAttempts is reached.
+// leases: a failure each, the retry delay, and a dead letter once
+// MaxAttempts is reached.
 // An expiry writes nothing unless it dead-letters: the stored state still
 // says "leased", which a restart counts as the same one failure.
 func (q *queue) advance(now int64) (*batch, error) {

@@ -402,7 +402,7 @@ func (q *queue) lease(buf []engines.Delivery, now int64) int {
 }
 
 // advance moves delayed messages that came due to ready and expires lapsed
-// leases. The timer calls it, and so do Receive and Stats, so neither waits
+// leases (a failure each, then the retry delay or the dead-letter queue). The timer calls it, and so do Receive and Stats, so neither waits
 // on timer latency.
 func (q *queue) advance(now int64) {
 	for len(q.delayed) > 0 && q.delayed[0].due <= now {
