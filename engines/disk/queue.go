@@ -256,9 +256,8 @@ func maxAttemptsReason(n int32, why string) string {
 
 // advance moves delayed messages that came due to ready and expires lapsed
 // leases: a failure each, the retry delay, and a dead letter once
-// MaxAttempts is reached.
-// An expiry writes nothing unless it dead-letters: the stored state still
-// says "leased", which a restart counts as the same one failure.
+// MaxAttempts is reached. It returns the batch that stores the last of
+// those changes (nil when there were none).
 func (q *queue) advance(now int64) (*batch, error) {
 	for r := q.delayed.Peek(); r != nil && r.due <= now; r = q.delayed.Peek() {
 		q.delayed.Pop()
@@ -283,10 +282,15 @@ func (q *queue) advance(now int64) (*batch, error) {
 		// An expiry is a failure the runtime never sees (its holder died or
 		// hung), so the engine applies the retry delay the runtime would
 		// have, as recover does for a lease a stop left outstanding. The
-		// delay is kept in memory only: the stored state still says
-		// "leased", and a restart before the message is leased again
-		// counts that same failure and waits the delay from the open.
-		q.schedule(r, after(now, q.backoff.Delay(int(r.failures)-1)), now)
+		// new state is stored like a nack's: a restart then finds the
+		// message delayed until the same time, not leased, and counts the
+		// expiry no second time (the counters committed with any later
+		// batch already hold it).
+		b, err := q.retry(r, after(now, q.backoff.Delay(int(r.failures)-1)), now)
+		if err != nil {
+			return nil, err
+		}
+		last = b
 	}
 	return last, nil
 }
