@@ -477,11 +477,9 @@ func testLeaseExpiryBacksOff(t *testing.T, x *env) {
 		// Receive blocks through both.
 		d2 := x.receiveOne(q, wait)
 		x.notBefore(time.Now(), leasedAfter.Add(vt+initial), "first expired lease redelivered")
+		// Each delivery reports the failures before it: one per expiry.
 		if d2.ID != msgs[0].ID || d2.Attempt != 2 || d2.Failures != 1 {
 			t.Fatalf("after one lease expiry: %q Attempt %d Failures %d; want %q, 2, 1", d2.ID, d2.Attempt, d2.Failures, msgs[0].ID)
-		}
-		if s := x.stats(q); s.ExpiredLeaseTotal != 1 {
-			t.Fatalf("ExpiredLeaseTotal = %d after one expiry, want 1", s.ExpiredLeaseTotal)
 		}
 		// The second expiry follows one failure, so it waits Delay(1).
 		// LeaseExpires is never later than the engine's own deadline.
@@ -493,10 +491,12 @@ func testLeaseExpiryBacksOff(t *testing.T, x *env) {
 		for i, d := range []engines.Delivery{d1, d2} {
 			x.wantErr(d.Ack(x.ctx(wait)), engines.ErrLeaseLost, fmt.Sprintf("Ack by hung consumer %d", i+1))
 		}
-		x.ack(d3)
-		s := x.stats(q)
-		if s.ExpiredLeaseTotal != 2 || s.NackedTotal != 0 || s.AckedTotal != 1 || s.Depth() != 0 {
-			t.Fatalf("Stats: ExpiredLeaseTotal=%d NackedTotal=%d AckedTotal=%d Depth=%d, want 2, 0, 1, 0", s.ExpiredLeaseTotal, s.NackedTotal, s.AckedTotal, s.Depth())
+		// d3's short lease may itself run out on a stalled machine, so the
+		// exact count is checked in waits_delayed, where nothing can
+		// expire after the one lease; here only that expiries are not
+		// counted as nacks.
+		if s := x.stats(q); s.ExpiredLeaseTotal < 2 || s.NackedTotal != 0 {
+			t.Fatalf("Stats: ExpiredLeaseTotal=%d NackedTotal=%d, want at least 2 and 0", s.ExpiredLeaseTotal, s.NackedTotal)
 		}
 	})
 	t.Run("waits_delayed", func(t *testing.T) {
@@ -525,7 +525,9 @@ func testLeaseExpiryBacksOff(t *testing.T, x *env) {
 		dlq := x.open(engines.QueueSpec{Name: name + "-dlq"})
 		x.ack(x.checkDeadLetter(dlq, msg, name, "", 1, 1))
 		x.wantErr(d.Ack(x.ctx(wait)), engines.ErrLeaseLost, "Ack by the hung consumer")
-		if s := x.stats(q); s.ExpiredLeaseTotal != 1 || s.DeadLetteredTotal != 1 || s.Depth() != 0 {
+		// An engine may count the move once the dead letter is placed.
+		s := x.waitStats(q, "the dead letter to be counted", func(s engines.Stats) bool { return s.DeadLetteredTotal > 0 })
+		if s.ExpiredLeaseTotal != 1 || s.DeadLetteredTotal != 1 || s.Depth() != 0 {
 			t.Fatalf("Stats: ExpiredLeaseTotal=%d DeadLetteredTotal=%d Depth=%d, want 1, 1, 0", s.ExpiredLeaseTotal, s.DeadLetteredTotal, s.Depth())
 		}
 	})
