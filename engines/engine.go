@@ -94,12 +94,16 @@ type QueueSpec struct {
 	Ordered bool
 	// Retry is the queue's backoff after a failure. The runtime computes
 	// the delay of every failure it sees itself and passes it with the
-	// Nack; a durable engine uses Retry for the failure it alone sees, a
-	// lease that was still outstanding when the process stopped: found at
-	// the next open, the message becomes visible again after
-	// Retry.Delay(failures before it), counted from that open, rather than
-	// at once (so a message that crashes the process does not burn its
-	// attempts in a restart loop). Zero redelivers at once.
+	// Nack; every engine uses Retry for the failure it alone sees, a lease
+	// that expires (its holder died or hung, or, on a durable engine, the
+	// lease was still outstanding when the process stopped). The expiry
+	// counts one failure and, unless that reaches MaxAttempts (then the
+	// message is dead-lettered at once), the message becomes visible again
+	// after Retry.Delay(failures before it), counted from the expiry (from
+	// the next open, for a lease found at open), rather than at once: a
+	// message that kills or wedges its consumer, or crashes the process,
+	// is not retried in a hot loop and does not burn its attempts in a
+	// restart loop. Zero redelivers at once.
 	Retry RetryPolicy
 }
 

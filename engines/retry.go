@@ -12,8 +12,9 @@ import (
 //
 // The dispatcher applies it to the failures it sees (nacks, traps,
 // timeouts). An engine applies it to the one failure only it can see: a
-// lease that was outstanding when the process stopped, found when the
-// engine opens again (see QueueSpec.Retry).
+// lease that expired, whether its holder died or hung while the engine ran
+// or the lease was outstanding when the process stopped and is found when
+// the engine opens again (see QueueSpec.Retry).
 type RetryPolicy struct {
 	Initial    time.Duration
 	Max        time.Duration

@@ -46,6 +46,10 @@
 // nothing acknowledged to a producer is lost), and consumers are not
 // bounded by the disk's fsync rate.
 //
+// A lease that expires while the engine runs counts a failure and waits
+// QueueSpec.Retry's delay; the expiry is stored like a nack (failure and
+// visible time), so a restart during the delay keeps the same visible
+// time and counts nothing again.
 // A lease outstanding at a crash is found at restart and treated as a
 // failure: the attempt counts, the message waits QueueSpec.Retry's delay
 // (as stored by the last Open that set it), and a message that has now

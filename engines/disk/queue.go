@@ -32,7 +32,7 @@ type queue struct {
 	maxAttempts int32
 	deadLetter  string
 	ordered     bool
-	backoff     engines.RetryPolicy // applied at open to leases a stopped process left outstanding
+	backoff     engines.RetryPolicy // delays the redelivery of an expired lease, at run time or found at open
 
 	ready   heap // by priority, then enqueue order
 	delayed heap // by visible time
@@ -255,9 +255,9 @@ func maxAttemptsReason(n int32, why string) string {
 }
 
 // advance moves delayed messages that came due to ready and expires lapsed
-// leases: a failure each, and a dead letter once MaxAttempts is reached.
-// An expiry writes nothing unless it dead-letters: the stored state still
-// says "leased", which a restart counts as the same one failure.
+// leases: a failure each, the retry delay, and a dead letter once
+// MaxAttempts is reached. It returns the batch that stores the last of
+// those changes (nil when there were none).
 func (q *queue) advance(now int64) (*batch, error) {
 	for r := q.delayed.Peek(); r != nil && r.due <= now; r = q.delayed.Peek() {
 		q.delayed.Pop()
@@ -279,11 +279,18 @@ func (q *queue) advance(now int64) (*batch, error) {
 			last = b
 			continue
 		}
-		// The lease already kept the message away for a whole visibility
-		// timeout, so it is redelivered at once rather than backed off.
-		r.state = stateReady
-		q.ready.Push(r)
-		q.wake()
+		// An expiry is a failure the runtime never sees (its holder died or
+		// hung), so the engine applies the retry delay the runtime would
+		// have, as recover does for a lease a stop left outstanding. The
+		// new state is stored like a nack's: a restart then finds the
+		// message delayed until the same time, not leased, and counts the
+		// expiry no second time (the counters committed with any later
+		// batch already hold it).
+		b, err := q.retry(r, after(now, q.backoff.Delay(int(r.failures)-1)), now)
+		if err != nil {
+			return nil, err
+		}
+		last = b
 	}
 	return last, nil
 }

@@ -130,3 +130,61 @@ func TestLeaseExhaustedAtStopDeadLetteredOnce(t *testing.T) {
 		closeEngine(t, e)
 	}
 }
+
+// TestLeaseExpiredAtRunTimeCountedOnceAcrossStop: a lease that expires
+// while the engine runs counts its failure and waits the retry delay; a
+// stop during that delay neither charges the message a second failure nor
+// counts a second expired lease, and the message still waits.
+func TestLeaseExpiredAtRunTimeCountedOnceAcrossStop(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := ctxT(t)
+	spec := engines.QueueSpec{Name: "q", VisibilityTimeout: 50 * time.Millisecond, MaxAttempts: 5,
+		Retry: engines.RetryPolicy{Initial: time.Hour, Multiplier: 2}}
+	e := openEngine(t, dir)
+	q := openQueue(t, e, spec)
+	if err := q.Enqueue(ctx, engines.Message{ID: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, q, 1)
+	// The expiry has no event of its own; Stats applies it once due.
+	var st engines.Stats
+	for st.ExpiredLeaseTotal == 0 {
+		var err error
+		if st, err = q.Stats(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the lease never expired: %+v", st)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st.Delayed != 1 || st.Ready != 0 || st.InFlight != 0 || st.ExpiredLeaseTotal != 1 {
+		t.Fatalf("after the expiry: %+v, want the message delayed by its retry backoff, 1 expired lease", st)
+	}
+	// Another commit after the expiry stores the counters with it.
+	if err := q.Enqueue(ctx, engines.Message{ID: "later", Delay: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	closeEngine(t, e)
+
+	for i := range 2 {
+		e := openEngine(t, dir)
+		q := openQueue(t, e, spec)
+		st, err := q.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Delayed != 2 || st.Ready != 0 || st.ExpiredLeaseTotal != 1 {
+			t.Errorf("open %d: %+v, want both messages still delayed, 1 expired lease", i+1, st)
+		}
+		ps, err := q.(engines.Peeker).Peek(ctx, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) != 2 || ps[0].ID != "m" || ps[0].Failures != 1 || ps[0].Attempt != 1 {
+			t.Errorf("open %d: peek %+v, want m first (due sooner) with attempt 1, 1 failure", i+1, ps)
+		}
+		closeEngine(t, e)
+	}
+}

@@ -53,6 +53,24 @@ func (x *env) waitReady(q engines.Queue, n int64) {
 	}
 }
 
+// waitStats polls q's Stats until cond holds and returns them; what names
+// the awaited event. Some changes (a lease expiring in a background reaper)
+// have no other observable event.
+func (x *env) waitStats(q engines.Queue, what string, cond func(engines.Stats) bool) engines.Stats {
+	x.t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		s := x.stats(q)
+		if cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			x.t.Fatalf("%s: still waiting for %s after %v (stats %+v)", q.Name(), what, wait, s)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func ids(ds []engines.Delivery) []string {
 	out := make([]string, len(ds))
 	for i, d := range ds {

@@ -27,6 +27,7 @@ func subtests() []subtest {
 		{"extend", testExtend},
 		{"attempts_counted", testAttemptsCounted},
 		{"lease_expiry_dead_letters", testLeaseExpiryDeadLetters},
+		{"lease_expiry_backs_off", testLeaseExpiryBacksOff},
 		{"max_attempts_dead_letter", testMaxAttemptsDeadLetter},
 		{"explicit_dead_letter", testExplicitDeadLetter},
 		{"dead_letter_without_queue", testDeadLetterWithoutQueue},
@@ -442,6 +443,94 @@ func testLeaseExpiryDeadLetters(t *testing.T, x *env) {
 	if s.ExpiredLeaseTotal != 2 || s.DeadLetteredTotal != 1 || s.Depth() != 0 {
 		t.Fatalf("Stats: ExpiredLeaseTotal=%d DeadLetteredTotal=%d Depth=%d, want 2, 1, 0", s.ExpiredLeaseTotal, s.DeadLetteredTotal, s.Depth())
 	}
+}
+
+// testLeaseExpiryBacksOff: an expired lease is a failure only the engine
+// sees (its holder died or hung), so the engine applies the queue's retry
+// policy to it as the runtime does to a nack: the message waits
+// Retry.Delay(failures before this one) after the expiry, which grows with
+// each expiry, and the failure is counted once. At MaxAttempts it is
+// dead-lettered at once, with no delay first.
+//
+// No engine has a clock the suite can move, so, as everywhere in the
+// suite, "not before" is proved by recorded times (a correct engine cannot
+// fail it however loaded the machine) and "eventually" is bounded only by
+// the generous wait. An engine that redelivers at once misses the first
+// bound by the whole initial delay; one that waits Delay(0) every time
+// misses the second by half of it.
+func testLeaseExpiryBacksOff(t *testing.T, x *env) {
+	x.need(x.caps.Visibility, "Visibility")
+	x.need(x.caps.Delay, "Delay")
+	x.need(x.caps.DeadLetter, "DeadLetter")
+	const (
+		vt      = 80 * time.Millisecond
+		initial = 200 * time.Millisecond // Delay(0); Delay(1) is twice it
+	)
+	retry := engines.RetryPolicy{Initial: initial, Max: time.Minute, Multiplier: 2}
+	t.Run("backs_off", func(t *testing.T) {
+		x := &env{t: t, e: x.e, caps: x.caps}
+		q := x.open(engines.QueueSpec{VisibilityTimeout: vt, Retry: retry})
+		msgs := x.enqueue(q, engines.Message{Body: []byte("hangs its consumer")})
+		leasedAfter := time.Now()
+		d1 := x.receiveOne(q, wait)
+		// The holder "hangs": the lease runs out, then the backoff; this
+		// Receive blocks through both.
+		d2 := x.receiveOne(q, wait)
+		x.notBefore(time.Now(), leasedAfter.Add(vt+initial), "first expired lease redelivered")
+		// Each delivery reports the failures before it: one per expiry.
+		if d2.ID != msgs[0].ID || d2.Attempt != 2 || d2.Failures != 1 {
+			t.Fatalf("after one lease expiry: %q Attempt %d Failures %d; want %q, 2, 1", d2.ID, d2.Attempt, d2.Failures, msgs[0].ID)
+		}
+		// The second expiry follows one failure, so it waits Delay(1).
+		// LeaseExpires is never later than the engine's own deadline.
+		d3 := x.receiveOne(q, wait)
+		x.notBefore(time.Now(), d2.LeaseExpires.Add(2*initial), "second expired lease redelivered")
+		if d3.Attempt != 3 || d3.Failures != 2 {
+			t.Fatalf("after two lease expiries: Attempt %d Failures %d; want 3, 2", d3.Attempt, d3.Failures)
+		}
+		for i, d := range []engines.Delivery{d1, d2} {
+			x.wantErr(d.Ack(x.ctx(wait)), engines.ErrLeaseLost, fmt.Sprintf("Ack by hung consumer %d", i+1))
+		}
+		// d3's short lease may itself run out on a stalled machine, so the
+		// exact count is checked in waits_delayed, where nothing can
+		// expire after the one lease; here only that expiries are not
+		// counted as nacks.
+		if s := x.stats(q); s.ExpiredLeaseTotal < 2 || s.NackedTotal != 0 {
+			t.Fatalf("Stats: ExpiredLeaseTotal=%d NackedTotal=%d, want at least 2 and 0", s.ExpiredLeaseTotal, s.NackedTotal)
+		}
+	})
+	t.Run("waits_delayed", func(t *testing.T) {
+		x := &env{t: t, e: x.e, caps: x.caps}
+		// A backoff far beyond the wait: once the expiry is counted, the
+		// message is delayed, not ready and not leased.
+		q := x.open(engines.QueueSpec{VisibilityTimeout: vt, Retry: engines.RetryPolicy{Initial: time.Hour, Max: time.Hour, Multiplier: 2}})
+		x.enqueue(q, engines.Message{Body: []byte("hangs its consumer")})
+		d := x.receiveOne(q, wait)
+		s := x.waitStats(q, "the lease to expire", func(s engines.Stats) bool { return s.ExpiredLeaseTotal > 0 })
+		if s.ExpiredLeaseTotal != 1 || s.Delayed != 1 || s.Ready != 0 || s.InFlight != 0 {
+			t.Fatalf("after the lease expired: ExpiredLeaseTotal=%d Delayed=%d Ready=%d InFlight=%d; want 1, 1, 0, 0", s.ExpiredLeaseTotal, s.Delayed, s.Ready, s.InFlight)
+		}
+		x.expectNone(q, "an expired lease during its retry delay")
+		x.wantErr(d.Ack(x.ctx(wait)), engines.ErrLeaseLost, "Ack by the hung consumer")
+	})
+	t.Run("max_attempts_dead_letters_at_once", func(t *testing.T) {
+		x := &env{t: t, e: x.e, caps: x.caps}
+		name := x.name()
+		// A backoff far beyond the wait: the dead letter must not wait it.
+		q := x.open(engines.QueueSpec{Name: name, VisibilityTimeout: vt, MaxAttempts: 1, DeadLetter: name + "-dlq",
+			Retry: engines.RetryPolicy{Initial: time.Hour, Max: time.Hour, Multiplier: 2}})
+		msg := engines.Message{Body: []byte("hangs once, too many")}
+		x.enqueue(q, msg)
+		d := x.receiveOne(q, wait)
+		dlq := x.open(engines.QueueSpec{Name: name + "-dlq"})
+		x.ack(x.checkDeadLetter(dlq, msg, name, "", 1, 1))
+		x.wantErr(d.Ack(x.ctx(wait)), engines.ErrLeaseLost, "Ack by the hung consumer")
+		// An engine may count the move once the dead letter is placed.
+		s := x.waitStats(q, "the dead letter to be counted", func(s engines.Stats) bool { return s.DeadLetteredTotal > 0 })
+		if s.ExpiredLeaseTotal != 1 || s.DeadLetteredTotal != 1 || s.Depth() != 0 {
+			t.Fatalf("Stats: ExpiredLeaseTotal=%d DeadLetteredTotal=%d Depth=%d, want 1, 1, 0", s.ExpiredLeaseTotal, s.DeadLetteredTotal, s.Depth())
+		}
+	})
 }
 
 func testMaxAttemptsDeadLetter(t *testing.T, x *env) {

@@ -37,6 +37,7 @@ type queue struct {
 	maxAttempts int32
 	deadLetter  string
 	ordered     bool
+	backoff     engines.RetryPolicy // delays the redelivery of an expired lease
 
 	seq    uint64 // enqueue counter for FIFO tie-breaks
 	idNext uint64 // next ID of the block reserved from the engine
@@ -98,6 +99,7 @@ func (q *queue) configure(spec engines.QueueSpec) error {
 	q.maxAttempts = clampInt32(spec.MaxAttempts)
 	q.deadLetter = spec.DeadLetter
 	q.ordered = spec.Ordered
+	q.backoff = spec.Retry
 	return nil
 }
 
@@ -400,7 +402,7 @@ func (q *queue) lease(buf []engines.Delivery, now int64) int {
 }
 
 // advance moves delayed messages that came due to ready and expires lapsed
-// leases. The timer calls it, and so do Receive and Stats, so neither waits
+// leases (a failure each, then the retry delay or the dead-letter queue). The timer calls it, and so do Receive and Stats, so neither waits
 // on timer latency.
 func (q *queue) advance(now int64) {
 	for len(q.delayed) > 0 && q.delayed[0].due <= now {
@@ -415,9 +417,11 @@ func (q *queue) advance(now int64) {
 			q.deadLetterRecord(r, now, "max attempts ("+strconv.Itoa(int(q.maxAttempts))+") reached: lease expired")
 			continue
 		}
-		// The lease already kept the message away for a whole visibility
-		// timeout, so it is redelivered at once rather than backed off.
-		q.makeReady(r)
+		// An expiry is a failure the runtime never sees (its holder died or
+		// hung), so the engine applies the retry delay the runtime would
+		// have: a message that kills or wedges its consumer is not retried
+		// in a hot loop. Delay takes the failures before this one.
+		q.schedule(r, after(now, q.backoff.Delay(int(r.failures)-1)), now)
 	}
 }
 

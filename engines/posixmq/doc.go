@@ -11,8 +11,9 @@
 // IDs or attributes, so the engine supplies them in process:
 //
 //   - A received message leaves the kernel and is held as a lease in qrun's
-//     memory until it is settled. Nack, requeue and lease expiry redeliver
-//     it from memory (never through the kernel, so a redelivery neither
+//     memory until it is settled. Nack, requeue and lease expiry (which
+//     counts a failure and waits the queue's retry delay) redeliver it
+//     from memory (never through the kernel, so a redelivery neither
 //     blocks on a full queue nor loses its attempt count), and ahead of the
 //     messages still in the kernel.
 //   - A message enqueued with a delay waits in memory and enters the kernel

@@ -71,7 +71,8 @@ type queue struct {
 
 	vt          int64
 	maxAttempts uint32
-	deadLetter  string // qrun name of the dead-letter queue
+	deadLetter  string              // qrun name of the dead-letter queue
+	backoff     engines.RetryPolicy // delays the redelivery of an expired lease
 
 	seq    uint64
 	idNext uint64
@@ -204,6 +205,7 @@ func (q *queue) configure(spec engines.QueueSpec) error {
 	}
 	q.maxAttempts = uint32(min(spec.MaxAttempts, math.MaxUint32))
 	q.deadLetter = spec.DeadLetter
+	q.backoff = spec.Retry
 	return nil
 }
 

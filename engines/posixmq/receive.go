@@ -304,9 +304,11 @@ func (q *queue) advance(now int64) {
 			q.deadLetterRecord(r, "max attempts ("+strconv.Itoa(int(q.maxAttempts))+") reached: lease expired")
 			continue
 		}
-		// The lease already kept the message away for a whole visibility
-		// timeout, so it comes back at once.
-		q.makeReady(r)
+		// An expiry is a failure the runtime never sees (its holder died or
+		// hung), so the queue applies the retry delay the runtime would
+		// have, for the failures before this one: a message that kills or
+		// wedges its consumer is not retried in a hot loop.
+		q.redeliver(r, q.backoff.Delay(int(r.failures)-1), now)
 	}
 }
 

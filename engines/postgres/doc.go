@@ -52,9 +52,9 @@
 // every enqueue). One listener connection per engine LISTENs; when it
 // drops, receivers poll every PollInterval until it reconnects (with
 // backoff), and everyone is woken once it is back. A reaper makes delayed
-// messages ready and ends expired leases (a failure is counted and, at
-// max attempts, the message is dead-lettered) for every queue in the
-// schema, at the next due time the database reports or sooner when this
+// messages ready and ends expired leases (a failure is counted and the
+// message waits the queue's retry delay, stored with the queue by Open,
+// or, at max attempts, is dead-lettered) for every queue in the schema, at the next due time the database reports or sooner when this
 // process knows of an earlier one, and at least every PollInterval.
 //
 // Durations are measured by the database's clock for storage and by this

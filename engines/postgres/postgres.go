@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -339,6 +340,10 @@ func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queu
 		return nil, fmt.Errorf("postgres: open %q: negative max attempts %d: %w", spec.Name, spec.MaxAttempts, engines.ErrInvalid)
 	case spec.DeadLetter == spec.Name:
 		return nil, fmt.Errorf("postgres: open %q: queue cannot be its own dead-letter queue: %w", spec.Name, engines.ErrInvalid)
+	case !finite(spec.Retry.Multiplier) || !finite(spec.Retry.Jitter):
+		// The reaper computes every queue's backoff in one statement; a
+		// NaN there would fail it for all of them.
+		return nil, fmt.Errorf("postgres: open %q: retry multiplier %v and jitter %v must be finite: %w", spec.Name, spec.Retry.Multiplier, spec.Retry.Jitter, engines.ErrInvalid)
 	}
 	if spec.DeadLetter != "" {
 		if err := checkName(spec.DeadLetter); err != nil {
@@ -369,7 +374,9 @@ func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queu
 		if spec.DeadLetter != "" {
 			dl = &spec.DeadLetter
 		}
-		err := e.pool.QueryRow(ctx, e.sql.openSpec, spec.Name, vtms, int32(min(spec.MaxAttempts, 1<<31-1)), dl, spec.Ordered).Scan(&id, &kind, &ordered)
+		initialUs, maxUs := retryMicros(spec.Retry.Initial), retryMicros(spec.Retry.Max)
+		err := e.pool.QueryRow(ctx, e.sql.openSpec, spec.Name, vtms, int32(min(spec.MaxAttempts, 1<<31-1)), dl, spec.Ordered,
+			initialUs, maxUs, spec.Retry.Multiplier, spec.Retry.Jitter).Scan(&id, &kind, &ordered)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, fmt.Errorf("postgres: open %q: cannot change Ordered to %v while the queue holds messages: %w", spec.Name, spec.Ordered, engines.ErrInvalid)
 		}
@@ -379,6 +386,21 @@ func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queu
 	}
 	return &handle{e: e, name: spec.Name, id: id, topic: kind == "topic", ordered: ordered, done: make(chan struct{})}, nil
 }
+
+// retryMicros stores a retry duration for the reaper, which computes in
+// microseconds: zero or less is none (as RetryPolicy.Delay reads it), a
+// positive duration is at least 1µs so it is not lost to rounding, and it is
+// capped at forever so now() plus it is still a timestamp. The conversion
+// depends on the duration alone, so every process opening the queue with the
+// same config stores the same value.
+func retryMicros(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return min(max(d.Microseconds(), 1), forever.Microseconds())
+}
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // opErr wraps a database error, reporting ErrClosed once the engine closed
 // (its pool is gone, whatever pgx says) and the context's own error when

@@ -34,10 +34,13 @@ func newStatements(schema string) statements {
 		openSpec: s(`WITH d AS (
 			INSERT INTO __Q__.queues (name) SELECT $4::text WHERE $4::text IS NOT NULL
 			ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id)
-			INSERT INTO __Q__.queues AS q (name, visibility_timeout_ms, max_attempts, dead_letter_id, ordered)
-			VALUES ($1, $2, $3, (SELECT id FROM d), $5)
+			INSERT INTO __Q__.queues AS q (name, visibility_timeout_ms, max_attempts, dead_letter_id, ordered,
+				retry_initial_us, retry_max_us, retry_multiplier, retry_jitter)
+			VALUES ($1, $2, $3, (SELECT id FROM d), $5, $6, $7, $8, $9)
 			ON CONFLICT (name) DO UPDATE SET visibility_timeout_ms = EXCLUDED.visibility_timeout_ms,
-				max_attempts = EXCLUDED.max_attempts, dead_letter_id = EXCLUDED.dead_letter_id, ordered = EXCLUDED.ordered
+				max_attempts = EXCLUDED.max_attempts, dead_letter_id = EXCLUDED.dead_letter_id, ordered = EXCLUDED.ordered,
+				retry_initial_us = EXCLUDED.retry_initial_us, retry_max_us = EXCLUDED.retry_max_us,
+				retry_multiplier = EXCLUDED.retry_multiplier, retry_jitter = EXCLUDED.retry_jitter
 			-- Ordering bookkeeping (parked messages) exists only in ordered
 			-- queues, so the mode cannot change under messages.
 			WHERE q.ordered = EXCLUDED.ordered OR NOT EXISTS (SELECT 1 FROM __Q__.messages WHERE queue_id = q.id)

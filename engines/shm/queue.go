@@ -79,6 +79,7 @@ type queue struct {
 	vt          int64
 	maxAttempts int32
 	deadLetter  string
+	backoff     engines.RetryPolicy // delays the redelivery of an expired lease
 
 	ready fifo // to be redelivered, ahead of the ring
 	// localKeys numbers, for PeekPage, the records this process holds that
@@ -125,6 +126,7 @@ func (q *queue) configure(spec engines.QueueSpec) {
 	}
 	q.maxAttempts = int32(min(spec.MaxAttempts, math.MaxInt32))
 	q.deadLetter = spec.DeadLetter
+	q.backoff = spec.Retry
 }
 
 func (q *queue) errClosed(op string) error {
@@ -702,8 +704,13 @@ func (q *queue) onTimer() {
 			dead = append(dead, r)
 			continue
 		}
-		q.makeReady(r)
-		woke = true
+		// An expiry is a failure the runtime never sees (its holder died or
+		// hung), so the queue applies the retry delay the runtime would
+		// have, for the failures before this one: a message that kills or
+		// wedges its consumer is not retried in a hot loop.
+		if q.redeliver(r, now, q.backoff.Delay(int(r.failures)-1)) {
+			woke = true
+		}
 	}
 	for len(q.delayed) > 0 && q.delayed.top().due <= now {
 		r := q.delayed.remove(0)

@@ -12,7 +12,8 @@
 //
 //   - Leases (visibility timeout), Extend, attempts and failures: a received
 //     message is held in this process, leased, until it is settled; an
-//     expired lease makes it ready again here, counting a failure.
+//     expired lease counts a failure and, after the queue's retry delay,
+//     makes it ready again here.
 //   - Nack and Requeue (with or without delay) keep the message in this
 //     process and redeliver it from here, ahead of the ring.
 //   - Dead-lettering publishes the message, with its attributes and the two

@@ -149,7 +149,8 @@ type Queue struct {
 	DeadLetter string
 	// Ordered delivers messages sharing an ordering key one at a time.
 	Ordered bool
-	// Retry is the backoff applied to nacked messages.
+	// Retry is the backoff applied to failed messages: by the dispatcher to
+	// nacks, traps and timeouts, and by the engine to expired leases.
 	Retry Retry
 	// Range is the block header.
 	Range hcl.Range
