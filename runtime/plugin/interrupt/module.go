@@ -68,17 +68,31 @@ type module struct {
 	activeData    bool     // an active data segment, which needs a memory
 	hasStart      bool
 	start         uint32
+
+	count counting // test hook: see counting
+}
+
+// counting is a test hook that turns the pass into a counter: fuel,
+// started high enough never to run out, then counts what it names.
+type counting struct {
+	// calls instruments leaf functions too, so fuel counts every call.
+	calls bool
+	// loops makes a loop header spend fuel as a function entry does, so
+	// fuel counts loop iterations too.
+	loops bool
 }
 
 // Instrument returns wasm with the stop and depth checks described in the
 // package documentation. It refuses (with an *UnsupportedError, a
 // *ReservedError or an error wrapping ErrMalformed) a module it cannot
 // decode completely or that uses what the pass reserves.
-func Instrument(wasm []byte) ([]byte, error) {
+func Instrument(wasm []byte) ([]byte, error) { return instrument(wasm, counting{}) }
+
+func instrument(wasm []byte, count counting) ([]byte, error) {
 	if len(wasm) < 8 || !bytes.Equal(wasm[:4], []byte("\x00asm")) || !bytes.Equal(wasm[4:8], []byte{1, 0, 0, 0}) {
 		return nil, fmt.Errorf("%w: not a WebAssembly 1.0 binary", ErrMalformed)
 	}
-	m := &module{blockTypes: make(map[string][]byte)}
+	m := &module{blockTypes: make(map[string][]byte), count: count}
 	r := &reader{b: wasm, pos: 8}
 	last := 0
 	for !r.done() {

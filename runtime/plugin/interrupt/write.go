@@ -295,7 +295,7 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 			break
 		}
 	}
-	if !loops && !w.sc.calls {
+	if !loops && !w.sc.calls && !w.m.count.calls {
 		// A leaf: no loop, no call, so it runs in time bounded by its size
 		// and adds one frame at most beyond the depth bound. It is kept as
 		// it is, which spares the small helpers that call-heavy code calls
@@ -409,6 +409,9 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 //	    counter = LoopPeriod
 //	}
 func (w *writer) loopCheck(b, counter []byte) []byte {
+	if w.m.count.loops {
+		b = w.fuelCheck(b)
+	}
 	b = append(b, opLocalGet)
 	b = append(b, counter...)
 	b = append(b, opI32Const, 0x01, opI32Sub, opLocalTee)
