@@ -98,7 +98,9 @@ func procStatusKB(tb testing.TB, field string) int64 {
 // loop with no calls and no memory writes ("t"), and an hour's WASI sleep
 // ("s"), each on a fresh instance under a 20 ms timeout. late-ms is the
 // mean time from the timeout to Handle's return, x-timeout the mean whole
-// call as a multiple of the timeout. TestTightLoopIsStopped and
+// call as a multiple of the timeout and max-x-timeout the longest. The
+// watchdog is a goroutine: on a machine loaded past its cores it runs late,
+// and so does the stop. TestTightLoopIsStopped and
 // TestSleepIsStopped assert the stop itself, with no bound on time.
 func BenchmarkStopLatency(b *testing.B) {
 	const timeout = 20 * time.Millisecond
@@ -108,7 +110,7 @@ func BenchmarkStopLatency(b *testing.B) {
 			p := load(b, h, "runaway", Spec{Timeout: timeout}, nil)
 			d := delivery(tc.body, nil)
 			ctx := context.Background()
-			var total time.Duration
+			var total, longest time.Duration
 			for i := 0; i < b.N; i++ {
 				in, err := p.NewInstance(ctx)
 				if err != nil {
@@ -116,7 +118,9 @@ func BenchmarkStopLatency(b *testing.B) {
 				}
 				start := time.Now()
 				r := in.Handle(ctx, d)
-				total += time.Since(start)
+				el := time.Since(start)
+				total += el
+				longest = max(longest, el)
 				if !errors.Is(r.Err, ErrTimeout) {
 					b.Fatalf("got %+v, want ErrTimeout", r)
 				}
@@ -125,6 +129,7 @@ func BenchmarkStopLatency(b *testing.B) {
 			mean := float64(total) / float64(b.N)
 			b.ReportMetric((mean-float64(timeout))/float64(time.Millisecond), "late-ms")
 			b.ReportMetric(mean/float64(timeout), "x-timeout")
+			b.ReportMetric(float64(longest)/float64(timeout), "max-x-timeout")
 		})
 	}
 }
