@@ -38,13 +38,22 @@ func (c *queueCounter) Settled(d *engines.Delivery, _ engines.Verdict, _ time.Du
 // acking 64-byte messages (concurrency 1) alone, then with four consumers
 // beside it whose every delivery recurses until the call depth bound
 // (runtime/plugin's runaway.wasm, body "r", default max_call_depth) and so
-// fails and replaces its instance. alone-msgs/s and beside-msgs/s are the
+// fails and replaces its instance; "unbounded" sets max_call_depth to its maximum,
+// 1,000,000, past what wazero's own stack allows, which is how an overflow
+// went before the bound (issue 14).
+// alone-msgs/s and beside-msgs/s are the
 // healthy consumer's rates in the two phases of one run, ratio the second
 // over the first; overflows/s is the four neighbours' failed deliveries.
-// Before the call depth bound each overflow cost about a second and 130 MB
-// (runtime/plugin BenchmarkStackOverflow/unbounded) and four of them cut
-// the healthy rate to 42 % (issue 14).
 func BenchmarkRecursingNeighbours(b *testing.B) {
+	for _, tc := range []struct{ name, depth string }{
+		{"max_call_depth=default", ""},
+		{"max_call_depth=unbounded", "max_call_depth = 1000000"},
+	} {
+		b.Run(tc.name, func(b *testing.B) { benchRecursingNeighbours(b, tc.depth) })
+	}
+}
+
+func benchRecursingNeighbours(b *testing.B, depth string) {
 	const neighbours = 4
 	runaway, err := filepath.Abs("../plugin/testdata/runaway.wasm")
 	if err != nil {
@@ -74,7 +83,8 @@ queue "r%d" {
 consumer "r%d" {
   queue = "r%d"
   plugin = %q
-}`, i, i, i, runaway)
+  %s
+}`, i, i, i, runaway, depth)
 	}
 	cfg := parse(b, src.String())
 	obs := &queueCounter{queue: "in"}
