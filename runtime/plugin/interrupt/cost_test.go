@@ -133,7 +133,8 @@ func countDelivery(tb testing.TB, lang string) deliveryCounts {
 
 // TestCountingHook: the counting modes count what they say, on functions
 // whose counts are known: sum(1000) is one call and 1000 loop iterations,
-// fib(10) is 177 calls.
+// fib(10) is 177 calls. Without the hook, sum (a loop, no call, so no
+// recursion) spends no fuel at entry.
 func TestCountingHook(t *testing.T) {
 	wasm := readTestdata(t, "shapes")
 	count := func(c counting, fn string, arg uint64) uint64 {
@@ -158,7 +159,8 @@ func TestCountingHook(t *testing.T) {
 		arg  uint64
 		want uint64
 	}{
-		{counting{}, "sum", 1000, 1},
+		{counting{}, "sum", 1000, 0},
+		{counting{}, "fib", 10, 177},
 		{counting{calls: true, loops: true}, "sum", 1000, 1001},
 		{counting{calls: true}, "fib", 10, 177},
 	} {

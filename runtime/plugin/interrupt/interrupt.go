@@ -118,7 +118,7 @@ import (
 // Version identifies the pass's output. It is written into every
 // instrumented module (custom section VersionSection), so compiled code cached
 // under the module's hash is never reused across versions of the pass.
-const Version = 1
+const Version = 2
 
 // ReservedPrefix starts every export name the pass adds; a module that
 // exports such a name itself is refused.
