@@ -45,7 +45,10 @@ type funcPlan struct {
 // plan decides, for each defined function, which checks it needs; see the
 // package documentation's safety argument. imported is the number of
 // imported functions (the defined functions' indices start there).
-func plan(fs []funcInfo, imported uint32, everyCall bool) []funcPlan {
+//
+// everyCall (a test hook) checks every function, leaves included;
+// everyEntry (another) every function but leaves.
+func plan(fs []funcInfo, imported uint32, everyCall, everyEntry bool) []funcPlan {
 	n := len(fs)
 	p := make([]funcPlan, n)
 	cyclic := cycles(fs, imported)
@@ -82,7 +85,7 @@ func plan(fs []funcInfo, imported uint32, everyCall bool) []funcPlan {
 		// A function that could take part in recursion, could land in a
 		// handler after frames were unwound, or could be tail-called so
 		// that its frames outlive the caller's count, keeps its check.
-		checked := everyCall || cyclic[i] || f.indirect || f.catches
+		checked := everyCall || everyEntry || cyclic[i] || f.indirect || f.catches
 		if (tailTarget[i] || anyTailIndirect) && definedCallee(i) {
 			checked = true
 		}

@@ -114,7 +114,7 @@ func TestPlan(t *testing.T) {
 			[]uint8{kindChecked, kindUnchecked, kindUnchecked, kindLeaf}, []uint32{3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := plan(tc.fs, imp, false)
+			p := plan(tc.fs, imp, false, false)
 			var w []uint32
 			for i := range p {
 				if p[i].kind != tc.kinds[i] {

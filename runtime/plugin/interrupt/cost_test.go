@@ -163,6 +163,7 @@ func TestCountingHook(t *testing.T) {
 		{counting{}, "fib", 10, 177},
 		{counting{calls: true, loops: true}, "sum", 1000, 1001},
 		{counting{calls: true}, "fib", 10, 177},
+		{counting{entries: true}, "sum", 1000, 1},
 	} {
 		if got := count(tc.c, tc.fn, tc.arg); got != tc.want {
 			t.Errorf("%+v %s(%d): fuel spent %d, want %d", tc.c, tc.fn, tc.arg, got, tc.want)
@@ -184,17 +185,24 @@ func TestDeliveryCounts(t *testing.T) {
 }
 
 // BenchmarkDelivery is the trivial delivery per language in plain wazero,
-// "raw" the module as built, "instrumented" after the pass; the ratio is
-// the pass's cost for the language. The counts are reported as metrics.
+// "raw" the module as built, "instrumented" after the pass, "every-entry"
+// after the pass as version 1 made it, with an entry check in every
+// function that loops or calls; the ratios to raw are the pass's cost for
+// the language. The counts are reported as metrics (checked/op: entries
+// checked by the pass as it is).
 func BenchmarkDelivery(b *testing.B) {
 	for _, lang := range costLanguages {
 		wasm := conformanceModule(b, lang)
 		inst := mustInstrument(b, wasm)
+		every, err := instrument(wasm, counting{entries: true})
+		if err != nil {
+			b.Fatal(err)
+		}
 		c := countDelivery(b, lang)
 		for _, tc := range []struct {
 			name string
 			wasm []byte
-		}{{"raw", wasm}, {"instrumented", inst}} {
+		}{{"raw", wasm}, {"instrumented", inst}, {"every-entry", every}} {
 			b.Run(lang+"/"+tc.name, func(b *testing.B) {
 				g := newGuest(b, tc.wasm)
 				b.ReportAllocs()

@@ -80,6 +80,9 @@ type counting struct {
 	// loops makes a loop header spend fuel as a function entry does, so
 	// fuel counts loop iterations too.
 	loops bool
+	// entries gives every function that loops or calls its entry check,
+	// as version 1 of the pass did (for BenchmarkDelivery's comparison).
+	entries bool
 }
 
 // Instrument returns wasm with the stop and depth checks described in the

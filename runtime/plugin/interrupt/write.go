@@ -256,7 +256,7 @@ func (w *writer) code(s *section) ([]byte, error) {
 	if !r.done() {
 		return nil, r.errf("trailing bytes in the code section")
 	}
-	w.plan = plan(infos, w.m.importedFuncs, w.m.count.calls)
+	w.plan = plan(infos, w.m.importedFuncs, w.m.count.calls, w.m.count.entries)
 	out := make([]byte, 0, len(r.b)+len(r.b)/4)
 	out = appendU32(out, n)
 	for i := range bodies {
