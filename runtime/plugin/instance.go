@@ -213,8 +213,8 @@ func (in *Instance) call(f api.Function, name string) error {
 	return nil
 }
 
-// interrupt stops the instance: the guest traps at its next loop header or
-// function entry, and host functions blocked on the instance's context
+// interrupt stops the instance: the guest traps at its next checked loop
+// header or function entry (package interrupt), and host functions blocked on the instance's context
 // (publish, extend_lease, a WASI sleep) return. It may be called from any
 // goroutine, before, during or after a call, any number of times.
 func (in *Instance) interrupt() {
@@ -276,8 +276,8 @@ func (in *Instance) callError(fn string, err error) error {
 		return fmt.Errorf("%w: %s: stopped because the instance was closed: %w", ErrTrap, fn, err)
 	}
 	if in.depth != nil && in.depth.Get() == 0 {
-		// A call made with no budget left traps at its entry and leaves
-		// it at zero. (A trap of the guest's own in a frame at exactly the
+		// A call made with less budget left than it takes traps at its
+		// entry and leaves it at zero. (A trap of the guest's own in a frame at exactly the
 		// bound reads the same; it is a trap either way.)
 		return fmt.Errorf("%w: %w: %s nested more than %d calls", ErrTrap, ErrCallDepth, fn, in.p.maxDepth)
 	}
