@@ -1,6 +1,7 @@
 package interrupt
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -133,5 +134,13 @@ func TestPlan(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCallOutOfRange: a call to a function the module does not have is
+// refused as malformed (the plan would index past its functions).
+func TestCallOutOfRange(t *testing.T) {
+	if _, err := Instrument(testModule(code(0x10, 0x05, 0x0b))); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("got %v, want ErrMalformed", err)
 	}
 }

@@ -247,6 +247,11 @@ func (w *writer) code(s *section) ([]byte, error) {
 		if _, err := w.scanBody(&body, w.m.funcTypes[i]); err != nil {
 			return nil, err
 		}
+		for _, c := range w.sc.callees {
+			if uint64(c) >= uint64(w.m.importedFuncs)+uint64(n) {
+				return nil, body.errf("call to function %d, past the module's %d functions", c, uint64(w.m.importedFuncs)+uint64(n))
+			}
+		}
 		infos[i] = funcInfo{
 			loops: w.sc.loops(), catches: w.sc.catches, calls: w.sc.calls,
 			callees: append([]uint32(nil), w.sc.callees...), tails: append([]uint32(nil), w.sc.tails...),
