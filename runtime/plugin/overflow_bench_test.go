@@ -40,6 +40,7 @@ func BenchmarkStackOverflow(b *testing.B) {
 			var before runtime.MemStats
 			runtime.ReadMemStats(&before)
 			hwm := procStatusKB(b, "VmHWM")
+			b.ReportAllocs() // B/op: what an overflow allocates, its wazero stack mostly
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				in, err := p.NewInstance(ctx)
