@@ -48,9 +48,16 @@ type funcPlan struct {
 //
 // everyCall (a test hook) checks every function, leaves included;
 // everyEntry (another) every function but leaves.
-func plan(fs []funcInfo, imported uint32, everyCall, everyEntry bool) []funcPlan {
+func plan(fs []funcInfo, imported uint32, refs []uint32, everyCall, everyEntry bool) []funcPlan {
 	n := len(fs)
 	p := make([]funcPlan, n)
+	// A function a table can hold can be called indirectly, from anywhere.
+	referenced := make([]bool, n)
+	for _, f := range refs {
+		if f >= imported && int(f-imported) < n {
+			referenced[f-imported] = true
+		}
+	}
 	cyclic := cycles(fs, imported)
 	anyTailIndirect := false
 	tailTarget := make([]bool, n)
@@ -83,10 +90,11 @@ func plan(fs []funcInfo, imported uint32, everyCall, everyEntry bool) []funcPlan
 			return
 		}
 		// A function that could take part in recursion, could land in a
-		// handler after frames were unwound, or could be tail-called so
-		// that its frames outlive the caller's count, keeps its check.
+		// handler after frames were unwound, or could be called (or
+		// tail-called) from where its frames are counted by no one,
+		// keeps its check.
 		checked := everyCall || everyEntry || cyclic[i] || f.indirect || f.catches
-		if (tailTarget[i] || anyTailIndirect) && definedCallee(i) {
+		if (tailTarget[i] || anyTailIndirect || referenced[i]) && definedCallee(i) {
 			checked = true
 		}
 		var cost, height uint32
@@ -121,22 +129,14 @@ func plan(fs []funcInfo, imported uint32, everyCall, everyEntry bool) []funcPlan
 		visit(i)
 	}
 	// The weight of a checked function: its own frame and the deepest run
-	// of unchecked frames it can start; through an indirect call, any
-	// unchecked function's.
-	var maxHeight uint32
-	for i := range p {
-		if p[i].kind != kindChecked {
-			maxHeight = max(maxHeight, p[i].height)
-		}
-	}
+	// of unchecked frames it can start by direct calls. An indirect call
+	// starts none: an unchecked function a table can hold calls no
+	// defined function, so it is a top frame.
 	for i := range fs {
 		if p[i].kind != kindChecked {
 			continue
 		}
 		var h uint32
-		if fs[i].indirect {
-			h = maxHeight
-		}
 		for _, c := range fs[i].callees {
 			if c >= imported && p[c-imported].kind != kindChecked {
 				h = max(h, p[c-imported].height)

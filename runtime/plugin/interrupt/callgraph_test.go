@@ -47,10 +47,17 @@ func TestCallGraph(t *testing.T) {
 	trapsAtBound("weighted", 25)
 
 	// Recursion through call_indirect and mutual recursion trap at the
-	// bound.
+	// bound, one level a frame: $via, which a table holds and which calls
+	// a defined function, keeps its check, so the indirect call starts no
+	// unchecked run that $indirect would have to count. Under a bound of
+	// 100, 100 entries pass their check and the next traps.
 	for _, fn := range []string{"indirect", "mutual"} {
-		depth.Set(DefaultDepth)
+		depth.Set(100)
+		fuel.Set(1 << 30)
 		trapsAtBound(fn, 0)
+		if got := 1<<30 - fuel.Get(); got != 100 {
+			t.Fatalf("%s: %d checked entries before the trap, want 100", fn, got)
+		}
 	}
 
 	// A deep acyclic chain: d0 -> ... -> d199 -> leaf d200. Counting up
@@ -86,36 +93,41 @@ func TestPlan(t *testing.T) {
 	callsTo := func(fs ...uint32) funcInfo { return funcInfo{calls: true, callees: fs} }
 	for _, tc := range []struct {
 		name  string
+		refs  []uint32 // functions a table can hold
 		fs    []funcInfo
 		kinds []uint8
 		w     []uint32 // weights of the checked functions, in order
 	}{
-		{"calls an import only", []funcInfo{callsTo(0)}, []uint8{kindUnchecked}, nil},
-		{"self recursion", []funcInfo{callsTo(1)}, []uint8{kindChecked}, []uint32{1}},
-		{"catches", []funcInfo{{calls: true, catches: true, callees: []uint32{2}}, leaf},
+		{"calls an import only", nil, []funcInfo{callsTo(0)}, []uint8{kindUnchecked}, nil},
+		{"self recursion", nil, []funcInfo{callsTo(1)}, []uint8{kindChecked}, []uint32{1}},
+		{"catches", nil, []funcInfo{{calls: true, catches: true, callees: []uint32{2}}, leaf},
 			[]uint8{kindChecked, kindLeaf}, []uint32{1}},
 		// f1 tail-calls f2, which calls the leaf f3: f2's frame replaces
 		// f1's and would be counted by no one, so f2 keeps its check.
-		{"tail target with callees", []funcInfo{
+		{"tail target with callees", nil, []funcInfo{
 			{calls: true, callees: []uint32{2}, tails: []uint32{2}},
 			callsTo(3), leaf},
 			[]uint8{kindUnchecked, kindChecked, kindLeaf}, []uint32{1}},
-		{"tail target without callees", []funcInfo{
+		{"tail target without callees", nil, []funcInfo{
 			{calls: true, callees: []uint32{2}, tails: []uint32{2}}, {loops: true}},
 			[]uint8{kindUnchecked, kindUnchecked}, nil},
 		// Anywhere a return_call_indirect: every function with callees
 		// could be tail-called, so each keeps its check.
-		{"indirect tail call", []funcInfo{
+		{"indirect tail call", nil, []funcInfo{
 			{calls: true, indirect: true, tailIndirect: true}, callsTo(3), leaf},
 			[]uint8{kindChecked, kindChecked, kindLeaf}, []uint32{1, 1}},
-		// An indirect caller takes the deepest unchecked run of the
-		// module: f2 -> f3 -> leaf f4 is 2 frames.
-		{"indirect call", []funcInfo{
-			{calls: true, indirect: true}, callsTo(3), callsTo(4), leaf},
-			[]uint8{kindChecked, kindUnchecked, kindUnchecked, kindLeaf}, []uint32{3}},
+		// f2 and f3 may be in a table: f2, which calls the leaf f4, keeps
+		// its check; f3, which calls only an import, is a top frame.
+		// Neither adds to the weight of the indirect caller f1.
+		{"indirect call", []uint32{2, 3}, []funcInfo{
+			{calls: true, indirect: true}, callsTo(4), callsTo(0), leaf},
+			[]uint8{kindChecked, kindChecked, kindUnchecked, kindLeaf}, []uint32{1, 1}},
+		// Not in a table, f1 -> f2 -> leaf f3 need no check.
+		{"direct run", nil, []funcInfo{callsTo(2, 0), callsTo(3), leaf},
+			[]uint8{kindUnchecked, kindUnchecked, kindLeaf}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := plan(tc.fs, imp, false, false)
+			p := plan(tc.fs, imp, tc.refs, false, false)
 			var w []uint32
 			for i := range p {
 				if p[i].kind != tc.kinds[i] {

@@ -36,11 +36,13 @@ type scan struct {
 	// indirect is set by call_indirect, call_ref and their tail forms;
 	// tailIndirect by return_call_indirect and return_call_ref.
 	indirect, tailIndirect bool
+	// refs lists the functions named by ref.func.
+	refs []uint32
 }
 
 // reset empties s for the next function body.
 func (s *scan) reset() {
-	s.points, s.callees, s.tails = s.points[:0], s.callees[:0], s.tails[:0]
+	s.points, s.callees, s.tails, s.refs = s.points[:0], s.callees[:0], s.tails[:0], s.refs[:0]
 	s.catches, s.memory, s.calls, s.indirect, s.tailIndirect = false, false, false, false, false
 }
 
@@ -166,6 +168,14 @@ func expr(r *reader, globals uint32, s *scan) error {
 					s.indirect, s.tailIndirect = true, true
 				}
 			}
+		case op == 0xd2: // ref.func f
+			idx, err := r.u32()
+			if err != nil {
+				return err
+			}
+			if s != nil {
+				s.refs = append(s.refs, idx)
+			}
 		case op == 0x10: // call f
 			idx, err := r.u32()
 			if err != nil {
@@ -185,7 +195,7 @@ func expr(r *reader, globals uint32, s *scan) error {
 			}
 		case op == 0x08, op == 0x09, op == 0x0c, op == 0x0d, op == 0x14,
 			op == 0x20, op == 0x21, op == 0x22, op == 0x25, op == 0x26,
-			op == 0x3f, op == 0x40, op == 0xd2, op == 0xd5, op == 0xd6:
+			op == 0x3f, op == 0x40, op == 0xd5, op == 0xd6:
 			if op == 0x3f || op == 0x40 {
 				usesMemory()
 			}
@@ -193,7 +203,7 @@ func expr(r *reader, globals uint32, s *scan) error {
 				s.calls, s.indirect = true, true
 			}
 			// throw, rethrow, br, br_if, call_ref, local.*, table.get/set,
-			// memory.size/grow, ref.func, br_on_null, br_on_non_null: one index
+			// memory.size/grow, br_on_null, br_on_non_null: one index
 			if _, err := r.u32(); err != nil {
 				return err
 			}

@@ -91,9 +91,11 @@
 //     callee is unknown, so it may be on a cycle the graph cannot show;
 //   - contains try, catch, catch_all or try_table (it must restore depth,
 //     below);
-//   - is the target of a return_call, or the module contains any
-//     return_call_indirect or return_call_ref, and it calls a defined
-//     function: its frame replaces its caller's, whose count was given back;
+//   - calls a defined function and either is the target of a return_call
+//     (or the module contains any return_call_indirect or return_call_ref):
+//     its frame replaces its caller's, whose count was given back; or a
+//     table can hold it (an element segment or a ref.func names it): an
+//     indirect call could start it from anywhere;
 //   - would otherwise make more than MaxUncheckedCalls calls before a check:
 //     each call site counts 1 plus the count of an unchecked callee (a
 //     checked callee counts only its own call), wherever the site is. A
@@ -107,9 +109,9 @@
 // stack: 1 for itself plus, over its unchecked direct callees, the largest
 // height, where a function calling no defined function has height 0 (it
 // is the frame allowed beyond the bound, like a leaf) and any other
-// unchecked function 1 plus the largest height of its unchecked callees;
-// a function that calls indirectly takes the largest height of any
-// unchecked function of the module. Heights are at most MaxUncheckedCalls.
+// unchecked function 1 plus the largest height of its unchecked callees.
+// Heights are at most MaxUncheckedCalls. An indirect call adds nothing: an
+// unchecked function a table can hold has height 0.
 // Exceptions unwind frames without passing their exits, which would leave
 // depth too low. In a function that can catch (it contains try, catch,
 // catch_all or try_table), the value of depth after the entry decrement is
@@ -147,7 +149,8 @@
 // below it by a call (not a tail call: an unchecked target of a tail call
 // calls no defined function and is the top frame), so it is a chain of
 // that frame's unchecked callees, and its frames but the top one are
-// counted in that frame's weight. The only uncounted frames are the run at
+// counted in that frame's weight (entered by an indirect call, the run is
+// a single top frame). The only uncounted frames are the run at
 // the bottom, entered from the host (at most MaxUncheckedCalls + 1), and
 // one on top: a stack never exceeds the depth bound by more than
 // MaxUncheckedCalls + 2 frames. Time: every loop back edge passes a loop

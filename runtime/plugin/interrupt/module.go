@@ -68,6 +68,10 @@ type module struct {
 	activeData    bool     // an active data segment, which needs a memory
 	hasStart      bool
 	start         uint32
+	// refs lists the functions an element segment or a constant
+	// expression names: those a table can hold.
+	refs []uint32
+	cs   scan // scratch for constant expressions
 
 	count counting // test hook: see counting
 }
@@ -260,7 +264,7 @@ func (m *module) read(s *section) error {
 			if err := r.skip(1); err != nil {
 				return err
 			}
-			if err := expr(&r, total, nil); err != nil {
+			if err := m.constExprIn(&r, total); err != nil {
 				return err
 			}
 		}
@@ -350,7 +354,16 @@ func valTypes(r *reader) (uint32, error) {
 	return n, nil
 }
 
-func (m *module) constExpr(r *reader) error { return expr(r, m.globals, nil) }
+func (m *module) constExpr(r *reader) error { return m.constExprIn(r, m.globals) }
+
+// constExprIn reads a constant expression that may name globals below
+// globals, noting the functions it names.
+func (m *module) constExprIn(r *reader, globals uint32) error {
+	m.cs.reset()
+	err := expr(r, globals, &m.cs)
+	m.refs = append(m.refs, m.cs.refs...)
+	return err
+}
 
 // element reads one element segment (all eight encodings).
 func (m *module) element(r *reader) error {
@@ -389,7 +402,9 @@ func (m *module) element(r *reader) error {
 		if flags&4 != 0 {
 			err = m.constExpr(r)
 		} else {
-			_, err = r.u32()
+			var f uint32
+			f, err = r.u32()
+			m.refs = append(m.refs, f)
 		}
 		if err != nil {
 			return err

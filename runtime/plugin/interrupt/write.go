@@ -252,6 +252,7 @@ func (w *writer) code(s *section) ([]byte, error) {
 				return nil, body.errf("call to function %d, past the module's %d functions", c, uint64(w.m.importedFuncs)+uint64(n))
 			}
 		}
+		w.m.refs = append(w.m.refs, w.sc.refs...)
 		infos[i] = funcInfo{
 			loops: w.sc.loops(), catches: w.sc.catches, calls: w.sc.calls,
 			callees: append([]uint32(nil), w.sc.callees...), tails: append([]uint32(nil), w.sc.tails...),
@@ -261,7 +262,7 @@ func (w *writer) code(s *section) ([]byte, error) {
 	if !r.done() {
 		return nil, r.errf("trailing bytes in the code section")
 	}
-	w.plan = plan(infos, w.m.importedFuncs, w.m.count.calls, w.m.count.entries)
+	w.plan = plan(infos, w.m.importedFuncs, w.m.refs, w.m.count.calls, w.m.count.entries)
 	out := make([]byte, 0, len(r.b)+len(r.b)/4)
 	out = appendU32(out, n)
 	for i := range bodies {
