@@ -1,8 +1,10 @@
 package dispatch_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -166,7 +168,18 @@ func TestFailureLogLinesCarryTheDelivery(t *testing.T) {
 	for range 3 {
 		fx.next(t)
 	}
+	// A failure is logged after its verdict is applied, and the retry may
+	// be handled by another worker first: stop the consumer so that every
+	// line is written, and read them in attempt order.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := fx.c.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
 	lines := logs.FilterMessage("handler failed").AllUntimed()
+	slices.SortFunc(lines, func(a, b observer.LoggedEntry) int {
+		return cmp.Compare(a.ContextMap()["attempt"].(int64), b.ContextMap()["attempt"].(int64))
+	})
 	if len(lines) != 3 {
 		t.Fatalf("%d failure lines for 3 failed attempts, want 3: %v", len(lines), lines)
 	}
