@@ -336,6 +336,24 @@ func withInstanceCancel(st *instanceState, f func(context.Context) error) error 
 // refused because a map cannot say which one the guest meant.
 func decodeAttrs(b []byte) (map[string]string, bool) {
 	out := make(map[string]string)
+	ok := eachPair(b, func(k, v string) bool {
+		if _, dup := out[k]; dup {
+			return false
+		}
+		out[k] = v
+		return true
+	})
+	if !ok {
+		return nil, false
+	}
+	return out, true
+}
+
+// eachPair walks the pair encoding shared by publish's attributes and
+// http_request's headers, calling f with each key and value until f returns
+// false. It reports whether the whole encoding was well formed and f took
+// every pair.
+func eachPair(b []byte, f func(k, v string) bool) bool {
 	next := func() (string, bool) {
 		if len(b) < 4 {
 			return "", false
@@ -352,18 +370,14 @@ func decodeAttrs(b []byte) (map[string]string, bool) {
 	for len(b) > 0 {
 		k, ok := next()
 		if !ok {
-			return nil, false
+			return false
 		}
 		v, ok := next()
-		if !ok {
-			return nil, false
+		if !ok || !f(k, v) {
+			return false
 		}
-		if _, dup := out[k]; dup {
-			return nil, false
-		}
-		out[k] = v
 	}
-	return out, true
+	return true
 }
 
 func hostSetDelay(ctx context.Context, _ api.Module, stack []uint64) {
