@@ -68,9 +68,9 @@ func TestSetReasonFailure(t *testing.T) {
 	}
 }
 
-// TestSetReasonReusesItsBuffer: a handler that sets a reason on every
+// TestSetReasonAddsNoAllocations: a handler that sets a reason on every
 // delivery costs no allocation per delivery unless the reason is used.
-func TestSetReasonReusesItsBuffer(t *testing.T) {
+func TestSetReasonAddsNoAllocations(t *testing.T) {
 	h := newTestHost(t, nil)
 	p := load(t, h, "reason", Spec{}, nil)
 	in := newInstance(t, p)
