@@ -62,6 +62,7 @@ const (
 	FuncSetDelay      = "set_delay"       // (millis i64) -> err
 	FuncExtendLease   = "extend_lease"    // (millis i64) -> err
 	FuncNow           = "now"             // () -> unix nanos (i64)
+	FuncSetReason     = "set_reason"      // (ptr, len) -> err
 
 	// Outbound HTTP (ABI.md section 4, "Outbound HTTP").
 	FuncHTTPRequest         = "http_request"          // (method, method_len, url, url_len, headers, headers_len, body, body_len) -> status | err

@@ -494,19 +494,7 @@ func printMessages(w io.Writer, r admin.PeekResponse) {
 		fmt.Fprintf(w, "%s is empty\n", r.Queue)
 		return
 	}
-	for _, m := range r.Messages {
-		fmt.Fprintf(w, "%s  enqueued %s  failures %d", m.ID, m.EnqueuedAt.Local().Format(time.DateTime), m.Failures)
-		if m.DeadLetterSource != "" {
-			fmt.Fprintf(w, "  from %s", m.DeadLetterSource)
-		}
-		fmt.Fprintln(w)
-		if m.DeadLetterReason != "" {
-			fmt.Fprintf(w, "  reason: %s\n", oneLine(m.DeadLetterReason, 200))
-		}
-		body := m.Body
-		if m.BodyBase64 != "" {
-			body = "base64:" + m.BodyBase64
-		}
-		fmt.Fprintf(w, "  body (%d B): %s\n", m.BodySize, oneLine(body, 200))
+	for i := range r.Messages {
+		_ = printPeeked(w, &r.Messages[i])
 	}
 }

@@ -239,3 +239,50 @@ consumer "worker" {
 	contains(run(0, nil, "dlq", "show", "jobs_dead", "-c", cfg), "jobs_dead is empty")
 	contains(run(2, nil, "dlq", "frob", "-c", cfg), "unknown dlq subcommand")
 }
+
+// TestDLQShowsTheHandlersReason: a reason the handler gives with set_reason
+// (runtime/plugin/testdata/reason.wat: body "3s<text>" dead-letters with
+// reason <text>) is what `qrun dlq show` prints, end to end.
+func TestDLQShowsTheHandlersReason(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg := filepath.Join(dir, "qrun.hcl")
+	src := fmt.Sprintf(`
+runtime {
+  admin_listen = %q
+  data_dir     = %q
+}
+engine "m" { type = "memory" }
+queue "hooks" {
+  engine      = "m"
+  dead_letter = "hooks_dead"
+}
+queue "hooks_dead" { engine = "m" }
+consumer "deliver" {
+  queue  = "hooks"
+  plugin = %q
+}
+`, addr, filepath.Join(dir, "data"), repoPath(t, "runtime/plugin/testdata/reason.wasm"))
+	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runQrun(t, cfg)
+	c := &admin.Client{BaseURL: "http://" + addr}
+	ctx := context.Background()
+	waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {
+		err := c.Ready(ctx)
+		return err == nil, fmt.Sprint(err)
+	})
+	if _, err := c.Send(ctx, "hooks", admin.SendRequest{Messages: []admin.SendMessage{{Body: "3swebhook: 404 Not Found"}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the dead letter", 20*time.Second, func() (bool, string) {
+		d := depths(t, c)
+		return d["hooks_dead"] == 1, fmt.Sprint(d)
+	})
+	out, errOut, code := qrunRun(t, nil, "dlq", "show", "hooks", "-c", cfg)
+	if code != 0 || !strings.Contains(out, "reason: webhook: 404 Not Found") {
+		t.Fatalf("dlq show: exit %d\n%s%s\nwant the handler's reason", code, out, errOut)
+	}
+}

@@ -89,7 +89,11 @@ func cmdPeek(args []string, stdout, stderr io.Writer) error {
 
 // printPeeked writes one message for a person: a header line and its body.
 func printPeeked(w io.Writer, m *admin.MessageInfo) error {
-	fmt.Fprintf(w, "%s  %s  attempt %d  failures %d  enqueued %s", m.ID, m.State, m.Attempt, m.Failures, m.EnqueuedAt.Local().Format(time.DateTime))
+	fmt.Fprintf(w, "%s  ", m.ID)
+	if m.State != "" { // a page of a cursor scan says; a plain peek does not
+		fmt.Fprintf(w, "%s  ", m.State)
+	}
+	fmt.Fprintf(w, "attempt %d  failures %d  enqueued %s", m.Attempt, m.Failures, m.EnqueuedAt.Local().Format(time.DateTime))
 	if m.DeadLetterSource != "" {
 		fmt.Fprintf(w, "  from %s", m.DeadLetterSource)
 	}

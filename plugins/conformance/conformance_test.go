@@ -118,6 +118,7 @@ type step struct {
 	verdict engines.Verdict
 	err     error // the plugin.Err* the result must wrap; nil for a normal verdict
 	delay   time.Duration
+	reason  string // the set_reason text the result carries
 	pub     []published
 	log     string // a guest log line at info level that must appear
 
@@ -185,6 +186,12 @@ var script = []struct {
 	{"id", []step{{body: "id", verdict: engines.Ack, pub: out("m-42")}}},
 	{"attempt", []step{{body: "attempt", attempt: 3, verdict: engines.Ack, pub: out("3")}}},
 	{"delay", []step{{body: "delay:1500", verdict: engines.Nack, delay: 1500 * time.Millisecond}}},
+	{"dead-letter with reason", []step{{body: "deadreason:webhook: 404 Not Found", verdict: engines.DeadLetter, reason: "webhook: 404 Not Found"}}},
+	{"nack with reason", []step{{body: "nackreason:grüße 🚀 later", verdict: engines.Nack, reason: "grüße 🚀 later"}}},
+	{"a reason belongs to one delivery", []step{
+		{body: "deadreason:gone", verdict: engines.DeadLetter, reason: "gone"},
+		{body: "verdict:3", verdict: engines.DeadLetter},
+	}},
 	{"publish allowed", []step{{body: "pub:audit", verdict: engines.Ack,
 		pub: []published{{Queue: "audit", Body: "x"}, {Queue: "out", Body: "ok"}}}}},
 	{"publish denied", []step{{body: "pub:secret", verdict: engines.Ack, pub: out("denied")}}},
@@ -295,6 +302,9 @@ func runStep(t *testing.T, lang string, i int, in *plugin.Instance, pub *sink, l
 	}
 	if s.delay == 0 && r.DelaySet {
 		t.Errorf("%s: delay set to %v, want none", name, r.Delay)
+	}
+	if r.Reason != s.reason {
+		t.Errorf("%s: reason %q, want %q", name, r.Reason, s.reason)
 	}
 	if !samePublished(got, s.pub) {
 		t.Errorf("%s: published\n  %s\nwant\n  %s", name, shorten(got), shorten(s.pub))

@@ -63,6 +63,8 @@ func TestGoWebhook(t *testing.T) {
 		case "invalid":
 			w.WriteHeader(http.StatusUnprocessableEntity)
 			_, _ = io.WriteString(w, "field x is required")
+		case "gone":
+			w.WriteHeader(http.StatusNotFound)
 		}
 	}))
 	t.Cleanup(s.Close)
@@ -77,19 +79,21 @@ func TestGoWebhook(t *testing.T) {
 		body     string
 		verdict  engines.Verdict
 		minDelay time.Duration // the delay set from Retry-After; 0: none set
+		reason   string        // the dead letter's reason (set_reason)
 	}{
-		{`{"event":"paid"}`, engines.Ack, 0},
-		{"busy", engines.Nack, 30 * time.Second},
-		{"too fast", engines.Nack, 59 * time.Minute},
-		{"broken", engines.Nack, 0},
-		{"invalid", engines.DeadLetter, 0},
+		{`{"event":"paid"}`, engines.Ack, 0, ""},
+		{"busy", engines.Nack, 30 * time.Second, ""},
+		{"too fast", engines.Nack, 59 * time.Minute, ""},
+		{"broken", engines.Nack, 0, ""},
+		{"invalid", engines.DeadLetter, 0, `webhook: 422 Unprocessable Entity: "field x is required"`},
+		{"gone", engines.DeadLetter, 0, "webhook: 404 Not Found"},
 	} {
 		d := engines.NewDelivery(engines.Delivery{
 			Message: engines.Message{ID: "evt-" + tc.body, Body: []byte(tc.body)}, Queue: "webhooks", Attempt: 1,
 		}, nil, engines.Ticket{})
 		r := in.Handle(context.Background(), &d)
-		if r.Err != nil || r.Verdict != tc.verdict {
-			t.Errorf("%s: %+v, want %v", tc.body, r, tc.verdict)
+		if r.Err != nil || r.Verdict != tc.verdict || r.Reason != tc.reason {
+			t.Errorf("%s: %+v, want %v with reason %q", tc.body, r, tc.verdict, tc.reason)
 		}
 		if tc.minDelay == 0 && r.DelaySet || tc.minDelay != 0 && (!r.DelaySet || r.Delay < tc.minDelay || r.Delay > time.Hour) {
 			t.Errorf("%s: delay %v (set %v), want at least %v", tc.body, r.Delay, r.DelaySet, tc.minDelay)
@@ -108,8 +112,8 @@ func TestGoWebhook(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = in2.Close(context.Background()) })
-	if r := handle(t, in2, "x", nil); r.Verdict != engines.DeadLetter {
-		t.Errorf("denied URL: %+v", r)
+	if r := handle(t, in2, "x", nil); r.Verdict != engines.DeadLetter || !strings.HasPrefix(r.Reason, "webhook: ") || !strings.Contains(r.Reason, "denied") {
+		t.Errorf("denied URL: %+v, want a dead letter whose reason says it was denied", r)
 	}
 }
 

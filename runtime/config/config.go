@@ -279,7 +279,7 @@ func Parse(filename string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 	if d := prescan(filename, src); d != nil {
 		// The bytes alone render the snippet; parsing them is what the
 		// scan guards against.
-		f.Files[filename] = &hcl.File{Bytes: src}
+		f.Files[filename] = &hcl.File{Bytes: printable(src)} // a snippet of it must not garble the terminal
 		return f, hcl.Diagnostics{d}
 	}
 	parser := hclparse.NewParser()

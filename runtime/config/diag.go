@@ -55,7 +55,7 @@ func WriteDiagnostics(w io.Writer, f *File, diags hcl.Diagnostics, color bool) e
 				hf, _ = parser.ParseHCL(src, d.Subject.Filename)
 			}
 			if hf == nil {
-				hf = &hcl.File{Bytes: src}
+				hf = &hcl.File{Bytes: printable(src)}
 			}
 			files[d.Subject.Filename] = hf
 		}
@@ -86,6 +86,26 @@ func WriteDiagnostics(w io.Writer, f *File, diags hcl.Diagnostics, color bool) e
 		}
 	}
 	return nil
+}
+
+// printable returns src with every byte that would garble a terminal (a
+// control character other than tab, CR and newline, or a byte of invalid
+// UTF-8) replaced by '.', one byte for one so that columns still match: a
+// snippet quotes a binary file's line, and a NUL or an escape sequence has
+// no business reaching the reader's terminal.
+func printable(src []byte) []byte {
+	out := make([]byte, 0, len(src))
+	for len(src) > 0 {
+		r, n := utf8.DecodeRune(src)
+		switch {
+		case r == utf8.RuneError && n <= 1, r < 0x20 && r != '\t' && r != '\n' && r != '\r', r == 0x7f:
+			out = append(out, bytes.Repeat([]byte{'.'}, max(n, 1))...)
+		default:
+			out = append(out, src[:n]...)
+		}
+		src = src[max(n, 1):]
+	}
+	return out
 }
 
 // MaxDiagnostics is the most diagnostics WriteDiagnostics prints; the rest

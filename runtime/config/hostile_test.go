@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // hostileFiles are inputs an acceptance run fed qrun (issue 12 items 10
@@ -103,6 +104,11 @@ func TestHostileFiles(t *testing.T) {
 			}
 			if out.Len() > 64<<10 {
 				t.Errorf("%d bytes of diagnostics, want at most 64 KiB", out.Len())
+			}
+			// A snippet of a binary file must not put NULs, escapes or
+			// broken UTF-8 on the reader's terminal.
+			if !utf8.Valid(out.Bytes()) || bytes.ContainsFunc(out.Bytes(), func(r rune) bool { return r < 0x20 && r != '\n' && r != '\t' && r != '\r' || r == 0x7f }) {
+				t.Errorf("diagnostics hold control characters or invalid UTF-8: %q", out.Bytes()[:min(out.Len(), 200)])
 			}
 			if tc.summary != "" {
 				// file:line:col, then the summary: what qrun prints.

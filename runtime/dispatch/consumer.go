@@ -14,6 +14,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -524,8 +525,10 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 	}
 	switch s.Verdict {
 	case engines.Nack:
+		// The guest's set_reason text, as given; res.Reason is empty for
+		// a failure, whose error is already the reason.
 		if s.Reason == "" {
-			s.Reason = "nack by handler"
+			s.Reason = cmp.Or(res.Reason, "nack by handler")
 		}
 		s.Delay = c.cfg.Retry.Delay(d.Failures)
 		if res.DelaySet {
@@ -534,7 +537,7 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 	case engines.Requeue:
 		s.Delay = res.Delay
 	case engines.DeadLetter:
-		s.Reason = "dead-lettered by handler"
+		s.Reason = cmp.Or(res.Reason, "dead-lettered by handler")
 	}
 	o := outcome{d: d, s: s, herr: res.Err, took: took}
 	if w.gs == nil {

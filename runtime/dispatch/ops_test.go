@@ -1,8 +1,10 @@
 package dispatch_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -166,7 +168,18 @@ func TestFailureLogLinesCarryTheDelivery(t *testing.T) {
 	for range 3 {
 		fx.next(t)
 	}
+	// A failure is logged after its verdict is applied, and the retry may
+	// be handled by another worker first: stop the consumer so that every
+	// line is written, and read them in attempt order.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := fx.c.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
 	lines := logs.FilterMessage("handler failed").AllUntimed()
+	slices.SortFunc(lines, func(a, b observer.LoggedEntry) int {
+		return cmp.Compare(a.ContextMap()["attempt"].(int64), b.ContextMap()["attempt"].(int64))
+	})
 	if len(lines) != 3 {
 		t.Fatalf("%d failure lines for 3 failed attempts, want 3: %v", len(lines), lines)
 	}
@@ -219,5 +232,42 @@ func TestIdenticalFailuresAreRateLimited(t *testing.T) {
 	}
 	if suppressed != 19 {
 		t.Fatalf("suppressed count %d, want 19", suppressed)
+	}
+}
+
+// TestGuestReasonReachesTheDeadLetter: the reason a handler gives with
+// set_reason (plugin.Result.Reason) is the dead letter's reason as given,
+// whether it dead-letters at once or nacks until max_attempts, and is
+// logged; without one the defaults stand.
+func TestGuestReasonReachesTheDeadLetter(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zapcore.DebugLevel)
+	fx := newFixture(t, func(d *engines.Delivery) plugin.Result {
+		switch string(d.Body) {
+		case "dead":
+			return plugin.Result{Verdict: engines.DeadLetter, Reason: "webhook: 404 Not Found"}
+		case "nack":
+			return plugin.Result{Verdict: engines.Nack, Reason: fmt.Sprintf("busy at attempt %d", d.Attempt)}
+		}
+		return plugin.Result{Verdict: engines.DeadLetter}
+	}, func(c *dispatch.Config) { c.Logger = zap.New(core); c.Concurrency = 1 })
+	fx.c.Start()
+	for _, tc := range []struct{ body, reason string }{
+		{"dead", "webhook: 404 Not Found"},
+		{"nack", "max attempts (3) reached: busy at attempt 3"}, // the queue's max_attempts is 3
+		{"plain", "dead-lettered by handler"},
+	} {
+		fx.send(t, tc.body)
+		d := receiveOne(t, fx.dlq)
+		if string(d.Body) != tc.body || d.Attributes[engines.AttrDeadLetterReason] != tc.reason {
+			t.Errorf("dead letter %q has reason %q, want %q", d.Body, d.Attributes[engines.AttrDeadLetterReason], tc.reason)
+		}
+	}
+	lines := logs.FilterMessage("dead-lettered by handler").FilterField(zap.String("reason", "webhook: 404 Not Found"))
+	if lines.Len() != 1 {
+		t.Errorf("no dead-letter line with the guest's reason: %v", logs.All())
+	}
+	if n := logs.FilterMessage("handler nacked").FilterField(zap.String("reason", "busy at attempt 1")).Len(); n != 1 {
+		t.Errorf("%d nack lines with the guest's reason, want 1: %v", n, logs.All())
 	}
 }

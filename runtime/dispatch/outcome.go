@@ -30,9 +30,10 @@ func deliveryFields(d *engines.Delivery, extra ...zap.Field) []zap.Field {
 // logOutcome writes the one line, if any, that a delivery's attempt gets:
 // failures (an error from the handler, a nack, a dead letter, a verdict the
 // engine did not take) say what happened with the message's id, attempt,
-// verdict and error. Identical lines are rate-limited by the consumer's
-// logger (package lograte), so a handler failing every message, or an
-// engine that is down, does not flood the log.
+// verdict and error, or the reason of a nack or dead letter (the guest's
+// set_reason text, or a default). Identical lines are rate-limited by the
+// consumer's logger (package lograte), so a handler failing every message,
+// or an engine that is down, does not flood the log.
 func (w *worker) logOutcome(d *engines.Delivery, s engines.Settlement, handlerErr, settleErr error, took time.Duration) {
 	c := w.c
 	now := time.Now()
@@ -53,8 +54,8 @@ func (w *worker) logOutcome(d *engines.Delivery, s engines.Settlement, handlerEr
 	case handlerErr != nil:
 		c.log.Warn("handler failed", deliveryFields(d, verdict, zap.Error(handlerErr), zap.Duration("retry_in", s.Delay))...)
 	case s.Verdict == engines.Nack:
-		c.log.Debug("handler nacked", deliveryFields(d, verdict, zap.Duration("retry_in", s.Delay))...)
+		c.log.Debug("handler nacked", deliveryFields(d, verdict, zap.Duration("retry_in", s.Delay), zap.String("reason", s.Reason))...)
 	case s.Verdict == engines.DeadLetter:
-		c.log.Info("dead-lettered by handler", deliveryFields(d, verdict)...)
+		c.log.Info("dead-lettered by handler", deliveryFields(d, verdict, zap.String("reason", s.Reason))...)
 	}
 }

@@ -30,23 +30,19 @@ func (q *downQueue) Receive(ctx context.Context, buf []engines.Delivery) (int, e
 	return q.Queue.Receive(ctx, buf)
 }
 
-// downSettler fails the verdicts of its first `down` SettleBatch calls.
+// downSettler refuses its first `down` settles, as an engine whose commit
+// fails does, then settles through the queue underneath.
 type downSettler struct {
 	engines.Queue
 	down  int64
 	calls atomic.Int64
 }
 
-func (q *downSettler) SettleBatch(ctx context.Context, ds []*engines.Delivery, ss []engines.Settlement, errs []error) {
+func (q *downSettler) StartSettle(ctx context.Context, d *engines.Delivery, s engines.Settlement) (engines.Pending, error) {
 	if q.calls.Add(1) <= q.down {
-		for i := range errs {
-			errs[i] = errors.New("connection refused")
-		}
-		return
+		return nil, errors.New("connection refused")
 	}
-	for i := range ds {
-		errs[i] = ds[i].Settle(ctx, ss[i])
-	}
+	return nil, d.Settle(ctx, s)
 }
 
 // recovered returns the lines with message msg, after the consumer stopped

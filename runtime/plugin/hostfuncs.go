@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/qrun-dev/qrun/abi"
 	"github.com/qrun-dev/qrun/engines"
@@ -33,6 +34,11 @@ type instanceState struct {
 
 	delay    time.Duration
 	delaySet bool
+
+	// reason is the guest's set_reason text, reused from delivery to
+	// delivery so that a delivery which sets none allocates nothing.
+	reason    []byte
+	reasonSet bool
 
 	keys      []string // sorted attribute names of d, built on first msg_attr_key
 	keysReady bool
@@ -138,6 +144,7 @@ func hostFuncs() map[string]hostFunc {
 		abi.FuncSetDelay:      {hostSetDelay, sig{vt(i64), vt(i32)}},
 		abi.FuncExtendLease:   {hostExtendLease, sig{vt(i64), vt(i32)}},
 		abi.FuncNow:           {hostNow, sig{nil, vt(i64)}},
+		abi.FuncSetReason:     {hostSetReason, sig{vt(i32, i32), vt(i32)}},
 
 		abi.FuncHTTPRequest:         {hostHTTPRequest, sig{vt(i32, i32, i32, i32, i32, i32, i32, i32), vt(i32)}},
 		abi.FuncHTTPResponseHeader:  {hostHTTPResponseHeader, sig{vt(i32, i32, i32, i32), vt(i32)}},
@@ -336,6 +343,24 @@ func withInstanceCancel(st *instanceState, f func(context.Context) error) error 
 // refused because a map cannot say which one the guest meant.
 func decodeAttrs(b []byte) (map[string]string, bool) {
 	out := make(map[string]string)
+	ok := eachPair(b, func(k, v string) bool {
+		if _, dup := out[k]; dup {
+			return false
+		}
+		out[k] = v
+		return true
+	})
+	if !ok {
+		return nil, false
+	}
+	return out, true
+}
+
+// eachPair walks the pair encoding shared by publish's attributes and
+// http_request's headers, calling f with each key and value until f returns
+// false. It reports whether the whole encoding was well formed and f took
+// every pair.
+func eachPair(b []byte, f func(k, v string) bool) bool {
 	next := func() (string, bool) {
 		if len(b) < 4 {
 			return "", false
@@ -352,18 +377,14 @@ func decodeAttrs(b []byte) (map[string]string, bool) {
 	for len(b) > 0 {
 		k, ok := next()
 		if !ok {
-			return nil, false
+			return false
 		}
 		v, ok := next()
-		if !ok {
-			return nil, false
+		if !ok || !f(k, v) {
+			return false
 		}
-		if _, dup := out[k]; dup {
-			return nil, false
-		}
-		out[k] = v
 	}
-	return out, true
+	return true
 }
 
 func hostSetDelay(ctx context.Context, _ api.Module, stack []uint64) {
@@ -401,6 +422,28 @@ func hostExtendLease(ctx context.Context, _ api.Module, stack []uint64) {
 		stack[0] = code(abi.ErrUnavailable)
 		return
 	}
+	stack[0] = 0
+}
+
+// MaxGuestReason caps set_reason: a longer reason is cut to at most this
+// many bytes, at a UTF-8 boundary (ABI.md section 4).
+const MaxGuestReason = 1024
+
+func hostSetReason(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	b := region(m, abi.FuncSetReason, "reason", stack[0], stack[1])
+	if st.d == nil {
+		stack[0] = code(abi.ErrNoMessage)
+		return
+	}
+	// Cut before validating: a guest may pass its whole memory.
+	b = truncateLine(b, MaxGuestReason)
+	if !utf8.Valid(b) {
+		stack[0] = code(abi.ErrInvalid)
+		return
+	}
+	st.reason = append(st.reason[:0], b...)
+	st.reasonSet = len(b) > 0
 	stack[0] = 0
 }
 

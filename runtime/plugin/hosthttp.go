@@ -109,29 +109,8 @@ func decodeHeaders(b []byte) (http.Header, bool) {
 		return nil, true
 	}
 	h := make(http.Header)
-	next := func() (string, bool) {
-		if len(b) < 4 {
-			return "", false
-		}
-		n := binary.LittleEndian.Uint32(b)
-		b = b[4:]
-		if uint64(n) > uint64(len(b)) {
-			return "", false
-		}
-		s := string(b[:n])
-		b = b[n:]
-		return s, true
-	}
-	for len(b) > 0 {
-		k, ok := next()
-		if !ok {
-			return nil, false
-		}
-		v, ok := next()
-		if !ok {
-			return nil, false
-		}
-		h.Add(k, v)
+	if !eachPair(b, func(k, v string) bool { h.Add(k, v); return true }) {
+		return nil, false
 	}
 	return h, true
 }

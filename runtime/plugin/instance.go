@@ -67,6 +67,11 @@ type Result struct {
 	// retry policy's backoff.
 	Delay    time.Duration
 	DelaySet bool
+	// Reason is the guest's set_reason text for a Nack or DeadLetter
+	// verdict it returned, as given (cut to MaxGuestReason bytes); empty
+	// when it set none, for Ack and Requeue, and for failures (Err set),
+	// whose reason is Err.
+	Reason string
 	// Err is nil for a verdict the guest returned normally; otherwise it
 	// wraps ErrTrap, ErrTimeout, ErrBadVerdict, ErrBadPointer, ErrAlloc or
 	// ErrBroken, and the instance is Broken.
@@ -118,7 +123,7 @@ func (in *Instance) Handle(ctx context.Context, d *engines.Delivery) Result {
 	}
 	st := &in.st
 	st.d, st.ctx = d, ctx
-	st.delay, st.delaySet, st.keysReady = 0, false, false
+	st.delay, st.delaySet, st.keysReady, st.reasonSet = 0, false, false, false
 	st.http.n = 0
 	if in.p.usesHTTP {
 		st.http.start = monoNow()
@@ -137,7 +142,11 @@ func (in *Instance) Handle(ctx context.Context, d *engines.Delivery) Result {
 	if v < abi.VerdictAck || v > abi.VerdictDeadLetter {
 		return in.failed(fmt.Errorf("%w: qrun_handle returned %d; want 0 (ack), 1 (nack), 2 (requeue) or 3 (dead-letter)", ErrBadVerdict, v))
 	}
-	return Result{Verdict: engines.Verdict(v), Delay: st.delay, DelaySet: st.delaySet}
+	r := Result{Verdict: engines.Verdict(v), Delay: st.delay, DelaySet: st.delaySet}
+	if st.reasonSet && (r.Verdict == engines.Nack || r.Verdict == engines.DeadLetter) {
+		r.Reason = string(st.reason) // the only allocation, and only when asked for
+	}
+	return r
 }
 
 // grow obtains a region for an n-byte body. It asks for the next power of

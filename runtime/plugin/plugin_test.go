@@ -157,7 +157,7 @@ func TestTimeout(t *testing.T) {
 // timeout that message did not cause.
 func TestTimeoutAfterReturn(t *testing.T) {
 	h := newTestHost(t, nil)
-	p := load(t, h, "ok", Spec{Timeout: 100 * time.Millisecond}, nil)
+	p := load(t, h, "ok", Spec{Timeout: time.Second}, nil)
 	in := newInstance(t, p)
 	in.afterHandle = func() {
 		// The call is still marked running: wait for the real watchdog.
@@ -829,13 +829,15 @@ func TestLineWriterHugeWrite(t *testing.T) {
 }
 
 // TestStdoutFloodWithinTimeout: a guest writing 16 MiB to stdout in one
-// fd_write, under a 100 ms timeout, is served normally and logs one cut line.
+// fd_write is served normally and logs one cut line. The timeout is only a
+// backstop: a loaded machine with the race detector must not turn a slow
+// copy into a failure (the cost of the write is not what this asserts).
 func TestStdoutFloodWithinTimeout(t *testing.T) {
 	for _, body := range []string{"-", "n"} {
 		t.Run(body, func(t *testing.T) {
 			log, logs := observedLogger(zapcore.InfoLevel)
 			h := newTestHost(t, log)
-			p := load(t, h, "stdout_flood", Spec{Timeout: 100 * time.Millisecond, LogRate: 1 << 20}, nil)
+			p := load(t, h, "stdout_flood", Spec{Timeout: time.Minute, LogRate: 1 << 20}, nil)
 			in := newInstance(t, p)
 			r := in.Handle(context.Background(), delivery(body, nil))
 			if r.Err != nil || r.Verdict != engines.Ack || in.Broken() {

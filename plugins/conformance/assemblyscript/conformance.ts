@@ -2,7 +2,7 @@
 // behaviour of plugins/conformance/README.md, written with the SDK.
 import {
   Message, Verdict, Level, Err, handle, init, log, config, publishText, setDelay, extendLease,
-  fetch, retryLater,
+  fetch, retryLater, deadLetterWith, nackWith,
 } from "../../sdk/assemblyscript/qrun";
 export { qrun_abi_v1, qrun_alloc, qrun_free, qrun_init, qrun_handle } from "../../sdk/assemblyscript/qrun";
 
@@ -89,6 +89,8 @@ function onMessage(m: Message): Verdict {
     setDelay(I64.parseInt(arg));
     return Verdict.Nack;
   }
+  if (cmd == "deadreason") return deadLetterWith(arg);
+  if (cmd == "nackreason") return nackWith(arg);
   if (cmd == "pub") {
     const r = publishText(arg, "x");
     return out(r == 0 ? "ok" : r == Err.Denied ? "denied" : "error");

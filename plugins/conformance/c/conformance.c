@@ -120,6 +120,10 @@ static qrun_verdict handle(const qrun_msg *m) {
 			qrun_set_delay_ms(n);
 			v = QRUN_NACK;
 		}
+	} else if (strcmp(body, "deadreason") == 0) {
+		v = qrun_dead_letter_with(arg);
+	} else if (strcmp(body, "nackreason") == 0) {
+		v = qrun_nack_with(arg);
 	} else if (strcmp(body, "pub") == 0) {
 		int32_t r = qrun_publish(arg, "x", 1, NULL, 0);
 		v = out(r == 0 ? "ok" : r == QRUN_ERR_DENIED ? "denied" : "error");

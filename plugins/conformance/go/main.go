@@ -71,6 +71,10 @@ func handle(m *qrun.Message) qrun.Verdict {
 		}
 		qrun.SetDelay(time.Duration(ms) * time.Millisecond)
 		return qrun.Nack
+	case "deadreason":
+		return qrun.DeadLetterWith(arg)
+	case "nackreason":
+		return qrun.NackWith(arg)
 	case "pub":
 		switch err := qrun.Publish(arg, []byte("x"), nil); {
 		case err == nil:

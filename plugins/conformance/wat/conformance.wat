@@ -19,6 +19,7 @@
   (import "qrun" "config_get" (func $config_get (param i32 i32 i32 i32) (result i32)))
   (import "qrun" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))
   (import "qrun" "set_delay" (func $set_delay (param i64) (result i32)))
+  (import "qrun" "set_reason" (func $set_reason (param i32 i32) (result i32)))
   (import "qrun" "extend_lease" (func $extend_lease (param i64) (result i32)))
   (import "qrun" "http_request" (func $http_request (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "qrun" "http_response_body" (func $http_response_body (param i32 i32) (result i32)))
@@ -57,6 +58,8 @@
   (data (i32.const 248) "ping")      ;; 4
   (data (i32.const 256) "retry")     ;; 5
   (data (i32.const 264) "Retry-After") ;; 11
+  (data (i32.const 280) "deadreason") ;; 10
+  (data (i32.const 296) "nackreason") ;; 10
   (data (i32.const 65504) "init failed: refused by config: ") ;; 32
 
   (global $count (mut i32) (i32.const 0))
@@ -298,6 +301,15 @@
         (local.set $v (call $parse_int (local.get $arg) (local.get $al)))
         (if (i32.eqz (global.get $parse_ok)) (then (return (i32.const 3))))
         (drop (call $set_delay (local.get $v)))
+        (return (i32.const 1))))
+    ;; deadreason:TEXT and nackreason:TEXT: the reason, then the verdict.
+    (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 280) (i32.const 10))
+      (then
+        (drop (call $set_reason (local.get $arg) (local.get $al)))
+        (return (i32.const 3))))
+    (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 296) (i32.const 10))
+      (then
+        (drop (call $set_reason (local.get $arg) (local.get $al)))
         (return (i32.const 1))))
     (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 80) (i32.const 3))
       (then

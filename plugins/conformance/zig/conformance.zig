@@ -104,6 +104,10 @@ pub fn handle(m: *const qrun.Message) qrun.Verdict {
         const ms = std.fmt.parseInt(i64, arg, 10) catch return .dead_letter;
         qrun.setDelay(ms) catch {};
         return .nack;
+    } else if (std.mem.eql(u8, cmd, "deadreason")) {
+        return qrun.deadLetterWith(arg);
+    } else if (std.mem.eql(u8, cmd, "nackreason")) {
+        return qrun.nackWith(arg);
     } else if (std.mem.eql(u8, cmd, "pub")) {
         qrun.publish(arg, "x", &.{}) catch |e| return out(if (e == error.Denied) "denied" else "error");
         return out("ok");

@@ -49,6 +49,8 @@ declare function sys_set_delay(millis: i64): i32;
 declare function sys_extend_lease(millis: i64): i32;
 @external("qrun", "now")
 declare function sys_now(): i64;
+@external("qrun", "set_reason")
+declare function sys_set_reason(ptr: usize, len: i32): i32;
 @external("qrun", "http_request")
 declare function sys_http_request(method: usize, methodLen: i32, url: usize, urlLen: i32, headers: usize, headersLen: i32, body: usize, bodyLen: i32): i32;
 @external("qrun", "http_response_header")
@@ -339,6 +341,31 @@ export function retryLater(status: i32): Verdict {
 
 /** Delay before the current message is visible again after Nack or Requeue. */
 export function setDelay(millis: i64): i32 { return sys_set_delay(millis); }
+
+/**
+ * Records why the current message is nacked or dead-lettered: with
+ * Verdict.Nack or Verdict.DeadLetter the reason is logged with the verdict
+ * and becomes the dead letter's reason, as given (what `qrun dlq show`
+ * shows). Ignored for Ack and Requeue; a later call replaces it, "" clears
+ * it, and qrun keeps at most 1024 bytes (of UTF-8). Returns 0, or
+ * Err.NoMessage outside a handler call.
+ */
+export function setReason(reason: string): i32 {
+  const b = String.UTF8.encode(reason);
+  return sys_set_reason(changetype<usize>(b), b.byteLength);
+}
+
+/** Records reason (see setReason) and returns Verdict.DeadLetter. */
+export function deadLetterWith(reason: string): Verdict {
+  setReason(reason);
+  return Verdict.DeadLetter;
+}
+
+/** Records reason (see setReason) and returns Verdict.Nack. */
+export function nackWith(reason: string): Verdict {
+  setReason(reason);
+  return Verdict.Nack;
+}
 
 /** Extends the current delivery's lease to now + millis (a heartbeat). */
 export function extendLease(millis: i64): i32 { return sys_extend_lease(millis); }

@@ -99,6 +99,7 @@ QRUN_IMPORT(publish) int32_t qrun_sys_publish(const void *queue, int32_t queue_l
 QRUN_IMPORT(set_delay) int32_t qrun_sys_set_delay(int64_t millis);
 QRUN_IMPORT(extend_lease) int32_t qrun_sys_extend_lease(int64_t millis);
 QRUN_IMPORT(now) int64_t qrun_sys_now(void);
+QRUN_IMPORT(set_reason) int32_t qrun_sys_set_reason(const void *ptr, int32_t len);
 QRUN_IMPORT(http_request) int32_t qrun_sys_http_request(const void *method, int32_t method_len, const void *url,
                                                         int32_t url_len, const void *headers, int32_t headers_len,
                                                         const void *body, int32_t body_len);
@@ -281,6 +282,48 @@ static inline int32_t qrun_publish(const char *queue, const void *body, size_t l
 /* How long the current message stays invisible after a nack or requeue
  * verdict, replacing the retry policy's delay for this delivery. */
 static inline int32_t qrun_set_delay_ms(int64_t millis) { return qrun_sys_set_delay(millis); }
+
+/* The most of a reason, in bytes, that qrun keeps. */
+#define QRUN_MAX_REASON 1024
+
+/* Why the current message is nacked or dead-lettered: with QRUN_NACK or
+ * QRUN_DEAD_LETTER the reason is logged with the verdict and becomes the
+ * dead letter's reason, as given (what `qrun dlq show` shows). Ignored for
+ * ack and requeue; a later call replaces it, "" clears it, and the host keeps
+ * at most QRUN_MAX_REASON bytes, cut at a UTF-8 boundary. Returns 0,
+ * QRUN_ERR_INVALID for text that is not UTF-8, or QRUN_ERR_NO_MESSAGE
+ * outside qrun_handle. */
+static inline int32_t qrun_set_reason(const char *reason) {
+	return qrun_sys_set_reason(reason, (int32_t)strlen(reason));
+}
+
+/* printf-style qrun_set_reason. The text is formatted a few bytes past
+ * QRUN_MAX_REASON so that the host, not this cut, decides where a long one
+ * ends: it cuts at a UTF-8 boundary, which vsnprintf does not. */
+static inline int32_t qrun_set_reasonf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline int32_t qrun_set_reasonf(const char *fmt, ...) {
+	char text[QRUN_MAX_REASON + 4];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	if (n < 0) return QRUN_ERR_INVALID;
+	if ((size_t)n >= sizeof text) n = (int)sizeof text - 1;
+	return qrun_sys_set_reason(text, n);
+}
+
+/* Records reason (see qrun_set_reason) and returns QRUN_DEAD_LETTER:
+ * `return qrun_dead_letter_with("webhook: 404 Not Found");` */
+static inline qrun_verdict qrun_dead_letter_with(const char *reason) {
+	qrun_set_reason(reason);
+	return QRUN_DEAD_LETTER;
+}
+
+/* Records reason (see qrun_set_reason) and returns QRUN_NACK. */
+static inline qrun_verdict qrun_nack_with(const char *reason) {
+	qrun_set_reason(reason);
+	return QRUN_NACK;
+}
 
 /* ---- Outbound HTTP (ABI.md section 4, "Outbound HTTP"). ---- */
 

@@ -25,6 +25,7 @@ type hostAPI interface {
 	setDelay(millis int64) int32
 	extendLease(millis int64) int32
 	now() int64
+	setReason(reason string) int32
 	httpRequest(method, url string, headers, body []byte) int32
 	httpResponseHeaders(buf []byte) int32
 	httpResponseBody(buf []byte) int32
@@ -48,6 +49,7 @@ func (noHost) publish(string, []byte, []byte) int32 { return abi.ErrUnavailable 
 func (noHost) setDelay(int64) int32                 { return abi.ErrNoMessage }
 func (noHost) extendLease(int64) int32              { return abi.ErrNoMessage }
 func (noHost) now() int64                           { return time.Now().UnixNano() }
+func (noHost) setReason(string) int32               { return abi.ErrNoMessage }
 func (noHost) httpRequest(string, string, []byte, []byte) int32 {
 	return abi.ErrNoMessage
 }
@@ -67,6 +69,7 @@ func hostPublish(queue string, body, attrs []byte) int32 {
 func hostSetDelay(millis int64) int32    { return host.setDelay(millis) }
 func hostExtendLease(millis int64) int32 { return host.extendLease(millis) }
 func hostNow() int64                     { return host.now() }
+func hostSetReason(reason string) int32  { return host.setReason(reason) }
 func hostHTTPRequest(method, url string, headers, body []byte) int32 {
 	return host.httpRequest(method, url, headers, body)
 }

@@ -40,6 +40,9 @@ func qrunExtendLease(millis int64) int32
 //go:wasmimport qrun now
 func qrunNow() int64
 
+//go:wasmimport qrun set_reason
+func qrunSetReason(ptr unsafe.Pointer, n int32) int32
+
 //go:wasmimport qrun http_request
 func qrunHTTPRequest(method unsafe.Pointer, methodLen int32, url unsafe.Pointer, urlLen int32, headers unsafe.Pointer, headersLen int32, body unsafe.Pointer, bodyLen int32) int32
 
@@ -91,6 +94,10 @@ func hostSetDelay(millis int64) int32 { return qrunSetDelay(millis) }
 func hostExtendLease(millis int64) int32 { return qrunExtendLease(millis) }
 
 func hostNow() int64 { return qrunNow() }
+
+func hostSetReason(reason string) int32 {
+	return qrunSetReason(strPtr(reason), int32(len(reason)))
+}
 
 func hostHTTPRequest(method, url string, headers, body []byte) int32 {
 	return qrunHTTPRequest(strPtr(method), int32(len(method)), strPtr(url), int32(len(url)),

@@ -369,6 +369,37 @@ func millis(d time.Duration) int64 {
 // Negative durations count as 0. Outside a handler call it does nothing.
 func SetDelay(d time.Duration) { hostSetDelay(millis(d)) }
 
+// MaxReason is the most of a reason, in bytes, that qrun keeps; SetReason
+// cuts a longer one at a UTF-8 boundary.
+const MaxReason = 1024
+
+// SetReason records why the current message is nacked or dead-lettered:
+// with a Nack or DeadLetter verdict the reason is logged with the verdict
+// and becomes the dead letter's reason, as given (what `qrun dlq show`
+// shows). It is ignored for Ack and Requeue. A later call replaces it, ""
+// clears it, and qrun keeps at most MaxReason bytes. It returns ErrInvalid
+// for text that is not UTF-8 and ErrNoMessage outside a handler call.
+func SetReason(reason string) error {
+	if code := hostSetReason(reason); code < 0 {
+		return fmt.Errorf("set reason: %w", codeError(code))
+	}
+	return nil
+}
+
+// DeadLetterWith records reason (see SetReason) and returns DeadLetter:
+//
+//	return qrun.DeadLetterWith("webhook: 404 Not Found")
+func DeadLetterWith(reason string) Verdict {
+	_ = SetReason(reason) // only a reason that is not UTF-8 fails; the verdict stands
+	return DeadLetter
+}
+
+// NackWith records reason (see SetReason) and returns Nack.
+func NackWith(reason string) Verdict {
+	_ = SetReason(reason)
+	return Nack
+}
+
 // ExtendLease extends the current delivery's lease to now + d, a heartbeat
 // for work that may outlast the queue's visibility timeout.
 func ExtendLease(d time.Duration) error {

@@ -24,6 +24,7 @@ type fakeHost struct {
 	logs      []string
 	calls     int
 	delay     int64
+	reason    string
 }
 
 type publishCall struct {
@@ -90,7 +91,8 @@ func (h *fakeHost) publish(q string, body, attrs []byte) int32 {
 	return h.publishRC
 }
 
-func (h *fakeHost) setDelay(ms int64) int32 { h.delay = ms; return 0 }
+func (h *fakeHost) setDelay(ms int64) int32  { h.delay = ms; return 0 }
+func (h *fakeHost) setReason(r string) int32 { h.reason = r; return 0 }
 
 func useHost(t *testing.T, h *fakeHost) {
 	old, oldHandler, oldInit := host, handler, userInit
@@ -201,5 +203,20 @@ func TestSetDelayRoundsUp(t *testing.T) {
 	SetDelay(1500 * time.Microsecond)
 	if h.delay != 2 {
 		t.Fatalf("delay = %d ms, want 2", h.delay)
+	}
+}
+
+func TestReasonHelpers(t *testing.T) {
+	h := &fakeHost{}
+	useHost(t, h)
+	if v := DeadLetterWith("webhook: 404 Not Found"); v != DeadLetter || h.reason != "webhook: 404 Not Found" {
+		t.Fatalf("DeadLetterWith: %v, host has %q", v, h.reason)
+	}
+	if v := NackWith("busy"); v != Nack || h.reason != "busy" {
+		t.Fatalf("NackWith: %v, host has %q", v, h.reason)
+	}
+	host = noHost{} // restored by useHost's cleanup
+	if err := SetReason("x"); !errors.Is(err, ErrNoMessage) {
+		t.Fatalf("SetReason outside a handler: %v, want ErrNoMessage", err)
 	}
 }

@@ -107,6 +107,7 @@ pub const sys = struct {
     pub extern "qrun" fn set_delay(millis: i64) i32;
     pub extern "qrun" fn extend_lease(millis: i64) i32;
     pub extern "qrun" fn now() i64;
+    pub extern "qrun" fn set_reason(reason: ?[*]const u8, len: i32) i32;
     pub extern "qrun" fn http_request(method: ?[*]const u8, method_len: i32, url: ?[*]const u8, url_len: i32, headers: ?[*]const u8, headers_len: i32, body: ?[*]const u8, body_len: i32) i32;
     pub extern "qrun" fn http_response_header(name: ?[*]const u8, name_len: i32, buf: [*]u8, cap: i32) i32;
     pub extern "qrun" fn http_response_headers(buf: [*]u8, cap: i32) i32;
@@ -385,6 +386,34 @@ pub fn retryLater(status: i32) Verdict {
 pub fn setDelay(millis: i64) Error!void {
     const r = sys.set_delay(millis);
     if (r < 0) return codeError(r);
+}
+
+/// The most of a reason, in bytes, that qrun keeps; setReason's text is cut
+/// at a UTF-8 boundary beyond it.
+pub const max_reason = 1024;
+
+/// Records why the current message is nacked or dead-lettered: with a nack
+/// or dead_letter verdict the reason is logged with the verdict and becomes
+/// the dead letter's reason, as given (what `qrun dlq show` shows). Ignored
+/// for ack and requeue; a later call replaces it, "" clears it.
+/// error.Invalid for text that is not UTF-8, error.NoMessage outside a
+/// handler call.
+pub fn setReason(reason: []const u8) Error!void {
+    const r = sys.set_reason(ptr(reason), len32(reason));
+    if (r < 0) return codeError(r);
+}
+
+/// Records reason (see setReason) and returns .dead_letter:
+/// `return qrun.deadLetterWith("webhook: 404 Not Found");`
+pub fn deadLetterWith(reason: []const u8) Verdict {
+    setReason(reason) catch {};
+    return .dead_letter;
+}
+
+/// Records reason (see setReason) and returns .nack.
+pub fn nackWith(reason: []const u8) Verdict {
+    setReason(reason) catch {};
+    return .nack;
 }
 
 /// Extends the current delivery's lease to now + millis (a heartbeat).

@@ -99,6 +99,8 @@ fn handle(m: &Message) -> Verdict {
             }
             Err(_) => Verdict::DeadLetter,
         },
+        "deadreason" => qrun::dead_letter_with(arg),
+        "nackreason" => qrun::nack_with(arg),
         "pub" => {
             let none: &[(&str, &str)] = &[];
             out(match qrun::publish(arg, b"x", none) {

@@ -10,10 +10,12 @@
 //   - A timeout or a failed connection: nacked, retried the same way.
 //   - Any other status (a 4xx, a redirect that was not followed): the
 //     receiver refused this message and will refuse it again, so it is
-//     dead-lettered at once, with the status and the start of the response
-//     in the log line.
-//   - A URL the consumer's http block does not allow: dead-lettered, since
-//     no retry can fix a configuration mistake; fix it and redrive.
+//     dead-lettered at once. The dead letter's reason (qrun dlq show) is
+//     the status and the start of the response, e.g.
+//     `webhook: 404 Not Found: "no such hook"`.
+//   - A URL the consumer's http block does not allow: dead-lettered with
+//     the error as its reason, since no retry can fix a configuration
+//     mistake; fix it and redrive.
 //
 // The consumer's http block adds the idempotency header, so a receiver that
 // honours it drops the duplicate a retry after a lost answer would be.
@@ -52,8 +54,7 @@ func handle(m *qrun.Message) qrun.Verdict {
 	resp, err := qrun.Fetch(&qrun.Request{Method: "POST", URL: url, Header: map[string]string{"Content-Type": ct}, Body: m.Body})
 	switch {
 	case errors.Is(err, qrun.ErrDenied), errors.Is(err, qrun.ErrInvalid):
-		qrun.Errorf("dead-letter: %v", err)
-		return qrun.DeadLetter
+		return qrun.DeadLetterWith("webhook: " + err.Error())
 	case err != nil:
 		qrun.Warnf("retry: %v", err)
 		return qrun.Nack
@@ -63,11 +64,35 @@ func handle(m *qrun.Message) qrun.Verdict {
 		qrun.Warnf("retry: POST %s: %d", url, resp.Status)
 		return qrun.RetryLater(resp)
 	}
-	qrun.Errorf("dead-letter: POST %s: %d %s", url, resp.Status, excerpt(resp.Body))
-	return qrun.DeadLetter
+	return qrun.DeadLetterWith(reason(resp))
 }
 
-// excerpt is the start of a response body for a log line.
+// reason is a refused delivery's dead-letter reason: the status, its text
+// and the start of the response body, if any.
+func reason(resp *qrun.Response) string {
+	r := fmt.Sprintf("webhook: %d", resp.Status)
+	if t := statusText[resp.Status]; t != "" {
+		r += " " + t
+	}
+	if len(resp.Body) > 0 {
+		r += ": " + excerpt(resp.Body)
+	}
+	return r
+}
+
+// statusText names the statuses a webhook is dead-lettered for (net/http's
+// table would add megabytes to the module).
+var statusText = map[int]string{
+	300: "Multiple Choices", 301: "Moved Permanently", 302: "Found", 303: "See Other",
+	304: "Not Modified", 307: "Temporary Redirect", 308: "Permanent Redirect",
+	400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+	404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable", 408: "Request Timeout",
+	409: "Conflict", 410: "Gone", 411: "Length Required", 412: "Precondition Failed",
+	413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+	422: "Unprocessable Entity", 423: "Locked", 426: "Upgrade Required", 451: "Unavailable For Legal Reasons",
+}
+
+// excerpt is the start of a response body, quoted.
 func excerpt(b []byte) string {
 	const max = 200
 	if len(b) > max {

@@ -171,6 +171,7 @@ mod sys {
         pub fn set_delay(millis: i64) -> i32;
         pub fn extend_lease(millis: i64) -> i32;
         pub fn now() -> i64;
+        pub fn set_reason(ptr: *const u8, len: i32) -> i32;
         pub fn http_request(
             method: *const u8,
             method_len: i32,
@@ -220,6 +221,9 @@ mod sys {
         -5
     }
     pub unsafe fn extend_lease(_: i64) -> i32 {
+        -5
+    }
+    pub unsafe fn set_reason(_: *const u8, _: i32) -> i32 {
         -5
     }
     #[allow(clippy::too_many_arguments)]
@@ -447,6 +451,33 @@ fn millis(d: Duration) -> i64 {
 /// Requeue verdict, replacing the retry policy's delay for this delivery.
 pub fn set_delay(d: Duration) -> Result<(), Error> {
     check(unsafe { sys::set_delay(millis(d)) })
+}
+
+/// The most of a reason, in bytes, that qrun keeps; [`set_reason`] cuts a
+/// longer one at a UTF-8 boundary.
+pub const MAX_REASON: usize = 1024;
+
+/// Records why the current message is nacked or dead-lettered: with a
+/// [`Verdict::Nack`] or [`Verdict::DeadLetter`] the reason is logged with the
+/// verdict and becomes the dead letter's reason, as given (what `qrun dlq
+/// show` shows). Ignored for ack and requeue; a later call replaces it, ""
+/// clears it, at most [`MAX_REASON`] bytes are kept. `Error::NoMessage`
+/// outside a handler call.
+pub fn set_reason(reason: &str) -> Result<(), Error> {
+    check(unsafe { sys::set_reason(reason.as_ptr(), reason.len() as i32) })
+}
+
+/// Records `reason` (see [`set_reason`]) and returns [`Verdict::DeadLetter`]:
+/// `return qrun::dead_letter_with("webhook: 404 Not Found");`
+pub fn dead_letter_with(reason: &str) -> Verdict {
+    let _ = set_reason(reason); // a &str is UTF-8: only "no message" can fail
+    Verdict::DeadLetter
+}
+
+/// Records `reason` (see [`set_reason`]) and returns [`Verdict::Nack`].
+pub fn nack_with(reason: &str) -> Verdict {
+    let _ = set_reason(reason);
+    Verdict::Nack
 }
 
 /// Extends the current delivery's lease to now + `d`: a heartbeat for work
@@ -717,6 +748,14 @@ mod tests {
         assert_eq!(enc, b"\x01\0\0\0a\x02\0\0\0xy\0\0\0\0\0\0\0\0");
         let none: &[(&str, &str)] = &[];
         assert!(encode_attrs(none).is_empty());
+    }
+
+    #[test]
+    fn reason_helpers_keep_their_verdict() {
+        // No host off wasm32: the reason is refused, the verdict stands.
+        assert_eq!(set_reason("x"), Err(Error::NoMessage));
+        assert!(matches!(dead_letter_with("gone"), Verdict::DeadLetter));
+        assert!(matches!(nack_with("busy"), Verdict::Nack));
     }
 
     #[test]
