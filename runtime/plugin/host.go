@@ -38,7 +38,8 @@ import (
 const DefaultTimeout = 5 * time.Second
 
 // DefaultMaxCallDepth is how many calls a guest may nest when
-// Spec.MaxCallDepth is zero (ABI.md section 6). Deeper recursion traps, so a
+// Spec.MaxCallDepth is zero (ABI.md section 6; package interrupt says how
+// calls that cannot recurse are counted). Deeper recursion traps, so a
 // guest that recurses without end costs a bounded stack (a few megabytes)
 // and a few milliseconds instead of growing wazero's stack to its 400 MB
 // ceiling.

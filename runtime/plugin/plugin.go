@@ -52,7 +52,8 @@ type Plugin struct {
 	// number costs Handle two atomic adds and no clock reads or timers of
 	// its own. Stopping is free for the calls that are not stopped: the
 	// module was instrumented (package interrupt) to read a stop flag at
-	// every loop header and function entry, and the watchdog sets that
+	// its loop headers and function entries (every 4096 iterations, and
+	// within 64 calls), and the watchdog sets that
 	// flag; wazero's WithCloseOnContextDone, which would start a watcher
 	// goroutine on every call and make its compiler call into Go at every
 	// loop header, stays off.
@@ -324,7 +325,7 @@ func (p *Plugin) unregister(in *Instance) {
 // watchdog stops instances whose guest call overran the timeout. One
 // goroutine per plugin instead of a timer per call keeps Handle free of
 // timer operations. Setting the stop flag makes the guest trap at its next
-// loop header or function entry; cancelling the instance's context returns
+// checked loop header or function entry; cancelling the instance's context returns
 // a host function that blocks (publish, extend_lease, a WASI sleep).
 func (p *Plugin) watchdog() {
 	defer close(p.wdDone)

@@ -30,6 +30,20 @@ type scan struct {
 	// calls is set when the expression calls a function (tail calls
 	// included).
 	calls bool
+	// callees lists the function index of every direct call and
+	// return_call, once per instruction; tails those of return_call.
+	callees, tails []uint32
+	// indirect is set by call_indirect, call_ref and their tail forms;
+	// tailIndirect by return_call_indirect and return_call_ref.
+	indirect, tailIndirect bool
+	// refs lists the functions named by ref.func.
+	refs []uint32
+}
+
+// reset empties s for the next function body.
+func (s *scan) reset() {
+	s.points, s.callees, s.tails, s.refs = s.points[:0], s.callees[:0], s.tails[:0], s.refs[:0]
+	s.catches, s.memory, s.calls, s.indirect, s.tailIndirect = false, false, false, false, false
 }
 
 // expr decodes instructions from r until the end that closes the
@@ -141,31 +155,55 @@ func expr(r *reader, globals uint32, s *scan) error {
 			mark(atExit, at)
 		case op == 0x12, op == 0x15: // return_call f, return_call_ref t
 			mark(atExit, at)
+			idx, err := r.u32()
+			if err != nil {
+				return err
+			}
 			if s != nil {
 				s.calls = true
+				if op == 0x12 {
+					s.callees = append(s.callees, idx)
+					s.tails = append(s.tails, idx)
+				} else {
+					s.indirect, s.tailIndirect = true, true
+				}
 			}
-			if _, err := r.u32(); err != nil {
+		case op == 0xd2: // ref.func f
+			idx, err := r.u32()
+			if err != nil {
 				return err
+			}
+			if s != nil {
+				s.refs = append(s.refs, idx)
+			}
+		case op == 0x10: // call f
+			idx, err := r.u32()
+			if err != nil {
+				return err
+			}
+			if s != nil {
+				s.calls = true
+				s.callees = append(s.callees, idx)
 			}
 		case op == 0x13: // return_call_indirect t table
 			mark(atExit, at)
 			if s != nil {
-				s.calls = true
+				s.calls, s.indirect, s.tailIndirect = true, true, true
 			}
 			if err := u32s(r, 2); err != nil {
 				return err
 			}
-		case op == 0x08, op == 0x09, op == 0x0c, op == 0x0d, op == 0x10, op == 0x14,
+		case op == 0x08, op == 0x09, op == 0x0c, op == 0x0d, op == 0x14,
 			op == 0x20, op == 0x21, op == 0x22, op == 0x25, op == 0x26,
-			op == 0x3f, op == 0x40, op == 0xd2, op == 0xd5, op == 0xd6:
+			op == 0x3f, op == 0x40, op == 0xd5, op == 0xd6:
 			if op == 0x3f || op == 0x40 {
 				usesMemory()
 			}
-			if (op == 0x10 || op == 0x14) && s != nil {
-				s.calls = true
+			if op == 0x14 && s != nil {
+				s.calls, s.indirect = true, true
 			}
-			// throw, rethrow, br, br_if, call, call_ref, local.*, table.get/set,
-			// memory.size/grow, ref.func, br_on_null, br_on_non_null: one index
+			// throw, rethrow, br, br_if, call_ref, local.*, table.get/set,
+			// memory.size/grow, br_on_null, br_on_non_null: one index
 			if _, err := r.u32(); err != nil {
 				return err
 			}
@@ -187,7 +225,7 @@ func expr(r *reader, globals uint32, s *scan) error {
 			}
 		case op == 0x11: // call_indirect type table
 			if s != nil {
-				s.calls = true
+				s.calls, s.indirect = true, true
 			}
 			if err := u32s(r, 2); err != nil {
 				return err

@@ -16,18 +16,22 @@
 //   - fuel (FuelExport): loop iterations and calls left before the guest
 //     next yields to Go and reads stop.
 //
-// Every function body that loops or calls becomes
+// Every function body that needs an entry check (below: one that can take
+// part in recursion, calls indirectly, catches, or calls too much) becomes
 //
-//	if depth == 0 { unreachable }
-//	depth -= 1
+//	if depth < weight { depth = 0; unreachable }
+//	depth -= weight
 //	<fuel check>
 //	block (result <the function's results>)
 //	  <the original body, with a loop check after every loop header>
 //	end
-//	depth += 1
+//	depth += weight
 //
 // and `return`, `return_call`, `return_call_indirect` and `return_call_ref`
-// are preceded by `depth += 1`. A branch to the function's own label becomes
+// are preceded by `depth += weight`. The weight is 1 plus the frames the
+// function can stack above itself without an entry check (below); the
+// trap leaves depth at 0, which is how the host tells a depth trap from
+// others. A branch to the function's own label becomes
 // a branch to the added block, which has the same result types, so it too
 // passes the exit. The fuel check (at entry) and the loop check are
 //
@@ -55,16 +59,17 @@
 // iterations and every FuelPeriod calls bounds how long the guest holds up
 // the collector (TestSpinningGuestLetsGCRun hangs without it).
 //
-// To stop a call the host sets stop and then fuel to 0: the next call takes
-// the slow path and traps, leaving fuel at or below zero, so every later
-// call of the instance traps too; a loop reads stop within LoopPeriod
-// iterations. The guest's own decrement can overwrite the host's store of
+// To stop a call the host sets stop and then fuel to 0: the next checked
+// call takes the slow path and traps, leaving fuel at or below zero, so
+// every later checked call of the instance traps too; a loop reads stop
+// within LoopPeriod iterations. Between two checks a guest makes at most
+// MaxUncheckedCalls calls and no loop iteration. The guest's own decrement can overwrite the host's store of
 // fuel if the two interleave; the stop is then seen at most FuelPeriod calls
 // later, and the host's watchdog stores fuel again on each of its ticks.
 //
-// Each loop iteration and each call therefore passes a check, and a chain of
-// calls deeper than the bound traps instead of growing wazero's stack
-// towards its 400 MB ceiling. wazero's compiler loads a mutable global from
+// Each loop iteration and every MaxUncheckedCalls-th call at the latest
+// therefore passes a check, and a chain of calls deeper than the bound
+// traps instead of growing wazero's stack towards its 400 MB ceiling. wazero's compiler loads a mutable global from
 // the instance at each global.get that follows a control-flow merge (a loop
 // header is one) and does not hoist loads out of loops, so a store by another
 // goroutine is seen; TestTightLoopIsStopped in package plugin fails if a
@@ -74,6 +79,39 @@
 // in time bounded by its size, and its frame is at most one beyond the depth
 // bound. Small leaves are what call-heavy code calls most.
 //
+// Most other functions need no entry check either: only recursion makes the
+// call depth unbounded, and only recursion or a loop makes the work between
+// two checks unbounded. The pass reads every function's direct calls
+// (call, return_call) into a call graph and gives a function an entry check
+// when it
+//
+//   - lies on a cycle of the graph (a strongly connected component of more
+//     than one function, or one calling itself): it can recurse;
+//   - calls indirectly (call_indirect, call_ref and their tail forms): its
+//     callee is unknown, so it may be on a cycle the graph cannot show;
+//   - contains try, catch, catch_all or try_table (it must restore depth,
+//     below);
+//   - calls a defined function and either is the target of a return_call
+//     (or the module contains any return_call_indirect or return_call_ref):
+//     its frame replaces its caller's, whose count was given back; or a
+//     table can hold it (an element segment or a ref.func names it): an
+//     indirect call could start it from anywhere;
+//   - would otherwise make more than MaxUncheckedCalls calls before a check:
+//     each call site counts 1 plus the count of an unchecked callee (a
+//     checked callee counts only its own call), wherever the site is. A
+//     graph without cycles can still make exponentially many calls (f0
+//     calling f1 twice, f1 calling f2 twice, ...), so the count is what
+//     bounds the work, not the absence of recursion.
+//
+// Every other function that loops keeps its loop checks and nothing else.
+//
+// The weight of a checked function counts the unchecked frames it can
+// stack: 1 for itself plus, over its unchecked direct callees, the largest
+// height, where a function calling no defined function has height 0 (it
+// is the frame allowed beyond the bound, like a leaf) and any other
+// unchecked function 1 plus the largest height of its unchecked callees.
+// Heights are at most MaxUncheckedCalls. An indirect call adds nothing: an
+// unchecked function a table can hold has height 0.
 // Exceptions unwind frames without passing their exits, which would leave
 // depth too low. In a function that can catch (it contains try, catch,
 // catch_all or try_table), the value of depth after the entry decrement is
@@ -103,6 +141,24 @@
 // custom sections
 // (names, debug information) are kept byte for byte.
 //
+// Stack and time stay bounded with unchecked functions. Depth: take any
+// stack of wasm frames. An unchecked function calls only directly (else it
+// would be checked) and is on no cycle, so a run of consecutive unchecked
+// frames is a path in the acyclic part of the call graph. A run that ends
+// below a checked frame C, or on top, was entered from the checked frame
+// below it by a call (not a tail call: an unchecked target of a tail call
+// calls no defined function and is the top frame), so it is a chain of
+// that frame's unchecked callees, and its frames but the top one are
+// counted in that frame's weight (entered by an indirect call, the run is
+// a single top frame). The only uncounted frames are the run at
+// the bottom, entered from the host (at most MaxUncheckedCalls + 1), and
+// one on top: a stack never exceeds the depth bound by more than
+// MaxUncheckedCalls + 2 frames. Time: every loop back edge passes a loop
+// check, so between two checks the guest runs a path without back edges
+// through unchecked functions, which makes at most MaxUncheckedCalls calls,
+// each into a body of bounded size. Exceptions: only checked frames change
+// depth, and a function that catches is checked and restores its own.
+//
 // Instrument decodes every instruction wazero 1.12 accepts, with wazero's own
 // reading of each encoding (a SIMD or atomic opcode is one byte, as wazero
 // reads it). A byte it cannot decode makes it refuse the module with an
@@ -118,7 +174,7 @@ import (
 // Version identifies the pass's output. It is written into every
 // instrumented module (custom section VersionSection), so compiled code cached
 // under the module's hash is never reused across versions of the pass.
-const Version = 1
+const Version = 2
 
 // ReservedPrefix starts every export name the pass adds; a module that
 // exports such a name itself is refused.

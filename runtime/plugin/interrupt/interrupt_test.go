@@ -195,15 +195,17 @@ func TestBehaviourUnchanged(t *testing.T) {
 	}
 }
 
-// TestStopFlag: with stop set, a loop traps at its next iteration, a call
-// traps at entry, and clearing the flag lets the instance run again.
+// TestStopFlag: with stop set, a loop traps within LoopPeriod iterations
+// (sum, which calls nothing and so has no entry check, runs longer than
+// that), a recursive call traps at entry, and clearing the flag lets the
+// instance run again.
 func TestStopFlag(t *testing.T) {
 	rt := newRuntime(t)
 	inst := instantiate(t, rt, mustInstrument(t, readTestdata(t, "shapes")))
 	stop := global(t, inst, StopExport)
 	stopNow(t, inst)
 	for _, fn := range []string{"sum", "fib"} {
-		if _, err := call(t, inst, fn, 10); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		if _, err := call(t, inst, fn, 10*LoopPeriod); err == nil || !strings.Contains(err.Error(), "unreachable") {
 			t.Fatalf("%s with stop set: %v, want a trap", fn, err)
 		}
 	}

@@ -68,17 +68,38 @@ type module struct {
 	activeData    bool     // an active data segment, which needs a memory
 	hasStart      bool
 	start         uint32
+	// refs lists the functions an element segment or a constant
+	// expression names: those a table can hold.
+	refs []uint32
+	cs   scan // scratch for constant expressions
+
+	count counting // test hook: see counting
+}
+
+// counting is a test hook that turns the pass into a counter: fuel,
+// started high enough never to run out, then counts what it names.
+type counting struct {
+	// calls instruments leaf functions too, so fuel counts every call.
+	calls bool
+	// loops makes a loop header spend fuel as a function entry does, so
+	// fuel counts loop iterations too.
+	loops bool
+	// entries gives every function that loops or calls its entry check,
+	// as version 1 of the pass did (for BenchmarkDelivery's comparison).
+	entries bool
 }
 
 // Instrument returns wasm with the stop and depth checks described in the
 // package documentation. It refuses (with an *UnsupportedError, a
 // *ReservedError or an error wrapping ErrMalformed) a module it cannot
 // decode completely or that uses what the pass reserves.
-func Instrument(wasm []byte) ([]byte, error) {
+func Instrument(wasm []byte) ([]byte, error) { return instrument(wasm, counting{}) }
+
+func instrument(wasm []byte, count counting) ([]byte, error) {
 	if len(wasm) < 8 || !bytes.Equal(wasm[:4], []byte("\x00asm")) || !bytes.Equal(wasm[4:8], []byte{1, 0, 0, 0}) {
 		return nil, fmt.Errorf("%w: not a WebAssembly 1.0 binary", ErrMalformed)
 	}
-	m := &module{blockTypes: make(map[string][]byte)}
+	m := &module{blockTypes: make(map[string][]byte), count: count}
 	r := &reader{b: wasm, pos: 8}
 	last := 0
 	for !r.done() {
@@ -243,7 +264,7 @@ func (m *module) read(s *section) error {
 			if err := r.skip(1); err != nil {
 				return err
 			}
-			if err := expr(&r, total, nil); err != nil {
+			if err := m.constExprIn(&r, total); err != nil {
 				return err
 			}
 		}
@@ -333,7 +354,16 @@ func valTypes(r *reader) (uint32, error) {
 	return n, nil
 }
 
-func (m *module) constExpr(r *reader) error { return expr(r, m.globals, nil) }
+func (m *module) constExpr(r *reader) error { return m.constExprIn(r, m.globals) }
+
+// constExprIn reads a constant expression that may name globals below
+// globals, noting the functions it names.
+func (m *module) constExprIn(r *reader, globals uint32) error {
+	m.cs.reset()
+	err := expr(r, globals, &m.cs)
+	m.refs = append(m.refs, m.cs.refs...)
+	return err
+}
 
 // element reads one element segment (all eight encodings).
 func (m *module) element(r *reader) error {
@@ -372,7 +402,9 @@ func (m *module) element(r *reader) error {
 		if flags&4 != 0 {
 			err = m.constExpr(r)
 		} else {
-			_, err = r.u32()
+			var f uint32
+			f, err = r.u32()
+			m.refs = append(m.refs, f)
 		}
 		if err != nil {
 			return err

@@ -18,6 +18,7 @@ const (
 	opI32Add      = 0x6a
 	opI32Sub      = 0x6b
 	opI32LeS      = 0x4c
+	opI32LtU      = 0x49
 	opMemoryGrow  = 0x40
 	opDrop        = 0x1a
 	blockEmpty    = 0x40
@@ -30,6 +31,7 @@ type writer struct {
 	out               []byte
 	body              []byte // scratch for one function
 	sc                scan
+	plan              []funcPlan // per defined function
 }
 
 func (m *module) write(size int) ([]byte, error) {
@@ -227,8 +229,10 @@ func (w *writer) code(s *section) ([]byte, error) {
 	if int(n) != len(w.m.funcTypes) {
 		return nil, r.errf("code section has %d bodies for %d functions", n, len(w.m.funcTypes))
 	}
-	out := make([]byte, 0, len(r.b)+len(r.b)/4)
-	out = appendU32(out, n)
+	// Two passes: the first learns every body's calls and loops, for the
+	// plan (callgraph.go); the second rewrites.
+	bodies := make([]reader, n)
+	infos := make([]funcInfo, n)
 	for i := uint32(0); i < n; i++ {
 		size, err := r.u32()
 		if err != nil {
@@ -238,64 +242,105 @@ func (w *writer) code(s *section) ([]byte, error) {
 		if err := r.skip(int(size)); err != nil {
 			return nil, err
 		}
-		body := &reader{b: r.b[start:r.pos], base: r.base + start}
-		if err := w.function(body, w.m.funcTypes[i]); err != nil {
+		bodies[i] = reader{b: r.b[start:r.pos], base: r.base + start}
+		body := bodies[i]
+		if _, err := w.scanBody(&body, w.m.funcTypes[i]); err != nil {
+			return nil, err
+		}
+		for _, c := range w.sc.callees {
+			if uint64(c) >= uint64(w.m.importedFuncs)+uint64(n) {
+				return nil, body.errf("call to function %d, past the module's %d functions", c, uint64(w.m.importedFuncs)+uint64(n))
+			}
+		}
+		w.m.refs = append(w.m.refs, w.sc.refs...)
+		infos[i] = funcInfo{
+			loops: w.sc.loops(), catches: w.sc.catches, calls: w.sc.calls,
+			callees: append([]uint32(nil), w.sc.callees...), tails: append([]uint32(nil), w.sc.tails...),
+			indirect: w.sc.indirect, tailIndirect: w.sc.tailIndirect,
+		}
+	}
+	if !r.done() {
+		return nil, r.errf("trailing bytes in the code section")
+	}
+	w.plan = plan(infos, w.m.importedFuncs, w.m.refs, w.m.count.calls, w.m.count.entries)
+	out := make([]byte, 0, len(r.b)+len(r.b)/4)
+	out = appendU32(out, n)
+	for i := range bodies {
+		if err := w.function(&bodies[i], w.m.funcTypes[i], w.plan[i]); err != nil {
 			return nil, err
 		}
 		out = appendU32(out, uint32(len(w.body)))
 		out = append(out, w.body...)
 	}
-	if !r.done() {
-		return nil, r.errf("trailing bytes in the code section")
-	}
 	return out, nil
 }
 
-// function rewrites one body into w.body.
-func (w *writer) function(r *reader, typeIdx uint32) error {
+// bodyHeader is where a function body's local declarations end.
+type bodyHeader struct {
+	groups               uint32
+	groupsEnd, localsEnd int
+	locals               uint64
+}
+
+// scanBody reads one body's locals and decodes its expression into w.sc.
+func (w *writer) scanBody(r *reader, typeIdx uint32) (bodyHeader, error) {
+	var h bodyHeader
 	if int(typeIdx) >= len(w.m.types) {
-		return r.errf("function type %d out of range", typeIdx)
+		return h, r.errf("function type %d out of range", typeIdx)
 	}
 	ft := &w.m.types[typeIdx]
-	groups, err := r.u32()
-	if err != nil {
-		return err
+	var err error
+	if h.groups, err = r.u32(); err != nil {
+		return h, err
 	}
-	groupsEnd := r.pos
-	locals := uint64(ft.params)
-	for g := uint32(0); g < groups; g++ {
+	h.groupsEnd = r.pos
+	h.locals = uint64(ft.params)
+	for g := uint32(0); g < h.groups; g++ {
 		c, err := r.u32()
 		if err != nil {
-			return err
+			return h, err
 		}
-		locals += uint64(c)
+		h.locals += uint64(c)
 		if err := r.valType(); err != nil {
-			return err
+			return h, err
 		}
 	}
-	localsEnd := r.pos
-	w.sc.points = w.sc.points[:0]
-	w.sc.catches, w.sc.memory, w.sc.calls = false, false, false
+	h.localsEnd = r.pos
+	w.sc.reset()
 	if err := expr(r, w.m.globals, &w.sc); err != nil {
-		return err
+		return h, err
 	}
 	if w.sc.memory && w.m.memories == 0 {
 		// The memory the pass adds would make this module valid.
-		return r.errf("memory instruction in a module without memory")
+		return h, r.errf("memory instruction in a module without memory")
 	}
 	if !r.done() {
-		return r.errf("bytes after the end of a function body")
+		return h, r.errf("bytes after the end of a function body")
 	}
-	exprStart := localsEnd
-	catches := w.sc.catches
-	loops := false
-	for _, p := range w.sc.points {
+	return h, nil
+}
+
+// loops reports whether the scanned expression has a loop.
+func (s *scan) loops() bool {
+	for _, p := range s.points {
 		if p.kind == atLoop {
-			loops = true
-			break
+			return true
 		}
 	}
-	if !loops && !w.sc.calls {
+	return false
+}
+
+// function rewrites one body into w.body, as fp says.
+func (w *writer) function(r *reader, typeIdx uint32, fp funcPlan) error {
+	h, err := w.scanBody(r, typeIdx)
+	if err != nil {
+		return err
+	}
+	ft := &w.m.types[typeIdx]
+	groups, groupsEnd, localsEnd, locals := h.groups, h.groupsEnd, h.localsEnd, h.locals
+	exprStart := localsEnd
+	loops := w.sc.loops()
+	if fp.kind == kindLeaf {
 		// A leaf: no loop, no call, so it runs in time bounded by its size
 		// and adds one frame at most beyond the depth bound. It is kept as
 		// it is, which spares the small helpers that call-heavy code calls
@@ -303,6 +348,8 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 		w.body = append(w.body[:0], r.b...)
 		return nil
 	}
+	checked := fp.kind == kindChecked
+	catches := w.sc.catches && checked // an unchecked function never catches
 	// Added i32 locals, after all others: the loop counter when the
 	// function loops, the saved depth when it catches.
 	var added uint32
@@ -327,15 +374,30 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 	} else {
 		b = append(b, r.b[:localsEnd]...)
 	}
-	// Entry: trap when out of depth, take one level, spend fuel.
-	b = append(b, opGlobalGet)
-	b = append(b, w.depth...)
-	b = append(b, opI32Eqz, opIf, blockEmpty, opUnreachable, opEnd)
-	b = append(b, opGlobalGet)
-	b = append(b, w.depth...)
-	b = append(b, opI32Const, 0x01, opI32Sub, opGlobalSet)
-	b = append(b, w.depth...)
-	b = w.fuelCheck(b)
+	weight := appendS64(nil, int64(fp.weight))
+	if checked {
+		// Entry: trap when out of depth, take weight levels, spend fuel.
+		b = append(b, opGlobalGet)
+		b = append(b, w.depth...)
+		if fp.weight == 1 {
+			b = append(b, opI32Eqz, opIf, blockEmpty, opUnreachable, opEnd)
+		} else {
+			// Fewer levels left than the weight: trap, leaving depth at
+			// 0, which is how the host tells a depth trap.
+			b = append(b, opI32Const)
+			b = append(b, weight...)
+			b = append(b, opI32LtU, opIf, blockEmpty, opI32Const, 0x00, opGlobalSet)
+			b = append(b, w.depth...)
+			b = append(b, opUnreachable, opEnd)
+		}
+		b = append(b, opGlobalGet)
+		b = append(b, w.depth...)
+		b = append(b, opI32Const)
+		b = append(b, weight...)
+		b = append(b, opI32Sub, opGlobalSet)
+		b = append(b, w.depth...)
+		b = w.fuelCheck(b)
+	}
 	if loops {
 		b = append(b, opI32Const)
 		b = appendS64(b, LoopPeriod)
@@ -348,6 +410,22 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 		b = append(b, opLocalSet)
 		b = append(b, saved...)
 	}
+	if !checked {
+		// No entry check, so no exit: only the loops are checked.
+		src := r.b[exprStart:]
+		prev := 0
+		for _, p := range w.sc.points {
+			if p.kind == atLoop {
+				off := int(p.off)
+				b = append(b, src[prev:off]...)
+				b = w.loopCheck(b, counter)
+				prev = off
+			}
+		}
+		b = append(b, src[prev:w.sc.end]...)
+		w.body = append(b, opEnd)
+		return nil
+	}
 	b = append(b, opBlock)
 	b = append(b, w.m.blockType(ft)...)
 
@@ -359,7 +437,9 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 			b = append(b, opGlobalGet)
 			b = append(b, w.depth...)
 		}
-		b = append(b, opI32Const, 0x01, opI32Add, opGlobalSet)
+		b = append(b, opI32Const)
+		b = append(b, weight...)
+		b = append(b, opI32Add, opGlobalSet)
 		return append(b, w.depth...)
 	}
 	restore := func(b []byte) []byte {
@@ -409,6 +489,9 @@ func (w *writer) function(r *reader, typeIdx uint32) error {
 //	    counter = LoopPeriod
 //	}
 func (w *writer) loopCheck(b, counter []byte) []byte {
+	if w.m.count.loops {
+		b = w.fuelCheck(b)
+	}
 	b = append(b, opLocalGet)
 	b = append(b, counter...)
 	b = append(b, opI32Const, 0x01, opI32Sub, opLocalTee)
