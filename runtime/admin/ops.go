@@ -91,6 +91,9 @@ type ConsumerCounts struct {
 	Released       int64 `json:"released"`
 	InstanceErrors int64 `json:"instance_errors"`
 	EngineErrors   int64 `json:"engine_errors"`
+	// CrashPauses counts the pauses of workers whose plugin broke its
+	// instance on several deliveries in a row.
+	CrashPauses int64 `json:"crash_pauses"`
 }
 
 // ErrorRecord is one of a consumer's recent failures.

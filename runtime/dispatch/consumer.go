@@ -76,7 +76,22 @@ type Config struct {
 	// RecordLatency keeps a histogram of handler call durations (Latency),
 	// for metrics. It costs two uncontended atomic adds per delivery.
 	RecordLatency bool
+	// CrashPause is the first pause of a worker whose instance broke
+	// CrashLoopAfter deliveries in a row (see worker.crashLoop); zero means
+	// DefaultCrashPause.
+	CrashPause time.Duration
 }
+
+// CrashLoopAfter is how many deliveries in a row must break their instance
+// (trap, timeout, bad verdict) before a worker pauses between them.
+const CrashLoopAfter = 3
+
+// DefaultCrashPause is the first pause of a crash-looping worker; each
+// further broken instance doubles it, up to MaxCrashPause.
+const DefaultCrashPause = 10 * time.Millisecond
+
+// MaxCrashPause bounds a crash-looping worker's pause.
+const MaxCrashPause = time.Second
 
 // Stats are a consumer's counters since it started.
 type Stats struct {
@@ -89,6 +104,9 @@ type Stats struct {
 	BadVerdicts  int64 `json:"bad_verdicts"`
 	LeaseLost    int64 `json:"lease_lost"`
 	Released     int64 `json:"released"`
+	// CrashPauses counts the pauses of workers whose instances kept
+	// breaking (Config.CrashPause).
+	CrashPauses int64 `json:"crash_pauses"`
 	// InstanceErrors counts plugin instances that failed to start.
 	InstanceErrors int64 `json:"instance_errors"`
 	// EngineErrors counts failed receives and verdicts the engine did not take.
@@ -103,7 +121,7 @@ type counters struct {
 	acked, nacked, requeued, deadLettered      atomic.Int64
 	traps, timeouts, badVerdicts, leaseLost    atomic.Int64
 	released, instances, inFlight, instanceErr atomic.Int64
-	engineErr                                  atomic.Int64
+	engineErr, crashPauses                     atomic.Int64
 	_                                          [64]byte // keep the next worker's counters off this line
 }
 
@@ -214,6 +232,7 @@ func (c *Consumer) Stats() Stats {
 		s.BadVerdicts += n.badVerdicts.Load()
 		s.LeaseLost += n.leaseLost.Load()
 		s.Released += n.released.Load()
+		s.CrashPauses += n.crashPauses.Load()
 		s.InstanceErrors += n.instanceErr.Load()
 		s.EngineErrors += n.engineErr.Load()
 		s.Instances += n.instances.Load()
@@ -308,6 +327,8 @@ type worker struct {
 	// the receive buffer.
 	gs      engines.GroupSettler
 	pending []outcome
+	// crashes counts the deliveries in a row that broke the instance.
+	crashes int
 	_       [64]byte // keep whatever is allocated next off the last line
 }
 
@@ -381,6 +402,10 @@ func (w *worker) handleBatch(ctx context.Context, ds []engines.Delivery) bool {
 		// per-message isolation), or a plugin swap may have replaced its
 		// version; one that cannot be replaced hands the rest of the
 		// batch back rather than fail messages for it.
+		if w.crashes >= CrashLoopAfter && !w.crashLoop(ctx) {
+			w.release(ds[i:]...)
+			return false
+		}
 		if !w.ready(ctx) {
 			w.release(ds[i:]...)
 			w.wait(ctx)
@@ -440,6 +465,33 @@ func (w *worker) wait(ctx context.Context) {
 	select {
 	case <-t.C:
 	case <-ctx.Done():
+	}
+}
+
+// crashLoop pauses a worker whose last CrashLoopAfter or more deliveries
+// each broke its instance, before it makes the next instance. A plugin that
+// traps, times out or overflows its stack on every message otherwise
+// replaces its instance as fast as the queue's retry policy lets messages
+// come back (with a 1 ms retry, thousands of times a second), and that CPU
+// is taken from every other consumer. The pause doubles with each further
+// broken instance, from Config.CrashPause to MaxCrashPause, and ends for
+// good at the first delivery that leaves its instance whole. The worker
+// keeps its batch meanwhile (renew extends the leases if the pause made
+// them short). It reports false if ctx ended during the pause.
+func (w *worker) crashLoop(ctx context.Context) bool {
+	c := w.c
+	d := cmp.Or(c.cfg.CrashPause, DefaultCrashPause) << min(w.crashes-CrashLoopAfter, 16)
+	d = min(d, MaxCrashPause)
+	w.n.crashPauses.Add(1)
+	c.log.Warn("plugin keeps breaking its instance: pausing this worker",
+		zap.Int("broken_in_a_row", w.crashes), zap.Duration("pause", d))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -519,6 +571,11 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 		default:
 			w.n.traps.Add(1)
 		}
+	}
+	if w.inst.Broken() {
+		w.crashes++
+	} else {
+		w.crashes = 0
 	}
 	if w.inst.Broken() || c.cfg.PerMessage {
 		w.dropInstance()

@@ -127,3 +127,42 @@ func TestInstanceRecoveredIsLogged(t *testing.T) {
 		t.Fatalf("recovered lines %v, want one with failures=2", lines)
 	}
 }
+
+// TestCrashLoopPauses: a plugin that breaks its instance on every message
+// makes its worker pause after CrashLoopAfter broken instances in a row,
+// handing back what it holds, instead of replacing instances as fast as the
+// retry policy returns messages; the first healthy delivery ends it.
+func TestCrashLoopPauses(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zapcore.WarnLevel)
+	fx := newFixture(t, byBody, func(c *dispatch.Config) {
+		c.Logger = zap.New(core)
+		c.Concurrency = 1
+		c.CrashPause = time.Millisecond
+		c.Retry = dispatch.RetryPolicy{} // failed messages come back at once
+	})
+	fx.c.Start()
+	fx.send(t, "trap", "trap", "trap", "trap")
+	// Every message still reaches the dead-letter queue after its
+	// attempts: the pauses cost none of them a failure.
+	for range 4 {
+		if d := receiveOne(t, fx.dlq); string(d.Body) != "trap" {
+			t.Fatalf("dead letter %q, want a trap", d.Body)
+		}
+	}
+	fx.send(t, "ack")
+	for s := fx.next(t); s.verdict != engines.Ack; s = fx.next(t) {
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := fx.c.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := fx.c.Stats()
+	if st.CrashPauses < 1 || st.Traps != 12 {
+		t.Fatalf("stats %+v: want at least one crash pause and 12 traps", st)
+	}
+	if n := logs.FilterMessage("plugin keeps breaking its instance: pausing this worker").Len(); n < 1 {
+		t.Fatalf("%d crash-loop lines, want at least one", n)
+	}
+}

@@ -21,6 +21,7 @@ type collector struct {
 	// Consumers, labelled consumer and queue.
 	cDeliveries, cTraps, cTimeouts, cBadVerdicts      *prometheus.Desc
 	cLeaseLost, cReleased, cInstanceErrs, cEngineErrs *prometheus.Desc
+	cCrashPauses                                      *prometheus.Desc
 	cInFlight, cInstances, cConcurrency, cPaused      *prometheus.Desc
 	cLatency, cInfo, cReloads, cLogDropped            *prometheus.Desc
 	// Outbound HTTP, labelled consumer and queue.
@@ -56,6 +57,7 @@ func newCollector(src Source, m *Metrics) *collector {
 		cReleased:     c("released_total", "Leased deliveries handed back unhandled (shutdown, pause)."),
 		cInstanceErrs: c("instance_errors_total", "Plugin instances that failed to start."),
 		cEngineErrs:   c("engine_errors_total", "Receives and verdicts the engine failed."),
+		cCrashPauses:  c("crash_pauses_total", "Pauses of workers whose plugin broke its instance on several deliveries in a row."),
 		cInFlight:     c("in_flight", "Deliveries being handled now."),
 		cInstances:    c("instances", "Live plugin instances (the instance pool)."),
 		cConcurrency:  c("concurrency", "Configured workers."),
@@ -78,7 +80,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.qDepth, c.qReady, c.qDelayed, c.qInFlight, c.qEnqueued, c.qAcked, c.qNacked, c.qLeaseExpired,
 		c.qDeadLettered, c.qExpired, c.qDuplicates,
 		c.cDeliveries, c.cTraps, c.cTimeouts, c.cBadVerdicts, c.cLeaseLost, c.cReleased, c.cInstanceErrs,
-		c.cEngineErrs, c.cInFlight, c.cInstances, c.cConcurrency, c.cPaused, c.cLatency, c.cInfo, c.cReloads,
+		c.cEngineErrs, c.cCrashPauses, c.cInFlight, c.cInstances, c.cConcurrency, c.cPaused, c.cLatency, c.cInfo, c.cReloads,
 		c.cLogDropped, c.hRequests, c.hDenied, c.hOverBudget, c.hLatency,
 	} {
 		ch <- d
@@ -130,6 +132,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.cReleased, s.Released, l...)
 		counter(c.cInstanceErrs, s.InstanceErrors, l...)
 		counter(c.cEngineErrs, s.EngineErrors, l...)
+		counter(c.cCrashPauses, s.CrashPauses, l...)
 		gauge(c.cInFlight, float64(s.InFlight), l...)
 		gauge(c.cInstances, float64(s.Instances), l...)
 		gauge(c.cConcurrency, float64(cs.Concurrency), l...)

@@ -148,6 +148,7 @@ func consumerInfo(v consumerView) admin.ConsumerInfo {
 			Acked: st.Acked, Nacked: st.Nacked, Requeued: st.Requeued, DeadLettered: st.DeadLettered,
 			Traps: st.Traps, Timeouts: st.Timeouts, BadVerdicts: st.BadVerdicts, LeaseLost: st.LeaseLost,
 			Released: st.Released, InstanceErrors: st.InstanceErrors, EngineErrors: st.EngineErrors,
+			CrashPauses: st.CrashPauses,
 		},
 		RecentErrors: []admin.ErrorRecord{},
 	}
