@@ -142,6 +142,36 @@ func waitReady(t *testing.T, c *admin.Client) {
 	})
 }
 
+// qrunServer is a qrun started by startQrun: its config file, admin
+// address, process and admin client.
+type qrunServer struct {
+	cfg, addr string
+	p         *liveProc
+	c         *admin.Client
+}
+
+// startQrun writes a config whose runtime block listens for the admin API on
+// a free loopback port and keeps its data in a temp dir, with the lines of
+// runtime, then body, after it; starts qrun on it and waits until it is
+// ready. With token set the API requires it.
+func startQrun(t *testing.T, token, runtime, body string) qrunServer {
+	t.Helper()
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cfg := filepath.Join(dir, "qrun.hcl")
+	if token != "" {
+		runtime += fmt.Sprintf("\n  admin_token = %q", token)
+	}
+	src := fmt.Sprintf("runtime {\n  admin_listen = %q\n  data_dir = %q\n  %s\n}\n%s", addr, filepath.Join(dir, "data"), runtime, body)
+	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := runQrun(t, cfg)
+	c := &admin.Client{BaseURL: "http://" + addr, Token: token}
+	waitReady(t, c)
+	return qrunServer{cfg: cfg, addr: addr, p: p, c: c}
+}
+
 // waitFor polls cond every 20ms until it holds or the deadline passes; the
 // runtime has no event to subscribe to from outside the process.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {

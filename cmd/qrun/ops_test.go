@@ -136,15 +136,7 @@ func TestBenchRefusesBadUsage(t *testing.T) {
 // against a running qrun whose handler dead-letters everything.
 func TestOperatorCommands(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	cfg := filepath.Join(dir, "qrun.hcl")
-	src := fmt.Sprintf(`
-runtime {
-  admin_listen = %q
-  admin_token  = "s3cret"
-  data_dir     = %q
-}
+	srv := startQrun(t, "s3cret", "", fmt.Sprintf(`
 engine "m" { type = "memory" }
 queue "jobs" {
   engine      = "m"
@@ -155,17 +147,9 @@ consumer "worker" {
   queue  = "jobs"
   plugin = %q
 }
-`, addr, filepath.Join(dir, "data"), repoPath(t, "runtime/plugin/testdata/deadletter.wasm"))
-	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runQrun(t, cfg)
-	c := &admin.Client{BaseURL: "http://" + addr, Token: "s3cret"}
+`, repoPath(t, "runtime/plugin/testdata/deadletter.wasm")))
+	cfg, addr, c := srv.cfg, srv.addr, srv.c
 	ctx := context.Background()
-	waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {
-		err := c.Ready(ctx)
-		return err == nil, fmt.Sprint(err)
-	})
 	resp, err := c.Send(ctx, "jobs", admin.SendRequest{Messages: []admin.SendMessage{{Body: "one"}, {Body: "two"}, {Body: "three"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -245,14 +229,7 @@ consumer "worker" {
 // reason <text>) is what `qrun dlq show` prints, end to end.
 func TestDLQShowsTheHandlersReason(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	cfg := filepath.Join(dir, "qrun.hcl")
-	src := fmt.Sprintf(`
-runtime {
-  admin_listen = %q
-  data_dir     = %q
-}
+	srv := startQrun(t, "", "", fmt.Sprintf(`
 engine "m" { type = "memory" }
 queue "hooks" {
   engine      = "m"
@@ -263,17 +240,9 @@ consumer "deliver" {
   queue  = "hooks"
   plugin = %q
 }
-`, addr, filepath.Join(dir, "data"), repoPath(t, "runtime/plugin/testdata/reason.wasm"))
-	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runQrun(t, cfg)
-	c := &admin.Client{BaseURL: "http://" + addr}
+`, repoPath(t, "runtime/plugin/testdata/reason.wasm")))
+	cfg, c := srv.cfg, srv.c
 	ctx := context.Background()
-	waitFor(t, "qrun to be ready", 60*time.Second, func() (bool, string) {
-		err := c.Ready(ctx)
-		return err == nil, fmt.Sprint(err)
-	})
 	if _, err := c.Send(ctx, "hooks", admin.SendRequest{Messages: []admin.SendMessage{{Body: "3swebhook: 404 Not Found"}}}); err != nil {
 		t.Fatal(err)
 	}

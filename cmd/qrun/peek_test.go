@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,15 +16,7 @@ import (
 // shows a message in flight only with --in-flight.
 func TestPeekCommand(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	cfg := filepath.Join(dir, "qrun.hcl")
-	src := fmt.Sprintf(`
-runtime {
-  admin_listen  = %q
-  data_dir      = %q
-  drain_timeout = "1s"
-}
+	srv := startQrun(t, "", `drain_timeout = "1s"`, fmt.Sprintf(`
 engine "m" { type = "memory" }
 queue "big" { engine = "m" }
 queue "busy" {
@@ -40,14 +30,9 @@ consumer "stuck" {
   batch       = 1
   timeout     = "1m"
 }
-`, addr, filepath.Join(dir, "data"), repoPath(t, "runtime/plugin/testdata/log_loop.wasm"))
-	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runQrun(t, cfg)
-	c := &admin.Client{BaseURL: "http://" + addr}
+`, repoPath(t, "runtime/plugin/testdata/log_loop.wasm")))
+	addr, c := srv.addr, srv.c
 	ctx := context.Background()
-	waitReady(t, c)
 
 	const n = admin.MaxPeekLimit*2 + 345 // three pages
 	msgs := make([]admin.SendMessage, n)
