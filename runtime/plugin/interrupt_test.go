@@ -28,36 +28,28 @@ func handleRunaway(t *testing.T, s Spec, body string) (Result, time.Duration, *I
 	return r, time.Since(start), in
 }
 
-// TestTightLoopIsStopped: a loop with no calls and no memory writes, which
-// a compiler could most easily run without re-reading the stop flag, is
-// stopped, with a timeout error, and not before its timeout.
-func TestTightLoopIsStopped(t *testing.T) {
-	const timeout = 50 * time.Millisecond
-	r, elapsed, in := handleRunaway(t, Spec{Timeout: timeout}, "t")
-	if !errors.Is(r.Err, ErrTimeout) || r.Verdict != engines.Nack {
-		t.Fatalf("got %+v, want ErrTimeout", r)
-	}
-	if elapsed < timeout {
-		t.Fatalf("stopped after %v, before the timeout %v", elapsed, timeout)
-	}
-	if !in.Broken() {
-		t.Fatal("stopped instance not broken")
-	}
-}
-
-// TestSleepIsStopped: a guest sleeping an hour in WASI poll_oneoff is
-// stopped with its timeout, as a timeout, not after the hour.
-func TestSleepIsStopped(t *testing.T) {
-	const timeout = 50 * time.Millisecond
-	r, elapsed, in := handleRunaway(t, Spec{Timeout: timeout}, "s")
-	if !errors.Is(r.Err, ErrTimeout) || r.Verdict != engines.Nack {
-		t.Fatalf("got %+v, want ErrTimeout", r)
-	}
-	if elapsed < timeout {
-		t.Fatalf("stopped after %v, before the timeout %v", elapsed, timeout)
-	}
-	if !in.Broken() {
-		t.Fatal("stopped instance not broken")
+// TestRunawayIsStopped: a loop with no calls and no memory writes, which a
+// compiler could most easily run without re-reading the stop flag, and a
+// guest sleeping an hour in WASI poll_oneoff, are each stopped with a
+// timeout error, not before their timeout, and their instance is broken.
+func TestRunawayIsStopped(t *testing.T) {
+	for _, tc := range []struct{ name, body string }{
+		{"tight loop", "t"},
+		{"sleep", "s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const timeout = 50 * time.Millisecond
+			r, elapsed, in := handleRunaway(t, Spec{Timeout: timeout}, tc.body)
+			if !errors.Is(r.Err, ErrTimeout) || r.Verdict != engines.Nack {
+				t.Fatalf("got %+v, want ErrTimeout", r)
+			}
+			if elapsed < timeout {
+				t.Fatalf("stopped after %v, before the timeout %v", elapsed, timeout)
+			}
+			if !in.Broken() {
+				t.Fatal("stopped instance not broken")
+			}
+		})
 	}
 }
 

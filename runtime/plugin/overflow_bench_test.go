@@ -101,8 +101,8 @@ func procStatusKB(tb testing.TB, field string) int64 {
 // mean time from the timeout to Handle's return, x-timeout the mean whole
 // call as a multiple of the timeout and max-x-timeout the longest. The
 // watchdog is a goroutine: on a machine loaded past its cores it runs late,
-// and so does the stop. TestTightLoopIsStopped and
-// TestSleepIsStopped assert the stop itself, with no bound on time.
+// and so does the stop. TestRunawayIsStopped asserts the stop itself, with
+// no bound on time.
 func BenchmarkStopLatency(b *testing.B) {
 	const timeout = 20 * time.Millisecond
 	for _, tc := range []struct{ name, body string }{{"loop", "t"}, {"sleep", "s"}} {

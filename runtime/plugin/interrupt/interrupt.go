@@ -72,7 +72,7 @@
 // traps instead of growing wazero's stack towards its 400 MB ceiling. wazero's compiler loads a mutable global from
 // the instance at each global.get that follows a control-flow merge (a loop
 // header is one) and does not hoist loads out of loops, so a store by another
-// goroutine is seen; TestTightLoopIsStopped in package plugin fails if a
+// goroutine is seen; TestRunawayIsStopped in package plugin fails if a
 // future wazero hoists it.
 //
 // A leaf function, which neither loops nor calls, is left as it is: it runs
