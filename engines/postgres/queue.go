@@ -620,21 +620,28 @@ func (h *handle) Peek(ctx context.Context, max int) ([]engines.Delivery, error) 
 		if err := rows.Scan(&seq, &d.ID, &prio, &d.EnqueuedAt, &attempt, &failures, &d.OrderingKey, &d.ContentType, &d.CorrelationID, &attrs, &d.Body); err != nil {
 			return nil, h.e.opErr("peek at", h.name, err)
 		}
-		if d.ID == "" {
-			d.ID = strconv.FormatInt(seq, 10)
-		}
-		if d.Body == nil {
-			d.Body = []byte{}
-		}
-		d.Priority, d.Attempt, d.Failures = uint8(prio), int(attempt), int(failures)
-		d.Attributes = decodeAttributes(attrs)
-		d.Queue = h.name
+		h.finishPeeked(&d, seq, prio, attempt, failures, attrs)
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, h.e.opErr("peek at", h.name, err)
 	}
 	return out, nil
+}
+
+// finishPeeked completes a peeked row's delivery from its raw columns: an
+// ID for a message enqueued without one, a non-nil body, the counts and
+// the attributes.
+func (h *handle) finishPeeked(d *engines.Delivery, seq int64, prio int16, attempt, failures int32, attrs []byte) {
+	if d.ID == "" {
+		d.ID = strconv.FormatInt(seq, 10)
+	}
+	if d.Body == nil {
+		d.Body = []byte{}
+	}
+	d.Priority, d.Attempt, d.Failures = uint8(prio), int(attempt), int(failures)
+	d.Attributes = decodeAttributes(attrs)
+	d.Queue = h.name
 }
 
 // PeekPage implements engines.Peeker: a scan in seq order, the cursor
@@ -683,15 +690,7 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 			page.Next = strconv.FormatInt(lastSeq, 10)
 			break
 		}
-		if d.ID == "" {
-			d.ID = strconv.FormatInt(seq, 10)
-		}
-		if d.Body == nil {
-			d.Body = []byte{}
-		}
-		d.Priority, d.Attempt, d.Failures = uint8(prio), int(attempt), int(failures)
-		d.Attributes = decodeAttributes(attrs)
-		d.Queue = h.name
+		h.finishPeeked(&d, seq, prio, attempt, failures, attrs)
 		st := engines.StateReady
 		switch state {
 		case 1:

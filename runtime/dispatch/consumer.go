@@ -572,12 +572,13 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 			w.n.traps.Add(1)
 		}
 	}
-	if w.inst.Broken() {
+	broken := w.inst.Broken()
+	if broken {
 		w.crashes++
 	} else {
 		w.crashes = 0
 	}
-	if w.inst.Broken() || c.cfg.PerMessage {
+	if broken || c.cfg.PerMessage {
 		w.dropInstance()
 	}
 	switch s.Verdict {
