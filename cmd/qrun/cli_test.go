@@ -363,3 +363,30 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestShortFlagsHaveTheirLongNames: a shorthand means one thing across
+// commands, as README.md says: -c --config, -q --queue, -a --attr, and -n
+// --limit (--messages for bench).
+func TestShortFlagsHaveTheirLongNames(t *testing.T) {
+	want := map[string]string{"c": "config", "q": "queue", "a": "attr", "n": "limit", "h": "help"}
+	leaves, _ := tableWalk(t)
+	seen := map[string]bool{}
+	for _, l := range leaves {
+		flagsOfPath(l).VisitAll(func(f *pflag.Flag) {
+			if f.Shorthand == "" {
+				return
+			}
+			seen[f.Shorthand] = true
+			w := want[f.Shorthand]
+			if l.path == "qrun bench" && f.Shorthand == "n" {
+				w = "messages"
+			}
+			if f.Name != w {
+				t.Errorf("%s: -%s is --%s, want --%s", l.path, f.Shorthand, f.Name, w)
+			}
+		})
+	}
+	if len(seen) != len(want) {
+		t.Errorf("shorthands in use: %v, want %v", seen, want)
+	}
+}
