@@ -306,7 +306,7 @@ func writeHelp(w io.Writer, path string, cmd *command, fs *pflag.FlagSet) {
 	if cmd.subs != nil {
 		fmt.Fprintf(w, "Usage: %s COMMAND [flags] [arguments]\n", path)
 	} else {
-		fmt.Fprintf(w, "Usage: %s %s\n", path, cmd.usage)
+		fmt.Fprintf(w, "Usage: %s\n", strings.TrimSpace(path+" "+cmd.usage))
 	}
 	if cmd.help != "" {
 		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(cmd.help))

@@ -63,7 +63,7 @@ func TestEveryCommandsHelpListsEveryFlag(t *testing.T) {
 		t.Run(l.path, func(t *testing.T) {
 			args := strings.Fields(l.path)[1:]
 			code, help, errs := qrun(append(slices.Clone(args), "--help")...)
-			if code != exitOK || errs != "" || !strings.HasPrefix(help, "Usage: "+l.path+" "+l.cmd.usage+"\n") {
+			if code != exitOK || errs != "" || !strings.HasPrefix(help, "Usage: "+strings.TrimSpace(l.path+" "+l.cmd.usage)+"\n") {
 				t.Fatalf("--help: exit %d, stderr %q; want exit 0 and the synopsis on stdout:\n%s", code, errs, help)
 			}
 			fs := flagsOfPath(l)
