@@ -1087,43 +1087,112 @@ func bodies(ds []engines.Delivery) []string {
 	return out
 }
 
+// testInvalid runs each malformed request as its own subtest, so one
+// engine's wrong answer to one case does not hide its answers to the rest.
+// Cases marked tolerable are rejected by some engines and accepted by
+// others; a rejection must still be recognisable (wrap ErrInvalid).
 func testInvalid(t *testing.T, x *env) {
-	ctx := x.ctx(wait)
-	_, err := x.e.Open(ctx, engines.QueueSpec{})
-	x.wantErr(err, engines.ErrInvalid, "Open with an empty name")
-
-	// The rest are rejected by some engines and tolerated by others; a
-	// rejection must be recognisable.
-	name := x.name()
-	for _, spec := range []engines.QueueSpec{
-		{Name: name, VisibilityTimeout: -time.Second},
-		{Name: name, MaxAttempts: -1},
-		{Name: name, DeadLetter: name},
-	} {
-		if q, err := x.e.Open(ctx, spec); err != nil {
-			x.wantErr(err, engines.ErrInvalid, fmt.Sprintf("Open(%+v)", spec))
-		} else {
-			_ = q.Close()
+	type invalidCase struct {
+		name string
+		fn   func(t *testing.T, x *env)
+	}
+	// openSpec checks Open(spec): ErrInvalid when strict, and otherwise
+	// either success or ErrInvalid.
+	openSpec := func(spec func(name string) engines.QueueSpec, strict bool) func(t *testing.T, x *env) {
+		return func(t *testing.T, x *env) {
+			s := spec(x.name())
+			q, err := x.e.Open(x.ctx(wait), s)
+			if err == nil {
+				_ = q.Close()
+				if strict {
+					t.Fatalf("Open(%+v) succeeded, want ErrInvalid", s)
+				}
+				return
+			}
+			x.wantErr(err, engines.ErrInvalid, fmt.Sprintf("Open(%+v)", s))
 		}
 	}
-	if !x.caps.Ordering {
-		_, err := x.e.Open(ctx, engines.QueueSpec{Name: x.name(), Ordered: true})
-		x.wantErr(err, engines.ErrUnsupported, "Open(Ordered) on an engine without Ordering")
-	}
-
-	q := x.open(engines.QueueSpec{VisibilityTimeout: time.Minute})
-	if n, err := q.Receive(x.ctx(quiet), nil); n != 0 || !errors.Is(err, engines.ErrInvalid) {
-		t.Fatalf("Receive(empty buffer) = %d, %v; want 0, ErrInvalid", n, err)
-	}
-
-	x.enqueue(q, engines.Message{Body: []byte("x")})
-	d := x.receiveOne(q, wait)
-	if err := d.Settle(ctx, engines.Settlement{Verdict: engines.Verdict(200)}); err != nil {
-		x.wantErr(err, engines.ErrInvalid, "Settle with an unknown verdict")
-		// A rejected settlement must leave the lease as it was.
-		if err := d.Ack(ctx); err != nil {
-			t.Fatalf("Ack after a rejected unknown verdict: %v", err)
+	// enqueueMsg checks that Enqueue(m) either stores m or rejects it
+	// recognisably (with want) and stores nothing.
+	enqueueMsg := func(m engines.Message, want error, strict bool) func(t *testing.T, x *env) {
+		return func(t *testing.T, x *env) {
+			q := x.open(engines.QueueSpec{VisibilityTimeout: time.Minute})
+			err := q.Enqueue(x.ctx(wait), m)
+			if err == nil {
+				if strict {
+					t.Fatalf("Enqueue succeeded, want an error wrapping %v", want)
+				}
+				return
+			}
+			x.wantErr(err, want, "Enqueue")
+			if s := x.stats(q); s.Depth() != 0 || s.EnqueuedTotal != 0 {
+				t.Fatalf("after a rejected Enqueue: Depth=%d EnqueuedTotal=%d, want 0, 0", s.Depth(), s.EnqueuedTotal)
+			}
 		}
+	}
+	// leased returns a queue holding one message leased for a minute.
+	leased := func(x *env) engines.Delivery {
+		q := x.open(engines.QueueSpec{VisibilityTimeout: time.Minute})
+		x.enqueue(q, engines.Message{Body: []byte("x")})
+		return x.receiveOne(q, wait)
+	}
+	cases := []invalidCase{
+		{"open_empty_name", openSpec(func(string) engines.QueueSpec { return engines.QueueSpec{} }, true)},
+		{"open_negative_visibility_timeout", openSpec(func(n string) engines.QueueSpec {
+			return engines.QueueSpec{Name: n, VisibilityTimeout: -time.Second}
+		}, false)},
+		{"open_negative_max_attempts", openSpec(func(n string) engines.QueueSpec { return engines.QueueSpec{Name: n, MaxAttempts: -1} }, false)},
+		{"open_dead_letter_to_itself", openSpec(func(n string) engines.QueueSpec { return engines.QueueSpec{Name: n, DeadLetter: n} }, false)},
+		{"open_ordered_without_capability", func(t *testing.T, x *env) {
+			if x.caps.Ordering {
+				t.Skip("engine declares capability Ordering present")
+			}
+			_, err := x.e.Open(x.ctx(wait), engines.QueueSpec{Name: x.name(), Ordered: true})
+			x.wantErr(err, engines.ErrUnsupported, "Open(Ordered) on an engine without Ordering")
+		}},
+		{"receive_empty_buffer", func(t *testing.T, x *env) {
+			q := x.open(engines.QueueSpec{})
+			if n, err := q.Receive(x.ctx(quiet), nil); n != 0 || !errors.Is(err, engines.ErrInvalid) {
+				t.Fatalf("Receive(empty buffer) = %d, %v; want 0, ErrInvalid", n, err)
+			}
+		}},
+		{"enqueue_oversized", func(t *testing.T, x *env) {
+			limit := x.caps.MaxMessageSize
+			if limit <= 0 {
+				t.Skip("engine declares no MaxMessageSize")
+			}
+			enqueueMsg(engines.Message{Body: make([]byte, limit+1)}, engines.ErrTooLarge, true)(t, x)
+		}},
+		{"enqueue_negative_delay", enqueueMsg(engines.Message{Body: []byte("x"), Delay: -time.Second}, engines.ErrInvalid, false)},
+		{"enqueue_negative_ttl", enqueueMsg(engines.Message{Body: []byte("x"), TTL: -time.Second}, engines.ErrInvalid, false)},
+		{"settle_unknown_verdict", func(t *testing.T, x *env) {
+			d := leased(x)
+			if err := d.Settle(x.ctx(wait), engines.Settlement{Verdict: engines.Verdict(200)}); err != nil {
+				x.wantErr(err, engines.ErrInvalid, "Settle with an unknown verdict")
+				// A rejected settlement must leave the lease as it was.
+				if err := d.Ack(x.ctx(wait)); err != nil {
+					t.Fatalf("Ack after a rejected unknown verdict: %v", err)
+				}
+			}
+		}},
+		{"extend_not_positive", func(t *testing.T, x *env) {
+			x.need(x.caps.Visibility, "Visibility")
+			d := leased(x)
+			was := d.LeaseExpires
+			for _, by := range []time.Duration{0, -time.Second} {
+				x.wantErr(d.Extend(x.ctx(wait), by), engines.ErrInvalid, fmt.Sprintf("Extend(%v)", by))
+				if !d.LeaseExpires.Equal(was) {
+					t.Fatalf("a rejected Extend(%v) moved LeaseExpires from %v to %v", by, was, d.LeaseExpires)
+				}
+			}
+			// The rejected calls left the lease held.
+			x.ack(d)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.fn(t, &env{t: t, e: x.e, caps: x.caps})
+		})
 	}
 }
 
