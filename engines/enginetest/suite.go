@@ -45,6 +45,8 @@ func subtests() []subtest {
 		{"double_settle", testDoubleSettle},
 		{"stats", testStats},
 		{"ordered", testOrdered},
+		{"ordered_head_lease_expires", testOrderedHeadLeaseExpires},
+		{"ttl_not_applied_once_delivered", testTTLNotAppliedOnceDelivered},
 		{"invalid", testInvalid},
 		{"far_future", testFarFuture},
 	}
@@ -1077,6 +1079,118 @@ func testOrdered(t *testing.T, x *env) {
 	a3 := want("A3")
 	x.ackAll([]engines.Delivery{got["C"], b2, a3})
 	x.expectNone(q, "after every key drained")
+}
+
+// testOrderedHeadLeaseExpires: the head of a key whose holder died keeps
+// its place. Its lease expiring is a failure like a nack, so the head is
+// redelivered, before the next message of its key, and its successor is
+// never in flight together with it; other keys are not held up meanwhile.
+func testOrderedHeadLeaseExpires(t *testing.T, x *env) {
+	x.need(x.caps.Ordering, "Ordering")
+	x.need(x.caps.Visibility, "Visibility")
+	const vt = 100 * time.Millisecond
+	q := x.open(engines.QueueSpec{Ordered: true, VisibilityTimeout: vt})
+	m := func(body, key string) engines.Message { return engines.Message{Body: []byte(body), OrderingKey: key} }
+	x.enqueue(q, m("A1", "A"), m("A2", "A"), m("B1", "B"))
+	leasedAfter := time.Now()
+	heads := x.receiveN(q, 2, wait)
+	var a1 engines.Delivery
+	for _, d := range heads {
+		switch string(d.Body) {
+		case "A1":
+			a1 = d // its holder "dies": never settled
+		case "B1":
+			// Extended far past the test, so its lease cannot lapse on a
+			// stalled machine and muddle what is redelivered below.
+			if err := d.Extend(x.ctx(wait), time.Hour); err != nil {
+				t.Fatalf("Extend B1: %v", err)
+			}
+			defer x.ack(d)
+		default:
+			t.Fatalf("first deliveries %v; want the heads A1 and B1", bodies(heads))
+		}
+	}
+	// This blocks through A1's lease: A2 must not be handed out while A1 is
+	// neither settled nor expired, nor instead of A1 once it expired.
+	again := x.receiveOne(q, wait)
+	x.notBefore(time.Now(), leasedAfter.Add(vt), "next delivery of key A")
+	if string(again.Body) != "A1" {
+		t.Fatalf("after the head's lease expired received %s, want A1 again before A2", again.Body)
+	}
+	if x.caps.DeadLetter && (again.Attempt != 2 || again.Failures != 1) {
+		t.Fatalf("A1 after its lease expired: Attempt %d Failures %d, want 2, 1", again.Attempt, again.Failures)
+	}
+	if err := again.Extend(x.ctx(wait), time.Hour); err != nil {
+		t.Fatalf("Extend A1: %v", err)
+	}
+	x.expectNone(q, "while the redelivered head of key A is in flight")
+	x.wantErr(a1.Ack(x.ctx(wait)), engines.ErrLeaseLost, "Ack by the holder of A1's expired lease")
+	x.ack(again)
+	a2 := x.receiveOne(q, wait)
+	if string(a2.Body) != "A2" || a2.Attempt != 1 {
+		t.Fatalf("after acking A1 received %s attempt %d, want A2 attempt 1", a2.Body, a2.Attempt)
+	}
+	x.ack(a2)
+	if s := x.stats(q); s.ExpiredLeaseTotal != 1 || s.AckedTotal != 2 {
+		t.Fatalf("Stats: ExpiredLeaseTotal=%d AckedTotal=%d, want 1, 2", s.ExpiredLeaseTotal, s.AckedTotal)
+	}
+}
+
+// testTTLNotAppliedOnceDelivered: TTL bounds how long a message may wait
+// to be delivered, not how long its handling takes. Once a message has
+// been delivered it is no longer subject to its TTL: it is not dropped
+// while leased, an Ack after the TTL has passed succeeds, and a nack or a
+// lapsed lease redelivers it rather than expiring it.
+func testTTLNotAppliedOnceDelivered(t *testing.T, x *env) {
+	x.need(x.caps.TTL, "TTL")
+	x.need(x.caps.Visibility, "Visibility")
+	const ttl = 100 * time.Millisecond
+	q := x.open(engines.QueueSpec{VisibilityTimeout: time.Minute})
+	x.enqueue(q,
+		engines.Message{Body: []byte("acked late"), TTL: ttl},
+		engines.Message{Body: []byte("nacked late"), TTL: ttl},
+		engines.Message{Body: []byte("lapsed late"), TTL: ttl},
+	)
+	ds := x.receiveN(q, 3, wait)
+	byBody := map[string]*engines.Delivery{}
+	for i := range ds {
+		byBody[string(ds[i].Body)] = &ds[i]
+	}
+	x.outlive(3 * ttl)
+	if s := x.stats(q); s.InFlight != 3 || s.ExpiredTotal != 0 {
+		t.Fatalf("Stats after the TTL passed: InFlight=%d ExpiredTotal=%d, want 3 still leased, none expired", s.InFlight, s.ExpiredTotal)
+	}
+	x.ack(*byBody["acked late"])
+	if err := byBody["nacked late"].Nack(x.ctx(wait), 0, "retry after the TTL"); err != nil {
+		t.Fatalf("Nack after the TTL: %v", err)
+	}
+	if err := byBody["lapsed late"].Extend(x.ctx(wait), 50*time.Millisecond); err != nil {
+		t.Fatalf("Extend after the TTL: %v", err)
+	}
+	got := x.receiveN(q, 2, wait)
+	if b := bodies(got); !((b[0] == "nacked late" && b[1] == "lapsed late") || (b[0] == "lapsed late" && b[1] == "nacked late")) {
+		t.Fatalf("redelivered %v, want the nacked and the lapsed message", b)
+	}
+	x.ackAll(got)
+	if s := x.stats(q); s.ExpiredTotal != 0 || s.AckedTotal != 3 || s.Depth() != 0 {
+		t.Fatalf("Stats: ExpiredTotal=%d AckedTotal=%d Depth=%d, want 0, 3, 0", s.ExpiredTotal, s.AckedTotal, s.Depth())
+	}
+}
+
+// outlive returns once at least d has passed by the engine's own clock:
+// with the Delay capability it receives a probe message delayed by d from
+// a queue of its own (so an engine whose clock is elsewhere, a database
+// server, is waited for too); otherwise it sleeps, as the passing of a TTL
+// has no event of its own.
+func (x *env) outlive(d time.Duration) {
+	x.t.Helper()
+	if !x.caps.Delay {
+		time.Sleep(d)
+		return
+	}
+	probe := x.open(engines.QueueSpec{})
+	x.enqueue(probe, engines.Message{Body: []byte("clock"), Delay: d})
+	x.ack(x.receiveOne(probe, wait))
 }
 
 func bodies(ds []engines.Delivery) []string {
