@@ -91,8 +91,8 @@ type QueueSpec struct {
 	DeadLetter string
 	// Ordered delivers messages sharing an OrderingKey one at a time, in
 	// enqueue order (requires the Ordering capability). A key's head keeps
-	// its place until it is acked or leaves the queue: after a nack, a
-	// requeue or an expired lease (its holder died), the head is delivered
+	// its place until it is acked or leaves the queue: after a nack or an
+	// expired lease (its holder died), the head is delivered
 	// again before the next message of its key, which is never in flight
 	// together with it.
 	Ordered bool

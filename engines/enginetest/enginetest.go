@@ -29,6 +29,9 @@ type Harness struct {
 	// at the end (t.Cleanup). Tests use unique queue names so a durable engine
 	// may share storage.
 	New func(t testing.TB) engines.Engine
+	// Restart, when set, starts engines on storage that outlives them, for
+	// the restart and crash cases; without it those cases skip.
+	Restart *Restart
 }
 
 // Timeouts used throughout. wait bounds anything that should happen "soon";
@@ -62,6 +65,12 @@ func Run(t *testing.T, h Harness) {
 		t.Run(st.name, func(t *testing.T) {
 			t.Parallel()
 			st.fn(t, setup(t, h))
+		})
+	}
+	for _, st := range restartSubtests() {
+		t.Run(st.name, func(t *testing.T) {
+			t.Parallel()
+			st.fn(t, newStorage(t, h))
 		})
 	}
 }
