@@ -289,7 +289,12 @@ func (s Stats) Depth() int64 { return s.Ready + s.Delayed + s.InFlight }
 // supplies what is missing where it can, and the conformance suite skips
 // what is declared absent.
 type Capabilities struct {
-	Durable      bool // survives a crash of the process
+	// Durable: a crash of the process (SIGKILL) loses no message whose
+	// Enqueue returned, and a lease outstanding at the crash counts as one
+	// failure, once however often the engine restarts after
+	// (QueueSpec.Retry); dead letters keep their attempts and failures.
+	// The conformance suite's crash cases prove it in a killed child.
+	Durable      bool
 	Visibility   bool // leases expire and messages are redelivered
 	Delay        bool // delayed delivery and nack/requeue delay
 	DeadLetter   bool // attempts counted, MaxAttempts and DeadLetter honoured
