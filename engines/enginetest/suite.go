@@ -1088,11 +1088,12 @@ func testOrdered(t *testing.T, x *env) {
 func testOrderedHeadLeaseExpires(t *testing.T, x *env) {
 	x.need(x.caps.Ordering, "Ordering")
 	x.need(x.caps.Visibility, "Visibility")
-	const vt = 100 * time.Millisecond
-	q := x.open(engines.QueueSpec{Ordered: true, VisibilityTimeout: vt})
+	// Leases far longer than the test, and A1's alone shortened, so a
+	// stalled machine cannot make any other lease lapse and muddle what is
+	// redelivered below.
+	q := x.open(engines.QueueSpec{Ordered: true, VisibilityTimeout: time.Hour})
 	m := func(body, key string) engines.Message { return engines.Message{Body: []byte(body), OrderingKey: key} }
 	x.enqueue(q, m("A1", "A"), m("A2", "A"), m("B1", "B"))
-	leasedAfter := time.Now()
 	heads := x.receiveN(q, 2, wait)
 	var a1 engines.Delivery
 	for _, d := range heads {
@@ -1100,28 +1101,25 @@ func testOrderedHeadLeaseExpires(t *testing.T, x *env) {
 		case "A1":
 			a1 = d // its holder "dies": never settled
 		case "B1":
-			// Extended far past the test, so its lease cannot lapse on a
-			// stalled machine and muddle what is redelivered below.
-			if err := d.Extend(x.ctx(wait), time.Hour); err != nil {
-				t.Fatalf("Extend B1: %v", err)
-			}
 			defer x.ack(d)
 		default:
 			t.Fatalf("first deliveries %v; want the heads A1 and B1", bodies(heads))
 		}
 	}
+	const vt = 100 * time.Millisecond
+	shortenedAt := time.Now()
+	if err := a1.Extend(x.ctx(wait), vt); err != nil {
+		t.Fatalf("Extend(%v) of A1: %v", vt, err)
+	}
 	// This blocks through A1's lease: A2 must not be handed out while A1 is
 	// neither settled nor expired, nor instead of A1 once it expired.
 	again := x.receiveOne(q, wait)
-	x.notBefore(time.Now(), leasedAfter.Add(vt), "next delivery of key A")
+	x.notBefore(time.Now(), shortenedAt.Add(vt), "next delivery of key A")
 	if string(again.Body) != "A1" {
 		t.Fatalf("after the head's lease expired received %s, want A1 again before A2", again.Body)
 	}
 	if x.caps.DeadLetter && (again.Attempt != 2 || again.Failures != 1) {
 		t.Fatalf("A1 after its lease expired: Attempt %d Failures %d, want 2, 1", again.Attempt, again.Failures)
-	}
-	if err := again.Extend(x.ctx(wait), time.Hour); err != nil {
-		t.Fatalf("Extend A1: %v", err)
 	}
 	x.expectNone(q, "while the redelivered head of key A is in flight")
 	x.wantErr(a1.Ack(x.ctx(wait)), engines.ErrLeaseLost, "Ack by the holder of A1's expired lease")
