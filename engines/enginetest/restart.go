@@ -483,6 +483,26 @@ func testCrashLeaseCountsOnce(t *testing.T, s *storage) {
 		if want := fmt.Sprintf("LEASED poison %d %d", round+1, round); strings.TrimSpace(line) != want {
 			t.Fatalf("round %d: the child reported %q, want %q: each crash counts one failure", round, strings.TrimSpace(line), want)
 		}
+		if round == maxAttempts-1 {
+			break
+		}
+		// Restarts with nobody receiving in between: the crashed lease is
+		// found (or runs out) once, and later starts count it no more.
+		for i := range 2 {
+			s.start()
+			q := s.open(engines.QueueSpec{Name: name})
+			st := s.waitStats(q, "the crashed lease to expire", func(st engines.Stats) bool { return st.ExpiredLeaseTotal > int64(round) })
+			if st.ExpiredLeaseTotal != int64(round+1) || st.Ready != 1 || st.Depth() != 1 {
+				t.Fatalf("round %d, start %d: %+v; want %d expired leases and the message ready", round, i+1, st, round+1)
+			}
+			if p, ok := q.(engines.Peeker); ok {
+				ps, err := p.Peek(s.ctx(wait), 1)
+				if err != nil || len(ps) != 1 || ps[0].Attempt != round+1 || ps[0].Failures != round+1 {
+					t.Fatalf("round %d, start %d: Peek = %+v, %v; want the message at attempt %d with %d failures", round, i+1, ps, err, round+1, round+1)
+				}
+			}
+			s.stop()
+		}
 	}
 
 	// Twice: a restart after the one that found the last lease must not
