@@ -8,6 +8,11 @@
 // Receive is the event), it proves "not before" by recording times, it bounds
 // "eventually" only by generous context deadlines, and it uses short
 // (50-200ms) delays, leases and TTLs.
+//
+// A Harness with a Restart also runs the restart and crash cases: engines
+// started one after another on the same storage, and, for an engine that
+// declares itself Durable, a child process (this test binary, run by
+// Child) killed with SIGKILL in the middle of its work.
 package enginetest
 
 import (

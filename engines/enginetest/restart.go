@@ -246,7 +246,6 @@ type restartSubtest struct {
 // storage is one test's storage and the engine currently running on it.
 type storage struct {
 	*env
-	h    Harness
 	r    *Restart
 	path string
 }
@@ -261,7 +260,7 @@ func newStorage(t *testing.T, h Harness) *storage {
 	if h.Restart.Storage == nil || h.Restart.Open == nil {
 		t.Fatal("enginetest: Harness.Restart needs Storage and Open")
 	}
-	return &storage{env: &env{t: t}, h: h, r: h.Restart, path: h.Restart.Storage(t)}
+	return &storage{env: &env{t: t}, r: h.Restart, path: h.Restart.Storage(t)}
 }
 
 // start opens an engine on the storage and makes it the env's engine; it
