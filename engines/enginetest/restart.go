@@ -466,8 +466,10 @@ func testCrashLeaseCountsOnce(t *testing.T, s *storage) {
 	const maxAttempts = 2
 	name := s.name()
 	// Short, for engines whose leases expire by time rather than at the
-	// next open; a lease that lapses before the kill counts the same.
-	spec := engines.QueueSpec{Name: name, VisibilityTimeout: 200 * time.Millisecond, MaxAttempts: maxAttempts, DeadLetter: name + "_dlq"}
+	// next open, yet far longer than the parent takes to kill the child
+	// once it reported, so the crash, not the child's own engine, ends the
+	// lease.
+	spec := engines.QueueSpec{Name: name, VisibilityTimeout: time.Second, MaxAttempts: maxAttempts, DeadLetter: name + "_dlq"}
 	for round := range maxAttempts {
 		id := ""
 		if round == 0 {
