@@ -56,8 +56,31 @@ func removeSegments(t testing.TB, dir, prefix string) {
 	}
 }
 
+// harness builds engines on segments of their own; its Restart's storage
+// is a segment-name prefix, whose segments are removed when the test ends.
 func harness(opts shm.Options) enginetest.Harness {
-	return enginetest.Harness{New: func(t testing.TB) engines.Engine { return newEngine(t, opts) }}
+	return enginetest.Harness{
+		New: func(t testing.TB) engines.Engine { return newEngine(t, opts) },
+		Restart: &enginetest.Restart{
+			Name: "shm",
+			Storage: func(t testing.TB) string {
+				if _, err := os.Stat(ring.DefaultDir); err != nil {
+					testenv.Missing(t, fmt.Sprintf("no %s on this machine (%v); the shm engine needs POSIX shared memory", ring.DefaultDir, err))
+				}
+				prefix := testPrefix()
+				t.Cleanup(func() { removeSegments(t, ring.DefaultDir, prefix) })
+				return prefix
+			},
+			Open: func(_ context.Context, prefix string) (engines.Engine, error) {
+				o := opts
+				o.Prefix = prefix
+				if o.StallTimeout == 0 {
+					o.StallTimeout = 200 * time.Millisecond
+				}
+				return shm.New(o)
+			},
+		},
+	}
 }
 
 func TestConformance(t *testing.T) {
