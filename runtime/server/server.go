@@ -45,6 +45,12 @@ type Options struct {
 	// Precompile, if set, compiles new versions of large plugins outside
 	// the process before a hot swap loads them (plugin.HostOptions).
 	Precompile func(ctx context.Context, cacheDir string, wasm []byte) error
+	// OwnsGOMAXPROCS says the process is qrun's alone, so a hot swap may
+	// raise GOMAXPROCS by one while the new version compiles and restore it
+	// after, which keeps deliveries at speed on small hosts (see procs.go
+	// in the plugin host). cmd/qrun sets it. A program embedding qrun
+	// leaves it false: its GOMAXPROCS is then never changed.
+	OwnsGOMAXPROCS bool
 }
 
 type queue struct {
@@ -123,7 +129,7 @@ func (s *Server) open(ctx context.Context) error {
 		queues[q.cfg.Name] = q
 	}
 	var err error
-	if s.host, err = plugin.NewHost(ctx, plugin.HostOptions{CacheDir: cfg.Runtime.CacheDir, Logger: s.log, Precompile: opts.Precompile}); err != nil {
+	if s.host, err = plugin.NewHost(ctx, plugin.HostOptions{CacheDir: cfg.Runtime.CacheDir, Logger: s.log, Precompile: opts.Precompile, ExtraProc: opts.OwnsGOMAXPROCS}); err != nil {
 		return fmt.Errorf("plugin host: %w", err)
 	}
 	s.startWatcher()
