@@ -12,13 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
@@ -31,14 +31,23 @@ import (
 
 // Options tune a Server beyond its config file.
 type Options struct {
+	// Logger receives the runtime's logs, one line per event; nil
+	// discards them. A program embedding qrun passes its own.
 	Logger *zap.Logger
+	// Registerer, if set, gets qrun's metrics (qrun_*, the same as the
+	// admin API's /metrics serves, without the Go runtime and process
+	// collectors, which belong to the program), so a program gathers them
+	// with its own; they are unregistered when the server stops. Without
+	// it and without an admin listener, no metrics are kept.
+	Registerer prometheus.Registerer
 	// Registry of engine types; nil means Builtin().
 	Registry *Registry
 	// Listener, if set, serves the admin API instead of listening on the
 	// configured address (tests pass a port-0 listener).
 	Listener net.Listener
-	// Observer, if set, sees every settled delivery of every consumer.
-	Observer dispatch.Observer
+	// Observer, if set, sees every settled delivery of every consumer,
+	// synchronously (see Observer); Subscribe is the buffered alternative.
+	Observer Observer
 	// WatchDebounce is how long a plugin file must be quiet after a change
 	// before it is reloaded; zero means plugin.DefaultDebounce.
 	WatchDebounce time.Duration
@@ -76,6 +85,8 @@ type Server struct {
 	metrics *metrics.Metrics // nil without an admin listener (ops.go)
 
 	reload reloadState
+	life   lifecycle
+	events eventHub
 }
 
 // New opens everything the config declares. On error, whatever was opened
@@ -88,11 +99,17 @@ func New(ctx context.Context, cfg *config.File, opts Options) (*Server, error) {
 		opts.Registry = Builtin()
 	}
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}}
+	s.life.init()
 	s.queues.Store(&map[string]*queue{})
 	s.reload.drainTimeout.Store(int64(cfg.Runtime.DrainTimeout))
 	s.reload.applied = cfg
 	if s.metricsEnabled() {
-		s.metrics = metrics.New(s, s.log)
+		s.metrics = metrics.New(metricsSource{s}, s.log)
+		if opts.Registerer != nil {
+			if err := s.metrics.RegisterOn(opts.Registerer); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := s.open(ctx); err != nil {
 		s.close(context.Background())
@@ -159,7 +176,7 @@ func (s *Server) openQueue(ctx context.Context, qc *config.Queue) (*queue, error
 // agree on which plugins start.
 func PluginSpec(cc *config.Consumer) plugin.Spec {
 	return plugin.Spec{
-		Consumer: cc.Name, Path: cc.Plugin, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
+		Consumer: cc.Name, Path: cc.Plugin, Wasm: cc.PluginWasm, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
 		Config: cc.Config, Publish: cc.Publish, LogRate: cc.LogRate,
 		HTTP: cc.HTTP, Env: cc.WASI.Env, Dirs: pluginDirs(cc.WASI.Dirs),
 		MaxCallDepth: cc.MaxCallDepth,
@@ -215,7 +232,7 @@ func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues ma
 			return p.NewInstance(ctx)
 		},
 		Logger:        s.log,
-		Observer:      s.opts.Observer,
+		Observer:      &consumerObserver{consumer: cc.Name, queue: cc.Queue, user: s.opts.Observer, hub: &s.events},
 		RecordLatency: s.metrics != nil,
 	})
 	if err != nil {
@@ -283,73 +300,10 @@ func (s *Server) Queue(name string) (engines.Queue, error) {
 // Ready implements admin.Backend.
 func (s *Server) Ready() bool { return s.ready.Load() }
 
-// Consumers returns the running consumers (for tests and the admin API).
-func (s *Server) Consumers() []*dispatch.Consumer {
-	cs := s.consumerList()
-	out := make([]*dispatch.Consumer, len(cs))
-	for i, c := range cs {
-		out[i] = c.d
-	}
-	return out
-}
-
 // AdminAddr is the address the admin API listens on, once Run has started it.
 func (s *Server) AdminAddr() string {
 	a, _ := s.addr.Load().(string)
 	return a
-}
-
-// Run starts the consumers and the admin API and blocks until ctx ends;
-// then it drains: consumers stop receiving, deliveries in progress get up to
-// the configured drain timeout to finish, the rest are released, and
-// everything is closed. It returns nil after a clean drain.
-func (s *Server) Run(ctx context.Context) error {
-	var srv *http.Server
-	srvErr := make(chan error, 1)
-	if ln, err := s.listen(); err != nil {
-		s.close(context.Background())
-		return err
-	} else if ln != nil {
-		srv = &http.Server{
-			Handler:           admin.Handler(s.adminOptions()),
-			ReadHeaderTimeout: 10 * time.Second,
-		}
-		s.addr.Store(ln.Addr().String())
-		go func() { srvErr <- srv.Serve(ln) }()
-		s.log.Info("admin API listening", zap.String("addr", ln.Addr().String()))
-	}
-	engineCount := s.startConsumers()
-	s.ready.Store(true)
-	s.log.Info("qrun running", zap.Int("engines", engineCount), zap.Int("queues", len(*s.queues.Load())), zap.Int("consumers", len(s.consumerList())))
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-srvErr:
-		runErr = fmt.Errorf("admin API: %w", err)
-	}
-	s.ready.Store(false)
-	s.beginShutdown() // waits for a reload in progress; none starts after
-	drainTimeout := time.Duration(s.reload.drainTimeout.Load())
-	s.log.Info("draining", zap.Duration("drain_timeout", drainTimeout))
-	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
-	defer cancel()
-	drainErr := s.stopConsumers(drainCtx, s.consumerList())
-	if srv != nil {
-		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = srv.Shutdown(shutCtx)
-		cancel()
-	}
-	s.close(context.Background())
-	if runErr != nil {
-		return runErr
-	}
-	if drainErr != nil {
-		s.log.Warn("drain timed out; the deliveries still running were stopped and released for redelivery", zap.Error(drainErr))
-	} else {
-		s.log.Info("drained")
-	}
-	return nil
 }
 
 func (s *Server) listen() (net.Listener, error) {
@@ -405,6 +359,9 @@ func (s *Server) close(ctx context.Context) {
 	}
 	for name, e := range s.engines {
 		warn("engine", name, e.Close())
+	}
+	if s.metrics != nil {
+		s.metrics.Unregister()
 	}
 }
 
