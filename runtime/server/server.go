@@ -1,6 +1,33 @@
 // Package server assembles a qrun runtime from a validated config: it opens
 // the engines and queues, loads the plugins, runs one dispatcher per
 // consumer and serves the admin API, and it shuts all of that down in order.
+// It is both what `qrun run` runs and the API of qrun as a Go library, in
+// the manner of nats-server's embeddable server and River's client.
+//
+// # Using qrun from Go
+//
+// A program builds a *config.File, either from HCL (config.Load,
+// config.Parse) or from Go values (config.Spec.Build, where a consumer's
+// plugin may be the module's bytes instead of a file), and hands it to New
+// with Options: its own *zap.Logger and prometheus.Registerer, and an
+// Observer if it wants every settlement synchronously. Then:
+//
+//   - Start returns once the consumers run (Started is closed, Ready is
+//     true); Stop(ctx) drains, bounded by ctx and the config's
+//     drain_timeout, and closes everything; Done is closed when that is
+//     finished, whoever started it, and Err says why if the server stopped
+//     on its own. Run is Start plus Stop when its ctx ends, for cmd/qrun.
+//   - Enqueue puts messages on any queue; EnqueueTx puts them on a postgres
+//     queue inside the caller's pgx transaction, so they exist only if it
+//     commits (engines/postgres.TxEnqueuer).
+//   - Subscribe delivers delivery events (started; finished with verdict
+//     and latency) on a buffered channel. The dispatcher never waits for
+//     a subscriber: a full buffer drops events and counts them.
+//
+// With no admin_listen (a Spec's default) nothing listens; metrics are kept
+// only when there is an admin listener or Options.Registerer. A library
+// server never changes GOMAXPROCS (Options.OwnsGOMAXPROCS is cmd/qrun's).
+// The design, the examples and the package layout are in docs/library.md.
 //
 // A running Server also reconfigures itself: Reload re-reads the config file
 // and applies the difference (reload.go), and every consumer's plugin file is
