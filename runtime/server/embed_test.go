@@ -3,6 +3,8 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
 
@@ -87,4 +90,42 @@ consumer "c" {
 		t.Fatal("two servers registered on one registry")
 	}
 	_ = again.Stop(ctx)
+}
+
+// A server built from a config.Spec runs a plugin given as bytes, and a
+// Reload, having no file to re-read, says so instead of failing obscurely.
+func TestSpecServerRunsBytesAndRefusesReload(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	wasm, err := os.ReadFile(ackWasm(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := (&config.Spec{
+		Dir:       t.TempDir(),
+		Engines:   []config.EngineSpec{{Name: "m", Type: "memory"}},
+		Queues:    []config.QueueSpec{{Name: "in", Engine: "m"}},
+		Consumers: []config.ConsumerSpec{{Name: "c", Queue: "in", PluginWasm: wasm}},
+	}).Build(config.Options{Engines: server.Builtin()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(ctx, cfg, server.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := srv.Subscribe(0, server.EventDeliveryFinished)
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(ctx) })
+	if err := srv.Enqueue(ctx, "in", []engines.Message{{ID: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-sub.Events(); ev.MessageID != "b" || ev.Verdict != engines.Ack {
+		t.Fatalf("event %+v", ev)
+	}
+	if _, err := srv.Reload(ctx); err == nil || !strings.Contains(err.Error(), "built in Go") {
+		t.Fatalf("Reload = %v, want it to say the config has no file", err)
+	}
 }
