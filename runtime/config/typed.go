@@ -76,8 +76,7 @@ type RetrySpec struct {
 
 // ConsumerSpec is a consumer block. The plugin is given either as a file
 // (Plugin, which is then watched for hot swaps as with HCL) or as the
-// module's bytes (PluginWasm, e.g. from go:embed), not both. The http and
-// wasi grants are HCL only for now.
+// module's bytes (PluginWasm, e.g. from go:embed), not both.
 type ConsumerSpec struct {
 	Name, Queue  string
 	Plugin       string
@@ -91,6 +90,37 @@ type ConsumerSpec struct {
 	LogRate      int // NoGuestLogs discards the guest's log lines
 	MaxCallDepth int
 	Isolation    string
+	// HTTP is the http block, the guest's outbound HTTP grant; nil
+	// denies every request.
+	HTTP *HTTPSpec
+	// WASI is the wasi block; the zero value grants nothing.
+	WASI WASISpec
+}
+
+// HTTPSpec is a consumer's http block.
+type HTTPSpec struct {
+	// Allow lists [scheme://]host[:port] patterns, as in HCL.
+	Allow             []string
+	Timeout           time.Duration
+	MaxResponseSize   uint64 // bytes
+	MaxRequests       int
+	MaxConnections    int
+	Headers           map[string]string
+	IdempotencyHeader string
+}
+
+// WASISpec is a consumer's wasi block.
+type WASISpec struct {
+	// Env is the guest's whole environment.
+	Env map[string]string
+	// Dirs are preopened directories.
+	Dirs []DirSpec
+}
+
+// DirSpec is a wasi block's dir block.
+type DirSpec struct {
+	Guest, Host string
+	ReadWrite   bool
 }
 
 // Sentinels for the settings whose zero value in HCL means something other
@@ -213,11 +243,7 @@ func (s *Spec) hcl() ([]byte, map[string][]byte, error) {
 		}
 		setInt(b, "batch", c.Batch)
 		if len(c.Config) > 0 {
-			m := map[string]cty.Value{}
-			for k, v := range c.Config {
-				m[k] = cty.StringVal(v)
-			}
-			b.SetAttributeValue("config", cty.MapVal(m))
+			b.SetAttributeValue("config", strMap(c.Config))
 		}
 		if len(c.Publish) > 0 {
 			b.SetAttributeValue("publish", strList(c.Publish))
@@ -225,6 +251,33 @@ func (s *Spec) hcl() ([]byte, map[string][]byte, error) {
 		setInt(b, "log_rate", c.LogRate)
 		setInt(b, "max_call_depth", c.MaxCallDepth)
 		setStr(b, "isolation", c.Isolation)
+		if h := c.HTTP; h != nil {
+			hb := b.AppendNewBlock("http", nil).Body()
+			hb.SetAttributeValue("allow", strListOrEmpty(h.Allow))
+			setDur(hb, "timeout", h.Timeout)
+			if h.MaxResponseSize != 0 {
+				hb.SetAttributeValue("max_response_size", cty.NumberUIntVal(h.MaxResponseSize))
+			}
+			setInt(hb, "max_requests", h.MaxRequests)
+			setInt(hb, "max_connections", h.MaxConnections)
+			if len(h.Headers) > 0 {
+				hb.SetAttributeValue("headers", strMap(h.Headers))
+			}
+			setStr(hb, "idempotency_header", h.IdempotencyHeader)
+		}
+		if w := c.WASI; w.Env != nil || len(w.Dirs) > 0 {
+			wb := b.AppendNewBlock("wasi", nil).Body()
+			if w.Env != nil {
+				wb.SetAttributeValue("env", strMap(w.Env))
+			}
+			for _, dir := range w.Dirs {
+				db := wb.AppendNewBlock("dir", []string{dir.Guest}).Body()
+				setStr(db, "host", dir.Host)
+				if dir.ReadWrite {
+					db.SetAttributeValue("read_write", cty.True)
+				}
+			}
+		}
 	}
 	if len(problems) > 0 {
 		return nil, nil, &Error{Problems: problems}
@@ -263,6 +316,23 @@ func setDur(b *hclwrite.Body, name string, d time.Duration) {
 	case d != 0:
 		b.SetAttributeValue(name, cty.StringVal(d.String()))
 	}
+}
+
+// strMap is a map of strings as an HCL object, which the decoder reads
+// as HCL's own `{ k = "v" }` (an empty one included).
+func strMap(m map[string]string) cty.Value {
+	vs := make(map[string]cty.Value, len(m))
+	for k, v := range m {
+		vs[k] = cty.StringVal(v)
+	}
+	return cty.ObjectVal(vs)
+}
+
+func strListOrEmpty(ss []string) cty.Value {
+	if len(ss) == 0 {
+		return cty.ListValEmpty(cty.String)
+	}
+	return strList(ss)
 }
 
 func strList(ss []string) cty.Value {

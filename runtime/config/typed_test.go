@@ -136,3 +136,35 @@ queue "b" {
 		})
 	}
 }
+
+// The http and wasi grants of a Spec reach the File as HCL's would, and
+// are checked the same way.
+func TestSpecBuildGrants(t *testing.T) {
+	host := t.TempDir()
+	s := Spec{
+		Dir:     t.TempDir(),
+		Engines: []EngineSpec{{Name: "m", Type: "memory"}},
+		Queues:  []QueueSpec{{Name: "q", Engine: "m"}},
+		Consumers: []ConsumerSpec{{Name: "c", Queue: "q", PluginWasm: tinyWasm,
+			HTTP: &HTTPSpec{Allow: []string{"https://api.example.com"}, MaxRequests: 3, Headers: map[string]string{"X-Token": "t"}},
+			WASI: WASISpec{Env: map[string]string{"A": "1"}, Dirs: []DirSpec{{Guest: "/data", Host: host, ReadWrite: true}}},
+		}},
+	}
+	f, err := s.Build(Options{Engines: fakeEngines{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.Consumers[0]
+	if len(c.HTTP.Allow) != 1 || c.HTTP.MaxRequests != 3 || c.HTTP.Headers["X-Token"] != "t" {
+		t.Fatalf("http %+v", c.HTTP)
+	}
+	if c.WASI.Env["A"] != "1" || len(c.WASI.Dirs) != 1 || c.WASI.Dirs[0] != (Dir{Guest: "/data", Host: host, ReadWrite: true}) {
+		t.Fatalf("wasi %+v", c.WASI)
+	}
+	s.Consumers[0].WASI.Dirs[0].Guest = "data"
+	s.Consumers[0].HTTP.Allow = []string{"ftp://x"}
+	_, err = s.Build(Options{Engines: fakeEngines{}})
+	if err == nil || !strings.Contains(err.Error(), `consumer "c": Invalid guest path`) || !strings.Contains(err.Error(), `consumer "c": Invalid allowed host`) {
+		t.Fatalf("Build = %v, want both grant errors naming the consumer", err)
+	}
+}
