@@ -282,7 +282,7 @@ func pluginDirs(ds []config.Dir) []plugin.Dir {
 
 // Publish implements plugin.Publisher: a guest's publish goes to the named
 // queue, whatever its engine. The plugin host has already checked the
-// consumer's allow-list.
+// consumer's allow-list. Go code uses Enqueue.
 func (s *Server) Publish(ctx context.Context, queue string, msg engines.Message) error {
 	q, err := s.Queue(queue)
 	if err != nil {
@@ -291,7 +291,12 @@ func (s *Server) Publish(ctx context.Context, queue string, msg engines.Message)
 	return q.Enqueue(ctx, msg)
 }
 
-// Enqueue implements admin.Backend.
+// Enqueue stores msgs on the named queue, whatever its engine, as the
+// engine's one batch (all or nothing where the engine batches); it is how
+// a Go program enqueues, and what the admin API's POST of messages calls
+// (admin.Backend). A message without an ID is given one by the engine.
+// An unknown queue is admin.ErrUnknownQueue. On postgres, EnqueueTx does
+// the same inside the caller's transaction.
 func (s *Server) Enqueue(ctx context.Context, queue string, msgs []engines.Message) error {
 	q, err := s.Queue(queue)
 	if err != nil {
