@@ -28,7 +28,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/httpout"
-	"github.com/qrun-dev/qrun/runtime/plugin/interrupt"
+	"github.com/qrun-dev/qrun/runtime/internal/interrupt"
 	"github.com/tetratelabs/wazero"
 	"go.uber.org/zap"
 )

@@ -1,8 +1,8 @@
 package server
 
 import (
-	"github.com/qrun-dev/qrun/runtime/dispatch"
-	"github.com/qrun-dev/qrun/runtime/metrics"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/metrics"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 

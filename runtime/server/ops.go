@@ -9,8 +9,8 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
-	"github.com/qrun-dev/qrun/runtime/dispatch"
-	"github.com/qrun-dev/qrun/runtime/metrics"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/metrics"
 )
 
 // The operations surface of a Server: admin.Operator (consumers, peek,

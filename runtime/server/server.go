@@ -51,8 +51,8 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
-	"github.com/qrun-dev/qrun/runtime/dispatch"
-	"github.com/qrun-dev/qrun/runtime/metrics"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/metrics"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 

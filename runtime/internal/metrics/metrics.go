@@ -28,7 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
 )
 
 // QueueSample is one queue's figures at scrape time.

@@ -25,7 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/runtime/lograte"
+	"github.com/qrun-dev/qrun/runtime/internal/lograte"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
