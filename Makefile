@@ -20,7 +20,7 @@ build:
 
 plugins:
 	GO=$(GO) ./plugins/build.sh
-	$(GO) generate ./runtime/plugin/... ./runtime/server/...
+	$(GO) generate ./runtime/plugin/... ./runtime/internal/... ./runtime/server/...
 
 run: build
 	./bin/qrun run -c config.hcl.example
@@ -55,6 +55,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/config/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAttrs$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/plugin/
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/plugin/
-	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/plugin/interrupt/
+	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/internal/interrupt/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./engines/posixmq/frame/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./engines/shm/

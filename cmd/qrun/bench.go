@@ -311,7 +311,7 @@ func newBenchObserver(queue, run string, n, maxAttempts int) *benchObserver {
 		lat: make([]int64, n), done: make(chan struct{})}
 }
 
-// Settled implements dispatch.Observer.
+// Settled implements server.Observer.
 func (o *benchObserver) Settled(d *engines.Delivery, v engines.Verdict, _ time.Duration) {
 	if d.Queue != o.queue || d.Attributes[benchRunAttr] != o.run {
 		return

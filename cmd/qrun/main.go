@@ -297,7 +297,9 @@ func cmdRun(fs *pflag.FlagSet, args []string, stderr io.Writer) error {
 	defer stop()
 	serveHangup, stopHangup := onHangup(log)
 	defer stopHangup()
-	opts := server.Options{Logger: log}
+	// This process is qrun's alone, so a hot swap may lend the compile
+	// its own P (server.Options.OwnsGOMAXPROCS).
+	opts := server.Options{Logger: log, OwnsGOMAXPROCS: true}
 	// A hot swap of a large plugin compiles in a child qrun at low
 	// priority, so that deliveries keep the CPU (plugin.ChildPrecompiler).
 	if exe, err := os.Executable(); err == nil {

@@ -40,6 +40,10 @@ type Options struct {
 	// LookupEnv backs the env() function; nil means os.LookupEnv. Tests inject
 	// a map so they need not mutate the process environment.
 	LookupEnv func(string) (string, bool)
+
+	// inline holds the plugin bytes of a Spec's consumers, by consumer
+	// name; such a consumer has no plugin attribute (Spec.Build).
+	inline map[string][]byte
 }
 
 // EngineValidator lets the engine registry, which lives above this package,
@@ -178,6 +182,10 @@ type Consumer struct {
 	// Plugin is the absolute path of the .wasm file; a relative path in the
 	// file is resolved against File.Dir.
 	Plugin string
+	// PluginWasm is the module itself, for a consumer whose plugin a
+	// program gave as bytes (ConsumerSpec.PluginWasm); Plugin is then
+	// empty and nothing is watched.
+	PluginWasm []byte
 	// PluginRange is the plugin attribute's value, so errors raised later
 	// (compilation, hot swap) can point where CheckPlugin would have.
 	PluginRange hcl.Range

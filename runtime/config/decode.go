@@ -389,7 +389,10 @@ func (d *decoder) consumer(rc *rawConsumer) Consumer {
 	}
 	refs := consumerRefs{queue: rc.Queue, timeout: rc.Timeout}
 	c.Queue = d.required(rc.Queue, rc.DefRange, "queue", "consumer")
-	if rc.Plugin == nil {
+	if b, ok := d.opts.inline[rc.Name]; ok && rc.Plugin == nil {
+		c.PluginWasm = b
+		c.PluginRange = rc.DefRange
+	} else if rc.Plugin == nil {
 		d.missing(rc.DefRange, "plugin", "consumer")
 	} else {
 		c.PluginRange = rc.Plugin.Expr.Range()

@@ -14,9 +14,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/runtime/dispatch"
 	"github.com/qrun-dev/qrun/runtime/httpout"
-	"github.com/qrun-dev/qrun/runtime/metrics"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/metrics"
 )
 
 // fakeSource is a test double for the runtime.

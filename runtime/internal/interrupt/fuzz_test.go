@@ -16,7 +16,7 @@ import (
 // stays refused. Compilation uses the interpreter, which validates exactly as
 // the compiler does and costs far less per input.
 func FuzzInstrument(f *testing.F) {
-	for _, dir := range []string{"testdata", "../testdata"} {
+	for _, dir := range []string{"testdata", "../../plugin/testdata"} {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.wasm"))
 		for _, file := range files {
 			b, err := os.ReadFile(file)

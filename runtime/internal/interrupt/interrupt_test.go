@@ -440,7 +440,7 @@ func TestCommittedWasmMatchesWat(t *testing.T) {
 			t.Fatal(err)
 		}
 		if string(got) != string(readTestdata(t, name)) {
-			t.Errorf("testdata/%s.wasm is stale; run go generate ./runtime/plugin/interrupt/", name)
+			t.Errorf("testdata/%s.wasm is stale; run go generate ./runtime/internal/interrupt/", name)
 		}
 	}
 }

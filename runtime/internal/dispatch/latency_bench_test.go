@@ -3,7 +3,7 @@ package dispatch_test
 import (
 	"testing"
 
-	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
 )
 
 // BenchmarkRecordLatency is BenchmarkDispatchOverhead/concurrency=2 with

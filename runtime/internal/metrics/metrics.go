@@ -17,6 +17,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"github.com/qrun-dev/qrun/runtime/httpout"
 	"net/http"
 	"time"
@@ -27,7 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
 )
 
 // QueueSample is one queue's figures at scrape time.
@@ -68,6 +69,8 @@ const ScrapeTimeout = 10 * time.Second
 // Metrics is one runtime's registry.
 type Metrics struct {
 	reg          *prometheus.Registry
+	own          []prometheus.Collector // qrun's own collectors, for RegisterOn
+	external     prometheus.Registerer  // set by RegisterOn
 	engineErrors *prometheus.CounterVec
 	reconnects   *prometheus.CounterVec
 	log          *zap.Logger
@@ -93,12 +96,42 @@ func New(src Source, log *zap.Logger) *Metrics {
 	}
 	// The engine counters are collected by the runtime collector, after
 	// it has counted the Stats failures of this very scrape.
+	m.own = []prometheus.Collector{newCollector(src, m)}
+	m.reg.MustRegister(m.own...)
 	m.reg.MustRegister(
-		newCollector(src, m),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// RegisterOn also registers qrun's own metrics (not the Go runtime and
+// process collectors, which belong to the program) on reg: a program
+// embedding qrun gathers them with its own. A collector may serve several
+// registries, so the admin API's /metrics keeps working too. Unregister
+// undoes it, so a later runtime may register on the same reg.
+func (m *Metrics) RegisterOn(reg prometheus.Registerer) error {
+	for i, c := range m.own {
+		if err := reg.Register(c); err != nil {
+			for _, done := range m.own[:i] {
+				reg.Unregister(done)
+			}
+			return fmt.Errorf("metrics: register qrun's collector: %w", err)
+		}
+	}
+	m.external = reg
+	return nil
+}
+
+// Unregister removes what RegisterOn registered.
+func (m *Metrics) Unregister() {
+	if m.external == nil {
+		return
+	}
+	for _, c := range m.own {
+		m.external.Unregister(c)
+	}
+	m.external = nil
 }
 
 // Registry is the registry, for tests and for embedding qrun's metrics

@@ -25,7 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/runtime/lograte"
+	"github.com/qrun-dev/qrun/runtime/internal/lograte"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
@@ -40,6 +40,13 @@ type Instance interface {
 // for concurrent use (metrics, benchmarks).
 type Observer interface {
 	Settled(d *engines.Delivery, v engines.Verdict, handled time.Duration)
+}
+
+// StartObserver is an Observer that is also told when a delivery is about
+// to be handed to the plugin; the same rules apply.
+type StartObserver interface {
+	Observer
+	Started(d *engines.Delivery)
 }
 
 // Config describes one consumer.
@@ -127,8 +134,9 @@ type counters struct {
 
 // Consumer runs a queue's deliveries through a plugin.
 type Consumer struct {
-	cfg Config
-	log *zap.Logger
+	cfg     Config
+	log     *zap.Logger
+	starter StartObserver // cfg.Observer, if it is one
 
 	// settleCtx outlives Stop's deadline so that verdicts already decided
 	// still reach the engine; it is cancelled only when the consumer aborts.
@@ -204,6 +212,7 @@ func New(cfg Config) (*Consumer, error) {
 	// engine that is down) are written once per errEvery with a count.
 	log = lograte.WrapLogger(log, errEvery)
 	c := &Consumer{cfg: cfg, log: log.With(zap.String("consumer", cfg.Name), zap.String("queue", cfg.Queue.Name()))}
+	c.starter, _ = cfg.Observer.(StartObserver)
 	c.settleCtx, c.cancelSettle = context.WithCancel(context.Background())
 	c.insts = make(map[*worker]Instance)
 	c.draining = make(chan struct{})
@@ -547,6 +556,9 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 		return
 	}
 	w.n.inFlight.Add(1)
+	if c.starter != nil {
+		c.starter.Started(d)
+	}
 	res := w.inst.Handle(c.settleCtx, d)
 	took := time.Since(start)
 	w.n.inFlight.Add(-1)

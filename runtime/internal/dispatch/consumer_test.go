@@ -12,7 +12,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/memory"
-	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
