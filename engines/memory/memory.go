@@ -82,15 +82,8 @@ func (e *Engine) Capabilities() engines.Capabilities {
 // reload wants), except that Ordered cannot change while the queue holds
 // messages: their ordering bookkeeping would not match.
 func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queue, error) {
-	switch {
-	case spec.Name == "":
-		return nil, fmt.Errorf("memory: open: empty queue name: %w", engines.ErrInvalid)
-	case spec.VisibilityTimeout < 0:
-		return nil, fmt.Errorf("memory: open %q: negative visibility timeout %v: %w", spec.Name, spec.VisibilityTimeout, engines.ErrInvalid)
-	case spec.MaxAttempts < 0:
-		return nil, fmt.Errorf("memory: open %q: negative max attempts %d: %w", spec.Name, spec.MaxAttempts, engines.ErrInvalid)
-	case spec.DeadLetter == spec.Name:
-		return nil, fmt.Errorf("memory: open %q: queue cannot be its own dead-letter queue: %w", spec.Name, engines.ErrInvalid)
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("memory: open %q: %w", spec.Name, err)
 	}
 	q, err := e.queue(spec.Name)
 	if err != nil {

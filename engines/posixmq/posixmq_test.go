@@ -3,10 +3,14 @@
 package posixmq_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/enginetest"
@@ -53,4 +57,19 @@ func TestConformance(t *testing.T) {
 
 func BenchmarkConformance(b *testing.B) {
 	enginetest.Bench(b, harness(posixmq.Options{Spill: 20000}))
+}
+
+// TestOpenValidatesSpec checks Open applies engines.QueueSpec.Validate:
+// a queue named as its own dead-letter queue, and a retry policy that is
+// not finite, are refused before any kernel queue is made.
+func TestOpenValidatesSpec(t *testing.T) {
+	e := newEngine(t, posixmq.Options{})
+	for _, spec := range []engines.QueueSpec{
+		{Name: "q", DeadLetter: "q"},
+		{Name: "q", Retry: engines.RetryPolicy{Initial: time.Second, Multiplier: math.NaN()}},
+	} {
+		if _, err := e.Open(context.Background(), spec); !errors.Is(err, engines.ErrInvalid) {
+			t.Errorf("Open(%+v) = %v, want ErrInvalid", spec, err)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -362,5 +363,16 @@ func TestCorruptSegment(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != string(junk) {
 		t.Fatal("the refused file was modified")
+	}
+}
+
+// TestOpenValidatesSpec checks Open applies engines.QueueSpec.Validate,
+// including the rule it adds here: a retry policy must be finite.
+func TestOpenValidatesSpec(t *testing.T) {
+	e := newEngine(t, shm.Options{})
+	defer e.Close()
+	_, err := e.Open(context.Background(), engines.QueueSpec{Name: "q", Retry: engines.RetryPolicy{Initial: time.Second, Multiplier: math.NaN()}})
+	if !errors.Is(err, engines.ErrInvalid) {
+		t.Fatalf("Open with NaN multiplier = %v, want ErrInvalid", err)
 	}
 }
