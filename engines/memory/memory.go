@@ -9,12 +9,12 @@ package memory
 import (
 	"context"
 	"fmt"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
 // Options configure an Engine. The zero value is ready to use.
@@ -197,23 +197,15 @@ func (h *handle) Receive(ctx context.Context, buf []engines.Delivery) (int, erro
 	if len(buf) == 0 {
 		return 0, fmt.Errorf("memory: receive from %q: empty buffer: %w", h.q.name, engines.ErrInvalid)
 	}
-	q := h.q
-	for {
-		if h.closed.Load() {
-			return 0, h.errClosed("receive from")
-		}
-		n, wait, err := q.receive(buf)
-		if err != nil || n > 0 {
-			return n, err
-		}
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-h.done:
-			return 0, h.errClosed("receive from")
-		}
+	return lease.Block(ctx, h.done, h.closedErr, func() (int, <-chan struct{}, error) { return h.q.receive(buf) })
+}
+
+// closedErr is the handle's ErrClosed error once it is closed, nil before.
+func (h *handle) closedErr() error {
+	if h.closed.Load() {
+		return h.errClosed("receive from")
 	}
+	return nil
 }
 
 // Stats reports the queue's counters. Ready includes messages waiting behind
@@ -223,12 +215,4 @@ func (h *handle) Stats(ctx context.Context) (engines.Stats, error) {
 		return engines.Stats{}, h.errClosed("stats of")
 	}
 	return h.q.stats()
-}
-
-// clampInt32 keeps a configured attempt limit inside the record's counter.
-func clampInt32(n int) int32 {
-	if n > math.MaxInt32 {
-		return math.MaxInt32
-	}
-	return int32(n)
 }
