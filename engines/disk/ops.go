@@ -62,7 +62,7 @@ func (h *handle) Peek(ctx context.Context, max int) ([]engines.Delivery, error) 
 	for i, r := range rs {
 		// A ticket is needed only to find the record in read; NewDelivery
 		// with a nil settler keeps the delivery unsettleable.
-		ds[i] = engines.NewDelivery(engines.Delivery{Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures), EnqueuedAt: wall(r.enq)}, nil, engines.Ticket{Ref: r})
+		ds[i] = engines.NewDelivery(engines.Delivery{Queue: q.name, Attempt: int(r.Attempt), Failures: int(r.Failures), EnqueuedAt: wall(r.enq)}, nil, engines.Ticket{Ref: r})
 	}
 	q.mu.Unlock()
 	n, err := q.read(ds)
@@ -123,7 +123,7 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 	ds := make([]engines.Delivery, len(rs))
 	states := make(map[*record]engines.MessageState, len(rs))
 	for i, r := range rs {
-		ds[i] = engines.NewDelivery(engines.Delivery{Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures), EnqueuedAt: wall(r.enq)}, nil, engines.Ticket{Ref: r})
+		ds[i] = engines.NewDelivery(engines.Delivery{Queue: q.name, Attempt: int(r.Attempt), Failures: int(r.Failures), EnqueuedAt: wall(r.enq)}, nil, engines.Ticket{Ref: r})
 		switch r.state {
 		case stateDelayed:
 			states[r] = engines.StateDelayed

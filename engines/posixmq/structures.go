@@ -3,11 +3,12 @@
 package posixmq
 
 import (
-	"github.com/qrun-dev/qrun/engines/internal/idxheap"
 	"strconv"
 	"unsafe"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/idxheap"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
 // Record states: a record is in exactly one place, and the state says
@@ -27,16 +28,14 @@ const (
 type record struct {
 	msg engines.Message
 
-	seq      uint64 // per-queue order: FIFO tie-break
-	token    uint64 // lease generation; never reset, so a recycled record rejects stale tickets
-	enq      int64  // first enqueue, Unix nanoseconds (it crosses processes in the frame)
-	expire   int64  // TTL deadline, Unix nanoseconds; 0 = none
-	due      int64  // heap key on the engine clock: visible time (delayed) or lease deadline (leased)
-	idx      int32  // position in the heap that holds the record
-	attempt  uint32 // deliveries so far
-	failures uint32
-	kprio    uint32 // kernel priority, 0..mq.PrioMax-1
-	state    uint8
+	seq uint64 // per-queue order: FIFO tie-break
+	lease.Lease
+	enq    int64  // first enqueue, Unix nanoseconds (it crosses processes in the frame)
+	expire int64  // TTL deadline, Unix nanoseconds; 0 = none
+	due    int64  // heap key on the engine clock: visible time (delayed) or lease deadline (leased)
+	idx    int32  // position in the heap that holds the record
+	kprio  uint32 // kernel priority, 0..mq.PrioMax-1
+	state  uint8
 	// outbound marks a delayed record that is a new message for the kernel
 	// queue (an enqueue with a delay), as opposed to a redelivery, which
 	// stays in this process.

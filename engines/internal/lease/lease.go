@@ -171,11 +171,23 @@ func (p *Policy) Settle(l *Lease, s engines.Settlement, st *engines.Stats) (Outc
 // failures before this one: a message that kills or wedges its consumer is
 // not retried in a hot loop.
 func (p *Policy) Expire(l *Lease, st *engines.Stats) Outcome {
+	return p.expire(l, st, "lease expired")
+}
+
+// ExpireAtOpen is Expire for a lease that a durable engine finds still
+// outstanding when it opens (the process stopped while it was held): the
+// same failure, with its own dead-letter reason. The Retry delay then counts
+// from the open.
+func (p *Policy) ExpireAtOpen(l *Lease, st *engines.Stats) Outcome {
+	return p.expire(l, st, "lease outstanding when the process stopped")
+}
+
+func (p *Policy) expire(l *Lease, st *engines.Stats, why string) Outcome {
 	l.Token++
 	l.Failures++
 	st.ExpiredLeaseTotal++
 	if p.exhausted(l) {
-		return Outcome{Action: Dead, Reason: p.maxAttemptsReason("lease expired")}
+		return Outcome{Action: Dead, Reason: p.maxAttemptsReason(why)}
 	}
 	return Outcome{Action: Retry, Delay: p.Retry.Delay(int(l.Failures) - 1)}
 }

@@ -61,6 +61,11 @@ func TestExpireAppliesRetryAndMaxAttempts(t *testing.T) {
 	if out.Action != Dead || out.Reason != "max attempts (3) reached: lease expired" {
 		t.Fatalf("third expiry = %+v, want Dead", out)
 	}
+	l = Lease{Attempt: 3, Failures: 2}
+	out = p.ExpireAtOpen(&l, &st)
+	if out.Action != Dead || out.Reason != "max attempts (3) reached: lease outstanding when the process stopped" {
+		t.Fatalf("expiry found at open = %+v, want Dead with its own reason", out)
+	}
 }
 
 func TestSettle(t *testing.T) {
