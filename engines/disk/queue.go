@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,17 +47,14 @@ type queue struct {
 
 	// One timer per queue, armed for the earliest delayed message or
 	// lease deadline.
-	timer      *time.Timer
-	timerArmed bool
-	timerAt    int64
+	timer lease.Timer
 
 	st engines.Stats // the totals; the gauges are computed
 }
 
 func newQueue(e *Engine, name string) *queue {
 	q := &queue{e: e, name: name, policy: lease.DefaultPolicy(), ready: newReadyHeap(), delayed: newDueHeap(), leases: newDueHeap()}
-	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
-	q.timer.Stop()
+	q.timer = lease.NewTimer(q.onTimer)
 	return q
 }
 
@@ -205,12 +201,9 @@ func (q *queue) drop(r *record) {
 
 // arm makes sure the timer fires no later than at.
 func (q *queue) arm(at, now int64) {
-	if q.closed || (q.timerArmed && q.timerAt <= at) {
-		return
+	if !q.closed {
+		q.timer.Arm(at, now)
 	}
-	q.timerArmed = true
-	q.timerAt = at
-	q.timer.Reset(time.Duration(at - now))
 }
 
 func (q *queue) onTimer() {
@@ -219,7 +212,7 @@ func (q *queue) onTimer() {
 	if q.closed {
 		return
 	}
-	q.timerArmed = false
+	q.timer.Fired()
 	now := q.e.now()
 	_, _ = q.advance(now)
 	if r := q.delayed.Peek(); r != nil {

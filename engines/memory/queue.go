@@ -3,7 +3,6 @@ package memory
 import (
 	"context"
 	"fmt"
-	"math"
 	"sync"
 	"time"
 
@@ -61,10 +60,8 @@ type queue struct {
 	waitCh chan struct{}
 
 	// One timer per queue, armed for the earliest delayed message or lease
-	// deadline; timerAt avoids resetting it when it is already early enough.
-	timer      *time.Timer
-	timerArmed bool
-	timerAt    int64
+	// deadline.
+	timer lease.Timer
 
 	dead []deadMsg // dead letters to move once the lock is released
 	st   engines.Stats
@@ -72,8 +69,7 @@ type queue struct {
 
 func newQueue(e *Engine, name string) *queue {
 	q := &queue{e: e, name: name, policy: lease.DefaultPolicy(), delayed: newDueHeap(), leases: newDueHeap()}
-	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
-	q.timer.Stop()
+	q.timer = lease.NewTimer(q.onTimer)
 	return q
 }
 
@@ -407,12 +403,9 @@ func (q *queue) apply(r *record, out lease.Outcome, now int64) {
 
 // arm makes sure the timer fires no later than at.
 func (q *queue) arm(at, now int64) {
-	if q.closed || (q.timerArmed && q.timerAt <= at) {
-		return
+	if !q.closed {
+		q.timer.Arm(at, now)
 	}
-	q.timerArmed = true
-	q.timerAt = at
-	q.timer.Reset(time.Duration(at - now))
 }
 
 func (q *queue) onTimer() {
@@ -421,7 +414,7 @@ func (q *queue) onTimer() {
 		q.mu.Unlock()
 		return
 	}
-	q.timerArmed = false
+	q.timer.Fired()
 	now := q.e.now()
 	q.advance(now)
 	if r := q.delayed.Peek(); r != nil {

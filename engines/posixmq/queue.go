@@ -6,7 +6,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"slices"
 	"sync"
@@ -88,9 +87,7 @@ type queue struct {
 	leading        bool // a receiver waits in the poller
 	pumping        bool
 
-	timer      *time.Timer
-	timerArmed bool
-	timerAt    int64
+	timer lease.Timer
 
 	dead []deadMsg
 	free []*record
@@ -139,8 +136,7 @@ func openQueue(e *Engine, name, kname string) (*queue, error) {
 	}
 	q.ready, q.outbox = newPrioHeap(), newPrioHeap()
 	q.delayed, q.leases = newDueHeap(), newDueHeap()
-	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
-	q.timer.Stop()
+	q.timer = lease.NewTimer(q.onTimer)
 	q.watchers.Add(1)
 	go q.watchWrite()
 	return q, nil

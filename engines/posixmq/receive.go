@@ -327,12 +327,9 @@ func (q *queue) armTimer(now int64) {
 	if r := q.leases.Peek(); r != nil && (at < 0 || r.due < at) {
 		at = r.due
 	}
-	if at < 0 || q.closed || (q.timerArmed && q.timerAt <= at) {
-		return
+	if at >= 0 && !q.closed {
+		q.timer.Arm(at, now)
 	}
-	q.timerArmed = true
-	q.timerAt = at
-	q.timer.Reset(time.Duration(at - now))
 }
 
 func (q *queue) onTimer() {
@@ -341,7 +338,7 @@ func (q *queue) onTimer() {
 		q.mu.Unlock()
 		return
 	}
-	q.timerArmed = false
+	q.timer.Fired()
 	now := q.e.now()
 	q.advance(now)
 	q.armTimer(now)

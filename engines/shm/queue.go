@@ -87,9 +87,7 @@ type queue struct {
 	leases    leaseSet
 	free      []*record
 
-	timer      *time.Timer
-	timerArmed bool
-	timerAt    int64
+	timer lease.Timer
 
 	st       engines.Stats
 	lastWarn time.Time
@@ -108,8 +106,7 @@ func newQueue(e *Engine, name string, r *ring.Ring) *queue {
 		policy:   lease.DefaultPolicy(), delayed: newDueHeap(),
 	}
 	q.leases.heap = newDueHeap()
-	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
-	q.timer.Stop()
+	q.timer = lease.NewTimer(q.onTimer)
 	return q
 }
 
@@ -313,15 +310,11 @@ func (q *queue) redeliver(r *record, now int64, d time.Duration) (ready bool) {
 
 // arm makes the timer fire by at.
 func (q *queue) arm(at int64) {
-	if q.timerArmed && q.timerAt <= at {
-		return
-	}
-	q.timerArmed, q.timerAt = true, at
-	q.timer.Reset(time.Duration(at - q.e.now()))
+	q.timer.Arm(at, q.e.now())
 }
 
 func (q *queue) rearm() {
-	q.timerArmed = false
+	q.timer.Fired()
 	next := int64(math.MaxInt64)
 	if at, ok := q.leases.next(); ok {
 		next = at

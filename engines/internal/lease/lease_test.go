@@ -179,3 +179,23 @@ func TestBlock(t *testing.T) {
 		t.Fatalf("Block on a closed handle = %v", err)
 	}
 }
+
+func TestTimer(t *testing.T) {
+	fired := make(chan struct{}, 1)
+	tm := NewTimer(func() { fired <- struct{}{} })
+	defer tm.Stop()
+	tm.Arm(int64(time.Hour), 0)
+	if !tm.armed || tm.at != int64(time.Hour) {
+		t.Fatalf("after Arm: %+v", tm)
+	}
+	tm.Arm(int64(2*time.Hour), 0) // later: left as it is
+	if tm.at != int64(time.Hour) {
+		t.Fatalf("a later deadline re-armed the timer: at %d", tm.at)
+	}
+	tm.Arm(5, 5) // due now: fires
+	<-fired
+	tm.Fired()
+	if tm.armed {
+		t.Fatal("Fired left the timer armed")
+	}
+}
