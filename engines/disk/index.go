@@ -38,26 +38,13 @@ type record struct {
 // position, so a settle or an extend is O(log n) without a search.
 type heap = idxheap.Heap[*record]
 
-func setIndex(r *record, i int) { r.idx = int32(i) }
-
-// newReadyHeap orders ready records by priority, highest first, then in
+// readyKey orders ready records by priority, highest first, then in
 // enqueue order.
-func newReadyHeap() heap {
-	return idxheap.New(func(a, b *record) bool {
-		if a.prio != b.prio {
-			return a.prio > b.prio
-		}
-		return a.seq < b.seq
-	}, setIndex)
-}
+func (r *record) readyKey() idxheap.Key { return idxheap.Key{Major: -int64(r.prio), Minor: r.seq} }
 
-// newDueHeap orders records by due time (visible time or lease deadline),
-// then in enqueue order.
-func newDueHeap() heap {
-	return idxheap.New(func(a, b *record) bool {
-		return a.due < b.due || (a.due == b.due && a.seq < b.seq)
-	}, setIndex)
-}
+// dueKey orders records by due time (visible time or lease deadline), then
+// in enqueue order.
+func (r *record) dueKey() idxheap.Key { return idxheap.Key{Major: r.due, Minor: r.seq} }
 
 // keyState serialises one ordering key of an ordered queue: active is the
 // single message of the key that may be ready, delayed or leased; the rest

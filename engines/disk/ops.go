@@ -17,7 +17,7 @@ import (
 // order they would be delivered. The caller holds q.mu.
 func (q *queue) waiting() []*record {
 	rs := make([]*record, 0, q.ready.Len()+q.nParked+q.delayed.Len())
-	rs = append(rs, q.ready.Items()...)
+	rs = slices.AppendSeq(rs, q.ready.All())
 	slices.SortFunc(rs, func(a, b *record) int {
 		if a.prio != b.prio {
 			return cmp.Compare(b.prio, a.prio)
@@ -30,7 +30,7 @@ func (q *queue) waiting() []*record {
 	}
 	slices.SortFunc(rs[n:], func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
 	n = len(rs)
-	rs = append(rs, q.delayed.Items()...)
+	rs = slices.AppendSeq(rs, q.delayed.All())
 	slices.SortFunc(rs[n:], func(a, b *record) int {
 		if c := cmp.Compare(a.due, b.due); c != 0 {
 			return c
@@ -103,7 +103,7 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 			sel.Add(r)
 		}
 	}
-	for _, r := range q.ready.Items() {
+	for r := range q.ready.All() {
 		offer(r)
 	}
 	for _, ks := range q.keys {
@@ -111,11 +111,11 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 			offer(r)
 		}
 	}
-	for _, r := range q.delayed.Items() {
+	for r := range q.delayed.All() {
 		offer(r)
 	}
 	if opts.InFlight {
-		for _, r := range q.leases.Items() {
+		for r := range q.leases.All() {
 			offer(r)
 		}
 	}

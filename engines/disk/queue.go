@@ -53,7 +53,7 @@ type queue struct {
 }
 
 func newQueue(e *Engine, name string) *queue {
-	q := &queue{e: e, name: name, policy: lease.DefaultPolicy(), ready: newReadyHeap(), delayed: newDueHeap(), leases: newDueHeap()}
+	q := &queue{e: e, name: name, policy: lease.DefaultPolicy()}
 	q.timer = lease.NewTimer(q.onTimer)
 	return q
 }
@@ -135,12 +135,12 @@ func (q *queue) schedule(r *record, visible, now int64) {
 	r.due = visible
 	if visible > now {
 		r.state = stateDelayed
-		q.delayed.Push(r)
+		q.delayed.Push(r, &r.idx, r.dueKey())
 		q.arm(visible, now)
 		return
 	}
 	r.state = stateReady
-	q.ready.Push(r)
+	q.ready.Push(r, &r.idx, r.readyKey())
 	q.wake()
 }
 
@@ -231,7 +231,7 @@ func (q *queue) advance(now int64) (*batch, error) {
 	for r := q.delayed.Peek(); r != nil && r.due <= now; r = q.delayed.Peek() {
 		q.delayed.Pop()
 		r.state = stateReady
-		q.ready.Push(r)
+		q.ready.Push(r, &r.idx, r.readyKey())
 		q.wake()
 	}
 	var last *batch
@@ -382,7 +382,7 @@ func (q *queue) lease(buf []engines.Delivery) (n int, wait <-chan struct{}, b *b
 		tok := r.Grant()
 		r.state = stateLeased
 		r.due = deadline
-		q.leases.Push(r)
+		q.leases.Push(r, &r.idx, r.dueKey())
 		ops = append(ops, op{kind: opPutState, q: q, seq: r.seq, val: encodeState(state{leased: true, attempt: r.Attempt, failures: r.Failures, due: now})})
 		buf[n] = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: tok})
 		d := &buf[n]
@@ -536,7 +536,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 	}
 	now := q.e.now()
 	r.due = lease.After(now, by)
-	q.leases.Fix(int(r.idx))
+	q.leases.Fix(int(r.idx), r.dueKey())
 	q.arm(r.due, now)
 	return wall(r.due), nil
 }

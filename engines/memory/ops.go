@@ -98,11 +98,11 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 			offer(ks.parked.buf[(ks.parked.head+i)&(len(ks.parked.buf)-1)])
 		}
 	}
-	for _, r := range q.delayed.Items() {
+	for r := range q.delayed.All() {
 		offer(r)
 	}
 	if opts.InFlight {
-		for _, r := range q.leases.Items() {
+		for r := range q.leases.All() {
 			offer(r)
 		}
 	}
@@ -150,7 +150,7 @@ func (q *queue) waiting() []*record {
 		}
 	}
 	slices.SortFunc(parked, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
-	delayed := slices.Clone(q.delayed.Items())
+	delayed := slices.Collect(q.delayed.All())
 	slices.SortFunc(delayed, func(a, b *record) int {
 		return cmp.Or(cmp.Compare(a.due, b.due), cmp.Compare(a.seq, b.seq))
 	})
@@ -214,7 +214,7 @@ func (q *queue) remove(match func(*record) bool) []deadMsg {
 		}
 	}
 	for i := q.delayed.Len() - 1; i >= 0; i-- {
-		if i >= q.delayed.Len() || !match(q.delayed.Items()[i]) {
+		if i >= q.delayed.Len() || !match(q.delayed.At(i)) {
 			continue
 		}
 		r := q.delayed.Remove(i)

@@ -68,7 +68,7 @@ type queue struct {
 }
 
 func newQueue(e *Engine, name string) *queue {
-	q := &queue{e: e, name: name, policy: lease.DefaultPolicy(), delayed: newDueHeap(), leases: newDueHeap()}
+	q := &queue{e: e, name: name, policy: lease.DefaultPolicy()}
 	q.timer = lease.NewTimer(q.onTimer)
 	return q
 }
@@ -206,7 +206,7 @@ func (q *queue) schedule(r *record, visible, now int64) {
 	if visible > now {
 		r.state = stateDelayed
 		r.due = visible
-		q.delayed.Push(r)
+		q.delayed.Push(r, &r.idx, r.dueKey())
 		q.arm(visible, now)
 		return
 	}
@@ -356,7 +356,7 @@ func (q *queue) lease(buf []engines.Delivery, now int64) int {
 		tok := r.Grant()
 		r.state = stateLeased
 		r.due = deadline
-		q.leases.Push(r)
+		q.leases.Push(r, &r.idx, r.dueKey())
 		// Bind first, then fill the fields in place: a Delivery is 256 bytes,
 		// and building it as a value to assign costs several full copies.
 		buf[n] = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: tok})
@@ -526,7 +526,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 	}
 	now := q.e.now()
 	r.due = lease.After(now, by)
-	q.leases.Fix(int(r.idx))
+	q.leases.Fix(int(r.idx), r.dueKey())
 	q.arm(r.due, now)
 	return q.e.wall(r.due), nil
 }

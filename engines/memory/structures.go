@@ -125,11 +125,8 @@ func (s *readySet) empty() bool {
 // search.
 type dueHeap = idxheap.Heap[*record]
 
-func newDueHeap() dueHeap {
-	return idxheap.New(func(a, b *record) bool {
-		return a.due < b.due || (a.due == b.due && a.seq < b.seq)
-	}, func(r *record, i int) { r.idx = int32(i) })
-}
+// dueKey is r's place in a dueHeap.
+func (r *record) dueKey() idxheap.Key { return idxheap.Key{Major: r.due, Minor: r.seq} }
 
 // idArena formats message IDs into a shared byte block so that assigning an
 // ID costs no allocation of its own: one 4 KiB block serves hundreds of IDs.

@@ -249,7 +249,7 @@ func (q *queue) delay(m *engines.Message, enq int64) error {
 	r.state = stateDelayed
 	now := q.e.now()
 	r.due = lease.After(now, m.Delay)
-	q.delayed.Push(r)
+	q.delayed.Push(r, &r.idx, r.dueKey())
 	q.enqTotal.Add(1)
 	q.armTimer(now)
 	return nil

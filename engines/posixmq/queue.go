@@ -134,8 +134,6 @@ func openQueue(e *Engine, name, kname string) (*queue, error) {
 		armWrite: make(chan struct{}, 1), stop: make(chan struct{}),
 		policy: lease.DefaultPolicy(),
 	}
-	q.ready, q.outbox = newPrioHeap(), newPrioHeap()
-	q.delayed, q.leases = newDueHeap(), newDueHeap()
 	q.timer = lease.NewTimer(q.onTimer)
 	q.watchers.Add(1)
 	go q.watchWrite()

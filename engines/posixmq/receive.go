@@ -255,7 +255,7 @@ func (q *queue) fromKernel(buf []engines.Delivery, name string) (int, error) {
 		if q.closed {
 			// Close is waiting for fdMu and will write it back.
 			r.state = stateReady
-			q.ready.Push(r)
+			q.ready.Push(r, &r.idx, r.prioKey())
 			continue
 		}
 		q.lease(r, &buf[i], name, now, leaseExpires)
@@ -272,7 +272,7 @@ func (q *queue) lease(r *record, d *engines.Delivery, name string, now int64, le
 	tok := r.Grant()
 	r.state = stateLeased
 	r.due = lease.After(now, time.Duration(q.policy.VT))
-	q.leases.Push(r)
+	q.leases.Push(r, &r.idx, r.dueKey())
 	// Bind first, then fill in place: a Delivery is large, and building it
 	// as a value to assign costs several copies.
 	*d = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: tok})
@@ -307,13 +307,13 @@ func clampInt32(n uint32) int32 { return int32(min(n, math.MaxInt32)) }
 
 func (q *queue) makeReady(r *record) {
 	r.state = stateReady
-	q.ready.Push(r)
+	q.ready.Push(r, &r.idx, r.prioKey())
 	q.wake()
 }
 
 func (q *queue) toOutbox(r *record) {
 	r.state = stateOutbox
-	q.outbox.Push(r)
+	q.outbox.Push(r, &r.idx, r.prioKey())
 	q.outLen.Add(1)
 }
 

@@ -72,7 +72,7 @@ func (q *queue) redeliver(r *record, delay time.Duration, now int64) {
 	}
 	r.state = stateDelayed
 	r.due = lease.After(now, delay)
-	q.delayed.Push(r)
+	q.delayed.Push(r, &r.idx, r.dueKey())
 	q.armTimer(now)
 }
 
@@ -96,7 +96,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 	}
 	now := q.e.now()
 	r.due = lease.After(now, by)
-	q.leases.Fix(int(r.idx))
+	q.leases.Fix(int(r.idx), r.dueKey())
 	q.armTimer(now)
 	return q.e.wall(r.due), nil
 }

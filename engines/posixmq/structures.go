@@ -50,21 +50,11 @@ type record struct {
 // position, so a settle or an extend is O(log n) without a search.
 type heap = idxheap.Heap[*record]
 
-func setIndex(r *record, i int) { r.idx = int32(i) }
+// prioKey orders by kernel priority, highest first, then FIFO.
+func (r *record) prioKey() idxheap.Key { return idxheap.Key{Major: -int64(r.kprio), Minor: r.seq} }
 
-// newPrioHeap orders by kernel priority, highest first, then FIFO.
-func newPrioHeap() heap {
-	return idxheap.New(func(a, b *record) bool {
-		return a.kprio > b.kprio || (a.kprio == b.kprio && a.seq < b.seq)
-	}, setIndex)
-}
-
-// newDueHeap orders by due time (visible time or lease deadline), then FIFO.
-func newDueHeap() heap {
-	return idxheap.New(func(a, b *record) bool {
-		return a.due < b.due || (a.due == b.due && a.seq < b.seq)
-	}, setIndex)
-}
+// dueKey orders by due time (visible time or lease deadline), then FIFO.
+func (r *record) dueKey() idxheap.Key { return idxheap.Key{Major: r.due, Minor: r.seq} }
 
 // idArena formats message IDs into a shared block so that an ID costs no
 // allocation of its own. The bytes behind a returned string are never

@@ -46,7 +46,7 @@ func (h *Queue) Peek(ctx context.Context, max int) ([]engines.Delivery, error) {
 		m, _ := q.message(r)
 		ready = append(ready, peeked(m, r.enq, r.Attempt, r.Failures))
 	}
-	delayed := slices.Clone(q.delayed.Items())
+	delayed := slices.Collect(q.delayed.All())
 	slices.SortFunc(delayed, func(a, b *record) int { return cmp.Compare(a.due, b.due) })
 	for _, r := range delayed {
 		if r.kind != dueDeadLetter {
@@ -126,7 +126,7 @@ func (h *Queue) PeekPage(ctx context.Context, opts engines.PeekOptions) (engines
 	for i := 0; i < q.ready.n; i++ {
 		offer(q.ready.buf[(q.ready.head+i)&(len(q.ready.buf)-1)])
 	}
-	for _, r := range q.delayed.Items() {
+	for r := range q.delayed.All() {
 		offer(r)
 	}
 	if opts.InFlight {
@@ -257,7 +257,7 @@ func (q *queue) dropDelayed(match func(*record) bool) int64 {
 			n++
 			continue
 		}
-		q.delayed.Push(r)
+		q.delayed.Push(r, &r.idx, r.dueKey())
 	}
 	return n
 }

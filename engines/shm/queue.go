@@ -103,9 +103,8 @@ func newQueue(e *Engine, name string, r *ring.Ring) *queue {
 	q := &queue{
 		e: e, name: name, r: r, slotSize: r.Geometry().SlotSize,
 		idPrefix: fmt.Sprintf("%08x.", uint32(r.Nonce())),
-		policy:   lease.DefaultPolicy(), delayed: newDueHeap(),
+		policy:   lease.DefaultPolicy(),
 	}
-	q.leases.heap = newDueHeap()
 	q.timer = lease.NewTimer(q.onTimer)
 	return q
 }
@@ -286,7 +285,7 @@ func (q *queue) release(r *record) {
 func (q *queue) delay(r *record, due int64) {
 	r.state = stateDelayed
 	r.due = due
-	q.delayed.Push(r)
+	q.delayed.Push(r, &r.idx, r.dueKey())
 	q.arm(due)
 }
 

@@ -78,9 +78,8 @@ func (f *fifo) pop() *record {
 // removing or re-keying one record (an ack, an extend) is O(log n).
 type dueHeap = idxheap.Heap[*record]
 
-func newDueHeap() dueHeap {
-	return idxheap.New(func(a, b *record) bool { return a.due < b.due }, func(r *record, i int) { r.idx = int32(i) })
-}
+// dueKey is r's place in a dueHeap.
+func (r *record) dueKey() idxheap.Key { return idxheap.Key{Major: r.due} }
 
 // leaseSet holds the leased records. Leases are taken with deadlines that
 // almost always grow (now plus a fixed visibility timeout) and are mostly
@@ -113,7 +112,7 @@ func (s *leaseSet) add(r *record) {
 	r.lseq++
 	s.live++
 	if s.n > 0 && s.at(s.n-1).due > r.due {
-		s.heap.Push(r)
+		s.heap.Push(r, &r.idx, r.dueKey())
 		return
 	}
 	r.idx = -1
@@ -131,7 +130,7 @@ func (s *leaseSet) each(f func(*record)) {
 			f(e.r)
 		}
 	}
-	for _, r := range s.heap.Items() {
+	for r := range s.heap.All() {
 		f(r)
 	}
 }
@@ -187,13 +186,13 @@ func (s *leaseSet) trim() {
 func (s *leaseSet) setDue(r *record, due int64) {
 	if r.idx >= 0 {
 		r.due = due
-		s.heap.Fix(int(r.idx))
+		s.heap.Fix(int(r.idx), r.dueKey())
 		return
 	}
 	r.lseq++
 	s.trim()
 	r.due = due
-	s.heap.Push(r)
+	s.heap.Push(r, &r.idx, r.dueKey())
 }
 
 // next is the earliest deadline, if any.

@@ -41,13 +41,14 @@
 // engine's own state (it is no longer leased). Nothing is ever matched by
 // message ID.
 //
-// Leases live in process memory. A crash of the process loses every lease
-// and its deadline, never the message where the storage is durable: the
-// disk engine finds a lease it stored as outstanding at the next open and
-// counts it as an expiry, posixmq writes held messages back to the kernel
-// queue at close (and loses them in a crash), and memory loses everything.
-// What a crash may lose with the lease is the last attempt or failure
-// counted after the storage last recorded the message's state.
+// Leases live in process memory, so a crash of the process loses every
+// lease and its deadline. What it loses with them is the storage's to say:
+// disk stores each lease as outstanding and, at the next open, counts it as
+// an expiry (ExpireAtOpen), losing at most the attempts and failures
+// counted after its last commit; posixmq and shm lose the messages the
+// process had taken out of the kernel queue or ring (leased, or waiting for
+// a redelivery), which a clean close writes back instead; memory loses
+// everything.
 package lease
 
 import (

@@ -20,31 +20,36 @@ type Smallest[T any] struct {
 	k   int
 	key func(T) uint64
 	h   idxheap.Heap[T] // a max-heap by key: its top is the largest kept
+	// pos receives the heap's position bookkeeping, which Smallest never
+	// reads: it removes nothing but the top.
+	pos int32
 }
 
 // New returns a Smallest keeping k values ordered by key.
 func New[T any](k int, key func(T) uint64) *Smallest[T] {
-	// Nothing is removed from the middle, so positions need not be kept.
-	h := idxheap.New(func(a, b T) bool { return key(a) > key(b) }, func(T, int) {})
-	return &Smallest[T]{k: k, key: key, h: h}
+	return &Smallest[T]{k: k, key: key}
 }
 
 // Add offers x.
 func (s *Smallest[T]) Add(x T) {
+	kx := s.key(x)
 	if s.h.Len() < s.k {
-		s.h.Push(x)
+		s.push(x, kx)
 		return
 	}
-	if s.k == 0 || s.key(x) >= s.key(s.h.Peek()) {
+	if s.k == 0 || kx >= s.key(s.h.Peek()) {
 		return
 	}
 	s.h.Pop()
-	s.h.Push(x)
+	s.push(x, kx)
 }
+
+// push adds x under key k; ^k makes the min-heap a max-heap by k.
+func (s *Smallest[T]) push(x T, k uint64) { s.h.Push(x, &s.pos, idxheap.Key{Minor: ^k}) }
 
 // Sorted returns the kept values in ascending key order.
 func (s *Smallest[T]) Sorted() []T {
-	out := slices.Clone(s.h.Items())
+	out := slices.Collect(s.h.All())
 	slices.SortFunc(out, func(a, b T) int { return cmp.Compare(s.key(a), s.key(b)) })
 	return out
 }
