@@ -29,9 +29,11 @@
 //
 // The engine's queue mutex is held around every transition and around the
 // read of the record it applies to: Lease values are plain fields, never
-// touched without it. Dead letters are moved to their queue after that
-// mutex is released (see Groups), so two queues that dead-letter into each
-// other never take each other's lock while holding their own.
+// touched without it. No engine takes another queue's mutex while holding
+// one: memory and posixmq collect dead letters under the source's lock and
+// move them after releasing it (see Groups), shm publishes them into the
+// target ring outside the lock, and disk moves them in its commit. So two
+// queues that dead-letter into each other cannot deadlock.
 //
 // A ticket (engines.Ticket) carries the Token its lease was granted with.
 // Token only grows: Grant and Expire increase it, and a record recycled for
