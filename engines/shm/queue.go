@@ -309,7 +309,9 @@ func (q *queue) redeliver(r *record, now int64, d time.Duration) (ready bool) {
 
 // arm makes the timer fire by at.
 func (q *queue) arm(at int64) {
-	q.timer.Arm(at, q.e.now())
+	if q.timer.Needs(at) {
+		q.timer.Arm(at, q.e.now())
+	}
 }
 
 func (q *queue) rearm() {

@@ -189,8 +189,11 @@ func TestTimer(t *testing.T) {
 		t.Fatalf("after Arm: %+v", tm)
 	}
 	tm.Arm(int64(2*time.Hour), 0) // later: left as it is
-	if tm.at != int64(time.Hour) {
-		t.Fatalf("a later deadline re-armed the timer: at %d", tm.at)
+	if tm.at != int64(time.Hour) || tm.Needs(int64(2*time.Hour)) || tm.Needs(int64(time.Hour)) {
+		t.Fatalf("a deadline no earlier than the armed one re-armed the timer: at %d", tm.at)
+	}
+	if !tm.Needs(int64(time.Minute)) {
+		t.Fatal("an earlier deadline does not need the timer reset")
 	}
 	tm.Arm(5, 5) // due now: fires
 	<-fired

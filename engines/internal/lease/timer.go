@@ -27,12 +27,17 @@ func NewTimer(f func()) Timer {
 // Arm makes sure the timer fires no later than at, now being the present on
 // the same engine clock.
 func (t *Timer) Arm(at, now int64) {
-	if t.armed && t.at <= at {
+	if !t.Needs(at) {
 		return
 	}
 	t.armed, t.at = true, at
 	t.t.Reset(time.Duration(at - now))
 }
+
+// Needs reports whether Arm(at, ...) would reset the timer, so a caller
+// that has not read the clock yet reads it only then: most arms, one per
+// lease, find the timer already early enough.
+func (t *Timer) Needs(at int64) bool { return !t.armed || at < t.at }
 
 // Fired records that the timer went off, so the next Arm sets it again.
 func (t *Timer) Fired() { t.armed = false }
