@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -448,5 +449,16 @@ func TestDedupWindow(t *testing.T) {
 	}
 	if st2, _ := q.Stats(ctx); st2.Ready != st.Ready+1 {
 		t.Fatalf("after the window: %+v, want the repeat admitted", st2)
+	}
+}
+
+// TestOpenValidatesSpec checks Open applies engines.QueueSpec.Validate,
+// including the rule it adds here: a retry policy must be finite.
+func TestOpenValidatesSpec(t *testing.T) {
+	e := openEngine(t, t.TempDir())
+	defer e.Close()
+	_, err := e.Open(ctxT(t), engines.QueueSpec{Name: "q", Retry: engines.RetryPolicy{Initial: time.Second, Jitter: math.Inf(1)}})
+	if !errors.Is(err, engines.ErrInvalid) {
+		t.Fatalf("Open with infinite jitter = %v, want ErrInvalid", err)
 	}
 }

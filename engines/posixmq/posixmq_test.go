@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -119,4 +121,19 @@ func TestConformance(t *testing.T) {
 
 func BenchmarkConformance(b *testing.B) {
 	enginetest.Bench(b, harness(posixmq.Options{Spill: 20000}))
+}
+
+// TestOpenValidatesSpec checks Open applies engines.QueueSpec.Validate:
+// a queue named as its own dead-letter queue, and a retry policy that is
+// not finite, are refused before any kernel queue is made.
+func TestOpenValidatesSpec(t *testing.T) {
+	e := newEngine(t, posixmq.Options{})
+	for _, spec := range []engines.QueueSpec{
+		{Name: "q", DeadLetter: "q"},
+		{Name: "q", Retry: engines.RetryPolicy{Initial: time.Second, Multiplier: math.NaN()}},
+	} {
+		if _, err := e.Open(context.Background(), spec); !errors.Is(err, engines.ErrInvalid) {
+			t.Errorf("Open(%+v) = %v, want ErrInvalid", spec, err)
+		}
+	}
 }

@@ -189,16 +189,10 @@ func (e *Engine) SegmentPath(name string) (string, error) {
 // not exist. A spec with more than a name sets the queue's lease length,
 // attempts and dead-letter queue for this process (the latest Open wins).
 func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queue, error) {
-	switch {
-	case spec.Name == "":
-		return nil, fmt.Errorf("shm: open: empty queue name: %w", engines.ErrInvalid)
-	case spec.VisibilityTimeout < 0:
-		return nil, fmt.Errorf("shm: open %q: negative visibility timeout %v: %w", spec.Name, spec.VisibilityTimeout, engines.ErrInvalid)
-	case spec.MaxAttempts < 0:
-		return nil, fmt.Errorf("shm: open %q: negative max attempts %d: %w", spec.Name, spec.MaxAttempts, engines.ErrInvalid)
-	case spec.DeadLetter == spec.Name:
-		return nil, fmt.Errorf("shm: open %q: queue cannot be its own dead-letter queue: %w", spec.Name, engines.ErrInvalid)
-	case spec.Ordered:
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("shm: open %q: %w", spec.Name, err)
+	}
+	if spec.Ordered {
 		return nil, fmt.Errorf("shm: open %q: ordered delivery: %w", spec.Name, engines.ErrUnsupported)
 	}
 	if spec.DeadLetter != "" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -385,5 +386,49 @@ func TestCorruptSegment(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != string(junk) {
 		t.Fatal("the refused file was modified")
+	}
+}
+
+// TestOpenValidatesSpec checks Open applies engines.QueueSpec.Validate,
+// including the rule it adds here: a retry policy must be finite.
+func TestOpenValidatesSpec(t *testing.T) {
+	e := newEngine(t, shm.Options{})
+	defer e.Close()
+	_, err := e.Open(context.Background(), engines.QueueSpec{Name: "q", Retry: engines.RetryPolicy{Initial: time.Second, Multiplier: math.NaN()}})
+	if !errors.Is(err, engines.ErrInvalid) {
+		t.Fatalf("Open with NaN multiplier = %v, want ErrInvalid", err)
+	}
+}
+
+// TestDeadLetterReasons checks shm words its dead-letter reasons as every
+// other engine does (they come from engines/internal/lease): a nack that
+// reaches max attempts, and a consumer's dead letter without a reason.
+func TestDeadLetterReasons(t *testing.T) {
+	e := newEngine(t, shm.Options{})
+	defer e.Close()
+	q := open(t, e, engines.QueueSpec{Name: "src", MaxAttempts: 1, DeadLetter: "dlq"})
+	dlq := open(t, e, engines.QueueSpec{Name: "dlq"})
+	ctx := context.Background()
+	if err := q.Enqueue(ctx, engines.Message{Body: []byte("a")}, engines.Message{Body: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	ds := receiveAll(t, q, 2)
+	if err := ds[0].Nack(ctx, 0, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds[1].DeadLetter(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"a": "max attempts (1) reached: boom",
+		"b": "dead-lettered by consumer",
+	}
+	for _, d := range receiveAll(t, dlq, 2) {
+		if got := d.Attributes[engines.AttrDeadLetterReason]; got != want[string(d.Body)] {
+			t.Errorf("dead letter %q: reason %q, want %q", d.Body, got, want[string(d.Body)])
+		}
+		if got := d.Attributes[engines.AttrDeadLetterSource]; got != "src" {
+			t.Errorf("dead letter %q: source %q, want src", d.Body, got)
+		}
 	}
 }
