@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/qrun-dev/qrun/engines/postgres"
-	"github.com/qrun-dev/qrun/runtime/server"
 )
 
 // cmdMigrate brings the schema of every postgres engine in the config (or
@@ -36,10 +35,11 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) error {
 			continue
 		}
 		found++
-		opts, diags := server.PostgresOptions(e.Body, cfg.EvalContext())
+		s, diags := postgres.DecodeSettings(e.Body, cfg.EvalContext())
 		if diags.HasErrors() {
 			return fmt.Errorf("engine %q: %w", e.Name, diags)
 		}
+		opts := s.Options
 		if opts.Schema == "" {
 			opts.Schema = postgres.DefaultSchema
 		}

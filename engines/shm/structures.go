@@ -1,3 +1,5 @@
+//go:build linux
+
 package shm
 
 // Record states: a record is in exactly one place, and the state says

@@ -134,6 +134,13 @@ func (d *Decoder) String(a *hcl.Attribute, def string) string {
 	return s
 }
 
+// StringValue decodes a string, reporting whether a was present and valid.
+func (d *Decoder) StringValue(a *hcl.Attribute) (string, bool) {
+	var s string
+	ok := d.into(a, cty.String, &s)
+	return s, ok
+}
+
 // Bool decodes a bool.
 func (d *Decoder) Bool(a *hcl.Attribute, def bool) bool {
 	b := def
@@ -143,14 +150,22 @@ func (d *Decoder) Bool(a *hcl.Attribute, def bool) bool {
 	return b
 }
 
+// IntValue decodes a whole number, reporting whether a was present and
+// valid; the caller checks its range.
+func (d *Decoder) IntValue(a *hcl.Attribute) (int, bool) {
+	var n int
+	ok := d.into(a, cty.Number, &n)
+	return n, ok
+}
+
 // Int decodes a whole number within [lo, hi].
 func (d *Decoder) Int(a *hcl.Attribute, def, lo, hi int) int {
-	var n int
-	if !d.into(a, cty.Number, &n) {
+	n, ok := d.IntValue(a)
+	if !ok {
 		return def
 	}
 	if n < lo || n > hi {
-		d.Errorf(a, "Invalid "+a.Name, "%s must be between %d and %d, not %d.", a.Name, lo, hi, n)
+		d.Errorf(a, "Invalid "+a.Name, "%s must be %s, not %d.", a.Name, between(lo, hi, ""), n)
 		return def
 	}
 	return n
@@ -170,23 +185,41 @@ func (d *Decoder) OneOf(a *hcl.Attribute, def string, allowed ...string) string 
 }
 
 // Size decodes a byte size (see the function Size) within [lo, hi] bytes.
+// A negative number is out of range rather than malformed.
 func (d *Decoder) Size(a *hcl.Attribute, def, lo, hi int) int {
-	n, ok, diags := Size(a, d.Ctx)
-	d.Diags = append(d.Diags, diags...)
+	n, ok := d.SizeValue(a)
 	if !ok {
 		return def
 	}
-	if n > math.MaxInt || int(n) < lo || int(n) > hi {
-		d.Errorf(a, "Invalid "+a.Name, "%s must be between %d and %d bytes, not %d.", a.Name, lo, hi, n)
+	if n < lo || n > hi {
+		d.Errorf(a, "Invalid "+a.Name, "%s must be %s, not %d.", a.Name, between(lo, hi, " bytes"), n)
 		return def
 	}
-	return int(n)
+	return n
+}
+
+// SizeValue decodes a byte size (see the function Size), reporting
+// whether a was present and valid; the caller checks its range.
+func (d *Decoder) SizeValue(a *hcl.Attribute) (int, bool) {
+	if v, ok, _ := Value(a, d.Ctx); ok && v.Type() == cty.Number && v.AsBigFloat().Sign() < 0 {
+		n, _ := v.AsBigFloat().Int64()
+		return int(n), true
+	}
+	n, ok, diags := Size(a, d.Ctx)
+	d.Diags = append(d.Diags, diags...)
+	if !ok {
+		return 0, false
+	}
+	if n > math.MaxInt {
+		d.Errorf(a, "Invalid "+a.Name, "%s is too large: %d bytes.", a.Name, n)
+		return 0, false
+	}
+	return int(n), true
 }
 
 // Duration decodes a duration (see the function Duration) within [lo, hi].
 func (d *Decoder) Duration(a *hcl.Attribute, def, lo, hi time.Duration) time.Duration {
-	v, ok, diags := Duration(a, d.Ctx)
-	d.Diags = append(d.Diags, diags...)
+	v, ok := d.DurationValue(a)
 	if !ok {
 		return def
 	}
@@ -195,4 +228,20 @@ func (d *Decoder) Duration(a *hcl.Attribute, def, lo, hi time.Duration) time.Dur
 		return def
 	}
 	return v
+}
+
+// DurationValue decodes a duration (see the function Duration), reporting
+// whether a was present and valid; the caller checks its range.
+func (d *Decoder) DurationValue(a *hcl.Attribute) (time.Duration, bool) {
+	v, ok, diags := Duration(a, d.Ctx)
+	d.Diags = append(d.Diags, diags...)
+	return v, ok
+}
+
+// between words the range [lo, hi], leaving out a bound that is no bound.
+func between(lo, hi int, unit string) string {
+	if hi == math.MaxInt {
+		return fmt.Sprintf("at least %d%s", lo, unit)
+	}
+	return fmt.Sprintf("between %d and %d%s", lo, hi, unit)
 }

@@ -275,6 +275,12 @@ func (d *decoder) engine(re *rawEngine) Engine {
 			e.Type, didYouMean(e.Type, known), strings.Join(slices.Sorted(slices.Values(known)), ", "))
 		return e
 	}
+	if av, ok := v.(EngineAvailability); ok {
+		if err := av.EngineAvailable(e.Type); err != nil {
+			d.errorf(typeRange, "Engine type unavailable", "%s. Engines that work everywhere include \"disk\" and \"memory\".", sentence(err.Error()))
+			return e
+		}
+	}
 	diags := v.ValidateEngine(e.Type, re.Remain, d.ctx)
 	for _, diag := range diags {
 		// Every diagnostic carries a position: one an engine could not
@@ -657,4 +663,13 @@ func (d *decoder) stringList(a *hcl.Attribute) ([]string, []hcl.Range) {
 		rngs = append(rngs, e.Range())
 	}
 	return list, rngs
+}
+
+// sentence capitalises an error message (which starts lower case, as Go's
+// do) to start a diagnostic's detail.
+func sentence(msg string) string {
+	if msg == "" || msg[0] < 'a' || msg[0] > 'z' {
+		return msg
+	}
+	return string(msg[0]-'a'+'A') + msg[1:]
 }
