@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
 
@@ -202,7 +201,7 @@ func BenchmarkDiskRawFsync(b *testing.B) {
 		if _, err := f.WriteAt(buf, 0); err != nil {
 			b.Fatal(err)
 		}
-		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		if err := testenv.Datasync(f); err != nil {
 			b.Fatal(err)
 		}
 	}
