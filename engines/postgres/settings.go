@@ -68,7 +68,10 @@ func DecodeSettings(body hcl.Body, ctx *hcl.EvalContext) (Settings, hcl.Diagnost
 	c := d.Content(body, postgresSchema)
 	var s Settings
 	if a := c.Attributes["dsn"]; a != nil {
-		if s.DSN = d.String(a, ""); s.DSN == "" && !d.Diags.HasErrors() {
+		// Empty or null (e.g. an unset env() with a null default), unless
+		// the value was wrong in some other way, already reported.
+		reported := len(d.Diags)
+		if s.DSN = d.String(a, ""); s.DSN == "" && len(d.Diags) == reported {
 			d.Errorf(a, "Empty dsn", `The postgres engine needs a connection string, e.g. dsn = "postgres://user@host/db" or dsn = env("QRUN_PG_DSN").`)
 		}
 	}

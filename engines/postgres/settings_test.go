@@ -46,6 +46,7 @@ topic "events" {
 	for name, tc := range map[string]struct{ src, want string }{
 		"no dsn":          {`schema = "x"`, "engine.hcl:1:1: Missing required argument"},
 		"empty dsn":       {`dsn = ""`, "engine.hcl:1:7: Empty dsn"},
+		"null dsn":        {"dsn = null\npool = 1", "engine.hcl:1:7: Empty dsn"},
 		"bad duration":    {"dsn = \"x\"\nstatement_timeout = \"soon\"", "engine.hcl:2:21: Invalid duration"},
 		"tiny poll":       {"dsn = \"x\"\npoll_interval = \"1us\"", "engine.hcl:2:17: Invalid poll_interval"},
 		"negative":        {"dsn = \"x\"\ndedup_window = \"-1s\"", "engine.hcl:2:16: Invalid dedup_window"},
