@@ -77,5 +77,9 @@ func (s Settings) Open(ctx context.Context, o enginetype.OpenOptions) (engines.E
 	opts := s.Options
 	opts.Dir = o.DataDir
 	opts.Logger = o.Logger
-	return Open(ctx, opts)
+	e, err := Open(ctx, opts)
+	if err != nil {
+		return nil, err // not a nil *Engine in a non-nil interface
+	}
+	return e, nil
 }

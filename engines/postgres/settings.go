@@ -171,5 +171,9 @@ func (s Settings) Open(ctx context.Context, o enginetype.OpenOptions) (engines.E
 	opts.Logger = o.Logger
 	opts.Producer = o.Producer
 	opts.Events = o.Events // qrun_engine_reconnects_total, qrun_engine_errors_total{op="listen"}
-	return New(ctx, opts)
+	e, err := New(ctx, opts)
+	if err != nil {
+		return nil, err // not a nil *Engine in a non-nil interface
+	}
+	return e, nil
 }

@@ -135,5 +135,9 @@ func (s Settings) CheckQueueName(name string) error {
 func (s Settings) Open(_ context.Context, o enginetype.OpenOptions) (engines.Engine, error) {
 	opts := s.Options
 	opts.Logger = o.Logger
-	return New(opts)
+	e, err := New(opts)
+	if err != nil {
+		return nil, err // not a nil *Engine in a non-nil interface
+	}
+	return e, nil
 }
