@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/qrun-dev/qrun/engines/postgres"
-	"github.com/qrun-dev/qrun/runtime/server"
 )
 
 // cmdMigrate brings the schema of every postgres engine in the config (or
@@ -34,10 +33,11 @@ func cmdMigrate(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) erro
 			continue
 		}
 		found++
-		opts, diags := server.PostgresOptions(e.Body, cfg.EvalContext())
+		s, diags := postgres.DecodeSettings(e.Body, cfg.EvalContext())
 		if diags.HasErrors() {
 			return fmt.Errorf("engine %q: %w", e.Name, diags)
 		}
+		opts := s.Options
 		if opts.Schema == "" {
 			opts.Schema = postgres.DefaultSchema
 		}

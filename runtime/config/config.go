@@ -81,6 +81,15 @@ type QueueNameChecker interface {
 	QueueNameRule(typ string, body hcl.Body, ctx *hcl.EvalContext) func(name string) error
 }
 
+// EngineAvailability is optionally implemented by an EngineValidator whose
+// engine types work on some platforms only. A type that does not work on
+// the platform qrun runs on is an error at the block's type attribute,
+// before its settings are decoded.
+type EngineAvailability interface {
+	// EngineAvailable reports why engine type typ cannot run here, or nil.
+	EngineAvailable(typ string) error
+}
+
 // File is a decoded configuration. When Parse or Load report errors the File
 // is still returned, but only Path, Dir and Files are meaningful: they are
 // kept so the diagnostics can be rendered with their source.

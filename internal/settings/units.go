@@ -1,4 +1,10 @@
-package config
+// Package settings holds the one set of rules qrun's HCL uses for sizes and
+// durations, in every block (runtime, queue, consumer, engine), and a small
+// attribute decoder that reports each problem at its source range. It sits
+// under internal/ at the module root, below both runtime/config and the
+// engine packages, because engines must not import runtime/ and the runtime
+// must not keep a second copy of the rules.
+package settings
 
 import (
 	"errors"
@@ -34,10 +40,10 @@ func sizeUnit(unit string) (uint64, bool) {
 	return 0, false
 }
 
-// parseSize parses a byte size such as "32MiB", "512KiB", "1.5GiB", "64MB"
+// ParseSize parses a byte size such as "32MiB", "512KiB", "1.5GiB", "64MB"
 // or "1048576". A fraction is allowed as long as the result is a whole
 // number of bytes.
-func parseSize(s string) (uint64, error) {
+func ParseSize(s string) (uint64, error) {
 	s = strings.TrimSpace(s)
 	i := 0
 	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
