@@ -255,17 +255,7 @@ func (e *Engine) Path() string { return e.path }
 // Capabilities reports everything but sharing with other processes and
 // machines.
 func (e *Engine) Capabilities() engines.Capabilities {
-	return engines.Capabilities{
-		Durable:        true,
-		Visibility:     true,
-		Delay:          true,
-		DeadLetter:     true,
-		Ordering:       true,
-		Priority:       true,
-		TTL:            true,
-		Dedup:          true,
-		MaxMessageSize: e.opts.MaxMessageSize,
-	}
+	return capabilities(e.opts)
 }
 
 // Open returns a handle on the named queue, creating it if needed.

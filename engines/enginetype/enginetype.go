@@ -87,6 +87,17 @@ type QueueNamer interface {
 	CheckQueueName(name string) error
 }
 
+// Capable is implemented by settings that know, before anything is opened,
+// what an engine opened with them offers: the runtime refuses at validate a
+// queue that asks for a missing capability (ordered delivery on an engine
+// without Ordering), instead of failing when the queue is opened at start.
+// MaxMessageSize may be zero when the limit is only known once open (a
+// kernel setting, say).
+type Capable interface {
+	// Capabilities are those of an engine opened with these settings.
+	Capabilities() engines.Capabilities
+}
+
 // OpenOptions is what the runtime hands an engine when it opens one.
 type OpenOptions struct {
 	// Name of the engine block.

@@ -62,16 +62,7 @@ func New(opts Options) *Engine {
 // Capabilities reports everything but durability and sharing, which an
 // in-process engine cannot offer.
 func (e *Engine) Capabilities() engines.Capabilities {
-	return engines.Capabilities{
-		Visibility:     true,
-		Delay:          true,
-		DeadLetter:     true,
-		Ordering:       true,
-		Priority:       true,
-		TTL:            true,
-		Dedup:          true,
-		MaxMessageSize: e.opts.MaxMessageSize,
-	}
+	return capabilities(e.opts)
 }
 
 // Open returns a handle on the named queue, creating it if needed.

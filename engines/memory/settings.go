@@ -41,3 +41,21 @@ func DecodeSettings(body hcl.Body, ctx *hcl.EvalContext) (Settings, hcl.Diagnost
 func (s Settings) Open(context.Context, enginetype.OpenOptions) (engines.Engine, error) {
 	return New(s.Options), nil
 }
+
+// Capabilities implements enginetype.Capable.
+func (s Settings) Capabilities() engines.Capabilities { return capabilities(s.Options) }
+
+// capabilities are those of a memory engine with options o: its settings
+// report them at validate and the engine itself once open.
+func capabilities(o Options) engines.Capabilities {
+	return engines.Capabilities{
+		Visibility:     true,
+		Delay:          true,
+		DeadLetter:     true,
+		Ordering:       true,
+		Priority:       true,
+		TTL:            true,
+		Dedup:          true,
+		MaxMessageSize: o.MaxMessageSize,
+	}
+}

@@ -96,15 +96,8 @@ func readDefault(path string, fallback int) int {
 // a reboot, and those in qrun's memory (leased, delayed, spilled) do not
 // survive a crash. Raw format cannot carry a TTL.
 func (e *Engine) Capabilities() engines.Capabilities {
-	c := engines.Capabilities{
-		Visibility:     true,
-		Delay:          true,
-		DeadLetter:     true,
-		Priority:       true,
-		TTL:            e.opts.Format == Framed,
-		CrossProcess:   true,
-		MaxMessageSize: e.msgSize,
-	}
+	c := capabilities(e.opts)
+	c.MaxMessageSize = e.msgSize
 	if e.opts.Format == Framed {
 		c.MaxMessageSize -= Overhead
 	}

@@ -124,3 +124,21 @@ func (s Settings) Open(_ context.Context, o enginetype.OpenOptions) (engines.Eng
 	}
 	return e, nil
 }
+
+// Capabilities implements enginetype.Capable. MaxMessageSize is zero: it
+// is the kernel queue's message size, known once the engine is open.
+func (s Settings) Capabilities() engines.Capabilities { return capabilities(s.Options) }
+
+// capabilities are those of a posixmq engine with options o, but for
+// MaxMessageSize: its settings report them at validate and the engine
+// itself once open.
+func capabilities(o Options) engines.Capabilities {
+	return engines.Capabilities{
+		Visibility:   true,
+		Delay:        true,
+		DeadLetter:   true,
+		Priority:     true,
+		TTL:          o.Format == Framed,
+		CrossProcess: true,
+	}
+}

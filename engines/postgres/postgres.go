@@ -283,20 +283,7 @@ func (e *Engine) prepare(ctx context.Context) error {
 // Capabilities reports the full contract: the database makes queues
 // durable and shared by every process and machine that reaches it.
 func (e *Engine) Capabilities() engines.Capabilities {
-	return engines.Capabilities{
-		Durable:        true,
-		Visibility:     true,
-		Delay:          true,
-		DeadLetter:     true,
-		Ordering:       true,
-		Priority:       true,
-		TTL:            true,
-		Dedup:          true,
-		FanOut:         true,
-		CrossProcess:   true,
-		MultiNode:      true,
-		MaxMessageSize: e.opts.MaxMessageSize,
-	}
+	return capabilities(e.opts)
 }
 
 // Close stops the background work, writes pending acks (waiting a few

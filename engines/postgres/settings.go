@@ -177,3 +177,26 @@ func (s Settings) Open(ctx context.Context, o enginetype.OpenOptions) (engines.E
 	}
 	return e, nil
 }
+
+// Capabilities implements enginetype.Capable. MaxMessageSize is zero when
+// the settings leave it to the default, which New fills in.
+func (s Settings) Capabilities() engines.Capabilities { return capabilities(s.Options) }
+
+// capabilities are those of a postgres engine with options o: its settings
+// report them at validate and the engine itself once open.
+func capabilities(o Options) engines.Capabilities {
+	return engines.Capabilities{
+		Durable:        true,
+		Visibility:     true,
+		Delay:          true,
+		DeadLetter:     true,
+		Ordering:       true,
+		Priority:       true,
+		TTL:            true,
+		Dedup:          true,
+		FanOut:         true,
+		CrossProcess:   true,
+		MultiNode:      true,
+		MaxMessageSize: o.MaxMessageSize,
+	}
+}

@@ -141,3 +141,20 @@ func (s Settings) Open(_ context.Context, o enginetype.OpenOptions) (engines.Eng
 	}
 	return e, nil
 }
+
+// Capabilities implements enginetype.Capable. MaxMessageSize is zero when
+// the settings leave the slot size to the default, which New fills in.
+func (s Settings) Capabilities() engines.Capabilities { return capabilities(s.Options) }
+
+// capabilities are those of an shm engine with options o: its settings
+// report them at validate and the engine itself once open.
+func capabilities(o Options) engines.Capabilities {
+	return engines.Capabilities{
+		Visibility:     true,
+		Delay:          true,
+		DeadLetter:     true,
+		TTL:            true,
+		CrossProcess:   true,
+		MaxMessageSize: o.SlotSize,
+	}
+}

@@ -84,14 +84,7 @@ func New(opts Options) (*Engine, error) {
 // process (see the package doc for what a crash loses); the queues are
 // shared with other processes on the machine; nothing survives a reboot.
 func (e *Engine) Capabilities() engines.Capabilities {
-	return engines.Capabilities{
-		Visibility:     true,
-		Delay:          true,
-		DeadLetter:     true,
-		TTL:            true,
-		CrossProcess:   true,
-		MaxMessageSize: e.opts.SlotSize,
-	}
+	return capabilities(e.opts)
 }
 
 // SegmentPath is the file that holds the named queue's ring.

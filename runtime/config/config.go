@@ -18,6 +18,8 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
+
+	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/httpout"
 )
 
@@ -79,6 +81,17 @@ type QueueNameChecker interface {
 	// name, or nil when every name qrun allows is fine. body has already
 	// passed ValidateEngine.
 	QueueNameRule(typ string, body hcl.Body, ctx *hcl.EvalContext) func(name string) error
+}
+
+// EngineCapabilities is optionally implemented by an EngineValidator whose
+// engine types know their capabilities before opening: a queue asking for
+// one its engine lacks (ordered = true) is refused at validate, at the
+// attribute that asks.
+type EngineCapabilities interface {
+	// EngineCapabilities returns the capabilities of an engine block of
+	// type typ, and false when they are only known once it is open. body
+	// has already passed ValidateEngine.
+	EngineCapabilities(typ string, body hcl.Body, ctx *hcl.EvalContext) (engines.Capabilities, bool)
 }
 
 // EngineAvailability is optionally implemented by an EngineValidator whose

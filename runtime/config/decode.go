@@ -14,6 +14,8 @@ import (
 	"github.com/zclconf/go-cty/cty/gocty"
 
 	"github.com/qrun-dev/qrun/internal/settings"
+
+	"github.com/qrun-dev/qrun/engines"
 )
 
 // The raw structs are the schema, decoded by gohcl. Attributes are kept as
@@ -97,14 +99,15 @@ type decoder struct {
 
 	queueRefs    map[string]queueRefs // by queue name
 	consumerRefs map[string]consumerRefs
-	topics       map[string]map[string]bool    // engine name -> its topics (TopicLister)
-	nameRules    map[string]func(string) error // engine name -> its queue name rule (QueueNameChecker)
-	queueIdx     map[string]int                // queue name -> index in file.Queues, set by validate
+	topics       map[string]map[string]bool      // engine name -> its topics (TopicLister)
+	nameRules    map[string]func(string) error   // engine name -> its queue name rule (QueueNameChecker)
+	caps         map[string]engines.Capabilities // engine name -> its capabilities, where known (EngineCapabilities)
+	queueIdx     map[string]int                  // queue name -> index in file.Queues, set by validate
 }
 
 type queueRefs struct {
-	engine, deadLetter *hcl.Attribute
-	name               hcl.Range
+	engine, deadLetter, ordered *hcl.Attribute
+	name                        hcl.Range
 }
 
 type consumerRefs struct {
@@ -298,6 +301,14 @@ func (d *decoder) engine(re *rawEngine) Engine {
 			d.nameRules[e.Name] = rule
 		}
 	}
+	if ec, ok := v.(EngineCapabilities); ok && !diags.HasErrors() {
+		if c, known := ec.EngineCapabilities(e.Type, re.Remain, d.ctx); known {
+			if d.caps == nil {
+				d.caps = map[string]engines.Capabilities{}
+			}
+			d.caps[e.Name] = c
+		}
+	}
 	if tl, ok := v.(TopicLister); ok && !diags.HasErrors() {
 		for _, t := range tl.Topics(e.Type, re.Remain, d.ctx) {
 			if d.topics == nil {
@@ -319,7 +330,7 @@ func (d *decoder) queue(rq *rawQueue) Queue {
 		VisibilityTimeout: DefaultVisibilityTimeout,
 		MaxAttempts:       DefaultMaxAttempts,
 	}
-	d.queueRefs[q.Name] = queueRefs{engine: rq.Engine, deadLetter: rq.DeadLetter, name: rq.NameRange}
+	d.queueRefs[q.Name] = queueRefs{engine: rq.Engine, deadLetter: rq.DeadLetter, ordered: rq.Ordered, name: rq.NameRange}
 	q.Engine = d.required(rq.Engine, rq.DefRange, "engine", "queue")
 	q.VisibilityTimeout = d.duration(rq.VisibilityTimeout, q.VisibilityTimeout)
 	if q.VisibilityTimeout < 0 {

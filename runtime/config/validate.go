@@ -44,6 +44,10 @@ func (d *decoder) validate() {
 				d.errorf(refs.name, "Invalid name", "Queue %q cannot live in engine %q: %v. The name is never shortened or altered to fit.", q.Name, q.Engine, err)
 			}
 		}
+		if c, ok := d.caps[q.Engine]; ok && q.Ordered && !c.Ordering && refs.ordered != nil {
+			d.errorf(refs.ordered.Expr.Range(), "Ordered delivery unsupported",
+				"Queue %q asks for ordered delivery, which engine %q cannot give. Use an engine that keeps order per key (memory, disk or postgres), or drop ordered.", q.Name, q.Engine)
+		}
 		if q.DeadLetter == "" {
 			continue
 		}

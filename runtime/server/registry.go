@@ -114,6 +114,16 @@ func (r *Registry) Topics(typ string, body hcl.Body, eval *hcl.EvalContext) []st
 	return nil
 }
 
+// EngineCapabilities implements config.EngineCapabilities.
+func (r *Registry) EngineCapabilities(typ string, body hcl.Body, eval *hcl.EvalContext) (engines.Capabilities, bool) {
+	if s, diags := r.decode(typ, body, eval); !diags.HasErrors() {
+		if c, ok := s.(enginetype.Capable); ok {
+			return c.Capabilities(), true
+		}
+	}
+	return engines.Capabilities{}, false
+}
+
 // QueueNameRule implements config.QueueNameChecker.
 func (r *Registry) QueueNameRule(typ string, body hcl.Body, eval *hcl.EvalContext) func(name string) error {
 	if s, diags := r.decode(typ, body, eval); !diags.HasErrors() {
