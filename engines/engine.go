@@ -90,7 +90,11 @@ type QueueSpec struct {
 	// A redrive starts it again at attempt 1 with no failures.
 	DeadLetter string
 	// Ordered delivers messages sharing an OrderingKey one at a time, in
-	// enqueue order (requires the Ordering capability).
+	// enqueue order (requires the Ordering capability). A key's head keeps
+	// its place until it is acked or leaves the queue: after a nack or an
+	// expired lease (its holder died), the head is delivered
+	// again before the next message of its key, which is never in flight
+	// together with it.
 	Ordered bool
 	// Retry is the queue's backoff after a failure. The runtime computes
 	// the delay of every failure it sees itself and passes it with the
@@ -134,7 +138,10 @@ type Message struct {
 	Delay time.Duration
 	// TTL drops the message, counted as expired, if it has not been
 	// delivered within this long of becoming visible; zero means forever.
-	// Once delivered, a message is no longer subject to its TTL.
+	// Once delivered, a message is no longer subject to its TTL: it bounds
+	// the wait for a consumer, not the handling, so a leased message is
+	// never expired, an Ack after the TTL passed succeeds, and a nack,
+	// requeue or lapsed lease redelivers it as if it had no TTL.
 	TTL time.Duration
 }
 
@@ -282,7 +289,12 @@ func (s Stats) Depth() int64 { return s.Ready + s.Delayed + s.InFlight }
 // supplies what is missing where it can, and the conformance suite skips
 // what is declared absent.
 type Capabilities struct {
-	Durable      bool // survives a crash of the process
+	// Durable: a crash of the process (SIGKILL) loses no message whose
+	// Enqueue returned, and a lease outstanding at the crash counts as one
+	// failure, once however often the engine restarts after
+	// (QueueSpec.Retry); dead letters keep their attempts and failures.
+	// The conformance suite's crash cases prove it in a killed child.
+	Durable      bool
 	Visibility   bool // leases expire and messages are redelivered
 	Delay        bool // delayed delivery and nack/requeue delay
 	DeadLetter   bool // attempts counted, MaxAttempts and DeadLetter honoured

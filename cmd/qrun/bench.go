@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -16,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
@@ -77,21 +77,19 @@ type benchLatency struct {
 	Mean float64 `json:"mean"`
 }
 
-func cmdBench(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "config `FILE` describing the runtime to measure")
-	queue := fs.String("q", "", "`QUEUE` to load; one of its consumers must handle it")
-	n := fs.Int("n", 10000, "number of `messages`")
+func cmdBench(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	path := fs.StringP("config", "c", "", "config `FILE` describing the runtime to measure")
+	queue := fs.StringP("queue", "q", "", "`QUEUE` to load; one of its consumers must handle it")
+	n := fs.IntP("messages", "n", 10000, "number of `messages`")
 	size := fs.Int("size", 64, "body size in `bytes`")
 	producers := fs.Int("producers", 1, "concurrent `producers`")
 	batch := fs.Int("batch", 1, "messages per Enqueue `call`")
 	rate := fs.Float64("rate", 0, "total enqueue rate in `msgs/s` (0: as fast as possible)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this `duration`")
-	dataDir := fs.String("data-dir", "", "data directory for the engines (default: a new temporary one, removed after)")
+	dataDir := fs.String("data-dir", "", "data `directory` for the engines (default: a new temporary one, removed after)")
 	level := fs.String("log-level", "warn", "runtime log `level` (to stderr)")
-	pos, err := parseArgs(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
@@ -313,7 +311,7 @@ func newBenchObserver(queue, run string, n, maxAttempts int) *benchObserver {
 		lat: make([]int64, n), done: make(chan struct{})}
 }
 
-// Settled implements dispatch.Observer.
+// Settled implements server.Observer.
 func (o *benchObserver) Settled(d *engines.Delivery, v engines.Verdict, _ time.Duration) {
 	if d.Queue != o.queue || d.Attributes[benchRunAttr] != o.run {
 		return

@@ -8,7 +8,6 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sys/unix"
 
 	"github.com/qrun-dev/qrun/runtime/config"
 )
@@ -105,6 +104,5 @@ func isTerminal(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return terminal(f.Fd())
 }

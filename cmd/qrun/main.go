@@ -2,11 +2,11 @@
 //
 //	qrun run -c FILE         run the runtime described by FILE
 //	qrun validate -c FILE    check FILE (and every plugin it names) and exit
-//	qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
+//	qrun send -c FILE -q QUEUE [flags] [BODY | - | @file]
 //	qrun reload -c FILE      make the running qrun re-read its config (or send it SIGHUP)
 //	qrun stats | consumers | dlq | peek | pause | resume   (clients of the admin API; ops.go, peek.go)
-//	qrun bench -c FILE -q QUEUE -n N                (load generator; bench.go)
-//	qrun version
+//	qrun bench -c FILE -q QUEUE                     (load generator; bench.go)
+//	qrun COMMAND --help      the command's arguments and flags (cli.go, commandTable)
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.
 package main
@@ -14,17 +14,20 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"github.com/qrun-dev/qrun/plugins"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 	"github.com/qrun-dev/qrun/runtime/server"
@@ -51,91 +54,150 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
-const usage = `qrun runs queue consumers written as WebAssembly plugins.
+// rootNotes end qrun --help, after the list of commands.
+const rootNotes = `The admin commands (stats, consumers, pause, resume, dlq, peek) find qrun
+from -c FILE (runtime.admin_listen, admin_token) or --addr and --token
+(default $QRUN_ADMIN_TOKEN).
 
-Usage:
-  qrun run -c FILE [--log-format auto|console|json] [--log-level LEVEL]
-  qrun validate -c FILE
-  qrun send -c FILE -q QUEUE [-a key=value]... [--delay D] [BODY | - | @file]
-  qrun reload -c FILE
-  qrun migrate -c FILE [--engine NAME]
-  qrun plugin check [--json] FILE.wasm... | qrun plugin new --lang LANG [--dir DIR] NAME
-  qrun stats [--watch] [--json]
-  qrun consumers [--json]
-  qrun pause CONSUMER | qrun resume CONSUMER
-  qrun dlq list | show QUEUE | redrive QUEUE [--id ID]... | purge QUEUE --yes
-  qrun peek QUEUE [--all] [--in-flight] [--json] [-n N]
-  qrun bench -c FILE -q QUEUE [-n N] [--size B] [--producers P] [--rate R] [--json]
-  qrun version
-
-The admin commands find qrun from -c FILE (runtime.admin_listen, admin_token)
-or --addr and --token (default $QRUN_ADMIN_TOKEN); see qrun COMMAND -h.
-
-Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.
-`
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.`
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
+// run runs the command args name and returns the exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := commandTable()
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		writeHelp(stderr, root.name, root, nil)
 		return exitUsage
 	}
-	var err error
 	switch args[0] {
-	case "run":
-		err = cmdRun(args[1:], stderr)
-	case "validate":
-		err = cmdValidate(args[1:], stdout, stderr)
-	case "send":
-		err = cmdSend(args[1:], stdin, stdout, stderr)
-	case "reload":
-		err = cmdReload(args[1:], stdout, stderr)
-	case "migrate":
-		err = cmdMigrate(args[1:], stdout, stderr)
-	case "stats":
-		err = cmdStats(args[1:], stdout, stderr)
-	case "consumers":
-		err = cmdConsumers(args[1:], stdout, stderr)
-	case "pause", "resume":
-		err = cmdPauseResume(args[0], args[1:], stdout, stderr)
-	case "dlq":
-		err = cmdDLQ(args[1:], stdout, stderr)
-	case "peek":
-		err = cmdPeek(args[1:], stdout, stderr)
-	case "bench":
-		err = cmdBench(args[1:], stdout, stderr)
-	case "plugin":
-		return cmdPlugin(args[1:], stdout, stderr)
-	case "version", "--version", "-version":
-		fmt.Fprintf(stdout, "qrun %s\n", buildVersion())
-		return exitOK
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	default:
-		err = usagef("unknown command %q", args[0])
+	case "--version", "-version":
+		args = append([]string{"version"}, args[1:]...)
+	case "help": // qrun help [COMMAND...] is COMMAND... --help
+		args = append(slices.Clone(args[1:]), "--help")
 	}
-	if err == nil {
+	inv, err := resolve(root, args)
+	if err != nil {
+		return exitCode(err, inv.path, stderr)
+	}
+	if inv.cmd.subs != nil { // a group: alone, or with --help
+		if len(inv.args) == 0 {
+			names := make([]string, 0, len(inv.cmd.subs))
+			for _, s := range inv.cmd.visible() {
+				names = append(names, s.name)
+			}
+			return exitCode(usagef("%s needs a subcommand: %s", strings.TrimPrefix(inv.path, root.name+" "), strings.Join(names, ", ")), inv.path, stderr)
+		}
+		writeHelp(stdout, inv.path, inv.cmd, nil)
 		return exitOK
 	}
-	if errors.Is(err, flag.ErrHelp) {
+	e := &env{fs: newFlagSet(strings.TrimPrefix(inv.path, root.name+" ")), args: inv.args, stdin: stdin, stdout: stdout, stderr: stderr}
+	err = inv.cmd.run(e)
+	if errors.Is(err, errHelp) {
+		writeHelp(stdout, inv.path, inv.cmd, e.fs)
 		return exitOK
 	}
-	if errors.Is(err, errInvalidConfig) {
+	return exitCode(err, inv.path, stderr)
+}
+
+// exitCode says how the command at path ends after err, printing err
+// unless it was reported already.
+func exitCode(err error, path string, stderr io.Writer) int {
+	var status exitStatus
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &status):
+		return int(status) // the command said why
+	case errors.Is(err, errInvalidConfig):
 		return exitUsage // the diagnostics are printed already
-	}
-	if errors.As(err, new(reportedError)) {
+	case errors.As(err, new(reportedError)):
 		return exitRuntime // logged already
-	}
-	if errors.As(err, new(usageError)) {
-		fmt.Fprintf(stderr, "qrun: %v\nRun 'qrun help' for usage.\n", err)
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "qrun: %v\nRun '%s --help' for usage.\n", err, path)
 		return exitUsage
 	}
 	fmt.Fprintf(stderr, "qrun: %v\n", err)
 	return exitRuntime
+}
+
+// exitStatus ends qrun with this code; the command has said why (qrun
+// plugin check exits 2 for a refused module, after its report).
+type exitStatus int
+
+// Error says which code.
+func (s exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(s)) }
+
+// commandTable lists qrun's commands. Each run function hands the
+// command's flag set and arguments to its body, which defines its flags
+// and calls parseFlags before anything else.
+func commandTable() *command {
+	adminUsage := func(args string) string { return "[-c FILE | --addr ADDR] [flags]" + args }
+	return &command{name: "qrun", help: "qrun runs queue consumers written as WebAssembly plugins.", notes: rootNotes, subs: []*command{
+		{name: "run", usage: "-c FILE [flags]", summary: "run the runtime a config describes, until SIGINT or SIGTERM",
+			run: func(e *env) error { return cmdRun(e.fs, e.args, e.stderr) }},
+		{name: "validate", usage: "-c FILE", summary: "check a config and every plugin it names, and exit",
+			run: func(e *env) error { return cmdValidate(e.fs, e.args, e.stdout, e.stderr) }},
+		{name: "send", usage: "-c FILE -q QUEUE [flags] [BODY | - | @file]", summary: "enqueue one message",
+			help: `Enqueue one message: BODY as given, - reads it from standard input, @file
+from a file. Queues of engines other processes share (shm, postgres) are
+written directly; others through the admin API of the qrun running FILE.
+No plugin is checked.`,
+			run: func(e *env) error { return cmdSend(e.fs, e.args, e.stdin, e.stdout, e.stderr) }},
+		{name: "reload", usage: "-c FILE [flags]", summary: "make the qrun running FILE re-read it (as SIGHUP does)",
+			run: func(e *env) error { return cmdReload(e.fs, e.args, e.stdout, e.stderr) }},
+		{name: "migrate", usage: "-c FILE [flags]", summary: "create or upgrade the schema of the config's postgres engines",
+			run: func(e *env) error { return cmdMigrate(e.fs, e.args, e.stdout, e.stderr) }},
+		{name: "plugin", summary: "check handler modules, or write a new handler", subs: []*command{
+			{name: "check", usage: "[--json] FILE.wasm...", summary: "report what qrun thinks of each module",
+				help: `Report each module's ABI version, exports, imports, WASI use and memory
+limits, and every reason qrun would refuse it. Exit 0 when every module is
+accepted, 2 when any has a problem.`,
+				run: func(e *env) error { return cmdPluginCheck(e.fs, e.args, e.stdout, e.stderr) }},
+			{name: "new", usage: "--lang LANG [--dir DIR] NAME", summary: "write a buildable handler called NAME",
+				help: `Write a buildable handler called NAME into DIR (default ./NAME), with a
+copy of LANG's SDK, a build.sh and a README. LANG: ` + strings.Join(plugins.Languages(), ", ") + `.`,
+				run: func(e *env) error { return cmdPluginNew(e.fs, e.args, e.stdout, e.stderr) }},
+			{name: "precompile", usage: "--cache DIR < module.wasm", hidden: true,
+				summary: "compile the module on stdin into the cache (run by qrun on a hot swap)",
+				run:     func(e *env) error { return cmdPluginPrecompile(e.fs, e.args, e.stdin, e.stderr) }},
+		}},
+		{name: "stats", usage: adminUsage(""), summary: "show the queues, once or like top",
+			run: func(e *env) error { return cmdStats(e.fs, e.args, e.stdout, e.stderr) }},
+		{name: "consumers", usage: adminUsage(" [NAME...]"), summary: "show the consumers and their recent errors",
+			run: func(e *env) error { return cmdConsumers(e.fs, e.args, e.stdout, e.stderr) }},
+		{name: "pause", usage: adminUsage(" CONSUMER"), summary: "stop a consumer taking messages",
+			run: func(e *env) error { return cmdPauseResume("pause", e.fs, e.args, e.stdout, e.stderr) }},
+		{name: "resume", usage: adminUsage(" CONSUMER"), summary: "let a paused consumer take messages again",
+			run: func(e *env) error { return cmdPauseResume("resume", e.fs, e.args, e.stdout, e.stderr) }},
+		{name: "dlq", summary: "list, show, redrive or purge dead-letter queues",
+			help: `Work with dead-letter queues. QUEUE is a dead-letter queue, or a queue
+whose dead-letter queue is meant.`,
+			subs: []*command{
+				{name: "list", usage: adminUsage(""), summary: "list the dead-letter queues, their depth and sources",
+					run: func(e *env) error { return cmdDLQ("list", e.fs, e.args, e.stdout, e.stderr) }},
+				{name: "show", usage: adminUsage(" QUEUE"), summary: "show the first messages of a dead-letter queue",
+					run: func(e *env) error { return cmdDLQ("show", e.fs, e.args, e.stdout, e.stderr) }},
+				{name: "redrive", usage: adminUsage(" QUEUE"), summary: "move dead letters back to the queue they came from",
+					run: func(e *env) error { return cmdDLQ("redrive", e.fs, e.args, e.stdout, e.stderr) }},
+				{name: "purge", usage: "--yes " + adminUsage(" QUEUE"), summary: "delete every message of a dead-letter queue",
+					run: func(e *env) error { return cmdDLQ("purge", e.fs, e.args, e.stdout, e.stderr) }},
+			}},
+		{name: "peek", usage: adminUsage(" QUEUE"), summary: "show a queue's messages without consuming them",
+			run: func(e *env) error { return cmdPeek(e.fs, e.args, e.stdout, e.stderr) }},
+		{name: "bench", usage: "-c FILE -q QUEUE [flags]", summary: "measure the runtime a config describes, in this process",
+			run: func(e *env) error { return cmdBench(e.fs, e.args, e.stdout, e.stderr) }},
+		{name: "version", usage: "", summary: "print qrun's version",
+			run: func(e *env) error {
+				if err := parseNoArgs(e.fs, e.args); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "qrun %s\n", buildVersion())
+				return nil
+			}},
+	}}
 }
 
 func buildVersion() string {
@@ -208,14 +270,12 @@ func writeDiagnostics(stderr io.Writer, cfg *config.File, diags hcl.Diagnostics)
 	return nil
 }
 
-func cmdRun(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "config `FILE`")
-	format := fs.String("log-format", "", "log format: auto, console or json (overrides the config)")
-	level := fs.String("log-level", "", "log level: debug, info, warn or error (overrides the config)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+func cmdRun(fs *pflag.FlagSet, args []string, stderr io.Writer) error {
+	path := fs.StringP("config", "c", "", "config `FILE`")
+	format := fs.String("log-format", "", "log `format`: auto, console or json (overrides the config)")
+	level := fs.String("log-level", "", "log `level`: debug, info, warn or error (overrides the config)")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
 	}
 	cfg, diags, err := parseConfig(*path, pluginsStartedCached)
 	if err != nil {
@@ -237,7 +297,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 	defer stop()
 	serveHangup, stopHangup := onHangup(log)
 	defer stopHangup()
-	opts := server.Options{Logger: log}
+	// This process is qrun's alone, so a hot swap may lend the compile
+	// its own P (server.Options.OwnsGOMAXPROCS).
+	opts := server.Options{Logger: log, OwnsGOMAXPROCS: true}
 	// A hot swap of a large plugin compiles in a child qrun at low
 	// priority, so that deliveries keep the CPU (plugin.ChildPrecompiler).
 	if exe, err := os.Executable(); err == nil {
@@ -279,12 +341,10 @@ func signalContext(first, force func(os.Signal)) (context.Context, func()) {
 	return ctx, func() { signal.Stop(ch); close(stopped); cancel() }
 }
 
-func cmdValidate(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "config `FILE`")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+func cmdValidate(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	path := fs.StringP("config", "c", "", "config `FILE`")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(*path, pluginsStarted, stderr)
 	if err != nil {

@@ -2,29 +2,26 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/spf13/pflag"
 
 	"github.com/qrun-dev/qrun/engines/postgres"
-	"github.com/qrun-dev/qrun/runtime/server"
 )
 
 // cmdMigrate brings the schema of every postgres engine in the config (or
 // only --engine NAME) to this qrun's version. Engines migrate themselves
 // at start unless `migrate = false`; this is for deployments that run
 // schema changes as a separate, privileged step.
-func cmdMigrate(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "config `FILE`")
+func cmdMigrate(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	path := fs.StringP("config", "c", "", "config `FILE`")
 	only := fs.String("engine", "", "migrate only the engine `NAME`")
-	timeout := fs.Duration("timeout", time.Minute, "give up after this long per engine")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	timeout := fs.Duration("timeout", time.Minute, "give up after this `duration` per engine")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(*path, pluginsSkipped, stderr)
 	if err != nil {
@@ -36,10 +33,11 @@ func cmdMigrate(args []string, stdout, stderr io.Writer) error {
 			continue
 		}
 		found++
-		opts, diags := server.PostgresOptions(e.Body, cfg.EvalContext())
+		s, diags := postgres.DecodeSettings(e.Body, cfg.EvalContext())
 		if diags.HasErrors() {
 			return fmt.Errorf("engine %q: %w", e.Name, diags)
 		}
+		opts := s.Options
 		if opts.Schema == "" {
 			opts.Schema = postgres.DefaultSchema
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
@@ -37,9 +38,9 @@ type adminFlags struct {
 	timeout           time.Duration
 }
 
-func addAdminFlags(fs *flag.FlagSet) *adminFlags {
+func addAdminFlags(fs *pflag.FlagSet) *adminFlags {
 	a := &adminFlags{}
-	fs.StringVar(&a.path, "c", "", "config `FILE` of the running qrun (for its admin address and token)")
+	fs.StringVarP(&a.path, "config", "c", "", "config `FILE` of the running qrun (for its admin address and token)")
 	fs.StringVar(&a.addr, "addr", "", "admin API `address` (host:port or URL); default from -c, else "+defaultAdminAddr)
 	fs.StringVar(&a.token, "token", "", "admin bearer `token`; default $"+tokenEnv+", else the config's admin_token")
 	fs.DurationVar(&a.timeout, "timeout", 30*time.Second, "give up on a request after this `duration`")
@@ -105,37 +106,19 @@ func apiError(c *admin.Client, err error) error {
 	return fmt.Errorf("%w (is qrun running with its admin API at %s?)", err, c.BaseURL)
 }
 
-// parseArgs parses flags wherever they appear among the positional
-// arguments ("qrun pause NAME -c FILE" as well as "qrun pause -c FILE NAME").
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, usageError{err}
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos, args = append(pos, args[0]), args[1:]
-	}
-}
-
 func writeJSONTo(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
 
-func cmdStats(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func cmdStats(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	af := addAdminFlags(fs)
 	watch := fs.Bool("watch", false, "refresh like top until interrupted")
 	interval := fs.Duration("interval", time.Second, "refresh `interval` with --watch")
 	count := fs.Int("count", 0, "with --watch, stop after `N` refreshes (0: until interrupted)")
 	asJSON := fs.Bool("json", false, "print JSON (one object per refresh with --watch)")
-	pos, err := parseArgs(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
@@ -228,12 +211,10 @@ func printQueues(w io.Writer, qs, prev []admin.QueueInfo, dt time.Duration, rate
 	_ = tw.Flush()
 }
 
-func cmdConsumers(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("consumers", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func cmdConsumers(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	af := addAdminFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseArgs(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
@@ -300,11 +281,9 @@ func oneLine(s string, n int) string {
 }
 
 // cmdPauseResume implements qrun pause and qrun resume.
-func cmdPauseResume(name string, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func cmdPauseResume(name string, fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	af := addAdminFlags(fs)
-	pos, err := parseArgs(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
@@ -329,20 +308,8 @@ func cmdPauseResume(name string, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-const dlqUsage = `usage:
-  qrun dlq list    [-c FILE | --addr ADDR] [--json]
-  qrun dlq show    QUEUE [-n N] [--json]
-  qrun dlq redrive QUEUE [--id ID]...
-  qrun dlq purge   QUEUE --yes
-QUEUE is a dead-letter queue, or a queue whose dead-letter queue is meant.`
-
-func cmdDLQ(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usagef("dlq needs a subcommand\n%s", dlqUsage)
-	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// cmdDLQ implements the dlq subcommands list, show, redrive and purge.
+func cmdDLQ(sub string, fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	af := addAdminFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	var ids idList
@@ -351,20 +318,23 @@ func cmdDLQ(args []string, stdout, stderr io.Writer) error {
 	switch sub {
 	case "list":
 	case "show":
-		fs.IntVar(limit, "n", admin.DefaultPeekLimit, "show at most `N` messages")
+		fs.IntVarP(limit, "limit", "n", admin.DefaultPeekLimit, "show at most `N` messages")
 	case "redrive":
 		fs.Var(&ids, "id", "redrive only the message with this `ID` (repeatable); default all")
 	case "purge":
 		fs.BoolVar(yes, "yes", false, "really delete every message of the dead-letter queue")
 	default:
-		return usagef("unknown dlq subcommand %q\n%s", sub, dlqUsage)
+		return fmt.Errorf("dlq %q: no such subcommand in the command table", sub)
 	}
-	pos, err := parseArgs(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	if sub == "list" && len(pos) != 0 || sub != "list" && len(pos) != 1 {
-		return usagef("wrong arguments %q\n%s", pos, dlqUsage)
+	switch {
+	case sub == "list" && len(pos) != 0:
+		return usagef("dlq list takes no arguments, got %q", pos)
+	case sub != "list" && len(pos) != 1:
+		return usagef("dlq %s takes one QUEUE, got %d arguments", sub, len(pos))
 	}
 	if sub == "purge" && !*yes {
 		return usagef("dlq purge deletes messages for good: add --yes")
@@ -418,10 +388,13 @@ func cmdDLQ(args []string, stdout, stderr io.Writer) error {
 // idList collects repeated --id flags.
 type idList []string
 
-// String implements flag.Value.
+// String implements pflag.Value.
 func (l *idList) String() string { return strings.Join(*l, ",") }
 
-// Set implements flag.Value.
+// Type implements pflag.Value.
+func (l *idList) Type() string { return "ID" }
+
+// Set implements pflag.Value.
 func (l *idList) Set(s string) error {
 	if s == "" {
 		return errors.New("empty id")

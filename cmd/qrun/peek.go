@@ -4,35 +4,32 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/qrun-dev/qrun/runtime/admin"
 )
-
-const peekUsage = `usage: qrun peek QUEUE [--all] [--in-flight] [--json] [-n N] [--body-limit B] [-c FILE | --addr ADDR]`
 
 // cmdPeek shows a queue's messages without consuming them. It pages
 // through the queue with the admin API's scan cursor and writes each page
 // as it arrives, so --all streams a queue of any size in the memory of one
 // page.
-func cmdPeek(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("peek", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func cmdPeek(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	af := addAdminFlags(fs)
 	all := fs.Bool("all", false, "every message of the queue, not only the first -n")
-	n := fs.Int("n", admin.DefaultPeekLimit, "show at most `N` messages (without --all)")
+	n := fs.IntP("limit", "n", admin.DefaultPeekLimit, "show at most `N` messages (without --all)")
 	inFlight := fs.Bool("in-flight", false, "include messages leased by a consumer")
 	asJSON := fs.Bool("json", false, "one JSON object per message per line")
 	bodyLimit := fs.Int("body-limit", admin.DefaultPeekBodyLimit, "cut bodies longer than `B` bytes (at most 64 MiB)")
-	pos, err := parseArgs(fs, args)
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return usagef("peek needs one QUEUE\n%s", peekUsage)
+		return usagef("peek needs one QUEUE, got %d arguments", len(pos))
 	}
 	if !*all && *n < 1 {
 		return usagef("-n %d: want at least 1", *n)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,78 +12,23 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/pflag"
+
 	"github.com/qrun-dev/qrun/plugins"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
-const pluginUsage = `qrun plugin: work with handler modules.
-
-Usage:
-  qrun plugin check [--json] FILE.wasm...
-      Report each module's ABI version, exports, imports, WASI use and memory
-      limits, and every reason qrun would refuse it. Exit 0 when every module
-      is accepted, 2 when any has a problem.
-  qrun plugin new --lang LANG [--dir DIR] NAME
-      Write a buildable handler called NAME into DIR (default ./NAME), with a
-      copy of LANG's SDK, a build.sh and a README. LANG: ` + "%s" + `.
-`
-
-// cmdPlugin runs `qrun plugin ...` and returns the exit code: the check's
-// outcome (2 for a refused module) is not an error in the usual sense, so
-// the subcommand settles its own code rather than going through run's
-// error mapping.
-func cmdPlugin(args []string, stdout, stderr io.Writer) int {
-	usage := fmt.Sprintf(pluginUsage, strings.Join(plugins.Languages(), ", "))
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return exitUsage
-	}
-	switch args[0] {
-	case "check":
-		return cmdPluginCheck(args[1:], stdout, stderr)
-	case "new":
-		return cmdPluginNew(args[1:], stdout, stderr)
-	case "precompile": // internal: run by qrun itself on a hot swap
-		return cmdPluginPrecompile(args[1:], os.Stdin, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	}
-	fmt.Fprintf(stderr, "qrun plugin: unknown command %q\n\n%s", args[0], usage)
-	return exitUsage
-}
-
-// parseInterspersed parses flags that may come before or after the
-// positional arguments (`qrun plugin new NAME --lang go` reads naturally),
-// which the flag package alone does not allow.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
-func cmdPluginCheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("plugin check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// cmdPluginCheck runs `qrun plugin check`. Its outcome (2 for a refused
+// module) is not an error in the usual sense: the report says why, and an
+// exitStatus carries the code.
+func cmdPluginCheck(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the reports as a JSON array")
-	files, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
+	files, err := parseFlags(fs, args)
 	if err != nil {
-		return exitUsage
+		return err
 	}
 	if len(files) == 0 {
-		fmt.Fprintln(stderr, "qrun plugin check: name at least one .wasm file")
-		return exitUsage
+		return usagef("plugin check: name at least one .wasm file")
 	}
 	type fileReport struct {
 		File string `json:"file"`
@@ -104,8 +48,7 @@ func cmdPluginCheck(args []string, stdout, stderr io.Writer) int {
 		}
 		rep, err := plugin.Check(context.Background(), wasm)
 		if rep == nil { // only when the checker itself failed, not the module
-			fmt.Fprintf(stderr, "qrun plugin check: %s: %v\n", f, err)
-			return exitRuntime
+			return fmt.Errorf("plugin check: %s: %w", f, err)
 		}
 		if len(rep.Problems) > 0 {
 			code = exitUsage
@@ -117,18 +60,20 @@ func cmdPluginCheck(args []string, stdout, stderr io.Writer) int {
 		enc.SetIndent("", "  ")
 		enc.SetEscapeHTML(false)
 		if err := enc.Encode(reports); err != nil {
-			fmt.Fprintf(stderr, "qrun plugin check: %v\n", err)
-			return exitRuntime
+			return fmt.Errorf("plugin check: %w", err)
 		}
-		return code
-	}
-	for i, r := range reports {
-		if i > 0 {
-			fmt.Fprintln(stdout)
+	} else {
+		for i, r := range reports {
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			writeReport(stdout, r.File, r.Size, r.Report)
 		}
-		writeReport(stdout, r.File, r.Size, r.Report)
 	}
-	return code
+	if code != exitOK {
+		return exitStatus(code)
+	}
+	return nil
 }
 
 // unwrapPath drops the *PathError prefix, since the file name is printed
@@ -244,21 +189,19 @@ func sizeString(n uint64) string {
 	return fmt.Sprintf("%s (%d pages)", s, n/page)
 }
 
-func cmdPluginNew(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("plugin new", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	lang := fs.String("lang", "", "handler language: "+strings.Join(plugins.Languages(), ", "))
-	dir := fs.String("dir", "", "directory to create (default ./NAME)")
-	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return exitOK
-	}
+// cmdPluginNew runs `qrun plugin new`.
+func cmdPluginNew(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	lang := fs.String("lang", "", "handler `language`: "+strings.Join(plugins.Languages(), ", "))
+	dir := fs.String("dir", "", "`directory` to create (default ./NAME)")
+	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return exitUsage
+		return err
 	}
-	if len(pos) != 1 || *lang == "" {
-		fmt.Fprintf(stderr, "usage: qrun plugin new --lang LANG [--dir DIR] NAME (LANG: %s)\n", strings.Join(plugins.Languages(), ", "))
-		return exitUsage
+	switch {
+	case *lang == "":
+		return usagef("plugin new: missing --lang LANG (%s)", strings.Join(plugins.Languages(), ", "))
+	case len(pos) != 1:
+		return usagef("plugin new takes one NAME, got %d arguments", len(pos))
 	}
 	name := pos[0]
 	if *dir == "" {
@@ -266,8 +209,7 @@ func cmdPluginNew(args []string, stdout, stderr io.Writer) int {
 	}
 	files, err := plugins.Scaffold(*dir, *lang, name)
 	if err != nil {
-		fmt.Fprintf(stderr, "qrun plugin new: %v\n", err)
-		return exitUsage
+		return usageError{fmt.Errorf("plugin new: %w", err)}
 	}
 	fmt.Fprintf(stdout, "created %s handler %q in %s:\n", *lang, name, *dir)
 	for _, f := range files {
@@ -275,23 +217,19 @@ func cmdPluginNew(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "\nNext:\n  %s\n  qrun plugin check %s\n",
 		filepath.Join(*dir, "build.sh"), filepath.Join(*dir, name+".wasm"))
-	return exitOK
+	return nil
 }
 
 // cmdPluginPrecompile is the child half of plugin.ChildPrecompiler: it
 // compiles the module on stdin into the compilation cache at low priority
 // and exits. It is not in the usage text: qrun runs it, people do not.
-func cmdPluginPrecompile(args []string, stdin io.Reader, stderr io.Writer) int {
-	fs := flag.NewFlagSet("plugin precompile", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cache := fs.String("cache", "", "compilation cache directory")
-	if err := fs.Parse(args); err != nil || *cache == "" || fs.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: qrun plugin precompile --cache DIR < module.wasm")
-		return exitUsage
+func cmdPluginPrecompile(fs *pflag.FlagSet, args []string, stdin io.Reader, stderr io.Writer) error {
+	cache := fs.String("cache", "", "compilation cache `directory`")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
 	}
-	if err := plugin.PrecompileChild(context.Background(), *cache, stdin); err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitRuntime
+	if *cache == "" {
+		return usagef("plugin precompile: missing --cache DIR")
 	}
-	return exitOK
+	return plugin.PrecompileChild(context.Background(), *cache, stdin)
 }

@@ -135,11 +135,11 @@ func TestPluginUsageErrors(t *testing.T) {
 		args []string
 		want string // in stderr
 	}{
-		{"no subcommand", nil, "qrun plugin check"},
-		{"unknown subcommand", []string{"frob"}, `unknown command "frob"`},
+		{"no subcommand", nil, "plugin needs a subcommand: check, new"},
+		{"unknown subcommand", []string{"frob"}, `unknown plugin subcommand "frob"`},
 		{"check without files", []string{"check"}, "name at least one .wasm file"},
-		{"new without lang", []string{"new", "x"}, "usage: qrun plugin new"},
-		{"new without name", []string{"new", "--lang", "go"}, "usage: qrun plugin new"},
+		{"new without lang", []string{"new", "x"}, "missing --lang LANG"},
+		{"new without name", []string{"new", "--lang", "go"}, "plugin new takes one NAME, got 0"},
 		{"new unknown lang", []string{"new", "--lang", "cobol", "--dir", filepath.Join(dir, "a"), "x"}, `unknown language "cobol"`},
 		{"new bad name", []string{"new", "--lang", "go", "--dir", filepath.Join(dir, "b"), "Bad Name"}, "invalid handler name"},
 		{"new into a non-empty dir", []string{"new", "--lang", "wat", "--dir", ".", "x"}, "not empty"},

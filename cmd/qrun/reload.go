@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/runtime/admin"
@@ -65,13 +65,11 @@ func onHangup(log *zap.Logger) (serve func(reloader), stop func()) {
 // cmdReload asks a running qrun, through its admin API, to re-read its
 // configuration file. FILE is read for the admin address and token; qrun
 // reloads the file it was started with.
-func cmdReload(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "config `FILE` of the running qrun")
+func cmdReload(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	path := fs.StringP("config", "c", "", "config `FILE` of the running qrun")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this `duration` (a reload waits for removed consumers to drain)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
 	}
 	// The running qrun validates the file again and is the judge; checking
 	// here first saves a round trip and works when the file is too broken

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrun-dev/qrun/engines/posixmq/mq"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
@@ -92,7 +91,7 @@ func TestSIGTERMDrainsUnderLoad(t *testing.T) {
 			p := fmt.Sprintf("qe%d_%d.", os.Getpid(), time.Now().UnixNano()%1e6)
 			t.Cleanup(func() {
 				for _, q := range []string{"in", "out"} {
-					_ = mq.Unlink("/" + p + q)
+					unlinkMQ("/" + p + q)
 				}
 			})
 			return fmt.Sprintf("prefix = %q", p)
@@ -102,6 +101,9 @@ func TestSIGTERMDrainsUnderLoad(t *testing.T) {
 			t.Parallel()
 			if !slices.Contains(server.Builtin().EngineTypes(), et.typ) {
 				t.Skipf("SKIP: engine type %q is not built into this qrun yet", et.typ)
+			}
+			if err := server.Builtin().EngineAvailable(et.typ); err != nil {
+				t.Skipf("SKIP: %v", err)
 			}
 			dir := t.TempDir()
 			addr := freeAddr(t)

@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/spf13/pflag"
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
@@ -21,10 +22,18 @@ import (
 // attrFlag collects repeated -a key=value flags.
 type attrFlag map[string]string
 
-// String implements flag.Value.
-func (a attrFlag) String() string { return fmt.Sprint(map[string]string(a)) }
+// String implements pflag.Value.
+func (a attrFlag) String() string {
+	if len(a) == 0 {
+		return "" // no default shown in --help
+	}
+	return fmt.Sprint(map[string]string(a))
+}
 
-// Set implements flag.Value: it adds one key=value pair.
+// Type implements pflag.Value.
+func (a attrFlag) Type() string { return "key=value" }
+
+// Set implements pflag.Value: it adds one key=value pair.
 func (a attrFlag) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")
 	if !ok || k == "" {
@@ -34,20 +43,18 @@ func (a attrFlag) Set(s string) error {
 	return nil
 }
 
-func cmdSend(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("send", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", "", "config `FILE` of the running qrun (for its admin address and token)")
-	queue := fs.String("q", "", "`QUEUE` to send to")
+func cmdSend(fs *pflag.FlagSet, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	path := fs.StringP("config", "c", "", "config `FILE` of the running qrun (for its admin address and token)")
+	queue := fs.StringP("queue", "q", "", "`QUEUE` to send to")
 	attrs := attrFlag{}
-	fs.Var(attrs, "a", "attribute `key=value` (repeatable)")
+	fs.VarP(attrs, "attr", "a", "attribute `key=value` (repeatable)")
 	delay := fs.Duration("delay", 0, "deliver after this `duration`")
 	priority := fs.Uint("priority", 0, "message `priority` 0-255, higher first")
 	contentType := fs.String("content-type", "", "content `type` of the body")
 	correlation := fs.String("correlation-id", "", "correlation `id`")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this `duration`")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *queue == "" {
 		return usagef("missing -q QUEUE")

@@ -11,11 +11,11 @@ import (
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/sys/unix"
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/disk"
 	"github.com/qrun-dev/qrun/engines/enginetest"
+	"github.com/qrun-dev/qrun/internal/testenv"
 )
 
 // BenchmarkRawFsync is the ceiling of one commit per message: write 64
@@ -50,7 +50,7 @@ func BenchmarkRawFsync(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := unix.Fdatasync(int(f.Fd())); err != nil {
+				if err := testenv.Datasync(f); err != nil {
 					b.Fatal(err)
 				}
 			}

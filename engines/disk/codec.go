@@ -4,11 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"strconv"
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
 // On-disk encodings. Every value starts with a format byte so a later
@@ -315,19 +317,15 @@ func rewriteDeadLetter(b []byte, source, reason string, now int64) ([]byte, head
 	if err := decodePayload(b, &h, &m, true); err != nil {
 		return nil, h, err
 	}
-	attrs := make(map[string]string, len(m.Attributes)+2)
-	for k, v := range m.Attributes {
-		attrs[k] = v
-	}
 	if reason != "" {
-		attrs[engines.AttrDeadLetterReason] = reason
-		attrs[engines.AttrDeadLetterSource] = source
-	} else {
+		m = lease.DeadLetter(m, source, reason)
+	} else { // a redrive: the message leaves its dead-letter queue
+		attrs := maps.Clone(m.Attributes)
 		delete(attrs, engines.AttrDeadLetterReason)
 		delete(attrs, engines.AttrDeadLetterSource)
+		m.Attributes = attrs
+		m.DedupID = ""
 	}
-	m.Attributes = attrs
-	m.DedupID = ""
 	out := encodePayload(&m, h.enq, now, 0)
 	var nh header
 	if err := decodePayload(out, &nh, nil, false); err != nil {

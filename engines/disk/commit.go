@@ -329,8 +329,8 @@ func (e *Engine) apply(tx *bolt.Tx, o *op, x *buckets, get func(*queue) (*bucket
 		if o.kind == opRedrive || o.val == nil {
 			return nil // a redrive starts afresh; a message never delivered has no history
 		}
-		r.attempt, r.failures = historyOf(o.val)
-		return dx.state.Put(seqKey(key, r.seq), encodeState(state{attempt: r.attempt, failures: r.failures, due: now}))
+		r.Attempt, r.Failures = historyOf(o.val)
+		return dx.state.Put(seqKey(key, r.seq), encodeState(state{attempt: r.Attempt, failures: r.Failures, due: now}))
 	case opPutDedup:
 		return x.dedup.Put([]byte(o.key), o.val)
 	case opDelDedup:
@@ -360,12 +360,12 @@ func (e *Engine) fail(err error) {
 // queue (nil when it has none). Carried in val, which the op does not
 // otherwise use, so that every other op stays as small as it was.
 func deadLetterHistory(r *record) []byte {
-	if r.attempt == 0 && r.failures == 0 {
+	if r.Attempt == 0 && r.Failures == 0 {
 		return nil
 	}
 	var b [8]byte
-	binary.BigEndian.PutUint32(b[:], uint32(r.attempt))
-	binary.BigEndian.PutUint32(b[4:], uint32(r.failures))
+	binary.BigEndian.PutUint32(b[:], uint32(r.Attempt))
+	binary.BigEndian.PutUint32(b[4:], uint32(r.Failures))
 	return b[:]
 }
 

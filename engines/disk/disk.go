@@ -275,17 +275,12 @@ func (e *Engine) Capabilities() engines.Capabilities {
 // settings, stored durably before Open returns, except that Ordered cannot
 // change while the queue holds messages.
 func (e *Engine) Open(ctx context.Context, s engines.QueueSpec) (engines.Queue, error) {
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("disk: open %q: %w", s.Name, err)
+	}
 	switch {
-	case s.Name == "":
-		return nil, fmt.Errorf("disk: open: empty queue name: %w", engines.ErrInvalid)
 	case len(s.Name) > maxNameLen:
 		return nil, fmt.Errorf("disk: open: queue name of %d bytes, limit %d: %w", len(s.Name), maxNameLen, engines.ErrInvalid)
-	case s.VisibilityTimeout < 0:
-		return nil, fmt.Errorf("disk: open %q: negative visibility timeout %v: %w", s.Name, s.VisibilityTimeout, engines.ErrInvalid)
-	case s.MaxAttempts < 0:
-		return nil, fmt.Errorf("disk: open %q: negative max attempts %d: %w", s.Name, s.MaxAttempts, engines.ErrInvalid)
-	case s.DeadLetter == s.Name:
-		return nil, fmt.Errorf("disk: open %q: queue cannot be its own dead-letter queue: %w", s.Name, engines.ErrInvalid)
 	case len(s.DeadLetter) > maxNameLen:
 		return nil, fmt.Errorf("disk: open %q: dead-letter queue name too long: %w", s.Name, engines.ErrInvalid)
 	}

@@ -9,14 +9,29 @@ import (
 	"github.com/qrun-dev/qrun/engines/enginetest"
 )
 
+// harness builds engines on a data directory of their own; its Restart
+// reopens the directory, in this process or in a crash child.
 func harness(mode disk.SyncMode) enginetest.Harness {
-	return enginetest.Harness{New: func(t testing.TB) engines.Engine {
-		e, err := disk.Open(context.Background(), disk.Options{Dir: t.TempDir(), Sync: mode})
-		if err != nil {
-			t.Fatalf("disk.Open: %v", err)
-		}
-		return e
-	}}
+	open := func(ctx context.Context, dir string) (engines.Engine, error) {
+		return disk.Open(ctx, disk.Options{Dir: dir, Sync: mode})
+	}
+	return enginetest.Harness{
+		New: func(t testing.TB) engines.Engine {
+			e, err := open(context.Background(), t.TempDir())
+			if err != nil {
+				t.Fatalf("disk.Open: %v", err)
+			}
+			return e
+		},
+		Restart: &enginetest.Restart{
+			Name:    "disk-" + mode.String(),
+			Storage: func(t testing.TB) string { return t.TempDir() },
+			Open:    open,
+			// sync = "batch" trades exactly that: a lease or an Ack that
+			// returned may not be on disk yet when the process dies.
+			SyncCommits: mode == disk.SyncAlways,
+		},
+	}
 }
 
 func TestConformance(t *testing.T) {

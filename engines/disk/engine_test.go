@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,46 +138,6 @@ func reopenKeepsEverything(t *testing.T, mode disk.SyncMode) {
 	st, _ = q.Stats(ctx)
 	if st.DuplicateTotal != 1 || st.AckedTotal != 2 || st.Depth() != 1 {
 		t.Fatalf("stats %+v", st)
-	}
-}
-
-// TestClosedLeaseCountsAsFailure: a lease still held when the engine
-// closes (as when the process dies) is an expired lease at the next open.
-func TestClosedLeaseCountsAsFailure(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	ctx := ctxT(t)
-	for i := 1; i <= 2; i++ {
-		e := openEngine(t, dir)
-		q := openQueue(t, e, engines.QueueSpec{Name: "q", MaxAttempts: 2, DeadLetter: "dlq"})
-		if i == 1 {
-			if err := q.Enqueue(ctx, engines.Message{ID: "m"}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		d := receive(t, q, 1)[0]
-		if d.Attempt != i || d.Failures != i-1 {
-			t.Fatalf("open %d: attempt %d failures %d, want %d, %d", i, d.Attempt, d.Failures, i, i-1)
-		}
-		closeEngine(t, e)
-	}
-	// This open finds the second lease outstanding and dead-letters the
-	// message; the next one checks that both queues' counters were stored
-	// (nothing but that move ever touched the dead-letter queue).
-	closeEngine(t, openEngine(t, dir))
-	e := openEngine(t, dir)
-	defer e.Close()
-	q := openQueue(t, e, engines.QueueSpec{Name: "q"})
-	if st, _ := q.Stats(ctx); st.Depth() != 0 || st.DeadLetteredTotal != 1 || st.ExpiredLeaseTotal != 2 {
-		t.Fatalf("stats %+v: want the message dead-lettered after two expired leases", st)
-	}
-	dlq := openQueue(t, e, engines.QueueSpec{Name: "dlq"})
-	if st, _ := dlq.Stats(ctx); st.EnqueuedTotal != 1 || st.Ready != 1 {
-		t.Fatalf("dead-letter queue after reopening: %+v, want 1 enqueued, 1 ready", st)
-	}
-	d := receive(t, dlq, 1)[0]
-	if d.ID != "m" || !strings.Contains(d.Attributes[engines.AttrDeadLetterReason], "max attempts (2)") {
-		t.Fatalf("dead letter %s %v", d.ID, d.Attributes)
 	}
 }
 
@@ -466,6 +427,9 @@ func TestDedupWindow(t *testing.T) {
 	if err := q.Enqueue(ctx, engines.Message{DedupID: "x"}); err != nil {
 		t.Fatal(err)
 	}
+	// The window runs from the enqueue, which a loaded machine may finish
+	// well after start: the wait below counts from its return.
+	enqueued := time.Now()
 	closeEngine(t, e)
 	e, q = open()
 	if err := q.Enqueue(ctx, engines.Message{DedupID: "x"}); err != nil {
@@ -477,7 +441,7 @@ func TestDedupWindow(t *testing.T) {
 	}
 	closeEngine(t, e)
 	// The window closing has no event to await.
-	time.Sleep(time.Until(start.Add(window + 50*time.Millisecond)))
+	time.Sleep(time.Until(enqueued.Add(window + 50*time.Millisecond)))
 	e, q = open()
 	defer e.Close()
 	if err := q.Enqueue(ctx, engines.Message{DedupID: "x"}); err != nil {
@@ -485,5 +449,16 @@ func TestDedupWindow(t *testing.T) {
 	}
 	if st2, _ := q.Stats(ctx); st2.Ready != st.Ready+1 {
 		t.Fatalf("after the window: %+v, want the repeat admitted", st2)
+	}
+}
+
+// TestOpenValidatesSpec checks Open applies engines.QueueSpec.Validate,
+// including the rule it adds here: a retry policy must be finite.
+func TestOpenValidatesSpec(t *testing.T) {
+	e := openEngine(t, t.TempDir())
+	defer e.Close()
+	_, err := e.Open(ctxT(t), engines.QueueSpec{Name: "q", Retry: engines.RetryPolicy{Initial: time.Second, Jitter: math.Inf(1)}})
+	if !errors.Is(err, engines.ErrInvalid) {
+		t.Fatalf("Open with infinite jitter = %v, want ErrInvalid", err)
 	}
 }

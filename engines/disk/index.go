@@ -1,6 +1,9 @@
 package disk
 
-import "github.com/qrun-dev/qrun/engines/internal/idxheap"
+import (
+	"github.com/qrun-dev/qrun/engines/internal/idxheap"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
+)
 
 // Record states. A record is in exactly one place at a time, and the state
 // says which, so a stale ticket or a double settle is recognised without
@@ -17,46 +20,31 @@ const (
 // scheduling needs, never the body (which stays on disk and is read when
 // the message is leased), so a deep backlog costs tens of bytes a message.
 type record struct {
-	seq      uint64 // bbolt key; also the FIFO tie-break
-	token    uint64 // lease generation: a stale ticket no longer matches
-	due      int64  // visible time (delayed, parked) or lease deadline (leased)
-	expire   int64  // TTL deadline while never delivered; 0 = none
-	enq      int64
-	attempt  int32
-	failures int32
-	idx      int32 // position in whichever heap holds it
-	prio     uint8
-	state    uint8
-	id       string    // message ID, for Redrive by ID
-	okey     string    // ordering key
-	source   string    // dead-letter source queue, for Redrive
-	ks       *keyState // ordering key this record holds or waits for
+	seq uint64 // bbolt key; also the FIFO tie-break
+	lease.Lease
+	due    int64 // visible time (delayed, parked) or lease deadline (leased)
+	expire int64 // TTL deadline while never delivered; 0 = none
+	enq    int64
+	idx    int32 // position in whichever heap holds it
+	prio   uint8
+	state  uint8
+	id     string    // message ID, for Redrive by ID
+	okey   string    // ordering key
+	source string    // dead-letter source queue, for Redrive
+	ks     *keyState // ordering key this record holds or waits for
 }
 
 // heap is an indexed heap of records (see idxheap): each record keeps its
 // position, so a settle or an extend is O(log n) without a search.
 type heap = idxheap.Heap[*record]
 
-func setIndex(r *record, i int) { r.idx = int32(i) }
-
-// newReadyHeap orders ready records by priority, highest first, then in
+// readyKey orders ready records by priority, highest first, then in
 // enqueue order.
-func newReadyHeap() heap {
-	return idxheap.New(func(a, b *record) bool {
-		if a.prio != b.prio {
-			return a.prio > b.prio
-		}
-		return a.seq < b.seq
-	}, setIndex)
-}
+func (r *record) readyKey() idxheap.Key { return idxheap.Key{Major: -int64(r.prio), Minor: r.seq} }
 
-// newDueHeap orders records by due time (visible time or lease deadline),
-// then in enqueue order.
-func newDueHeap() heap {
-	return idxheap.New(func(a, b *record) bool {
-		return a.due < b.due || (a.due == b.due && a.seq < b.seq)
-	}, setIndex)
-}
+// dueKey orders records by due time (visible time or lease deadline), then
+// in enqueue order.
+func (r *record) dueKey() idxheap.Key { return idxheap.Key{Major: r.due, Minor: r.seq} }
 
 // keyState serialises one ordering key of an ordered queue: active is the
 // single message of the key that may be ready, delayed or leased; the rest

@@ -17,7 +17,7 @@ import (
 // order they would be delivered. The caller holds q.mu.
 func (q *queue) waiting() []*record {
 	rs := make([]*record, 0, q.ready.Len()+q.nParked+q.delayed.Len())
-	rs = append(rs, q.ready.Items()...)
+	rs = slices.AppendSeq(rs, q.ready.All())
 	slices.SortFunc(rs, func(a, b *record) int {
 		if a.prio != b.prio {
 			return cmp.Compare(b.prio, a.prio)
@@ -30,7 +30,7 @@ func (q *queue) waiting() []*record {
 	}
 	slices.SortFunc(rs[n:], func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
 	n = len(rs)
-	rs = append(rs, q.delayed.Items()...)
+	rs = slices.AppendSeq(rs, q.delayed.All())
 	slices.SortFunc(rs[n:], func(a, b *record) int {
 		if c := cmp.Compare(a.due, b.due); c != 0 {
 			return c
@@ -62,7 +62,7 @@ func (h *handle) Peek(ctx context.Context, max int) ([]engines.Delivery, error) 
 	for i, r := range rs {
 		// A ticket is needed only to find the record in read; NewDelivery
 		// with a nil settler keeps the delivery unsettleable.
-		ds[i] = engines.NewDelivery(engines.Delivery{Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures), EnqueuedAt: wall(r.enq)}, nil, engines.Ticket{Ref: r})
+		ds[i] = engines.NewDelivery(engines.Delivery{Queue: q.name, Attempt: int(r.Attempt), Failures: int(r.Failures), EnqueuedAt: wall(r.enq)}, nil, engines.Ticket{Ref: r})
 	}
 	q.mu.Unlock()
 	n, err := q.read(ds)
@@ -103,7 +103,7 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 			sel.Add(r)
 		}
 	}
-	for _, r := range q.ready.Items() {
+	for r := range q.ready.All() {
 		offer(r)
 	}
 	for _, ks := range q.keys {
@@ -111,11 +111,11 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 			offer(r)
 		}
 	}
-	for _, r := range q.delayed.Items() {
+	for r := range q.delayed.All() {
 		offer(r)
 	}
 	if opts.InFlight {
-		for _, r := range q.leases.Items() {
+		for r := range q.leases.All() {
 			offer(r)
 		}
 	}
@@ -123,7 +123,7 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 	ds := make([]engines.Delivery, len(rs))
 	states := make(map[*record]engines.MessageState, len(rs))
 	for i, r := range rs {
-		ds[i] = engines.NewDelivery(engines.Delivery{Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures), EnqueuedAt: wall(r.enq)}, nil, engines.Ticket{Ref: r})
+		ds[i] = engines.NewDelivery(engines.Delivery{Queue: q.name, Attempt: int(r.Attempt), Failures: int(r.Failures), EnqueuedAt: wall(r.enq)}, nil, engines.Ticket{Ref: r})
 		switch r.state {
 		case stateDelayed:
 			states[r] = engines.StateDelayed

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +12,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
 // queue is the in-memory index of one stored queue, shared by every handle
@@ -28,11 +27,8 @@ type queue struct {
 	closed bool
 
 	// Settings, from the most recent Open that set any, or from disk.
-	vt          int64
-	maxAttempts int32
-	deadLetter  string
-	ordered     bool
-	backoff     engines.RetryPolicy // delays the redelivery of an expired lease, at run time or found at open
+	policy  lease.Policy
+	ordered bool
 
 	ready   heap // by priority, then enqueue order
 	delayed heap // by visible time
@@ -51,17 +47,14 @@ type queue struct {
 
 	// One timer per queue, armed for the earliest delayed message or
 	// lease deadline.
-	timer      *time.Timer
-	timerArmed bool
-	timerAt    int64
+	timer lease.Timer
 
 	st engines.Stats // the totals; the gauges are computed
 }
 
 func newQueue(e *Engine, name string) *queue {
-	q := &queue{e: e, name: name, vt: int64(engines.DefaultVisibilityTimeout), ready: newReadyHeap(), delayed: newDueHeap(), leases: newDueHeap()}
-	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
-	q.timer.Stop()
+	q := &queue{e: e, name: name, policy: lease.DefaultPolicy()}
+	q.timer = lease.NewTimer(q.onTimer)
 	return q
 }
 
@@ -85,16 +78,11 @@ func (q *queue) configure(s engines.QueueSpec, created bool) (*batch, error) {
 		if s.Ordered != q.ordered && q.depth() > 0 {
 			return nil, fmt.Errorf("disk: open %q: cannot change Ordered to %v while the queue holds messages: %w", q.name, s.Ordered, engines.ErrInvalid)
 		}
-		q.vt = int64(s.VisibilityTimeout)
-		if q.vt == 0 {
-			q.vt = int64(engines.DefaultVisibilityTimeout)
-		}
-		q.maxAttempts = int32(min(s.MaxAttempts, math.MaxInt32))
-		q.deadLetter = s.DeadLetter
+		q.policy.Apply(s)
 		q.ordered = s.Ordered
-		q.backoff = s.Retry
 	}
-	return q.e.add(op{kind: opPutSpec, q: q, val: encodeSpec(spec{vt: q.vt, maxAttempts: q.maxAttempts, ordered: q.ordered, deadLetter: q.deadLetter, retry: q.backoff})})
+	p := &q.policy
+	return q.e.add(op{kind: opPutSpec, q: q, val: encodeSpec(spec{vt: p.VT, maxAttempts: p.MaxAttempts, ordered: q.ordered, deadLetter: p.DeadLetter, retry: p.Retry})})
 }
 
 func (q *queue) close() {
@@ -107,18 +95,6 @@ func (q *queue) close() {
 
 func (q *queue) depth() int {
 	return q.ready.Len() + q.nParked + q.delayed.Len() + q.leases.Len()
-}
-
-// after is t+d, saturating: a caller's "practically forever" must not wrap
-// around into the past.
-func after(t int64, d time.Duration) int64 {
-	if d <= 0 {
-		return t
-	}
-	if int64(d) > math.MaxInt64-t {
-		return math.MaxInt64
-	}
-	return t + int64(d)
 }
 
 // added indexes a message whose commit just completed.
@@ -159,12 +135,12 @@ func (q *queue) schedule(r *record, visible, now int64) {
 	r.due = visible
 	if visible > now {
 		r.state = stateDelayed
-		q.delayed.Push(r)
+		q.delayed.Push(r, &r.idx, r.dueKey())
 		q.arm(visible, now)
 		return
 	}
 	r.state = stateReady
-	q.ready.Push(r)
+	q.ready.Push(r, &r.idx, r.readyKey())
 	q.wake()
 }
 
@@ -225,12 +201,9 @@ func (q *queue) drop(r *record) {
 
 // arm makes sure the timer fires no later than at.
 func (q *queue) arm(at, now int64) {
-	if q.closed || (q.timerArmed && q.timerAt <= at) {
-		return
+	if !q.closed {
+		q.timer.Arm(at, now)
 	}
-	q.timerArmed = true
-	q.timerAt = at
-	q.timer.Reset(time.Duration(at - now))
 }
 
 func (q *queue) onTimer() {
@@ -239,7 +212,7 @@ func (q *queue) onTimer() {
 	if q.closed {
 		return
 	}
-	q.timerArmed = false
+	q.timer.Fired()
 	now := q.e.now()
 	_, _ = q.advance(now)
 	if r := q.delayed.Peek(); r != nil {
@@ -250,10 +223,6 @@ func (q *queue) onTimer() {
 	}
 }
 
-func maxAttemptsReason(n int32, why string) string {
-	return "max attempts (" + strconv.Itoa(int(n)) + ") reached: " + why
-}
-
 // advance moves delayed messages that came due to ready and expires lapsed
 // leases: a failure each, the retry delay, and a dead letter once
 // MaxAttempts is reached. It returns the batch that stores the last of
@@ -262,31 +231,17 @@ func (q *queue) advance(now int64) (*batch, error) {
 	for r := q.delayed.Peek(); r != nil && r.due <= now; r = q.delayed.Peek() {
 		q.delayed.Pop()
 		r.state = stateReady
-		q.ready.Push(r)
+		q.ready.Push(r, &r.idx, r.readyKey())
 		q.wake()
 	}
 	var last *batch
 	for r := q.leases.Peek(); r != nil && r.due <= now; r = q.leases.Peek() {
 		q.leases.Pop()
-		r.token++ // the holder's ticket is stale from here on
-		r.failures++
-		q.st.ExpiredLeaseTotal++
-		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
-			b, err := q.moveDead(r, now, maxAttemptsReason(q.maxAttempts, "lease expired"))
-			if err != nil {
-				return nil, err
-			}
-			last = b
-			continue
-		}
-		// An expiry is a failure the runtime never sees (its holder died or
-		// hung), so the engine applies the retry delay the runtime would
-		// have, as recover does for a lease a stop left outstanding. The
-		// new state is stored like a nack's: a restart then finds the
-		// message delayed until the same time, not leased, and counts the
-		// expiry no second time (the counters committed with any later
-		// batch already hold it).
-		b, err := q.retry(r, after(now, q.backoff.Delay(int(r.failures)-1)), now)
+		// The new state of a retry is stored like a nack's: a restart then
+		// finds the message delayed until the same time, not leased, and
+		// counts the expiry no second time (the counters committed with any
+		// later batch already hold it).
+		b, err := q.apply(r, q.policy.Expire(&r.Lease, &q.st), now)
 		if err != nil {
 			return nil, err
 		}
@@ -295,16 +250,29 @@ func (q *queue) advance(now int64) (*batch, error) {
 	return last, nil
 }
 
+// apply carries out a lease transition's outcome for r, which is out of the
+// lease heap, and returns the batch that stores it.
+func (q *queue) apply(r *record, out lease.Outcome, now int64) (*batch, error) {
+	switch out.Action {
+	case lease.Retry:
+		return q.retry(r, lease.After(now, out.Delay), now)
+	case lease.Dead:
+		return q.moveDead(r, now, out.Reason)
+	}
+	q.release(r, now)
+	return q.e.add(op{kind: opDelMsg, q: q, seq: r.seq})
+}
+
 // deadLetter counts r as dead-lettered and moves it to the dead-letter
 // queue, or deletes it when there is none. r is already out of the index
 // structures.
 func (q *queue) moveDead(r *record, now int64, reason string) (*batch, error) {
 	q.st.DeadLetteredTotal++
 	q.release(r, now)
-	if q.deadLetter == "" {
+	if q.policy.DeadLetter == "" {
 		return q.e.add(op{kind: opDelMsg, q: q, seq: r.seq})
 	}
-	dst, _, err := q.e.queue(q.deadLetter)
+	dst, _, err := q.e.queue(q.policy.DeadLetter)
 	if err != nil {
 		return nil, err
 	}
@@ -333,7 +301,7 @@ func (q *queue) enqueue(msgs []engines.Message, payloads [][]byte, seqs []uint64
 				}
 				continue
 			}
-			exp := after(now, q.e.opts.DedupWindow)
+			exp := lease.After(now, q.e.opts.DedupWindow)
 			if q.dedup == nil {
 				q.dedup = make(map[string]dedupEntry)
 			}
@@ -346,10 +314,10 @@ func (q *queue) enqueue(msgs []engines.Message, payloads [][]byte, seqs []uint64
 		if seq == 0 {
 			seq = q.e.seq.Add(1)
 		}
-		due := after(now, m.Delay)
+		due := lease.After(now, m.Delay)
 		*r = record{seq: seq, id: m.ID, prio: m.Priority, enq: now, due: due, expire: 0, okey: m.OrderingKey, idx: -1}
 		if m.TTL > 0 {
-			r.expire = after(due, m.TTL)
+			r.expire = lease.After(due, m.TTL)
 		}
 		ops = append(ops, op{kind: opPutMsg, q: q, seq: seq, val: payloads[i], rec: r})
 	}
@@ -394,7 +362,7 @@ func (q *queue) lease(buf []engines.Delivery) (n int, wait <-chan struct{}, b *b
 	if b, err = q.advance(now); err != nil {
 		return 0, nil, nil, err
 	}
-	deadline := after(now, time.Duration(q.vt))
+	deadline := lease.After(now, time.Duration(q.policy.VT))
 	var ops []op
 	for n < len(buf) {
 		r := q.ready.Peek()
@@ -411,17 +379,16 @@ func (q *queue) lease(buf []engines.Delivery) (n int, wait <-chan struct{}, b *b
 			}
 			r.expire = 0 // delivered in time: the TTL has done its job
 		}
-		r.attempt++
-		r.token++
+		tok := r.Grant()
 		r.state = stateLeased
 		r.due = deadline
-		q.leases.Push(r)
-		ops = append(ops, op{kind: opPutState, q: q, seq: r.seq, val: encodeState(state{leased: true, attempt: r.attempt, failures: r.failures, due: now})})
-		buf[n] = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: r.token})
+		q.leases.Push(r, &r.idx, r.dueKey())
+		ops = append(ops, op{kind: opPutState, q: q, seq: r.seq, val: encodeState(state{leased: true, attempt: r.Attempt, failures: r.Failures, due: now})})
+		buf[n] = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: tok})
 		d := &buf[n]
 		d.Queue = q.name
-		d.Attempt = int(r.attempt)
-		d.Failures = int(r.failures)
+		d.Attempt = int(r.Attempt)
+		d.Failures = int(r.Failures)
 		d.EnqueuedAt = wall(r.enq)
 		d.LeaseExpires = wall(deadline)
 		n++
@@ -532,42 +499,21 @@ func (q *queue) settle(r *record, token uint64, s engines.Settlement) (*batch, e
 	if q.closed {
 		return nil, q.errClosed(s.Verdict.String() + " on")
 	}
-	if r.state != stateLeased || r.token != token {
+	if r.state != stateLeased || r.Token != token {
 		return nil, fmt.Errorf("disk: %s on %q: %w", s.Verdict, q.name, engines.ErrLeaseLost)
 	}
-	now := q.e.now()
-	switch s.Verdict {
-	case engines.Ack:
-		q.leases.Remove(int(r.idx))
-		q.st.AckedTotal++
-		q.release(r, now)
-		return q.e.add(op{kind: opDelMsg, q: q, seq: r.seq})
-	case engines.Nack:
-		q.leases.Remove(int(r.idx))
-		q.st.NackedTotal++
-		r.failures++
-		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
-			return q.moveDead(r, now, maxAttemptsReason(q.maxAttempts, s.Reason))
-		}
-		return q.retry(r, after(now, s.Delay), now)
-	case engines.Requeue:
-		q.leases.Remove(int(r.idx))
-		return q.retry(r, after(now, s.Delay), now)
-	case engines.DeadLetter:
-		q.leases.Remove(int(r.idx))
-		reason := s.Reason
-		if reason == "" {
-			reason = "dead-lettered by consumer"
-		}
-		return q.moveDead(r, now, reason)
+	out, err := q.policy.Settle(&r.Lease, s, &q.st)
+	if err != nil {
+		return nil, fmt.Errorf("disk: settle on %q: %w", q.name, err)
 	}
-	return nil, fmt.Errorf("disk: settle on %q: unknown verdict %s: %w", q.name, s.Verdict, engines.ErrInvalid)
+	q.leases.Remove(int(r.idx))
+	return q.apply(r, out, q.e.now())
 }
 
 // retry makes r visible again at the given time and stores its new state.
 func (q *queue) retry(r *record, visible, now int64) (*batch, error) {
 	q.schedule(r, visible, now)
-	return q.e.add(op{kind: opPutState, q: q, seq: r.seq, val: encodeState(state{attempt: r.attempt, failures: r.failures, due: visible})})
+	return q.e.add(op{kind: opPutState, q: q, seq: r.seq, val: encodeState(state{attempt: r.Attempt, failures: r.Failures, due: visible})})
 }
 
 // Extend implements engines.Settler. Lease deadlines are kept in memory
@@ -585,12 +531,12 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 	if q.closed {
 		return time.Time{}, q.errClosed("extend on")
 	}
-	if r.state != stateLeased || r.token != t.Token {
+	if r.state != stateLeased || r.Token != t.Token {
 		return time.Time{}, fmt.Errorf("disk: extend on %q: %w", q.name, engines.ErrLeaseLost)
 	}
 	now := q.e.now()
-	r.due = after(now, by)
-	q.leases.Fix(int(r.idx))
+	r.due = lease.After(now, by)
+	q.leases.Fix(int(r.idx), r.dueKey())
 	q.arm(r.due, now)
 	return wall(r.due), nil
 }
@@ -675,10 +621,10 @@ func (h *handle) Enqueue(ctx context.Context, msgs ...engines.Message) error {
 			seqs[i] = q.e.seq.Add(1)
 			m.ID = formatID(seqs[i])
 		}
-		due := after(now, m.Delay)
+		due := lease.After(now, m.Delay)
 		var expire int64
 		if m.TTL > 0 {
-			expire = after(due, m.TTL)
+			expire = lease.After(due, m.TTL)
 		}
 		payloads[i] = encodePayload(m, now, due, expire)
 	}
@@ -700,36 +646,29 @@ func (h *handle) Receive(ctx context.Context, buf []engines.Delivery) (int, erro
 		return 0, fmt.Errorf("disk: receive from %q: empty buffer: %w", h.q.name, engines.ErrInvalid)
 	}
 	q := h.q
-	for {
-		if h.closed.Load() {
-			return 0, h.errClosed("receive from")
-		}
+	return lease.Block(ctx, h.done, h.closedErr, func() (int, <-chan struct{}, error) {
 		n, wait, b, err := q.lease(buf)
-		if err != nil {
-			return 0, err
+		if err != nil || n == 0 {
+			return 0, wait, err
 		}
-		if n > 0 {
-			if n, err = q.read(buf[:n]); err != nil {
-				return 0, err
-			}
-			if q.e.opts.Sync == SyncAlways || q.e.full(b) {
-				if err := b.Wait(ctx); err != nil && ctx.Err() == nil {
-					return 0, fmt.Errorf("disk: receive from %q: %w", q.name, err)
-				}
-			}
-			if n > 0 {
-				return n, nil
-			}
-			continue
+		if n, err = q.read(buf[:n]); err != nil {
+			return 0, nil, err
 		}
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-h.done:
-			return 0, h.errClosed("receive from")
+		if q.e.opts.Sync == SyncAlways || q.e.full(b) {
+			if err := b.Wait(ctx); err != nil && ctx.Err() == nil {
+				return 0, nil, fmt.Errorf("disk: receive from %q: %w", q.name, err)
+			}
 		}
+		return n, nil, nil // none when all vanished meanwhile: Block takes again
+	})
+}
+
+// closedErr is the handle's ErrClosed error once it is closed, nil before.
+func (h *handle) closedErr() error {
+	if h.closed.Load() {
+		return h.errClosed("receive from")
 	}
+	return nil
 }
 
 // Stats reports the queue's counters. Ready includes messages waiting

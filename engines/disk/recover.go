@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
 // Damaged files. bbolt trusts its file: a page of garbage makes it panic,
@@ -132,8 +133,9 @@ func openBolt(path string, opts *bolt.Options) (db *bolt.DB, err error) {
 // exhausted is a record whose lease was outstanding at the stop and which
 // has now failed its queue's MaxAttempts times.
 type exhausted struct {
-	q *queue
-	r *record
+	q      *queue
+	r      *record
+	reason string
 }
 
 // recover rebuilds the in-memory index from the file in one scan, checking
@@ -240,7 +242,8 @@ func (e *Engine) recoverQueue(tx *bolt.Tx, name string, now int64) (q *queue, le
 		if err != nil {
 			return nil, 0, 0, nil, 0, fmt.Errorf("settings: %w", err)
 		}
-		q.vt, q.maxAttempts, q.ordered, q.deadLetter, q.backoff = s.vt, s.maxAttempts, s.ordered, s.deadLetter, s.retry
+		q.policy = lease.Policy{VT: s.vt, MaxAttempts: s.maxAttempts, DeadLetter: s.deadLetter, Retry: s.retry}
+		q.ordered = s.ordered
 	}
 	if v := x.root.Get(keyStats); v != nil {
 		if err := decodeStats(v, &q.st); err != nil {
@@ -270,17 +273,16 @@ func (e *Engine) recoverQueue(tx *bolt.Tx, name string, now int64) (q *queue, le
 			if err != nil {
 				return nil, 0, 0, nil, 0, fmt.Errorf("message %d state: %w", seq, err)
 			}
-			r.attempt, r.failures, r.expire, due = s.attempt, s.failures, s.expire, s.due
+			r.Attempt, r.Failures, r.expire, due = s.attempt, s.failures, s.expire, s.due
 			if s.leased {
 				leased++
-				r.failures++
-				q.st.ExpiredLeaseTotal++
-				if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
-					dead = append(dead, exhausted{q, r})
+				out := q.policy.ExpireAtOpen(&r.Lease, &q.st)
+				if out.Action == lease.Dead {
+					dead = append(dead, exhausted{q, r, out.Reason})
 					continue
 				}
-				due = after(now, q.backoff.Delay(int(r.failures)-1))
-				expired = append(expired, stateWrite{seq, encodeState(state{attempt: r.attempt, failures: r.failures, due: due, expire: r.expire})})
+				due = lease.After(now, out.Delay)
+				expired = append(expired, stateWrite{seq, encodeState(state{attempt: r.Attempt, failures: r.Failures, due: due, expire: r.expire})})
 			}
 		}
 		n++
@@ -353,15 +355,15 @@ func (e *Engine) deadLetterAtOpen(tx *bolt.Tx, dead []exhausted, touched map[*qu
 		q.st.DeadLetteredTotal++
 		touched[q] = true
 		o := op{kind: opDelMsg, q: q, seq: r.seq}
-		if q.deadLetter != "" {
-			dst := e.queues[q.deadLetter]
+		if dl := q.policy.DeadLetter; dl != "" {
+			dst := e.queues[dl]
 			if dst == nil {
-				dst = newQueue(e, q.deadLetter)
-				e.queues[q.deadLetter] = dst
+				dst = newQueue(e, dl)
+				e.queues[dl] = dst
 			}
 			touched[dst] = true
 			o = op{kind: opDeadLetter, q: q, seq: r.seq, dst: dst, rec: &record{seq: e.seq.Add(1), idx: -1},
-				key: maxAttemptsReason(q.maxAttempts, "lease outstanding when the process stopped"), val: deadLetterHistory(r)}
+				key: d.reason, val: deadLetterHistory(r)}
 		}
 		x, err := get(q)
 		if err != nil {

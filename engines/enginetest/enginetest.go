@@ -8,6 +8,11 @@
 // Receive is the event), it proves "not before" by recording times, it bounds
 // "eventually" only by generous context deadlines, and it uses short
 // (50-200ms) delays, leases and TTLs.
+//
+// A Harness with a Restart also runs the restart and crash cases: engines
+// started one after another on the same storage, and, for an engine that
+// declares itself Durable, a child process (this test binary, run by
+// Child) killed with SIGKILL in the middle of its work.
 package enginetest
 
 import (
@@ -29,6 +34,9 @@ type Harness struct {
 	// at the end (t.Cleanup). Tests use unique queue names so a durable engine
 	// may share storage.
 	New func(t testing.TB) engines.Engine
+	// Restart, when set, starts engines on storage that outlives them, for
+	// the restart and crash cases; without it those cases skip.
+	Restart *Restart
 }
 
 // Timeouts used throughout. wait bounds anything that should happen "soon";
@@ -62,6 +70,12 @@ func Run(t *testing.T, h Harness) {
 		t.Run(st.name, func(t *testing.T) {
 			t.Parallel()
 			st.fn(t, setup(t, h))
+		})
+	}
+	for _, st := range restartSubtests() {
+		t.Run(st.name, func(t *testing.T) {
+			t.Parallel()
+			st.fn(t, newStorage(t, h))
 		})
 	}
 }

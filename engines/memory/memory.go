@@ -9,12 +9,12 @@ package memory
 import (
 	"context"
 	"fmt"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
 // Options configure an Engine. The zero value is ready to use.
@@ -82,15 +82,8 @@ func (e *Engine) Capabilities() engines.Capabilities {
 // reload wants), except that Ordered cannot change while the queue holds
 // messages: their ordering bookkeeping would not match.
 func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queue, error) {
-	switch {
-	case spec.Name == "":
-		return nil, fmt.Errorf("memory: open: empty queue name: %w", engines.ErrInvalid)
-	case spec.VisibilityTimeout < 0:
-		return nil, fmt.Errorf("memory: open %q: negative visibility timeout %v: %w", spec.Name, spec.VisibilityTimeout, engines.ErrInvalid)
-	case spec.MaxAttempts < 0:
-		return nil, fmt.Errorf("memory: open %q: negative max attempts %d: %w", spec.Name, spec.MaxAttempts, engines.ErrInvalid)
-	case spec.DeadLetter == spec.Name:
-		return nil, fmt.Errorf("memory: open %q: queue cannot be its own dead-letter queue: %w", spec.Name, engines.ErrInvalid)
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("memory: open %q: %w", spec.Name, err)
 	}
 	q, err := e.queue(spec.Name)
 	if err != nil {
@@ -204,23 +197,15 @@ func (h *handle) Receive(ctx context.Context, buf []engines.Delivery) (int, erro
 	if len(buf) == 0 {
 		return 0, fmt.Errorf("memory: receive from %q: empty buffer: %w", h.q.name, engines.ErrInvalid)
 	}
-	q := h.q
-	for {
-		if h.closed.Load() {
-			return 0, h.errClosed("receive from")
-		}
-		n, wait, err := q.receive(buf)
-		if err != nil || n > 0 {
-			return n, err
-		}
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-h.done:
-			return 0, h.errClosed("receive from")
-		}
+	return lease.Block(ctx, h.done, h.closedErr, func() (int, <-chan struct{}, error) { return h.q.receive(buf) })
+}
+
+// closedErr is the handle's ErrClosed error once it is closed, nil before.
+func (h *handle) closedErr() error {
+	if h.closed.Load() {
+		return h.errClosed("receive from")
 	}
+	return nil
 }
 
 // Stats reports the queue's counters. Ready includes messages waiting behind
@@ -230,12 +215,4 @@ func (h *handle) Stats(ctx context.Context) (engines.Stats, error) {
 		return engines.Stats{}, h.errClosed("stats of")
 	}
 	return h.q.stats()
-}
-
-// clampInt32 keeps a configured attempt limit inside the record's counter.
-func clampInt32(n int) int32 {
-	if n > math.MaxInt32 {
-		return math.MaxInt32
-	}
-	return int32(n)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -306,4 +307,15 @@ func BenchmarkProducerConsumer(b *testing.B) {
 	}
 	<-done
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// TestOpenValidatesSpec checks Open applies engines.QueueSpec.Validate,
+// including the rule it adds here: a retry policy must be finite.
+func TestOpenValidatesSpec(t *testing.T) {
+	e := memory.New(memory.Options{})
+	defer e.Close()
+	_, err := e.Open(context.Background(), engines.QueueSpec{Name: "q", Retry: engines.RetryPolicy{Initial: time.Second, Multiplier: math.NaN()}})
+	if !errors.Is(err, engines.ErrInvalid) {
+		t.Fatalf("Open with NaN multiplier = %v, want ErrInvalid", err)
+	}
 }

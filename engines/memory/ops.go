@@ -48,8 +48,8 @@ func (h *handle) Peek(ctx context.Context, max int) ([]engines.Delivery, error) 
 		out = append(out, engines.Delivery{
 			Message:    r.msg,
 			Queue:      q.name,
-			Attempt:    int(r.attempt),
-			Failures:   int(r.failures),
+			Attempt:    int(r.Attempt),
+			Failures:   int(r.Failures),
 			EnqueuedAt: q.e.wall(r.enq),
 		})
 	}
@@ -98,11 +98,11 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 			offer(ks.parked.buf[(ks.parked.head+i)&(len(ks.parked.buf)-1)])
 		}
 	}
-	for _, r := range q.delayed {
+	for r := range q.delayed.All() {
 		offer(r)
 	}
 	if opts.InFlight {
-		for _, r := range q.leases {
+		for r := range q.leases.All() {
 			offer(r)
 		}
 	}
@@ -119,8 +119,8 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 		page.Messages[i] = engines.Peeked{State: st, Delivery: engines.Delivery{
 			Message:    r.msg,
 			Queue:      q.name,
-			Attempt:    int(r.attempt),
-			Failures:   int(r.failures),
+			Attempt:    int(r.Attempt),
+			Failures:   int(r.Failures),
 			EnqueuedAt: q.e.wall(r.enq),
 		}}
 	}
@@ -134,7 +134,7 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 // ones by priority then FIFO, then those parked behind an ordering key, then
 // delayed ones by visibility time. Called with q.mu held.
 func (q *queue) waiting() []*record {
-	out := make([]*record, 0, q.nReady+q.nParked+len(q.delayed))
+	out := make([]*record, 0, q.nReady+q.nParked+q.delayed.Len())
 	for p := len(q.ready.levels) - 1; p >= 0; p-- {
 		l := &q.ready.levels[p]
 		mask := len(l.buf) - 1
@@ -150,7 +150,7 @@ func (q *queue) waiting() []*record {
 		}
 	}
 	slices.SortFunc(parked, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
-	delayed := slices.Clone(q.delayed)
+	delayed := slices.Collect(q.delayed.All())
 	slices.SortFunc(delayed, func(a, b *record) int {
 		return cmp.Or(cmp.Compare(a.due, b.due), cmp.Compare(a.seq, b.seq))
 	})
@@ -213,11 +213,11 @@ func (q *queue) remove(match func(*record) bool) []deadMsg {
 			q.ready.mask[p>>6] &^= 1 << uint(p&63)
 		}
 	}
-	for i := len(q.delayed) - 1; i >= 0; i-- {
-		if i >= len(q.delayed) || !match(q.delayed[i]) {
+	for i := q.delayed.Len() - 1; i >= 0; i-- {
+		if i >= q.delayed.Len() || !match(q.delayed.At(i)) {
 			continue
 		}
-		r := q.delayed.remove(i)
+		r := q.delayed.Remove(i)
 		take(r)
 		q.release(r, q.e.now())
 	}

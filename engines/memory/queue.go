@@ -3,12 +3,11 @@ package memory
 import (
 	"context"
 	"fmt"
-	"math"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
 const (
@@ -33,11 +32,8 @@ type queue struct {
 	closed bool
 
 	// Settings, from the most recent Open that set any (see Engine.Open).
-	vt          int64
-	maxAttempts int32
-	deadLetter  string
-	ordered     bool
-	backoff     engines.RetryPolicy // delays the redelivery of an expired lease
+	policy  lease.Policy
+	ordered bool
 
 	seq    uint64 // enqueue counter for FIFO tie-breaks
 	idNext uint64 // next ID of the block reserved from the engine
@@ -64,19 +60,16 @@ type queue struct {
 	waitCh chan struct{}
 
 	// One timer per queue, armed for the earliest delayed message or lease
-	// deadline; timerAt avoids resetting it when it is already early enough.
-	timer      *time.Timer
-	timerArmed bool
-	timerAt    int64
+	// deadline.
+	timer lease.Timer
 
 	dead []deadMsg // dead letters to move once the lock is released
 	st   engines.Stats
 }
 
 func newQueue(e *Engine, name string) *queue {
-	q := &queue{e: e, name: name, vt: int64(engines.DefaultVisibilityTimeout)}
-	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
-	q.timer.Stop()
+	q := &queue{e: e, name: name, policy: lease.DefaultPolicy()}
+	q.timer = lease.NewTimer(q.onTimer)
 	return q
 }
 
@@ -92,14 +85,8 @@ func (q *queue) configure(spec engines.QueueSpec) error {
 	if spec.Ordered != q.ordered && q.depth() > 0 {
 		return fmt.Errorf("memory: open %q: cannot change Ordered to %v while the queue holds messages: %w", q.name, spec.Ordered, engines.ErrInvalid)
 	}
-	q.vt = int64(spec.VisibilityTimeout)
-	if q.vt == 0 {
-		q.vt = int64(engines.DefaultVisibilityTimeout)
-	}
-	q.maxAttempts = clampInt32(spec.MaxAttempts)
-	q.deadLetter = spec.DeadLetter
+	q.policy.Apply(spec)
 	q.ordered = spec.Ordered
-	q.backoff = spec.Retry
 	return nil
 }
 
@@ -112,7 +99,7 @@ func (q *queue) close() {
 }
 
 func (q *queue) depth() int {
-	return q.nReady + q.nParked + len(q.delayed) + len(q.leases)
+	return q.nReady + q.nParked + q.delayed.Len() + q.leases.Len()
 }
 
 func (q *queue) errClosed(op string) error {
@@ -167,14 +154,11 @@ func (q *queue) insert(m *engines.Message, enq, now int64) *record {
 	q.seq++
 	r.seq = q.seq
 	r.enq = enq
-	r.attempt, r.failures = 0, 0
-	r.due = now
-	if m.Delay > 0 {
-		r.due = after(now, m.Delay)
-	}
+	r.Attempt, r.Failures = 0, 0
+	r.due = lease.After(now, m.Delay)
 	r.expire = 0
 	if m.TTL > 0 {
-		r.expire = after(r.due, m.TTL)
+		r.expire = lease.After(r.due, m.TTL)
 	}
 	q.st.EnqueuedTotal++
 	q.admit(r, now)
@@ -218,20 +202,11 @@ func (q *queue) newKeyState(key string) *keyState {
 }
 
 // schedule makes r visible at the given time: ready now, or delayed.
-// after is t+d on the engine's clock, saturating: a caller's "practically
-// forever" must not wrap around into the past.
-func after(t int64, d time.Duration) int64 {
-	if int64(d) > math.MaxInt64-t {
-		return math.MaxInt64
-	}
-	return t + int64(d)
-}
-
 func (q *queue) schedule(r *record, visible, now int64) {
 	if visible > now {
 		r.state = stateDelayed
 		r.due = visible
-		q.delayed.push(r)
+		q.delayed.Push(r, &r.idx, r.dueKey())
 		q.arm(visible, now)
 		return
 	}
@@ -362,7 +337,7 @@ func (q *queue) receive(buf []engines.Delivery) (int, <-chan struct{}, error) {
 
 func (q *queue) lease(buf []engines.Delivery, now int64) int {
 	n := 0
-	deadline := now + q.vt
+	deadline := now + q.policy.VT
 	leaseExpires := q.e.wall(deadline)
 	for n < len(buf) {
 		r := q.ready.pop()
@@ -378,61 +353,59 @@ func (q *queue) lease(buf []engines.Delivery, now int64) int {
 			}
 			r.expire = 0 // delivered in time: the TTL has done its job
 		}
-		r.attempt++
-		r.token++
+		tok := r.Grant()
 		r.state = stateLeased
 		r.due = deadline
-		q.leases.push(r)
+		q.leases.Push(r, &r.idx, r.dueKey())
 		// Bind first, then fill the fields in place: a Delivery is 256 bytes,
 		// and building it as a value to assign costs several full copies.
-		buf[n] = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: r.token})
+		buf[n] = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: tok})
 		d := &buf[n]
 		n++
 		d.Message = r.msg
 		d.Queue = q.name
-		d.Attempt = int(r.attempt)
-		d.Failures = int(r.failures)
+		d.Attempt = int(r.Attempt)
+		d.Failures = int(r.Failures)
 		d.EnqueuedAt = q.e.wall(r.enq)
 		d.LeaseExpires = leaseExpires
 	}
-	if len(q.leases) > 0 {
-		q.arm(q.leases[0].due, now)
+	if r := q.leases.Peek(); r != nil {
+		q.arm(r.due, now)
 	}
 	return n
 }
 
 // advance moves delayed messages that came due to ready and expires lapsed
-// leases (a failure each, then the retry delay or the dead-letter queue). The timer calls it, and so do Receive and Stats, so neither waits
-// on timer latency.
+// leases (see lease.Policy.Expire). The timer calls it, and so do Receive
+// and Stats, so neither waits on timer latency.
 func (q *queue) advance(now int64) {
-	for len(q.delayed) > 0 && q.delayed[0].due <= now {
-		q.makeReady(q.delayed.pop())
+	for r := q.delayed.Peek(); r != nil && r.due <= now; r = q.delayed.Peek() {
+		q.makeReady(q.delayed.Pop())
 	}
-	for len(q.leases) > 0 && q.leases[0].due <= now {
-		r := q.leases.pop()
-		r.token++ // the holder's ticket is stale from here on
-		r.failures++
-		q.st.ExpiredLeaseTotal++
-		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
-			q.deadLetterRecord(r, now, "max attempts ("+strconv.Itoa(int(q.maxAttempts))+") reached: lease expired")
-			continue
-		}
-		// An expiry is a failure the runtime never sees (its holder died or
-		// hung), so the engine applies the retry delay the runtime would
-		// have: a message that kills or wedges its consumer is not retried
-		// in a hot loop. Delay takes the failures before this one.
-		q.schedule(r, after(now, q.backoff.Delay(int(r.failures)-1)), now)
+	for r := q.leases.Peek(); r != nil && r.due <= now; r = q.leases.Peek() {
+		q.leases.Pop()
+		q.apply(r, q.policy.Expire(&r.Lease, &q.st), now)
+	}
+}
+
+// apply carries out a lease transition's outcome for r, which is out of
+// the lease heap.
+func (q *queue) apply(r *record, out lease.Outcome, now int64) {
+	switch out.Action {
+	case lease.Drop:
+		q.release(r, now)
+	case lease.Retry:
+		q.schedule(r, lease.After(now, out.Delay), now)
+	case lease.Dead:
+		q.deadLetterRecord(r, now, out.Reason)
 	}
 }
 
 // arm makes sure the timer fires no later than at.
 func (q *queue) arm(at, now int64) {
-	if q.closed || (q.timerArmed && q.timerAt <= at) {
-		return
+	if !q.closed {
+		q.timer.Arm(at, now)
 	}
-	q.timerArmed = true
-	q.timerAt = at
-	q.timer.Reset(time.Duration(at - now))
 }
 
 func (q *queue) onTimer() {
@@ -441,14 +414,14 @@ func (q *queue) onTimer() {
 		q.mu.Unlock()
 		return
 	}
-	q.timerArmed = false
+	q.timer.Fired()
 	now := q.e.now()
 	q.advance(now)
-	if len(q.delayed) > 0 {
-		q.arm(q.delayed[0].due, now)
+	if r := q.delayed.Peek(); r != nil {
+		q.arm(r.due, now)
 	}
-	if len(q.leases) > 0 {
-		q.arm(q.leases[0].due, now)
+	if r := q.leases.Peek(); r != nil {
+		q.arm(r.due, now)
 	}
 	dead := q.takeDead()
 	q.mu.Unlock()
@@ -461,21 +434,9 @@ func (q *queue) onTimer() {
 // queue if the queue has one, and forgets it.
 func (q *queue) deadLetterRecord(r *record, now int64, reason string) {
 	q.st.DeadLetteredTotal++
-	if q.deadLetter != "" {
-		// Copy the attributes: the map may be the enqueuer's own.
-		attrs := make(map[string]string, len(r.msg.Attributes)+2)
-		for k, v := range r.msg.Attributes {
-			attrs[k] = v
-		}
-		attrs[engines.AttrDeadLetterReason] = reason
-		attrs[engines.AttrDeadLetterSource] = q.name
-		m := r.msg
-		m.Attributes = attrs
-		// The source's delay, TTL and dedup served the source; a dead letter
-		// must be visible at once, kept until handled and never suppressed.
-		m.Delay, m.TTL, m.DedupID = 0, 0, ""
+	if dl := q.policy.DeadLetter; dl != "" {
 		// It keeps its history: the attempts and failures it had here.
-		q.dead = append(q.dead, deadMsg{target: q.deadLetter, msg: m, enq: r.enq, attempt: r.attempt, failures: r.failures})
+		q.dead = append(q.dead, deadMsg{target: dl, msg: lease.DeadLetter(r.msg, q.name, reason), enq: r.enq, attempt: r.Attempt, failures: r.Failures})
 	}
 	q.release(r, now)
 }
@@ -492,14 +453,7 @@ func (q *queue) takeDead() []deadMsg {
 // flushDead moves dead letters to their queues, creating a queue that was
 // never opened. Called without q.mu held.
 func (q *queue) flushDead(dead []deadMsg) {
-	for len(dead) > 0 {
-		target := dead[0].target
-		n := 1
-		for n < len(dead) && dead[n].target == target {
-			n++
-		}
-		batch := dead[:n]
-		dead = dead[n:]
+	for target, batch := range lease.Groups(dead, func(d *deadMsg) string { return d.target }) {
 		dlq, err := q.e.queue(target)
 		if err != nil {
 			return // engine closed: nothing left to deliver to
@@ -509,7 +463,7 @@ func (q *queue) flushDead(dead []deadMsg) {
 			now := dlq.e.now()
 			for i := range batch {
 				r := dlq.insert(&batch[i].msg, batch[i].enq, now)
-				r.attempt, r.failures = batch[i].attempt, batch[i].failures
+				r.Attempt, r.Failures = batch[i].attempt, batch[i].failures
 			}
 		}
 		dlq.mu.Unlock()
@@ -527,44 +481,23 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 		q.mu.Unlock()
 		return q.errClosed(s.Verdict.String() + " on")
 	}
-	if r.state != stateLeased || r.token != t.Token {
+	if r.state != stateLeased || r.Token != t.Token {
 		q.mu.Unlock()
 		return fmt.Errorf("memory: %s on %q: %w", s.Verdict, q.name, engines.ErrLeaseLost)
 	}
-	if s.Verdict == engines.Ack {
+	out, err := q.policy.Settle(&r.Lease, s, &q.st)
+	if err != nil {
+		q.mu.Unlock()
+		return fmt.Errorf("memory: settle on %q: %w", q.name, err)
+	}
+	q.leases.Remove(int(r.idx))
+	if out.Action == lease.Drop {
 		// The hot path: no clock read, no dead letters to flush.
-		q.leases.remove(int(r.idx))
-		q.st.AckedTotal++
 		q.release(r, 0)
 		q.mu.Unlock()
 		return nil
 	}
-	now := q.e.now()
-	visible := after(now, max(s.Delay, 0))
-	switch s.Verdict {
-	case engines.Nack:
-		q.leases.remove(int(r.idx))
-		q.st.NackedTotal++
-		r.failures++
-		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
-			q.deadLetterRecord(r, now, "max attempts ("+strconv.Itoa(int(q.maxAttempts))+") reached: "+s.Reason)
-		} else {
-			q.schedule(r, visible, now)
-		}
-	case engines.Requeue:
-		q.leases.remove(int(r.idx))
-		q.schedule(r, visible, now)
-	case engines.DeadLetter:
-		q.leases.remove(int(r.idx))
-		reason := s.Reason
-		if reason == "" {
-			reason = "dead-lettered by consumer"
-		}
-		q.deadLetterRecord(r, now, reason)
-	default:
-		q.mu.Unlock()
-		return fmt.Errorf("memory: settle on %q: unknown verdict %s: %w", q.name, s.Verdict, engines.ErrInvalid)
-	}
+	q.apply(r, out, q.e.now())
 	dead := q.takeDead()
 	q.mu.Unlock()
 	if dead != nil {
@@ -588,12 +521,12 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 	if q.closed {
 		return time.Time{}, q.errClosed("extend on")
 	}
-	if r.state != stateLeased || r.token != t.Token {
+	if r.state != stateLeased || r.Token != t.Token {
 		return time.Time{}, fmt.Errorf("memory: extend on %q: %w", q.name, engines.ErrLeaseLost)
 	}
 	now := q.e.now()
-	r.due = after(now, by)
-	q.leases.fix(int(r.idx))
+	r.due = lease.After(now, by)
+	q.leases.Fix(int(r.idx), r.dueKey())
 	q.arm(r.due, now)
 	return q.e.wall(r.due), nil
 }
@@ -607,8 +540,8 @@ func (q *queue) stats() (engines.Stats, error) {
 	q.advance(q.e.now())
 	s := q.st
 	s.Ready = int64(q.nReady + q.nParked)
-	s.Delayed = int64(len(q.delayed))
-	s.InFlight = int64(len(q.leases))
+	s.Delayed = int64(q.delayed.Len())
+	s.InFlight = int64(q.leases.Len())
 	dead := q.takeDead()
 	q.mu.Unlock()
 	if dead != nil {

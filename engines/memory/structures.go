@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/idxheap"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
 // Record states. A record is in exactly one place at a time, and the state
@@ -26,15 +28,13 @@ type record struct {
 	msg engines.Message
 	ks  *keyState // ordering key this record holds or waits for; nil when unordered
 
-	seq      uint64 // per-queue enqueue order: FIFO tie-break in the heaps
-	token    uint64 // lease generation
-	enq      int64  // engine clock at first enqueue
-	due      int64  // heap key: visible time (delayed, parked) or lease deadline (leased)
-	expire   int64  // TTL deadline while never delivered; 0 = none
-	idx      int32  // position in whichever heap holds the record
-	attempt  int32
-	failures int32
-	state    uint8
+	seq uint64 // per-queue enqueue order: FIFO tie-break in the heaps
+	lease.Lease
+	enq    int64 // engine clock at first enqueue
+	due    int64 // heap key: visible time (delayed, parked) or lease deadline (leased)
+	expire int64 // TTL deadline while never delivered; 0 = none
+	idx    int32 // position in whichever heap holds the record
+	state  uint8
 }
 
 // ring is a FIFO of records with a power-of-two buffer. It keeps its buffer
@@ -120,78 +120,13 @@ func (s *readySet) empty() bool {
 	return s.mask[0]|s.mask[1]|s.mask[2]|s.mask[3] == 0
 }
 
-// dueHeap is an indexed min-heap of records by (due, seq). Each record keeps
-// its index so an ack or an extend touches O(log n) entries instead of
-// scanning; it is hand-written rather than container/heap to avoid the
-// interface calls on the hot path.
-type dueHeap []*record
+// dueHeap is an indexed heap of records by (due, seq) (see idxheap): each
+// record keeps its position, so an ack or an extend is O(log n) without a
+// search.
+type dueHeap = idxheap.Heap[*record]
 
-func dueLess(a, b *record) bool {
-	return a.due < b.due || (a.due == b.due && a.seq < b.seq)
-}
-
-func (h *dueHeap) push(r *record) {
-	r.idx = int32(len(*h))
-	*h = append(*h, r)
-	h.up(int(r.idx))
-}
-
-func (h *dueHeap) pop() *record { return h.remove(0) }
-
-func (h *dueHeap) remove(i int) *record {
-	s := *h
-	n := len(s) - 1
-	r := s[i]
-	if i != n {
-		s[i] = s[n]
-		s[i].idx = int32(i)
-	}
-	s[n] = nil
-	*h = s[:n]
-	if i < n {
-		h.fix(i)
-	}
-	r.idx = -1
-	return r
-}
-
-func (h *dueHeap) fix(i int) {
-	if !h.down(i) {
-		h.up(i)
-	}
-}
-
-func (h dueHeap) up(j int) {
-	for j > 0 {
-		i := (j - 1) / 2
-		if !dueLess(h[j], h[i]) {
-			break
-		}
-		h[i], h[j] = h[j], h[i]
-		h[i].idx, h[j].idx = int32(i), int32(j)
-		j = i
-	}
-}
-
-func (h dueHeap) down(i0 int) bool {
-	i, n := i0, len(h)
-	for {
-		j := 2*i + 1
-		if j >= n || j < 0 {
-			break
-		}
-		if j2 := j + 1; j2 < n && dueLess(h[j2], h[j]) {
-			j = j2
-		}
-		if !dueLess(h[j], h[i]) {
-			break
-		}
-		h[i], h[j] = h[j], h[i]
-		h[i].idx, h[j].idx = int32(i), int32(j)
-		i = j
-	}
-	return i > i0
-}
+// dueKey is r's place in a dueHeap.
+func (r *record) dueKey() idxheap.Key { return idxheap.Key{Major: r.due, Minor: r.seq} }
 
 // idArena formats message IDs into a shared byte block so that assigning an
 // ID costs no allocation of its own: one 4 KiB block serves hundreds of IDs.

@@ -124,14 +124,10 @@ func (e *Engine) KernelName(name string) (string, error) {
 // returns a handle on it. A spec with only a Name attaches with the queue's
 // current settings; a fuller spec replaces them.
 func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queue, error) {
-	switch {
-	case spec.Name == "":
-		return nil, fmt.Errorf("posixmq: open: empty queue name: %w", engines.ErrInvalid)
-	case spec.VisibilityTimeout < 0:
-		return nil, fmt.Errorf("posixmq: open %q: negative visibility timeout %v: %w", spec.Name, spec.VisibilityTimeout, engines.ErrInvalid)
-	case spec.MaxAttempts < 0:
-		return nil, fmt.Errorf("posixmq: open %q: negative max attempts %d: %w", spec.Name, spec.MaxAttempts, engines.ErrInvalid)
-	case spec.Ordered:
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("posixmq: open %q: %w", spec.Name, err)
+	}
+	if spec.Ordered {
 		return nil, fmt.Errorf("posixmq: open %q: ordered delivery: %w", spec.Name, engines.ErrUnsupported)
 	}
 	kname, err := e.KernelName(spec.Name)

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 	"github.com/qrun-dev/qrun/engines/posixmq/frame"
 	"github.com/qrun-dev/qrun/engines/posixmq/mq"
 )
@@ -187,7 +188,7 @@ func expiry(m *engines.Message, enq int64) int64 {
 	if m.TTL <= 0 {
 		return 0
 	}
-	return after(after(enq, max(m.Delay, 0)), m.TTL)
+	return lease.After(lease.After(enq, max(m.Delay, 0)), m.TTL)
 }
 
 // encodeNew returns what to send for a new message: its frame, or its
@@ -225,7 +226,7 @@ func (q *queue) record(m *engines.Message, enq int64) *record {
 	q.seq++
 	r.seq = q.seq
 	r.enq, r.expire = enq, expiry(m, enq)
-	r.attempt, r.failures = 0, 0
+	r.Attempt, r.Failures = 0, 0
 	r.kprio = uint32(m.Priority)
 	return r
 }
@@ -247,8 +248,8 @@ func (q *queue) delay(m *engines.Message, enq int64) error {
 	r.outbound = true
 	r.state = stateDelayed
 	now := q.e.now()
-	r.due = after(now, m.Delay)
-	q.delayed.Push(r)
+	r.due = lease.After(now, m.Delay)
+	q.delayed.Push(r, &r.idx, r.dueKey())
 	q.enqTotal.Add(1)
 	q.armTimer(now)
 	return nil

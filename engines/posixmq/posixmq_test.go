@@ -3,14 +3,22 @@
 package posixmq_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"math"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/enginetest"
 	"github.com/qrun-dev/qrun/engines/posixmq"
+	"github.com/qrun-dev/qrun/engines/posixmq/mq"
 )
 
 var engineSeq atomic.Uint64
@@ -41,8 +49,68 @@ func newEngine(tb testing.TB, opts posixmq.Options) *posixmq.Engine {
 	return e
 }
 
+// harness builds engines whose queues are unlinked when they close. Its
+// Restart keeps the queues across a Close, as qrun does, and unlinks every
+// queue opened on the storage (a name prefix) when the test ends.
 func harness(opts posixmq.Options) enginetest.Harness {
-	return enginetest.Harness{New: func(tb testing.TB) engines.Engine { return newEngine(tb, opts) }}
+	// Queue names opened per prefix, for the cleanup: the kernel offers no
+	// listing without /dev/mqueue mounted.
+	var mu sync.Mutex
+	opened := map[string]map[string]bool{}
+	return enginetest.Harness{
+		New: func(tb testing.TB) engines.Engine { return newEngine(tb, opts) },
+		Restart: &enginetest.Restart{
+			Name: "posixmq",
+			Storage: func(tb testing.TB) string {
+				prefix := testPrefix()
+				tb.Cleanup(func() {
+					mu.Lock()
+					defer mu.Unlock()
+					for name := range opened[prefix] {
+						if err := mq.Unlink("/" + prefix + name); err != nil && !errors.Is(err, unix.ENOENT) {
+							tb.Errorf("unlinking %s: %v", name, err)
+						}
+					}
+					delete(opened, prefix)
+				})
+				return prefix
+			},
+			Open: func(ctx context.Context, prefix string) (engines.Engine, error) {
+				o := opts
+				o.Prefix = prefix
+				if o.MessageSize == 0 {
+					o.MessageSize = 1024
+				}
+				e, err := posixmq.New(o)
+				if err != nil {
+					return nil, err
+				}
+				return recordingEngine{e, func(names ...string) {
+					mu.Lock()
+					defer mu.Unlock()
+					if opened[prefix] == nil {
+						opened[prefix] = map[string]bool{}
+					}
+					for _, n := range names {
+						if n != "" {
+							opened[prefix][n] = true
+						}
+					}
+				}}, nil
+			},
+		},
+	}
+}
+
+// recordingEngine tells record the names of the queues it opens.
+type recordingEngine struct {
+	*posixmq.Engine
+	record func(names ...string)
+}
+
+func (e recordingEngine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queue, error) {
+	e.record(spec.Name, spec.DeadLetter)
+	return e.Engine.Open(ctx, spec)
 }
 
 func TestConformance(t *testing.T) {
@@ -53,4 +121,19 @@ func TestConformance(t *testing.T) {
 
 func BenchmarkConformance(b *testing.B) {
 	enginetest.Bench(b, harness(posixmq.Options{Spill: 20000}))
+}
+
+// TestOpenValidatesSpec checks Open applies engines.QueueSpec.Validate:
+// a queue named as its own dead-letter queue, and a retry policy that is
+// not finite, are refused before any kernel queue is made.
+func TestOpenValidatesSpec(t *testing.T) {
+	e := newEngine(t, posixmq.Options{})
+	for _, spec := range []engines.QueueSpec{
+		{Name: "q", DeadLetter: "q"},
+		{Name: "q", Retry: engines.RetryPolicy{Initial: time.Second, Multiplier: math.NaN()}},
+	} {
+		if _, err := e.Open(context.Background(), spec); !errors.Is(err, engines.ErrInvalid) {
+			t.Errorf("Open(%+v) = %v, want ErrInvalid", spec, err)
+		}
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"slices"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 	"github.com/qrun-dev/qrun/engines/posixmq/frame"
 	"github.com/qrun-dev/qrun/engines/posixmq/mq"
 )
@@ -69,10 +69,7 @@ type queue struct {
 	mu     sync.Mutex
 	closed bool
 
-	vt          int64
-	maxAttempts uint32
-	deadLetter  string              // qrun name of the dead-letter queue
-	backoff     engines.RetryPolicy // delays the redelivery of an expired lease
+	policy lease.Policy // its DeadLetter is a qrun name
 
 	seq    uint64
 	idNext uint64
@@ -90,9 +87,7 @@ type queue struct {
 	leading        bool // a receiver waits in the poller
 	pumping        bool
 
-	timer      *time.Timer
-	timerArmed bool
-	timerAt    int64
+	timer lease.Timer
 
 	dead []deadMsg
 	free []*record
@@ -109,7 +104,7 @@ type deadMsg struct {
 	kprio  uint32
 	// The dead letter's attempts and failures in its source queue, which
 	// its envelope keeps.
-	attempt, failures uint32
+	attempt, failures int32
 }
 
 // openQueue opens (creating if needed) the kernel queue kname and starts
@@ -137,12 +132,9 @@ func openQueue(e *Engine, name, kname string) (*queue, error) {
 		e: e, name: name, kname: kname, mq: mqq, file: file, rc: rc,
 		maxMsg: mqq.MaxMsg(), msgSize: mqq.MsgSize(), direct: mqq.MsgSize() <= slabSize/4,
 		armWrite: make(chan struct{}, 1), stop: make(chan struct{}),
-		vt: int64(engines.DefaultVisibilityTimeout),
+		policy: lease.DefaultPolicy(),
 	}
-	q.ready, q.outbox = newPrioHeap(), newPrioHeap()
-	q.delayed, q.leases = newDueHeap(), newDueHeap()
-	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
-	q.timer.Stop()
+	q.timer = lease.NewTimer(q.onTimer)
 	q.watchers.Add(1)
 	go q.watchWrite()
 	return q, nil
@@ -196,16 +188,7 @@ func (q *queue) configure(spec engines.QueueSpec) error {
 	if q.closed {
 		return q.errClosed("open")
 	}
-	if spec == (engines.QueueSpec{Name: spec.Name}) {
-		return nil
-	}
-	q.vt = int64(spec.VisibilityTimeout)
-	if q.vt == 0 {
-		q.vt = int64(engines.DefaultVisibilityTimeout)
-	}
-	q.maxAttempts = uint32(min(spec.MaxAttempts, math.MaxUint32))
-	q.deadLetter = spec.DeadLetter
-	q.backoff = spec.Retry
+	q.policy.Apply(spec)
 	return nil
 }
 
@@ -278,7 +261,7 @@ func (q *queue) encode(buf *[]byte, r *record) []byte {
 	}
 	h := frame.Header{
 		ID: r.msg.ID, ContentType: r.msg.ContentType, CorrelationID: r.msg.CorrelationID, OrderingKey: r.msg.OrderingKey,
-		Attributes: r.msg.Attributes, Attempts: r.attempt, Failures: r.failures, EnqueuedAt: r.enq, ExpiresAt: r.expire,
+		Attributes: r.msg.Attributes, Attempts: uint32(r.Attempt), Failures: uint32(r.Failures), EnqueuedAt: r.enq, ExpiresAt: r.expire,
 	}
 	if frame.HeaderSize(&h)+len(r.msg.Body) > q.msgSize && len(r.msg.Body) <= q.msgSize {
 		q.warnf("message too large for its envelope: written without it, losing its ID, attributes and counts",
@@ -429,14 +412,6 @@ func (q *queue) nextID() string {
 	}
 	q.idNext++
 	return q.ids.format(q.e.idPrefix, q.idNext)
-}
-
-// after is t+d, saturating: "practically forever" must not wrap into the past.
-func after(t int64, d time.Duration) int64 {
-	if int64(d) > math.MaxInt64-t {
-		return math.MaxInt64
-	}
-	return t + int64(d)
 }
 
 // logLimit keeps each repeated message to one line per logEvery, counting

@@ -5,13 +5,14 @@ package posixmq
 import (
 	"context"
 	"errors"
-	"strconv"
+	"math"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 	"github.com/qrun-dev/qrun/engines/posixmq/frame"
 	"github.com/qrun-dev/qrun/engines/posixmq/mq"
 )
@@ -137,7 +138,7 @@ func (q *queue) take(buf []engines.Delivery, name string) (int, error) {
 	q.advance(now)
 	n := 0
 	if q.ready.Len() > 0 {
-		leaseExpires := q.e.wall(after(now, time.Duration(q.vt)))
+		leaseExpires := q.e.wall(lease.After(now, time.Duration(q.policy.VT)))
 		for n < len(buf) && q.ready.Len() > 0 {
 			q.lease(q.ready.Pop(), &buf[n], name, now, leaseExpires)
 			n++
@@ -238,7 +239,7 @@ func (q *queue) fromKernel(buf []engines.Delivery, name string) (int, error) {
 	// the poller to notice first and then hand the wake-up on.
 	q.wakeRoom()
 	now := q.e.now()
-	leaseExpires := q.e.wall(after(now, time.Duration(q.vt)))
+	leaseExpires := q.e.wall(lease.After(now, time.Duration(q.policy.VT)))
 	for i := range got {
 		s := &sc.side[i]
 		r := q.newRecord()
@@ -249,11 +250,12 @@ func (q *queue) fromKernel(buf []engines.Delivery, name string) (int, error) {
 		q.seq++
 		r.seq = q.seq
 		r.enq, r.expire = s.enq, 0 // delivered in time: the TTL has done its job
-		r.attempt, r.failures, r.kprio, r.raw = s.attempts, s.failures, s.kprio, s.raw
+		r.Attempt, r.Failures = clampInt32(s.attempts), clampInt32(s.failures)
+		r.kprio, r.raw = s.kprio, s.raw
 		if q.closed {
 			// Close is waiting for fdMu and will write it back.
 			r.state = stateReady
-			q.ready.Push(r)
+			q.ready.Push(r, &r.idx, r.prioKey())
 			continue
 		}
 		q.lease(r, &buf[i], name, now, leaseExpires)
@@ -267,18 +269,17 @@ func (q *queue) fromKernel(buf []engines.Delivery, name string) (int, error) {
 
 // lease hands r to a receiver in d.
 func (q *queue) lease(r *record, d *engines.Delivery, name string, now int64, leaseExpires time.Time) {
-	r.attempt++
-	r.token++
+	tok := r.Grant()
 	r.state = stateLeased
-	r.due = after(now, time.Duration(q.vt))
-	q.leases.Push(r)
+	r.due = lease.After(now, time.Duration(q.policy.VT))
+	q.leases.Push(r, &r.idx, r.dueKey())
 	// Bind first, then fill in place: a Delivery is large, and building it
 	// as a value to assign costs several copies.
-	*d = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: r.token})
+	*d = engines.NewDelivery(engines.Delivery{}, q, engines.Ticket{Ref: r, Token: tok})
 	d.Message = r.msg
 	d.Queue = name
-	d.Attempt = int(r.attempt)
-	d.Failures = int(r.failures)
+	d.Attempt = int(r.Attempt)
+	d.Failures = int(r.Failures)
 	d.EnqueuedAt = time.Unix(0, r.enq)
 	d.LeaseExpires = leaseExpires
 }
@@ -297,30 +298,22 @@ func (q *queue) advance(now int64) {
 	}
 	for q.leases.Len() > 0 && q.leases.Peek().due <= now {
 		r := q.leases.Pop()
-		r.token++ // the holder's ticket is stale from here on
-		r.failures++
-		q.st.ExpiredLeaseTotal++
-		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
-			q.deadLetterRecord(r, "max attempts ("+strconv.Itoa(int(q.maxAttempts))+") reached: lease expired")
-			continue
-		}
-		// An expiry is a failure the runtime never sees (its holder died or
-		// hung), so the queue applies the retry delay the runtime would
-		// have, for the failures before this one: a message that kills or
-		// wedges its consumer is not retried in a hot loop.
-		q.redeliver(r, q.backoff.Delay(int(r.failures)-1), now)
+		q.apply(r, q.policy.Expire(&r.Lease, &q.st), now)
 	}
 }
 
+// clampInt32 reads a count from another process's envelope into a lease.
+func clampInt32(n uint32) int32 { return int32(min(n, math.MaxInt32)) }
+
 func (q *queue) makeReady(r *record) {
 	r.state = stateReady
-	q.ready.Push(r)
+	q.ready.Push(r, &r.idx, r.prioKey())
 	q.wake()
 }
 
 func (q *queue) toOutbox(r *record) {
 	r.state = stateOutbox
-	q.outbox.Push(r)
+	q.outbox.Push(r, &r.idx, r.prioKey())
 	q.outLen.Add(1)
 }
 
@@ -334,12 +327,9 @@ func (q *queue) armTimer(now int64) {
 	if r := q.leases.Peek(); r != nil && (at < 0 || r.due < at) {
 		at = r.due
 	}
-	if at < 0 || q.closed || (q.timerArmed && q.timerAt <= at) {
-		return
+	if at >= 0 && !q.closed {
+		q.timer.Arm(at, now)
 	}
-	q.timerArmed = true
-	q.timerAt = at
-	q.timer.Reset(time.Duration(at - now))
 }
 
 func (q *queue) onTimer() {
@@ -348,7 +338,7 @@ func (q *queue) onTimer() {
 		q.mu.Unlock()
 		return
 	}
-	q.timerArmed = false
+	q.timer.Fired()
 	now := q.e.now()
 	q.advance(now)
 	q.armTimer(now)

@@ -5,13 +5,13 @@ package posixmq
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
 // Settle implements engines.Settler. Every verdict is applied in memory:
@@ -27,48 +27,41 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 		q.mu.Unlock()
 		return q.errClosed(s.Verdict.String() + " on")
 	}
-	if r.state != stateLeased || r.token != t.Token {
+	if r.state != stateLeased || r.Token != t.Token {
 		q.mu.Unlock()
 		return fmt.Errorf("posixmq: %s on %q: %w", s.Verdict, q.name, engines.ErrLeaseLost)
 	}
-	if s.Verdict == engines.Ack {
-		q.leases.Remove(int(r.idx))
-		q.st.AckedTotal++
+	out, err := q.policy.Settle(&r.Lease, s, &q.st)
+	if err != nil {
+		q.mu.Unlock()
+		return fmt.Errorf("posixmq: settle on %q: %w", q.name, err)
+	}
+	q.leases.Remove(int(r.idx))
+	if out.Action == lease.Drop {
 		q.release(r)
 		q.mu.Unlock()
 		return nil
 	}
-	now := q.e.now()
-	switch s.Verdict {
-	case engines.Nack:
-		q.leases.Remove(int(r.idx))
-		q.st.NackedTotal++
-		r.failures++
-		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
-			q.deadLetterRecord(r, "max attempts ("+strconv.Itoa(int(q.maxAttempts))+") reached: "+s.Reason)
-		} else {
-			q.redeliver(r, s.Delay, now)
-		}
-	case engines.Requeue:
-		q.leases.Remove(int(r.idx))
-		q.redeliver(r, s.Delay, now)
-	case engines.DeadLetter:
-		q.leases.Remove(int(r.idx))
-		reason := s.Reason
-		if reason == "" {
-			reason = "dead-lettered by consumer"
-		}
-		q.deadLetterRecord(r, reason)
-	default:
-		q.mu.Unlock()
-		return fmt.Errorf("posixmq: settle on %q: unknown verdict %s: %w", q.name, s.Verdict, engines.ErrInvalid)
-	}
+	q.apply(r, out, q.e.now())
 	dead := q.takeDead()
 	q.mu.Unlock()
 	if dead != nil {
 		q.e.flushDead(dead)
 	}
 	return nil
+}
+
+// apply carries out a lease transition's outcome for r, which is out of
+// the lease heap.
+func (q *queue) apply(r *record, out lease.Outcome, now int64) {
+	switch out.Action {
+	case lease.Drop:
+		q.release(r)
+	case lease.Retry:
+		q.redeliver(r, out.Delay, now)
+	case lease.Dead:
+		q.deadLetterRecord(r, out.Reason)
+	}
 }
 
 // redeliver makes r visible to this process's receivers after delay.
@@ -78,8 +71,8 @@ func (q *queue) redeliver(r *record, delay time.Duration, now int64) {
 		return
 	}
 	r.state = stateDelayed
-	r.due = after(now, delay)
-	q.delayed.Push(r)
+	r.due = lease.After(now, delay)
+	q.delayed.Push(r, &r.idx, r.dueKey())
 	q.armTimer(now)
 }
 
@@ -98,12 +91,12 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 	if q.closed {
 		return time.Time{}, q.errClosed("extend on")
 	}
-	if r.state != stateLeased || r.token != t.Token {
+	if r.state != stateLeased || r.Token != t.Token {
 		return time.Time{}, fmt.Errorf("posixmq: extend on %q: %w", q.name, engines.ErrLeaseLost)
 	}
 	now := q.e.now()
-	r.due = after(now, by)
-	q.leases.Fix(int(r.idx))
+	r.due = lease.After(now, by)
+	q.leases.Fix(int(r.idx), r.dueKey())
 	q.armTimer(now)
 	return q.e.wall(r.due), nil
 }
@@ -112,18 +105,8 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 // queue if there is one, and forgets it.
 func (q *queue) deadLetterRecord(r *record, reason string) {
 	q.st.DeadLetteredTotal++
-	if q.deadLetter != "" {
-		// A copy: the map may be the enqueuer's own.
-		attrs := make(map[string]string, len(r.msg.Attributes)+2)
-		for k, v := range r.msg.Attributes {
-			attrs[k] = v
-		}
-		attrs[engines.AttrDeadLetterReason] = reason
-		attrs[engines.AttrDeadLetterSource] = q.name
-		m := r.msg
-		m.Attributes = attrs
-		m.Delay, m.TTL, m.DedupID = 0, 0, ""
-		q.dead = append(q.dead, deadMsg{target: q.deadLetter, msg: m, enq: r.enq, kprio: r.kprio, attempt: r.attempt, failures: r.failures})
+	if dl := q.policy.DeadLetter; dl != "" {
+		q.dead = append(q.dead, deadMsg{target: dl, msg: lease.DeadLetter(r.msg, q.name, reason), enq: r.enq, kprio: r.kprio, attempt: r.Attempt, failures: r.Failures})
 	}
 	q.release(r)
 }
@@ -141,14 +124,7 @@ func (q *queue) takeDead() []deadMsg {
 // full dead-letter queue does not block the caller), opening a queue that
 // was never opened. Called with no queue lock held.
 func (e *Engine) flushDead(dead []deadMsg) {
-	for len(dead) > 0 {
-		target := dead[0].target
-		n := 1
-		for n < len(dead) && dead[n].target == target {
-			n++
-		}
-		batch := dead[:n]
-		dead = dead[n:]
+	for target, batch := range lease.Groups(dead, func(d *deadMsg) string { return d.target }) {
 		dlq, err := e.deadLetterQueue(target)
 		if err != nil {
 			e.limit.log(e.log, zapcore.ErrorLevel, "dead letters dropped: their queue cannot be opened",
@@ -184,7 +160,7 @@ func (q *queue) admitDead(batch []deadMsg) {
 		q.seq++
 		r.seq = q.seq
 		r.enq, r.expire, r.kprio = batch[i].enq, 0, batch[i].kprio
-		r.attempt, r.failures = batch[i].attempt, batch[i].failures
+		r.Attempt, r.Failures = batch[i].attempt, batch[i].failures
 		r.framed = true
 		q.toOutbox(r)
 		q.enqTotal.Add(1)

@@ -3,11 +3,12 @@
 package posixmq
 
 import (
-	"github.com/qrun-dev/qrun/engines/internal/idxheap"
 	"strconv"
 	"unsafe"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/idxheap"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
 // Record states: a record is in exactly one place, and the state says
@@ -27,16 +28,14 @@ const (
 type record struct {
 	msg engines.Message
 
-	seq      uint64 // per-queue order: FIFO tie-break
-	token    uint64 // lease generation; never reset, so a recycled record rejects stale tickets
-	enq      int64  // first enqueue, Unix nanoseconds (it crosses processes in the frame)
-	expire   int64  // TTL deadline, Unix nanoseconds; 0 = none
-	due      int64  // heap key on the engine clock: visible time (delayed) or lease deadline (leased)
-	idx      int32  // position in the heap that holds the record
-	attempt  uint32 // deliveries so far
-	failures uint32
-	kprio    uint32 // kernel priority, 0..mq.PrioMax-1
-	state    uint8
+	seq uint64 // per-queue order: FIFO tie-break
+	lease.Lease
+	enq    int64  // first enqueue, Unix nanoseconds (it crosses processes in the frame)
+	expire int64  // TTL deadline, Unix nanoseconds; 0 = none
+	due    int64  // heap key on the engine clock: visible time (delayed) or lease deadline (leased)
+	idx    int32  // position in the heap that holds the record
+	kprio  uint32 // kernel priority, 0..mq.PrioMax-1
+	state  uint8
 	// outbound marks a delayed record that is a new message for the kernel
 	// queue (an enqueue with a delay), as opposed to a redelivery, which
 	// stays in this process.
@@ -51,21 +50,11 @@ type record struct {
 // position, so a settle or an extend is O(log n) without a search.
 type heap = idxheap.Heap[*record]
 
-func setIndex(r *record, i int) { r.idx = int32(i) }
+// prioKey orders by kernel priority, highest first, then FIFO.
+func (r *record) prioKey() idxheap.Key { return idxheap.Key{Major: -int64(r.kprio), Minor: r.seq} }
 
-// newPrioHeap orders by kernel priority, highest first, then FIFO.
-func newPrioHeap() heap {
-	return idxheap.New(func(a, b *record) bool {
-		return a.kprio > b.kprio || (a.kprio == b.kprio && a.seq < b.seq)
-	}, setIndex)
-}
-
-// newDueHeap orders by due time (visible time or lease deadline), then FIFO.
-func newDueHeap() heap {
-	return idxheap.New(func(a, b *record) bool {
-		return a.due < b.due || (a.due == b.due && a.seq < b.seq)
-	}, setIndex)
-}
+// dueKey orders by due time (visible time or lease deadline), then FIFO.
+func (r *record) dueKey() idxheap.Key { return idxheap.Key{Major: r.due, Minor: r.seq} }
 
 // idArena formats message IDs into a shared block so that an ID costs no
 // allocation of its own. The bytes behind a returned string are never

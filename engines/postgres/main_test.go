@@ -3,9 +3,11 @@ package postgres_test
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/qrun-dev/qrun/engines"
@@ -18,6 +20,7 @@ import (
 var srv *pgtest.Server
 
 func TestMain(m *testing.M) {
+	enginetest.Child(harness())
 	code := pgtest.Run(m, &srv)
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
@@ -53,9 +56,29 @@ func newEngine(tb testing.TB, schema string, opts postgres.Options) *postgres.En
 	return e
 }
 
+// harness builds engines on a schema of their own. Its Restart's storage
+// is "schema|dsn", so a crash child, which starts no server of its own,
+// reaches the test's server and schema.
+func harness() enginetest.Harness {
+	return enginetest.Harness{
+		New: func(tb testing.TB) engines.Engine { return newEngine(tb, "", postgres.Options{}) },
+		Restart: &enginetest.Restart{
+			Name: "postgres",
+			Storage: func(tb testing.TB) string {
+				s := pgtest.Need(tb, srv)
+				return s.Schema(tb) + "|" + s.DSN
+			},
+			Open: func(ctx context.Context, storage string) (engines.Engine, error) {
+				schema, dsn, _ := strings.Cut(storage, "|")
+				return postgres.New(ctx, postgres.Options{DSN: dsn, Schema: schema,
+					PollInterval: 200 * time.Millisecond, MaxConns: 4, Logger: zap.NewNop()})
+			},
+			SyncCommits: true, // every statement commits before it returns
+		},
+	}
+}
+
 func TestConformance(t *testing.T) {
 	pgtest.Need(t, srv)
-	enginetest.Run(t, enginetest.Harness{New: func(tb testing.TB) engines.Engine {
-		return newEngine(tb, "", postgres.Options{})
-	}})
+	enginetest.Run(t, harness())
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -333,17 +332,11 @@ func (e *Engine) Open(ctx context.Context, spec engines.QueueSpec) (engines.Queu
 	if err := checkName(spec.Name); err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
-	switch {
-	case spec.VisibilityTimeout < 0:
-		return nil, fmt.Errorf("postgres: open %q: negative visibility timeout %v: %w", spec.Name, spec.VisibilityTimeout, engines.ErrInvalid)
-	case spec.MaxAttempts < 0:
-		return nil, fmt.Errorf("postgres: open %q: negative max attempts %d: %w", spec.Name, spec.MaxAttempts, engines.ErrInvalid)
-	case spec.DeadLetter == spec.Name:
-		return nil, fmt.Errorf("postgres: open %q: queue cannot be its own dead-letter queue: %w", spec.Name, engines.ErrInvalid)
-	case !finite(spec.Retry.Multiplier) || !finite(spec.Retry.Jitter):
-		// The reaper computes every queue's backoff in one statement; a
-		// NaN there would fail it for all of them.
-		return nil, fmt.Errorf("postgres: open %q: retry multiplier %v and jitter %v must be finite: %w", spec.Name, spec.Retry.Multiplier, spec.Retry.Jitter, engines.ErrInvalid)
+	// Validate also refuses a NaN multiplier or jitter, which matters most
+	// here: the reaper computes every queue's backoff in one statement, so
+	// one NaN would fail it for all of them.
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("postgres: open %q: %w", spec.Name, err)
 	}
 	if spec.DeadLetter != "" {
 		if err := checkName(spec.DeadLetter); err != nil {
@@ -399,8 +392,6 @@ func retryMicros(d time.Duration) int64 {
 	}
 	return min(max(d.Microseconds(), 1), forever.Microseconds())
 }
-
-func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // opErr wraps a database error, reporting ErrClosed once the engine closed
 // (its pool is gone, whatever pgx says) and the context's own error when

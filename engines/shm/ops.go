@@ -1,3 +1,5 @@
+//go:build linux
+
 package shm
 
 import (
@@ -44,14 +46,14 @@ func (h *Queue) Peek(ctx context.Context, max int) ([]engines.Delivery, error) {
 	for i := 0; i < q.ready.n && len(ready) < max; i++ {
 		r := q.ready.buf[(q.ready.head+i)&(len(q.ready.buf)-1)]
 		m, _ := q.message(r)
-		ready = append(ready, peeked(m, r.enq, r.attempt, r.failures))
+		ready = append(ready, peeked(m, r.enq, r.Attempt, r.Failures))
 	}
-	delayed := slices.Clone(q.delayed)
+	delayed := slices.Collect(q.delayed.All())
 	slices.SortFunc(delayed, func(a, b *record) int { return cmp.Compare(a.due, b.due) })
 	for _, r := range delayed {
 		if r.kind != dueDeadLetter {
 			m, _ := q.message(r)
-			later = append(later, peeked(m, r.enq, r.attempt, r.failures))
+			later = append(later, peeked(m, r.enq, r.Attempt, r.Failures))
 		}
 	}
 	q.mu.Unlock()
@@ -126,7 +128,7 @@ func (h *Queue) PeekPage(ctx context.Context, opts engines.PeekOptions) (engines
 	for i := 0; i < q.ready.n; i++ {
 		offer(q.ready.buf[(q.ready.head+i)&(len(q.ready.buf)-1)])
 	}
-	for _, r := range q.delayed {
+	for r := range q.delayed.All() {
 		offer(r)
 	}
 	if opts.InFlight {
@@ -143,7 +145,7 @@ func (h *Queue) PeekPage(ctx context.Context, opts engines.PeekOptions) (engines
 		}
 		m, _ := q.message(r)
 		local = append(local, entry{r.key, engines.Peeked{State: st, Delivery: engines.Delivery{
-			Message: m, Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures), EnqueuedAt: time.Unix(0, r.enq)}}})
+			Message: m, Queue: q.name, Attempt: int(r.Attempt), Failures: int(r.Failures), EnqueuedAt: time.Unix(0, r.enq)}}})
 	}
 	q.mu.Unlock()
 
@@ -250,19 +252,14 @@ func (h *Queue) Purge(ctx context.Context) (int64, error) {
 // dropDelayed removes the delayed records (except pending dead-letter
 // moves) that match, and says how many. Called with q.mu held.
 func (q *queue) dropDelayed(match func(*record) bool) int64 {
-	var keep dueHeap
 	n := int64(0)
-	for _, r := range q.delayed {
+	for _, r := range q.delayed.Drain() {
 		if r.kind != dueDeadLetter && match(r) {
 			q.release(r)
 			n++
 			continue
 		}
-		keep = append(keep, r)
-	}
-	q.delayed = q.delayed[:0]
-	for _, r := range keep {
-		q.delayed.push(r)
+		q.delayed.Push(r, &r.idx, r.dueKey())
 	}
 	return n
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package shm
 
 import (
@@ -13,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
 	"github.com/qrun-dev/qrun/engines/shm/ring"
 )
 
@@ -74,12 +77,9 @@ type queue struct {
 	// scratch recycles the per-call record slices of Enqueue and Receive.
 	scratch sync.Pool
 
-	mu          sync.Mutex
-	closed      bool
-	vt          int64
-	maxAttempts int32
-	deadLetter  string
-	backoff     engines.RetryPolicy // delays the redelivery of an expired lease
+	mu     sync.Mutex
+	closed bool
+	policy lease.Policy
 
 	ready fifo // to be redelivered, ahead of the ring
 	// localKeys numbers, for PeekPage, the records this process holds that
@@ -89,9 +89,7 @@ type queue struct {
 	leases    leaseSet
 	free      []*record
 
-	timer      *time.Timer
-	timerArmed bool
-	timerAt    int64
+	timer lease.Timer
 
 	st       engines.Stats
 	lastWarn time.Time
@@ -107,26 +105,16 @@ func newQueue(e *Engine, name string, r *ring.Ring) *queue {
 	q := &queue{
 		e: e, name: name, r: r, slotSize: r.Geometry().SlotSize,
 		idPrefix: fmt.Sprintf("%08x.", uint32(r.Nonce())),
-		vt:       int64(engines.DefaultVisibilityTimeout),
+		policy:   lease.DefaultPolicy(),
 	}
-	q.timer = time.AfterFunc(time.Duration(math.MaxInt64), q.onTimer)
-	q.timer.Stop()
+	q.timer = lease.NewTimer(q.onTimer)
 	return q
 }
 
 func (q *queue) configure(spec engines.QueueSpec) {
-	if spec == (engines.QueueSpec{Name: spec.Name}) {
-		return
-	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.vt = int64(spec.VisibilityTimeout)
-	if q.vt == 0 {
-		q.vt = int64(engines.DefaultVisibilityTimeout)
-	}
-	q.maxAttempts = int32(min(spec.MaxAttempts, math.MaxInt32))
-	q.deadLetter = spec.DeadLetter
-	q.backoff = spec.Retry
+	q.policy.Apply(spec)
 }
 
 func (q *queue) errClosed(op string) error {
@@ -290,7 +278,7 @@ func (q *queue) release(r *record) {
 	r.raw, r.id = nil, ""
 	r.reason = ""
 	r.state = stateFree
-	r.attempt, r.failures, r.expires = 0, 0, 0
+	r.Attempt, r.Failures, r.expires = 0, 0, 0
 	if len(q.free) < maxFree {
 		q.free = append(q.free, r)
 	}
@@ -299,7 +287,7 @@ func (q *queue) release(r *record) {
 func (q *queue) delay(r *record, due int64) {
 	r.state = stateDelayed
 	r.due = due
-	q.delayed.push(r)
+	q.delayed.Push(r, &r.idx, r.dueKey())
 	q.arm(due)
 }
 
@@ -323,21 +311,19 @@ func (q *queue) redeliver(r *record, now int64, d time.Duration) (ready bool) {
 
 // arm makes the timer fire by at.
 func (q *queue) arm(at int64) {
-	if q.timerArmed && q.timerAt <= at {
-		return
+	if q.timer.Needs(at) {
+		q.timer.Arm(at, q.e.now())
 	}
-	q.timerArmed, q.timerAt = true, at
-	q.timer.Reset(time.Duration(at - q.e.now()))
 }
 
 func (q *queue) rearm() {
-	q.timerArmed = false
+	q.timer.Fired()
 	next := int64(math.MaxInt64)
 	if at, ok := q.leases.next(); ok {
 		next = at
 	}
-	if len(q.delayed) > 0 {
-		next = min(next, q.delayed.top().due)
+	if r := q.delayed.Peek(); r != nil {
+		next = min(next, r.due)
 	}
 	if next != math.MaxInt64 {
 		q.arm(next)
@@ -471,7 +457,7 @@ func (q *queue) admit(buf []engines.Delivery, n int, recs []ring.Record, arena [
 		if r.enq == 0 {
 			r.enq = wallNs
 		}
-		r.attempt, r.failures = int32(min(env.attempt, math.MaxInt32)), int32(min(env.failures, math.MaxInt32))
+		r.Attempt, r.Failures = int32(min(env.attempt, math.MaxInt32)), int32(min(env.failures, math.MaxInt32))
 		if env.expires != 0 {
 			r.expires = q.e.fromUnix(env.expires, now, wallNow)
 		}
@@ -514,28 +500,22 @@ func (q *queue) message(r *record) (engines.Message, envelope) {
 // q.mu held.
 func (q *queue) lease(r *record, now int64, d *engines.Delivery, m *engines.Message) {
 	r.state = stateLeased
-	r.token++
-	r.attempt++
+	tok := r.Grant()
 	r.expires = 0 // delivered: no longer subject to its TTL
-	r.due = after(now, time.Duration(q.vt))
+	r.due = after(now, time.Duration(q.policy.VT))
 	q.leases.add(r)
 	q.arm(r.due)
 	*d = engines.NewDelivery(engines.Delivery{
-		Message: *m, Queue: q.name, Attempt: int(r.attempt), Failures: int(r.failures),
+		Message: *m, Queue: q.name, Attempt: int(r.Attempt), Failures: int(r.Failures),
 		EnqueuedAt: time.Unix(0, r.enq), LeaseExpires: q.e.wall(r.due),
-	}, q, engines.Ticket{Ref: r, Token: r.token})
+	}, q, engines.Ticket{Ref: r, Token: tok})
 }
 
 // Settle implements engines.Settler.
 func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settlement) error {
 	r, _ := t.Ref.(*record)
-	switch s.Verdict {
-	case engines.Ack, engines.Nack, engines.Requeue, engines.DeadLetter:
-	default:
-		return fmt.Errorf("shm: settle on %q: unknown verdict %d: %w", q.name, s.Verdict, engines.ErrInvalid)
-	}
 	q.mu.Lock()
-	if r == nil || r.state != stateLeased || r.token != t.Token {
+	if r == nil || r.state != stateLeased || r.Token != t.Token {
 		closed := q.closed
 		q.mu.Unlock()
 		if closed {
@@ -543,40 +523,26 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 		}
 		return fmt.Errorf("shm: settle on %q: %w", q.name, engines.ErrLeaseLost)
 	}
+	out, err := q.policy.Settle(&r.Lease, s, &q.st)
+	if err != nil {
+		q.mu.Unlock()
+		return fmt.Errorf("shm: settle on %q: %w", q.name, err)
+	}
 	q.leases.remove(r)
-	var reason string
-	switch s.Verdict {
-	case engines.Ack:
-		q.st.AckedTotal++
+	switch out.Action {
+	case lease.Drop:
 		q.release(r)
 		q.mu.Unlock()
 		return nil
-	case engines.Requeue:
-		ready := q.redeliver(r, q.e.now(), s.Delay)
+	case lease.Retry:
+		ready := q.redeliver(r, q.e.now(), out.Delay)
 		q.mu.Unlock()
 		if ready {
 			q.r.Notify()
 		}
 		return nil
-	case engines.Nack:
-		r.failures++
-		q.st.NackedTotal++
-		if q.maxAttempts == 0 || r.failures < q.maxAttempts {
-			ready := q.redeliver(r, q.e.now(), s.Delay)
-			q.mu.Unlock()
-			if ready {
-				q.r.Notify()
-			}
-			return nil
-		}
-		reason = fmt.Sprintf("failed %d times (max_attempts %d); last: %s", r.failures, q.maxAttempts, s.Reason)
-	case engines.DeadLetter:
-		reason = s.Reason
-		if reason == "" {
-			reason = "dead-lettered"
-		}
 	}
-	return q.deadLetterLocked(ctx, r, reason, s.Verdict == engines.Nack)
+	return q.deadLetterLocked(ctx, r, out.Reason, s.Verdict == engines.Nack)
 }
 
 // deadLetterLocked moves r (removed from the leases) to the dead-letter
@@ -584,7 +550,7 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 // returns with it released. If the move fails the lease is restored, so
 // the message is not lost and the caller may settle again.
 func (q *queue) deadLetterLocked(ctx context.Context, r *record, reason string, nacked bool) error {
-	dl := q.deadLetter
+	dl := q.policy.DeadLetter
 	if dl == "" {
 		q.st.DeadLetteredTotal++
 		q.release(r)
@@ -600,7 +566,7 @@ func (q *queue) deadLetterLocked(ctx context.Context, r *record, reason string, 
 	defer q.mu.Unlock()
 	if err != nil {
 		if nacked {
-			r.failures--
+			r.Failures--
 			q.st.NackedTotal--
 		}
 		r.state = stateLeased
@@ -621,17 +587,10 @@ func (q *queue) moveDead(ctx context.Context, r *record, dl, reason string) erro
 		return err
 	}
 	m, _ := q.message(r)
-	attrs := m.Attributes
-	m.Attributes = make(map[string]string, len(attrs)+2)
-	for k, v := range attrs {
-		m.Attributes[k] = v
-	}
-	m.Attributes[engines.AttrDeadLetterReason] = reason
-	m.Attributes[engines.AttrDeadLetterSource] = q.name
-	m.Delay, m.TTL, m.DedupID = 0, 0, ""
+	m = lease.DeadLetter(m, q.name, reason)
 	// The dead letter keeps its history: the envelope carries the attempts
 	// and failures it had here.
-	env := envelope{attempt: uint32(r.attempt), failures: uint32(r.failures)}
+	env := envelope{attempt: uint32(r.Attempt), failures: uint32(r.Failures)}
 	if err := dq.publishHeld(ctx, &m, r.enq, env, 0); err != nil {
 		return err
 	}
@@ -668,7 +627,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 	r, _ := t.Ref.(*record)
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if r == nil || r.state != stateLeased || r.token != t.Token {
+	if r == nil || r.state != stateLeased || r.Token != t.Token {
 		return time.Time{}, fmt.Errorf("shm: extend on %q: %w", q.name, engines.ErrLeaseLost)
 	}
 	q.leases.setDue(r, after(q.e.now(), by))
@@ -692,28 +651,23 @@ func (q *queue) onTimer() {
 		if r == nil {
 			break
 		}
-		q.st.ExpiredLeaseTotal++
-		r.failures++
-		if q.maxAttempts > 0 && r.failures >= q.maxAttempts {
-			if q.deadLetter == "" {
+		out := q.policy.Expire(&r.Lease, &q.st)
+		if out.Action == lease.Dead {
+			if q.policy.DeadLetter == "" {
 				q.st.DeadLetteredTotal++
 				q.release(r)
 				continue
 			}
-			r.state, r.reason = stateMoving, fmt.Sprintf("lease expired %d times (max_attempts %d)", r.failures, q.maxAttempts)
+			r.state, r.reason = stateMoving, out.Reason
 			dead = append(dead, r)
 			continue
 		}
-		// An expiry is a failure the runtime never sees (its holder died or
-		// hung), so the queue applies the retry delay the runtime would
-		// have, for the failures before this one: a message that kills or
-		// wedges its consumer is not retried in a hot loop.
-		if q.redeliver(r, now, q.backoff.Delay(int(r.failures)-1)) {
+		if q.redeliver(r, now, out.Delay) {
 			woke = true
 		}
 	}
-	for len(q.delayed) > 0 && q.delayed.top().due <= now {
-		r := q.delayed.remove(0)
+	for r := q.delayed.Peek(); r != nil && r.due <= now; r = q.delayed.Peek() {
+		q.delayed.Pop()
 		switch r.kind {
 		case dueEnqueue:
 			r.state = stateMoving
@@ -727,7 +681,7 @@ func (q *queue) onTimer() {
 		}
 	}
 	q.rearm()
-	dl := q.deadLetter
+	dl := q.policy.DeadLetter
 	if len(pub)+len(dead) > 0 {
 		q.busy.Add(1)
 		defer q.busy.Done()
@@ -792,8 +746,7 @@ func (q *queue) close(flush bool) error {
 		held = append(held, heldMsg{r: q.ready.pop()})
 	}
 	q.nReady.Store(0)
-	for len(q.delayed) > 0 {
-		r := q.delayed.remove(len(q.delayed) - 1)
+	for _, r := range q.delayed.Drain() {
 		held = append(held, heldMsg{r: r, visible: q.e.wall(r.due)})
 	}
 	for {
@@ -815,7 +768,7 @@ func (q *queue) close(flush bool) error {
 		for _, h := range held {
 			r := h.r
 			m, env := q.message(r)
-			env.attempt, env.failures = uint32(r.attempt), uint32(r.failures)
+			env.attempt, env.failures = uint32(r.Attempt), uint32(r.Failures)
 			visible := int64(0)
 			if !h.visible.IsZero() && h.visible.Before(time.Unix(0, math.MaxInt64)) {
 				visible = h.visible.UnixNano()
@@ -848,7 +801,7 @@ func (q *queue) stats() (engines.Stats, error) {
 	st := q.st
 	st.EnqueuedTotal = q.enqueued.Load()
 	st.Ready = int64(q.ready.n)
-	st.Delayed = int64(len(q.delayed))
+	st.Delayed = int64(q.delayed.Len())
 	st.InFlight = int64(q.leases.len())
 	q.mu.Unlock()
 	st.Ready += int64(q.r.Len())

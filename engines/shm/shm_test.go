@@ -1,3 +1,5 @@
+//go:build linux
+
 package shm_test
 
 import (
@@ -5,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,8 +59,31 @@ func removeSegments(t testing.TB, dir, prefix string) {
 	}
 }
 
+// harness builds engines on segments of their own; its Restart's storage
+// is a segment-name prefix, whose segments are removed when the test ends.
 func harness(opts shm.Options) enginetest.Harness {
-	return enginetest.Harness{New: func(t testing.TB) engines.Engine { return newEngine(t, opts) }}
+	return enginetest.Harness{
+		New: func(t testing.TB) engines.Engine { return newEngine(t, opts) },
+		Restart: &enginetest.Restart{
+			Name: "shm",
+			Storage: func(t testing.TB) string {
+				if _, err := os.Stat(ring.DefaultDir); err != nil {
+					testenv.Missing(t, fmt.Sprintf("no %s on this machine (%v); the shm engine needs POSIX shared memory", ring.DefaultDir, err))
+				}
+				prefix := testPrefix()
+				t.Cleanup(func() { removeSegments(t, ring.DefaultDir, prefix) })
+				return prefix
+			},
+			Open: func(_ context.Context, prefix string) (engines.Engine, error) {
+				o := opts
+				o.Prefix = prefix
+				if o.StallTimeout == 0 {
+					o.StallTimeout = 200 * time.Millisecond
+				}
+				return shm.New(o)
+			},
+		},
+	}
 }
 
 func TestConformance(t *testing.T) {
@@ -362,5 +388,49 @@ func TestCorruptSegment(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(path); string(b) != string(junk) {
 		t.Fatal("the refused file was modified")
+	}
+}
+
+// TestOpenValidatesSpec checks Open applies engines.QueueSpec.Validate,
+// including the rule it adds here: a retry policy must be finite.
+func TestOpenValidatesSpec(t *testing.T) {
+	e := newEngine(t, shm.Options{})
+	defer e.Close()
+	_, err := e.Open(context.Background(), engines.QueueSpec{Name: "q", Retry: engines.RetryPolicy{Initial: time.Second, Multiplier: math.NaN()}})
+	if !errors.Is(err, engines.ErrInvalid) {
+		t.Fatalf("Open with NaN multiplier = %v, want ErrInvalid", err)
+	}
+}
+
+// TestDeadLetterReasons checks shm words its dead-letter reasons as every
+// other engine does (they come from engines/internal/lease): a nack that
+// reaches max attempts, and a consumer's dead letter without a reason.
+func TestDeadLetterReasons(t *testing.T) {
+	e := newEngine(t, shm.Options{})
+	defer e.Close()
+	q := open(t, e, engines.QueueSpec{Name: "src", MaxAttempts: 1, DeadLetter: "dlq"})
+	dlq := open(t, e, engines.QueueSpec{Name: "dlq"})
+	ctx := context.Background()
+	if err := q.Enqueue(ctx, engines.Message{Body: []byte("a")}, engines.Message{Body: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	ds := receiveAll(t, q, 2)
+	if err := ds[0].Nack(ctx, 0, "boom"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds[1].DeadLetter(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"a": "max attempts (1) reached: boom",
+		"b": "dead-lettered by consumer",
+	}
+	for _, d := range receiveAll(t, dlq, 2) {
+		if got := d.Attributes[engines.AttrDeadLetterReason]; got != want[string(d.Body)] {
+			t.Errorf("dead letter %q: reason %q, want %q", d.Body, got, want[string(d.Body)])
+		}
+		if got := d.Attributes[engines.AttrDeadLetterSource]; got != "src" {
+			t.Errorf("dead letter %q: source %q, want src", d.Body, got)
+		}
 	}
 }

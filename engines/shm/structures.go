@@ -1,4 +1,11 @@
+//go:build linux
+
 package shm
+
+import (
+	"github.com/qrun-dev/qrun/engines/internal/idxheap"
+	"github.com/qrun-dev/qrun/engines/internal/lease"
+)
 
 // Record states: a record is in exactly one place, and the state says
 // which, so a stale ticket or a double settle is recognised at once.
@@ -25,21 +32,19 @@ type record struct {
 	// Keeping these bytes rather than a decoded Message keeps the record to
 	// two pointers, which matters: every pointer written costs a GC write
 	// barrier while the collector runs, and there are several per message.
-	raw      []byte
-	id       string
-	flags    uint32
-	enq      int64  // first enqueue, Unix nanoseconds
-	reason   string // dead-letter reason, while a move is pending
-	due      int64  // engine clock: visible time (delayed) or lease deadline (leased)
-	expires  int64  // engine clock TTL deadline while never delivered; 0: none
-	token    uint64 // lease generation, never reset
-	lseq     uint64 // lease-set entry generation (see leaseSet)
-	key      uint64 // PeekPage scan order: ring position + 1, or localKeys + n for one never in the ring
-	idx      int32  // position in its heap
-	attempt  int32
-	failures int32
-	state    uint8
-	kind     uint8 // due action while delayed
+	raw     []byte
+	id      string
+	flags   uint32
+	enq     int64  // first enqueue, Unix nanoseconds
+	reason  string // dead-letter reason, while a move is pending
+	due     int64  // engine clock: visible time (delayed) or lease deadline (leased)
+	expires int64  // engine clock TTL deadline while never delivered; 0: none
+	lease.Lease
+	lseq  uint64 // lease-set entry generation (see leaseSet)
+	key   uint64 // PeekPage scan order: ring position + 1, or localKeys + n for one never in the ring
+	idx   int32  // position in its heap
+	state uint8
+	kind  uint8 // due action while delayed
 }
 
 // fifo is a queue of records with a power-of-two buffer, kept across
@@ -71,77 +76,12 @@ func (f *fifo) pop() *record {
 	return r
 }
 
-// dueHeap is an indexed min-heap of records by due time, so removing or
-// re-keying one record (an ack, an extend) is O(log n).
-type dueHeap []*record
+// dueHeap is an indexed heap of records by due time (see idxheap), so
+// removing or re-keying one record (an ack, an extend) is O(log n).
+type dueHeap = idxheap.Heap[*record]
 
-func (h *dueHeap) push(r *record) {
-	r.idx = int32(len(*h))
-	*h = append(*h, r)
-	h.up(int(r.idx))
-}
-
-func (h dueHeap) top() *record { return h[0] }
-
-func (h *dueHeap) remove(i int) *record {
-	s := *h
-	n := len(s) - 1
-	r := s[i]
-	if i != n {
-		s[i] = s[n]
-		s[i].idx = int32(i)
-	}
-	s[n] = nil
-	*h = s[:n]
-	if i != n {
-		h.fix(i)
-	}
-	r.idx = -1
-	return r
-}
-
-func (h dueHeap) fix(i int) {
-	if !h.down(i) {
-		h.up(i)
-	}
-}
-
-func (h dueHeap) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if h[p].due <= h[i].due {
-			return
-		}
-		h.swap(i, p)
-		i = p
-	}
-}
-
-func (h dueHeap) down(i int) bool {
-	start := i
-	for {
-		l := 2*i + 1
-		if l >= len(h) {
-			break
-		}
-		c := l
-		if r := l + 1; r < len(h) && h[r].due < h[l].due {
-			c = r
-		}
-		if h[i].due <= h[c].due {
-			break
-		}
-		h.swap(i, c)
-		i = c
-	}
-	return i > start
-}
-
-func (h dueHeap) swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].idx = int32(i)
-	h[j].idx = int32(j)
-}
+// dueKey is r's place in a dueHeap.
+func (r *record) dueKey() idxheap.Key { return idxheap.Key{Major: r.due} }
 
 // leaseSet holds the leased records. Leases are taken with deadlines that
 // almost always grow (now plus a fixed visibility timeout) and are mostly
@@ -174,7 +114,7 @@ func (s *leaseSet) add(r *record) {
 	r.lseq++
 	s.live++
 	if s.n > 0 && s.at(s.n-1).due > r.due {
-		s.heap.push(r)
+		s.heap.Push(r, &r.idx, r.dueKey())
 		return
 	}
 	r.idx = -1
@@ -192,7 +132,7 @@ func (s *leaseSet) each(f func(*record)) {
 			f(e.r)
 		}
 	}
-	for _, r := range s.heap {
+	for r := range s.heap.All() {
 		f(r)
 	}
 }
@@ -228,7 +168,7 @@ func (s *leaseSet) grow() {
 func (s *leaseSet) remove(r *record) {
 	s.live--
 	if r.idx >= 0 {
-		s.heap.remove(int(r.idx))
+		s.heap.Remove(int(r.idx))
 		return
 	}
 	r.lseq++ // its FIFO entry is stale from now on
@@ -248,13 +188,13 @@ func (s *leaseSet) trim() {
 func (s *leaseSet) setDue(r *record, due int64) {
 	if r.idx >= 0 {
 		r.due = due
-		s.heap.fix(int(r.idx))
+		s.heap.Fix(int(r.idx), r.dueKey())
 		return
 	}
 	r.lseq++
 	s.trim()
 	r.due = due
-	s.heap.push(r)
+	s.heap.Push(r, &r.idx, r.dueKey())
 }
 
 // next is the earliest deadline, if any.
@@ -264,8 +204,8 @@ func (s *leaseSet) next() (int64, bool) {
 	if s.n > 0 {
 		at, ok = s.fifo[s.head].due, true
 	}
-	if len(s.heap) > 0 && (!ok || s.heap.top().due < at) {
-		at, ok = s.heap.top().due, true
+	if top := s.heap.Peek(); top != nil && (!ok || top.due < at) {
+		at, ok = top.due, true
 	}
 	return at, ok
 }
@@ -273,15 +213,15 @@ func (s *leaseSet) next() (int64, bool) {
 // popExpired removes and returns one record whose deadline is not after now.
 func (s *leaseSet) popExpired(now int64) *record {
 	s.trim()
-	if s.n > 0 && s.fifo[s.head].due <= now && (len(s.heap) == 0 || s.fifo[s.head].due <= s.heap.top().due) {
+	top := s.heap.Peek()
+	if s.n > 0 && s.fifo[s.head].due <= now && (top == nil || s.fifo[s.head].due <= top.due) {
 		r := s.fifo[s.head].r
 		s.remove(r)
 		return r
 	}
-	if len(s.heap) > 0 && s.heap.top().due <= now {
-		r := s.heap.top()
-		s.remove(r)
-		return r
+	if top != nil && top.due <= now {
+		s.remove(top)
+		return top
 	}
 	return nil
 }

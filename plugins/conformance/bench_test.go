@@ -196,7 +196,7 @@ func BenchmarkRawCall(b *testing.B) { benchRawCall(b, false) }
 
 // BenchmarkRawCallCloseOnContextDone is the same with wazero's termination
 // support on, which starts a watcher goroutine per call; qrun stopped using
-// it (runtime/plugin/interrupt), and the figure shows what that saves.
+// it (runtime/internal/interrupt), and the figure shows what that saves.
 func BenchmarkRawCallCloseOnContextDone(b *testing.B) { benchRawCall(b, true) }
 
 func benchRawCall(b *testing.B, closeOnDone bool) {

@@ -40,6 +40,10 @@ type Options struct {
 	// LookupEnv backs the env() function; nil means os.LookupEnv. Tests inject
 	// a map so they need not mutate the process environment.
 	LookupEnv func(string) (string, bool)
+
+	// inline holds the plugin bytes of a Spec's consumers, by consumer
+	// name; such a consumer has no plugin attribute (Spec.Build).
+	inline map[string][]byte
 }
 
 // EngineValidator lets the engine registry, which lives above this package,
@@ -75,6 +79,15 @@ type QueueNameChecker interface {
 	// name, or nil when every name qrun allows is fine. body has already
 	// passed ValidateEngine.
 	QueueNameRule(typ string, body hcl.Body, ctx *hcl.EvalContext) func(name string) error
+}
+
+// EngineAvailability is optionally implemented by an EngineValidator whose
+// engine types work on some platforms only. A type that does not work on
+// the platform qrun runs on is an error at the block's type attribute,
+// before its settings are decoded.
+type EngineAvailability interface {
+	// EngineAvailable reports why engine type typ cannot run here, or nil.
+	EngineAvailable(typ string) error
 }
 
 // File is a decoded configuration. When Parse or Load report errors the File
@@ -178,6 +191,10 @@ type Consumer struct {
 	// Plugin is the absolute path of the .wasm file; a relative path in the
 	// file is resolved against File.Dir.
 	Plugin string
+	// PluginWasm is the module itself, for a consumer whose plugin a
+	// program gave as bytes (ConsumerSpec.PluginWasm); Plugin is then
+	// empty and nothing is watched.
+	PluginWasm []byte
 	// PluginRange is the plugin attribute's value, so errors raised later
 	// (compilation, hot swap) can point where CheckPlugin would have.
 	PluginRange hcl.Range

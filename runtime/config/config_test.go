@@ -555,38 +555,6 @@ func TestDiagnosticsSorted(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		in   string
-		want uint64
-		err  bool
-	}{
-		{in: "1048576", want: 1 << 20},
-		{in: "32MiB", want: 32 << 20},
-		{in: "512KiB", want: 512 << 10},
-		{in: "1GiB", want: 1 << 30},
-		{in: "64MB", want: 64e6},
-		{in: "64 kB", want: 64e3},
-		{in: "2TiB", want: 2 << 40},
-		{in: "1.5KiB", want: 1536},
-		{in: "0.5B", err: true},
-		{in: "MiB", err: true},
-		{in: "", err: true},
-		{in: "1.2.3MiB", err: true},
-		{in: "1.MiB", err: true},
-		{in: "32mib", err: true},
-		{in: "-1MiB", err: true},
-		{in: "99999999999999999999", err: true},
-		{in: "20000000TiB", err: true},
-	} {
-		got, err := parseSize(tc.in)
-		if (err != nil) != tc.err || got != tc.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d, err=%v", tc.in, got, err, tc.want, tc.err)
-		}
-	}
-}
-
 func render(t *testing.T, f *File, diags hcl.Diagnostics) string {
 	t.Helper()
 	var buf bytes.Buffer

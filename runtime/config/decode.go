@@ -12,6 +12,8 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/gocty"
+
+	"github.com/qrun-dev/qrun/internal/settings"
 )
 
 // The raw structs are the schema, decoded by gohcl. Attributes are kept as
@@ -273,6 +275,12 @@ func (d *decoder) engine(re *rawEngine) Engine {
 			e.Type, didYouMean(e.Type, known), strings.Join(slices.Sorted(slices.Values(known)), ", "))
 		return e
 	}
+	if av, ok := v.(EngineAvailability); ok {
+		if err := av.EngineAvailable(e.Type); err != nil {
+			d.errorf(typeRange, "Engine type unavailable", "%s. Engines that work everywhere include \"disk\" and \"memory\".", sentence(err.Error()))
+			return e
+		}
+	}
 	diags := v.ValidateEngine(e.Type, re.Remain, d.ctx)
 	for _, diag := range diags {
 		// Every diagnostic carries a position: one an engine could not
@@ -389,7 +397,10 @@ func (d *decoder) consumer(rc *rawConsumer) Consumer {
 	}
 	refs := consumerRefs{queue: rc.Queue, timeout: rc.Timeout}
 	c.Queue = d.required(rc.Queue, rc.DefRange, "queue", "consumer")
-	if rc.Plugin == nil {
+	if b, ok := d.opts.inline[rc.Name]; ok && rc.Plugin == nil {
+		c.PluginWasm = b
+		c.PluginRange = rc.DefRange
+	} else if rc.Plugin == nil {
 		d.missing(rc.DefRange, "plugin", "consumer")
 	} else {
 		c.PluginRange = rc.Plugin.Expr.Range()
@@ -536,51 +547,23 @@ func (d *decoder) oneOf(a *hcl.Attribute, def, summary string, allowed []string)
 	return s
 }
 
-// duration accepts only strings in Go's syntax: a bare number would be
-// ambiguous between seconds and nanoseconds.
+// duration decodes a duration by the rules every block shares (see
+// settings.Duration).
 func (d *decoder) duration(a *hcl.Attribute, def time.Duration) time.Duration {
-	v, ok := d.eval(a)
+	v, ok, diags := settings.Duration(a, d.ctx)
+	d.diags = append(d.diags, diags...)
 	if !ok {
 		return def
 	}
-	if v.Type() != cty.String {
-		d.errorf(a.Expr.Range(), "Invalid duration",
-			"%s must be a duration string such as \"30s\" or \"5m\", not a %s.", a.Name, v.Type().FriendlyName())
-		return def
-	}
-	s := v.AsString()
-	dur, err := time.ParseDuration(s)
-	if err != nil {
-		d.errorf(a.Expr.Range(), "Invalid duration",
-			"%q is not a duration (%v). Use Go duration syntax such as \"500ms\", \"30s\", \"5m\" or \"1h30m\".", s, err)
-		return def
-	}
-	return dur
+	return v
 }
 
-// size accepts a string with a unit or a plain number of bytes.
+// size decodes a byte size by the rules every block shares (see
+// settings.Size).
 func (d *decoder) size(a *hcl.Attribute) (uint64, bool) {
-	v, ok := d.eval(a)
-	if !ok {
-		return 0, false
-	}
-	var s string
-	switch v.Type() {
-	case cty.String:
-		s = v.AsString()
-	case cty.Number:
-		s = v.AsBigFloat().Text('f', -1)
-	default:
-		d.errorf(a.Expr.Range(), "Invalid size", "%s must be a size such as \"32MiB\", not a %s.", a.Name, v.Type().FriendlyName())
-		return 0, false
-	}
-	n, err := parseSize(s)
-	if err != nil {
-		d.errorf(a.Expr.Range(), "Invalid size",
-			"%q is not a size: %v. Use a number of bytes or a number with a unit: B, KiB, MiB, GiB, TiB (1024-based) or KB, MB, GB, TB (1000-based), e.g. \"32MiB\".", s, err)
-		return 0, false
-	}
-	return n, true
+	n, ok, diags := settings.Size(a, d.ctx)
+	d.diags = append(d.diags, diags...)
+	return n, ok
 }
 
 // stringMap decodes a consumer's config map. Scalars become strings because
@@ -683,4 +666,13 @@ func (d *decoder) stringList(a *hcl.Attribute) ([]string, []hcl.Range) {
 		rngs = append(rngs, e.Range())
 	}
 	return list, rngs
+}
+
+// sentence capitalises an error message (which starts lower case, as Go's
+// do) to start a diagnostic's detail.
+func sentence(msg string) string {
+	if msg == "" || msg[0] < 'a' || msg[0] > 'z' {
+		return msg
+	}
+	return string(msg[0]-'a'+'A') + msg[1:]
 }

@@ -91,7 +91,7 @@ func (d *decoder) validate() {
 					"Consumer %q may publish to queue %q, which is not declared.%s", c.Name, name, didYouMean(name, queueNames))
 			}
 		}
-		if c.Plugin != "" {
+		if c.Plugin != "" || c.PluginWasm != nil {
 			d.checkPlugin(c)
 		}
 	}
@@ -185,6 +185,12 @@ type pluginErr struct{ summary, detail string }
 func (e *pluginErr) Error() string { return e.summary + ": " + e.detail }
 
 func (d *decoder) pluginError(c *Consumer) error {
+	if c.PluginWasm != nil {
+		if d.opts.CheckPlugin != nil {
+			return d.opts.CheckPlugin(d.file, c)
+		}
+		return nil
+	}
 	path := c.Plugin
 	st, err := os.Stat(path)
 	switch {

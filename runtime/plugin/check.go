@@ -11,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/qrun-dev/qrun/abi"
-	"github.com/qrun-dev/qrun/runtime/plugin/interrupt"
+	"github.com/qrun-dev/qrun/runtime/internal/interrupt"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"

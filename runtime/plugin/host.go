@@ -28,7 +28,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/httpout"
-	"github.com/qrun-dev/qrun/runtime/plugin/interrupt"
+	"github.com/qrun-dev/qrun/runtime/internal/interrupt"
 	"github.com/tetratelabs/wazero"
 	"go.uber.org/zap"
 )
@@ -70,6 +70,12 @@ type HostOptions struct {
 	HTTPResolver httpout.Resolver
 	// HTTPTLS configures guests' HTTPS requests; nil uses the system roots.
 	HTTPTLS *tls.Config
+	// ExtraProc raises GOMAXPROCS by one while a new plugin version is
+	// compiled (see extraProcs in procs.go). GOMAXPROCS is process-wide, so
+	// only a process that owns it may ask for this: cmd/qrun does; a
+	// program embedding qrun leaves it off and its GOMAXPROCS is never
+	// touched.
+	ExtraProc bool
 }
 
 // Host owns what plugins share: the compilation cache and the logger.

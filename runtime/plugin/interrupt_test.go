@@ -135,7 +135,7 @@ func TestBlockedHostCallIsStopped(t *testing.T) {
 // TestCheckReportsUnstoppable: `qrun plugin check` names what the
 // instrumentation refuses.
 func TestCheckReportsUnstoppable(t *testing.T) {
-	b, err := os.ReadFile("interrupt/testdata/reserved_export.wasm")
+	b, err := os.ReadFile("../internal/interrupt/testdata/reserved_export.wasm")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -286,7 +286,11 @@ func (l *Live) swap(ctx context.Context, wasm []byte, digest string, stillWritin
 	l.host.precompile(ctx, wasm, l.log)
 	var v *version
 	var err error
-	withOwnProc(func() { v, err = l.prepare(ctx, wasm) })
+	if l.host.opts.ExtraProc {
+		withOwnProc(func() { v, err = l.prepare(ctx, wasm) })
+	} else {
+		v, err = l.prepare(ctx, wasm)
+	}
 	if err != nil {
 		if stillWriting != nil && stillWriting() {
 			l.log.Debug("plugin file changed while it was loaded; waiting for the next change", zap.Error(err))

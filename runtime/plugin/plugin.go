@@ -14,7 +14,7 @@ import (
 
 	"github.com/qrun-dev/qrun/abi"
 	"github.com/qrun-dev/qrun/runtime/httpout"
-	"github.com/qrun-dev/qrun/runtime/plugin/interrupt"
+	"github.com/qrun-dev/qrun/runtime/internal/interrupt"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"go.uber.org/zap"

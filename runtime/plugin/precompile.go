@@ -3,19 +3,15 @@ package plugin
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 
-	"github.com/qrun-dev/qrun/runtime/plugin/interrupt"
+	"github.com/qrun-dev/qrun/runtime/internal/interrupt"
 	"github.com/tetratelabs/wazero"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
 // Why compile in another process: a hot swap of a large guest (the Go
@@ -81,29 +77,6 @@ func ChildPrecompiler(exe string, args ...string) func(ctx context.Context, cach
 		}
 		return nil
 	}
-}
-
-// LowerPriority sets every thread of this process to PrecompileNice. Linux
-// keeps a nice value per thread and a new thread inherits its creator's, so
-// setting the threads that exist covers the ones the Go runtime starts
-// later; a second pass catches a thread started during the first.
-func LowerPriority() error {
-	for range 2 {
-		tasks, err := os.ReadDir("/proc/self/task")
-		if err != nil {
-			return fmt.Errorf("plugin: lower priority: %w", err)
-		}
-		for _, t := range tasks {
-			tid, err := strconv.Atoi(t.Name())
-			if err != nil {
-				continue
-			}
-			if err := unix.Setpriority(unix.PRIO_PROCESS, tid, PrecompileNice); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("plugin: lower priority of thread %d: %w", tid, err)
-			}
-		}
-	}
-	return nil
 }
 
 // PrecompileChild is the child's half of ChildPrecompiler: it lowers the

@@ -15,7 +15,11 @@ import (
 // whole compile, and on a two-core host the delivery workers share the one
 // P left: a saturated consumer loses half its rate. With one P more, the
 // kernel shares the cores among all runnable threads instead, and the
-// workers keep two thirds. (Lowering the compile thread's nice value was
+// workers keep two thirds. Because GOMAXPROCS belongs to the whole process,
+// this is opt-in (HostOptions.ExtraProc): cmd/qrun owns its process and
+// turns it on; a Go program embedding qrun may have set GOMAXPROCS itself,
+// may change it at any moment, and must find it as it left it, so by
+// default a compile does not touch it. (Lowering the compile thread's nice value was
 // tried and is worse: a descheduled low-priority thread holding a P delays
 // every garbage-collector stop-the-world until the kernel runs it again,
 // which on a busy host stalled all deliveries for most of the compile.)

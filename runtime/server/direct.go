@@ -18,7 +18,7 @@ import (
 var ErrNotShared = errors.New("the queue's engine is not shared between processes")
 
 // Shared reports whether the named queue's engine can be opened by another
-// process next to a running qrun (EngineType.Shared), so that SendDirect
+// process next to a running qrun (enginetype.Type.Shared), so that SendDirect
 // can produce into it.
 func (r *Registry) Shared(cfg *config.File, queue string) (bool, error) {
 	_, e, err := findQueue(cfg, queue)
@@ -49,7 +49,7 @@ func findQueue(cfg *config.File, name string) (*config.Queue, *config.Engine, er
 // settings, enqueues and closes. It is what `qrun send` does for engines
 // whose queues other processes share (shm, postgres), so no admin API and no
 // running qrun are needed. The engine is opened as a producer
-// (EngineOptions.Producer): no migrations, no background loops. The IDs are
+// (enginetype.OpenOptions.Producer): no migrations, no background loops. The IDs are
 // written back into msgs.
 func SendDirect(ctx context.Context, cfg *config.File, reg *Registry, queue string, msgs []engines.Message, log *zap.Logger) (err error) {
 	if reg == nil {

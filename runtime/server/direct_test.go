@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/enginetype"
 	"github.com/qrun-dev/qrun/engines/memory"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
@@ -17,14 +18,13 @@ import (
 // migrations and background loops for one message.
 func TestSendDirectOpensAProducer(t *testing.T) {
 	t.Parallel()
-	var opened []server.EngineOptions
+	var opened []enginetype.OpenOptions
 	mem := memory.New(memory.Options{})
 	t.Cleanup(func() { _ = mem.Close() })
-	reg := server.NewRegistry()
-	reg.Register("memory", server.EngineType{Shared: true, Open: func(_ context.Context, o server.EngineOptions) (engines.Engine, error) {
+	reg := server.NewRegistry(sharedType(enginetype.WithoutSettings("memory", func(_ context.Context, o enginetype.OpenOptions) (engines.Engine, error) {
 		opened = append(opened, o)
 		return unclosable{mem}, nil
-	}})
+	})))
 	cfg := parse(t, `
 engine "target" { type = "memory" }
 engine "other"  { type = "memory" }
@@ -53,13 +53,12 @@ func TestEngineEventsReachTheMetrics(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	events := map[string]engines.Events{}
-	reg := server.NewRegistry()
-	reg.Register("memory", server.EngineType{Open: func(_ context.Context, o server.EngineOptions) (engines.Engine, error) {
+	reg := server.NewRegistry(enginetype.WithoutSettings("memory", func(_ context.Context, o enginetype.OpenOptions) (engines.Engine, error) {
 		mu.Lock()
 		events[o.Name] = o.Events
 		mu.Unlock()
 		return memory.New(memory.Options{}), nil
-	}})
+	}))
 	cfg := parse(t, `
 engine "a" { type = "memory" }
 queue "qa" { engine = "a" }`)
@@ -93,4 +92,10 @@ queue "qb" { engine = "b" }`), 0o644); err != nil {
 			t.Errorf("engine %s: listen errors %v, want 1", name, v)
 		}
 	}
+}
+
+// sharedType marks a test's engine type as shared between processes.
+func sharedType(t enginetype.Type) enginetype.Type {
+	t.Shared = true
+	return t
 }

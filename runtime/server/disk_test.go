@@ -10,44 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
-
-func TestDiskEngineSettings(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name, body, want string
-	}{
-		{"ok", `sync = "batch"
-  max_message_size = 1024
-  dedup_window = "1m"
-  lock_timeout = "2s"`, ""},
-		{"bad sync", `sync = "sometimes"`, "Invalid sync mode"},
-		{"bad size", `max_message_size = -1`, "Invalid max_message_size"},
-		{"bad duration", `dedup_window = "soon"`, "Invalid duration"},
-		{"unknown", `fsync = true`, "Unsupported argument"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			src := fmt.Sprintf("engine \"d\" {\n  type = \"disk\"\n  %s\n}\n", tt.body)
-			_, diags := config.Parse("t.hcl", []byte(src), config.Options{Engines: server.Builtin()})
-			if tt.want == "" {
-				if diags.HasErrors() {
-					t.Fatalf("valid settings rejected: %s", diags.Error())
-				}
-				return
-			}
-			if !diags.HasErrors() || !strings.Contains(diags.Error(), tt.want) || !strings.Contains(diags.Error(), "t.hcl:") {
-				t.Fatalf("diagnostics %q; want %q with a position", diags.Error(), tt.want)
-			}
-		})
-	}
-}
 
 // TestDiskEngineSurvivesRestart stops a runtime holding messages and starts
 // another on the same config: the messages are still there, and a second
@@ -235,7 +201,7 @@ func BenchmarkDiskRawFsync(b *testing.B) {
 		if _, err := f.WriteAt(buf, 0); err != nil {
 			b.Fatal(err)
 		}
-		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		if err := testenv.Datasync(f); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -7,15 +7,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/qrun-dev/qrun/engines/posixmq/mq"
 	"github.com/qrun-dev/qrun/engines/posixmq/mqtest"
-	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
 
@@ -32,67 +29,6 @@ func mqPrefix(tb testing.TB, queues ...string) string {
 		}
 	})
 	return prefix
-}
-
-func TestPosixmqEngineConfig(t *testing.T) {
-	t.Parallel()
-	lim, err := mq.SystemLimits()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name, body string
-		want       []string // substrings of the diagnostics; none means valid
-	}{
-		{"defaults", ``, nil},
-		{"everything", `max_messages = 5
-  message_size = 4096
-  on_mismatch = "error"
-  format = "raw"
-  prefix = "app."
-  mode = "0660"
-  spill = 100
-  send_timeout = "2s"`, nil},
-		{"too deep", fmt.Sprintf("max_messages = %d", lim.MsgMax+1), []string{"qrun.hcl:4", "max_messages", mq.MsgMaxFile, "fs.mqueue.msg_max"}},
-		{"too large", fmt.Sprintf("message_size = %d", lim.MsgSizeMax+1), []string{"qrun.hcl:4", mq.MsgSizeMaxFile}},
-		{"no room for the envelope", `message_size = 20`, []string{"qrun.hcl:4", "envelope"}},
-		{"raw allows tiny messages", "format = \"raw\"\n  message_size = 20", nil},
-		{"zero depth", `max_messages = 0`, []string{"qrun.hcl:4", "at least 1"}},
-		{"bad format", `format = "json"`, []string{"qrun.hcl:4", "framed, raw"}},
-		{"bad mismatch", `on_mismatch = "maybe"`, []string{"qrun.hcl:4", "warn, error"}},
-		{"bad mode", `mode = "rwx"`, []string{"qrun.hcl:4", "octal"}},
-		{"bad prefix", `prefix = "a/b"`, []string{"qrun.hcl:4", "slash"}},
-		{"bad timeout", `send_timeout = "soon"`, []string{"qrun.hcl:4", "duration"}},
-		{"unknown", `depth = 3`, []string{"qrun.hcl:4", "depth"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			if mq.HasSysResource() && (tt.name == "too deep" || tt.name == "too large") {
-				t.Skip("CAP_SYS_RESOURCE lifts the limits under test")
-			}
-			path := filepath.Join(t.TempDir(), "qrun.hcl")
-			src := "runtime { admin_listen = \"off\" }\nengine \"ipc\" {\n  type = \"posixmq\"\n  " + tt.body + "\n}\n"
-			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			_, diags := config.Load(path, config.Options{Engines: server.Builtin()})
-			if len(tt.want) == 0 {
-				if diags.HasErrors() {
-					t.Fatalf("valid config rejected: %s", diags.Error())
-				}
-				return
-			}
-			if !diags.HasErrors() {
-				t.Fatalf("config accepted, want an error mentioning %q", tt.want)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(diags.Error(), w) {
-					t.Errorf("diagnostics %q do not mention %q", diags.Error(), w)
-				}
-			}
-		})
-	}
 }
 
 // TestPosixmqPluginInterop runs the whole path between two plain C

@@ -1,3 +1,5 @@
+//go:build linux
+
 package server_test
 
 import (
@@ -19,7 +21,6 @@ import (
 	"github.com/qrun-dev/qrun/engines/shm"
 	"github.com/qrun-dev/qrun/engines/shm/ring"
 	"github.com/qrun-dev/qrun/internal/testenv"
-	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
 
@@ -41,35 +42,6 @@ func shmPrefix(tb testing.TB) string {
 		}
 	})
 	return p
-}
-
-func TestShmConfigErrors(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name, body, want, at string
-	}{
-		{"slot size", `slot_size = 0`, "Invalid slot_size", "q.hcl:3"},
-		{"capacity", `capacity = 1000`, "power of two", "q.hcl:3"},
-		{"mode", `mode = "ring"`, `not "ring"`, "q.hcl:3"},
-		{"prefix", `prefix = "a/b"`, "Invalid prefix", "q.hcl:3"},
-		{"duration", `send_timeout = "soon"`, "Invalid send_timeout", "q.hcl:3"},
-		{"too large", "slot_size = 67108864\n  capacity = 16777216", "Ring too large", "q.hcl:4"},
-		{"unknown", `slots = 4`, "Unsupported argument", "q.hcl:3"},
-	}
-	for _, c := range tests {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			path := filepath.Join(t.TempDir(), "q.hcl")
-			src := fmt.Sprintf("engine \"s\" {\n  type = \"shm\"\n  %s\n}\nqueue \"q\" { engine = \"s\" }\n", c.body)
-			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			_, diags := config.Load(path, config.Options{Engines: server.Builtin()})
-			if !diags.HasErrors() || !strings.Contains(diags.Error(), c.want) || !strings.Contains(diags.Error(), c.at) {
-				t.Fatalf("diagnostics %q; want an error at %s mentioning %q", diags.Error(), c.at, c.want)
-			}
-		})
-	}
 }
 
 // TestShmEndToEnd runs a consumer on an shm queue that another engine (a

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -125,15 +124,6 @@ func runEndToEnd(b *testing.B, srv *server.Server, obs *counter, batch int) {
 	// HTTP server included, and is far less disturbed than wall time by
 	// other work on a shared machine.
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/msg")
-}
-
-// cpuTime is the process' user plus system CPU time so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // chunkCounter signals when a server has settled the messages of a chunk.

@@ -9,8 +9,8 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
-	"github.com/qrun-dev/qrun/runtime/dispatch"
-	"github.com/qrun-dev/qrun/runtime/metrics"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/metrics"
 )
 
 // The operations surface of a Server: admin.Operator (consumers, peek,
@@ -20,9 +20,9 @@ import (
 // into 501.
 
 // metricsEnabled says whether this server exports metrics: whenever it has
-// an admin listener to serve them on.
+// an admin listener to serve them on or a registry to register them on.
 func (s *Server) metricsEnabled() bool {
-	if s.opts.Listener != nil {
+	if s.opts.Listener != nil || s.opts.Registerer != nil {
 		return true
 	}
 	a := s.cfg.Runtime.AdminListen
@@ -38,10 +38,6 @@ func (s *Server) adminOptions() admin.Options {
 	}
 	return o
 }
-
-// Metrics returns the server's metrics registry, or nil when the admin API
-// (and with it /metrics) is off.
-func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
 func (s *Server) queueEntry(name string) (*queue, error) {
 	q, ok := (*s.queues.Load())[name]
@@ -199,8 +195,19 @@ func (s *Server) Resume(_ context.Context, name string) (admin.ConsumerInfo, err
 	return consumerInfo(v), nil
 }
 
+// metricsSource is the server as a metrics.Source; a type of its own, so
+// the metrics package's types stay out of Server's methods.
+type metricsSource struct{ s *Server }
+
 // QueueSamples implements metrics.Source.
-func (s *Server) QueueSamples(ctx context.Context) []metrics.QueueSample {
+func (m metricsSource) QueueSamples(ctx context.Context) []metrics.QueueSample {
+	return m.s.queueSamples(ctx)
+}
+
+// ConsumerSamples implements metrics.Source.
+func (m metricsSource) ConsumerSamples() []metrics.ConsumerSample { return m.s.consumerSamples() }
+
+func (s *Server) queueSamples(ctx context.Context) []metrics.QueueSample {
 	queues := *s.queues.Load()
 	out := make([]metrics.QueueSample, 0, len(queues))
 	for name, q := range queues {
@@ -210,8 +217,7 @@ func (s *Server) QueueSamples(ctx context.Context) []metrics.QueueSample {
 	return out
 }
 
-// ConsumerSamples implements metrics.Source.
-func (s *Server) ConsumerSamples() []metrics.ConsumerSample {
+func (s *Server) consumerSamples() []metrics.ConsumerSample {
 	views := s.consumerViews()
 	out := make([]metrics.ConsumerSample, 0, len(views))
 	for _, v := range views {

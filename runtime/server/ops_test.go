@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/enginetype"
 	"github.com/qrun-dev/qrun/engines/memory"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/server"
@@ -310,10 +311,9 @@ func sharedMemory(t *testing.T) *sharedEngine {
 }
 
 func (s *sharedEngine) registry() *server.Registry {
-	r := server.NewRegistry()
-	r.Register("memory", server.EngineType{Open: func(context.Context, server.EngineOptions) (engines.Engine, error) {
+	r := server.NewRegistry(enginetype.WithoutSettings("memory", func(context.Context, enginetype.OpenOptions) (engines.Engine, error) {
 		return unclosable{s.e}, nil
-	}})
+	}))
 	return r
 }
 
@@ -448,10 +448,9 @@ consumer "c" {
 // have none of the operator extensions.
 func TestUnsupportedOperationIs501(t *testing.T) {
 	t.Parallel()
-	reg := server.NewRegistry()
-	reg.Register("memory", server.EngineType{Open: func(context.Context, server.EngineOptions) (engines.Engine, error) {
+	reg := server.NewRegistry(enginetype.WithoutSettings("memory", func(context.Context, enginetype.OpenOptions) (engines.Engine, error) {
 		return bareEngine{memory.New(memory.Options{})}, nil
-	}})
+	}))
 	cfg := parse(t, `
 engine "b" { type = "memory" }
 queue "q" { engine = "b" }`)

@@ -3,17 +3,19 @@ package server
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sort"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/gohcl"
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/engines/memory"
+	"github.com/qrun-dev/qrun/engines/builtin"
+	"github.com/qrun-dev/qrun/engines/enginetype"
 )
 
-// EngineOptions is what an engine type gets to build an engine.
+// EngineOptions is what the server asks the registry to open: an engine
+// block and where its engine lives.
 type EngineOptions struct {
 	// Name of the engine block.
 	Name string
@@ -28,43 +30,39 @@ type EngineOptions struct {
 	// Events counts the engine's errors and reconnects in the metrics.
 	Events EngineEvents
 	// Producer is set when the engine is opened only to enqueue into one
-	// queue (SendDirect): an engine type may then skip what a consuming
-	// runtime needs (postgres migrates nothing and starts no listener,
-	// reaper or ack batching).
+	// queue (SendDirect); see enginetype.OpenOptions.
 	Producer bool
 }
 
-// EngineType is one kind of engine the runtime can build from HCL.
-type EngineType struct {
-	// Validate checks an engine block's settings without opening anything,
-	// reporting problems with their source ranges.
-	Validate func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics
-	// Open builds the engine; Validate has already passed.
-	Open func(ctx context.Context, o EngineOptions) (engines.Engine, error)
-	// Topics lists the topics an engine block declares (names that are
-	// published to, never consumed); nil for a type without topics.
-	Topics func(body hcl.Body, eval *hcl.EvalContext) []string
-	// QueueNameRule returns, for an engine block's settings, what it
-	// requires of a queue name beyond qrun's own rule (see
-	// config.QueueNameChecker); nil, or a nil result, accepts every name.
-	QueueNameRule func(body hcl.Body, eval *hcl.EvalContext) func(name string) error
-	// Shared says that another process may open the engine while qrun
-	// runs and produce into its queues (see SendDirect): its queues live
-	// outside the qrun process and nothing in it assumes sole ownership.
-	Shared bool
-}
-
-// Registry maps engine type names (the `type` attribute) to engine types.
-// It is a value: each runtime, and each test, builds its own.
+// Registry holds the engine types (the `type` attribute's values) a
+// runtime can build. It is a value made from a list: each runtime, and
+// each test, builds its own, and Builtin makes one of engines/builtin's
+// list.
 type Registry struct {
-	types map[string]EngineType
+	types map[string]enginetype.Type
+	goos  string
 }
 
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{types: make(map[string]EngineType)} }
+// NewRegistry returns a registry of types for the platform qrun runs on.
+// A later type replaces an earlier one of the same name.
+func NewRegistry(types ...enginetype.Type) *Registry {
+	return NewRegistryFor(runtime.GOOS, types...)
+}
 
-// Register adds or replaces an engine type.
-func (r *Registry) Register(name string, t EngineType) { r.types[name] = t }
+// NewRegistryFor returns a registry of types as a qrun built for goos (a
+// GOOS value) sees them: a type unavailable there is refused at validate.
+// Tests use it to check another platform's diagnostics.
+func NewRegistryFor(goos string, types ...enginetype.Type) *Registry {
+	r := &Registry{types: make(map[string]enginetype.Type, len(types)), goos: goos}
+	for _, t := range types {
+		r.types[t.Name] = t
+	}
+	return r
+}
+
+// Builtin returns a registry of every engine type compiled into qrun
+// (engines/builtin.Types).
+func Builtin() *Registry { return NewRegistry(builtin.Types()...) }
 
 // EngineTypes lists the registered type names, sorted.
 func (r *Registry) EngineTypes() []string {
@@ -76,99 +74,77 @@ func (r *Registry) EngineTypes() []string {
 	return names
 }
 
+// EngineAvailable implements config.EngineAvailability.
+func (r *Registry) EngineAvailable(typ string) error {
+	if t, ok := r.types[typ]; ok {
+		return t.Available(r.goos)
+	}
+	return nil
+}
+
 // ValidateEngine implements config.EngineValidator.
 func (r *Registry) ValidateEngine(typ string, body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics {
+	_, diags := r.decode(typ, body, eval)
+	return diags
+}
+
+func (r *Registry) decode(typ string, body hcl.Body, eval *hcl.EvalContext) (enginetype.Settings, hcl.Diagnostics) {
 	t, ok := r.types[typ]
 	if !ok {
-		return hcl.Diagnostics{{
+		return nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Unknown engine type",
 			Detail:   fmt.Sprintf("Engine type %q is not known; this qrun has %v.", typ, r.EngineTypes()),
 		}}
 	}
-	if t.Validate == nil {
-		return nil
+	if t.Decode == nil {
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Engine type without settings",
+			Detail: fmt.Sprintf("Engine type %q has no settings decoder.", typ)}}
 	}
-	return t.Validate(body, eval)
+	return t.Decode(body, eval)
 }
 
 // Topics implements config.TopicLister.
 func (r *Registry) Topics(typ string, body hcl.Body, eval *hcl.EvalContext) []string {
-	if t, ok := r.types[typ]; ok && t.Topics != nil {
-		return t.Topics(body, eval)
+	if s, diags := r.decode(typ, body, eval); !diags.HasErrors() {
+		if t, ok := s.(enginetype.Topics); ok {
+			return t.Topics()
+		}
 	}
 	return nil
 }
 
 // QueueNameRule implements config.QueueNameChecker.
 func (r *Registry) QueueNameRule(typ string, body hcl.Body, eval *hcl.EvalContext) func(name string) error {
-	if t, ok := r.types[typ]; ok && t.QueueNameRule != nil {
-		return t.QueueNameRule(body, eval)
+	if s, diags := r.decode(typ, body, eval); !diags.HasErrors() {
+		if n, ok := s.(enginetype.QueueNamer); ok {
+			return n.CheckQueueName
+		}
 	}
 	return nil
 }
 
+// open decodes the engine block again (validate has passed on the same
+// body) and opens its engine.
 func (r *Registry) open(ctx context.Context, typ string, o EngineOptions) (engines.Engine, error) {
 	t, ok := r.types[typ]
 	if !ok {
 		return nil, fmt.Errorf("unknown engine type %q", typ)
 	}
-	return t.Open(ctx, o)
-}
-
-// decodedType builds an EngineType from an engine's settings decoder and
-// its constructor: Validate runs the decoder alone, and Open decodes again
-// (the body is the same one Validate passed) and builds the engine.
-func decodedType[S any](decode func(hcl.Body, *hcl.EvalContext) (S, hcl.Diagnostics), build func(context.Context, S, EngineOptions) (engines.Engine, error)) EngineType {
-	return EngineType{
-		Validate: func(body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics {
-			_, diags := decode(body, eval)
-			return diags
-		},
-		Open: func(ctx context.Context, o EngineOptions) (engines.Engine, error) {
-			s, diags := decode(o.Body, o.Eval)
-			if diags.HasErrors() {
-				return nil, diags
-			}
-			return build(ctx, s, o)
-		},
+	if err := t.Available(r.goos); err != nil {
+		return nil, err
 	}
-}
-
-// Builtin returns a registry with every engine compiled into qrun.
-func Builtin() *Registry {
-	r := NewRegistry()
-	r.Register("memory", memoryType())
-	r.Register("disk", diskType())
-	r.Register("postgres", postgresType())
-	r.Register("posixmq", posixmqType())
-	r.Register("shm", shmType())
-	return r
-}
-
-// memorySettings are the memory engine's HCL settings.
-type memorySettings struct {
-	MaxMessageSize *int `hcl:"max_message_size,optional"`
-}
-
-func memoryType() EngineType {
-	decode := func(body hcl.Body, eval *hcl.EvalContext) (memorySettings, hcl.Diagnostics) {
-		var s memorySettings
-		diags := gohcl.DecodeBody(body, eval, &s)
-		if s.MaxMessageSize != nil && *s.MaxMessageSize < 0 {
-			d := &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid max_message_size", Detail: "max_message_size must be zero (unlimited) or positive."}
-			if attrs, _ := body.JustAttributes(); attrs["max_message_size"] != nil {
-				d.Subject = attrs["max_message_size"].Expr.Range().Ptr()
-			}
-			diags = diags.Append(d)
-		}
-		return s, diags
+	s, diags := r.decode(typ, o.Body, o.Eval)
+	if diags.HasErrors() {
+		return nil, diags
 	}
-	return decodedType(decode, func(_ context.Context, s memorySettings, _ EngineOptions) (engines.Engine, error) {
-		var opts memory.Options
-		if s.MaxMessageSize != nil {
-			opts.MaxMessageSize = *s.MaxMessageSize
-		}
-		return memory.New(opts), nil
-	})
+	events := o.Events
+	if events == nil {
+		events = engines.NopEvents{}
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return s.Open(ctx, enginetype.OpenOptions{Name: o.Name, DataDir: o.DataDir, Logger: logger, Events: events, Producer: o.Producer})
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
-	"github.com/qrun-dev/qrun/runtime/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
@@ -90,7 +90,7 @@ func (s *Server) startWatcher() {
 // hot swap of c's plugin.
 func (s *Server) watch(c *consumer) *consumer {
 	c.unwatch = func() {}
-	if s.watcher == nil {
+	if s.watcher == nil || c.cfg.Plugin == "" { // nothing to watch for a plugin given as bytes
 		return c
 	}
 	stop, err := s.watcher.Watch(c.cfg.Plugin, c.live.Trigger)
@@ -101,17 +101,6 @@ func (s *Server) watch(c *consumer) *consumer {
 	}
 	c.unwatch = stop
 	return c
-}
-
-// Live returns the named consumer's plugin, for tests and benchmarks that
-// follow its versions.
-func (s *Server) Live(name string) (*plugin.Live, bool) {
-	for _, c := range s.consumerList() {
-		if c.cfg.Name == name {
-			return c.live, true
-		}
-	}
-	return nil, false
 }
 
 // pluginInfo is what the admin API shows of a consumer's plugin.
@@ -171,6 +160,9 @@ func (s *Server) Reload(ctx context.Context) (admin.ReloadResult, error) {
 		return admin.ReloadResult{}, admin.ErrShuttingDown
 	}
 	path := s.cfg.Path
+	if path == "" {
+		return admin.ReloadResult{}, errors.New("server: reload: the configuration was built in Go (config.Spec), so there is no file to re-read")
+	}
 	res := admin.ReloadResult{Config: path, Changes: []string{}}
 	if abs, err := filepath.Abs(path); err == nil {
 		res.Config = abs

@@ -69,6 +69,9 @@ func requireEngine(t *testing.T, typ string) {
 	if !slices.Contains(server.Builtin().EngineTypes(), typ) {
 		t.Skipf("SKIP: engine type %q is not built into this qrun (server.Builtin has %v)", typ, server.Builtin().EngineTypes())
 	}
+	if err := server.Builtin().EngineAvailable(typ); err != nil {
+		t.Skipf("SKIP: %v", err)
+	}
 }
 
 // ledger is an Observer that records every settled delivery by message ID.

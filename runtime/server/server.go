@@ -1,6 +1,33 @@
 // Package server assembles a qrun runtime from a validated config: it opens
 // the engines and queues, loads the plugins, runs one dispatcher per
 // consumer and serves the admin API, and it shuts all of that down in order.
+// It is both what `qrun run` runs and the API of qrun as a Go library, in
+// the manner of nats-server's embeddable server and River's client.
+//
+// # Using qrun from Go
+//
+// A program builds a *config.File, either from HCL (config.Load,
+// config.Parse) or from Go values (config.Spec.Build, where a consumer's
+// plugin may be the module's bytes instead of a file), and hands it to New
+// with Options: its own *zap.Logger and prometheus.Registerer, and an
+// Observer if it wants every settlement synchronously. Then:
+//
+//   - Start returns once the consumers run (Started is closed, Ready is
+//     true); Stop(ctx) drains, bounded by ctx and the config's
+//     drain_timeout, and closes everything; Done is closed when that is
+//     finished, whoever started it, and Err says why if the server stopped
+//     on its own. Run is Start plus Stop when its ctx ends, for cmd/qrun.
+//   - Enqueue puts messages on any queue; EnqueueTx puts them on a postgres
+//     queue inside the caller's pgx transaction, so they exist only if it
+//     commits (engines/postgres.TxEnqueuer).
+//   - Subscribe delivers delivery events (started; finished with verdict
+//     and latency) on a buffered channel. The dispatcher never waits for
+//     a subscriber: a full buffer drops events and counts them.
+//
+// With no admin_listen (a Spec's default) nothing listens; metrics are kept
+// only when there is an admin listener or Options.Registerer. A library
+// server never changes GOMAXPROCS (Options.OwnsGOMAXPROCS is cmd/qrun's).
+// The design, the examples and the package layout are in docs/library.md.
 //
 // A running Server also reconfigures itself: Reload re-reads the config file
 // and applies the difference (reload.go), and every consumer's plugin file is
@@ -12,39 +39,54 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
-	"github.com/qrun-dev/qrun/runtime/dispatch"
-	"github.com/qrun-dev/qrun/runtime/metrics"
+	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/metrics"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
 // Options tune a Server beyond its config file.
 type Options struct {
+	// Logger receives the runtime's logs, one line per event; nil
+	// discards them. A program embedding qrun passes its own.
 	Logger *zap.Logger
+	// Registerer, if set, gets qrun's metrics (qrun_*, the same as the
+	// admin API's /metrics serves, without the Go runtime and process
+	// collectors, which belong to the program), so a program gathers them
+	// with its own; they are unregistered when the server stops. Without
+	// it and without an admin listener, no metrics are kept.
+	Registerer prometheus.Registerer
 	// Registry of engine types; nil means Builtin().
 	Registry *Registry
 	// Listener, if set, serves the admin API instead of listening on the
 	// configured address (tests pass a port-0 listener).
 	Listener net.Listener
-	// Observer, if set, sees every settled delivery of every consumer.
-	Observer dispatch.Observer
+	// Observer, if set, sees every settled delivery of every consumer,
+	// synchronously (see Observer); Subscribe is the buffered alternative.
+	Observer Observer
 	// WatchDebounce is how long a plugin file must be quiet after a change
 	// before it is reloaded; zero means plugin.DefaultDebounce.
 	WatchDebounce time.Duration
 	// Precompile, if set, compiles new versions of large plugins outside
 	// the process before a hot swap loads them (plugin.HostOptions).
 	Precompile func(ctx context.Context, cacheDir string, wasm []byte) error
+	// OwnsGOMAXPROCS says the process is qrun's alone, so a hot swap may
+	// raise GOMAXPROCS by one while the new version compiles and restore it
+	// after, which keeps deliveries at speed on small hosts (see procs.go
+	// in the plugin host). cmd/qrun sets it. A program embedding qrun
+	// leaves it false: its GOMAXPROCS is then never changed.
+	OwnsGOMAXPROCS bool
 }
 
 type queue struct {
@@ -70,6 +112,8 @@ type Server struct {
 	metrics *metrics.Metrics // nil without an admin listener (ops.go)
 
 	reload reloadState
+	life   lifecycle
+	events eventHub
 }
 
 // New opens everything the config declares. On error, whatever was opened
@@ -82,11 +126,17 @@ func New(ctx context.Context, cfg *config.File, opts Options) (*Server, error) {
 		opts.Registry = Builtin()
 	}
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}}
+	s.life.init()
 	s.queues.Store(&map[string]*queue{})
 	s.reload.drainTimeout.Store(int64(cfg.Runtime.DrainTimeout))
 	s.reload.applied = cfg
 	if s.metricsEnabled() {
-		s.metrics = metrics.New(s, s.log)
+		s.metrics = metrics.New(metricsSource{s}, s.log)
+		if opts.Registerer != nil {
+			if err := s.metrics.RegisterOn(opts.Registerer); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := s.open(ctx); err != nil {
 		s.close(context.Background())
@@ -123,7 +173,7 @@ func (s *Server) open(ctx context.Context) error {
 		queues[q.cfg.Name] = q
 	}
 	var err error
-	if s.host, err = plugin.NewHost(ctx, plugin.HostOptions{CacheDir: cfg.Runtime.CacheDir, Logger: s.log, Precompile: opts.Precompile}); err != nil {
+	if s.host, err = plugin.NewHost(ctx, plugin.HostOptions{CacheDir: cfg.Runtime.CacheDir, Logger: s.log, Precompile: opts.Precompile, ExtraProc: opts.OwnsGOMAXPROCS}); err != nil {
 		return fmt.Errorf("plugin host: %w", err)
 	}
 	s.startWatcher()
@@ -153,7 +203,7 @@ func (s *Server) openQueue(ctx context.Context, qc *config.Queue) (*queue, error
 // agree on which plugins start.
 func PluginSpec(cc *config.Consumer) plugin.Spec {
 	return plugin.Spec{
-		Consumer: cc.Name, Path: cc.Plugin, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
+		Consumer: cc.Name, Path: cc.Plugin, Wasm: cc.PluginWasm, MemoryLimit: cc.MemoryLimit, Timeout: cc.Timeout,
 		Config: cc.Config, Publish: cc.Publish, LogRate: cc.LogRate,
 		HTTP: cc.HTTP, Env: cc.WASI.Env, Dirs: pluginDirs(cc.WASI.Dirs),
 		MaxCallDepth: cc.MaxCallDepth,
@@ -209,7 +259,7 @@ func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues ma
 			return p.NewInstance(ctx)
 		},
 		Logger:        s.log,
-		Observer:      s.opts.Observer,
+		Observer:      &consumerObserver{consumer: cc.Name, queue: cc.Queue, user: s.opts.Observer, hub: &s.events},
 		RecordLatency: s.metrics != nil,
 	})
 	if err != nil {
@@ -232,7 +282,7 @@ func pluginDirs(ds []config.Dir) []plugin.Dir {
 
 // Publish implements plugin.Publisher: a guest's publish goes to the named
 // queue, whatever its engine. The plugin host has already checked the
-// consumer's allow-list.
+// consumer's allow-list. Go code uses Enqueue.
 func (s *Server) Publish(ctx context.Context, queue string, msg engines.Message) error {
 	q, err := s.Queue(queue)
 	if err != nil {
@@ -241,7 +291,12 @@ func (s *Server) Publish(ctx context.Context, queue string, msg engines.Message)
 	return q.Enqueue(ctx, msg)
 }
 
-// Enqueue implements admin.Backend.
+// Enqueue stores msgs on the named queue, whatever its engine, as the
+// engine's one batch (all or nothing where the engine batches); it is how
+// a Go program enqueues, and what the admin API's POST of messages calls
+// (admin.Backend). A message without an ID is given one by the engine.
+// An unknown queue is admin.ErrUnknownQueue. On postgres, EnqueueTx does
+// the same inside the caller's transaction.
 func (s *Server) Enqueue(ctx context.Context, queue string, msgs []engines.Message) error {
 	q, err := s.Queue(queue)
 	if err != nil {
@@ -277,73 +332,10 @@ func (s *Server) Queue(name string) (engines.Queue, error) {
 // Ready implements admin.Backend.
 func (s *Server) Ready() bool { return s.ready.Load() }
 
-// Consumers returns the running consumers (for tests and the admin API).
-func (s *Server) Consumers() []*dispatch.Consumer {
-	cs := s.consumerList()
-	out := make([]*dispatch.Consumer, len(cs))
-	for i, c := range cs {
-		out[i] = c.d
-	}
-	return out
-}
-
 // AdminAddr is the address the admin API listens on, once Run has started it.
 func (s *Server) AdminAddr() string {
 	a, _ := s.addr.Load().(string)
 	return a
-}
-
-// Run starts the consumers and the admin API and blocks until ctx ends;
-// then it drains: consumers stop receiving, deliveries in progress get up to
-// the configured drain timeout to finish, the rest are released, and
-// everything is closed. It returns nil after a clean drain.
-func (s *Server) Run(ctx context.Context) error {
-	var srv *http.Server
-	srvErr := make(chan error, 1)
-	if ln, err := s.listen(); err != nil {
-		s.close(context.Background())
-		return err
-	} else if ln != nil {
-		srv = &http.Server{
-			Handler:           admin.Handler(s.adminOptions()),
-			ReadHeaderTimeout: 10 * time.Second,
-		}
-		s.addr.Store(ln.Addr().String())
-		go func() { srvErr <- srv.Serve(ln) }()
-		s.log.Info("admin API listening", zap.String("addr", ln.Addr().String()))
-	}
-	engineCount := s.startConsumers()
-	s.ready.Store(true)
-	s.log.Info("qrun running", zap.Int("engines", engineCount), zap.Int("queues", len(*s.queues.Load())), zap.Int("consumers", len(s.consumerList())))
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-srvErr:
-		runErr = fmt.Errorf("admin API: %w", err)
-	}
-	s.ready.Store(false)
-	s.beginShutdown() // waits for a reload in progress; none starts after
-	drainTimeout := time.Duration(s.reload.drainTimeout.Load())
-	s.log.Info("draining", zap.Duration("drain_timeout", drainTimeout))
-	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
-	defer cancel()
-	drainErr := s.stopConsumers(drainCtx, s.consumerList())
-	if srv != nil {
-		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = srv.Shutdown(shutCtx)
-		cancel()
-	}
-	s.close(context.Background())
-	if runErr != nil {
-		return runErr
-	}
-	if drainErr != nil {
-		s.log.Warn("drain timed out; the deliveries still running were stopped and released for redelivery", zap.Error(drainErr))
-	} else {
-		s.log.Info("drained")
-	}
-	return nil
 }
 
 func (s *Server) listen() (net.Listener, error) {
@@ -399,6 +391,9 @@ func (s *Server) close(ctx context.Context) {
 	}
 	for name, e := range s.engines {
 		warn("engine", name, e.Close())
+	}
+	if s.metrics != nil {
+		s.metrics.Unregister()
 	}
 }
 

@@ -42,8 +42,9 @@ func parse(tb testing.TB, src string) *config.File {
 	return cfg
 }
 
-// start runs a server for cfg until the test ends; the test fails if Run
-// returns an error, which is also how a clean drain is checked.
+// start runs a server for cfg until the test ends and returns once it
+// runs; the test fails if Run returns an error, which is also how a clean
+// drain is checked.
 func start(tb testing.TB, cfg *config.File, opts server.Options) *server.Server {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -54,6 +55,12 @@ func start(tb testing.TB, cfg *config.File, opts server.Options) *server.Server 
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- srv.Run(ctx) }()
+	// Ready before the test talks to it (readyz, say); Done instead if
+	// starting failed, which Cleanup reports.
+	select {
+	case <-srv.Started():
+	case <-srv.Done():
+	}
 	tb.Cleanup(func() {
 		cancel()
 		if err := <-runErr; err != nil {

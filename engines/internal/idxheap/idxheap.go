@@ -1,24 +1,38 @@
 // Package idxheap is an indexed binary min-heap for the engines' in-memory
 // indexes (ready messages, delayed messages, leases). Every element keeps
 // its own position, so a settle, an extend or a purge removes or re-orders an
-// arbitrary element in O(log n) without searching for it. container/heap
-// would do the same through an interface; this keeps the element type
-// concrete and the position bookkeeping in one place.
+// arbitrary element in O(log n) without searching for it.
+//
+// The heap keeps each element's sort key and a pointer to its position
+// field next to it, so sifting compares integers and stores positions
+// without calling back into the engine: a heap of leases sits on every
+// receive and ack, and comparison callbacks (container/heap's interface, or
+// function values) cost several times the sift itself there.
 package idxheap
 
-// Heap is an indexed min-heap of T. The zero value is not usable: build one
-// with New.
-type Heap[T any] struct {
-	items []T
-	less  func(a, b T) bool
-	// setIndex records an element's position (-1 once it left the heap).
-	setIndex func(x T, i int)
+import "iter"
+
+// Key orders the heap: by Major, then by Minor, smallest first. Engines use
+// a time or a negated priority as Major and an enqueue sequence as Minor.
+type Key struct {
+	Major int64
+	Minor uint64
 }
 
-// New returns an empty heap ordered by less, which tells each element its
-// position through setIndex.
-func New[T any](less func(a, b T) bool, setIndex func(x T, i int)) Heap[T] {
-	return Heap[T]{less: less, setIndex: setIndex}
+// Less reports whether a sorts before b.
+func (a Key) Less(b Key) bool {
+	return a.Major < b.Major || (a.Major == b.Major && a.Minor < b.Minor)
+}
+
+type slot[T any] struct {
+	key Key
+	pos *int32 // the element's position field: -1 once it left the heap
+	x   T
+}
+
+// Heap is an indexed min-heap of T. The zero value is an empty heap.
+type Heap[T any] struct {
+	s []slot[T]
 }
 
 // shrinkAbove is the capacity a drained heap gives back, so that one burst
@@ -26,27 +40,37 @@ func New[T any](less func(a, b T) bool, setIndex func(x T, i int)) Heap[T] {
 const shrinkAbove = 4096
 
 // Len is the number of elements.
-func (h *Heap[T]) Len() int { return len(h.items) }
+func (h *Heap[T]) Len() int { return len(h.s) }
 
-// Items returns the elements in heap order (not sorted); the slice is the
-// heap's own and valid until the next change.
-func (h *Heap[T]) Items() []T { return h.items }
+// At returns the element at position i (heap order, not sorted).
+func (h *Heap[T]) At(i int) T { return h.s[i].x }
+
+// All yields the elements in heap order (not sorted); the heap must not
+// change while it runs.
+func (h *Heap[T]) All() iter.Seq[T] {
+	return func(yield func(T) bool) {
+		for i := range h.s {
+			if !yield(h.s[i].x) {
+				return
+			}
+		}
+	}
+}
 
 // Peek returns the least element, or the zero T (nil for the pointer
 // types the engines keep) when the heap is empty.
 func (h *Heap[T]) Peek() (x T) {
-	if len(h.items) == 0 {
+	if len(h.s) == 0 {
 		return x
 	}
-	return h.items[0]
+	return h.s[0].x
 }
 
-// Push adds x.
-func (h *Heap[T]) Push(x T) {
-	i := len(h.items)
-	h.items = append(h.items, x)
-	h.setIndex(x, i)
-	h.up(i)
+// Push adds x with key k; pos is x's position field, which the heap keeps
+// up to date while x is in it.
+func (h *Heap[T]) Push(x T, pos *int32, k Key) {
+	h.s = append(h.s, slot[T]{key: k, pos: pos, x: x})
+	h.up(len(h.s) - 1)
 }
 
 // Pop removes and returns the least element; the heap must not be empty.
@@ -54,28 +78,31 @@ func (h *Heap[T]) Pop() T { return h.Remove(0) }
 
 // Remove removes and returns the element at position i.
 func (h *Heap[T]) Remove(i int) T {
-	s := h.items
+	s := h.s
 	n := len(s) - 1
-	x := s[i]
+	e := s[i]
 	if i != n {
 		s[i] = s[n]
-		h.setIndex(s[i], i)
 	}
-	var zero T
-	s[n] = zero
-	h.items = s[:n]
+	s[n] = slot[T]{}
+	h.s = s[:n]
 	if i < n {
-		h.Fix(i)
+		h.fix(i)
 	}
-	h.setIndex(x, -1)
+	*e.pos = -1
 	if n == 0 && cap(s) > shrinkAbove {
-		h.items = nil
+		h.s = nil
 	}
-	return x
+	return e.x
 }
 
-// Fix restores the order after the element at position i changed its key.
-func (h *Heap[T]) Fix(i int) {
+// Fix gives the element at position i the key k and restores the order.
+func (h *Heap[T]) Fix(i int, k Key) {
+	h.s[i].key = k
+	h.fix(i)
+}
+
+func (h *Heap[T]) fix(i int) {
 	if !h.down(i) {
 		h.up(i)
 	}
@@ -83,47 +110,56 @@ func (h *Heap[T]) Fix(i int) {
 
 // Drain removes and returns every element, in no particular order.
 func (h *Heap[T]) Drain() []T {
-	s := h.items
-	for _, x := range s {
-		h.setIndex(x, -1)
+	out := make([]T, len(h.s))
+	for i := range h.s {
+		*h.s[i].pos = -1
+		out[i] = h.s[i].x
 	}
-	h.items = nil
-	return s
+	h.s = nil
+	return out
 }
 
-func (h *Heap[T]) swap(i, j int) {
-	s := h.items
-	s[i], s[j] = s[j], s[i]
-	h.setIndex(s[i], i)
-	h.setIndex(s[j], j)
-}
-
+// up moves the element at j towards the root. Parents move down into the
+// hole it leaves, so each level costs one slot copy and one position store.
 func (h *Heap[T]) up(j int) {
+	s := h.s
+	e := s[j]
 	for j > 0 {
 		i := (j - 1) / 2
-		if !h.less(h.items[j], h.items[i]) {
+		if !e.key.Less(s[i].key) {
 			break
 		}
-		h.swap(i, j)
+		s[j] = s[i]
+		*s[j].pos = int32(j)
 		j = i
 	}
+	s[j] = e
+	*e.pos = int32(j)
 }
 
+// down moves the element at i0 towards the leaves and reports whether it
+// moved.
 func (h *Heap[T]) down(i0 int) bool {
-	i, n := i0, len(h.items)
+	s := h.s
+	n := len(s)
+	e := s[i0]
+	i := i0
 	for {
 		j := 2*i + 1
 		if j >= n || j < 0 {
 			break
 		}
-		if j2 := j + 1; j2 < n && h.less(h.items[j2], h.items[j]) {
+		if j2 := j + 1; j2 < n && s[j2].key.Less(s[j].key) {
 			j = j2
 		}
-		if !h.less(h.items[j], h.items[i]) {
+		if !s[j].key.Less(e.key) {
 			break
 		}
-		h.swap(i, j)
+		s[i] = s[j]
+		*s[i].pos = int32(i)
 		i = j
 	}
+	s[i] = e
+	*e.pos = int32(i)
 	return i > i0
 }

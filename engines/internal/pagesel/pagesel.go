@@ -6,81 +6,52 @@
 package pagesel
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/idxheap"
 )
 
 // Smallest keeps the k values with the smallest keys among those added.
 type Smallest[T any] struct {
 	k   int
 	key func(T) uint64
-	h   []T // a max-heap by key: h[0] is the largest kept
+	h   idxheap.Heap[T] // a max-heap by key: its top is the largest kept
+	// pos receives the heap's position bookkeeping, which Smallest never
+	// reads: it removes nothing but the top.
+	pos int32
 }
 
 // New returns a Smallest keeping k values ordered by key.
 func New[T any](k int, key func(T) uint64) *Smallest[T] {
-	return &Smallest[T]{k: k, key: key, h: make([]T, 0, min(k, 1024))}
+	return &Smallest[T]{k: k, key: key}
 }
 
 // Add offers x.
 func (s *Smallest[T]) Add(x T) {
-	if len(s.h) < s.k {
-		s.h = append(s.h, x)
-		s.up(len(s.h) - 1)
+	kx := s.key(x)
+	if s.h.Len() < s.k {
+		s.push(x, kx)
 		return
 	}
-	if s.k == 0 || s.key(x) >= s.key(s.h[0]) {
+	if s.k == 0 || kx >= s.key(s.h.Peek()) {
 		return
 	}
-	s.h[0] = x
-	s.down(0)
+	s.h.Pop()
+	s.push(x, kx)
 }
+
+// push adds x under key k; ^k makes the min-heap a max-heap by k.
+func (s *Smallest[T]) push(x T, k uint64) { s.h.Push(x, &s.pos, idxheap.Key{Minor: ^k}) }
 
 // Sorted returns the kept values in ascending key order.
 func (s *Smallest[T]) Sorted() []T {
-	out := slices.Clone(s.h)
-	slices.SortFunc(out, func(a, b T) int {
-		ka, kb := s.key(a), s.key(b)
-		switch {
-		case ka < kb:
-			return -1
-		case ka > kb:
-			return 1
-		}
-		return 0
-	})
+	out := slices.Collect(s.h.All())
+	slices.SortFunc(out, func(a, b T) int { return cmp.Compare(s.key(a), s.key(b)) })
 	return out
-}
-
-func (s *Smallest[T]) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if s.key(s.h[p]) >= s.key(s.h[i]) {
-			return
-		}
-		s.h[p], s.h[i] = s.h[i], s.h[p]
-		i = p
-	}
-}
-
-func (s *Smallest[T]) down(i int) {
-	for {
-		l, big := 2*i+1, i
-		if l < len(s.h) && s.key(s.h[l]) > s.key(s.h[big]) {
-			big = l
-		}
-		if r := l + 1; r < len(s.h) && s.key(s.h[r]) > s.key(s.h[big]) {
-			big = r
-		}
-		if big == i {
-			return
-		}
-		s.h[i], s.h[big] = s.h[big], s.h[i]
-		i = big
-	}
 }
 
 // ParseCursor reads a cursor made by FormatCursor; "" is 0, the start of
