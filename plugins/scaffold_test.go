@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -154,7 +155,7 @@ func runGreeter(t *testing.T, wasm []byte, name string) {
 		d := engines.NewDelivery(engines.Delivery{
 			Message: engines.Message{ID: "m-1", Body: []byte(body)}, Queue: "greetings", Attempt: 1,
 		}, nil, engines.Ticket{})
-		return in.Handle(context.Background(), &d)
+		return in.Handle(context.Background(), &d, time.Now())
 	}
 	if r := handle("world"); r.Err != nil || r.Verdict != engines.Ack {
 		t.Fatalf("handle(world) = %v, %v; want ack", r.Verdict, r.Err)

@@ -5,9 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/plugin"
@@ -39,10 +41,15 @@ func loadBench(b *testing.B, lang string) *plugin.Plugin {
 }
 
 // BenchmarkHandle is the per-delivery cost of the trivial handler on a
-// live instance, per language.
+// live instance, per language: "qrun" through qrun's Instance.Handle (the
+// instrumented module, message state, verdict checks), "raw" the same
+// module as built in plain wazero, its qrun_handle called on a body written
+// into a qrun_alloc region with every host function stubbed, which is what
+// the language's own code costs per delivery. raw over BenchmarkRawCall is
+// the language's share of a delivery, qrun over raw qrun's.
 func BenchmarkHandle(b *testing.B) {
 	for _, lang := range languages {
-		b.Run(lang, func(b *testing.B) {
+		b.Run(lang+"/qrun", func(b *testing.B) {
 			p := loadBench(b, lang)
 			in, err := p.NewInstance(context.Background())
 			if err != nil {
@@ -52,14 +59,86 @@ func BenchmarkHandle(b *testing.B) {
 			d := engines.NewDelivery(engines.Delivery{Message: engines.Message{ID: "m", Body: trivial}, Queue: "in", Attempt: 1},
 				&settler{}, engines.Ticket{})
 			ctx := context.Background()
+			start := time.Now() // the dispatcher's clock reading, which it takes per delivery anyway
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if r := in.Handle(ctx, &d); r.Err != nil || r.Verdict != engines.Ack {
+				if r := in.Handle(ctx, &d, start); r.Err != nil || r.Verdict != engines.Ack {
 					b.Fatalf("%v %v", r.Verdict, r.Err)
 				}
 			}
 		})
+		b.Run(lang+"/raw", func(b *testing.B) {
+			g := newRawGuest(b, readModule(b, lang))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				g.deliver(b)
+			}
+		})
+	}
+}
+
+// rawGuest is a conformance module as built, in plain wazero: WASI, a stub
+// for every qrun function, _initialize and qrun_init run, and one body
+// region from qrun_alloc.
+type rawGuest struct {
+	mem    api.Memory
+	handle api.Function
+	stack  []uint64
+	ptr    uint32
+}
+
+func newRawGuest(b *testing.B, wasm []byte) *rawGuest {
+	b.Helper()
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	b.Cleanup(func() { _ = rt.Close(ctx) })
+	cm, err := rt.CompileModule(ctx, wasm)
+	if err != nil {
+		b.Fatal(err)
+	}
+	wasi_snapshot_preview1.MustInstantiate(ctx, rt)
+	// Every qrun function returns 0: the trivial path calls none, and at
+	// init an SDK reading config then sees it empty.
+	stub := api.GoModuleFunc(func(_ context.Context, _ api.Module, stack []uint64) {
+		if len(stack) > 0 {
+			stack[0] = 0
+		}
+	})
+	hb := rt.NewHostModuleBuilder("qrun")
+	for _, f := range cm.ImportedFunctions() {
+		if m, name, _ := f.Import(); m == "qrun" {
+			hb.NewFunctionBuilder().WithGoModuleFunction(stub, f.ParamTypes(), f.ResultTypes()).Export(name)
+		}
+	}
+	if _, err := hb.Instantiate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	mod, err := rt.InstantiateModule(ctx, cm, wazero.NewModuleConfig().WithName("").WithStartFunctions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"_initialize", "qrun_init"} {
+		if f := mod.ExportedFunction(name); f != nil {
+			if _, err := f.Call(ctx); err != nil {
+				b.Fatalf("%s: %v", name, err)
+			}
+		}
+	}
+	res, err := mod.ExportedFunction("qrun_alloc").Call(ctx, 256)
+	if err != nil || res[0] == 0 {
+		b.Fatal("qrun_alloc", res, err)
+	}
+	return &rawGuest{mem: mod.Memory(), handle: mod.ExportedFunction("qrun_handle"), stack: make([]uint64, 2), ptr: uint32(res[0])}
+}
+
+// deliver is BenchmarkRawCall's loop body on this module.
+func (g *rawGuest) deliver(b *testing.B) {
+	g.mem.Write(g.ptr, trivial)
+	g.stack[0], g.stack[1] = uint64(g.ptr), uint64(len(trivial))
+	if err := g.handle.CallWithStack(context.Background(), g.stack); err != nil || g.stack[0] != 0 {
+		b.Fatal(err, g.stack[0])
 	}
 }
 

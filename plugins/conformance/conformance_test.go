@@ -282,7 +282,7 @@ func runStep(t *testing.T, lang string, i int, in *plugin.Instance, pub *sink, l
 		Attempt: attempt,
 	}, set, engines.Ticket{})
 	logs.TakeAll()
-	r := in.Handle(context.Background(), &d)
+	r := in.Handle(context.Background(), &d, time.Now())
 	got := pub.take()
 
 	if r.Verdict != s.verdict {

@@ -156,7 +156,7 @@ func TestConformanceHTTP(t *testing.T) {
 				}
 				defer in.Close(context.Background())
 				d := engines.NewDelivery(engines.Delivery{Message: engines.Message{ID: "m-42", Body: []byte("retry:" + s.URL + "/retry-date")}, Queue: "in", Attempt: 1}, &settler{}, engines.Ticket{})
-				r := in.Handle(context.Background(), &d)
+				r := in.Handle(context.Background(), &d, time.Now())
 				// An hour ahead, cut to whole seconds, seen some time later.
 				if r.Err != nil || r.Verdict != engines.Nack || !r.DelaySet || r.Delay <= 50*time.Minute || r.Delay > time.Hour {
 					t.Fatalf("%+v, want nack after about an hour", r)

@@ -77,7 +77,7 @@ func handle(t *testing.T, in *plugin.Instance, body string, attrs map[string]str
 		Message: engines.Message{ID: "m-1", Body: []byte(body), Attributes: attrs},
 		Queue:   "in", Attempt: 1,
 	}, nil, engines.Ticket{})
-	r := in.Handle(context.Background(), &d)
+	r := in.Handle(context.Background(), &d, time.Now())
 	if r.Err != nil {
 		t.Fatalf("Handle(%q): %v", body, r.Err)
 	}

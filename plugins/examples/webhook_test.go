@@ -91,7 +91,7 @@ func TestGoWebhook(t *testing.T) {
 		d := engines.NewDelivery(engines.Delivery{
 			Message: engines.Message{ID: "evt-" + tc.body, Body: []byte(tc.body)}, Queue: "webhooks", Attempt: 1,
 		}, nil, engines.Ticket{})
-		r := in.Handle(context.Background(), &d)
+		r := in.Handle(context.Background(), &d, time.Now())
 		if r.Err != nil || r.Verdict != tc.verdict || r.Reason != tc.reason {
 			t.Errorf("%s: %+v, want %v with reason %q", tc.body, r, tc.verdict, tc.reason)
 		}

@@ -165,7 +165,7 @@ func memStr(t testing.TB, in *Instance, off, n uint32) string {
 // verdict normally.
 func mustHandle(t testing.TB, in *Instance, d *engines.Delivery) Result {
 	t.Helper()
-	r := in.Handle(context.Background(), d)
+	r := in.Handle(context.Background(), d, time.Now())
 	if r.Err != nil {
 		t.Fatalf("Handle(%q): %v", d.Body, r.Err)
 	}

@@ -17,20 +17,9 @@ import (
 // httpState is an instance's outbound HTTP state for the current delivery.
 type httpState struct {
 	n        int       // requests made by this delivery
-	start    time.Time // when qrun_handle began; set only for modules importing http_request
+	start    time.Time // when the delivery began (Handle's start): its timeout ends at start+timeout
 	resp     *httpout.Response
 	respHdrs []byte // resp's headers in pair encoding, built on first http_response_headers
-}
-
-// usesHTTP reports whether the module imports http_request, so that Handle
-// reads the clock for the delivery deadline only for modules that need it.
-func usesHTTP(imports []api.FunctionDefinition) bool {
-	for _, f := range imports {
-		if mod, name, ok := f.Import(); ok && mod == abi.ImportModule && name == abi.FuncHTTPRequest {
-			return true
-		}
-	}
-	return false
 }
 
 // hostHTTPRequest implements http_request (ABI.md section 4, "Outbound

@@ -143,7 +143,7 @@ func TestHTTPRequestRoundTrip(t *testing.T) {
 func handleHTTP(t *testing.T, p *Plugin, url string) int32 {
 	t.Helper()
 	in := newInstance(t, p)
-	in.Handle(context.Background(), delivery(url, nil))
+	in.Handle(context.Background(), delivery(url, nil), time.Now())
 	return memI32(t, in, offHTTPStatus)
 }
 
@@ -287,7 +287,7 @@ func TestHTTPNeverOutlivesItsDelivery(t *testing.T) {
 
 	p := load(t, h, "http", Spec{Timeout: 30 * time.Millisecond, HTTP: pol}, nil)
 	in := newInstance(t, p)
-	r := in.Handle(context.Background(), delivery(s.URL, nil))
+	r := in.Handle(context.Background(), delivery(s.URL, nil), time.Now())
 	<-arrived
 	<-ended
 	// Either the request hit the delivery's deadline (-9, nack) or the
@@ -306,10 +306,37 @@ func TestHTTPNeverOutlivesItsDelivery(t *testing.T) {
 		<-arrived
 		cancel()
 	}()
-	r = in.Handle(ctx, delivery(s.URL, nil))
+	r = in.Handle(ctx, delivery(s.URL, nil), time.Now())
 	<-ended
 	if r.Err != nil || memI32(t, in, offHTTPStatus) != abi.ErrTimeout {
 		t.Fatalf("stopped delivery: %+v, status %d", r, memI32(t, in, offHTTPStatus))
+	}
+}
+
+// TestHTTPDeadlineCountsFromDeliveryStart: the delivery's time runs from
+// the start the dispatcher passes to Handle, not from when the instance
+// got the call: a delivery that began a whole timeout ago has no time left
+// for a request, which fails with -9 before reaching the server.
+func TestHTTPDeadlineCountsFromDeliveryStart(t *testing.T) {
+	var hits atomic.Int64
+	s := httpServer(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
+	h := newTestHost(t, nil)
+	pol := httpout.Policy{Allow: allow(t, "http://127.0.0.1:*"), Timeout: time.Hour}
+	p := load(t, h, "http", Spec{Timeout: time.Minute, HTTP: pol}, nil)
+	in := newInstance(t, p)
+
+	if r := in.Handle(context.Background(), delivery(s.URL, nil), time.Now().Add(-time.Minute)); r.Err != nil {
+		t.Fatalf("result %+v", r)
+	}
+	if c := memI32(t, in, offHTTPStatus); c != abi.ErrTimeout || hits.Load() != 0 {
+		t.Fatalf("request of a delivery with no time left returned %d after %d hits, want %d and none", c, hits.Load(), abi.ErrTimeout)
+	}
+	// The same request from a delivery that starts now goes through.
+	if r := in.Handle(context.Background(), delivery(s.URL, nil), time.Now()); r.Err != nil {
+		t.Fatalf("result %+v", r)
+	}
+	if c := memI32(t, in, offHTTPStatus); c != http.StatusOK || hits.Load() != 1 {
+		t.Fatalf("request of a fresh delivery returned %d after %d hits, want 200 and one", c, hits.Load())
 	}
 }
 
@@ -336,7 +363,7 @@ func TestHTTPOtherConsumersKeepTheirRate(t *testing.T) {
 	for range 2 {
 		in := newInstance(t, bad)
 		go func() {
-			in.Handle(context.Background(), delivery(slow.URL, nil))
+			in.Handle(context.Background(), delivery(slow.URL, nil), time.Now())
 			done <- struct{}{}
 		}()
 	}
@@ -357,7 +384,7 @@ func TestHTTPBadPointerTraps(t *testing.T) {
 	h := newTestHost(t, nil)
 	p := load(t, h, "http", Spec{}, nil)
 	in := newInstance(t, p)
-	r := in.Handle(context.Background(), delivery("", nil))
+	r := in.Handle(context.Background(), delivery("", nil), time.Now())
 	var pe *PointerError
 	if !errors.As(r.Err, &pe) || pe.Func != abi.FuncHTTPRequest || pe.Arg != "url" {
 		t.Fatalf("result %v, want a PointerError on http_request's url", r.Err)
@@ -409,7 +436,7 @@ func TestHTTPCountersSurviveHotSwap(t *testing.T) {
 	t.Cleanup(func() { _ = l.Close(context.Background()) })
 	handle := func() {
 		li := liveInstance(t, l)
-		if r := li.Handle(context.Background(), delivery(s.URL, nil)); r.Err != nil || r.Verdict != 0 {
+		if r := li.Handle(context.Background(), delivery(s.URL, nil), time.Now()); r.Err != nil || r.Verdict != 0 {
 			t.Fatalf("handle: %+v", r)
 		}
 	}

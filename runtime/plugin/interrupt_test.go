@@ -24,7 +24,7 @@ func handleRunaway(t *testing.T, s Spec, body string) (Result, time.Duration, *I
 	p := load(t, h, "runaway", s, nil)
 	in := newInstance(t, p)
 	start := time.Now()
-	r := in.Handle(context.Background(), delivery(body, nil))
+	r := in.Handle(context.Background(), delivery(body, nil), time.Now())
 	return r, time.Since(start), in
 }
 
@@ -59,7 +59,7 @@ func TestCloseStopsSleep(t *testing.T) {
 	p := load(t, h, "runaway", Spec{Timeout: time.Hour}, nil)
 	in := newInstance(t, p)
 	done := make(chan Result, 1)
-	go func() { done <- in.Handle(context.Background(), delivery("s", nil)) }()
+	go func() { done <- in.Handle(context.Background(), delivery("s", nil), time.Now()) }()
 	// Close once the call runs (seq is odd): whether the guest is asleep
 	// by then or gets there after, the sleep ends.
 	for in.seq.Load()&1 == 0 {
@@ -126,7 +126,7 @@ func TestBlockedHostCallIsStopped(t *testing.T) {
 	h := newTestHost(t, nil)
 	p := load(t, h, "ok", Spec{Timeout: 50 * time.Millisecond, Publish: []string{"out"}}, blockingPublisher{})
 	in := newInstance(t, p)
-	r := in.Handle(context.Background(), delivery("pout", nil))
+	r := in.Handle(context.Background(), delivery("pout", nil), time.Now())
 	if r.Verdict == engines.Ack || !in.Broken() {
 		t.Fatalf("got %+v (broken %v), want a failed publish and a broken instance", r, in.Broken())
 	}

@@ -606,11 +606,11 @@ func (li *LiveInstance) Acquire() bool {
 
 // Handle runs one delivery (see Instance.Handle), acquiring the instance
 // first if the caller did not.
-func (li *LiveInstance) Handle(ctx context.Context, d *engines.Delivery) Result {
+func (li *LiveInstance) Handle(ctx context.Context, d *engines.Delivery, start time.Time) Result {
 	if li.state.Load() != stateBusy && !li.Acquire() {
 		return Result{Verdict: engines.Nack, Err: fmt.Errorf("%w: instance of a replaced plugin version", ErrBroken)}
 	}
-	r := li.in.Handle(ctx, d)
+	r := li.in.Handle(ctx, d, start)
 	if li.state.CompareAndSwap(stateBusy, stateIdle) && li.v.retired.Load() {
 		// Replaced while this delivery ran; the sweep left it to us.
 		li.reclaim()

@@ -68,7 +68,7 @@ func TestLiveSwapLetsInFlightFinishOnOldVersion(t *testing.T) {
 	inHandle, release := make(chan struct{}), make(chan struct{})
 	li.in.afterHandle = func() { close(inHandle); <-release }
 	res := make(chan Result, 1)
-	go func() { res <- li.Handle(context.Background(), delivery("0", nil)) }()
+	go func() { res <- li.Handle(context.Background(), delivery("0", nil), time.Now()) }()
 	<-inHandle
 
 	if err := l.Swap(context.Background(), readWasm(t, "ack")); err != nil {
@@ -98,7 +98,7 @@ func TestLiveSwapLetsInFlightFinishOnOldVersion(t *testing.T) {
 	if nl.Digest() != l.Digest() || !nl.Acquire() {
 		t.Fatalf("new instance runs %s, want %s", nl.Digest(), l.Digest())
 	}
-	if r := nl.Handle(context.Background(), delivery("x", nil)); r.Err != nil {
+	if r := nl.Handle(context.Background(), delivery("x", nil), time.Now()); r.Err != nil {
 		t.Fatalf("new version: %v", r.Err)
 	}
 }
@@ -111,7 +111,7 @@ func TestLiveSwapReleasesIdleVersion(t *testing.T) {
 	l, _ := loadLive(t, h, "ack", LiveOptions{Warm: 2})
 	a, b := liveInstance(t, l), liveInstance(t, l)
 	for _, li := range []*LiveInstance{a, b} {
-		if r := li.Handle(context.Background(), delivery("x", nil)); r.Err != nil {
+		if r := li.Handle(context.Background(), delivery("x", nil), time.Now()); r.Err != nil {
 			t.Fatal(r.Err)
 		}
 	}
@@ -161,7 +161,7 @@ func TestLiveRefusesBadVersions(t *testing.T) {
 			if li.Digest() != before {
 				t.Fatal("refused version serves")
 			}
-			if r := li.Handle(context.Background(), delivery("x", nil)); r.Err != nil || r.Verdict != engines.Ack {
+			if r := li.Handle(context.Background(), delivery("x", nil), time.Now()); r.Err != nil || r.Verdict != engines.Ack {
 				t.Fatalf("running version after refusal: %+v", r)
 			}
 		})
@@ -222,7 +222,7 @@ func TestLiveRefillKeepsInstancesReady(t *testing.T) {
 			time.Sleep(time.Millisecond) // no event exists for "pool refilled"
 		}
 		li := liveInstance(t, l)
-		if r := li.Handle(context.Background(), delivery("0", nil)); r.Err != nil {
+		if r := li.Handle(context.Background(), delivery("0", nil), time.Now()); r.Err != nil {
 			t.Fatal(r.Err)
 		}
 		// ok.wasm records that _initialize ran; a pooled instance must be
@@ -247,7 +247,7 @@ func TestLiveInstanceCloseDuringHandleAborts(t *testing.T) {
 	l, _ := loadLive(t, h, "ok", LiveOptions{})
 	li := liveInstance(t, l)
 	res := make(chan Result, 1)
-	go func() { res <- li.Handle(context.Background(), delivery("l", nil)) }() // loops
+	go func() { res <- li.Handle(context.Background(), delivery("l", nil), time.Now()) }() // loops
 	// Wait until the guest call runs: seq is odd while it does.
 	for li.in.seq.Load()&1 == 0 {
 		time.Sleep(time.Millisecond) // no event for "guest call entered"
@@ -280,7 +280,7 @@ func TestLiveRefillAcrossSwap(t *testing.T) {
 		if li.Digest() == old {
 			t.Fatal("an instance of the replaced version was handed out")
 		}
-		if r := li.Handle(context.Background(), delivery("0", nil)); r.Err != nil {
+		if r := li.Handle(context.Background(), delivery("0", nil), time.Now()); r.Err != nil {
 			t.Fatal(r.Err)
 		}
 		_ = li.Close(context.Background())

@@ -47,7 +47,7 @@ func BenchmarkStackOverflow(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				r := in.Handle(ctx, d)
+				r := in.Handle(ctx, d, time.Now())
 				if r.Err == nil || r.Verdict != engines.Nack {
 					b.Fatalf("got %+v, want a failed delivery", r)
 				}
@@ -118,7 +118,7 @@ func BenchmarkStopLatency(b *testing.B) {
 					b.Fatal(err)
 				}
 				start := time.Now()
-				r := in.Handle(ctx, d)
+				r := in.Handle(ctx, d, start)
 				el := time.Since(start)
 				total += el
 				longest = max(longest, el)

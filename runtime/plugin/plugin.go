@@ -37,7 +37,6 @@ type Plugin struct {
 	maxDepth uint32 // calls a guest may nest
 	limiter  *logLimiter
 	http     *httpout.Client
-	usesHTTP bool // the module imports http_request
 	ownHTTP  bool // http was built for this plugin, which closes it
 	// truncated counts guest log bytes dropped by cutting lines at maxLine.
 	truncated atomic.Uint64
@@ -140,7 +139,6 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 		return nil, p.explainCompileError(ctx, wasm, err)
 	}
 	p.cm = cm
-	p.usesHTTP = usesHTTP(cm.ImportedFunctions())
 	rep := &Report{}
 	inspect(cm, wasm, wasiFuncs, rep)
 	if len(rep.Problems) > 0 {

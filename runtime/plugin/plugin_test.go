@@ -85,7 +85,7 @@ func TestVerdicts(t *testing.T) {
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("%q", c.body), func(t *testing.T) {
 			in := newInstance(t, p)
-			r := in.Handle(context.Background(), delivery(c.body, nil))
+			r := in.Handle(context.Background(), delivery(c.body, nil), time.Now())
 			if r.Verdict != c.verdict {
 				t.Errorf("verdict %v, want %v", r.Verdict, c.verdict)
 			}
@@ -94,7 +94,7 @@ func TestVerdicts(t *testing.T) {
 					t.Fatalf("err %v broken %v", r.Err, in.Broken())
 				}
 				// A healthy instance serves many messages.
-				if r2 := in.Handle(context.Background(), delivery("0", nil)); r2.Err != nil || r2.Verdict != engines.Ack {
+				if r2 := in.Handle(context.Background(), delivery("0", nil), time.Now()); r2.Err != nil || r2.Verdict != engines.Ack {
 					t.Fatalf("second message: %+v", r2)
 				}
 				return
@@ -108,7 +108,7 @@ func TestVerdicts(t *testing.T) {
 			if r.DelaySet {
 				t.Error("failure reported a delay")
 			}
-			if r2 := in.Handle(context.Background(), delivery("0", nil)); !errors.Is(r2.Err, ErrBroken) {
+			if r2 := in.Handle(context.Background(), delivery("0", nil), time.Now()); !errors.Is(r2.Err, ErrBroken) {
 				t.Fatalf("broken instance handled a message: %+v", r2)
 			}
 		})
@@ -126,7 +126,7 @@ func TestTimeout(t *testing.T) {
 	p := load(t, h, "ok", Spec{Timeout: timeout}, nil)
 	in := newInstance(t, p)
 	start := time.Now()
-	r := in.Handle(context.Background(), delivery("l", nil))
+	r := in.Handle(context.Background(), delivery("l", nil), time.Now())
 	elapsed := time.Since(start)
 	if !errors.Is(r.Err, ErrTimeout) || r.Verdict != engines.Nack {
 		t.Fatalf("got %+v, want ErrTimeout", r)
@@ -169,7 +169,7 @@ func TestTimeoutAfterReturn(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	r := in.Handle(context.Background(), delivery("2", nil))
+	r := in.Handle(context.Background(), delivery("2", nil), time.Now())
 	in.afterHandle = nil
 	if r.Err != nil || r.Verdict != engines.Requeue {
 		t.Fatalf("got %+v, want the verdict the guest returned", r)
@@ -177,7 +177,7 @@ func TestTimeoutAfterReturn(t *testing.T) {
 	if !in.Broken() {
 		t.Fatal("instance stopped by the watchdog is not Broken")
 	}
-	if r := in.Handle(context.Background(), delivery("0", nil)); !errors.Is(r.Err, ErrBroken) || errors.Is(r.Err, ErrTimeout) {
+	if r := in.Handle(context.Background(), delivery("0", nil), time.Now()); !errors.Is(r.Err, ErrBroken) || errors.Is(r.Err, ErrTimeout) {
 		t.Fatalf("next message on it: %+v, want ErrBroken", r)
 	}
 }
@@ -522,7 +522,7 @@ func TestBadPointers(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.body, func(t *testing.T) {
 			in := newInstance(t, p)
-			r := in.Handle(context.Background(), delivery(c.body, nil))
+			r := in.Handle(context.Background(), delivery(c.body, nil), time.Now())
 			if !errors.Is(r.Err, ErrBadPointer) || r.Verdict != engines.Nack {
 				t.Fatalf("got %+v, want ErrBadPointer", r)
 			}
@@ -552,7 +552,7 @@ func TestBadAlloc(t *testing.T) {
 		msg  string
 	}{{10, "returned 0"}, {300, "outside guest memory"}} {
 		in := newInstance(t, p)
-		r := in.Handle(context.Background(), delivery(strings.Repeat("0", c.size), nil))
+		r := in.Handle(context.Background(), delivery(strings.Repeat("0", c.size), nil), time.Now())
 		if !errors.Is(r.Err, ErrAlloc) || !strings.Contains(r.Err.Error(), c.msg) || !in.Broken() {
 			t.Errorf("size %d: %+v broken=%v, want ErrAlloc %q", c.size, r, in.Broken(), c.msg)
 		}
@@ -570,12 +570,12 @@ func TestSingleBufferAllocator(t *testing.T) {
 	p := load(t, h, "single_buffer", Spec{}, nil)
 	in := newInstance(t, p)
 	for _, size := range []int{1, 10, 1000, 60000, 300} {
-		r := in.Handle(context.Background(), delivery(strings.Repeat("a", size-1)+"z", nil))
+		r := in.Handle(context.Background(), delivery(strings.Repeat("a", size-1)+"z", nil), time.Now())
 		if r.Err != nil || r.Verdict != engines.Ack {
 			t.Fatalf("%d-byte body: %+v", size, r)
 		}
 	}
-	r := in.Handle(context.Background(), delivery(strings.Repeat("z", 70000), nil))
+	r := in.Handle(context.Background(), delivery(strings.Repeat("z", 70000), nil), time.Now())
 	if !errors.Is(r.Err, ErrAlloc) {
 		t.Fatalf("body larger than the guest's only buffer: %+v", r)
 	}
@@ -610,7 +610,7 @@ func TestMemoryLimit(t *testing.T) {
 	const limit = 1 << 20
 	p := load(t, h, "ok", Spec{MemoryLimit: limit}, nil)
 	in := newInstance(t, p)
-	r := in.Handle(context.Background(), delivery("m", nil))
+	r := in.Handle(context.Background(), delivery("m", nil), time.Now())
 	if !errors.Is(r.Err, ErrTrap) || !strings.Contains(r.Err.Error(), "unreachable") {
 		t.Fatalf("memory bomb: %+v (the guest traps only after memory.grow returned -1)", r)
 	}
@@ -839,7 +839,7 @@ func TestStdoutFloodWithinTimeout(t *testing.T) {
 			h := newTestHost(t, log)
 			p := load(t, h, "stdout_flood", Spec{Timeout: time.Minute, LogRate: 1 << 20}, nil)
 			in := newInstance(t, p)
-			r := in.Handle(context.Background(), delivery(body, nil))
+			r := in.Handle(context.Background(), delivery(body, nil), time.Now())
 			if r.Err != nil || r.Verdict != engines.Ack || in.Broken() {
 				t.Fatalf("got %+v broken=%v, want ack from a healthy instance", r, in.Broken())
 			}
@@ -959,7 +959,7 @@ func TestConcurrentInstances(t *testing.T) {
 				b := bodies[i%len(bodies)]
 				d := delivery(b, nil)
 				d.Attributes = map[string]string{"a": "1"}
-				if r := in.Handle(context.Background(), d); r.Err != nil {
+				if r := in.Handle(context.Background(), d, time.Now()); r.Err != nil {
 					errs <- fmt.Errorf("%q: %w", b, r.Err)
 					return
 				}
@@ -1004,7 +1004,7 @@ func TestClose(t *testing.T) {
 	if _, err := p.NewInstance(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("NewInstance after close: %v", err)
 	}
-	if r := in.Handle(context.Background(), delivery("0", nil)); r.Err == nil {
+	if r := in.Handle(context.Background(), delivery("0", nil), time.Now()); r.Err == nil {
 		t.Error("instance of a closed plugin still handles messages")
 	}
 	if err := in.Close(context.Background()); err != nil {
@@ -1041,7 +1041,7 @@ func TestCloseAbortsRunningCall(t *testing.T) {
 			t.Fatal(err)
 		}
 		done := make(chan Result)
-		go func() { done <- in.Handle(context.Background(), delivery("l", nil)) }()
+		go func() { done <- in.Handle(context.Background(), delivery("l", nil), time.Now()) }()
 		if inGuest {
 			select {
 			case <-running:
@@ -1081,7 +1081,7 @@ func TestCancelledContext(t *testing.T) {
 	in := newInstance(t, p)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	r := in.Handle(ctx, delivery("0", nil))
+	r := in.Handle(ctx, delivery("0", nil), time.Now())
 	if !errors.Is(r.Err, context.Canceled) || in.Broken() {
 		t.Errorf("got %+v broken=%v", r, in.Broken())
 	}
@@ -1129,7 +1129,7 @@ func TestSpecExample(t *testing.T) {
 		t.Errorf("%d log lines, want 4", n)
 	}
 	in2 := newInstance(t, p)
-	if r := in2.Handle(context.Background(), delivery(strings.Repeat("x", 64513), nil)); !errors.Is(r.Err, ErrAlloc) {
+	if r := in2.Handle(context.Background(), delivery(strings.Repeat("x", 64513), nil), time.Now()); !errors.Is(r.Err, ErrAlloc) {
 		t.Errorf("body larger than the example's buffer: %+v", r)
 	}
 }

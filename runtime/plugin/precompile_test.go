@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 )
@@ -113,7 +114,7 @@ func TestSwapPrecompilesInAChild(t *testing.T) {
 				t.Fatalf("the cache grew from %d to %d files after the child: the load compiled again instead of using the child's result", afterChild.Load(), n)
 			}
 			li := liveInstance(t, l)
-			if r := li.Handle(context.Background(), delivery("x", nil)); r.Err != nil {
+			if r := li.Handle(context.Background(), delivery("x", nil), time.Now()); r.Err != nil {
 				t.Fatalf("the swapped-in version does not serve: %v", r.Err)
 			}
 		})

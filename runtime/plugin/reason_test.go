@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/qrun-dev/qrun/abi"
 	"github.com/qrun-dev/qrun/engines"
@@ -57,11 +58,11 @@ func TestSetReason(t *testing.T) {
 func TestSetReasonFailure(t *testing.T) {
 	h := newTestHost(t, nil)
 	p := load(t, h, "reason", Spec{}, nil)
-	r := newInstance(t, p).Handle(context.Background(), delivery("1tbefore the trap", nil))
+	r := newInstance(t, p).Handle(context.Background(), delivery("1tbefore the trap", nil), time.Now())
 	if !errors.Is(r.Err, ErrTrap) || r.Reason != "" {
 		t.Errorf("trap after set_reason: %+v, want ErrTrap and no reason", r)
 	}
-	r = newInstance(t, p).Handle(context.Background(), delivery("3b", nil))
+	r = newInstance(t, p).Handle(context.Background(), delivery("3b", nil), time.Now())
 	var pe *PointerError
 	if !errors.As(r.Err, &pe) || pe.Func != abi.FuncSetReason || r.Reason != "" {
 		t.Errorf("out-of-range set_reason: %+v, want a PointerError", r)
@@ -76,8 +77,9 @@ func TestSetReasonAddsNoAllocations(t *testing.T) {
 	in := newInstance(t, p)
 	d := delivery("0sa reason an ack ignores", nil)
 	ctx := context.Background()
-	in.Handle(ctx, d) // first call allocates the body region and the reason buffer
-	if n := testing.AllocsPerRun(1000, func() { in.Handle(ctx, d) }); n != 0 {
+	start := time.Now()
+	in.Handle(ctx, d, start) // first call allocates the body region and the reason buffer
+	if n := testing.AllocsPerRun(1000, func() { in.Handle(ctx, d, start) }); n != 0 {
 		t.Errorf("Handle with set_reason and ack allocates %.1f per call, want 0", n)
 	}
 }

@@ -17,7 +17,7 @@ import (
 // nopInstance acks everything without running any guest code.
 type nopInstance struct{}
 
-func (nopInstance) Handle(context.Context, *engines.Delivery) plugin.Result {
+func (nopInstance) Handle(context.Context, *engines.Delivery, time.Time) plugin.Result {
 	return plugin.Result{Verdict: engines.Ack}
 }
 func (nopInstance) Broken() bool                { return false }

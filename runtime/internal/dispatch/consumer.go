@@ -31,7 +31,10 @@ import (
 
 // Instance is one plugin instance, used by one worker at a time.
 type Instance interface {
-	Handle(ctx context.Context, d *engines.Delivery) plugin.Result
+	// Handle runs one delivery; start is the worker's clock reading for it
+	// (see plugin.Instance.Handle), so the instance need not read the
+	// clock again.
+	Handle(ctx context.Context, d *engines.Delivery, start time.Time) plugin.Result
 	Broken() bool
 	Close(ctx context.Context) error
 }
@@ -559,7 +562,7 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 	if c.starter != nil {
 		c.starter.Started(d)
 	}
-	res := w.inst.Handle(c.settleCtx, d)
+	res := w.inst.Handle(c.settleCtx, d, start)
 	took := time.Since(start)
 	w.n.inFlight.Add(-1)
 	if c.cfg.RecordLatency {

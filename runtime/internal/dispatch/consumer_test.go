@@ -26,7 +26,7 @@ type fakeInstance struct {
 	closes *atomic.Int64
 }
 
-func (i *fakeInstance) Handle(_ context.Context, d *engines.Delivery) plugin.Result {
+func (i *fakeInstance) Handle(_ context.Context, d *engines.Delivery, _ time.Time) plugin.Result {
 	r := i.f(d)
 	if r.Err != nil {
 		i.broken = true
@@ -386,7 +386,7 @@ type blockingInstance struct {
 	started func()
 }
 
-func (b *blockingInstance) Handle(context.Context, *engines.Delivery) plugin.Result {
+func (b *blockingInstance) Handle(context.Context, *engines.Delivery, time.Time) plugin.Result {
 	b.started()
 	<-b.closed
 	return plugin.Result{Verdict: engines.Nack, Err: plugin.ErrTrap}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
@@ -21,7 +22,7 @@ type versioned struct {
 
 func (v *versioned) Acquire() bool { return v.version == v.current.Load() && !v.closed.Load() }
 
-func (v *versioned) Handle(_ context.Context, d *engines.Delivery) plugin.Result {
+func (v *versioned) Handle(_ context.Context, d *engines.Delivery, _ time.Time) plugin.Result {
 	if v.closed.Load() {
 		return plugin.Result{Verdict: engines.Nack, Err: plugin.ErrBroken}
 	}
