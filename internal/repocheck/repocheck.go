@@ -3,6 +3,11 @@
 // than MaxFileSize without being a .wasm module. A 32 MB qrun binary was
 // once committed by accident; TestTrackedFiles, run by `make test`, stops
 // the next one before it reaches main.
+//
+// It also holds the documents that walk through the code to the code
+// (docrefs.go): every backquoted path and path.go:Name in
+// docs/architecture.md must exist, its package map must name every
+// package, and the README's layout block must name real directories.
 package repocheck
 
 import (
