@@ -888,8 +888,8 @@ func testReceiveCancel(t *testing.T, x *env) {
 	x.ack(x.receiveOne(q, wait))
 }
 
-// testReceiveCancelRace cancels receives at the moment they start, many
-// times, on a queue of ready messages. However each race goes, a Receive
+// testReceiveCancelRace cancels receives while they run, many times, on a
+// queue of ready messages. However each race goes, a Receive
 // either returns what it leased (the caller's to settle) or leases
 // nothing: no message may end up leased to nobody, hidden for a whole
 // lease and then counted as a failure. So afterwards every message is
@@ -907,8 +907,8 @@ func testReceiveCancelRace(t *testing.T, x *env) {
 	buf := make([]engines.Delivery, 4)
 	for round := range rounds {
 		// The cancellation lands at a point that moves through the first
-		// 2ms of the call, the span of a database round trip: the test
-		// passes whichever way each race goes, so this only spreads them.
+		// 10ms of the call, a few database round trips: the test must pass
+		// whichever way each race goes, so the timer only spreads them.
 		ctx, cancel := context.WithCancel(context.Background())
 		timer := time.AfterFunc(time.Duration(round)*100*time.Microsecond, cancel)
 		n, err := q.Receive(ctx, buf)
