@@ -47,9 +47,13 @@ type Queue interface {
 	// (an empty buf is ErrInvalid). Like io.Reader it fills the caller's
 	// buffer, so a consumer that reuses one receives without allocating. It
 	// blocks until at least one message is available or ctx is done, in
-	// which case it returns ctx.Err(). Each delivery is invisible to other
-	// receivers until it is settled or its lease expires. ReceiveN is the
-	// allocating convenience.
+	// which case it returns ctx.Err(). A Receive whose ctx ends while it
+	// is leasing may still return what it leased, with a nil error: those
+	// deliveries are the caller's to settle (Requeue hands them back). It
+	// never leases a message it does not return, which would hide it for a
+	// whole lease and then count a failure nobody caused. Each delivery is
+	// invisible to other receivers until it is settled or its lease
+	// expires. ReceiveN is the allocating convenience.
 	Receive(ctx context.Context, buf []Delivery) (int, error)
 	// Stats reports the queue's current counters.
 	Stats(ctx context.Context) (Stats, error)

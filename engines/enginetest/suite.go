@@ -40,6 +40,7 @@ func subtests() []subtest {
 		{"large_body", testLargeBody},
 		{"receive_blocks", testReceiveBlocks},
 		{"receive_cancel", testReceiveCancel},
+		{"receive_cancel_race", testReceiveCancelRace},
 		{"close_queue", testCloseQueue},
 		{"close_engine", testCloseEngine},
 		{"double_settle", testDoubleSettle},
@@ -885,6 +886,54 @@ func testReceiveCancel(t *testing.T, x *env) {
 	// The cancelled receiver must not have consumed a later message.
 	x.enqueue(q, engines.Message{Body: []byte("after cancel")})
 	x.ack(x.receiveOne(q, wait))
+}
+
+// testReceiveCancelRace cancels receives while they run, many times, on a
+// queue of ready messages. However each race goes, a Receive
+// either returns what it leased (the caller's to settle) or leases
+// nothing: no message may end up leased to nobody, hidden for a whole
+// lease and then counted as a failure. So afterwards every message is
+// ready at once, and its Attempt counts only the deliveries returned.
+func testReceiveCancelRace(t *testing.T, x *env) {
+	// A lease longer than the test: a message leased to nobody stays hidden.
+	q := x.open(engines.QueueSpec{VisibilityTimeout: time.Hour})
+	const total, rounds = 16, 100
+	msgs := make([]engines.Message, total)
+	for i := range msgs {
+		msgs[i].Body = []byte(fmt.Sprint(i))
+	}
+	x.enqueue(q, msgs...)
+	returned := map[string]int{}
+	buf := make([]engines.Delivery, 4)
+	for round := range rounds {
+		// The cancellation lands at a point that moves through the first
+		// 10ms of the call, a few database round trips: the test must pass
+		// whichever way each race goes, so the timer only spreads them.
+		ctx, cancel := context.WithCancel(context.Background())
+		timer := time.AfterFunc(time.Duration(round)*100*time.Microsecond, cancel)
+		n, err := q.Receive(ctx, buf)
+		timer.Stop()
+		cancel()
+		if err != nil && (n != 0 || !errors.Is(err, context.Canceled)) {
+			t.Fatalf("round %d: cancelled Receive returned %d, %v; want deliveries or context.Canceled alone", round, n, err)
+		}
+		for i := range buf[:n] {
+			returned[buf[i].ID]++
+			if err := buf[i].Requeue(x.ctx(wait), 0); err != nil {
+				t.Fatalf("round %d: Requeue %s: %v", round, buf[i].ID, err)
+			}
+		}
+	}
+	if s := x.stats(q); s.Ready != total || s.InFlight != 0 {
+		t.Fatalf("after %d cancelled receives: Ready %d InFlight %d, want %d, 0", rounds, s.Ready, s.InFlight, total)
+	}
+	got := x.receiveN(q, total, wait)
+	for _, d := range got {
+		if x.caps.DeadLetter && (d.Attempt != returned[d.ID]+1 || d.Failures != 0) {
+			t.Errorf("%s: Attempt %d Failures %d after being returned %d times, want %d, 0", d.ID, d.Attempt, d.Failures, returned[d.ID], returned[d.ID]+1)
+		}
+	}
+	x.ackAll(got)
 }
 
 func testCloseQueue(t *testing.T, x *env) {

@@ -168,6 +168,12 @@ type Engine struct {
 	notify    *notifier
 	acks      *acker
 	reaper    *reaper
+
+	// leaseSent, set only by tests and before any Receive, is called with
+	// the queue's name once a Receive's leasing statement is sent and
+	// before its results are read: the moment a cancellation must not
+	// cost the leases.
+	leaseSent func(queue string)
 }
 
 var _ engines.Engine = (*Engine)(nil)

@@ -767,8 +767,86 @@ func TestProducerEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	var left int
+	if err := producer.Pool().QueryRow(ctx, "SELECT count(*) FROM "+schema+".messages WHERE body = 'again'").Scan(&left); err != nil || left != 0 {
+		t.Fatalf("the producer's message is still stored (%d, %v) after its ack returned, want gone", left, err)
+	}
+	// The consumer's ack of "hello" is batched: it may still be waiting
+	// for its writer. Stats writes it first.
+	if _, err := cq.Stats(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := producer.Pool().QueryRow(ctx, "SELECT count(*) FROM "+schema+".messages").Scan(&left); err != nil || left != 0 {
-		t.Fatalf("%d messages left after the producer's ack returned (%v), want 0", left, err)
+		t.Fatalf("%d messages left after both acks were written (%v), want 0", left, err)
+	}
+}
+
+// TestReceiveCancelledAfterSend cancels a Receive once its leasing
+// statement is on its way, and lets it read the answer only after
+// PostgreSQL has committed the leases: the one moment at which cutting the
+// statement would leave messages leased to nobody, hidden for a whole
+// lease and then failed. The Receive must return them instead.
+func TestReceiveCancelledAfterSend(t *testing.T) {
+	t.Parallel()
+	schema := pgtest.Need(t, srv).Schema(t)
+	e := newEngine(t, schema, postgres.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q, err := e.Open(ctx, engines.QueueSpec{Name: "cut", VisibilityTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	const total = 5
+	for i := range total {
+		if err := q.Enqueue(ctx, engines.Message{Body: []byte{byte('a' + i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	leased := func() int {
+		var n int
+		if err := e.Pool().QueryRow(ctx, "SELECT count(*) FROM "+schema+".messages WHERE state = 2").Scan(&n); err != nil {
+			t.Fatalf("count leases: %v", err)
+		}
+		return n
+	}
+	postgres.SetLeaseSent(e, func(string) {
+		if rctx.Err() != nil {
+			return // once
+		}
+		rcancel()
+		// On another connection, wait for the commit: the statement runs
+		// on the server whether or not its client reads the answer.
+		for leased() < total {
+		}
+	})
+	buf := make([]engines.Delivery, total)
+	n, err := q.Receive(rctx, buf)
+	if err != nil || n != total {
+		t.Fatalf("Receive cancelled after its leases were committed: %d, %v; want all %d messages", n, err, total)
+	}
+	if rctx.Err() == nil {
+		t.Fatal("the hook did not cancel the Receive")
+	}
+	// They are the caller's to settle: a requeue makes them ready at once,
+	// with no failure counted.
+	for i := range buf[:n] {
+		if err := buf[i].Requeue(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds, err := engines.ReceiveN(ctx, q, total)
+	if err != nil || len(ds) != total {
+		t.Fatalf("Receive after the requeue: %d, %v; want all %d at once", len(ds), err, total)
+	}
+	for _, d := range ds {
+		if d.Attempt != 2 || d.Failures != 0 {
+			t.Errorf("%s: Attempt %d Failures %d, want 2, 0", d.ID, d.Attempt, d.Failures)
+		}
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

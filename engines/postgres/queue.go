@@ -399,6 +399,8 @@ func (h *handle) Receive(ctx context.Context, buf []engines.Delivery) (int, erro
 			return 0, e.opErr("receive from", h.name, err)
 		}
 		if n > 0 {
+			// Even if ctx ended meanwhile: these are leased now, and
+			// only the caller can hand them on (see lease).
 			return n, nil
 		}
 		if expired {
@@ -429,8 +431,29 @@ func (h *handle) Receive(ctx context.Context, buf []engines.Delivery) (int, erro
 }
 
 // lease runs one leasing statement into buf.
+//
+// The caller's ctx only covers waiting for a connection, when nothing has
+// been sent. Once the statement is on its way it runs under the engine's
+// own context (it ends at Close; StatementTimeout bounds it otherwise),
+// and its rows are read in full whatever happens to ctx meanwhile. The
+// alternative, letting a cancelled ctx cut the statement, cannot be made
+// safe: PostgreSQL may already have committed the leases when pgx gives
+// up, and then nobody holds them; they stay hidden for a whole visibility
+// timeout and then count as an expired lease, a failure and a backoff for
+// a message no handler saw. Receive then returns what was leased even if
+// ctx ended meanwhile, and the caller settles it like any delivery (the
+// dispatcher releases deliveries it receives while stopping or pausing,
+// with no failure counted). Releasing them here instead would cost a
+// second statement that can fail in turn, and would hand the caller back
+// nothing it could not as well hand back itself.
 func (h *handle) lease(ctx context.Context, buf []engines.Delivery) (n int, expired bool, err error) {
 	e := h.e
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	// Deferred first, so it runs last: after the batch and its rows close.
+	defer conn.Release()
 	token := int64(rand.Uint64() >> 1)
 	// Acks waiting to be written go first, in the same transaction: the
 	// consumer's acks of its last batch and its next lease cost one commit.
@@ -439,7 +462,10 @@ func (h *handle) lease(ctx context.Context, buf []engines.Delivery) (n int, expi
 	nacks := e.acks.queue(b, acks)
 	b.Queue(e.sql.lease, h.id, len(buf), h.ordered, token)
 	start := e.now()
-	br := e.pool.SendBatch(ctx, b)
+	br := conn.SendBatch(e.ctx, b)
+	if e.leaseSent != nil {
+		e.leaseSent(h.name)
+	}
 	_, err = e.acks.results(br, nacks)
 	var rows pgx.Rows
 	if err == nil {

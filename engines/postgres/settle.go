@@ -284,8 +284,8 @@ func (a *acker) finish(batch []ackReq, err error) {
 	a.changed = make(chan struct{})
 	more := len(a.pending) > 0
 	a.mu.Unlock()
-	// A Receive that carried acks and was cancelled is no failure to log:
-	// its acks simply wait for the next writer.
+	// A write cut by Close, or a final write out of time, is no failure
+	// to log: the acks are left to the next process or to lease expiry.
 	if err != nil && !e.closed.Load() && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		a.log.fail(err)
 	}
