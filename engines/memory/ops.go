@@ -63,10 +63,7 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 	if h.closed.Load() {
 		return engines.PeekPage{}, h.errClosed("peek at")
 	}
-	if opts.Max < 1 {
-		return engines.PeekPage{}, fmt.Errorf("memory: peek at %q: max %d < 1: %w", h.q.name, opts.Max, engines.ErrInvalid)
-	}
-	after, err := pagesel.ParseCursor("memory", h.q.name, opts.After)
+	after, err := pagesel.Start("memory", h.q.name, opts)
 	if err != nil {
 		return engines.PeekPage{}, err
 	}

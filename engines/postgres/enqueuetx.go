@@ -41,34 +41,9 @@ func (h *handle) EnqueueTx(ctx context.Context, tx pgx.Tx, msgs ...engines.Messa
 	if len(msgs) == 0 {
 		return nil
 	}
-	dedup, keyed := false, false
-	for i := range msgs {
-		dedup = dedup || msgs[i].DedupID != ""
-		keyed = keyed || msgs[i].OrderingKey != ""
-	}
+	dedup, lock := h.needs(msgs)
 	err := func() error {
-		if keyed && (h.ordered || h.topic) { // see Enqueue
-			keys := make([]string, len(msgs))
-			for i := range msgs {
-				keys[i] = msgs[i].OrderingKey
-			}
-			if _, err := tx.Exec(ctx, h.e.sql.lockKeys, h.id, keys); err != nil {
-				return err
-			}
-		}
-		var (
-			w   wakeups
-			err error
-		)
-		if dedup {
-			w, err = h.enqueueDedup(ctx, tx, msgs)
-		} else {
-			idx := make([]int, len(msgs))
-			for i := range idx {
-				idx[i] = i
-			}
-			w, err = h.insert(ctx, tx, msgs, idx)
-		}
+		w, err := h.enqueueIn(ctx, tx, msgs, dedup, lock)
 		if err != nil || len(w.queues) == 0 {
 			return err
 		}

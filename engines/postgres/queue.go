@@ -87,48 +87,19 @@ func (h *handle) Enqueue(ctx context.Context, msgs ...engines.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	dedup, keyed := false, false
-	for i := range msgs {
-		dedup = dedup || msgs[i].DedupID != ""
-		keyed = keyed || msgs[i].OrderingKey != ""
-	}
-	// Keys of an ordered queue (or a topic's ordered subscriptions) are
-	// locked in the insert's transaction; see lock_key in the schema.
-	lock := keyed && (h.ordered || h.topic)
-	all := func() []int {
-		idx := make([]int, len(msgs))
-		for i := range idx {
-			idx[i] = i
-		}
-		return idx
-	}
+	dedup, lock := h.needs(msgs)
 	var (
 		w   wakeups
 		err error
 	)
 	if !dedup && !lock {
-		idx := all()
 		err = retrySafe(func() (err error) {
-			w, err = h.insert(ctx, h.e.pool, msgs, idx)
+			w, err = h.insert(ctx, h.e.pool, msgs, indexes(len(msgs)))
 			return err
 		})
 	} else {
-		err = pgx.BeginFunc(ctx, h.e.pool, func(tx pgx.Tx) error {
-			if lock {
-				keys := make([]string, len(msgs))
-				for i := range msgs {
-					keys[i] = msgs[i].OrderingKey
-				}
-				if _, err := tx.Exec(ctx, h.e.sql.lockKeys, h.id, keys); err != nil {
-					return err
-				}
-			}
-			var err error
-			if dedup {
-				w, err = h.enqueueDedup(ctx, tx, msgs)
-			} else {
-				w, err = h.insert(ctx, tx, msgs, all())
-			}
+		err = pgx.BeginFunc(ctx, h.e.pool, func(tx pgx.Tx) (err error) {
+			w, err = h.enqueueIn(ctx, tx, msgs, dedup, lock)
 			return err
 		})
 	}
@@ -138,6 +109,47 @@ func (h *handle) Enqueue(ctx context.Context, msgs ...engines.Message) error {
 	// Only now, committed, are the messages there to be found.
 	w.send(h.e)
 	return nil
+}
+
+// needs says what storing msgs takes beyond a plain insert: dedup when a
+// message has a DedupID; lock when keys of an ordered queue (or a topic's
+// ordered subscriptions) must be locked in the insert's transaction (see
+// lock_key in the schema).
+func (h *handle) needs(msgs []engines.Message) (dedup, lock bool) {
+	keyed := false
+	for i := range msgs {
+		dedup = dedup || msgs[i].DedupID != ""
+		keyed = keyed || msgs[i].OrderingKey != ""
+	}
+	return dedup, keyed && (h.ordered || h.topic)
+}
+
+// enqueueIn runs the statements that store msgs in tx: the ordering keys'
+// locks when lock is set, then the insert, deduplicated when dedup is set.
+// Enqueue runs it in a transaction of its own, EnqueueTx in the caller's.
+func (h *handle) enqueueIn(ctx context.Context, tx pgx.Tx, msgs []engines.Message, dedup, lock bool) (wakeups, error) {
+	if lock {
+		keys := make([]string, len(msgs))
+		for i := range msgs {
+			keys[i] = msgs[i].OrderingKey
+		}
+		if _, err := tx.Exec(ctx, h.e.sql.lockKeys, h.id, keys); err != nil {
+			return wakeups{}, err
+		}
+	}
+	if dedup {
+		return h.enqueueDedup(ctx, tx, msgs)
+	}
+	return h.insert(ctx, tx, msgs, indexes(len(msgs)))
+}
+
+// indexes returns 0, 1, ..., n-1: every message of a batch.
+func indexes(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
 }
 
 // wakeups are what an enqueue tells receivers once it has committed.

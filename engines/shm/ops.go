@@ -100,10 +100,7 @@ func (q *queue) nextLocalKey() uint64 {
 // is past the ring's records may be missed.
 func (h *Queue) PeekPage(ctx context.Context, opts engines.PeekOptions) (engines.PeekPage, error) {
 	q := h.q
-	if opts.Max < 1 {
-		return engines.PeekPage{}, fmt.Errorf("shm: peek %q: max %d < 1: %w", q.name, opts.Max, engines.ErrInvalid)
-	}
-	after, err := pagesel.ParseCursor("shm", q.name, opts.After)
+	after, err := pagesel.Start("shm", q.name, opts)
 	if err != nil {
 		return engines.PeekPage{}, err
 	}

@@ -67,5 +67,15 @@ func ParseCursor(engine, queue, after string) (uint64, error) {
 	return n, nil
 }
 
+// Start checks a PeekPage request (a positive Max, a cursor this engine
+// made) and returns the sequence number the scan continues after. Errors
+// wrap engines.ErrInvalid and name the engine and queue.
+func Start(engine, queue string, opts engines.PeekOptions) (uint64, error) {
+	if opts.Max < 1 {
+		return 0, fmt.Errorf("%s: peek at %q: max %d < 1: %w", engine, queue, opts.Max, engines.ErrInvalid)
+	}
+	return ParseCursor(engine, queue, opts.After)
+}
+
 // FormatCursor is the cursor that continues a scan after sequence seq.
 func FormatCursor(seq uint64) string { return strconv.FormatUint(seq, 10) }
