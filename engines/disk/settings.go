@@ -77,11 +77,7 @@ func (s Settings) Open(ctx context.Context, o enginetype.OpenOptions) (engines.E
 	opts := s.Options
 	opts.Dir = o.DataDir
 	opts.Logger = o.Logger
-	e, err := Open(ctx, opts)
-	if err != nil {
-		return nil, err // not a nil *Engine in a non-nil interface
-	}
-	return e, nil
+	return enginetype.Opened(Open(ctx, opts))
 }
 
 // Capabilities implements enginetype.Capable. MaxMessageSize is zero when

@@ -117,6 +117,16 @@ type OpenOptions struct {
 	Producer bool
 }
 
+// Opened returns what an engine's constructor returned as an
+// engines.Engine: the engine, or nil and the error, so that a failed
+// constructor's nil pointer never becomes a non-nil interface.
+func Opened[E engines.Engine](e E, err error) (engines.Engine, error) {
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
 // Available reports whether t works on goos (a GOOS value), as an error
 // that says where it does.
 func (t Type) Available(goos string) error {

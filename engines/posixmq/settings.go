@@ -118,11 +118,7 @@ func (s Settings) CheckQueueName(name string) error {
 func (s Settings) Open(_ context.Context, o enginetype.OpenOptions) (engines.Engine, error) {
 	opts := s.Options
 	opts.Logger = o.Logger
-	e, err := New(opts)
-	if err != nil {
-		return nil, err // not a nil *Engine in a non-nil interface
-	}
-	return e, nil
+	return enginetype.Opened(New(opts))
 }
 
 // Capabilities implements enginetype.Capable. MaxMessageSize is zero: it

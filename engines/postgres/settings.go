@@ -171,11 +171,7 @@ func (s Settings) Open(ctx context.Context, o enginetype.OpenOptions) (engines.E
 	opts.Logger = o.Logger
 	opts.Producer = o.Producer
 	opts.Events = o.Events // qrun_engine_reconnects_total, qrun_engine_errors_total{op="listen"}
-	e, err := New(ctx, opts)
-	if err != nil {
-		return nil, err // not a nil *Engine in a non-nil interface
-	}
-	return e, nil
+	return enginetype.Opened(New(ctx, opts))
 }
 
 // Capabilities implements enginetype.Capable. MaxMessageSize is zero when

@@ -51,47 +51,35 @@ type Options struct {
 // EngineValidator lets the engine registry, which lives above this package,
 // check engine blocks without this package importing any engine.
 type EngineValidator interface {
-	// ValidateEngine decodes and validates body (the engine block minus its
-	// type attribute) for engine type typ. It is only called for a type listed
-	// by EngineTypes; ctx carries the env() function.
-	ValidateEngine(typ string, body hcl.Body, ctx *hcl.EvalContext) hcl.Diagnostics
+	// DecodeEngine decodes and validates body (the engine block minus its
+	// type attribute) for engine type typ, once, and returns what the rest
+	// of the config needs to know of the engine; the facts are only used
+	// when the diagnostics hold no error. It is only called for a type
+	// listed by EngineTypes; ctx carries the env() function.
+	DecodeEngine(typ string, body hcl.Body, ctx *hcl.EvalContext) (EngineFacts, hcl.Diagnostics)
 	// EngineTypes lists the accepted values of an engine block's type.
 	EngineTypes() []string
 }
 
-// TopicLister is optionally implemented by an EngineValidator whose engine
-// types have topics: names a queue block may declare and publish to, but
-// no consumer may read (it reads the topic's subscriptions). With it, a
-// consumer on a topic is refused at validate instead of failing every
-// receive once running.
-type TopicLister interface {
-	// Topics lists the topics an engine block of type typ declares; body
-	// has already passed ValidateEngine.
-	Topics(typ string, body hcl.Body, ctx *hcl.EvalContext) []string
-}
-
-// QueueNameChecker is optionally implemented by an EngineValidator whose
-// engine types limit queue names beyond qrun's own rule (1 to 128 letters,
-// digits, '_', '.' or '-'): an engine that makes a file or kernel name of
-// a prefix and the queue name, say. A name that fails is an error at the
-// queue's label; no name is ever shortened or altered to fit.
-type QueueNameChecker interface {
-	// QueueNameRule returns what engine block body of type typ requires of
-	// a queue name: a function reporting why it cannot hold a queue called
-	// name, or nil when every name qrun allows is fine. body has already
-	// passed ValidateEngine.
-	QueueNameRule(typ string, body hcl.Body, ctx *hcl.EvalContext) func(name string) error
-}
-
-// EngineCapabilities is optionally implemented by an EngineValidator whose
-// engine types know their capabilities before opening: a queue asking for
-// one its engine lacks (ordered = true) is refused at validate, at the
-// attribute that asks.
-type EngineCapabilities interface {
-	// EngineCapabilities returns the capabilities of an engine block of
-	// type typ, and false when they are only known once it is open. body
-	// has already passed ValidateEngine.
-	EngineCapabilities(typ string, body hcl.Body, ctx *hcl.EvalContext) (engines.Capabilities, bool)
+// EngineFacts are what validating queues and consumers needs to know of a
+// decoded engine block.
+type EngineFacts struct {
+	// Topics lists the topics the block declares: names a queue block may
+	// declare and publish to, but no consumer may read (it reads the
+	// topic's subscriptions). A consumer on a topic is refused at validate
+	// instead of failing every receive once running.
+	Topics []string
+	// QueueNameRule reports why the engine cannot hold a queue called
+	// name, beyond qrun's own rule (1 to 128 letters, digits, '_', '.' or
+	// '-'): an engine that makes a file or kernel name of a prefix and the
+	// queue name, say. A name that fails is an error at the queue's label;
+	// no name is ever shortened or altered to fit. nil accepts every name.
+	QueueNameRule func(name string) error
+	// Capabilities, when the engine knows them before it opens, let a
+	// queue asking for one it lacks (ordered = true) be refused at
+	// validate, at the attribute that asks; nil when they are only known
+	// once it is open.
+	Capabilities *engines.Capabilities
 }
 
 // EngineAvailability is optionally implemented by an EngineValidator whose
@@ -319,7 +307,8 @@ func Parse(filename string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 		// Decoding a body with syntax errors mostly reports their echoes.
 		return f, sortDiags(diags)
 	}
-	d := &decoder{file: f, opts: opts, ctx: f.EvalContext()}
+	d := &decoder{file: f, opts: opts, ctx: f.EvalContext(),
+		topics: map[string]map[string]bool{}, nameRules: map[string]func(string) error{}, caps: map[string]engines.Capabilities{}}
 	d.diags = diags
 	d.decode(hf.Body)
 	d.validate()

@@ -24,7 +24,11 @@ type fakeEngines struct{}
 
 func (fakeEngines) EngineTypes() []string { return []string{"memory", "fake"} }
 
-func (fakeEngines) ValidateEngine(typ string, body hcl.Body, ctx *hcl.EvalContext) hcl.Diagnostics {
+func (f fakeEngines) DecodeEngine(typ string, body hcl.Body, ctx *hcl.EvalContext) (EngineFacts, hcl.Diagnostics) {
+	return EngineFacts{}, f.validate(typ, body, ctx)
+}
+
+func (fakeEngines) validate(typ string, body hcl.Body, ctx *hcl.EvalContext) hcl.Diagnostics {
 	switch typ {
 	case "memory":
 		_, diags := body.Content(&hcl.BodySchema{})
@@ -42,7 +46,7 @@ func (fakeEngines) ValidateEngine(typ string, body hcl.Body, ctx *hcl.EvalContex
 		}
 		return diags
 	}
-	panic("ValidateEngine called with unknown type " + typ)
+	panic("DecodeEngine called with unknown type " + typ)
 }
 
 // fixture is a directory holding a config file name and plugin files: a
@@ -568,8 +572,8 @@ func render(t *testing.T, f *File, diags hcl.Diagnostics) string {
 // own check of a whole block may.
 type placelessEngines struct{ fakeEngines }
 
-func (placelessEngines) ValidateEngine(string, hcl.Body, *hcl.EvalContext) hcl.Diagnostics {
-	return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Engine unhappy"}}
+func (placelessEngines) DecodeEngine(string, hcl.Body, *hcl.EvalContext) (EngineFacts, hcl.Diagnostics) {
+	return EngineFacts{}, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Engine unhappy"}}
 }
 
 // TestEngineDiagnosticsGetAPosition: a diagnostic an engine could not place

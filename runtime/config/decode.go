@@ -99,9 +99,9 @@ type decoder struct {
 
 	queueRefs    map[string]queueRefs // by queue name
 	consumerRefs map[string]consumerRefs
-	topics       map[string]map[string]bool      // engine name -> its topics (TopicLister)
-	nameRules    map[string]func(string) error   // engine name -> its queue name rule (QueueNameChecker)
-	caps         map[string]engines.Capabilities // engine name -> its capabilities, where known (EngineCapabilities)
+	topics       map[string]map[string]bool      // engine name -> its topics (EngineFacts)
+	nameRules    map[string]func(string) error   // engine name -> its queue name rule (EngineFacts)
+	caps         map[string]engines.Capabilities // engine name -> its capabilities, where known (EngineFacts)
 	queueIdx     map[string]int                  // queue name -> index in file.Queues, set by validate
 }
 
@@ -284,7 +284,7 @@ func (d *decoder) engine(re *rawEngine) Engine {
 			return e
 		}
 	}
-	diags := v.ValidateEngine(e.Type, re.Remain, d.ctx)
+	facts, diags := v.DecodeEngine(e.Type, re.Remain, d.ctx)
 	for _, diag := range diags {
 		// Every diagnostic carries a position: one an engine could not
 		// place points at its engine block.
@@ -293,30 +293,18 @@ func (d *decoder) engine(re *rawEngine) Engine {
 		}
 		d.diags = append(d.diags, diag)
 	}
-	if qc, ok := v.(QueueNameChecker); ok && !diags.HasErrors() {
-		if rule := qc.QueueNameRule(e.Type, re.Remain, d.ctx); rule != nil {
-			if d.nameRules == nil {
-				d.nameRules = map[string]func(string) error{}
-			}
-			d.nameRules[e.Name] = rule
-		}
+	if diags.HasErrors() {
+		return e
 	}
-	if ec, ok := v.(EngineCapabilities); ok && !diags.HasErrors() {
-		if c, known := ec.EngineCapabilities(e.Type, re.Remain, d.ctx); known {
-			if d.caps == nil {
-				d.caps = map[string]engines.Capabilities{}
-			}
-			d.caps[e.Name] = c
-		}
+	if facts.QueueNameRule != nil {
+		d.nameRules[e.Name] = facts.QueueNameRule
 	}
-	if tl, ok := v.(TopicLister); ok && !diags.HasErrors() {
-		for _, t := range tl.Topics(e.Type, re.Remain, d.ctx) {
-			if d.topics == nil {
-				d.topics = map[string]map[string]bool{}
-			}
-			if d.topics[e.Name] == nil {
-				d.topics[e.Name] = map[string]bool{}
-			}
+	if facts.Capabilities != nil {
+		d.caps[e.Name] = *facts.Capabilities
+	}
+	if len(facts.Topics) > 0 {
+		d.topics[e.Name] = map[string]bool{}
+		for _, t := range facts.Topics {
 			d.topics[e.Name][t] = true
 		}
 	}

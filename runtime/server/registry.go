@@ -12,6 +12,7 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/builtin"
 	"github.com/qrun-dev/qrun/engines/enginetype"
+	"github.com/qrun-dev/qrun/runtime/config"
 )
 
 // EngineOptions is what the server asks the registry to open: an engine
@@ -82,10 +83,25 @@ func (r *Registry) EngineAvailable(typ string) error {
 	return nil
 }
 
-// ValidateEngine implements config.EngineValidator.
-func (r *Registry) ValidateEngine(typ string, body hcl.Body, eval *hcl.EvalContext) hcl.Diagnostics {
-	_, diags := r.decode(typ, body, eval)
-	return diags
+// DecodeEngine implements config.EngineValidator: it decodes the block
+// once and reads the facts off the engine's settings.
+func (r *Registry) DecodeEngine(typ string, body hcl.Body, eval *hcl.EvalContext) (config.EngineFacts, hcl.Diagnostics) {
+	s, diags := r.decode(typ, body, eval)
+	var facts config.EngineFacts
+	if diags.HasErrors() {
+		return facts, diags
+	}
+	if t, ok := s.(enginetype.Topics); ok {
+		facts.Topics = t.Topics()
+	}
+	if n, ok := s.(enginetype.QueueNamer); ok {
+		facts.QueueNameRule = n.CheckQueueName
+	}
+	if c, ok := s.(enginetype.Capable); ok {
+		caps := c.Capabilities()
+		facts.Capabilities = &caps
+	}
+	return facts, diags
 }
 
 func (r *Registry) decode(typ string, body hcl.Body, eval *hcl.EvalContext) (enginetype.Settings, hcl.Diagnostics) {
@@ -102,36 +118,6 @@ func (r *Registry) decode(typ string, body hcl.Body, eval *hcl.EvalContext) (eng
 			Detail: fmt.Sprintf("Engine type %q has no settings decoder.", typ)}}
 	}
 	return t.Decode(body, eval)
-}
-
-// Topics implements config.TopicLister.
-func (r *Registry) Topics(typ string, body hcl.Body, eval *hcl.EvalContext) []string {
-	if s, diags := r.decode(typ, body, eval); !diags.HasErrors() {
-		if t, ok := s.(enginetype.Topics); ok {
-			return t.Topics()
-		}
-	}
-	return nil
-}
-
-// EngineCapabilities implements config.EngineCapabilities.
-func (r *Registry) EngineCapabilities(typ string, body hcl.Body, eval *hcl.EvalContext) (engines.Capabilities, bool) {
-	if s, diags := r.decode(typ, body, eval); !diags.HasErrors() {
-		if c, ok := s.(enginetype.Capable); ok {
-			return c.Capabilities(), true
-		}
-	}
-	return engines.Capabilities{}, false
-}
-
-// QueueNameRule implements config.QueueNameChecker.
-func (r *Registry) QueueNameRule(typ string, body hcl.Body, eval *hcl.EvalContext) func(name string) error {
-	if s, diags := r.decode(typ, body, eval); !diags.HasErrors() {
-		if n, ok := s.(enginetype.QueueNamer); ok {
-			return n.CheckQueueName
-		}
-	}
-	return nil
 }
 
 // open decodes the engine block again (validate has passed on the same
