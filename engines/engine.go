@@ -309,6 +309,12 @@ type Capabilities struct {
 	FanOut       bool // topics with subscriptions
 	CrossProcess bool // other processes can use the same queues
 	MultiNode    bool // other machines can use the same queues
+	// KV: the engine holds key-value stores (KVEngine).
+	KV bool
+	// Transactions: settlers apply a delivery's effects with its ack in
+	// one transaction (TxSettler), and keep per-message state
+	// (StateSettler).
+	Transactions bool
 	// MaxMessageSize is the largest body accepted; zero means unlimited.
 	MaxMessageSize int
 }
