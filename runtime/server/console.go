@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
 
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
@@ -17,10 +18,12 @@ import (
 // the configuration in effect (admin.ConfigSourcer) and a latency summary
 // per consumer.
 
-// secretName matches the attribute names whose literal values the console
-// must not show: admin_token, passwords, DSNs and URLs (which may carry
-// credentials), keys and secrets.
-var secretName = regexp.MustCompile(`(?i)(token|password|passwd|secret|dsn|url|credential|key)$`)
+// secretName matches the attribute and object key names whose literal
+// values the console must not show: admin_token, passwords, DSNs and URLs
+// (which may carry credentials), keys, secrets and authorization headers.
+// Object keys count too, for a plugin's config = { api_key = "..." } and an
+// http block's headers = { Authorization = "..." }.
+var secretName = regexp.MustCompile(`(?i)(token|password|passwd|secret|dsn|url|credential|key|authorization|cookie)$`)
 
 // Redacted replaces a secret value in ConfigSource.
 const redacted = `"<redacted>"`
@@ -58,14 +61,20 @@ func redactSecrets(f *hcl.File) ([]byte, int) {
 		return f.Bytes, 0
 	}
 	var spans []hcl.Range
+	// value notes e's range when name is secret-looking and e a literal.
+	value := func(name string, e hclsyntax.Expression) {
+		if t, ok := e.(*hclsyntax.TemplateExpr); ok && t.IsStringLiteral() && secretName.MatchString(name) {
+			spans = append(spans, t.SrcRange)
+		}
+	}
 	var walk func(b *hclsyntax.Body)
 	walk = func(b *hclsyntax.Body) {
 		for name, a := range b.Attributes {
-			if !secretName.MatchString(name) {
-				continue
-			}
-			if t, ok := a.Expr.(*hclsyntax.TemplateExpr); ok && t.IsStringLiteral() {
-				spans = append(spans, t.SrcRange)
+			value(name, a.Expr)
+			if obj, ok := a.Expr.(*hclsyntax.ObjectConsExpr); ok {
+				for _, item := range obj.Items {
+					value(objectKey(item.KeyExpr), item.ValueExpr)
+				}
 			}
 		}
 		for _, blk := range b.Blocks {
@@ -85,6 +94,23 @@ func redactSecrets(f *hcl.File) ([]byte, int) {
 		at = r.End.Byte
 	}
 	return append(out, f.Bytes[at:]...), len(spans)
+}
+
+// objectKey is the name of an object item's key: a bare word or a literal
+// string; "" for a computed key.
+func objectKey(e hclsyntax.Expression) string {
+	if k, ok := e.(*hclsyntax.ObjectConsKeyExpr); ok {
+		if kw := hcl.ExprAsKeyword(k.Wrapped); kw != "" {
+			return kw
+		}
+		e = k.Wrapped
+	}
+	if t, ok := e.(*hclsyntax.TemplateExpr); ok && t.IsStringLiteral() {
+		if v, diags := t.Value(nil); !diags.HasErrors() && v.Type() == cty.String {
+			return v.AsString()
+		}
+	}
+	return ""
 }
 
 // latencyInfo sums up a consumer's latency histogram; nil when nothing was

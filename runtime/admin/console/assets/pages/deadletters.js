@@ -14,11 +14,11 @@ export default {
   nav: true,
   render(ctx) {
     let name = ctx.params[0] || "";
-    const tabs = h("div", { class: "row", id: "dlq-list", role: "list", "aria-label": "Dead-letter queues" });
+    const tabs = h("div", { class: "row dlq-tabs", id: "dlq-list", role: "list", "aria-label": "Dead-letter queues" });
     const body = h("div");
     ctx.main.append(
       h("div", { class: "page-head" }, h("h1", { text: "Dead letters" })),
-      tabs, h("div", { class: "spacer" }), body);
+      tabs, body);
 
     let messages = [], cursor = "", more = false, selected = new Set(), detailId = null;
     const reason = h("select", { id: "dl-reason", "aria-label": "Filter by reason" });
@@ -125,7 +125,7 @@ export default {
 
     const showQueue = () => {
       body.replaceChildren(
-        h("div", { class: "row" }, h("h2", { text: name }), h("a", { href: "#/queue/" + encodeURIComponent(name), text: "queue view" }), h("span", { class: "spacer" }),
+        h("div", { class: "row toolbar" }, h("h2", { text: name }), h("a", { href: "#/queue/" + encodeURIComponent(name), text: "queue view" }), h("span", { class: "spacer" }),
           reason, refresh, redriveSel, redriveAll, purge),
         split);
       split.replaceChildren(h("div", {},

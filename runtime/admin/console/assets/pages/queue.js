@@ -36,7 +36,7 @@ export default {
     const status = h("p", { class: "muted", id: "messages-status", role: "status" });
     const split = h("div", { class: "split solo" });
     const list = h("div", {},
-      h("div", { class: "row", style: null }, h("h2", { text: "Messages" }), h("span", { class: "spacer" }),
+      h("div", { class: "row toolbar" }, h("h2", { text: "Messages" }), h("span", { class: "spacer" }),
         h("label", { class: "check" }, inFlight, "in flight too"), pageSize, refresh, prev, next),
       h("div", { class: "table-wrap" }, h("table", { "aria-label": "Messages" },
         h("thead", {}, h("tr", {}, h("th", { text: "ID" }), h("th", { text: "State" }), h("th", { class: "num", text: "Attempt" }),
