@@ -83,7 +83,9 @@ type configBackend struct {
 	err error
 }
 
-func (b *configBackend) ConfigSource(context.Context) (admin.ConfigSource, error) { return b.src, b.err }
+func (b *configBackend) ConfigSource(context.Context) (admin.ConfigSource, error) {
+	return b.src, b.err
+}
 
 func TestConfigRoute(t *testing.T) {
 	t.Parallel()
