@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/server"
@@ -31,23 +31,14 @@ import (
 
 const token = "console-s3cret"
 
-// chromium finds the browser, or skips loudly (fails under
-// QRUN_REQUIRE_TOOLS=1, as CI runs).
+// chromium finds the browser (QRUN_CHROMIUM, or chromium on PATH), or
+// skips loudly (fails under QRUN_REQUIRE_TOOLS=1, as CI runs).
 func chromium(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{os.Getenv("QRUN_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
-		if name == "" {
-			continue
-		}
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
+	if p := os.Getenv("QRUN_CHROMIUM"); p != "" {
+		return p
 	}
-	if os.Getenv("QRUN_REQUIRE_TOOLS") == "1" {
-		t.Fatal("chromium is not installed and QRUN_REQUIRE_TOOLS=1: install it (apt-get install chromium) or unset QRUN_REQUIRE_TOOLS")
-	}
-	t.Skip("SKIPPING the console's browser test: chromium is not installed (apt-get install chromium; CI installs it)")
-	return ""
+	return testenv.Tool(t, "chromium", "the web console's browser test needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
 }
 
 // rig is a running qrun with the console's scenario: "inbox" has no
