@@ -332,6 +332,24 @@ func TestConsoleInBrowser(t *testing.T) {
 	r.send(t, "inbox", "fourth", "fifth")
 	run(t, ctx, "depth 5", textIs(`tr[data-queue="inbox"] [data-col="depth"]`, "5"))
 
+	// Live updates make one request at a time, each starting at least a
+	// second after the previous one ended (a lower bound: load only makes
+	// the gaps longer).
+	eval[bool](t, ctx, `performance.clearResourceTimings(), true`)
+	run(t, ctx, "polls", polled(3))
+	gaps := eval[[]float64](t, ctx, `(() => {
+		const e = performance.getEntriesByType("resource").filter((r) => r.name.includes("/v1/"));
+		return e.slice(1).map((r, i) => r.startTime - e[i].responseEnd);
+	})()`)
+	if len(gaps) < 2 {
+		t.Fatalf("%d requests over 3 polls", len(gaps)+1)
+	}
+	for _, g := range gaps {
+		if g < 990 {
+			t.Fatalf("requests %v ms apart, want at least a second", gaps)
+		}
+	}
+
 	// The queue page pages through its messages and shows a body as JSON.
 	run(t, ctx, "queue page",
 		click(`tr[data-queue="inbox"] a`),

@@ -59,6 +59,7 @@ export default {
         return;
       }
       if (tbody.firstChild && !tbody.firstChild.dataset.key) tbody.replaceChildren();
+      for (const [n, sp] of sparks) if (!byName.has(n)) { sp.destroy(); sparks.delete(n); }
       keyed(tbody, qs, (q) => q.name, (q) => {
         const spark = new LineChart({ title: q.name + " depth", series: [{ name: "depth" }], spark: true });
         sparks.set(q.name, spark);
