@@ -457,6 +457,13 @@ func TestConsoleInBrowser(t *testing.T) {
 		visible("#reload-ok"),
 	)
 
+	if n := r.logs.FilterMessage("admin: config reload failed").FilterFieldKey("diagnostics").Len(); n != 1 {
+		t.Errorf("%d audit entries for the refused reload, want 1", n)
+	}
+	if n := r.logs.FilterMessage("admin: config reload").FilterFieldKey("changes").Len(); n != 1 {
+		t.Errorf("%d audit entries for the reload, want 1", n)
+	}
+
 	// Signing out forgets the token.
 	run(t, ctx, "sign out",
 		click("#logout"),
