@@ -108,7 +108,6 @@ func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
 	return out, err
 }
 
-
 func logDiagnostics(d string) zap.Field { return zap.String("diagnostics", d) }
 
 func logChanges(c []string) zap.Field { return zap.Strings("changes", c) }
