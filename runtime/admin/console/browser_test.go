@@ -364,33 +364,52 @@ func TestConsoleInBrowser(t *testing.T) {
 		textHas("#message-detail", "browser-test"),
 	)
 
-	// A dead letter: the downstream fails, so the hook is dead-lettered.
-	r.send(t, "hooks", "retry:"+r.downstream)
+	// Two dead letters: the downstream fails one hook, the handler refuses
+	// the other.
+	r.send(t, "hooks", "retry:"+r.downstream, "deadreason:bad input")
 	if got := <-r.downstreamHit; got != 500 {
 		t.Fatalf("downstream answered %d", got)
 	}
 	run(t, ctx, "dead letters",
 		chromedp.Navigate(ui+"#/dead-letters/hooks_dead"),
-		textIs(`#dlq-list [data-dlq="hooks_dead"] b`, "1"),
+		textIs(`#dlq-list [data-dlq="hooks_dead"] b`, "2"),
 		click("#dl-refresh"),
-		visible(`#dl-body tr[data-id]`),
-		textHas(`#dl-body tr[data-id]`, "hooks"),
+		until(`document.querySelectorAll("#dl-body tr[data-id]").length === 2`),
+		textHas("#dl-body", "bad input"),
 	)
-	// Fixed downstream, then redrive the selected dead letter: handled.
+	// Fixed downstream: filter on the failed calls' reason, select what the
+	// filter shows, redrive it, and see it handled.
 	r.downstreamOK.Store(true)
-	run(t, ctx, "redrive",
-		click(`#dl-body tr[data-id] input[type="checkbox"]`),
+	run(t, ctx, "filter and redrive",
+		until(`(() => {
+			const s = document.getElementById("dl-reason");
+			const o = [...s.options].find((o) => o.text.startsWith("max attempts"));
+			if (!o) return false;
+			s.value = o.value;
+			s.dispatchEvent(new Event("change"));
+			return true;
+		})()`),
+		until(`document.querySelectorAll("#dl-body tr[data-id]").length === 1`),
+		textHas("#dl-body tr[data-id]", "retry:"),
+		click("#dl-select-all"),
 		textHas("#dl-redrive-selected", "1 selected"),
 		click("#dl-redrive-selected"),
+		confirm(),
+		textIs(`#dlq-list [data-dlq="hooks_dead"] b`, "1"),
+		until(`document.querySelectorAll("#dl-body tr[data-id]").length === 1`),
+		textHas("#dl-body tr[data-id]", "bad input"),
+	)
+	if got := <-r.downstreamHit; got != 200 {
+		t.Fatalf("redriven hook: downstream answered %d", got)
+	}
+	run(t, ctx, "redriven hook handled, purge the other",
+		click("#dl-purge"),
 		confirm(),
 		visible("#dl-empty"),
 		textIs(`#dlq-list [data-dlq="hooks_dead"] b`, "0"),
 		chromedp.Navigate(ui+"#/consumers"),
 		textIs(`[data-consumer="hooks"] [data-field="acked"]`, "1"),
 	)
-	if got := <-r.downstreamHit; got != 200 {
-		t.Fatalf("redriven hook: downstream answered %d", got)
-	}
 
 	// Pause a consumer: deliveries stop, the queue fills; resume drains it.
 	r.send(t, "work", "before")
@@ -417,7 +436,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		textIs(`[data-consumer="work"] [data-field="state"]`, "running"),
 	)
 	// The console's actions went through the API's audit log.
-	for _, what := range []string{"admin: dead letters redriven", "admin: consumer paused", "admin: consumer resumed"} {
+	for _, what := range []string{"admin: dead letters redriven", "admin: queue purged", "admin: consumer paused", "admin: consumer resumed"} {
 		found := r.logs.FilterMessage(what).FilterField(zap.Bool("token", true))
 		if found.Len() != 1 {
 			t.Errorf("audit log has %d %q entries, want 1", found.Len(), what)

@@ -50,7 +50,7 @@ export default {
       const reasons = [...new Set(messages.map((m) => m.dead_letter_reason || "(none)"))].sort();
       const keep = reason.value;
       reason.replaceChildren(h("option", { value: "", text: "All reasons" }),
-        reasons.map((r) => h("option", { value: r, text: `${r} (${messages.filter((m) => (m.dead_letter_reason || "(none)") === r).length})` })));
+        ...reasons.map((r) => h("option", { value: r, text: `${r} (${messages.filter((m) => (m.dead_letter_reason || "(none)") === r).length})` })));
       reason.value = reasons.includes(keep) ? keep : "";
       const vis = shown();
       tbody.replaceChildren();
