@@ -363,6 +363,26 @@ func TestConsoleInBrowser(t *testing.T) {
 		textHas("#message-body", "7b 22 6f 72"),
 		textHas("#message-detail", "browser-test"),
 	)
+	// Pages of 20, forward and back; then purge.
+	bodies := make([]string, 20)
+	for i := range bodies {
+		bodies[i] = fmt.Sprintf("bulk %d", i)
+	}
+	r.send(t, "inbox", bodies...)
+	run(t, ctx, "paging and purge",
+		textIs(`[data-stat="depth"]`, "25"),
+		until(`(() => { const s = document.getElementById("page-size"); s.value = "20"; s.dispatchEvent(new Event("change")); return true; })()`),
+		textHas("#messages-status", "Page 1: 20 messages."),
+		click("#page-next"),
+		textHas("#messages-status", "Page 2: 5 messages (end of the queue)"),
+		textHas("#messages-body", "bulk 19"),
+		click("#page-prev"),
+		textHas("#messages-status", "Page 1: 20 messages."),
+		click("#queue-purge"),
+		confirm(),
+		textHas("#messages-body", "No messages waiting."),
+		textIs(`[data-stat="depth"]`, "0"),
+	)
 
 	// Two dead letters: the downstream fails one hook, the handler refuses
 	// the other.
@@ -436,10 +456,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		textIs(`[data-consumer="work"] [data-field="state"]`, "running"),
 	)
 	// The console's actions went through the API's audit log.
-	for _, what := range []string{"admin: dead letters redriven", "admin: queue purged", "admin: consumer paused", "admin: consumer resumed"} {
+	for what, n := range map[string]int{"admin: dead letters redriven": 1, "admin: queue purged": 2, "admin: consumer paused": 1, "admin: consumer resumed": 1} {
 		found := r.logs.FilterMessage(what).FilterField(zap.Bool("token", true))
-		if found.Len() != 1 {
-			t.Errorf("audit log has %d %q entries, want 1", found.Len(), what)
+		if found.Len() != n {
+			t.Errorf("audit log has %d %q entries, want %d", found.Len(), what, n)
 		}
 	}
 
@@ -482,6 +502,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	if n := r.logs.FilterMessage("admin: config reload").FilterFieldKey("changes").Len(); n != 1 {
 		t.Errorf("%d audit entries for the reload, want 1", n)
 	}
+
+	// The theme toggle flips the scheme the system asks for and remembers it.
+	dark := eval[bool](t, ctx, `matchMedia("(prefers-color-scheme: dark)").matches`)
+	want := map[bool]string{true: "light", false: "dark"}[dark]
+	run(t, ctx, "theme", click("#theme-toggle"),
+		until(fmt.Sprintf(`document.documentElement.dataset.theme === %q && localStorage.getItem("qrun.theme") === %q`, want, want)))
+	// Back to following the system, for the screenshots.
+	eval[bool](t, ctx, `localStorage.removeItem("qrun.theme"), delete document.documentElement.dataset.theme, true`)
 
 	// Signing out forgets the token.
 	run(t, ctx, "sign out",
