@@ -19,7 +19,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
@@ -62,6 +61,18 @@ func (r *rig) send(t *testing.T, queue string, bodies ...string) {
 	}
 	if _, err := r.client.Send(context.Background(), queue, req); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// hit returns the status of the downstream's next answer.
+func (r *rig) hit(t *testing.T) int {
+	t.Helper()
+	select {
+	case s := <-r.downstreamHit:
+		return s
+	case <-time.After(time.Minute): // a bound on a hang, not a wait
+		t.Fatal("the hook never called the downstream")
+		return 0
 	}
 }
 
@@ -387,7 +398,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Two dead letters: the downstream fails one hook, the handler refuses
 	// the other.
 	r.send(t, "hooks", "retry:"+r.downstream, "deadreason:bad input")
-	if got := <-r.downstreamHit; got != 500 {
+	if got := r.hit(t); got != 500 {
 		t.Fatalf("downstream answered %d", got)
 	}
 	run(t, ctx, "dead letters",
@@ -419,7 +430,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		until(`document.querySelectorAll("#dl-body tr[data-id]").length === 1`),
 		textHas("#dl-body tr[data-id]", "bad input"),
 	)
-	if got := <-r.downstreamHit; got != 200 {
+	if got := r.hit(t); got != 200 {
 		t.Fatalf("redriven hook: downstream answered %d", got)
 	}
 	run(t, ctx, "redriven hook handled, purge the other",
@@ -543,13 +554,9 @@ func screenshots(t *testing.T, ctx context.Context, r *rig, dir string) {
 				return
 			case <-tick.C:
 			}
-			msgs := make([]engines.Message, 1+i%7)
-			for j := range msgs {
-				msgs[j].Body = []byte(fmt.Sprintf(`{"order":%d}`, i*10+j))
-			}
 			req := admin.SendRequest{}
-			for _, m := range msgs {
-				req.Messages = append(req.Messages, admin.SendMessage{Body: string(m.Body)})
+			for j := range 1 + i%7 {
+				req.Messages = append(req.Messages, admin.SendMessage{Body: fmt.Sprintf(`{"order":%d}`, i*10+j)})
 			}
 			_, _ = r.client.Send(context.Background(), "work", req)
 			if i%9 == 0 {
