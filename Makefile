@@ -9,12 +9,13 @@
 #   fuzz     the fuzzers, FUZZTIME each (default 30s)
 #   soak     the long tests that `make test` skips (-short)
 #   cross    build and vet (tests included) for macOS and Windows
+#   screenshots  regenerate docs/console/*.png with the console's browser test
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BENCHTIME ?= 2s
 
-.PHONY: build plugins run test bench lint check-plugins fuzz soak clean cross
+.PHONY: build plugins run test bench lint check-plugins fuzz soak clean cross screenshots
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/qrun ./cmd/qrun
@@ -70,3 +71,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./runtime/internal/interrupt/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./engines/posixmq/frame/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./engines/shm/
+
+# screenshots runs the web console's browser test (Debian's chromium) and has
+# it save the main pages to docs/console/ (docs/console.md).
+screenshots:
+	QRUN_REQUIRE_TOOLS=1 QRUN_SCREENSHOTS=$(CURDIR)/docs/console $(GO) test -count=1 -run TestConsoleInBrowser ./runtime/admin/console/

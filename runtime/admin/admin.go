@@ -76,7 +76,8 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("POST /v1/queues/{name}/messages", s.enqueue)
 	s.opsRoutes(mux)
 	registerReloadRoutes(mux, s)
-	return s.auth(mux)
+	registerConsoleRoutes(mux, s)
+	return withConsole(s.auth(mux))
 }
 
 type server struct {

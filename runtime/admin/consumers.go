@@ -81,17 +81,21 @@ func (s *server) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := rl.Reload(r.Context())
+	// Audited like every mutating call; a refusal carries its diagnostics.
 	var ice *InvalidConfigError
+	if errors.As(err, &ice) {
+		s.audit(r, "config reload", errors.New("invalid configuration; nothing was changed"), logDiagnostics(ice.Diagnostics))
+	} else {
+		s.audit(r, "config reload", err, logChanges(res.Changes))
+	}
 	switch {
-	case errors.As(err, &ice):
-		s.log.Warn("config reload refused", logRemote(r), logDiagnostics(ice.Diagnostics))
+	case ice != nil:
 		writeJSON(w, http.StatusBadRequest, ReloadErrorResponse{Error: "invalid configuration; nothing was changed", Diagnostics: ice.Diagnostics})
 	case errors.Is(err, ErrShuttingDown):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	default:
-		s.log.Info("config reloaded through admin API", logRemote(r), logChanges(res.Changes))
 		writeJSON(w, http.StatusOK, res)
 	}
 }
@@ -103,8 +107,6 @@ func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
 	err := c.do(ctx, http.MethodPost, "/v1/reload", nil, &out)
 	return out, err
 }
-
-func logRemote(r *http.Request) zap.Field { return zap.String("remote", r.RemoteAddr) }
 
 func logDiagnostics(d string) zap.Field { return zap.String("diagnostics", d) }
 

@@ -76,6 +76,9 @@ type ConsumerInfo struct {
 	Plugin *PluginInfo `json:"plugin,omitempty"`
 	// Isolation is "instance" or "per_message".
 	Isolation string `json:"isolation,omitempty"`
+	// Latency sums up handler call durations; absent when the runtime
+	// does not record them (metrics off).
+	Latency *LatencyInfo `json:"latency,omitempty"`
 }
 
 // ConsumerCounts are a consumer's counters since it started.
@@ -202,6 +205,7 @@ func Routes() []Route {
 		{"GET", "/v1/consumers/{name}", false},
 		{"POST", "/v1/consumers/{name}/pause", true},
 		{"POST", "/v1/consumers/{name}/resume", true},
+		{"GET", "/v1/config", false},
 	}
 }
 

@@ -147,6 +147,7 @@ func consumerInfo(v consumerView) admin.ConsumerInfo {
 			CrashPauses: st.CrashPauses,
 		},
 		RecentErrors: []admin.ErrorRecord{},
+		Latency:      latencyInfo(c.Latency()),
 	}
 	if v.running != nil {
 		info.Plugin = pluginInfo(v.running)
