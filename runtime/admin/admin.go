@@ -76,6 +76,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("POST /v1/queues/{name}/messages", s.enqueue)
 	s.opsRoutes(mux)
 	registerReloadRoutes(mux, s)
+	registerScheduleRoutes(mux, s)
 	return s.auth(mux)
 }
 

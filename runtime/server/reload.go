@@ -181,6 +181,9 @@ func (s *Server) Reload(ctx context.Context) (admin.ReloadResult, error) {
 		return res, err
 	}
 	p.commit()
+	if s.ready.Load() {
+		s.startSchedules(s.reload.applied)
+	}
 	s.log.Info("config reloaded", zap.String("config", path), zap.Strings("changes", res.Changes), zap.Strings("warnings", res.Warnings))
 	return res, nil
 }

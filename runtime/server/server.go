@@ -52,6 +52,7 @@ import (
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/schedule"
 	"github.com/qrun-dev/qrun/runtime/internal/metrics"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
@@ -114,6 +115,7 @@ type Server struct {
 	reload reloadState
 	life   lifecycle
 	events eventHub
+	sched  *schedule.Scheduler // nil until a config has schedules (schedules.go)
 }
 
 // New opens everything the config declares. On error, whatever was opened
@@ -376,6 +378,7 @@ func (s *Server) close(ctx context.Context) {
 			s.log.Warn("closing "+what, zap.String(what, name), zap.Error(err))
 		}
 	}
+	s.stopSchedules()
 	for _, c := range s.consumerList() {
 		c.unwatch()
 		warn("plugin", c.cfg.Name, c.live.Close(ctx))
