@@ -76,6 +76,9 @@ type ConsumerInfo struct {
 	Plugin *PluginInfo `json:"plugin,omitempty"`
 	// Isolation is "instance" or "per_message".
 	Isolation string `json:"isolation,omitempty"`
+	// Throttle is the consumer's rate limit and per-key cap, with the
+	// deliveries waiting for them; absent without either (schedules.go).
+	Throttle *ThrottleInfo `json:"throttle,omitempty"`
 }
 
 // ConsumerCounts are a consumer's counters since it started.

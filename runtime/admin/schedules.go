@@ -50,3 +50,23 @@ func (c *Client) Schedules(ctx context.Context) ([]ScheduleInfo, error) {
 	err := c.do(ctx, http.MethodGet, "/v1/schedules", nil, &out)
 	return out.Schedules, err
 }
+
+// ThrottleInfo is a consumer's rate limit and per-key cap, as configured,
+// with what they are doing now.
+type ThrottleInfo struct {
+	// RateLimit is rate_limit as written ("100/s"), Burst its bucket, and
+	// RateLimitKey the attribute it applies per value of, if any.
+	RateLimit    string `json:"rate_limit,omitempty"`
+	Burst        int    `json:"burst,omitempty"`
+	RateLimitKey string `json:"rate_limit_key,omitempty"`
+	// MaxInFlightPerKey and ConcurrencyKey are the per-key cap.
+	MaxInFlightPerKey int    `json:"max_in_flight_per_key,omitempty"`
+	ConcurrencyKey    string `json:"concurrency_key,omitempty"`
+	// Waiting is the deliveries waiting now; Throttled counts those that
+	// waited and ThrottledSeconds sums their waits.
+	Waiting          int64   `json:"waiting"`
+	Throttled        int64   `json:"throttled"`
+	ThrottledSeconds float64 `json:"throttled_seconds"`
+	// Keys is the per-key state held (idle keys are dropped).
+	Keys int `json:"keys"`
+}
