@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -54,4 +55,29 @@ func printSchedules(w io.Writer, ss []admin.ScheduleInfo) {
 			s.Next.Local().Format(time.DateTime), last, s.Fired, s.Skipped, oneLine(s.LastError, 80))
 	}
 	_ = tw.Flush()
+}
+
+// printThrottles adds, under `qrun consumers`' table, a line per consumer
+// with a rate limit or per-key cap: the limits and the deliveries waiting
+// for them.
+func printThrottles(w io.Writer, cs []admin.ConsumerInfo) {
+	for _, c := range cs {
+		t := c.Throttle
+		if t == nil {
+			continue
+		}
+		var limits []string
+		if t.RateLimit != "" {
+			l := fmt.Sprintf("rate %s burst %d", t.RateLimit, t.Burst)
+			if t.RateLimitKey != "" {
+				l += " per " + t.RateLimitKey
+			}
+			limits = append(limits, l)
+		}
+		if t.MaxInFlightPerKey > 0 {
+			limits = append(limits, fmt.Sprintf("%d in flight per %s", t.MaxInFlightPerKey, t.ConcurrencyKey))
+		}
+		fmt.Fprintf(w, "throttle of %s: %s; waiting %d, throttled %d for %s, %d keys\n", c.Name, strings.Join(limits, ", "),
+			t.Waiting, t.Throttled, time.Duration(t.ThrottledSeconds*float64(time.Second)).Round(time.Millisecond), t.Keys)
+	}
 }
