@@ -30,7 +30,9 @@ import (
 
 var _ engines.TickClaimer = (*Engine)(nil)
 
-func (e *Engine) ticksTable() string { return pgx.Identifier{e.opts.Schema, "schedule_ticks"}.Sanitize() }
+func (e *Engine) ticksTable() string {
+	return pgx.Identifier{e.opts.Schema, "schedule_ticks"}.Sanitize()
+}
 
 // ensureTicks creates the ticks table inside tx if it is missing.
 func (e *Engine) ensureTicks(ctx context.Context, tx pgx.Tx) error {

@@ -91,9 +91,9 @@ type rawConsumer struct {
 	RateLimitKey      *hcl.Attribute `hcl:"rate_limit_key,optional"`
 	MaxInFlightPerKey *hcl.Attribute `hcl:"max_in_flight_per_key,optional"`
 	ConcurrencyKey    *hcl.Attribute `hcl:"concurrency_key,optional"`
-	HTTP        []*rawHTTP     `hcl:"http,block"`
-	WASI        []*rawWASI     `hcl:"wasi,block"`
-	DefRange    hcl.Range      `hcl:",def_range"`
+	HTTP              []*rawHTTP     `hcl:"http,block"`
+	WASI              []*rawWASI     `hcl:"wasi,block"`
+	DefRange          hcl.Range      `hcl:",def_range"`
 }
 
 // decoder accumulates diagnostics while turning raw blocks into File, and

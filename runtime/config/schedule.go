@@ -119,4 +119,3 @@ func (d *decoder) validateSchedules(queueNames []string) {
 		}
 	}
 }
-

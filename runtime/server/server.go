@@ -52,8 +52,8 @@ import (
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
-	"github.com/qrun-dev/qrun/runtime/internal/schedule"
 	"github.com/qrun-dev/qrun/runtime/internal/metrics"
+	"github.com/qrun-dev/qrun/runtime/internal/schedule"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 

@@ -432,7 +432,7 @@ func (w *worker) handleBatch(ctx context.Context, ds []engines.Delivery) bool {
 			var ok bool
 			if release, ok = w.admit(ctx, ds[i:]); !ok {
 				w.release(ds[i:]...)
-				return false
+				return ctx.Err() == nil // paused: the worker parks
 			}
 		}
 		now := time.Now() // one clock read serves both

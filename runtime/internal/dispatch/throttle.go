@@ -20,14 +20,19 @@ import (
 // consumer has to spare.
 
 // admit waits until ds[0] may be handled and returns the function that
-// ends its place, or false if ctx ended (the consumer is stopping).
+// ends its place, or false if the consumer is stopping (ctx ended) or was
+// paused meanwhile: a pause ends the wait, as it ends a Receive.
 func (w *worker) admit(ctx context.Context, ds []engines.Delivery) (func(), bool) {
 	c := w.c
+	e := c.gate.cur.Load()
+	if e.ctx == nil { // paused since the worker looked
+		return nil, false
+	}
 	keep := func(now time.Time) time.Duration {
 		w.renew(ds, now)
 		return ds[0].LeaseExpires.Sub(now) - renewBelow(c.cfg.HandlerTimeout, c.cfg.VisibilityTimeout)
 	}
-	release, err := c.cfg.Throttle.Admit(ctx, ds[0].Attributes, keep)
+	release, err := c.cfg.Throttle.Admit(e.ctx, ds[0].Attributes, keep)
 	return release, err == nil
 }
 

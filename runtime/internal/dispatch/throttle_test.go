@@ -113,3 +113,34 @@ func TestMaxInFlightPerKeyAcrossWorkers(t *testing.T) {
 		fx.next(t)
 	}
 }
+
+// A pause ends a throttled wait: the delivery goes back without a failure
+// and Pause returns; after Resume it is handled.
+func TestPauseEndsAThrottledWait(t *testing.T) {
+	clk := clock.NewFake(time.Now())
+	th := throttle.New(throttle.Config{Rate: 1.0 / 3600, Burst: 1, Clock: clk})
+	fx := newFixture(t, func(d *engines.Delivery) plugin.Result { return plugin.Result{Verdict: engines.Ack} },
+		func(c *dispatch.Config) { c.Throttle = th; c.Concurrency = 1 })
+	fx.send(t, "first", "second")
+	fx.c.Start()
+	fx.next(t)
+	if err := clk.BlockUntil(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := fx.c.Pause(ctx); err != nil {
+		t.Fatalf("Pause with a throttled wait: %v", err)
+	}
+	if st := fx.c.Stats(); st.Released != 1 || st.Nacked != 0 {
+		t.Fatalf("stats after pause %+v, want the waiting delivery released", st)
+	}
+	fx.c.Resume()
+	if err := clk.BlockUntil(t.Context(), 1); err != nil { // waiting again for its token
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour)
+	if s := fx.next(t); s.body != "second" || s.verdict != engines.Ack {
+		t.Fatalf("after resume %+v", s)
+	}
+}
