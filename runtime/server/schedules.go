@@ -2,6 +2,7 @@ package server
 
 import (
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -71,7 +72,7 @@ func scheduleSpec(sc *config.Schedule) (schedule.Spec, error) {
 			spec.Timing, err = schedule.ParseCron(sc.Cron, loc)
 		}
 	} else {
-		spec.Expr = "every " + sc.Every.String()
+		spec.Expr = "every " + shortDuration(sc.Every)
 		spec.Timing, err = schedule.Every(sc.Every)
 	}
 	return spec, err
@@ -90,4 +91,16 @@ func (s *Server) Schedules() []admin.ScheduleInfo {
 			LastTick: x.LastTick, Fired: x.Fired, Skipped: x.Skipped, LastError: x.LastError}
 	}
 	return out
+}
+
+// shortDuration writes d without zero trailing units: 1h, not 1h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
