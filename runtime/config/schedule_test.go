@@ -110,3 +110,34 @@ func TestParseRate(t *testing.T) {
 		}
 	}
 }
+
+// A Spec's schedules and throttles build to what the HCL decodes to, and
+// are validated the same way.
+func TestSpecBuildSchedulesAndThrottle(t *testing.T) {
+	s := Spec{
+		Dir:     t.TempDir(),
+		Engines: []EngineSpec{{Name: "m", Type: "memory"}},
+		Queues:  []QueueSpec{{Name: "reports", Engine: "m"}},
+		Consumers: []ConsumerSpec{{Name: "c", Queue: "reports", PluginWasm: tinyWasm, Concurrency: 8,
+			Throttle: ThrottleSpec{RateLimit: "10/s", Burst: 3, RateLimitKey: "tenant", MaxInFlightPerKey: 2, ConcurrencyKey: "tenant"}}},
+		Schedules: []ScheduleSpec{
+			{Name: "nightly", Cron: "0 3 * * *", TimeZone: "Europe/Paris", Queue: "reports", Body: "go", Attributes: map[string]string{"a": "b"}, Missed: MissedSkip},
+			{Name: "often", Every: "30s", Queue: "reports"},
+		},
+	}
+	f, err := s.Build(Options{Engines: fakeEngines{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if th := f.Consumers[0].Throttle; th.Rate != 10 || th.Burst != 3 || th.RateKey != "tenant" || th.MaxInFlightPerKey != 2 {
+		t.Errorf("throttle %+v", th)
+	}
+	if len(f.Schedules) != 2 || f.Schedules[0].Attributes["a"] != "b" || f.Schedules[0].Missed != MissedSkip || f.Schedules[1].Every != 30*time.Second {
+		t.Errorf("schedules %+v", f.Schedules)
+	}
+	s.Schedules[0].Cron = "0 25 * * *"
+	_, err = s.Build(Options{Engines: fakeEngines{}})
+	if err == nil || !strings.Contains(err.Error(), `schedule "nightly": Invalid cron expression`) {
+		t.Fatalf("bad cron in a Spec: %v", err)
+	}
+}
