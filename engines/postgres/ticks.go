@@ -36,11 +36,23 @@ func (e *Engine) ticksTable() string {
 
 // ensureTicks creates the ticks table inside tx if it is missing.
 func (e *Engine) ensureTicks(ctx context.Context, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", e.opts.Schema+".schedule_ticks"); err != nil {
+	return e.ensureTable(ctx, tx, "schedule_ticks", "(schedule text PRIMARY KEY, tick timestamptz NOT NULL)")
+}
+
+// ensureTable creates table name of the engine's schema with columns
+// inside tx unless it exists. The check is one catalog lookup; only a
+// missing table takes the advisory lock that keeps two nodes from racing
+// to create it.
+func (e *Engine) ensureTable(ctx context.Context, tx pgx.Tx, name, columns string) error {
+	full := pgx.Identifier{e.opts.Schema, name}.Sanitize()
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", full).Scan(&exists); err != nil || exists {
 		return err
 	}
-	_, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+e.ticksTable()+
-		" (schedule text PRIMARY KEY, tick timestamptz NOT NULL)")
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", e.opts.Schema+"."+name); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+full+" "+columns)
 	return err
 }
 

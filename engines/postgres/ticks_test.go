@@ -65,3 +65,44 @@ func TestTicksTwoNodesFireOnce(t *testing.T) {
 		}
 	}
 }
+
+// Two nodes taking tokens from one shared bucket at once take each token
+// once: with a negligible refill they get exactly the burst between them,
+// and then a wait.
+func TestSharedRateBucketTwoNodes(t *testing.T) {
+	s := pgtest.Need(t, srv)
+	schema := s.Schema(t)
+	nodes := []*postgres.Engine{newEngine(t, schema, postgres.Options{}), newEngine(t, schema, postgres.Options{})}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const burst, rate = 50, 0.001 // one token per 1000 s: none refills during the test
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for _, e := range nodes {
+		for range 3 {
+			wg.Go(func() {
+				for {
+					got, wait, err := e.TakeTokens(ctx, "consumer/c", rate, burst, 7)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if got == 0 {
+						if wait < 100*time.Second {
+							t.Errorf("empty bucket says wait %s, want about 1000s", wait)
+						}
+						return
+					}
+					total.Add(int64(got))
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if total.Load() != burst {
+		t.Fatalf("nodes took %d tokens from a bucket of %d", total.Load(), burst)
+	}
+	if _, _, err := nodes[0].TakeTokens(ctx, "b", 0, 1, 1); err == nil {
+		t.Fatal("rate 0 accepted")
+	}
+}

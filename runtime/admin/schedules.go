@@ -59,6 +59,9 @@ type ThrottleInfo struct {
 	RateLimit    string `json:"rate_limit,omitempty"`
 	Burst        int    `json:"burst,omitempty"`
 	RateLimitKey string `json:"rate_limit_key,omitempty"`
+	// RateLimitScope is "node" or "global" (one bucket shared by every
+	// node, kept by the engine).
+	RateLimitScope string `json:"rate_limit_scope,omitempty"`
 	// MaxInFlightPerKey and ConcurrencyKey are the per-key cap.
 	MaxInFlightPerKey int    `json:"max_in_flight_per_key,omitempty"`
 	ConcurrencyKey    string `json:"concurrency_key,omitempty"`
@@ -69,4 +72,7 @@ type ThrottleInfo struct {
 	ThrottledSeconds float64 `json:"throttled_seconds"`
 	// Keys is the per-key state held (idle keys are dropped).
 	Keys int `json:"keys"`
+	// TakeErrors counts failed takes from a global bucket (the database
+	// was unreachable); each is retried after a second.
+	TakeErrors int64 `json:"take_errors,omitempty"`
 }

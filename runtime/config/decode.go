@@ -89,6 +89,7 @@ type rawConsumer struct {
 	RateLimit         *hcl.Attribute `hcl:"rate_limit,optional"`
 	Burst             *hcl.Attribute `hcl:"burst,optional"`
 	RateLimitKey      *hcl.Attribute `hcl:"rate_limit_key,optional"`
+	RateLimitScope    *hcl.Attribute `hcl:"rate_limit_scope,optional"`
 	MaxInFlightPerKey *hcl.Attribute `hcl:"max_in_flight_per_key,optional"`
 	ConcurrencyKey    *hcl.Attribute `hcl:"concurrency_key,optional"`
 	HTTP              []*rawHTTP     `hcl:"http,block"`
@@ -112,6 +113,8 @@ type decoder struct {
 	queueIdx     map[string]int                  // queue name -> index in file.Queues, set by validate
 	// scheduleQueues[i] is file.Schedules[i]'s queue attribute (schedule.go).
 	scheduleQueues []*hcl.Attribute
+	// globalRates are the consumers with a global rate limit (throttle.go).
+	globalRates []globalRate
 }
 
 type queueRefs struct {
@@ -458,7 +461,7 @@ func (d *decoder) consumer(rc *rawConsumer) Consumer {
 	c.Publish, refs.publish = d.stringList(rc.Publish)
 	c.HTTP = d.http(rc.HTTP, c.Timeout)
 	c.WASI = d.wasi(rc.WASI)
-	c.Throttle = d.throttle(rc, c.Concurrency)
+	c.Throttle = d.throttle(rc, c.Queue, c.Concurrency)
 	d.consumerRefs[c.Name] = refs
 	return c
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+
+	"github.com/hashicorp/hcl/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -22,12 +24,22 @@ type Throttle struct {
 	// RateKey, when set, makes Rate a limit per value of this message
 	// attribute (a message without it shares the limit of the empty value).
 	RateKey string
+	// RateScope is "node" (the default: each process holds its own
+	// limit) or "global" (one limit shared by every process consuming
+	// through the engine, which must keep it: postgres).
+	RateScope string
 	// MaxInFlightPerKey caps deliveries in flight per value of
 	// ConcurrencyKey; zero means no cap.
 	MaxInFlightPerKey int
 	// ConcurrencyKey is the attribute MaxInFlightPerKey counts by.
 	ConcurrencyKey string
 }
+
+// Rate limit scopes.
+const (
+	RateScopeNode   = "node"
+	RateScopeGlobal = "global"
+)
 
 // Enabled reports whether any limit is set.
 func (t Throttle) Enabled() bool { return t.Rate > 0 || t.MaxInFlightPerKey > 0 }
@@ -60,7 +72,7 @@ func ParseRate(s string) (float64, error) {
 	return count / d.Seconds(), nil
 }
 
-func (d *decoder) throttle(rc *rawConsumer, concurrency int) Throttle {
+func (d *decoder) throttle(rc *rawConsumer, queue string, concurrency int) Throttle {
 	var t Throttle
 	if a := rc.RateLimit; a != nil {
 		t.RateText = d.str(a, "")
@@ -84,6 +96,17 @@ func (d *decoder) throttle(rc *rawConsumer, concurrency int) Throttle {
 	if rc.RateLimitKey != nil && (t.RateKey == "" || rc.RateLimit == nil) {
 		d.errorf(rc.RateLimitKey.Expr.Range(), "Invalid rate limit key", "rate_limit_key names a message attribute and needs rate_limit.")
 	}
+	t.RateScope = d.oneOf(rc.RateLimitScope, RateScopeNode, "Invalid rate limit scope", []string{RateScopeNode, RateScopeGlobal})
+	if a := rc.RateLimitScope; a != nil && t.RateScope == RateScopeGlobal {
+		switch {
+		case rc.RateLimit == nil:
+			d.errorf(a.Expr.Range(), "Scope without rate limit", "rate_limit_scope needs rate_limit.")
+		case rc.RateLimitKey != nil:
+			d.errorf(a.Expr.Range(), "Global per-key rate limit unsupported", "A global rate limit is one shared bucket for the consumer; per-key limits (rate_limit_key) are per node. Drop one of the two.")
+		default:
+			d.globalRates = append(d.globalRates, globalRate{consumer: rc.Name, queue: queue, attr: a})
+		}
+	}
 	t.MaxInFlightPerKey = d.integer(rc.MaxInFlightPerKey, 0)
 	t.ConcurrencyKey = d.str(rc.ConcurrencyKey, "")
 	switch {
@@ -98,4 +121,26 @@ func (d *decoder) throttle(rc *rawConsumer, concurrency int) Throttle {
 			"max_in_flight_per_key (%d) is not below concurrency (%d), so no key can ever reach it.", t.MaxInFlightPerKey, concurrency)
 	}
 	return t
+}
+
+// globalRate is a consumer asking for rate_limit_scope = "global", checked
+// against its engine by validateThrottles.
+type globalRate struct {
+	consumer, queue string
+	attr            *hcl.Attribute
+}
+
+// validateThrottles refuses a global rate limit on an engine known not to
+// be shared across machines: only such an engine keeps a shared bucket.
+func (d *decoder) validateThrottles() {
+	for _, g := range d.globalRates {
+		q, ok := d.queueNamed(g.queue)
+		if !ok {
+			continue
+		}
+		if c, known := d.caps[q.Engine]; known && !c.MultiNode {
+			d.errorf(g.attr.Expr.Range(), "Global rate limit unsupported",
+				"Consumer %q asks for a rate limit global across nodes, but engine %q is not shared between machines, so there is nothing to share it with. Use the default scope, \"node\", or a postgres engine.", g.consumer, q.Engine)
+		}
+	}
 }

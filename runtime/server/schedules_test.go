@@ -3,9 +3,11 @@ package server_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
 
@@ -57,5 +59,35 @@ queue "q" { engine = "m" }
 	reload(``)
 	if got := srv.Schedules(); len(got) != 0 {
 		t.Fatalf("after removing: %+v", got)
+	}
+}
+
+// A global rate limit needs an engine shared between machines: validate
+// refuses it on memory at the attribute, and accepts it on postgres.
+func TestGlobalRateLimitNeedsASharedEngine(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "qrun.hcl")
+	src := `engine "m" { type = "memory" }
+queue "q" { engine = "m" }
+consumer "c" {
+  queue            = "q"
+  plugin           = "h.wasm"
+  rate_limit       = "10/s"
+  rate_limit_scope = "global"
+}
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, diags := config.Load(path, config.Options{Engines: server.Builtin()})
+	var found bool
+	for _, d := range diags {
+		if d.Summary == "Global rate limit unsupported" && d.Subject.Start.Line == 7 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no error at line 7 among %v", diags)
 	}
 }

@@ -263,7 +263,7 @@ func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues ma
 		Logger:        s.log,
 		Observer:      &consumerObserver{consumer: cc.Name, queue: cc.Queue, user: s.opts.Observer, hub: &s.events},
 		RecordLatency: s.metrics != nil,
-		Throttle:      newThrottle(cc.Throttle),
+		Throttle:      s.newThrottle(cc, q),
 	})
 	if err != nil {
 		_ = p.Close(ctx)

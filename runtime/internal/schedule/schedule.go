@@ -227,7 +227,7 @@ func (j *job) run(ctx context.Context) {
 func (j *job) fire(ctx context.Context, tick time.Time, msg string) bool {
 	var ok bool
 	err := j.retry(ctx, func() (err error) {
-		ok, err = j.Claimer.Claim(ctx, j.Spec.Name, tick, j.message())
+		ok, err = j.Claimer.Claim(ctx, j.Spec.Name, tick, j.message(tick))
 		return err
 	})
 	if err != nil {
@@ -251,17 +251,25 @@ func (j *job) fire(ctx context.Context, tick time.Time, msg string) bool {
 	return true
 }
 
-// message is a fresh copy of the schedule's message: an engine writes the
-// ID it assigns into the message and may keep its maps.
-func (j *job) message() engines.Message {
+// Attributes a schedule adds to each message it enqueues, so a handler
+// knows which schedule and which tick it is handling (and can make its
+// work idempotent per tick).
+const (
+	AttrSchedule = "qrun.schedule"
+	AttrTick     = "qrun.schedule.tick" // RFC 3339, UTC
+)
+
+// message is a fresh copy of the schedule's message for tick: an engine
+// writes the ID it assigns into the message and may keep its maps.
+func (j *job) message(tick time.Time) engines.Message {
 	m := j.Spec.Message
-	if m.Attributes != nil {
-		a := make(map[string]string, len(m.Attributes))
-		for k, v := range m.Attributes {
-			a[k] = v
-		}
-		m.Attributes = a
+	a := make(map[string]string, len(m.Attributes)+2)
+	for k, v := range m.Attributes {
+		a[k] = v
 	}
+	a[AttrSchedule] = j.Spec.Name
+	a[AttrTick] = tick.UTC().Format(time.RFC3339Nano)
+	m.Attributes = a
 	m.Body = append([]byte(nil), m.Body...)
 	return m
 }

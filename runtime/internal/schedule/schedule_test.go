@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +30,9 @@ func (m *memClaimer) Claim(ctx context.Context, s string, tick time.Time, msg en
 	if ok {
 		m.last[s] = tick
 		m.fired = append(m.fired, tick)
+	}
+	if msg.Attributes[AttrSchedule] != s || msg.Attributes[AttrTick] != tick.UTC().Format(time.RFC3339Nano) {
+		return false, fmt.Errorf("message attributes %v for tick %s of %s", msg.Attributes, tick, s)
 	}
 	m.claims <- tick
 	return ok, nil

@@ -34,6 +34,12 @@ type Config struct {
 	// ConcurrencyKey; zero means none.
 	MaxInFlightPerKey int
 	ConcurrencyKey    string
+	// Take, when set, replaces the local bucket of a consumer-wide Rate
+	// with one shared by every node (engines.RateTaker): it takes up to n
+	// tokens and says how long to wait when it got none. Tokens are
+	// fetched a chunk at a time (a twentieth of a second's worth, at most
+	// Burst) and spent locally.
+	Take func(ctx context.Context, n int) (got int, wait time.Duration, err error)
 	// Clock is the time source; nil means the system clock.
 	Clock clock.Clock
 }
@@ -50,10 +56,13 @@ type Throttle struct {
 	keyed     map[string]*rate.Limiter // Rate per RateKey value
 	sweepSize int                      // sweep keyed when it grows past this
 	inflight  map[string]*slot         // per ConcurrencyKey value
+	pool      int                      // tokens taken from the shared bucket, not yet spent
+	chunk     int                      // tokens taken from the shared bucket at a time
 
 	waiting   atomic.Int64
 	throttled atomic.Int64 // nanoseconds spent waiting, all deliveries
 	waits     atomic.Int64 // deliveries that had to wait
+	takeErrs  atomic.Int64 // failed takes from the shared bucket
 }
 
 // slot counts one key's deliveries in flight; free is closed (and
@@ -76,9 +85,10 @@ func New(cfg Config) *Throttle {
 	}
 	cfg.Burst = max(cfg.Burst, 1)
 	t := &Throttle{cfg: cfg, clk: cfg.Clock, keyed: map[string]*rate.Limiter{}, inflight: map[string]*slot{}, sweepSize: minSweep}
-	if cfg.Rate > 0 && cfg.RateKey == "" {
+	if cfg.Rate > 0 && cfg.RateKey == "" && cfg.Take == nil {
 		t.global = rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)
 	}
+	t.chunk = max(1, min(cfg.Burst, int(cfg.Rate/20)))
 	return t
 }
 
@@ -92,6 +102,9 @@ type Stats struct {
 	Throttled int64 `json:"throttled"`
 	// Keys is the number of per-key buckets and in-flight counts held.
 	Keys int `json:"keys"`
+	// TakeErrors counts failed takes from a shared bucket (each retried
+	// after a second).
+	TakeErrors int64 `json:"take_errors,omitempty"`
 }
 
 // Stats reports the counters.
@@ -99,7 +112,8 @@ func (t *Throttle) Stats() Stats {
 	t.mu.Lock()
 	keys := len(t.keyed) + len(t.inflight)
 	t.mu.Unlock()
-	return Stats{Waiting: t.waiting.Load(), ThrottledSeconds: time.Duration(t.throttled.Load()).Seconds(), Throttled: t.waits.Load(), Keys: keys}
+	return Stats{Waiting: t.waiting.Load(), ThrottledSeconds: time.Duration(t.throttled.Load()).Seconds(), Throttled: t.waits.Load(), Keys: keys,
+		TakeErrors: t.takeErrs.Load()}
 }
 
 // Keep is called by a waiting Admit before each pause with the clock's
@@ -167,7 +181,25 @@ func (t *Throttle) Admit(ctx context.Context, attrs map[string]string, keep Keep
 		}
 		release = sync.OnceFunc(func() { t.give(key) })
 	}
-	if t.cfg.Rate > 0 {
+	if t.cfg.Take != nil {
+		for !t.spend() {
+			got, d, err := t.cfg.Take(ctx, t.chunk)
+			if err != nil {
+				t.takeErrs.Add(1)
+				got, d = 0, time.Second
+			}
+			if got > 0 {
+				t.mu.Lock()
+				t.pool += got
+				t.mu.Unlock()
+				continue
+			}
+			if !wait(max(d, time.Millisecond), nil) {
+				release()
+				return nil, ctx.Err()
+			}
+		}
+	} else if t.cfg.Rate > 0 {
 		lim := t.global
 		if lim == nil {
 			lim = t.limiter(attrs[t.cfg.RateKey])
@@ -188,6 +220,17 @@ func (t *Throttle) Admit(ctx context.Context, attrs map[string]string, keep Keep
 		}
 	}
 	return release, nil
+}
+
+// spend uses a token fetched from the shared bucket, if one is left.
+func (t *Throttle) spend() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.pool == 0 {
+		return false
+	}
+	t.pool--
+	return true
 }
 
 // take claims a place for key if one is free.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,5 +247,77 @@ func TestCancelledWaitHoldsNothing(t *testing.T) {
 func TestNoLimitsIsNil(t *testing.T) {
 	if New(Config{}) != nil {
 		t.Fatal("a throttle without limits")
+	}
+}
+
+// sharedBucket is a token bucket on the fake clock standing for the one
+// the nodes share in the database.
+type sharedBucket struct {
+	mu     sync.Mutex
+	clk    *clock.Fake
+	rate   float64
+	burst  float64
+	tokens float64
+	at     time.Time
+	takes  int
+}
+
+func (b *sharedBucket) take(_ context.Context, n int) (int, time.Duration, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.takes++
+	now := b.clk.Now()
+	b.tokens = min(b.burst, b.tokens+b.rate*now.Sub(b.at).Seconds())
+	b.at = now
+	got := min(n, int(b.tokens))
+	b.tokens -= float64(got)
+	if got == 0 {
+		return 0, time.Duration((1 - b.tokens) / b.rate * float64(time.Second)), nil
+	}
+	return got, 0, nil
+}
+
+// Two nodes drawing on one shared bucket are held to its rate between
+// them: over a window they start no more than burst + rate × window.
+func TestSharedBucketHoldsTwoNodes(t *testing.T) {
+	clk := clock.NewFake(t0)
+	b := &sharedBucket{clk: clk, rate: 100, burst: 10, tokens: 10, at: t0}
+	nodes := []*Throttle{
+		New(Config{Rate: 100, Burst: 10, Take: b.take, Clock: clk}),
+		New(Config{Rate: 100, Burst: 10, Take: b.take, Clock: clk}),
+	}
+	var admitted atomic.Int64
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	for _, th := range nodes {
+		for range 3 { // three workers per node
+			wg.Go(func() {
+				for {
+					r, err := th.Admit(ctx, nil, nil)
+					if err != nil {
+						return
+					}
+					r()
+					admitted.Add(1)
+				}
+			})
+		}
+	}
+	// Ten seconds of fake time in 10ms steps, each once all six workers
+	// wait on the clock.
+	for range 1000 {
+		if err := clk.BlockUntil(t.Context(), 6); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(10 * time.Millisecond)
+	}
+	if err := clk.BlockUntil(t.Context(), 6); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	wg.Wait()
+	// 10 s at 100/s plus the burst, and the chunks the nodes hold (5 each).
+	if n := admitted.Load(); n > 1000+10 || n < 1000-20 {
+		t.Fatalf("%d admitted in 10 s at 100/s with burst 10 across two nodes", n)
 	}
 }
