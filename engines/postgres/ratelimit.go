@@ -20,7 +20,9 @@ import (
 
 var _ engines.RateTaker = (*Engine)(nil)
 
-func (e *Engine) bucketsTable() string { return pgx.Identifier{e.opts.Schema, "rate_buckets"}.Sanitize() }
+func (e *Engine) bucketsTable() string {
+	return pgx.Identifier{e.opts.Schema, "rate_buckets"}.Sanitize()
+}
 
 // TakeTokens implements engines.RateTaker.
 func (e *Engine) TakeTokens(ctx context.Context, bucket string, rate float64, burst, n int) (int, time.Duration, error) {
