@@ -10,7 +10,6 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
-	"github.com/qrun-dev/qrun/runtime/internal/clock"
 	"github.com/qrun-dev/qrun/runtime/internal/schedule"
 )
 
@@ -22,12 +21,6 @@ const scheduleDir = "schedules"
 // Start, and after a reload is committed. Ticks are claimed through the
 // queue's engine when it is an engines.TickClaimer, else in a file.
 func (s *Server) startSchedules(cfg *config.File) {
-	if s.sched == nil {
-		if len(cfg.Schedules) == 0 {
-			return
-		}
-		s.sched = schedule.New(clock.Real{}, s.log)
-	}
 	queues := *s.queues.Load()
 	var jobs []schedule.Job
 	for i := range cfg.Schedules {
@@ -53,9 +46,7 @@ func (s *Server) startSchedules(cfg *config.File) {
 
 // stopSchedules ends the schedules before the engines close.
 func (s *Server) stopSchedules() {
-	if s.sched != nil {
-		s.sched.Stop()
-	}
+	s.sched.Close()
 }
 
 // scheduleSpec converts a schedule block for the scheduler.
@@ -81,9 +72,6 @@ func scheduleSpec(sc *config.Schedule) (schedule.Spec, error) {
 // Schedules lists the schedules with their next fire times, for the admin
 // API's GET /v1/schedules and `qrun schedules`.
 func (s *Server) Schedules() []admin.ScheduleInfo {
-	if s.sched == nil {
-		return []admin.ScheduleInfo{}
-	}
 	st := s.sched.List()
 	out := make([]admin.ScheduleInfo, len(st))
 	for i, x := range st {

@@ -51,6 +51,7 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/runtime/internal/clock"
 	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
 	"github.com/qrun-dev/qrun/runtime/internal/metrics"
 	"github.com/qrun-dev/qrun/runtime/internal/schedule"
@@ -115,7 +116,7 @@ type Server struct {
 	reload reloadState
 	life   lifecycle
 	events eventHub
-	sched  *schedule.Scheduler // nil until a config has schedules (schedules.go)
+	sched  *schedule.Scheduler // schedules.go
 }
 
 // New opens everything the config declares. On error, whatever was opened
@@ -128,6 +129,7 @@ func New(ctx context.Context, cfg *config.File, opts Options) (*Server, error) {
 		opts.Registry = Builtin()
 	}
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}}
+	s.sched = schedule.New(clock.Real{}, s.log)
 	s.life.init()
 	s.queues.Store(&map[string]*queue{})
 	s.reload.drainTimeout.Store(int64(cfg.Runtime.DrainTimeout))

@@ -79,6 +79,8 @@ type Scheduler struct {
 	clk clock.Clock
 	log *zap.Logger
 
+	setMu  sync.Mutex // one Set at a time, so no Set's jobs outlive another's
+	closed bool       // under setMu: Close was called, Set does nothing
 	mu     sync.Mutex
 	jobs   map[string]*job
 	cancel context.CancelFunc
@@ -110,7 +112,12 @@ func New(clk clock.Clock, log *zap.Logger) *Scheduler {
 // claimed its tick or did not, so the restarted one never fires it twice:
 // this is how schedules follow a config reload.
 func (s *Scheduler) Set(js []Job) {
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
 	s.Stop()
+	if s.closed {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -126,6 +133,15 @@ func (s *Scheduler) Set(js []Job) {
 			jb.run(ctx)
 		}()
 	}
+}
+
+// Close ends every job for good: a later Set starts nothing (the engines
+// the jobs would claim through are closing).
+func (s *Scheduler) Close() {
+	s.setMu.Lock()
+	s.closed = true
+	s.setMu.Unlock()
+	s.Stop()
 }
 
 // Stop ends every job and waits for them.

@@ -173,3 +173,14 @@ func TestSchedulerTwoNodesOneClaim(t *testing.T) {
 		t.Fatalf("a %+v b %+v", sa, sb)
 	}
 }
+
+// After Close, Set starts nothing.
+func TestSchedulerClosedStartsNothing(t *testing.T) {
+	clk := clock.NewFake(t0)
+	s := New(clk, nil)
+	s.Close()
+	s.Set([]Job{{Spec: Spec{Name: "m", Timing: every(t, time.Minute)}, Claimer: newMemClaimer()}})
+	if n := len(s.List()); n != 0 {
+		t.Fatalf("%d jobs after Close", n)
+	}
+}
