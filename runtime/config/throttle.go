@@ -24,8 +24,8 @@ type Throttle struct {
 	// RateKey, when set, makes Rate a limit per value of this message
 	// attribute (a message without it shares the limit of the empty value).
 	RateKey string
-	// RateScope is "node" (the default: each process holds its own
-	// limit) or "global" (one limit shared by every process consuming
+	// RateScope is "node" (the default with a Rate: each process holds
+	// its own limit; empty without a Rate) or "global" (one limit shared by every process consuming
 	// through the engine, which must keep it: postgres).
 	RateScope string
 	// MaxInFlightPerKey caps deliveries in flight per value of
@@ -96,11 +96,14 @@ func (d *decoder) throttle(rc *rawConsumer, queue string, concurrency int) Throt
 	if rc.RateLimitKey != nil && (t.RateKey == "" || rc.RateLimit == nil) {
 		d.errorf(rc.RateLimitKey.Expr.Range(), "Invalid rate limit key", "rate_limit_key names a message attribute and needs rate_limit.")
 	}
-	t.RateScope = d.oneOf(rc.RateLimitScope, RateScopeNode, "Invalid rate limit scope", []string{RateScopeNode, RateScopeGlobal})
-	if a := rc.RateLimitScope; a != nil && t.RateScope == RateScopeGlobal {
+	scope := d.oneOf(rc.RateLimitScope, RateScopeNode, "Invalid rate limit scope", []string{RateScopeNode, RateScopeGlobal})
+	if rc.RateLimit != nil {
+		t.RateScope = scope // empty without a rate limit, so a consumer without one compares equal to the zero Throttle
+	}
+	if a := rc.RateLimitScope; a != nil && rc.RateLimit == nil {
+		d.errorf(a.Expr.Range(), "Scope without rate limit", "rate_limit_scope needs rate_limit.")
+	} else if a != nil && scope == RateScopeGlobal {
 		switch {
-		case rc.RateLimit == nil:
-			d.errorf(a.Expr.Range(), "Scope without rate limit", "rate_limit_scope needs rate_limit.")
 		case rc.RateLimitKey != nil:
 			d.errorf(a.Expr.Range(), "Global per-key rate limit unsupported", "A global rate limit is one shared bucket for the consumer; per-key limits (rate_limit_key) are per node. Drop one of the two.")
 		default:
