@@ -168,6 +168,8 @@ copy of LANG's SDK, a build.sh and a README. LANG: ` + strings.Join(plugins.Lang
 			run: func(e *env) error { return cmdStats(e.fs, e.args, e.stdout, e.stderr) }},
 		{name: "consumers", usage: adminUsage(" [NAME...]"), summary: "show the consumers and their recent errors",
 			run: func(e *env) error { return cmdConsumers(e.fs, e.args, e.stdout, e.stderr) }},
+		{name: "schedules", usage: adminUsage(""), summary: "list the schedules and their next fire times", help: schedulesHelp,
+			run: func(e *env) error { return cmdSchedules(e.fs, e.args, e.stdout, e.stderr) }},
 		{name: "pause", usage: adminUsage(" CONSUMER"), summary: "stop a consumer taking messages",
 			run: func(e *env) error { return cmdPauseResume("pause", e.fs, e.args, e.stdout, e.stderr) }},
 		{name: "resume", usage: adminUsage(" CONSUMER"), summary: "let a paused consumer take messages again",

@@ -256,6 +256,7 @@ func printConsumers(w io.Writer, cs []admin.ConsumerInfo) {
 			n.EngineErrors+n.InstanceErrors+n.BadVerdicts+n.LeaseLost)
 	}
 	_ = tw.Flush()
+	printThrottles(w, cs)
 	for _, c := range cs {
 		if len(c.RecentErrors) == 0 {
 			continue

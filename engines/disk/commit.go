@@ -38,6 +38,7 @@ const (
 	opPutDedup                     // remember a dedup ID
 	opDelDedup                     // forget one
 	opPutSpec                      // store a queue's settings (creating its buckets)
+	opPutTick                      // record a schedule's last tick (key: schedule, val: tick); ticks.go
 )
 
 type op struct {
@@ -337,6 +338,8 @@ func (e *Engine) apply(tx *bolt.Tx, o *op, x *buckets, get func(*queue) (*bucket
 		return x.dedup.Delete([]byte(o.key))
 	case opPutSpec:
 		return x.root.Put(keySpec, o.val)
+	case opPutTick:
+		return putTick(tx, o.key, o.val)
 	}
 	return fmt.Errorf("unknown op %d", o.kind)
 }

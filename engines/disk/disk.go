@@ -186,6 +186,8 @@ type Engine struct {
 	failed        error
 	kick          chan struct{}
 	committerDone chan struct{}
+
+	ticks tickBook // schedule ticks (ticks.go)
 }
 
 var (

@@ -282,7 +282,7 @@ func (q *queue) moveDead(r *record, now int64, reason string) (*batch, error) {
 
 // enqueue stores msgs, whose payloads are already encoded, and returns the
 // batch that commits them.
-func (q *queue) enqueue(msgs []engines.Message, payloads [][]byte, seqs []uint64, now int64) (*batch, error) {
+func (q *queue) enqueue(msgs []engines.Message, payloads [][]byte, seqs []uint64, now int64, extra ...op) (*batch, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
@@ -321,6 +321,7 @@ func (q *queue) enqueue(msgs []engines.Message, payloads [][]byte, seqs []uint64
 		}
 		ops = append(ops, op{kind: opPutMsg, q: q, seq: seq, val: payloads[i], rec: r})
 	}
+	ops = append(ops, extra...)
 	if len(ops) == 0 {
 		return nil, nil
 	}
@@ -593,6 +594,12 @@ func (h *handle) errClosed(op string) error { return h.q.errClosed(op) }
 // Enqueue validates the whole batch, encodes it outside any lock, and
 // returns once it is on disk.
 func (h *handle) Enqueue(ctx context.Context, msgs ...engines.Message) error {
+	return h.enqueueWith(ctx, nil, msgs...)
+}
+
+// enqueueWith is Enqueue committing extra ops in the same transaction as
+// the messages (a schedule's tick record, ticks.go).
+func (h *handle) enqueueWith(ctx context.Context, extra []op, msgs ...engines.Message) error {
 	if h.closed.Load() {
 		return h.errClosed("enqueue to")
 	}
@@ -628,7 +635,7 @@ func (h *handle) Enqueue(ctx context.Context, msgs ...engines.Message) error {
 		}
 		payloads[i] = encodePayload(m, now, due, expire)
 	}
-	b, err := q.enqueue(msgs, payloads, seqs, now)
+	b, err := q.enqueue(msgs, payloads, seqs, now, extra...)
 	if err != nil || b == nil {
 		return err
 	}

@@ -107,6 +107,8 @@ func Child(hs ...Harness) {
 		err = childLease(ctx, q, os.Getenv(envArg))
 	case "workload":
 		err = childWorkload(ctx, q, os.Getenv(envArg))
+	case "ticks":
+		err = childTicks(ctx, e, q)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -235,6 +237,8 @@ func restartSubtests() []restartSubtest {
 		{"restart_keeps_messages", testRestartKeepsMessages},
 		{"crash_lease_counts_once", testCrashLeaseCountsOnce},
 		{"crash_loses_nothing_enqueued", testCrashLosesNothingEnqueued},
+		{"ticks_claimed_once", testTicksClaimedOnce},
+		{"crash_ticks_exactly_once", testCrashTicksExactlyOnce},
 	}
 }
 

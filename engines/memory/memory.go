@@ -44,6 +44,8 @@ type Engine struct {
 	// ids hands out blocks of message IDs to queues; IDs are unique across
 	// the engine so a dead-lettered message keeps its ID in its new queue.
 	ids atomic.Uint64
+
+	ticks tickBook // schedule ticks (ticks.go)
 }
 
 var _ engines.Engine = (*Engine)(nil)

@@ -77,6 +77,7 @@ func Handler(o Options) http.Handler {
 	s.opsRoutes(mux)
 	registerReloadRoutes(mux, s)
 	registerConsoleRoutes(mux, s)
+	registerScheduleRoutes(mux, s)
 	return withConsole(s.auth(mux))
 }
 

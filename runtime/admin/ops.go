@@ -79,6 +79,9 @@ type ConsumerInfo struct {
 	// Latency sums up handler call durations; absent when the runtime
 	// does not record them (metrics off).
 	Latency *LatencyInfo `json:"latency,omitempty"`
+	// Throttle is the consumer's rate limit and per-key cap, with the
+	// deliveries waiting for them; absent without either (schedules.go).
+	Throttle *ThrottleInfo `json:"throttle,omitempty"`
 }
 
 // ConsumerCounts are a consumer's counters since it started.

@@ -106,6 +106,8 @@ type File struct {
 	Engines   []Engine
 	Queues    []Queue
 	Consumers []Consumer
+	// Schedules are the schedule blocks (schedule.go).
+	Schedules []Schedule
 
 	// Files holds the parsed sources keyed by file name, for
 	// WriteDiagnostics and hcl.NewDiagnosticTextWriter.
@@ -227,6 +229,9 @@ type Consumer struct {
 	// WASI is the `wasi` block: environment variables and preopened
 	// directories; none without one.
 	WASI WASI
+	// Throttle holds the consumer's rate limits and per-key concurrency
+	// (throttle.go).
+	Throttle Throttle
 	// Range is the block header.
 	Range hcl.Range
 }

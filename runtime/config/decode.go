@@ -29,6 +29,7 @@ type rawRoot struct {
 	Engines   []*rawEngine   `hcl:"engine,block"`
 	Queues    []*rawQueue    `hcl:"queue,block"`
 	Consumers []*rawConsumer `hcl:"consumer,block"`
+	Schedules []*rawSchedule `hcl:"schedule,block"` // schedule.go
 }
 
 type rawRuntime struct {
@@ -84,9 +85,16 @@ type rawConsumer struct {
 	LogRate     *hcl.Attribute `hcl:"log_rate,optional"`
 	MaxDepth    *hcl.Attribute `hcl:"max_call_depth,optional"`
 	Isolation   *hcl.Attribute `hcl:"isolation,optional"`
-	HTTP        []*rawHTTP     `hcl:"http,block"`
-	WASI        []*rawWASI     `hcl:"wasi,block"`
-	DefRange    hcl.Range      `hcl:",def_range"`
+	// Throttling (throttle.go).
+	RateLimit         *hcl.Attribute `hcl:"rate_limit,optional"`
+	Burst             *hcl.Attribute `hcl:"burst,optional"`
+	RateLimitKey      *hcl.Attribute `hcl:"rate_limit_key,optional"`
+	RateLimitScope    *hcl.Attribute `hcl:"rate_limit_scope,optional"`
+	MaxInFlightPerKey *hcl.Attribute `hcl:"max_in_flight_per_key,optional"`
+	ConcurrencyKey    *hcl.Attribute `hcl:"concurrency_key,optional"`
+	HTTP              []*rawHTTP     `hcl:"http,block"`
+	WASI              []*rawWASI     `hcl:"wasi,block"`
+	DefRange          hcl.Range      `hcl:",def_range"`
 }
 
 // decoder accumulates diagnostics while turning raw blocks into File, and
@@ -103,6 +111,10 @@ type decoder struct {
 	nameRules    map[string]func(string) error   // engine name -> its queue name rule (EngineFacts)
 	caps         map[string]engines.Capabilities // engine name -> its capabilities, where known (EngineFacts)
 	queueIdx     map[string]int                  // queue name -> index in file.Queues, set by validate
+	// scheduleQueues[i] is file.Schedules[i]'s queue attribute (schedule.go).
+	scheduleQueues []*hcl.Attribute
+	// globalRates are the consumers with a global rate limit (throttle.go).
+	globalRates []globalRate
 }
 
 type queueRefs struct {
@@ -165,6 +177,7 @@ func (d *decoder) decode(body hcl.Body) {
 		}
 		d.file.Consumers = append(d.file.Consumers, d.consumer(rc))
 	}
+	d.schedules(root.Schedules)
 }
 
 // validName keeps names safe to use as metric labels, URL path segments and
@@ -448,6 +461,7 @@ func (d *decoder) consumer(rc *rawConsumer) Consumer {
 	c.Publish, refs.publish = d.stringList(rc.Publish)
 	c.HTTP = d.http(rc.HTTP, c.Timeout)
 	c.WASI = d.wasi(rc.WASI)
+	c.Throttle = d.throttle(rc, c.Queue, c.Concurrency)
 	d.consumerRefs[c.Name] = refs
 	return c
 }

@@ -35,6 +35,8 @@ type Spec struct {
 	Engines   []EngineSpec
 	Queues    []QueueSpec
 	Consumers []ConsumerSpec
+	// Schedules are schedule blocks (typed_schedule.go).
+	Schedules []ScheduleSpec
 }
 
 // RuntimeSpec is the runtime block. LogLevel and LogFormat are left out:
@@ -95,6 +97,9 @@ type ConsumerSpec struct {
 	HTTP *HTTPSpec
 	// WASI is the wasi block; the zero value grants nothing.
 	WASI WASISpec
+	// Throttle is rate_limit, burst, rate_limit_key,
+	// max_in_flight_per_key and concurrency_key (typed_schedule.go).
+	Throttle ThrottleSpec
 }
 
 // HTTPSpec is a consumer's http block.
@@ -265,6 +270,7 @@ func (s *Spec) hcl() ([]byte, map[string][]byte, error) {
 			}
 			setStr(hb, "idempotency_header", h.IdempotencyHeader)
 		}
+		c.Throttle.write(b)
 		if w := c.WASI; w.Env != nil || len(w.Dirs) > 0 {
 			wb := b.AppendNewBlock("wasi", nil).Body()
 			if w.Env != nil {
@@ -279,6 +285,7 @@ func (s *Spec) hcl() ([]byte, map[string][]byte, error) {
 			}
 		}
 	}
+	writeSchedules(root, s.Schedules)
 	if len(problems) > 0 {
 		return nil, nil, &Error{Problems: problems}
 	}

@@ -99,6 +99,8 @@ func (d *decoder) validate() {
 			d.checkPlugin(c)
 		}
 	}
+	d.validateSchedules(queueNames)
+	d.validateThrottles()
 	if len(f.Queues) == 0 && len(f.Consumers) == 0 && !d.diags.HasErrors() {
 		// Valid, but a qrun that does nothing: most likely the wrong file.
 		// (A file with errors has more pressing news.)

@@ -92,6 +92,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.log.Info("admin API listening", zap.String("addr", ln.Addr().String()))
 	}
 	engineCount := s.startConsumers()
+	s.startSchedules(s.reload.applied)
 	s.ready.Store(true)
 	l.state = stateRunning
 	close(l.started)

@@ -156,6 +156,7 @@ func consumerInfo(v consumerView) admin.ConsumerInfo {
 	if c.Paused() {
 		info.State = admin.StatePaused
 	}
+	info.Throttle = throttleInfo(v)
 	for _, e := range c.RecentErrors() {
 		info.RecentErrors = append(info.RecentErrors, admin.ErrorRecord(e))
 	}
@@ -227,6 +228,7 @@ func (s *Server) consumerSamples() []metrics.ConsumerSample {
 			Name: c.Name(), Queue: c.QueueName(), Version: v.version, Paused: c.Paused(),
 			Concurrency: c.Concurrency(), Stats: c.Stats(), Latency: c.Latency(),
 			Reloads: v.reloads, LogDropped: v.logDropped, HTTP: v.running.live.HTTPStats(),
+			Throttle: throttleSample(c),
 		})
 	}
 	return out

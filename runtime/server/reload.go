@@ -181,6 +181,9 @@ func (s *Server) Reload(ctx context.Context) (admin.ReloadResult, error) {
 		return res, err
 	}
 	p.commit()
+	if s.ready.Load() {
+		s.startSchedules(s.reload.applied)
+	}
 	s.log.Info("config reloaded", zap.String("config", path), zap.Strings("changes", res.Changes), zap.Strings("warnings", res.Warnings))
 	return res, nil
 }
@@ -469,7 +472,7 @@ func sameConsumer(a, b *config.Consumer) bool {
 		a.MemoryLimit == b.MemoryLimit && a.Batch == b.Batch && maps.Equal(a.Config, b.Config) &&
 		slices.Equal(a.Publish, b.Publish) && a.LogRate == b.LogRate && a.Isolation == b.Isolation &&
 		reflect.DeepEqual(a.HTTP, b.HTTP) && reflect.DeepEqual(a.WASI, b.WASI) &&
-		a.MaxCallDepth == b.MaxCallDepth
+		a.MaxCallDepth == b.MaxCallDepth && a.Throttle == b.Throttle
 }
 
 // bodyText is the source of an engine block's own settings, to tell whether

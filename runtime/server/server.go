@@ -51,8 +51,10 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/runtime/internal/clock"
 	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
 	"github.com/qrun-dev/qrun/runtime/internal/metrics"
+	"github.com/qrun-dev/qrun/runtime/internal/schedule"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
@@ -114,6 +116,7 @@ type Server struct {
 	reload reloadState
 	life   lifecycle
 	events eventHub
+	sched  *schedule.Scheduler // schedules.go
 }
 
 // New opens everything the config declares. On error, whatever was opened
@@ -126,6 +129,7 @@ func New(ctx context.Context, cfg *config.File, opts Options) (*Server, error) {
 		opts.Registry = Builtin()
 	}
 	s := &Server{cfg: cfg, opts: opts, log: opts.Logger, engines: map[string]engines.Engine{}}
+	s.sched = schedule.New(clock.Real{}, s.log)
 	s.life.init()
 	s.queues.Store(&map[string]*queue{})
 	s.reload.drainTimeout.Store(int64(cfg.Runtime.DrainTimeout))
@@ -261,6 +265,7 @@ func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues ma
 		Logger:        s.log,
 		Observer:      &consumerObserver{consumer: cc.Name, queue: cc.Queue, user: s.opts.Observer, hub: &s.events},
 		RecordLatency: s.metrics != nil,
+		Throttle:      s.newThrottle(cc, q),
 	})
 	if err != nil {
 		_ = p.Close(ctx)
@@ -376,6 +381,7 @@ func (s *Server) close(ctx context.Context) {
 			s.log.Warn("closing "+what, zap.String(what, name), zap.Error(err))
 		}
 	}
+	s.stopSchedules()
 	for _, c := range s.consumerList() {
 		c.unwatch()
 		warn("plugin", c.cfg.Name, c.live.Close(ctx))

@@ -26,6 +26,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/internal/lograte"
+	"github.com/qrun-dev/qrun/runtime/internal/throttle"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
@@ -90,6 +91,9 @@ type Config struct {
 	// CrashLoopAfter deliveries in a row (see worker.crashLoop); zero means
 	// DefaultCrashPause.
 	CrashPause time.Duration
+	// Throttle, if set, holds deliveries back to rate limits and per-key
+	// caps; a delivery waits with its lease kept alive (throttle.go).
+	Throttle *throttle.Throttle
 }
 
 // CrashLoopAfter is how many deliveries in a row must break their instance
@@ -423,9 +427,18 @@ func (w *worker) handleBatch(ctx context.Context, ds []engines.Delivery) bool {
 			w.wait(ctx)
 			return true
 		}
+		release := func() {}
+		if c.cfg.Throttle != nil {
+			var ok bool
+			if release, ok = w.admit(ctx, ds[i:]); !ok {
+				w.release(ds[i:]...)
+				return ctx.Err() == nil // paused: the worker parks
+			}
+		}
 		now := time.Now() // one clock read serves both
 		w.renew(ds[i:], now)
 		w.handle(&ds[i], now)
+		release()
 	}
 	return true
 }

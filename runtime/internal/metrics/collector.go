@@ -26,6 +26,7 @@ type collector struct {
 	cLatency, cInfo, cReloads, cLogDropped            *prometheus.Desc
 	// Outbound HTTP, labelled consumer and queue.
 	hRequests, hDenied, hOverBudget, hLatency *prometheus.Desc
+	throttle                                  throttleDescs // throttle.go
 }
 
 func newCollector(src Source, m *Metrics) *collector {
@@ -36,7 +37,7 @@ func newCollector(src Source, m *Metrics) *collector {
 		return prometheus.NewDesc("qrun_consumer_"+name, help, append([]string{"consumer", "queue"}, extra...), nil)
 	}
 	return &collector{
-		src: src, m: m,
+		src: src, m: m, throttle: newThrottleDescs(c),
 		qDepth:        q("depth", "Messages in the queue: ready, delayed and in flight."),
 		qReady:        q("ready", "Messages visible and waiting for a consumer."),
 		qDelayed:      q("delayed", "Messages not yet visible (delay or retry backoff)."),
@@ -85,6 +86,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	} {
 		ch <- d
 	}
+	c.throttle.describe(ch)
 	c.m.engineErrors.Describe(ch)
 	c.m.reconnects.Describe(ch)
 }
@@ -145,6 +147,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.cReloads, cs.Reloads, l...)
 		counter(c.cLogDropped, int64(cs.LogDropped), l...)
 		c.collectHTTP(ch, cs)
+		c.throttle.collect(ch, cs)
 
 		lat := cs.Latency
 		buckets := make(map[float64]uint64, len(lat.Bounds))

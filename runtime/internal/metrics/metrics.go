@@ -29,6 +29,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
+	"github.com/qrun-dev/qrun/runtime/internal/throttle"
 )
 
 // QueueSample is one queue's figures at scrape time.
@@ -55,6 +56,9 @@ type ConsumerSample struct {
 	LogDropped uint64
 	// HTTP is the consumer's outbound HTTP counters (http_request).
 	HTTP httpout.Stats
+	// Throttle is the consumer's rate limit and per-key cap state; nil
+	// without either.
+	Throttle *throttle.Stats
 }
 
 // Source is what the collector reads at scrape time: the running runtime.
