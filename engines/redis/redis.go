@@ -161,6 +161,10 @@ func clientOptions(o *Options) (*redis.Options, error) {
 	if o.PoolSize > 0 {
 		ro.PoolSize = o.PoolSize
 	}
+	// No silent retries inside go-redis: a script whose reply was lost may
+	// have run, and only the engine knows whether running it again is safe
+	// (Receive retries with backoff; Enqueue and settles report the error).
+	ro.MaxRetries = -1
 	if o.TLSCA != "" || o.TLSCert != "" || o.TLSKey != "" || o.TLSServerName != "" {
 		if ro.TLSConfig == nil {
 			ro.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
