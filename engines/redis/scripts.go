@@ -101,7 +101,7 @@ end
 `
 
 // enqueueScript stores one message. KEYS: S D C dedup-key.
-// ARGV: message, delay, ttl, dedup window in ms ('' for none), message ID.
+// ARGV: message, delay, ttl, dedup window in ms (” for none), message ID.
 // It returns the ID of the message a duplicate duplicates, or false.
 var enqueueScript = redis.NewScript(common + `
 if ARGV[4] ~= '' then

@@ -46,7 +46,9 @@ block_interval   = "50ms"`, redis.DecodeSettings)
 			t.Fatal(diags)
 		}
 		env := function.New(&function.Spec{Params: []function.Parameter{{Name: "name", Type: cty.String}}, Type: function.StaticReturnType(cty.String),
-			Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) { return cty.StringVal("from-" + args[0].AsString()), nil }})
+			Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+				return cty.StringVal("from-" + args[0].AsString()), nil
+			}})
 		s, diags := redis.DecodeSettings(f.Body, &hcl.EvalContext{Functions: map[string]function.Function{"env": env}})
 		settingstest.Expect(t, diags)
 		if s.Password != "from-QRUN_REDIS_PASSWORD" {
