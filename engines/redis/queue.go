@@ -43,9 +43,9 @@ type queue struct {
 	closed    chan struct{}
 	reaped    chan struct{} // closed when the reaper has stopped
 
-	bmu      sync.Mutex
-	batch    []*pending
-	flushing bool
+	bmu   sync.Mutex
+	batch []*pending
+	armed bool // a linger timer will send the batch
 }
 
 // Open implements engines.Engine. It creates the stream and its consumer
@@ -513,7 +513,11 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 	if err != nil {
 		return err
 	}
-	n, err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int()
+	v, err := settleScript.Run(ctx, q.e.client, q.keysAll, append(q.settleHead(), args...)...).Int64Slice()
+	n := 0
+	if err == nil && len(v) == 1 {
+		n = int(v[0])
+	}
 	return q.settled(sid, s, n, err)
 }
 
@@ -539,8 +543,11 @@ func (q *queue) settleArgs(t engines.Ticket, s engines.Settlement) (string, []an
 	if q.e.isClosed() {
 		return "", nil, fmt.Errorf("redis: settle %s in %q: %w", sid, q.name, engines.ErrClosed)
 	}
-	return sid, []any{group, sid, v, micros(s.Delay), s.Reason, q.name, q.e.opts.KeyPrefix}, nil
+	return sid, []any{sid, v, micros(s.Delay), s.Reason}, nil
 }
+
+// settleHead is the settle script's ARGV before the verdicts.
+func (q *queue) settleHead() []any { return []any{group, q.name, q.e.opts.KeyPrefix} }
 
 // settled turns the settle script's answer into an error.
 func (q *queue) settled(sid string, s engines.Settlement, n int, err error) error {
@@ -587,6 +594,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 
 // pending is a settle sent in the queue's next pipeline.
 type pending struct {
+	q    *queue
 	sid  string
 	s    engines.Settlement
 	args []any
@@ -594,8 +602,13 @@ type pending struct {
 	err  error
 }
 
-// Wait implements engines.Pending.
+// Wait implements engines.Pending. It first sends whatever settles are
+// still queued, its own among them: the dispatcher waits at the end of a
+// batch, so a batch's verdicts go out together in one pipeline.
 func (p *pending) Wait(ctx context.Context) error {
+	if b := p.q.take(false); len(b) > 0 {
+		p.q.send(b)
+	}
 	select {
 	case <-p.done:
 		return p.err
@@ -604,58 +617,74 @@ func (p *pending) Wait(ctx context.Context) error {
 	}
 }
 
-// StartSettle implements engines.GroupSettler: the verdicts started while
-// one pipeline is on the wire go together in the next, one round trip for
-// all of them. Each is its own settle script, so each is checked against
-// its own lease; a lease that turns out lost is reported by Wait. Redis
-// replies once a write is in its append-only file (appendfsync always), so
-// a settle whose Wait returned nil survives a crash of either side.
+// settleLinger is the longest a started settle waits to be sent when
+// nobody waits for it: enough for the verdicts of a batch of quick
+// handlers to meet in one pipeline (one round trip, and one fsync on the
+// server, for all of them), short against any lease, so a verdict
+// followed by a slow handler is durable within a few milliseconds.
+const settleLinger = 2 * time.Millisecond
+
+// StartSettle implements engines.GroupSettler: verdicts queue up and go
+// in one pipeline when the first Wait comes or settleLinger after the
+// first of them, whichever is sooner. Each is its own settle script, so
+// each is checked against its own lease; a lease that turns out lost is
+// reported by Wait. Redis replies once a write is in its append-only file
+// (appendfsync always), so a settle whose Wait returned nil survives a
+// crash of either side.
 func (q *queue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.Settlement) (engines.Pending, error) {
 	sid, args, err := q.settleArgs(d.Ticket(), s)
 	if err != nil {
 		return nil, err
 	}
-	p := &pending{sid: sid, s: s, args: args, done: make(chan struct{})}
+	p := &pending{q: q, sid: sid, s: s, args: args, done: make(chan struct{})}
 	q.bmu.Lock()
 	q.batch = append(q.batch, p)
-	start := !q.flushing
-	q.flushing = true
-	q.bmu.Unlock()
-	if start {
-		go q.flush()
+	if !q.armed {
+		q.armed = true
+		time.AfterFunc(settleLinger, q.linger)
 	}
+	q.bmu.Unlock()
 	return p, nil
 }
 
-// flush sends pipelines of pending settles until none is left.
-func (q *queue) flush() {
-	var cmds []*redis.Cmd
-	for {
-		q.bmu.Lock()
-		batch := q.batch
-		q.batch = nil
-		if len(batch) == 0 {
-			q.flushing = false
-			q.bmu.Unlock()
-			return
+// take removes the queued settles and returns them; the linger timer
+// passes fired, so that the next settle arms it again.
+func (q *queue) take(fired bool) []*pending {
+	q.bmu.Lock()
+	defer q.bmu.Unlock()
+	b := q.batch
+	q.batch = nil
+	if fired {
+		q.armed = false
+	}
+	return b
+}
+
+// linger sends what nobody waited for within settleLinger.
+func (q *queue) linger() {
+	if b := q.take(true); len(b) > 0 {
+		q.send(b)
+	}
+}
+
+// send applies batch in one script call and completes each settle.
+func (q *queue) send(batch []*pending) {
+	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
+	defer cancel()
+	args := q.settleHead()
+	for _, b := range batch {
+		args = append(args, b.args...)
+	}
+	v, err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
+	if err == nil && len(v) != len(batch) {
+		err = fmt.Errorf("settle script returned %d results for %d verdicts", len(v), len(batch))
+	}
+	for i, b := range batch {
+		n := 0
+		if err == nil {
+			n = int(v[i])
 		}
-		q.bmu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
-		cmds = cmds[:0]
-		_, _ = q.e.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, b := range batch {
-				cmds = append(cmds, settleScript.EvalSha(ctx, p, q.keysAll, b.args...))
-			}
-			return nil
-		})
-		for i, b := range batch {
-			n, err := cmds[i].Int()
-			if redis.HasErrorPrefix(err, "NOSCRIPT") {
-				n, err = settleScript.Run(ctx, q.e.client, q.keysAll, b.args...).Int()
-			}
-			b.err = q.settled(b.sid, b.s, n, err)
-			close(b.done)
-		}
-		cancel()
+		b.err = q.settled(b.sid, b.s, n, err)
+		close(b.done)
 	}
 }

@@ -101,7 +101,7 @@ end
 `
 
 // enqueueScript stores one message. KEYS: S D C dedup-key.
-// ARGV: message, delay, ttl, dedup window in ms (” for none), message ID.
+// ARGV: message, delay, ttl, dedup window in ms (empty for none), message ID.
 // It returns the ID of the message a duplicate duplicates, or false.
 var enqueueScript = redis.NewScript(common + `
 if ARGV[4] ~= '' then
@@ -207,36 +207,57 @@ end
 return {fmt(now), fmt(next), last, out, stats, fmt(lease)}
 `)
 
-// settleScript applies a verdict. KEYS: S D L C Q. ARGV: group, entry ID,
-// verdict (a, n, r, d), delay, reason, queue name, key prefix. It returns 0 when the lease is
-// gone (settled, expired or taken over) and 1 when applied.
+// settleScript applies verdicts, any number in one call (a pipeline of
+// scripts pays Lua's per-call cost for each). KEYS: S D L C Q. ARGV:
+// group, queue name, key prefix, then for each verdict the entry ID, the
+// verdict (a, n, r, d), the delay and the reason. It returns one value per
+// verdict: 0 when the lease is gone (settled, expired or taken over), 1
+// when applied.
 var settleScript = redis.NewScript(common + `
 local s, d, l, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local group, sid, verdict, delay, reason = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local name, prefix = ARGV[6], ARGV[7]
+local group, name, prefix = ARGV[1], ARGV[2], ARGV[3]
 local now = now_us()
-local score = redis.call('ZSCORE', l, sid)
-if not score or tonumber(score) <= now then return 0 end
-local h = take(s, l, group, sid)
-if not h then return 0 end
-local a, f = h.a + 1, h.f
-if verdict == 'a' then
-  redis.call('HINCRBY', c, 'acked', 1)
-elseif verdict == 'n' then
-  f = f + 1
-  redis.call('HINCRBY', c, 'nacked', 1)
-  local cfg = config(KEYS[5])
-  if cfg.maxa > 0 and f >= cfg.maxa then
-    deadletter(c, cfg, prefix, h.m, a, f, reason, name)
+local cfg
+local out, acked, nacked = {}, 0, 0
+for i = 4, #ARGV, 4 do
+  local sid, verdict, delay, reason = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  local score = redis.call('ZSCORE', l, sid)
+  if not score or tonumber(score) <= now then
+    out[#out + 1] = 0
+  elseif verdict == 'a' then
+    -- An ack needs nothing of the entry: no read.
+    redis.call('ZREM', l, sid)
+    redis.call('XACK', s, group, sid)
+    redis.call('XDEL', s, sid)
+    acked = acked + 1
+    out[#out + 1] = 1
   else
-    reenter(s, d, now, delay, h.m, a, f, h.r, h.o)
+    local h = take(s, l, group, sid)
+    if not h then
+      out[#out + 1] = 0
+    else
+      cfg = cfg or config(KEYS[5])
+      local a, f = h.a + 1, h.f
+      if verdict == 'n' then
+        f = f + 1
+        nacked = nacked + 1
+        if cfg.maxa > 0 and f >= cfg.maxa then
+          deadletter(c, cfg, prefix, h.m, a, f, reason, name)
+        else
+          reenter(s, d, now, delay, h.m, a, f, h.r, h.o)
+        end
+      elseif verdict == 'r' then
+        reenter(s, d, now, delay, h.m, a, f, h.r, h.o)
+      else
+        deadletter(c, cfg, prefix, h.m, a, f, reason, name)
+      end
+      out[#out + 1] = 1
+    end
   end
-elseif verdict == 'r' then
-  reenter(s, d, now, delay, h.m, a, f, h.r, h.o)
-else
-  deadletter(c, config(KEYS[5]), prefix, h.m, a, f, reason, name)
 end
-return 1
+if acked > 0 then redis.call('HINCRBY', c, 'acked', acked) end
+if nacked > 0 then redis.call('HINCRBY', c, 'nacked', nacked) end
+return out
 `)
 
 // extendScript moves a lease's expiry to now+by. KEYS: L. ARGV: entry ID,
