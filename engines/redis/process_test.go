@@ -210,3 +210,39 @@ func TestTwoEnginesShareWork(t *testing.T) {
 		t.Fatalf("stats %+v, %v; want %d acked, none left", s, err, total)
 	}
 }
+
+// TestWarnsWhenNotDurable: docs/redis.md promises a warning at start when
+// the server would lose acknowledged writes in a crash.
+func TestWarnsWhenNotDurable(t *testing.T) {
+	redistest.Need(t, srv)
+	own, err := redistest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	warned := func() int {
+		core, logs := observer.New(zapcore.WarnLevel)
+		e, err := redis.New(ctx, redis.Options{URL: own.URL, Logger: zap.New(core)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = e.Close()
+		return logs.FilterMessageSnippet("may lose acknowledged messages").Len()
+	}
+	if n := warned(); n != 0 {
+		t.Fatalf("%d warnings with appendfsync always", n)
+	}
+	admin, err := redis.New(ctx, redis.Options{URL: own.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if err := admin.Client().ConfigSet(ctx, "appendfsync", "everysec").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := warned(); n != 1 {
+		t.Fatalf("%d warnings with appendfsync everysec, want 1", n)
+	}
+}
