@@ -284,3 +284,16 @@ func retryable(err error) bool {
 	var re redis.Error
 	return !errors.As(err, &re) || redis.HasErrorPrefix(err, "LOADING") || redis.HasErrorPrefix(err, "NOSCRIPT")
 }
+
+// SilenceLibraryLog stops go-redis writing its own log lines (one per
+// failed dial of every pooled connection) to stderr: the engine reports an
+// outage itself, once, through its zap logger. go-redis's logger is
+// process-wide, so the program decides: qrun's main calls this, and a Go
+// program embedding the engine may.
+func SilenceLibraryLog() { redis.SetLogger(discardLog{}) }
+
+// discardLog is a go-redis logger that writes nothing.
+type discardLog struct{}
+
+// Printf implements go-redis's internal.Logging.
+func (discardLog) Printf(context.Context, string, ...any) {}
