@@ -199,3 +199,38 @@ func BenchmarkRawStream(b *testing.B) {
 		})
 	}
 }
+
+// TestSendDirect: `qrun send` writes straight into a redis queue (the
+// type is Shared), as a producer that starts no reaper, and a consuming
+// engine receives the message.
+func TestSendDirect(t *testing.T) {
+	s := redistest.Need(t, srv)
+	prefix := s.Prefix(t)
+	src := fmt.Sprintf(`
+engine "rd" {
+  type       = "redis"
+  url        = %q
+  key_prefix = %q
+}
+queue "in" { engine = "rd" }`, s.URL, prefix)
+	cfg, diags := config.Parse("send.hcl", []byte(src), config.Options{Engines: server.Builtin()})
+	if diags.HasErrors() {
+		t.Fatal(hcl.Diagnostics(diags))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := server.SendDirect(ctx, cfg, nil, "in", []engines.Message{{Body: []byte("sent")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	q, err := newEngine(t, prefix, redis.Options{}).Open(ctx, engines.QueueSpec{Name: "in"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := engines.ReceiveN(ctx, q, 1)
+	if err != nil || string(ds[0].Body) != "sent" {
+		t.Fatalf("received %v, %v; want the message sent", ds, err)
+	}
+	if err := ds[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
