@@ -27,6 +27,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"github.com/qrun-dev/qrun/engines/redis"
 	"github.com/qrun-dev/qrun/plugins"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/plugin"
@@ -62,6 +63,7 @@ from -c FILE (runtime.admin_listen, admin_token) or --addr and --token
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.`
 
 func main() {
+	redis.SilenceLibraryLog() // the engine logs an outage once; go-redis would log every failed dial
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 

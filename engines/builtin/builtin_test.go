@@ -18,8 +18,8 @@ import (
 // what an engine opened with them offers (enginetype.Capable), and for each
 // engine that opens without a server it is what the open engine says,
 // MaxMessageSize aside (the settings may leave it to a default or to the
-// kernel). postgres needs a server to open; its engine and settings share
-// one function.
+// kernel). postgres and redis need a server to open; each one's engine and
+// settings share one function.
 func TestCapabilitiesKnownAtValidate(t *testing.T) {
 	t.Parallel()
 	for _, typ := range builtin.Types() {
@@ -29,6 +29,8 @@ func TestCapabilitiesKnownAtValidate(t *testing.T) {
 			switch typ.Name {
 			case "postgres":
 				src = `dsn = "host=/nonexistent"`
+			case "redis":
+				src = `url = "redis://127.0.0.1:1/0"`
 			case "posixmq", "shm":
 				src = `prefix = "qrun-caps-test-"`
 			}
@@ -45,7 +47,7 @@ func TestCapabilitiesKnownAtValidate(t *testing.T) {
 				t.Fatalf("%s settings do not implement enginetype.Capable", typ.Name)
 			}
 			want := c.Capabilities()
-			if typ.Name == "postgres" || (len(typ.Platforms) > 0 && !slices.Contains(typ.Platforms, runtime.GOOS)) {
+			if typ.Name == "postgres" || typ.Name == "redis" || (len(typ.Platforms) > 0 && !slices.Contains(typ.Platforms, runtime.GOOS)) {
 				return
 			}
 			e, err := s.Open(context.Background(), enginetype.OpenOptions{Name: "e", DataDir: t.TempDir(), Logger: zap.NewNop()})

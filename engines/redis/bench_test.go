@@ -1,0 +1,236 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/enginetest"
+	"github.com/qrun-dev/qrun/engines/redis"
+	"github.com/qrun-dev/qrun/engines/redis/redistest"
+	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/runtime/server"
+)
+
+// The benchmarks come in pairs: qrun's figure and the raw ceiling of the
+// same mechanism on the same server in the same run, so the ratio between
+// them is what qrun costs. Messages are 64 bytes, batches 100.
+const (
+	benchBody  = 64
+	benchBatch = 100
+)
+
+func rate(b *testing.B, n int, el time.Duration) {
+	b.ReportMetric(float64(n)/el.Seconds(), "msgs/s")
+}
+
+// BenchmarkConformance runs enginetest's shared engine benchmarks.
+func BenchmarkConformance(b *testing.B) {
+	redistest.Need(b, srv)
+	enginetest.Bench(b, enginetest.Harness{New: func(tb testing.TB) engines.Engine {
+		return newEngine(tb, "", redis.Options{Logger: zap.NewNop()})
+	}})
+}
+
+// prefill enqueues n messages through the engine, outside the timer.
+func prefill(b *testing.B, q engines.Queue, n int) {
+	b.Helper()
+	body := make([]byte, benchBody)
+	for n > 0 {
+		k := min(n, 1000)
+		msgs := make([]engines.Message, k)
+		for i := range msgs {
+			msgs[i].Body = body
+		}
+		if err := q.Enqueue(context.Background(), msgs...); err != nil {
+			b.Fatal(err)
+		}
+		n -= k
+	}
+}
+
+// counter is a server Observer that signals once want deliveries settled.
+type counter struct {
+	n    atomic.Int64
+	want int64
+	done chan struct{}
+	once sync.Once
+}
+
+func (c *counter) Settled(*engines.Delivery, engines.Verdict, time.Duration) {
+	if c.n.Add(1) == c.want {
+		c.once.Do(func() { close(c.done) })
+	}
+}
+
+// BenchmarkEndToEnd runs the whole runtime on the redis engine: the WAT
+// forward handler (which just acks without forward_to) consumes a backlog
+// of 64-byte messages with 1 and 4 workers, each leasing up to 100 at a
+// time. Ceiling: BenchmarkRawStream with as many consumers.
+func BenchmarkEndToEnd(b *testing.B) {
+	for _, conc := range []int{1, 4} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+			s := redistest.Need(b, srv)
+			prefix := s.Prefix(b)
+			n := b.N * benchBatch
+			pre := newEngine(b, prefix, redis.Options{Logger: zap.NewNop()})
+			q, err := pre.Open(context.Background(), engines.QueueSpec{Name: "in"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			prefill(b, q, n)
+			wasm, err := filepath.Abs("../../plugins/examples/wat/forward/forward.wasm")
+			if err != nil {
+				b.Fatal(err)
+			}
+			src := fmt.Sprintf(`
+runtime {
+  admin_listen = "off"
+  data_dir     = %q
+}
+engine "rd" {
+  type       = "redis"
+  url        = %q
+  key_prefix = %q
+}
+queue "in" { engine = "rd" }
+consumer "ack" {
+  queue       = "in"
+  plugin      = %q
+  concurrency = %d
+  batch       = %d
+}`, b.TempDir(), s.URL, prefix, wasm, conc, benchBatch)
+			cfg, diags := config.Parse("bench.hcl", []byte(src), config.Options{Engines: server.Builtin()})
+			if diags.HasErrors() {
+				b.Fatal(hcl.Diagnostics(diags))
+			}
+			obs := &counter{want: int64(n), done: make(chan struct{})}
+			ctx, cancel := context.WithCancel(context.Background())
+			rt, err := server.New(ctx, cfg, server.Options{Observer: obs})
+			if err != nil {
+				cancel()
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			start := time.Now()
+			runErr := make(chan error, 1)
+			go func() { runErr <- rt.Run(ctx) }()
+			<-obs.done
+			el := time.Since(start)
+			b.StopTimer()
+			cancel()
+			if err := <-runErr; err != nil {
+				b.Fatal(err)
+			}
+			rate(b, n, el)
+		})
+	}
+}
+
+// BenchmarkRawStream is the ceiling: go-redis's own consumer-group loop on
+// the same server, each consumer doing XREADGROUP COUNT 100 and one XACK
+// of the batch, over a backlog of 64-byte entries.
+func BenchmarkRawStream(b *testing.B) {
+	for _, conc := range []int{1, 4} {
+		b.Run(fmt.Sprintf("consumers=%d", conc), func(b *testing.B) {
+			s := redistest.Need(b, srv)
+			opt, err := goredis.ParseURL(s.URL)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := goredis.NewClient(opt)
+			defer c.Close()
+			ctx := context.Background()
+			key := s.Prefix(b) + "raw"
+			n := b.N * benchBatch
+			body := string(make([]byte, benchBody))
+			for left := n; left > 0; left -= 1000 {
+				p := c.Pipeline()
+				for range min(left, 1000) {
+					p.XAdd(ctx, &goredis.XAddArgs{Stream: key, Values: []any{"m", body}})
+				}
+				if _, err := p.Exec(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := c.XGroupCreate(ctx, key, "g", "0").Err(); err != nil {
+				b.Fatal(err)
+			}
+			var done atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for i := range conc {
+				wg.Go(func() {
+					ids := make([]string, 0, benchBatch)
+					for done.Load() < int64(n) {
+						res, err := c.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "g", Consumer: fmt.Sprint("c", i),
+							Streams: []string{key, ">"}, Count: benchBatch, Block: 100 * time.Millisecond}).Result()
+						if err == goredis.Nil {
+							continue
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						ids = ids[:0]
+						for _, m := range res[0].Messages {
+							ids = append(ids, m.ID)
+						}
+						if err := c.XAck(ctx, key, "g", ids...).Err(); err != nil {
+							b.Error(err)
+							return
+						}
+						done.Add(int64(len(ids)))
+					}
+				})
+			}
+			wg.Wait()
+			rate(b, n, time.Since(start))
+		})
+	}
+}
+
+// TestSendDirect: `qrun send` writes straight into a redis queue (the
+// type is Shared), as a producer that starts no reaper, and a consuming
+// engine receives the message.
+func TestSendDirect(t *testing.T) {
+	s := redistest.Need(t, srv)
+	prefix := s.Prefix(t)
+	src := fmt.Sprintf(`
+engine "rd" {
+  type       = "redis"
+  url        = %q
+  key_prefix = %q
+}
+queue "in" { engine = "rd" }`, s.URL, prefix)
+	cfg, diags := config.Parse("send.hcl", []byte(src), config.Options{Engines: server.Builtin()})
+	if diags.HasErrors() {
+		t.Fatal(hcl.Diagnostics(diags))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := server.SendDirect(ctx, cfg, nil, "in", []engines.Message{{Body: []byte("sent")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	q, err := newEngine(t, prefix, redis.Options{}).Open(ctx, engines.QueueSpec{Name: "in"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := engines.ReceiveN(ctx, q, 1)
+	if err != nil || string(ds[0].Body) != "sent" {
+		t.Fatalf("received %v, %v; want the message sent", ds, err)
+	}
+	if err := ds[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

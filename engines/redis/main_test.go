@@ -1,0 +1,73 @@
+package redis_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/enginetest"
+	"github.com/qrun-dev/qrun/engines/redis"
+	"github.com/qrun-dev/qrun/engines/redis/redistest"
+)
+
+// srv is the package's one Redis server, started by TestMain.
+var srv *redistest.Server
+
+func TestMain(m *testing.M) {
+	enginetest.Child(harness())
+	os.Exit(redistest.Run(m, &srv))
+}
+
+// newEngine opens an engine on prefix (a new one for the test when empty)
+// and closes it with the test.
+func newEngine(tb testing.TB, prefix string, opts redis.Options) *redis.Engine {
+	tb.Helper()
+	s := redistest.Need(tb, srv)
+	if prefix == "" {
+		prefix = s.Prefix(tb)
+	}
+	opts.URL, opts.KeyPrefix = s.URL, prefix
+	if opts.Logger == nil {
+		opts.Logger = zaptest.NewLogger(tb)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := redis.New(ctx, opts)
+	if err != nil {
+		tb.Fatalf("redis.New: %v", err)
+	}
+	tb.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+// harness builds engines on a key prefix of their own. Its Restart's
+// storage is "prefix|url", so a crash child, which starts no server of its
+// own, reaches the test's server and keys.
+func harness() enginetest.Harness {
+	return enginetest.Harness{
+		New: func(tb testing.TB) engines.Engine { return newEngine(tb, "", redis.Options{}) },
+		Restart: &enginetest.Restart{
+			Name: "redis",
+			Storage: func(tb testing.TB) string {
+				s := redistest.Need(tb, srv)
+				return s.Prefix(tb) + "|" + s.URL
+			},
+			Open: func(ctx context.Context, storage string) (engines.Engine, error) {
+				prefix, url, _ := strings.Cut(storage, "|")
+				return redis.New(ctx, redis.Options{URL: url, KeyPrefix: prefix, Logger: zap.NewNop()})
+			},
+			SyncCommits: true, // every script's writes are in the AOF before it replies
+		},
+	}
+}
+
+func TestConformance(t *testing.T) {
+	redistest.Need(t, srv)
+	enginetest.Run(t, harness())
+}
