@@ -8,6 +8,7 @@ import (
 	"github.com/qrun-dev/qrun/engines/disk"
 	"github.com/qrun-dev/qrun/engines/enginetype"
 	"github.com/qrun-dev/qrun/engines/memory"
+	"github.com/qrun-dev/qrun/engines/nats"
 	"github.com/qrun-dev/qrun/engines/posixmq"
 	"github.com/qrun-dev/qrun/engines/postgres"
 	"github.com/qrun-dev/qrun/engines/shm"
@@ -24,5 +25,6 @@ func Types() []enginetype.Type {
 		postgres.Type(),
 		posixmq.Type(),
 		shm.Type(),
+		nats.Type(),
 	}
 }

@@ -21,6 +21,9 @@ type counters struct {
 	ExpiredLease int64 `json:"expired_lease,omitempty"`
 	DeadLettered int64 `json:"dead_lettered,omitempty"`
 	Duplicate    int64 `json:"duplicate,omitempty"`
+	// Removed counts messages that left other than by ack or dead
+	// letter (purged, redriven), so that AckedTotal leaves them out.
+	Removed int64 `json:"removed,omitempty"`
 }
 
 func (q *queueState) countersKey() string { return "c." + q.name }

@@ -510,7 +510,7 @@ func (q *Queue) Stats(ctx context.Context) (engines.Stats, error) {
 	}
 	s := engines.Stats{
 		EnqueuedTotal:     int64(info.State.LastSeq),
-		AckedTotal:        max(int64(info.State.LastSeq)-int64(info.State.Msgs)-c.DeadLettered, 0),
+		AckedTotal:        max(int64(info.State.LastSeq)-int64(info.State.Msgs)-c.DeadLettered-c.Removed, 0),
 		NackedTotal:       c.Nacked,
 		ExpiredLeaseTotal: c.ExpiredLease,
 		DeadLetteredTotal: c.DeadLettered,

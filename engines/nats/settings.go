@@ -51,7 +51,7 @@ var natsSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 	{Name: "user"}, {Name: "password"}, {Name: "token"}, {Name: "creds"},
 	{Name: "tls_ca"}, {Name: "tls_cert"}, {Name: "tls_key"},
 	{Name: "prefix"}, {Name: "replicas"}, {Name: "storage"},
-	{Name: "dedup_window"}, {Name: "ack_margin"}, {Name: "max_ack_pending"},
+	{Name: "dedup_window"}, {Name: "ack_margin"}, {Name: "max_ack_wait"}, {Name: "max_ack_pending"},
 	{Name: "max_message_size"},
 }}
 
@@ -118,6 +118,7 @@ func DecodeSettings(body hcl.Body, ctx *hcl.EvalContext) (Settings, hcl.Diagnost
 	s.Memory = d.OneOf(c.Attributes["storage"], "file", "file", "memory") == "memory"
 	s.DedupWindow = d.Duration(c.Attributes["dedup_window"], 0, time.Second, 24*time.Hour)
 	s.AckMargin = d.Duration(c.Attributes["ack_margin"], 0, 100*time.Millisecond, time.Hour)
+	s.MaxAckWait = d.Duration(c.Attributes["max_ack_wait"], 0, time.Second, 24*time.Hour)
 	s.MaxAckPending = d.Int(c.Attributes["max_ack_pending"], 0, 1, 1<<24)
 	s.MaxMessageSize = d.Size(c.Attributes["max_message_size"], 0, 1, 64<<20)
 	return s, d.Diags
