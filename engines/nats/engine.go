@@ -138,6 +138,9 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(reconnectDelay),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if e.isClosed() {
+				return // our own Close, no outage
+			}
 			// Once per outage: the client calls it when the connection
 			// drops, not on each failed attempt to reconnect.
 			e.log.Warn("nats connection lost; reconnecting with backoff", zap.Error(err))
