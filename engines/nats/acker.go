@@ -130,3 +130,77 @@ func nakDelay(d time.Duration) []byte {
 	}
 	return []byte(`-NAK {"delay": ` + strconv.FormatInt(int64(d), 10) + `}`)
 }
+
+// flusher confirms that the server has received what this connection
+// published: one PING/PONG round trip (nats.Conn.Flush) covers every
+// publish made before it started, so the acks of a whole receive batch
+// are confirmed by one flush, and a wait whose publish an earlier flush
+// already covered returns at once.
+type flusher struct {
+	nc   *nats.Conn
+	mu   sync.Mutex
+	pub  uint64     // publishes noted so far
+	done uint64     // publishes covered by a completed flush
+	cur  *flushCall // under way
+	next *flushCall // starts when cur ends
+}
+
+type flushCall struct {
+	done   chan struct{}
+	err    error
+	covers uint64 // the publishes noted when it started
+}
+
+// note records a publish just made and returns its number for wait.
+func (f *flusher) note() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pub++
+	return f.pub
+}
+
+// wait returns once a flush that covers publish seq has completed.
+func (f *flusher) wait(ctx context.Context, seq uint64) error {
+	f.mu.Lock()
+	if f.done >= seq {
+		f.mu.Unlock()
+		return nil
+	}
+	c := f.cur
+	if c == nil || c.covers < seq {
+		if c = f.next; c == nil {
+			c = &flushCall{done: make(chan struct{})}
+			f.next = c
+			if f.cur == nil {
+				f.startLocked()
+			}
+		}
+	}
+	f.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (f *flusher) startLocked() {
+	c := f.next
+	f.next, f.cur = nil, c
+	c.covers = f.pub
+	go func() {
+		err := f.nc.FlushTimeout(ackTimeout)
+		f.mu.Lock()
+		c.err = err
+		if err == nil && c.covers > f.done {
+			f.done = c.covers
+		}
+		f.cur = nil
+		if f.next != nil {
+			f.startLocked()
+		}
+		f.mu.Unlock()
+		close(c.done)
+	}()
+}

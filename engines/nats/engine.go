@@ -114,6 +114,7 @@ type Engine struct {
 	js    jetstream.JetStream
 	state jetstream.KeyValue
 	acks  *acker
+	flush *flusher
 	log   *zap.Logger
 
 	mu     sync.Mutex
@@ -188,6 +189,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		}
 		e.opts.MaxMessageSize = limit
 	}
+	e.flush = &flusher{nc: nc}
 	if e.acks, err = newAcker(nc); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("nats engine: %w", err)

@@ -299,9 +299,11 @@ func parseRecord(b []byte) record {
 	return r
 }
 
-// StartSettle implements engines.GroupSettler: an Ack is sent at once
-// and its confirmation awaited in Wait, so a batch's acks share their
-// round trips; other verdicts are settled before it returns.
+// StartSettle implements engines.GroupSettler: an Ack is published at
+// once and Wait confirms it with one round trip shared by every ack
+// waiting at the time (a flush: the server has received it, so a crash of
+// this process can no longer undo it); other verdicts are settled before
+// it returns.
 func (q *Queue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.Settlement) (engines.Pending, error) {
 	l, ok := d.Ticket().Ref.(*lease)
 	if s.Verdict != engines.Ack || !ok || l.q != q.queueState {
@@ -310,10 +312,14 @@ func (q *Queue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.
 	if err := l.take(); err != nil {
 		return nil, err
 	}
-	return q.startAck(l)
+	if err := q.e.nc.Publish(l.msg.Reply(), ackAck); err != nil {
+		return nil, fmt.Errorf("ack in %q: %w", q.name, err)
+	}
+	return &ackPending{l: l, seq: q.e.flush.note()}, nil
 }
 
-// startAck sends the ack of a lease already taken.
+// startAck sends the ack of a lease already taken, with a reply subject
+// on which the server confirms it applied it.
 func (q *queueState) startAck(l *lease) (*ackPending, error) {
 	p, err := q.e.acks.send(l.msg.Reply(), ackAck)
 	if err != nil {
@@ -322,16 +328,24 @@ func (q *queueState) startAck(l *lease) (*ackPending, error) {
 	return &ackPending{l: l, p: p}, nil
 }
 
-// ackPending is an ack awaiting the server's confirmation.
+// ackPending is an ack awaiting the server's confirmation (p) or a flush
+// (p nil).
 type ackPending struct {
-	l *lease
-	p *pendingAck
+	l   *lease
+	p   *pendingAck
+	seq uint64 // the flush that confirms it, when p is nil
 }
 
 // Wait implements engines.Pending.
 func (a *ackPending) Wait(ctx context.Context) error {
 	q := a.l.q
-	if err := a.p.wait(ctx); err != nil {
+	var err error
+	if a.p != nil {
+		err = a.p.wait(ctx)
+	} else {
+		err = q.e.flush.wait(ctx, a.seq)
+	}
+	if err != nil {
 		return fmt.Errorf("ack in %q: %w", q.name, err)
 	}
 	if a.l.hasRec {

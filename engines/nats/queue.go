@@ -349,6 +349,14 @@ func (q *Queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error
 			if b, err = q.cons.Fetch(1, jetstream.FetchMaxWait(wait)); err == nil {
 				n, err = q.take(ctx, b, buf)
 			}
+			if n > 0 && n < len(buf) && err == nil {
+				// Work arrived: take what else is there in one more
+				// round trip rather than hand the worker one message.
+				if b, err2 := q.cons.FetchNoWait(len(buf) - n); err2 == nil {
+					k, _ := q.take(ctx, b, buf[n:])
+					n += k
+				}
+			}
 			if n > 0 {
 				return n, nil
 			}
