@@ -254,3 +254,68 @@ func TestSpecKeptOnServer(t *testing.T) {
 		t.Fatalf("dead letter %+v, %v", dl, err)
 	}
 }
+
+// TestExtendBeyondServerAckWait: a lease extended far past the server's
+// ack wait stays leased, because the holder restarts the server's ack
+// wait (+WPI) while it holds it.
+func TestExtendBeyondServerAckWait(t *testing.T) {
+	e := newEngine(t, "", nats.Options{AckMargin: 100 * time.Millisecond, MaxAckWait: 200 * time.Millisecond})
+	q, err := e.Open(ctxFor(t, 30*time.Second), engines.QueueSpec{Name: "long", VisibilityTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Enqueue(ctxFor(t, 30*time.Second), engines.Message{Body: []byte("slow")}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := engines.ReceiveN(ctxFor(t, 10*time.Second), q, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ds[0].Extend(ctxFor(t, 10*time.Second), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Five server ack waits: without the refreshes the server would have
+	// handed the message out again.
+	if got, err := engines.ReceiveN(ctxFor(t, time.Second), q, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Receive during the extended lease = %v, %v; want nothing", got, err)
+	}
+	if err := ds[0].Ack(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatalf("Ack under the extended lease: %v", err)
+	}
+}
+
+// TestDeadNodeLeaseReturns: the leases of a node that died without
+// closing come back after the server's ack wait, capped by max_ack_wait
+// however long the visibility timeout, and count one failure.
+func TestDeadNodeLeaseReturns(t *testing.T) {
+	s := natstest.Need(t, srv)
+	prefix := s.Prefix()
+	spec := engines.QueueSpec{Name: "orphan", VisibilityTimeout: time.Hour}
+	dead := newEngine(t, prefix, nats.Options{MaxAckWait: time.Second})
+	dq, err := dead.Open(ctxFor(t, 30*time.Second), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dq.Enqueue(ctxFor(t, 30*time.Second), engines.Message{Body: []byte("orphan")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := engines.ReceiveN(ctxFor(t, 10*time.Second), dq, 1); err != nil {
+		t.Fatal(err)
+	}
+	dead.Conn().Close() // dies: no Close, no lease handed back
+	live := newEngine(t, prefix, nats.Options{MaxAckWait: time.Second})
+	q, err := live.Open(ctxFor(t, 30*time.Second), engines.QueueSpec{Name: "orphan"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := engines.ReceiveN(ctxFor(t, 20*time.Second), q, 1)
+	if err != nil {
+		t.Fatalf("the dead node's lease did not come back: %v", err)
+	}
+	if ds[0].Attempt != 2 || ds[0].Failures != 1 {
+		t.Errorf("Attempt %d Failures %d, want 2, 1 (the expired lease is a failure)", ds[0].Attempt, ds[0].Failures)
+	}
+	if err := ds[0].Ack(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}
