@@ -365,7 +365,10 @@ func (q *Queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error
 			return 0, ctx.Err()
 		}
 		if err != nil {
-			if !transient(err) || q.e.isClosed() {
+			if q.e.isClosed() {
+				return 0, q.check()
+			}
+			if !transient(err) {
 				return 0, fmt.Errorf("receive from %q: %w", q.name, err)
 			}
 			// The connection is down or the server busy: wait and try
@@ -430,13 +433,16 @@ func (q *Queue) deliver(ctx context.Context, m jetstream.Msg, d *engines.Deliver
 	if err != nil {
 		q.e.log.Error("message with a malformed qrun header; delivering it without", zap.String("queue", q.name), zap.Error(err))
 	}
-	// The bucket's reads and writes finish even when the Receive's
-	// context ends meanwhile: the message was leased to this pull.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
 	seq, n := md.Sequence.Stream, int(md.NumDelivered)
 	l := &lease{q: q.queueState, msg: m, seq: seq}
 	if n > 1 || mt.NotBefore != 0 {
+		// A message handed back before or not yet due: its history is
+		// read, and maybe written, even when the Receive's context ends
+		// meanwhile, since the message was leased to this pull. (A first
+		// delivery of a due message, the hot path, touches no bucket.)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
 		rec, ok, err := q.getRecord(ctx, seq)
 		if err != nil {
 			// Without the history the counts would be wrong; try again

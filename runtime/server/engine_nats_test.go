@@ -11,6 +11,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/nats/natstest"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
@@ -147,4 +148,147 @@ func benchNATSRaw(b *testing.B, s *natstest.Server, conc int) {
 	el := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
+}
+
+// BenchmarkNATSVersusRaw is the comparison of BenchmarkEndToEndNATS with
+// BenchmarkNATSRaw made robust to a shared machine: one nats-server, one
+// qrun runtime on a nats queue and one raw nats.go consumer loop on a
+// stream of its own, fed alternately in chunks of 8Ki messages within one
+// benchmark, so that whatever else loads the machine falls on both alike.
+// Each side's workers wait in a pull while the other runs. It reports each
+// side's rate and qrun's as a percentage of the raw loop's.
+func BenchmarkNATSVersusRaw(b *testing.B) {
+	for _, conc := range []int{1, 2} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) { natsVersusRaw(b, conc) })
+	}
+}
+
+func natsVersusRaw(b *testing.B, conc int) {
+	s := natsServer(b)
+	obs := &chunkCounter{reached: make(chan struct{}, 1)}
+	srv := start(b, parse(b, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "js" {
+  type = "nats"
+  url  = %q
+}
+queue "in" { engine = "js" }
+consumer "ack" {
+  queue       = "in"
+  plugin      = %q
+  concurrency = %d
+  batch       = %d
+}`, s.URL, forwardWasm(b), conc, natsBatch)), server.Options{Observer: obs})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nc, err := natsgo.Connect(s.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "raw", Subjects: []string{"raw.in"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage}); err != nil {
+		b.Fatal(err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, "raw", jetstream.ConsumerConfig{Durable: "raw",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 31 * time.Second, MaxAckPending: 100000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rawAcked, rawTarget atomic.Int64
+	rawReached := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				batch, err := cons.Fetch(natsBatch, jetstream.FetchMaxWait(500*time.Millisecond))
+				if err != nil {
+					continue
+				}
+				for m := range batch.Messages() {
+					if err := m.Ack(); err != nil {
+						b.Error(err)
+					}
+					if rawAcked.Add(1) == rawTarget.Load() {
+						rawReached <- struct{}{}
+					}
+				}
+			}
+		}()
+	}
+	body := make([]byte, 64)
+	publishRaw := func(n int) {
+		fs := make([]jetstream.PubAckFuture, 0, natsBatch)
+		for sent := 0; sent < n; sent += natsBatch {
+			fs = fs[:0]
+			for range min(natsBatch, n-sent) {
+				f, err := js.PublishMsgAsync(&natsgo.Msg{Subject: "raw.in", Data: body})
+				if err != nil {
+					b.Fatal(err)
+				}
+				fs = append(fs, f)
+			}
+			for _, f := range fs {
+				select {
+				case <-f.Ok():
+				case err := <-f.Err():
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	publishQrun := func(n int) {
+		for sent := 0; sent < n; sent += natsBatch {
+			msgs := make([]engines.Message, min(natsBatch, n-sent))
+			for i := range msgs {
+				msgs[i].Body = body
+			}
+			if err := srv.Enqueue(ctx, "in", msgs); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var qrunWall, rawWall time.Duration
+	runQrun := func(n int) {
+		start := time.Now()
+		obs.target.Store(obs.n.Load() + int64(n))
+		publishQrun(n)
+		<-obs.reached
+		qrunWall += time.Since(start)
+	}
+	runRaw := func(n int) {
+		start := time.Now()
+		rawTarget.Store(rawAcked.Load() + int64(n))
+		publishRaw(n)
+		<-rawReached
+		rawWall += time.Since(start)
+	}
+	const chunk = 8 << 10
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += chunk {
+		n := min(chunk, b.N-done)
+		if (done/chunk)%2 == 0 {
+			runQrun(n)
+			runRaw(n)
+		} else {
+			runRaw(n)
+			runQrun(n)
+		}
+	}
+	b.StopTimer()
+	qrunRate := float64(b.N) / qrunWall.Seconds()
+	rawRate := float64(b.N) / rawWall.Seconds()
+	b.ReportMetric(qrunRate, "qrun-msgs/s")
+	b.ReportMetric(rawRate, "raw-msgs/s")
+	b.ReportMetric(100*qrunRate/rawRate, "%-of-raw")
 }
