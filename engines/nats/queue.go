@@ -218,7 +218,7 @@ func (q *Queue) Enqueue(ctx context.Context, msgs ...engines.Message) error {
 		if err != nil {
 			return fmt.Errorf("enqueue to %q: %w", q.name, err)
 		}
-		if futures[i], err = q.e.js.PublishMsgAsync(nm, jetstream.WithExpectStream(q.stream)); err != nil {
+		if futures[i], err = q.e.js.PublishMsgAsync(nm); err != nil {
 			return fmt.Errorf("enqueue to %q: %w", q.name, err)
 		}
 	}
