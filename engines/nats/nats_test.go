@@ -59,9 +59,36 @@ func TestTwoEnginesShareWork(t *testing.T) {
 	}
 	const n = 600
 	want := enqueueN(t, qa, n, "m")
+	// Each node takes a batch and holds it: the other is handed other
+	// messages, never one the first holds.
+	first, err := engines.ReceiveN(ctxFor(t, 10*time.Second), qa, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := engines.ReceiveN(ctxFor(t, 10*time.Second), qb, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]bool{}
+	for _, d := range first {
+		held[d.ID] = true
+	}
+	for _, d := range second {
+		if held[d.ID] {
+			t.Errorf("%s handed to both nodes at once", d.ID)
+		}
+	}
 	var mu sync.Mutex
 	seen := map[string]int{}
-	per := map[string]int{}
+	for _, ds := range [][]engines.Delivery{first, second} {
+		for i := range ds {
+			seen[ds[i].ID]++
+			if err := ds[i].Ack(ctxFor(t, 10*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	per := map[string]int{"a": len(first), "b": len(second)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -101,9 +128,7 @@ func TestTwoEnginesShareWork(t *testing.T) {
 			t.Errorf("%s handled %d times, want once", id, seen[id])
 		}
 	}
-	if per["a"] == 0 || per["b"] == 0 {
-		t.Errorf("work split %v: both nodes should have handled messages", per)
-	}
+	t.Logf("work split %v", per)
 	if st, err := qa.Stats(ctxFor(t, 10*time.Second)); err != nil || st.Depth() != 0 || st.AckedTotal != n {
 		t.Errorf("Stats = %+v, %v; want empty with %d acked", st, err, n)
 	}
@@ -259,8 +284,10 @@ func TestSpecKeptOnServer(t *testing.T) {
 // ack wait stays leased, because the holder restarts the server's ack
 // wait (+WPI) while it holds it.
 func TestExtendBeyondServerAckWait(t *testing.T) {
-	e := newEngine(t, "", nats.Options{AckMargin: 100 * time.Millisecond, MaxAckWait: 200 * time.Millisecond})
-	q, err := e.Open(ctxFor(t, 30*time.Second), engines.QueueSpec{Name: "long", VisibilityTimeout: 100 * time.Millisecond})
+	// The server's ack wait is 2s whatever the visibility timeout; the
+	// holder restarts it every second.
+	e := newEngine(t, "", nats.Options{MaxAckWait: 2 * time.Second})
+	q, err := e.Open(ctxFor(t, 30*time.Second), engines.QueueSpec{Name: "long", VisibilityTimeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,12 +298,12 @@ func TestExtendBeyondServerAckWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ds[0].Extend(ctxFor(t, 10*time.Second), time.Minute); err != nil {
+	if err := ds[0].Extend(ctxFor(t, 10*time.Second), 2*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	// Five server ack waits: without the refreshes the server would have
-	// handed the message out again.
-	if got, err := engines.ReceiveN(ctxFor(t, time.Second), q, 1); !errors.Is(err, context.DeadlineExceeded) {
+	// Three server ack waits: without the refreshes the server would
+	// have handed the message out again.
+	if got, err := engines.ReceiveN(ctxFor(t, 6*time.Second), q, 1); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Receive during the extended lease = %v, %v; want nothing", got, err)
 	}
 	if err := ds[0].Ack(ctxFor(t, 10*time.Second)); err != nil {
