@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -221,8 +222,8 @@ func reconnectDelay(attempts int) time.Duration {
 func redact(urls []string) string {
 	out := ""
 	for i, u := range urls {
-		if at := lastIndex(u, '@'); at >= 0 {
-			if s := index(u, "://"); s >= 0 {
+		if at := strings.LastIndexByte(u, '@'); at >= 0 {
+			if s := strings.Index(u, "://"); s >= 0 {
 				u = u[:s+3] + "***" + u[at:]
 			}
 		}

@@ -135,11 +135,9 @@ func (l *lease) hold(ctx context.Context, delay time.Duration) {
 	l.rec.Settled++
 	l.rec.Holds++
 	l.rec.Back = true
-	until := l.rec.Until
 	if err := l.q.putRecord(ctx, l.seq, &l.rec); err != nil {
 		l.q.e.log.Warn("recording a held message", zap.String("queue", l.q.name), zap.Uint64("seq", l.seq), zap.Error(err))
 	}
-	_ = until
 	if err := l.q.e.acks.do(ctx, l.msg.Reply(), nakDelay(delay)); err != nil {
 		l.q.e.log.Warn("holding a message not yet due", zap.String("queue", l.q.name), zap.Uint64("seq", l.seq), zap.Error(err))
 	}

@@ -2,7 +2,6 @@ package nats
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/qrun-dev/qrun/engines"
 )
@@ -41,6 +40,3 @@ func checkPrefix(p string) error {
 func nameChar(c rune) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }
-
-func lastIndex(s string, c byte) int { return strings.LastIndexByte(s, c) }
-func index(s, sub string) int        { return strings.Index(s, sub) }
