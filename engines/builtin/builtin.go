@@ -8,6 +8,7 @@ import (
 	"github.com/qrun-dev/qrun/engines/disk"
 	"github.com/qrun-dev/qrun/engines/enginetype"
 	"github.com/qrun-dev/qrun/engines/memory"
+	"github.com/qrun-dev/qrun/engines/nats"
 	"github.com/qrun-dev/qrun/engines/posixmq"
 	"github.com/qrun-dev/qrun/engines/postgres"
 	"github.com/qrun-dev/qrun/engines/redis"
@@ -26,5 +27,6 @@ func Types() []enginetype.Type {
 		posixmq.Type(),
 		shm.Type(),
 		redis.Type(),
+		nats.Type(),
 	}
 }
