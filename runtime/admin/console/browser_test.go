@@ -43,7 +43,8 @@ func chromium(t *testing.T) string {
 // rig is a running qrun with the console's scenario: "inbox" has no
 // consumer (its depth only grows), "work" acks everything, "hooks" calls
 // a downstream that the test breaks and fixes, dead-lettering into
-// "hooks_dead" on the first failure.
+// "hooks_dead" on the first failure; the schedule "heartbeat" sends to
+// "ticks" every second.
 type rig struct {
 	base, cfgPath string
 	client        *admin.Client
@@ -106,6 +107,12 @@ queue "hooks" {
   dead_letter  = "hooks_dead"
 }
 queue "hooks_dead" { engine = "m" }
+queue "ticks" { engine = "m" }
+schedule "heartbeat" {
+  every = "1s"
+  queue = "ticks"
+  body  = "beat"
+}
 consumer "work" {
   queue  = "work"
   plugin = %q
@@ -473,6 +480,24 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("audit log has %d %q entries, want %d", found.Len(), what, n)
 		}
 	}
+
+	// Schedules: the heartbeat is listed with its facts, and its fired
+	// count grows while the page is open.
+	run(t, ctx, "schedules",
+		chromedp.Navigate(ui+"#/schedules"),
+		visible(`tr[data-schedule="heartbeat"]`),
+		textIs(`tr[data-schedule="heartbeat"] [data-col="expr"]`, "every 1s"),
+		textIs(`tr[data-schedule="heartbeat"] [data-col="queue"]`, "ticks"),
+		textIs(`tr[data-schedule="heartbeat"] [data-col="time_zone"]`, "UTC"),
+		until(`document.querySelector('tr[data-schedule="heartbeat"] [data-col="next"]').textContent !== "–"`),
+	)
+	const fired = `Number(document.querySelector('tr[data-schedule="heartbeat"] [data-col="fired"]').textContent.replace(/\D/g, "") || 0)`
+	before := eval[int](t, ctx, fired)
+	run(t, ctx, "schedule fires",
+		until(fmt.Sprintf(`%s >= %d`, fired, before+2)),
+		until(`document.querySelector('tr[data-schedule="heartbeat"] [data-col="last_tick"]').textContent !== "never"`),
+		textIs(`tr[data-schedule="heartbeat"] [data-col="last_error"]`, "–"),
+	)
 
 	// The running config, secrets redacted; a broken file's reload is
 	// refused with its diagnostics.

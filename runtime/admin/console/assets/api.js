@@ -55,6 +55,7 @@ export class API {
 
   queues() { return this.request("GET", "/v1/queues").then((d) => d.queues || []); }
   consumers() { return this.request("GET", "/v1/consumers").then((d) => d.consumers || []); }
+  schedules() { return this.request("GET", "/v1/schedules").then((d) => d.schedules || []); }
   config() { return this.request("GET", "/v1/config"); }
   reload() { return this.request("POST", "/v1/reload"); }
   peek(queue, { cursor = "", limit = 50, inFlight = false } = {}) {
