@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +32,8 @@ func kvSubtests() []subtest {
 		{"tx_conflict_changes_nothing", testTxConflict},
 		{"tx_lease_lost_changes_nothing", testTxLeaseLost},
 		{"tx_invalid_changes_nothing", testTxInvalid},
+		{"tx_no_lost_update", testTxNoLostUpdate},
+		{"state_deleted_on_purge", testStateDeletedOnPurge},
 		{"state_survives_nack", testStateSurvivesNack},
 		{"state_deleted_on_ack", testStateDeletedOnAck},
 		{"state_deleted_on_dead_letter", testStateDeletedOnDeadLetter},
@@ -736,5 +740,103 @@ func childTx(ctx context.Context, e engines.Engine, q engines.Queue, arg string)
 			}
 			w.emit("T", []string{d.ID})
 		}
+	}
+}
+
+// testTxNoLostUpdate: concurrent deliveries that read a counter and write
+// it back plus one, checking what they read at commit and requeueing on a
+// conflict, lose no update.
+func testTxNoLostUpdate(t *testing.T, x *env) {
+	x.need(x.caps.Transactions, "Transactions")
+	x.need(x.caps.KV, "KV")
+	const n, workers = 60, 4
+	q := x.open(engines.QueueSpec{})
+	kv := x.kv(0)
+	msgs := make([]engines.Message, n)
+	x.enqueue(q, msgs...)
+	ctx := x.ctx(wait)
+	var (
+		mu        sync.Mutex
+		done      int
+		conflicts int
+		wg        sync.WaitGroup
+		errs      = make(chan error, workers)
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				finished := done == n
+				mu.Unlock()
+				if finished {
+					return
+				}
+				rctx, cancel := context.WithTimeout(ctx, quiet)
+				ds, err := engines.ReceiveN(rctx, q, 1)
+				cancel()
+				if err != nil {
+					continue // another worker holds the rest
+				}
+				d := ds[0]
+				var cur int64
+				var ver uint64
+				if ent, err := kv.Get(ctx, []byte("n")); err == nil {
+					cur, _ = strconv.ParseInt(string(ent.Value), 10, 64)
+					ver = ent.Version
+				} else if !errors.Is(err, engines.ErrNotFound) {
+					errs <- err
+					return
+				}
+				err = d.SettleTx(ctx, &engines.Effects{KV: []engines.KVBatch{{Store: kv.Name(), Ops: []engines.KVOp{check("n", ver), set("n", strconv.FormatInt(cur+1, 10))}}}})
+				switch {
+				case err == nil:
+					mu.Lock()
+					done++
+					mu.Unlock()
+				case errors.Is(err, engines.ErrConflict):
+					mu.Lock()
+					conflicts++
+					mu.Unlock()
+					if err := d.Requeue(ctx, 0); err != nil {
+						errs <- err
+						return
+					}
+				default:
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	x.wantValue(kv, "n", strconv.Itoa(n))
+	t.Logf("%d conflicts requeued", conflicts)
+}
+
+func testStateDeletedOnPurge(t *testing.T, x *env) {
+	x.need(x.caps.Transactions, "Transactions")
+	q := x.open(engines.QueueSpec{})
+	p, ok := q.(engines.Purger)
+	if !ok {
+		t.Skip("queue is not an engines.Purger")
+	}
+	x.enqueue(q, engines.Message{ID: "job"})
+	d := x.receiveOne(q, wait)
+	x.setState(d, "progress")
+	if err := d.Requeue(x.ctx(wait), 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Purge(x.ctx(wait)); err != nil || n != 1 {
+		t.Fatalf("Purge = %d, %v; want the one message", n, err)
+	}
+	x.enqueue(q, engines.Message{ID: "job"})
+	if v, ok := x.stateOf(x.receiveOne(q, wait)); ok {
+		t.Fatalf("state %q outlived a purge of its message", v)
 	}
 }
