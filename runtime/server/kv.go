@@ -148,3 +148,28 @@ func onCommit(spec plugin.Spec) func(*engines.Effects, error) {
 		}
 	}
 }
+
+// ErrUnknownKV is returned for a store no kv block declares.
+var ErrUnknownKV = errors.New("unknown key-value store")
+
+// KV returns the named key-value store, opening it if no consumer has yet:
+// what the admin API's /v1/kv routes and a Go program embedding qrun read
+// and write stores through. Writes through it are immediate (they belong
+// to no delivery). An undeclared store is ErrUnknownKV.
+func (s *Server) KV(ctx context.Context, name string) (engines.KV, error) {
+	s.kv.mu.Lock()
+	ks, ok := s.kv.open[name]
+	s.kv.mu.Unlock()
+	if ok {
+		return ks.store, nil
+	}
+	k, ok := s.cfg.KVStore(name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKV, name)
+	}
+	ks, err := s.kvStore(ctx, *k)
+	if err != nil {
+		return nil, err
+	}
+	return ks.store, nil
+}
