@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
@@ -149,13 +150,10 @@ func onCommit(spec plugin.Spec) func(*engines.Effects, error) {
 	}
 }
 
-// ErrUnknownKV is returned for a store no kv block declares.
-var ErrUnknownKV = errors.New("unknown key-value store")
-
 // KV returns the named key-value store, opening it if no consumer has yet:
 // what the admin API's /v1/kv routes and a Go program embedding qrun read
 // and write stores through. Writes through it are immediate (they belong
-// to no delivery). An undeclared store is ErrUnknownKV.
+// to no delivery). An undeclared store is admin.ErrUnknownKV.
 func (s *Server) KV(ctx context.Context, name string) (engines.KV, error) {
 	s.kv.mu.Lock()
 	ks, ok := s.kv.open[name]
@@ -165,7 +163,7 @@ func (s *Server) KV(ctx context.Context, name string) (engines.KV, error) {
 	}
 	k, ok := s.cfg.KVStore(name)
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownKV, name)
+		return nil, fmt.Errorf("%w: %q", admin.ErrUnknownKV, name)
 	}
 	ks, err := s.kvStore(ctx, *k)
 	if err != nil {
