@@ -62,7 +62,8 @@ func (s *server) kvRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/kv/{store}/{key...}", s.kvDelete)
 }
 
-func kvEntry(e engines.KVEntry) KVEntry {
+// KVEntryOf is e as the API shows it.
+func KVEntryOf(e engines.KVEntry) KVEntry {
 	out := KVEntry{Key: string(e.Key), Version: e.Version}
 	if utf8.Valid(e.Value) {
 		out.Value = string(e.Value)
@@ -123,7 +124,7 @@ func (s *server) kvGet(w http.ResponseWriter, r *http.Request) {
 		s.kvError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, kvEntry(e))
+	writeJSON(w, http.StatusOK, KVEntryOf(e))
 }
 
 func (s *server) kvPut(w http.ResponseWriter, r *http.Request) {
@@ -160,7 +161,7 @@ func (s *server) kvPut(w http.ResponseWriter, r *http.Request) {
 	}
 	out := KVEntry{Key: string(key)}
 	if len(es) == 1 {
-		out = kvEntry(es[0])
+		out = KVEntryOf(es[0])
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -207,7 +208,7 @@ func (s *server) kvList(w http.ResponseWriter, r *http.Request) {
 			out.Next = string(es[i-1].Key)
 			break
 		}
-		out.Entries = append(out.Entries, kvEntry(e))
+		out.Entries = append(out.Entries, KVEntryOf(e))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
