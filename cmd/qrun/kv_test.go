@@ -1,7 +1,11 @@
 package main_test
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -44,5 +48,43 @@ kv "counts" { engine = "mem" }
 	}
 	if out, err := kv("get", "nope", "a"); err == nil || !strings.Contains(out, `kv "nope" is not declared`) {
 		t.Errorf("unknown store: %q (%v)", out, err)
+	}
+}
+
+// TestKVCommandsPostgresDirect: a postgres store is opened directly, with
+// no qrun running (after qrun migrate, as qrun send needs).
+func TestKVCommandsPostgresDirect(t *testing.T) {
+	engine := postgresEngine(t)
+	if engine == "" {
+		return
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "qrun.hcl")
+	src := fmt.Sprintf("runtime { admin_listen = \"off\" }\n%s\nqueue \"q\" { engine = \"e\" }\nkv \"counts\" { engine = \"e\" }\n", engine)
+	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(qrunBin, append(args, "-c", cfg)...).Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				t.Fatalf("qrun %v: %v\n%s", args, err, ee.Stderr)
+			}
+			t.Fatalf("qrun %v: %v", args, err)
+		}
+		return string(out)
+	}
+	run("migrate")
+	if out := run("kv", "set", "counts", "k", "v1"); !strings.HasPrefix(out, "version ") {
+		t.Errorf("set: %q", out)
+	}
+	if out := run("kv", "get", "counts", "k"); out != "v1\n" {
+		t.Errorf("get: %q", out)
+	}
+	run("kv", "del", "counts", "k")
+	if out := run("kv", "list", "counts", "--json"); !strings.Contains(out, `"entries": []`) {
+		t.Errorf("list after del: %q", out)
 	}
 }
