@@ -10,6 +10,7 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/runtime/internal/metrics"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
@@ -170,4 +171,17 @@ func (s *Server) KV(ctx context.Context, name string) (engines.KV, error) {
 		return nil, err
 	}
 	return ks.store, nil
+}
+
+// KVSamples implements metrics.KVSource: the open stores' counters.
+func (m metricsSource) KVSamples() []metrics.KVSample {
+	stores := m.s.kvList()
+	out := make([]metrics.KVSample, 0, len(stores))
+	for _, ks := range stores {
+		out = append(out, metrics.KVSample{
+			Store: ks.cfg.Name, Engine: ks.cfg.Engine,
+			Ops: ks.stats.Ops.Load(), Conflicts: ks.stats.Conflicts.Load(), CommitErrors: ks.stats.CommitErrors.Load(),
+		})
+	}
+	return out
 }

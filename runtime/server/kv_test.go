@@ -59,7 +59,8 @@ consumer "c" {
   kv          = ["counts"]
 }
 `, kvWasm(t)))
-	srv := start(t, cfg, server.Options{})
+	ln := listen(t)
+	srv := start(t, cfg, server.Options{Listener: ln})
 	ctx := context.Background()
 	one := binary.LittleEndian.AppendUint64(nil, 1)
 	const n = 40
@@ -85,7 +86,20 @@ consumer "c" {
 	if err != nil || string(e.Value) != fmt.Sprint(n) {
 		t.Fatalf("total = %q (%v), want %d", e.Value, err, n)
 	}
-	t.Logf("conflicts: %d", srv.Consumers()[0].Stats().Conflicts)
+	// Every handled delivery made one kv_incr: 40 acked, 1 trapped, and
+	// one more per conflict at commit, which the store counts too.
+	conflicts := srv.Consumers()[0].Stats().Conflicts
+	mfs := scrape(t, "http://"+ln.Addr().String(), "")
+	store := map[string]string{"store": "counts", "engine": "mem"}
+	if got := value(t, mfs, "qrun_kv_operations_total", store); got != float64(n+1+conflicts) {
+		t.Errorf("qrun_kv_operations_total = %v, want %d", got, n+1+conflicts)
+	}
+	if got := value(t, mfs, "qrun_kv_conflicts_total", store); got != float64(conflicts) {
+		t.Errorf("qrun_kv_conflicts_total = %v, want %d", got, conflicts)
+	}
+	if got := value(t, mfs, "qrun_kv_commit_errors_total", store); got != 0 {
+		t.Errorf("qrun_kv_commit_errors_total = %v, want 0", got)
+	}
 	if _, err := srv.KV(ctx, "nope"); err == nil {
 		t.Error("KV of an undeclared store succeeded")
 	}
