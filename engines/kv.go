@@ -152,9 +152,9 @@ type GroupTxSettler interface {
 	// StartSettleTx is d.SettleTx(ctx, e) except that it may return before
 	// the outcome is durable, or even decided: a check the engine can only
 	// make in its commit makes Wait return ErrConflict, with nothing of d
-	// applied and its lease still held. The engine must not keep e (or
-	// anything it points to) after StartSettleTx returns unless it owns
-	// it: the caller hands e over and never changes it again.
+	// applied and its lease still held. The caller hands e over (it never
+	// reads or changes it again), so the engine may keep it until Wait
+	// returns.
 	StartSettleTx(ctx context.Context, d *Delivery, e *Effects) (Pending, error)
 }
 
