@@ -75,7 +75,8 @@ type Result struct {
 	// Effects are the delivery's held writes and publishes (Spec.KV with
 	// Tx, Spec.TxPublish), set only for an Ack that has some: the caller
 	// applies them with the ack (engines.Delivery.SettleTx) or not at all.
-	// They belong to the instance and are valid until its next Handle.
+	// The caller owns them: an engine may hold them past the next Handle
+	// (engines.GroupTxSettler).
 	Effects *engines.Effects
 	// Err is nil for a verdict the guest returned normally; otherwise it
 	// wraps ErrTrap, ErrTimeout, ErrBadVerdict, ErrBadPointer, ErrAlloc or
@@ -155,7 +156,7 @@ func (in *Instance) Handle(ctx context.Context, d *engines.Delivery, start time.
 	}
 	r := Result{Verdict: engines.Verdict(v), Delay: st.delay, DelaySet: st.delaySet}
 	if st.tx.used && r.Verdict == engines.Ack && !st.tx.eff.Empty() {
-		r.Effects = &st.tx.eff
+		r.Effects = st.tx.take()
 	}
 	if st.reasonSet && (r.Verdict == engines.Nack || r.Verdict == engines.DeadLetter) {
 		r.Reason = string(st.reason) // the only allocation, and only when asked for

@@ -66,9 +66,10 @@ type kvBinding struct {
 	maxValue int
 }
 
-// txState is an instance's effect buffer, reused from delivery to
+// txState is an instance's effect buffer and overlay, reset for each
 // delivery: a delivery that uses no transactional store and holds no
-// publish touches none of it.
+// publish touches none of it. An acked delivery's effects are handed over
+// whole (take).
 type txState struct {
 	eff  engines.Effects
 	over map[string]overlayEntry // store name + "\x00" + key
@@ -98,7 +99,15 @@ func (t *txState) reset() {
 	t.used = false
 }
 
-// ops returns the store's batch of held operations, adding it if needed.
+// take hands the delivery's effects over to the caller; the next delivery
+// starts new ones (only a delivery with effects pays for that).
+func (t *txState) take() *engines.Effects {
+	e := t.eff
+	t.eff = engines.Effects{}
+	return &e
+}
+
+// batch returns the store's batch of held operations, adding it if needed.
 func (t *txState) batch(store string) *engines.KVBatch {
 	t.used = true
 	for i := range t.eff.KV {

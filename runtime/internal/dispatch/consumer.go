@@ -276,6 +276,7 @@ func (c *Consumer) Start() {
 	for i := 0; i < c.cfg.Concurrency; i++ {
 		w := &worker{c: c, batch: 1, buf: make([]engines.Delivery, c.cfg.Batch)}
 		w.gs, _ = c.cfg.Queue.(engines.GroupSettler)
+		w.gts, _ = c.cfg.Queue.(engines.GroupTxSettler)
 		c.workers = append(c.workers, w)
 		c.wg.Add(1)
 		go func() {
@@ -347,6 +348,7 @@ type worker struct {
 	// waits for their durability once, before it counts them and reuses
 	// the receive buffer.
 	gs      engines.GroupSettler
+	gts     engines.GroupTxSettler // the same for commits of effects (tx.go)
 	pending []outcome
 	// crashes counts the deliveries in a row that broke the instance.
 	crashes int
@@ -360,6 +362,7 @@ type outcome struct {
 	p    engines.Pending
 	herr error // the handler's error, if any
 	took time.Duration
+	eff  *engines.Effects // set when p commits effects with the ack (tx.go)
 }
 
 const (
@@ -646,7 +649,12 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 // wait return at once.
 func (w *worker) flush() {
 	for _, o := range w.pending {
-		w.applied(o, o.p.Wait(w.c.settleCtx))
+		err := o.p.Wait(w.c.settleCtx)
+		if o.eff != nil {
+			w.committed(o, err)
+			continue
+		}
+		w.applied(o, err)
 	}
 	clear(w.pending)
 	w.pending = w.pending[:0]

@@ -16,11 +16,31 @@ import (
 // counted: its next attempt reads the new values. Any other error leaves
 // the lease to expire, as a failed ack does, so the message is redelivered
 // and none of its effects happened.
+//
+// On a queue whose commits can be shared (engines.GroupTxSettler) the
+// commit is started now and waited for with the rest of the batch (flush),
+// as verdicts are on a GroupSettler.
 func (w *worker) commit(o outcome, e *engines.Effects) {
 	c, d := w.c, o.d
-	err := d.SettleTx(c.settleCtx, e)
+	o.eff = e
+	if w.gts == nil {
+		w.committed(o, d.SettleTx(c.settleCtx, e))
+		return
+	}
+	p, err := w.gts.StartSettleTx(c.settleCtx, d, e)
+	if err != nil || p == nil {
+		w.committed(o, err)
+		return
+	}
+	o.p = p
+	w.pending = append(w.pending, o)
+}
+
+// committed accounts for a commit of effects that returned err.
+func (w *worker) committed(o outcome, err error) {
+	c, d := w.c, o.d
 	if c.cfg.OnCommit != nil {
-		c.cfg.OnCommit(e, err)
+		c.cfg.OnCommit(o.eff, err)
 	}
 	if errors.Is(err, engines.ErrConflict) {
 		w.n.conflicts.Add(1)

@@ -92,3 +92,70 @@ func TestCommitConflictRequeues(t *testing.T) {
 		t.Errorf("commits %v, want a conflict then success", commits)
 	}
 }
+
+// groupTxQueue is a memory queue whose transactional settles are started
+// and decided when waited for, as an engine that checks versions in its
+// commit does: the first commit it sees conflicts.
+type groupTxQueue struct {
+	engines.Queue
+	mu      sync.Mutex
+	started int
+}
+
+type pendingFunc func(context.Context) error
+
+func (p pendingFunc) Wait(ctx context.Context) error { return p(ctx) }
+
+func (g *groupTxQueue) StartSettleTx(_ context.Context, d *engines.Delivery, e *engines.Effects) (engines.Pending, error) {
+	g.mu.Lock()
+	g.started++
+	first := g.started == 1
+	g.mu.Unlock()
+	return pendingFunc(func(ctx context.Context) error {
+		if first {
+			return engines.ErrConflict
+		}
+		return d.SettleTx(ctx, e)
+	}), nil
+}
+
+// TestGroupCommitConflictRequeues: on a GroupTxSettler the commit is
+// started when the handler returns and its outcome taken when the batch
+// is flushed; a conflict found then requeues the delivery like one found
+// at once.
+func TestGroupCommitConflictRequeues(t *testing.T) {
+	ctx := context.Background()
+	var gq *groupTxQueue
+	fx := newFixtureOn(t, func(d *engines.Delivery) plugin.Result {
+		return plugin.Result{Verdict: engines.Ack, Effects: &engines.Effects{KV: []engines.KVBatch{{Store: "s",
+			Ops: []engines.KVOp{{Kind: engines.KVIncr, Key: []byte("x"), Delta: 1}}}}}}
+	}, func(c *dispatch.Config) { c.Concurrency = 1 }, func(q engines.Queue) engines.Queue {
+		gq = &groupTxQueue{Queue: q}
+		return gq
+	})
+	kv, err := fx.eng.OpenKV(ctx, engines.KVSpec{Name: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.q.Enqueue(ctx, engines.Message{Body: []byte("a")}, engines.Message{Body: []byte("b")}); err != nil {
+		t.Fatal(err)
+	}
+	fx.c.Start()
+	acks := 0
+	for acks < 2 {
+		if s := fx.next(t); s.verdict == engines.Ack {
+			acks++
+		}
+	}
+	if st := fx.c.Stats(); st.Conflicts != 1 || st.Requeued != 1 || st.Nacked != 0 {
+		t.Errorf("stats %+v, want one conflict requeued and no failure", st)
+	}
+	if e, err := kv.Get(ctx, []byte("x")); err != nil || string(e.Value) != "2" {
+		t.Errorf("x = %q (%v), want 2", e.Value, err)
+	}
+	gq.mu.Lock()
+	defer gq.mu.Unlock()
+	if gq.started != 3 {
+		t.Errorf("%d commits started, want 3", gq.started)
+	}
+}
