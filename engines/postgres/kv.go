@@ -41,6 +41,7 @@ type kvState struct {
 	mu       sync.Mutex
 	maxValue map[string]int     // per store, from the latest OpenKV
 	handles  map[string]*handle // queues SettleTx publishes to
+	txb      txBatcher
 }
 
 func (k *kvState) limit(store string) int {
@@ -55,7 +56,7 @@ func (k *kvState) limit(store string) int {
 // kvSQL are the statements of this file, with the schema filled in.
 type kvSQL struct {
 	createStore, lockStore, read, get, list, upsert, del, sweep string
-	state, setState                                             string
+	state, setState, lockLeases                                 string
 }
 
 // kvStatements fills the quoted schema into the statements.
@@ -81,6 +82,11 @@ func kvStatements(schema string) kvSQL {
 			ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version, expires_at = EXCLUDED.expires_at`),
 		del:   s(`DELETE FROM __Q__.kv WHERE store = $1 AND key = ANY($2::bytea[])`),
 		sweep: s(`DELETE FROM __Q__.kv WHERE expires_at <= now()`),
+		// The leases of a SettleTx batch still held, locked until commit.
+		lockLeases: s(`SELECT m.seq FROM __Q__.messages m
+			JOIN unnest($1::bigint[], $2::bigint[]) AS a(seq, token) ON m.seq = a.seq AND m.lease_token = a.token
+			WHERE m.state = 2 AND m.visible_at > now()
+			ORDER BY m.seq FOR UPDATE OF m`),
 		state: s(`SELECT (SELECT value FROM __Q__.message_state WHERE seq = $1),
 			EXISTS (SELECT 1 FROM __Q__.messages WHERE seq = $1 AND lease_token = $2 AND state = 2 AND visible_at > now())`),
 		setState: s(`INSERT INTO __Q__.message_state (seq, value)
@@ -237,73 +243,114 @@ func (h *kvHandle) Apply(ctx context.Context, ops ...engines.KVOp) ([]engines.KV
 }
 
 // applyIn runs ops against store in tx (see the top of this file) and
-// returns the entries they left.
+// returns the entries they left: one round trip to lock the store and read
+// its keys, then one to write what changed.
 func (e *Engine) applyIn(ctx context.Context, tx pgx.Tx, store string, ops []engines.KVOp) ([]engines.KVEntry, error) {
-	writes := 0
+	var b pgx.Batch
+	sb := e.queueRead(&b, store, ops)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, err
+	}
+	if err := sb.prepare(); err != nil {
+		return nil, err
+	}
+	b = pgx.Batch{}
+	sb.queueWrites(&b)
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return nil, err
+		}
+	}
+	return sb.p.Results(), nil
+}
+
+// storeBatch is one store's ops in a transaction: queueRead queues the
+// statements that lock the store and read its keys (their results fill
+// it in as the batch is read), prepare runs the ops on what was read, and
+// queueWrites queues the statements that store the outcome.
+type storeBatch struct {
+	e      *Engine
+	store  string
+	ops    []engines.KVOp
+	writes int64
+
+	last    int64
+	clock   time.Time
+	s       *kvmem.Store
+	expired [][]byte
+	p       *kvmem.Prepared
+}
+
+func (e *Engine) queueRead(b *pgx.Batch, store string, ops []engines.KVOp) *storeBatch {
+	sb := &storeBatch{e: e, store: store, ops: ops}
 	keys := make([][]byte, 0, len(ops))
 	seen := make(map[string]bool, len(ops))
 	for i := range ops {
 		if ops[i].Kind == engines.KVSet || ops[i].Kind == engines.KVIncr {
-			writes++
+			sb.writes++
 		}
 		if k := string(ops[i].Key); !seen[k] {
 			seen[k] = true
 			keys = append(keys, ops[i].Key)
 		}
 	}
-	var (
-		last  int64
-		clock time.Time
-	)
-	if err := tx.QueryRow(ctx, e.sqlKV.lockStore, store, writes).Scan(&last, &clock); err != nil {
-		return nil, err
-	}
-	s := kvmem.New(store, e.kv.limit(store), func() time.Time { return clock })
-	s.LoadVersion(uint64(last - int64(writes)))
-	rows, err := tx.Query(ctx, e.sqlKV.read, store, keys)
-	if err != nil {
-		return nil, err
-	}
-	var expired [][]byte
-	for rows.Next() {
-		var (
-			k, v    []byte
-			ver     int64
-			expires *time.Time
-		)
-		if err := rows.Scan(&k, &v, &ver, &expires); err != nil {
-			rows.Close()
-			return nil, err
+	b.Queue(e.sqlKV.lockStore, store, sb.writes).QueryRow(func(r pgx.Row) error {
+		if err := r.Scan(&sb.last, &sb.clock); err != nil {
+			return err
 		}
-		ent := kvmem.Entry{Value: v, Version: uint64(ver)}
-		if expires != nil {
-			ent.Expires = expires.UnixNano()
-			if !clock.Before(*expires) {
-				expired = append(expired, k) // deleted below, whatever the batch does
+		clock := sb.clock
+		sb.s = kvmem.New(store, e.kv.limit(store), func() time.Time { return clock })
+		sb.s.LoadVersion(uint64(sb.last - sb.writes))
+		return nil
+	})
+	b.Queue(e.sqlKV.read, store, keys).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var (
+				k, v    []byte
+				ver     int64
+				expires *time.Time
+			)
+			if err := rows.Scan(&k, &v, &ver, &expires); err != nil {
+				return err
 			}
+			ent := kvmem.Entry{Value: v, Version: uint64(ver)}
+			if expires != nil {
+				ent.Expires = expires.UnixNano()
+				if !sb.clock.Before(*expires) {
+					sb.expired = append(sb.expired, k) // deleted whatever the batch does
+				}
+			}
+			sb.s.Load(string(k), ent)
 		}
-		s.Load(string(k), ent)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	s.Lock()
-	p, err := s.PrepareLocked(ops)
-	s.Unlock()
+		return rows.Err()
+	})
+	return sb
+}
+
+// prepare runs the ops on the keys read: ErrConflict, ErrInvalid or
+// ErrTooLarge fail the batch.
+func (sb *storeBatch) prepare() error {
+	sb.s.Lock()
+	p, err := sb.s.PrepareLocked(sb.ops)
+	sb.s.Unlock()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if p.LastVersion() > uint64(last) {
-		return nil, fmt.Errorf("kv %q: versions %d..%d reserved, %d needed", store, last-int64(writes)+1, last, p.LastVersion())
+	if p.LastVersion() > uint64(sb.last) {
+		return fmt.Errorf("kv %q: %d versions reserved, more needed", sb.store, sb.writes)
 	}
+	sb.p = p
+	return nil
+}
+
+func (sb *storeBatch) queueWrites(b *pgx.Batch) {
 	var (
 		pk, pv [][]byte
 		pn     []int64
 		px     []*time.Time
-		dk     = expired
+		dk     = sb.expired
 	)
-	for _, c := range p.Changes() {
+	for _, c := range sb.p.Changes() {
 		if c.Deleted {
 			dk = append(dk, []byte(c.Key))
 			continue
@@ -319,16 +366,11 @@ func (e *Engine) applyIn(ctx context.Context, tx pgx.Tx, store string, ops []eng
 		px = append(px, x)
 	}
 	if len(dk) > 0 {
-		if _, err := tx.Exec(ctx, e.sqlKV.del, store, dk); err != nil {
-			return nil, err
-		}
+		b.Queue(sb.e.sqlKV.del, sb.store, dk)
 	}
 	if len(pk) > 0 {
-		if _, err := tx.Exec(ctx, e.sqlKV.upsert, store, pk, pv, pn, px); err != nil {
-			return nil, err
-		}
+		b.Queue(sb.e.sqlKV.upsert, sb.store, pk, pv, pn, px)
 	}
-	return p.Results(), nil
 }
 
 // txHandle returns a handle on the named queue for SettleTx's publishes.
@@ -433,44 +475,8 @@ func (e *Engine) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settl
 		l.state.Store(leaseDone)
 		return fmt.Errorf("postgres: settle tx message %d: lease expired: %w", l.seq, engines.ErrLeaseLost)
 	}
-	var woke []wakeups
-	err = pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-		woke = woke[:0]
-		ack := e.sql.ack
-		if l.ordered {
-			ack = e.sql.ackOrdered
-		}
-		var n int64
-		if err := tx.QueryRow(ctx, ack, []int64{l.seq}, []int64{int64(t.Token)}).Scan(&n); err != nil {
-			return err
-		}
-		if n == 0 {
-			return engines.ErrLeaseLost
-		}
-		for _, ts := range stores {
-			if _, err := e.applyIn(ctx, tx, ts.name, ts.ops); err != nil {
-				return err
-			}
-		}
-		var queues []int32
-		for _, tp := range pubs {
-			dedup, lock := tp.h.needs(tp.msgs)
-			w, err := tp.h.enqueueIn(ctx, tx, tp.msgs, dedup, lock)
-			if err != nil {
-				return err
-			}
-			woke = append(woke, w)
-			queues = append(queues, w.queues...)
-		}
-		if len(queues) > 0 {
-			// Rides in tx, like EnqueueTx's: other processes' receivers
-			// learn of the publishes when they are committed.
-			if _, err := tx.Exec(ctx, e.sql.notify, e.channel, queues); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	r := &txReq{l: l, token: int64(t.Token), stores: stores, pubs: pubs, done: make(chan txResult, 1)}
+	err = e.kv.txb.submit(e, r)
 	switch {
 	case err == nil:
 		l.state.Store(leaseDone)
@@ -487,12 +493,14 @@ func (e *Engine) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settl
 		}
 		return fmt.Errorf("postgres: settle tx: %w", err)
 	}
-	for _, tp := range pubs {
-		for j, i := range tp.idx {
-			eff.Publish[i].Message.ID = tp.msgs[j].ID
+	if eff != nil {
+		for _, tp := range pubs {
+			for j, i := range tp.idx {
+				eff.Publish[i].Message.ID = tp.msgs[j].ID
+			}
 		}
 	}
-	for _, w := range woke {
+	for _, w := range r.woke {
 		w.send(e)
 	}
 	if l.ordered {

@@ -107,6 +107,13 @@ func (s *Store) LoadVersion(v uint64) {
 // a restart. Needs Lock held.
 func (s *Store) LastVersionLocked() uint64 { return s.last }
 
+// EntryLocked returns key's entry as held, expired or not. Needs Lock
+// held.
+func (s *Store) EntryLocked(key string) (Entry, bool) {
+	e, ok := s.m[key]
+	return e, ok
+}
+
 // Get returns key's live entry, or engines.ErrNotFound.
 func (s *Store) Get(key []byte) (engines.KVEntry, error) {
 	if err := s.checkKey(key); err != nil {
