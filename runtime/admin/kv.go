@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.uber.org/zap"
+
 	"github.com/qrun-dev/qrun/engines"
 )
 
@@ -155,6 +157,7 @@ func (s *server) kvPut(w http.ResponseWriter, r *http.Request) {
 		op.TTL = d
 	}
 	es, err := kv.Apply(r.Context(), op)
+	s.audit(r, "kv key set", err, zap.String("store", r.PathValue("store")), zap.Int("size", len(op.Value)))
 	if err != nil {
 		s.kvError(w, err)
 		return
@@ -171,7 +174,9 @@ func (s *server) kvDelete(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, err := kv.Apply(r.Context(), engines.KVOp{Kind: engines.KVDelete, Key: key}); err != nil {
+	_, err := kv.Apply(r.Context(), engines.KVOp{Kind: engines.KVDelete, Key: key})
+	s.audit(r, "kv key deleted", err, zap.String("store", r.PathValue("store")))
+	if err != nil {
 		s.kvError(w, err)
 		return
 	}
