@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
@@ -90,5 +91,28 @@ func TestKVBrokenFiles(t *testing.T) {
 				t.Errorf("got %v, want %s\n%s", got, want, render(t, f, diags))
 			}
 		})
+	}
+}
+
+// TestSpecBuildKV: a Go Spec declares stores and grants them as HCL does.
+func TestSpecBuildKV(t *testing.T) {
+	t.Parallel()
+	s := Spec{
+		Dir:       t.TempDir(),
+		Engines:   []EngineSpec{{Name: "m", Type: "memory"}},
+		Queues:    []QueueSpec{{Name: "q", Engine: "m"}},
+		Consumers: []ConsumerSpec{{Name: "c", Queue: "q", PluginWasm: tinyWasm, KV: []string{"counts"}}},
+		KV:        []KVSpec{{Name: "counts", Engine: "m", MaxValueSize: 512}},
+	}
+	f, err := s.Build(Options{Engines: kvEngines{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.KV) != 1 || f.KV[0].MaxValueSize != 512 || len(f.Consumers[0].KVStores) != 1 {
+		t.Fatalf("stores %+v, grants %+v", f.KV, f.Consumers[0].KVStores)
+	}
+	s.Consumers[0].KV = []string{"nope"}
+	if _, err := s.Build(Options{Engines: kvEngines{}}); err == nil || !strings.Contains(err.Error(), "Unknown key-value store") {
+		t.Fatalf("Build = %v, want the unknown store refused", err)
 	}
 }
