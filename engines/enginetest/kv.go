@@ -417,7 +417,10 @@ func testTxConflict(t *testing.T, x *env) {
 func testTxLeaseLost(t *testing.T, x *env) {
 	x.need(x.caps.Visibility, "Visibility")
 	src, dst, kv, d := x.txSetup(engines.QueueSpec{VisibilityTimeout: 100 * time.Millisecond})
-	// The lease lapses and another receiver gets the message.
+	// The lease lapses and another receiver gets the message, with a
+	// lease long enough to outlast a loaded machine (the latest settings
+	// win).
+	src = x.open(engines.QueueSpec{Name: src.Name(), VisibilityTimeout: time.Minute})
 	again := x.receiveOne(src, wait)
 	err := d.SettleTx(x.ctx(wait), x.effects(dst, kv, incr("count", 1)))
 	x.wantErr(err, engines.ErrLeaseLost, "SettleTx by a holder whose lease lapsed")
