@@ -180,12 +180,7 @@ func view(st *instanceState, b *kvBinding, key []byte) (overlayEntry, error) {
 			return e, nil
 		}
 	}
-	var ent engines.KVEntry
-	err := withInstanceCancel(st, func(ctx context.Context) error {
-		var err error
-		ent, err = b.Store.Get(ctx, key)
-		return err
-	})
+	ent, err := b.Store.Get(kvCtx(st), key)
 	if err != nil && !errors.Is(err, engines.ErrNotFound) {
 		return overlayEntry{}, err
 	}
@@ -398,12 +393,7 @@ func hostKVIncr(ctx context.Context, m api.Module, stack []uint64) {
 		}
 		hold(st, b, op, e, strconv.AppendInt(nil, n, 10))
 	} else {
-		var ent []engines.KVEntry
-		err := withInstanceCancel(st, func(ctx context.Context) error {
-			var err error
-			ent, err = b.Store.Apply(ctx, op)
-			return err
-		})
+		ent, err := b.Store.Apply(kvCtx(st), op)
 		if err != nil {
 			stack[0] = code(kvCode(st, abi.FuncKVIncr, err))
 			return
@@ -441,11 +431,16 @@ func incr(e overlayEntry, delta int64) (int64, bool) {
 
 // apply performs one write on an immediate store.
 func apply(st *instanceState, b *kvBinding, op engines.KVOp) error {
-	return withInstanceCancel(st, func(ctx context.Context) error {
-		_, err := b.Store.Apply(ctx, op)
-		return err
-	})
+	_, err := b.Store.Apply(kvCtx(st), op)
+	return err
 }
+
+// kvCtx is the context of a store call: the instance's own, which the
+// watchdog cancels when the call runs past its timeout and Close cancels
+// when the dispatcher aborts it, so a stuck engine cannot hold a guest. It
+// costs nothing, unlike withInstanceCancel's derived context, and a store
+// call is on the path of every delivery that uses one.
+func kvCtx(st *instanceState) context.Context { return st.in.ctx }
 
 func hostStateGet(ctx context.Context, m api.Module, stack []uint64) {
 	st := stateOf(ctx)
@@ -455,12 +450,7 @@ func hostStateGet(ctx context.Context, m api.Module, stack []uint64) {
 		stack[0] = code(abi.ErrNoMessage)
 		return
 	}
-	var v []byte
-	err := withInstanceCancel(st, func(ctx context.Context) error {
-		var err error
-		v, err = d.State(ctx)
-		return err
-	})
+	v, err := d.State(kvCtx(st))
 	if err != nil {
 		stack[0] = code(kvCode(st, abi.FuncStateGet, err))
 		return
@@ -483,11 +473,7 @@ func hostStateSet(ctx context.Context, m api.Module, stack []uint64) {
 		stack[0] = code(abi.ErrTooLarge)
 		return
 	}
-	v := slices.Clone(val)
-	err := withInstanceCancel(st, func(ctx context.Context) error {
-		return d.SetState(ctx, v)
-	})
-	stack[0] = code(kvCode(st, abi.FuncStateSet, err))
+	stack[0] = code(kvCode(st, abi.FuncStateSet, d.SetState(kvCtx(st), slices.Clone(val))))
 }
 
 // kvBindings indexes a spec's stores by name.
