@@ -29,7 +29,7 @@ func TestKVRoutes(t *testing.T) {
 	ctx := context.Background()
 	eng := memory.New(memory.Options{})
 	t.Cleanup(func() { _ = eng.Close() })
-	kv, err := eng.OpenKV(ctx, engines.KVSpec{Name: "s"})
+	kv, err := eng.OpenKV(ctx, engines.KVSpec{Name: "s", MaxValueSize: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +68,9 @@ func TestKVRoutes(t *testing.T) {
 	}
 	if _, err := c.KVGet(ctx, "other", "a"); status(err) != 404 {
 		t.Errorf("unknown store: %v, want 404", err)
+	}
+	if _, err := c.KVPut(ctx, "s", "k", admin.KVPutRequest{Value: "seventeen bytes!!"}); status(err) != 413 {
+		t.Errorf("value beyond max_value_size: %v, want 413", err)
 	}
 	if _, err := c.KVPut(ctx, "s", "k", admin.KVPutRequest{Value: "x", TTL: "soon"}); status(err) != 400 {
 		t.Errorf("bad ttl: %v, want 400", err)
