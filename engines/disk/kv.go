@@ -176,7 +176,10 @@ func (e *Engine) sweepLoop(done <-chan struct{}) {
 		case <-done:
 			return
 		case <-t.C:
-			if _, err := e.SweepKV(); err != nil && !errors.Is(err, engines.ErrClosed) {
+			ctx, cancel := context.WithTimeout(context.Background(), sweepInterval)
+			_, err := e.SweepKV(ctx)
+			cancel()
+			if err != nil && !errors.Is(err, engines.ErrClosed) {
 				e.log.Warn("key-value sweep failed", zap.String("file", e.path), zap.Error(err))
 			}
 		}
@@ -187,7 +190,7 @@ func (e *Engine) sweepLoop(done <-chan struct{}) {
 // file now, and returns how many it removed. The engine sweeps on its own
 // (at open, once a minute, and every few thousand writes of a store); an
 // expired key is absent for every read whether or not it was swept.
-func (e *Engine) SweepKV() (int, error) {
+func (e *Engine) SweepKV(ctx context.Context) (int, error) {
 	e.mu.Lock()
 	stores := make([]*kvmem.Store, 0, len(e.stores))
 	for _, s := range e.stores {
@@ -211,7 +214,7 @@ func (e *Engine) SweepKV() (int, error) {
 		n += len(gone)
 	}
 	if last != nil {
-		if err := last.Wait(context.Background()); err != nil {
+		if err := last.Wait(ctx); err != nil {
 			return n, err
 		}
 	}

@@ -72,7 +72,7 @@ func TestKVSweepRemovesExpiredKeysFromTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitExpired(t, kv, "swept")
-	if n, err := e.SweepKV(); err != nil || n != 1 {
+	if n, err := e.SweepKV(ctx); err != nil || n != 1 {
 		t.Fatalf("SweepKV = %d, %v; want the one expired key", n, err)
 	}
 	if _, err := kv.Apply(ctx, ttl("at_open")); err != nil {

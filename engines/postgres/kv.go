@@ -409,15 +409,37 @@ type txPublish struct {
 }
 
 // SettleTx implements engines.TxSettler: the ack, the publishes and the
-// store writes are one PostgreSQL transaction. A failed check returns
-// ErrConflict with the lease still held.
+// store writes are committed in one PostgreSQL transaction, shared with
+// the other deliveries settling at the same time (txbatch.go). A failed
+// check returns ErrConflict with the lease still held.
 func (e *Engine) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settlement, eff *engines.Effects) error {
+	r, err := e.startTx(ctx, t, s, eff)
+	if err != nil {
+		return err
+	}
+	return r.Wait(ctx)
+}
+
+// StartSettleTx is SettleTx without the wait (engines.GroupTxSettler):
+// the delivery joins the next group, which the first Wait of any request
+// runs, so the settles a dispatcher starts for a whole batch before
+// waiting share one transaction.
+func (h *handle) StartSettleTx(ctx context.Context, d *engines.Delivery, eff *engines.Effects) (engines.Pending, error) {
+	r, err := h.e.startTx(ctx, d.Ticket(), engines.Settlement{Verdict: engines.Ack}, eff)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// startTx checks a SettleTx request and queues it for the next group.
+func (e *Engine) startTx(ctx context.Context, t engines.Ticket, s engines.Settlement, eff *engines.Effects) (*txReq, error) {
 	if s.Verdict != engines.Ack {
-		return fmt.Errorf("postgres: settle tx: verdict %s, want ack: %w", s.Verdict, engines.ErrInvalid)
+		return nil, fmt.Errorf("postgres: settle tx: verdict %s, want ack: %w", s.Verdict, engines.ErrInvalid)
 	}
 	l, err := e.leaseOf(t, "settle tx")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var (
 		stores []*txStore
@@ -429,7 +451,7 @@ func (e *Engine) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settl
 			ts := by[b.Store]
 			if ts == nil {
 				if err := checkName(b.Store); err != nil {
-					return fmt.Errorf("postgres: settle tx: store: %w", err)
+					return nil, fmt.Errorf("postgres: settle tx: store: %w", err)
 				}
 				ts = &txStore{name: b.Store}
 				by[b.Store] = ts
@@ -439,7 +461,7 @@ func (e *Engine) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settl
 		}
 		for _, ts := range stores {
 			if err := kvmem.ValidateOps(ts.name, e.kv.limit(ts.name), ts.ops); err != nil {
-				return fmt.Errorf("postgres: settle tx: %w", err)
+				return nil, fmt.Errorf("postgres: settle tx: %w", err)
 			}
 		}
 		slices.SortFunc(stores, func(a, b *txStore) int { return cmp.Compare(a.name, b.name) })
@@ -449,11 +471,11 @@ func (e *Engine) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settl
 			tp := byQ[p.Queue]
 			if tp == nil {
 				if err := checkName(p.Queue); err != nil {
-					return fmt.Errorf("postgres: settle tx: publish %d: %w", i, err)
+					return nil, fmt.Errorf("postgres: settle tx: publish %d: %w", i, err)
 				}
 				h, err := e.txHandle(ctx, p.Queue)
 				if err != nil {
-					return fmt.Errorf("postgres: settle tx: %w", err)
+					return nil, fmt.Errorf("postgres: settle tx: %w", err)
 				}
 				tp = &txPublish{h: h}
 				byQ[p.Queue] = tp
@@ -464,39 +486,47 @@ func (e *Engine) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settl
 		}
 		for _, tp := range pubs {
 			if err := tp.h.validate(tp.msgs); err != nil {
-				return fmt.Errorf("postgres: settle tx: %w", err)
+				return nil, fmt.Errorf("postgres: settle tx: %w", err)
 			}
 		}
 	}
 	if !l.state.CompareAndSwap(leaseHeld, leaseBusy) {
-		return fmt.Errorf("postgres: settle tx message %d: %w", l.seq, engines.ErrLeaseLost)
+		return nil, fmt.Errorf("postgres: settle tx message %d: %w", l.seq, engines.ErrLeaseLost)
 	}
 	if l.deadline.Load() <= e.now() {
 		l.state.Store(leaseDone)
-		return fmt.Errorf("postgres: settle tx message %d: lease expired: %w", l.seq, engines.ErrLeaseLost)
+		return nil, fmt.Errorf("postgres: settle tx message %d: lease expired: %w", l.seq, engines.ErrLeaseLost)
 	}
-	r := &txReq{l: l, token: int64(t.Token), stores: stores, pubs: pubs, done: make(chan txResult, 1)}
-	err = e.kv.txb.submit(e, r)
+	r := &txReq{e: e, l: l, token: int64(t.Token), stores: stores, pubs: pubs, eff: eff, done: make(chan struct{})}
+	e.kv.txb.start(r)
+	return r, nil
+}
+
+// finish records r's outcome once its group is over: the lease's state,
+// and for a commit the IDs of the publishes and the wake-ups.
+func (r *txReq) finish() {
+	e, l := r.e, r.l
 	switch {
-	case err == nil:
+	case r.err == nil:
 		l.state.Store(leaseDone)
-	case isLeaseLost(err):
+	case isLeaseLost(r.err):
 		l.state.Store(leaseDone)
-		return fmt.Errorf("postgres: settle tx message %d: %w", l.seq, engines.ErrLeaseLost)
+		r.err = fmt.Errorf("postgres: settle tx message %d: %w", l.seq, engines.ErrLeaseLost)
+		return
 	default:
 		l.state.Store(leaseHeld) // nothing changed: the lease is still held
-		if errors.Is(err, engines.ErrConflict) || errors.Is(err, engines.ErrInvalid) || errors.Is(err, engines.ErrTooLarge) {
-			return fmt.Errorf("postgres: settle tx: %w", err)
+		switch {
+		case errors.Is(r.err, engines.ErrConflict) || errors.Is(r.err, engines.ErrInvalid) || errors.Is(r.err, engines.ErrTooLarge):
+		case e.closed.Load():
+			r.err = engines.ErrClosed
 		}
-		if e.closed.Load() {
-			return fmt.Errorf("postgres: settle tx: %w", engines.ErrClosed)
-		}
-		return fmt.Errorf("postgres: settle tx: %w", err)
+		r.err = fmt.Errorf("postgres: settle tx: %w", r.err)
+		return
 	}
-	if eff != nil {
-		for _, tp := range pubs {
+	if r.eff != nil {
+		for _, tp := range r.pubs {
 			for j, i := range tp.idx {
-				eff.Publish[i].Message.ID = tp.msgs[j].ID
+				r.eff.Publish[i].Message.ID = tp.msgs[j].ID
 			}
 		}
 	}
@@ -506,7 +536,6 @@ func (e *Engine) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settl
 	if l.ordered {
 		e.wake(l.queue)
 	}
-	return nil
 }
 
 // State implements engines.StateSettler.

@@ -37,64 +37,83 @@ import (
 // (of two processes) lock disjoint message rows, then stores in name
 // order, so they cannot deadlock.
 //
-// There is no background goroutine: the first caller to find no batch
-// running leads. A leader runs one batch (its own request and whatever
-// was pending), answers everyone in it, and hands the lead to the oldest
-// request still pending, so no caller serves others for longer than one
-// batch beyond its own.
+// There is no background goroutine: a caller that waits for its request
+// while no group is running runs the next one itself (every request
+// pending, its own among them), answers everyone in it, and waits again
+// if its own was not taken; the others wait for a group to end. The
+// settles a dispatcher starts for a whole batch before it waits
+// (StartSettleTx) therefore join one group.
 
 // maxTxBatch bounds the deliveries of one transaction, so one batch holds
 // its stores' locks for a bounded time.
 const maxTxBatch = 256
 
-// txReq is one SettleTx waiting for its transaction.
+// txReq is one SettleTx waiting for its transaction; it is the
+// engines.Pending of StartSettleTx.
 type txReq struct {
+	e      *Engine
 	l      *lease
 	token  int64
 	stores []*txStore
 	pubs   []*txPublish
+	eff    *engines.Effects
 	woke   []wakeups
 
-	// done receives exactly one result, or first the lead.
-	done chan txResult
-	err  error // set by the leader
-}
-
-type txResult struct {
-	lead bool
-	err  error
+	done chan struct{} // closed once err is final
+	err  error         // set by the leader, then by finish
 }
 
 // txBatcher collects SettleTx requests.
 type txBatcher struct {
 	mu      sync.Mutex
 	pending []*txReq
-	running bool
+	leading bool          // a group is running
+	changed chan struct{} // closed and replaced when a group ends
 }
 
-// submit runs r in the next batch and returns its outcome. It waits for
-// the commit it joined whatever happens to the caller's context: the
-// outcome decides the lease's state (the batch runs on the engine's
-// context and the sessions' statement_timeout).
-func (b *txBatcher) submit(e *Engine, r *txReq) error {
+// start queues r for the next group.
+func (b *txBatcher) start(r *txReq) {
 	b.mu.Lock()
 	b.pending = append(b.pending, r)
-	lead := !b.running
-	b.running = true
-	b.mu.Unlock()
-	if lead {
-		b.lead(e)
+	if b.changed == nil {
+		b.changed = make(chan struct{})
 	}
+	b.mu.Unlock()
+}
+
+// Wait implements engines.Pending: it returns r's outcome, running the
+// next group itself whenever none is running. A caller whose ctx ends
+// stops waiting; r stays queued, and the next group settles it (or finds
+// its lease lost).
+func (r *txReq) Wait(ctx context.Context) error {
+	b := &r.e.kv.txb
 	for {
-		res := <-r.done
-		if !res.lead {
-			return res.err
+		b.mu.Lock()
+		select {
+		case <-r.done:
+			b.mu.Unlock()
+			return r.err
+		default:
 		}
-		b.lead(e)
+		if !b.leading {
+			b.leading = true
+			b.mu.Unlock()
+			b.lead(r.e)
+			continue
+		}
+		changed := b.changed
+		b.mu.Unlock()
+		select {
+		case <-r.done:
+			return r.err
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
-// lead runs one batch and passes the lead on.
+// lead runs one group: up to maxTxBatch requests, in the order started.
 func (b *txBatcher) lead(e *Engine) {
 	b.mu.Lock()
 	n := min(len(b.pending), maxTxBatch)
@@ -102,20 +121,19 @@ func (b *txBatcher) lead(e *Engine) {
 	b.pending = append(b.pending[:0], b.pending[n:]...)
 	b.mu.Unlock()
 
-	e.runTxBatch(batch)
-	for _, r := range batch {
-		r.done <- txResult{err: r.err}
+	if len(batch) > 0 {
+		e.runTxBatch(batch)
+		for _, r := range batch {
+			r.finish()
+			close(r.done)
+		}
 	}
 
 	b.mu.Lock()
-	if len(b.pending) == 0 {
-		b.running = false
-		b.mu.Unlock()
-		return
-	}
-	next := b.pending[0]
+	b.leading = false
+	close(b.changed)
+	b.changed = make(chan struct{})
 	b.mu.Unlock()
-	next.done <- txResult{lead: true}
 }
 
 // batchStore is one store as a batch sees it: its row locked, the keys the
