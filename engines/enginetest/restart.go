@@ -107,6 +107,8 @@ func Child(hs ...Harness) {
 		err = childLease(ctx, q, os.Getenv(envArg))
 	case "workload":
 		err = childWorkload(ctx, q, os.Getenv(envArg))
+	case "tx":
+		err = childTx(ctx, e, q, os.Getenv(envArg))
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

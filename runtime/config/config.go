@@ -106,6 +106,8 @@ type File struct {
 	Engines   []Engine
 	Queues    []Queue
 	Consumers []Consumer
+	// KV are the key-value stores (`kv "name"` blocks; kv.go).
+	KV []KVStore
 
 	// Files holds the parsed sources keyed by file name, for
 	// WriteDiagnostics and hcl.NewDiagnosticTextWriter.
@@ -227,6 +229,13 @@ type Consumer struct {
 	// WASI is the `wasi` block: environment variables and preopened
 	// directories; none without one.
 	WASI WASI
+	// KV lists the key-value stores the plugin may use (kv_* host
+	// functions); any other store is -3 (docs/state.md).
+	KV []string
+	// KVStores are the stores KV names, resolved by validation (in KV's
+	// order), so that whoever starts the consumer needs nothing else of
+	// the file.
+	KVStores []KVStore
 	// Range is the block header.
 	Range hcl.Range
 }

@@ -29,6 +29,7 @@ type rawRoot struct {
 	Engines   []*rawEngine   `hcl:"engine,block"`
 	Queues    []*rawQueue    `hcl:"queue,block"`
 	Consumers []*rawConsumer `hcl:"consumer,block"`
+	KVs       []*rawKV       `hcl:"kv,block"` // kv.go
 }
 
 type rawRuntime struct {
@@ -86,6 +87,7 @@ type rawConsumer struct {
 	Isolation   *hcl.Attribute `hcl:"isolation,optional"`
 	HTTP        []*rawHTTP     `hcl:"http,block"`
 	WASI        []*rawWASI     `hcl:"wasi,block"`
+	KV          *hcl.Attribute `hcl:"kv,optional"` // kv.go
 	DefRange    hcl.Range      `hcl:",def_range"`
 }
 
@@ -103,6 +105,7 @@ type decoder struct {
 	nameRules    map[string]func(string) error   // engine name -> its queue name rule (EngineFacts)
 	caps         map[string]engines.Capabilities // engine name -> its capabilities, where known (EngineFacts)
 	queueIdx     map[string]int                  // queue name -> index in file.Queues, set by validate
+	kvRefs       map[string]kvRefs               // kv store name -> its ranges (kv.go)
 }
 
 type queueRefs struct {
@@ -113,6 +116,7 @@ type queueRefs struct {
 type consumerRefs struct {
 	queue   *hcl.Attribute
 	publish []hcl.Range // one per Publish entry
+	kv      []hcl.Range // one per KV entry
 	timeout *hcl.Attribute
 }
 
@@ -165,6 +169,7 @@ func (d *decoder) decode(body hcl.Body) {
 		}
 		d.file.Consumers = append(d.file.Consumers, d.consumer(rc))
 	}
+	d.kvBlocks(root.KVs)
 }
 
 // validName keeps names safe to use as metric labels, URL path segments and
@@ -448,6 +453,7 @@ func (d *decoder) consumer(rc *rawConsumer) Consumer {
 	c.Publish, refs.publish = d.stringList(rc.Publish)
 	c.HTTP = d.http(rc.HTTP, c.Timeout)
 	c.WASI = d.wasi(rc.WASI)
+	c.KV, refs.kv = d.stringList(rc.KV)
 	d.consumerRefs[c.Name] = refs
 	return c
 }

@@ -86,6 +86,11 @@ type Config struct {
 	// RecordLatency keeps a histogram of handler call durations (Latency),
 	// for metrics. It costs two uncontended atomic adds per delivery.
 	RecordLatency bool
+	// OnCommit, if set, is told the outcome of every commit of a
+	// delivery's effects (plugin.Result.Effects) with its ack: nil,
+	// engines.ErrConflict (the delivery was requeued), or another error.
+	// It must be cheap and safe for concurrent use (per-store metrics).
+	OnCommit func(e *engines.Effects, err error)
 	// CrashPause is the first pause of a worker whose instance broke
 	// CrashLoopAfter deliveries in a row (see worker.crashLoop); zero means
 	// DefaultCrashPause.
@@ -121,8 +126,11 @@ type Stats struct {
 	InstanceErrors int64 `json:"instance_errors"`
 	// EngineErrors counts failed receives and verdicts the engine did not take.
 	EngineErrors int64 `json:"engine_errors"`
-	Instances    int64 `json:"instances"`
-	InFlight     int64 `json:"in_flight"`
+	// Conflicts counts deliveries whose effects conflicted at commit and
+	// were requeued without a failure (tx.go).
+	Conflicts int64 `json:"conflicts"`
+	Instances int64 `json:"instances"`
+	InFlight  int64 `json:"in_flight"`
 }
 
 // counters belong to one worker, so workers on different cores never write
@@ -131,7 +139,7 @@ type counters struct {
 	acked, nacked, requeued, deadLettered      atomic.Int64
 	traps, timeouts, badVerdicts, leaseLost    atomic.Int64
 	released, instances, inFlight, instanceErr atomic.Int64
-	engineErr, crashPauses                     atomic.Int64
+	engineErr, crashPauses, conflicts          atomic.Int64
 	_                                          [64]byte // keep the next worker's counters off this line
 }
 
@@ -247,6 +255,7 @@ func (c *Consumer) Stats() Stats {
 		s.CrashPauses += n.crashPauses.Load()
 		s.InstanceErrors += n.instanceErr.Load()
 		s.EngineErrors += n.engineErr.Load()
+		s.Conflicts += n.conflicts.Load()
 		s.Instances += n.instances.Load()
 		s.InFlight += n.inFlight.Load()
 	}
@@ -613,6 +622,10 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 		s.Reason = cmp.Or(res.Reason, "dead-lettered by handler")
 	}
 	o := outcome{d: d, s: s, herr: res.Err, took: took}
+	if res.Effects != nil && s.Verdict == engines.Ack {
+		w.commit(o, res.Effects)
+		return
+	}
 	if w.gs == nil {
 		w.applied(o, d.Settle(c.settleCtx, s))
 		return
