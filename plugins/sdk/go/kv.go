@@ -24,12 +24,6 @@ var (
 	ErrUnsupported = errors.New("qrun: not supported by the engine")
 )
 
-// ABI codes newer than the abi package's list (abi/ABI.md section 4).
-const (
-	codeConflict    = -12
-	codeUnsupported = -13
-)
-
 // MaxKeySize is the longest key, in bytes; keys are 1..MaxKeySize bytes.
 const MaxKeySize = 512
 
@@ -56,9 +50,9 @@ func kvError(code int32) error {
 	switch code {
 	case abi.ErrNotFound:
 		return ErrNotFound
-	case codeConflict:
+	case abi.ErrConflict:
 		return ErrConflict
-	case codeUnsupported:
+	case abi.ErrUnsupported:
 		return ErrUnsupported
 	}
 	return codeError(code)

@@ -76,7 +76,7 @@ func (h *kvHost) kvCas(store, key string, version int64, val []byte, ttl int64) 
 		cur = 0
 	}
 	if cur != version {
-		return codeConflict
+		return abi.ErrConflict
 	}
 	return h.kvSet(store, key, val, ttl)
 }
@@ -110,7 +110,7 @@ func (h *kvHost) kvIncr(store, key string, delta int64, result *int64) int32 {
 func (h *kvHost) stateGet(buf []byte) int32 {
 	switch {
 	case h.noState:
-		return codeUnsupported
+		return abi.ErrUnsupported
 	case h.state == nil:
 		return abi.ErrNotFound
 	}
@@ -119,7 +119,7 @@ func (h *kvHost) stateGet(buf []byte) int32 {
 
 func (h *kvHost) stateSet(v []byte) int32 {
 	if h.noState {
-		return codeUnsupported
+		return abi.ErrUnsupported
 	}
 	s := string(v)
 	h.state = &s
