@@ -103,8 +103,9 @@ fn outOK(r: anyerror!void) qrun.Verdict {
     return out("ok");
 }
 
-// kv runs the store and state commands; null for any other command.
-fn kv(m: *const qrun.Message, cmd: []const u8, arg: []const u8) ?qrun.Verdict {
+// kv runs the store and state commands; null for any other command. Not
+// inlined, so that handle's trivial path (BenchmarkHandle) stays as it was.
+noinline fn kv(m: *const qrun.Message, cmd: []const u8, arg: []const u8) ?qrun.Verdict {
     const s = qrun.store("kv");
     var num: [24]u8 = undefined;
     if (std.mem.eql(u8, cmd, "kvget")) return outRead(s.get(a, arg));
