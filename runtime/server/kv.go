@@ -8,7 +8,9 @@ import (
 	"sync"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
+	"github.com/qrun-dev/qrun/runtime/internal/metrics"
 	"github.com/qrun-dev/qrun/runtime/plugin"
 )
 
@@ -147,4 +149,39 @@ func onCommit(spec plugin.Spec) func(*engines.Effects, error) {
 			}
 		}
 	}
+}
+
+// KV returns the named key-value store, opening it if no consumer has yet:
+// what the admin API's /v1/kv routes and a Go program embedding qrun read
+// and write stores through. Writes through it are immediate (they belong
+// to no delivery). An undeclared store is admin.ErrUnknownKV.
+func (s *Server) KV(ctx context.Context, name string) (engines.KV, error) {
+	s.kv.mu.Lock()
+	ks, ok := s.kv.open[name]
+	s.kv.mu.Unlock()
+	if ok {
+		return ks.store, nil
+	}
+	k, ok := s.cfg.KVStore(name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", admin.ErrUnknownKV, name)
+	}
+	ks, err := s.kvStore(ctx, *k)
+	if err != nil {
+		return nil, err
+	}
+	return ks.store, nil
+}
+
+// KVSamples implements metrics.KVSource: the open stores' counters.
+func (m metricsSource) KVSamples() []metrics.KVSample {
+	stores := m.s.kvList()
+	out := make([]metrics.KVSample, 0, len(stores))
+	for _, ks := range stores {
+		out = append(out, metrics.KVSample{
+			Store: ks.cfg.Name, Engine: ks.cfg.Engine,
+			Ops: ks.stats.Ops.Load(), Conflicts: ks.stats.Conflicts.Load(), CommitErrors: ks.stats.CommitErrors.Load(),
+		})
+	}
+	return out
 }

@@ -321,17 +321,11 @@ func (s *Store) CommitLocked(p *Prepared) []string {
 		return nil
 	}
 	s.writes = 0
-	return s.sweepLocked()
+	return s.SweepLocked()
 }
 
-// Sweep removes every expired key and returns them.
-func (s *Store) Sweep() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sweepLocked()
-}
-
-func (s *Store) sweepLocked() []string {
+// SweepLocked removes every expired key and returns them.
+func (s *Store) SweepLocked() []string {
 	now := s.now().UnixNano()
 	var gone []string
 	for k, e := range s.m {
