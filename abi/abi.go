@@ -69,6 +69,16 @@ const (
 	FuncHTTPResponseHeader  = "http_response_header"  // (name, name_len, buf, cap) -> len | err
 	FuncHTTPResponseHeaders = "http_response_headers" // (buf, cap) -> len | err
 	FuncHTTPResponseBody    = "http_response_body"    // (buf, cap) -> len | err
+
+	// Key-value stores and per-message state (ABI.md section 4, "State").
+	FuncKVGet     = "kv_get"     // (store, store_len, key, key_len, buf, cap) -> len | err
+	FuncKVVersion = "kv_version" // (store, store_len, key, key_len) -> version (i64) | err
+	FuncKVSet     = "kv_set"     // (store, store_len, key, key_len, val, val_len, ttl_ms i64) -> err
+	FuncKVCas     = "kv_cas"     // (store, store_len, key, key_len, version i64, val, val_len, ttl_ms i64) -> err
+	FuncKVDelete  = "kv_delete"  // (store, store_len, key, key_len) -> err
+	FuncKVIncr    = "kv_incr"    // (store, store_len, key, key_len, delta i64, result_ptr) -> err
+	FuncStateGet  = "state_get"  // (buf, cap) -> len | err
+	FuncStateSet  = "state_set"  // (ptr, len) -> err
 )
 
 // Fields readable through msg_field.
@@ -100,4 +110,6 @@ const (
 	ErrTimeout     = -9  // http_request ran out of time (its timeout or the delivery's)
 	ErrConnect     = -10 // http_request could not connect, or the connection failed
 	ErrLimit       = -11 // http_request beyond the consumer's max_requests per delivery
+	ErrConflict    = -12 // kv_cas: the key's version is not the one given
+	ErrUnsupported = -13 // state_get/state_set on an engine that keeps no per-message state
 )

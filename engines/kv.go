@@ -143,6 +143,21 @@ type TxSettler interface {
 	SettleTx(ctx context.Context, t Ticket, s Settlement, e *Effects) error
 }
 
+// GroupTxSettler is implemented by a queue handle (like GroupSettler)
+// whose transactional settles can share commits: the dispatcher starts the
+// settle of each delivery of a batch as its handler returns and waits for
+// them together, so one commit (one fsync) carries many deliveries'
+// acks and effects, each still all or nothing.
+type GroupTxSettler interface {
+	// StartSettleTx is d.SettleTx(ctx, e) except that it may return before
+	// the outcome is durable, or even decided: a check the engine can only
+	// make in its commit makes Wait return ErrConflict, with nothing of d
+	// applied and its lease still held. The caller hands e over (it never
+	// reads or changes it again), so the engine may keep it until Wait
+	// returns.
+	StartSettleTx(ctx context.Context, d *Delivery, e *Effects) (Pending, error)
+}
+
 // SettleTx acks d and applies e atomically with the ack; ErrUnsupported
 // when d's engine cannot.
 func (d *Delivery) SettleTx(ctx context.Context, e *Effects) error {

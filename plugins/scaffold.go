@@ -28,7 +28,7 @@ import (
 //go:embed all:templates
 //go:embed sdk/c/qrun.h sdk/zig/qrun.zig sdk/assemblyscript/qrun.ts
 //go:embed sdk/rust/Cargo.toml sdk/rust/src/lib.rs
-//go:embed sdk/go/doc.go sdk/go/host_other.go sdk/go/host_wasip1.go sdk/go/qrun.go sdk/go/http.go
+//go:embed sdk/go/doc.go sdk/go/host_other.go sdk/go/host_wasip1.go sdk/go/qrun.go sdk/go/http.go sdk/go/kv.go
 var files embed.FS
 
 // Languages lists the languages Scaffold supports, in the order the
@@ -47,6 +47,7 @@ func sdkFiles(lang string) [][2]string {
 			{"sdk/go/host_wasip1.go", "qrun-sdk/plugins/sdk/go/host_wasip1.go"},
 			{"sdk/go/qrun.go", "qrun-sdk/plugins/sdk/go/qrun.go"},
 			{"sdk/go/http.go", "qrun-sdk/plugins/sdk/go/http.go"},
+			{"sdk/go/kv.go", "qrun-sdk/plugins/sdk/go/kv.go"},
 		},
 		"rust": {
 			{"sdk/rust/Cargo.toml", "qrun-sdk/Cargo.toml"},

@@ -43,7 +43,7 @@ func tableWalk(t *testing.T) (leaves, groups []leaf) {
 	}
 	root := commandTable()
 	walk(root.name, root)
-	if len(leaves) < 18 || len(groups) != 3 {
+	if len(leaves) < 18 || len(groups) != 4 { // qrun, plugin, dlq, kv
 		t.Fatalf("the table holds %d commands in %d groups; want every command of qrun", len(leaves), len(groups))
 	}
 	return leaves, groups

@@ -216,3 +216,12 @@ func BenchmarkBoltBatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTx compares acking with SettleTx (one publish and one increment
+// with each ack, in the same group commit) under both sync modes; see
+// enginetest.BenchTx. Issue 16's target: the second at least half the
+// first.
+func BenchmarkTx(b *testing.B) {
+	b.Run("sync=always", func(b *testing.B) { enginetest.BenchTx(b, harness(disk.SyncAlways)) })
+	b.Run("sync=batch", func(b *testing.B) { enginetest.BenchTx(b, harness(disk.SyncBatch)) })
+}

@@ -39,6 +39,11 @@ const (
 	opDelDedup                     // forget one
 	opPutSpec                      // store a queue's settings (creating its buckets)
 	opPutTick                      // record a schedule's last tick (key: schedule, val: tick); ticks.go
+	opPutUser                      // store a message's per-message state (val), unless it is gone
+	// Key-value ops name their store in key and have no queue (q nil).
+	opKVPut  // val: encodeKV of one entry
+	opKVDel  // val: the key
+	opKVLast // seq: the store's highest version handed out
 )
 
 type op struct {
@@ -165,6 +170,9 @@ func (e *Engine) commit(b *batch) {
 	var gone map[uint64]struct{}
 	for i := range b.ops {
 		o := &b.ops[i]
+		if o.q == nil {
+			continue // a key-value op
+		}
 		touched[o.q] = nil
 		if o.dst != nil {
 			touched[o.dst] = nil
@@ -212,10 +220,16 @@ func (e *Engine) commit(b *batch) {
 		var key [8]byte
 		for i := range b.ops {
 			o := &b.ops[i]
-			if o.kind == opPutState {
+			if o.kind == opPutState || o.kind == opPutUser {
 				if _, ok := gone[o.seq]; ok {
 					continue
 				}
+			}
+			if o.q == nil {
+				if err := applyKV(tx, o); err != nil {
+					return fmt.Errorf("kv %q: %w", o.key, err)
+				}
+				continue
 			}
 			x, err := get(o.q)
 			if err != nil {
@@ -283,7 +297,21 @@ func (e *Engine) apply(tx *bolt.Tx, o *op, x *buckets, get func(*queue) (*bucket
 		if err := x.msgs.Delete(k); err != nil {
 			return err
 		}
+		if err := x.delUser(k); err != nil {
+			return err
+		}
 		return x.state.Delete(k)
+	case opPutUser:
+		k := seqKey(key, o.seq)
+		if x.msgs.Get(k) == nil {
+			return nil // settled in the meantime: its state went with it
+		}
+		u, err := x.root.CreateBucketIfNotExists(subUser)
+		if err != nil {
+			return err
+		}
+		x.user = u
+		return u.Put(k, o.val)
 	case opPutState:
 		k := seqKey(key, o.seq)
 		if x.msgs.Get(k) == nil {
@@ -316,6 +344,9 @@ func (e *Engine) apply(tx *bolt.Tx, o *op, x *buckets, get func(*queue) (*bucket
 			return err
 		}
 		if err := x.state.Delete(k); err != nil {
+			return err
+		}
+		if err := x.delUser(k); err != nil {
 			return err
 		}
 		dx, err := get(o.dst)

@@ -77,6 +77,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/kvmem"
 )
 
 // SyncMode chooses when leases and settlements are durable.
@@ -155,6 +156,9 @@ var (
 	subMsgs      = []byte("m")
 	subState     = []byte("s")
 	subDedup     = []byte("d")
+	// subUser holds per-message state (StateSettler) by sequence; it is
+	// created with the first state a queue stores.
+	subUser = []byte("u")
 )
 
 // storeVersion is the layout version written to meta; Open refuses others.
@@ -178,6 +182,13 @@ type Engine struct {
 	mu     sync.Mutex
 	closed bool
 	queues map[string]*queue
+	stores map[string]*kvmem.Store // key-value stores, loaded at open (kv.go)
+
+	// txMu serialises SettleTx calls, the only operations that hold more
+	// than one queue's lock at once (see kv.go).
+	txMu sync.Mutex
+	// sweepDone stops the key-value sweeper at Close.
+	sweepDone chan struct{}
 
 	// Committer state (commit.go), under cmu.
 	cmu           sync.Mutex
@@ -248,6 +259,8 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("disk: reading %s: %w", path, err)
 	}
 	go e.commitLoop()
+	e.sweepDone = make(chan struct{})
+	go e.sweepLoop(e.sweepDone)
 	return e, nil
 }
 
@@ -326,6 +339,7 @@ func (e *Engine) Close() error {
 	for _, q := range qs {
 		q.close()
 	}
+	close(e.sweepDone)
 	e.cmu.Lock()
 	e.stopping = true
 	e.cmu.Unlock()
@@ -355,6 +369,15 @@ func wall(t int64) time.Time { return time.Unix(0, t) }
 // buckets are one queue's buckets inside a transaction.
 type buckets struct {
 	root, msgs, state, dedup *bolt.Bucket
+	user                     *bolt.Bucket // nil until a state is stored
+}
+
+// delUser deletes a message's per-message state, if the queue has any.
+func (x *buckets) delUser(k []byte) error {
+	if x.user == nil {
+		return nil
+	}
+	return x.user.Delete(k)
 }
 
 // queueBuckets finds (or, with create, makes) a queue's buckets.
@@ -378,12 +401,13 @@ func queueBuckets(tx *bolt.Tx, name string, create bool) (*buckets, error) {
 				return nil, err
 			}
 		}
+		x.user = root.Bucket(subUser)
 		return x, nil
 	}
 	if root = qs.Bucket([]byte(name)); root == nil {
 		return nil, nil
 	}
-	x := &buckets{root: root, msgs: root.Bucket(subMsgs), state: root.Bucket(subState), dedup: root.Bucket(subDedup)}
+	x := &buckets{root: root, msgs: root.Bucket(subMsgs), state: root.Bucket(subState), dedup: root.Bucket(subDedup), user: root.Bucket(subUser)}
 	if x.msgs == nil || x.state == nil || x.dedup == nil {
 		return nil, fmt.Errorf("queue %q: sub-bucket missing: %w", name, errCorrupt)
 	}

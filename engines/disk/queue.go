@@ -288,7 +288,16 @@ func (q *queue) enqueue(msgs []engines.Message, payloads [][]byte, seqs []uint64
 	if q.closed {
 		return nil, q.errClosed("enqueue to")
 	}
-	ops := make([]op, 0, len(msgs))
+	ops := q.enqueueOps(make([]op, 0, len(msgs)+len(extra)), msgs, payloads, seqs, now)
+	ops = append(ops, extra...)
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	return q.e.add(ops...)
+}
+
+// enqueueOps appends to ops what stores msgs (see enqueue); q.mu is held.
+func (q *queue) enqueueOps(ops []op, msgs []engines.Message, payloads [][]byte, seqs []uint64, now int64) []op {
 	recs := make([]record, len(msgs))
 	for i := range msgs {
 		m := &msgs[i]
@@ -321,11 +330,7 @@ func (q *queue) enqueue(msgs []engines.Message, payloads [][]byte, seqs []uint64
 		}
 		ops = append(ops, op{kind: opPutMsg, q: q, seq: seq, val: payloads[i], rec: r})
 	}
-	ops = append(ops, extra...)
-	if len(ops) == 0 {
-		return nil, nil
-	}
-	return q.e.add(ops...)
+	return ops
 }
 
 // pruneDedup forgets dedup IDs whose window closed, on disk too.
@@ -618,23 +623,7 @@ func (h *handle) enqueueWith(ctx context.Context, extra []op, msgs ...engines.Me
 		return nil
 	}
 	now := q.e.now()
-	payloads := make([][]byte, len(msgs))
-	// seqs[i] is non-zero when the engine named message i, and is then the
-	// sequence its ID was made from.
-	seqs := make([]uint64, len(msgs))
-	for i := range msgs {
-		m := &msgs[i]
-		if m.ID == "" {
-			seqs[i] = q.e.seq.Add(1)
-			m.ID = formatID(seqs[i])
-		}
-		due := lease.After(now, m.Delay)
-		var expire int64
-		if m.TTL > 0 {
-			expire = lease.After(due, m.TTL)
-		}
-		payloads[i] = encodePayload(m, now, due, expire)
-	}
+	payloads, seqs := q.e.encode(msgs, now)
 	b, err := q.enqueue(msgs, payloads, seqs, now, extra...)
 	if err != nil || b == nil {
 		return err
@@ -685,4 +674,26 @@ func (h *handle) Stats(ctx context.Context) (engines.Stats, error) {
 		return engines.Stats{}, h.errClosed("stats of")
 	}
 	return h.q.stats()
+}
+
+// encode names the messages without an ID and encodes their payloads,
+// outside any lock. seqs[i] is non-zero when the engine named message i,
+// and is then the sequence its ID was made from.
+func (e *Engine) encode(msgs []engines.Message, now int64) (payloads [][]byte, seqs []uint64) {
+	payloads = make([][]byte, len(msgs))
+	seqs = make([]uint64, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		if m.ID == "" {
+			seqs[i] = e.seq.Add(1)
+			m.ID = formatID(seqs[i])
+		}
+		due := lease.After(now, m.Delay)
+		var expire int64
+		if m.TTL > 0 {
+			expire = lease.After(due, m.TTL)
+		}
+		payloads[i] = encodePayload(m, now, due, expire)
+	}
+	return payloads, seqs
 }

@@ -203,6 +203,9 @@ func (e *Engine) recover() error {
 					touched[q] = true
 				}
 			}
+			if err := e.recoverKV(tx); err != nil {
+				return fmt.Errorf("key-value stores: %w", err)
+			}
 			e.seq.Store(maxSeq)
 			if err := e.deadLetterAtOpen(tx, dead, touched, now); err != nil {
 				return err

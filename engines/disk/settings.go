@@ -96,6 +96,8 @@ func capabilities(o Options) engines.Capabilities {
 		Priority:       true,
 		TTL:            true,
 		Dedup:          true,
+		KV:             true,
+		Transactions:   true,
 		MaxMessageSize: o.MaxMessageSize,
 	}
 }

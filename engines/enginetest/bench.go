@@ -2,7 +2,9 @@ package enginetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,4 +159,96 @@ func benchPipeline(b *testing.B, h Harness) {
 	}
 	b.StopTimer()
 	reportRate(b, b.N*benchBatch)
+}
+
+// BenchTx compares, on an engine with Capabilities.Transactions, a
+// consumer that only acks with one whose every delivery publishes one
+// message and increments one key with its ack (SettleTx), the shape of
+// issue 16's performance target. Both run benchTxWorkers concurrent
+// consumers, as the dispatcher does, so an engine that shares commits
+// between deliveries (disk's group commit) can. Each op is one delivery;
+// compare the msgs/s of the two sub-benchmarks.
+func BenchTx(b *testing.B, h Harness) {
+	b.Run("receive_ack", func(b *testing.B) { benchTx(b, h, false) })
+	b.Run("receive_settletx_publish1_incr1", func(b *testing.B) { benchTx(b, h, true) })
+}
+
+// benchTxWorkers is the consumers' concurrency, the runtime's default
+// order of magnitude.
+const benchTxWorkers = 8
+
+func benchTx(b *testing.B, h Harness, tx bool) {
+	e := h.New(b)
+	b.Cleanup(func() { _ = e.Close() })
+	if caps := e.Capabilities(); tx && (!caps.Transactions || !caps.KV) {
+		b.Skip("engine declares Transactions or KV absent")
+	}
+	ctx := context.Background()
+	name := fmt.Sprintf("qb_%s_%d", runTag, nameSeq.Add(1))
+	q, err := e.Open(ctx, engines.QueueSpec{Name: name, VisibilityTimeout: 5 * time.Minute})
+	if err != nil {
+		b.Fatalf("Open: %v", err)
+	}
+	out, err := e.Open(ctx, engines.QueueSpec{Name: name + "_out"})
+	if err != nil {
+		b.Fatalf("Open: %v", err)
+	}
+	var kv engines.KV
+	if tx {
+		if kv, err = e.(engines.KVEngine).OpenKV(ctx, engines.KVSpec{Name: name + "_kv"}); err != nil {
+			b.Fatalf("OpenKV: %v", err)
+		}
+	}
+	body := make([]byte, benchBody)
+	fill(b, q, make([]engines.Message, 1000), body, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	errc := make(chan error, benchTxWorkers)
+	for range benchTxWorkers {
+		go func() {
+			buf := make([]engines.Delivery, 10)
+			for {
+				want := min(left.Load(), int64(len(buf)))
+				if want <= 0 {
+					errc <- nil
+					return
+				}
+				rctx, cancel := context.WithTimeout(ctx, quiet)
+				n, err := q.Receive(rctx, buf[:want])
+				cancel()
+				if errors.Is(err, context.DeadlineExceeded) {
+					continue // the others hold the rest
+				}
+				if err != nil {
+					errc <- fmt.Errorf("Receive: %w", err)
+					return
+				}
+				for i := range buf[:n] {
+					d := &buf[i]
+					if !tx {
+						err = d.Ack(ctx)
+					} else {
+						err = d.SettleTx(ctx, &engines.Effects{
+							Publish: []engines.Publish{{Queue: out.Name(), Message: engines.Message{Body: body}}},
+							KV:      []engines.KVBatch{{Store: kv.Name(), Ops: []engines.KVOp{{Kind: engines.KVIncr, Key: []byte("count"), Delta: 1}}}},
+						})
+					}
+					if err != nil {
+						errc <- fmt.Errorf("settle: %w", err)
+						return
+					}
+				}
+				left.Add(-int64(n))
+			}
+		}()
+	}
+	for range benchTxWorkers {
+		if err := <-errc; err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	reportRate(b, b.N)
 }

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,13 +67,13 @@ func Run(t *testing.T, h Harness) {
 	if h.New == nil {
 		t.Fatal("enginetest: Harness.New is nil")
 	}
-	for _, st := range append(subtests(), opsSubtests()...) {
+	for _, st := range slices.Concat(subtests(), opsSubtests(), kvSubtests()) {
 		t.Run(st.name, func(t *testing.T) {
 			t.Parallel()
 			st.fn(t, setup(t, h))
 		})
 	}
-	for _, st := range restartSubtests() {
+	for _, st := range append(restartSubtests(), kvRestartSubtests()...) {
 		t.Run(st.name, func(t *testing.T) {
 			t.Parallel()
 			st.fn(t, newStorage(t, h))

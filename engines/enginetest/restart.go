@@ -109,6 +109,8 @@ func Child(hs ...Harness) {
 		err = childWorkload(ctx, q, os.Getenv(envArg))
 	case "ticks":
 		err = childTicks(ctx, e, q)
+	case "tx":
+		err = childTx(ctx, e, q, os.Getenv(envArg))
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/kvmem"
 	"github.com/qrun-dev/qrun/engines/internal/lease"
 )
 
@@ -40,6 +41,12 @@ type Engine struct {
 	mu     sync.Mutex
 	closed bool
 	queues map[string]*queue
+	stores map[string]*kvmem.Store
+
+	// txMu serialises SettleTx calls, the only operations that hold more
+	// than one queue's lock at once (the source and its publish targets),
+	// so that they cannot deadlock against each other. See kv.go.
+	txMu sync.Mutex
 
 	// ids hands out blocks of message IDs to queues; IDs are unique across
 	// the engine so a dead-lettered message keeps its ID in its new queue.

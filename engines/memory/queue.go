@@ -112,22 +112,30 @@ func (q *queue) enqueue(msgs []engines.Message) error {
 		q.mu.Unlock()
 		return q.errClosed("enqueue to")
 	}
-	now := q.e.now()
-	for i := range msgs {
-		m := &msgs[i]
-		if m.DedupID != "" && q.duplicate(m, now) {
-			continue
-		}
-		if m.ID == "" {
-			m.ID = q.nextID()
-		}
-		if m.DedupID != "" {
-			q.remember(m.DedupID, m.ID, now)
-		}
-		q.insert(m, now, now)
-	}
+	q.enqueueLocked(msgs, q.e.now())
 	q.mu.Unlock()
 	return nil
+}
+
+// enqueueLocked stores msgs; q.mu is held.
+func (q *queue) enqueueLocked(msgs []engines.Message, now int64) {
+	for i := range msgs {
+		q.enqueueOne(&msgs[i], now)
+	}
+}
+
+// enqueueOne stores m, assigning its ID; q.mu is held.
+func (q *queue) enqueueOne(m *engines.Message, now int64) {
+	if m.DedupID != "" && q.duplicate(m, now) {
+		return
+	}
+	if m.ID == "" {
+		m.ID = q.nextID()
+	}
+	if m.DedupID != "" {
+		q.remember(m.DedupID, m.ID, now)
+	}
+	q.insert(m, now, now)
 }
 
 func (q *queue) nextID() string {
@@ -255,6 +263,7 @@ func (q *queue) release(r *record, now int64) {
 		}
 	}
 	r.msg = engines.Message{} // drop references to the caller's body and attributes
+	r.mstate = nil            // per-message state goes with the message
 	r.state = stateFree
 	if len(q.free) < maxFreeRecords {
 		q.free = append(q.free, r)

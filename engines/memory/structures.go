@@ -35,6 +35,10 @@ type record struct {
 	expire int64 // TTL deadline while never delivered; 0 = none
 	idx    int32 // position in whichever heap holds the record
 	state  uint8
+	// mstate is the message's per-message state (StateSettler): nil
+	// when it has none. It lives on the record, so it survives nacks and
+	// goes when the record is released (ack, dead letter, TTL, purge).
+	mstate []byte
 }
 
 // ring is a FIFO of records with a power-of-two buffer. It keeps its buffer

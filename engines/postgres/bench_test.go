@@ -472,3 +472,13 @@ func fillRaw(b *testing.B, conn *pgx.Conn, table string, consumers int) []*pgx.C
 	}
 	return conns
 }
+
+// BenchmarkTx compares acking (batched by the acker) with SettleTx (one
+// publish and one increment with each ack, one transaction each); see
+// enginetest.BenchTx.
+func BenchmarkTx(b *testing.B) {
+	pgtest.Need(b, srv)
+	enginetest.BenchTx(b, enginetest.Harness{New: func(tb testing.TB) engines.Engine {
+		return newEngine(tb, "", postgres.Options{Logger: zap.NewNop()})
+	}})
+}

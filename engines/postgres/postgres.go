@@ -169,6 +169,11 @@ type Engine struct {
 	acks      *acker
 	reaper    *reaper
 
+	// kv is what kv.go keeps: the value limits of opened stores and the
+	// handles SettleTx publishes through.
+	kv    kvState
+	sqlKV kvSQL
+
 	// leaseSent, set only by tests and before any Receive, is called with
 	// the queue's name once a Receive's leasing statement is sent and
 	// before its results are read: the moment a cancellation must not
@@ -220,6 +225,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		pool:    pool,
 		connCfg: pcfg.ConnConfig.Copy(),
 		sql:     newStatements(pgx.Identifier{opts.Schema}.Sanitize()),
+		sqlKV:   kvStatements(pgx.Identifier{opts.Schema}.Sanitize()),
 		channel: channelName(opts.Schema),
 		epoch:   time.Now(),
 		waiters: make(map[int32]*waiter),

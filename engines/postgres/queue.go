@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/qrun-dev/qrun/engines"
 )
@@ -127,7 +128,7 @@ func (h *handle) needs(msgs []engines.Message) (dedup, lock bool) {
 // enqueueIn runs the statements that store msgs in tx: the ordering keys'
 // locks when lock is set, then the insert, deduplicated when dedup is set.
 // Enqueue runs it in a transaction of its own, EnqueueTx in the caller's.
-func (h *handle) enqueueIn(ctx context.Context, tx pgx.Tx, msgs []engines.Message, dedup, lock bool) (wakeups, error) {
+func (h *handle) enqueueIn(ctx context.Context, tx execQuerier, msgs []engines.Message, dedup, lock bool) (wakeups, error) {
 	if lock {
 		keys := make([]string, len(msgs))
 		for i := range msgs {
@@ -187,6 +188,13 @@ func (h *handle) validate(msgs []engines.Message) error {
 		}
 	}
 	return nil
+}
+
+// execQuerier is what a transaction and a connection inside a transaction
+// of its own (SettleTx's batches) share.
+type execQuerier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // rowQuerier is what the pool and a transaction share for queries.
@@ -276,7 +284,7 @@ func (h *handle) insert(ctx context.Context, q rowQuerier, msgs []engines.Messag
 // DedupID is claimed (or found taken) in the dedup table inside the same
 // transaction as the insert, so two producers racing with one DedupID
 // store it once: the second waits on the first's claim and then sees it.
-func (h *handle) enqueueDedup(ctx context.Context, tx pgx.Tx, msgs []engines.Message) (wakeups, error) {
+func (h *handle) enqueueDedup(ctx context.Context, tx execQuerier, msgs []engines.Message) (wakeups, error) {
 	first := make(map[string]int)
 	var keys []string
 	for i := range msgs {

@@ -193,6 +193,8 @@ func capabilities(o Options) engines.Capabilities {
 		FanOut:         true,
 		CrossProcess:   true,
 		MultiNode:      true,
+		KV:             true,
+		Transactions:   true,
 		MaxMessageSize: o.MaxMessageSize,
 	}
 }

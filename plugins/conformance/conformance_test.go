@@ -206,6 +206,12 @@ var script = []struct {
 		{body: "echo:" + big, verdict: engines.Ack, pub: out(big)},
 		{body: "count", verdict: engines.Ack, pub: out("3")},
 	}},
+	// This consumer is granted no store, and its deliveries' settler keeps
+	// no per-message state (as on an engine other than memory, disk and
+	// postgres); kv_test.go has the stores and state that work.
+	{"no store granted", []step{{body: "kvget:k", verdict: engines.Ack, pub: out("denied")}}},
+	{"state unsupported", []step{{body: "state:x", verdict: engines.Nack,
+		pub: []published{{Queue: "out", Body: "unsupported"}, {Queue: "out", Body: "unsupported"}}}}},
 	{"bodies shrink and grow", []step{
 		{body: "echo:" + big, verdict: engines.Ack, pub: out(big)},
 		{body: "echo:a", verdict: engines.Ack, pub: out("a")},

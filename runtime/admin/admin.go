@@ -75,6 +75,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /v1/queues", s.queues)
 	mux.HandleFunc("POST /v1/queues/{name}/messages", s.enqueue)
 	s.opsRoutes(mux)
+	s.kvRoutes(mux) // kv.go
 	registerReloadRoutes(mux, s)
 	registerConsoleRoutes(mux, s)
 	registerScheduleRoutes(mux, s)

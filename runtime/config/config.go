@@ -108,6 +108,8 @@ type File struct {
 	Consumers []Consumer
 	// Schedules are the schedule blocks (schedule.go).
 	Schedules []Schedule
+	// KV are the key-value stores (`kv "name"` blocks; kv.go).
+	KV []KVStore
 
 	// Files holds the parsed sources keyed by file name, for
 	// WriteDiagnostics and hcl.NewDiagnosticTextWriter.
@@ -232,6 +234,13 @@ type Consumer struct {
 	// Throttle holds the consumer's rate limits and per-key concurrency
 	// (throttle.go).
 	Throttle Throttle
+	// KV lists the key-value stores the plugin may use (kv_* host
+	// functions); any other store is -3 (docs/state.md).
+	KV []string
+	// KVStores are the stores KV names, resolved by validation (in KV's
+	// order), so that whoever starts the consumer needs nothing else of
+	// the file.
+	KVStores []KVStore
 	// Range is the block header.
 	Range hcl.Range
 }

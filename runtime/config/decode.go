@@ -30,6 +30,7 @@ type rawRoot struct {
 	Queues    []*rawQueue    `hcl:"queue,block"`
 	Consumers []*rawConsumer `hcl:"consumer,block"`
 	Schedules []*rawSchedule `hcl:"schedule,block"` // schedule.go
+	KVs       []*rawKV       `hcl:"kv,block"`       // kv.go
 }
 
 type rawRuntime struct {
@@ -94,6 +95,7 @@ type rawConsumer struct {
 	ConcurrencyKey    *hcl.Attribute `hcl:"concurrency_key,optional"`
 	HTTP              []*rawHTTP     `hcl:"http,block"`
 	WASI              []*rawWASI     `hcl:"wasi,block"`
+	KV                *hcl.Attribute `hcl:"kv,optional"` // kv.go
 	DefRange          hcl.Range      `hcl:",def_range"`
 }
 
@@ -115,6 +117,7 @@ type decoder struct {
 	scheduleQueues []*hcl.Attribute
 	// globalRates are the consumers with a global rate limit (throttle.go).
 	globalRates []globalRate
+	kvRefs      map[string]kvRefs // kv store name -> its ranges (kv.go)
 }
 
 type queueRefs struct {
@@ -125,6 +128,7 @@ type queueRefs struct {
 type consumerRefs struct {
 	queue   *hcl.Attribute
 	publish []hcl.Range // one per Publish entry
+	kv      []hcl.Range // one per KV entry
 	timeout *hcl.Attribute
 }
 
@@ -178,6 +182,7 @@ func (d *decoder) decode(body hcl.Body) {
 		d.file.Consumers = append(d.file.Consumers, d.consumer(rc))
 	}
 	d.schedules(root.Schedules)
+	d.kvBlocks(root.KVs)
 }
 
 // validName keeps names safe to use as metric labels, URL path segments and
@@ -462,6 +467,7 @@ func (d *decoder) consumer(rc *rawConsumer) Consumer {
 	c.HTTP = d.http(rc.HTTP, c.Timeout)
 	c.WASI = d.wasi(rc.WASI)
 	c.Throttle = d.throttle(rc, c.Queue, c.Concurrency)
+	c.KV, refs.kv = d.stringList(rc.KV)
 	d.consumerRefs[c.Name] = refs
 	return c
 }

@@ -37,6 +37,14 @@ type Spec struct {
 	Consumers []ConsumerSpec
 	// Schedules are schedule blocks (typed_schedule.go).
 	Schedules []ScheduleSpec
+	// KV are the key-value stores (kv blocks; docs/state.md).
+	KV []KVSpec
+}
+
+// KVSpec is a kv block.
+type KVSpec struct {
+	Name, Engine string
+	MaxValueSize uint64 // bytes; 0 is the default (1 MiB)
 }
 
 // RuntimeSpec is the runtime block. LogLevel and LogFormat are left out:
@@ -80,15 +88,17 @@ type RetrySpec struct {
 // (Plugin, which is then watched for hot swaps as with HCL) or as the
 // module's bytes (PluginWasm, e.g. from go:embed), not both.
 type ConsumerSpec struct {
-	Name, Queue  string
-	Plugin       string
-	PluginWasm   []byte
-	Concurrency  int
-	Timeout      time.Duration
-	MemoryLimit  uint64 // bytes
-	Batch        int
-	Config       map[string]string
-	Publish      []string
+	Name, Queue string
+	Plugin      string
+	PluginWasm  []byte
+	Concurrency int
+	Timeout     time.Duration
+	MemoryLimit uint64 // bytes
+	Batch       int
+	Config      map[string]string
+	Publish     []string
+	// KV lists the key-value stores the plugin may use.
+	KV           []string
 	LogRate      int // NoGuestLogs discards the guest's log lines
 	MaxCallDepth int
 	Isolation    string
@@ -253,6 +263,9 @@ func (s *Spec) hcl() ([]byte, map[string][]byte, error) {
 		if len(c.Publish) > 0 {
 			b.SetAttributeValue("publish", strList(c.Publish))
 		}
+		if len(c.KV) > 0 {
+			b.SetAttributeValue("kv", strList(c.KV))
+		}
 		setInt(b, "log_rate", c.LogRate)
 		setInt(b, "max_call_depth", c.MaxCallDepth)
 		setStr(b, "isolation", c.Isolation)
@@ -286,6 +299,13 @@ func (s *Spec) hcl() ([]byte, map[string][]byte, error) {
 		}
 	}
 	writeSchedules(root, s.Schedules)
+	for _, k := range s.KV {
+		b := root.AppendNewBlock("kv", []string{k.Name}).Body()
+		setStr(b, "engine", k.Engine)
+		if k.MaxValueSize != 0 {
+			b.SetAttributeValue("max_value_size", cty.NumberUIntVal(k.MaxValueSize))
+		}
+	}
 	if len(problems) > 0 {
 		return nil, nil, &Error{Problems: problems}
 	}

@@ -67,6 +67,7 @@ func (d *decoder) validate() {
 		}
 	}
 	d.deadLetterCycles()
+	d.validateKV(engineNames)
 	for i := range f.Consumers {
 		c := &f.Consumers[i]
 		refs := d.consumerRefs[c.Name]
@@ -95,6 +96,7 @@ func (d *decoder) validate() {
 					"Consumer %q may publish to queue %q, which is not declared.%s", c.Name, name, didYouMean(name, queueNames))
 			}
 		}
+		d.validateGrants(c, refs)
 		if c.Plugin != "" || c.PluginWasm != nil {
 			d.checkPlugin(c)
 		}

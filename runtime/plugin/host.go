@@ -176,6 +176,13 @@ type Spec struct {
 	Env map[string]string
 	// Dirs are directories preopened for WASI; nil means no filesystem.
 	Dirs []Dir
+	// KV lists the key-value stores the guest may use (kv_* host
+	// functions); any other store is -3.
+	KV []KVStore
+	// TxPublish lists the queues of Publish whose publishes are held and
+	// returned in Result.Effects instead of published at once: those of
+	// the consumer's own engine when it applies effects with the ack.
+	TxPublish []string
 }
 
 // Dir is a host directory a guest sees through WASI.

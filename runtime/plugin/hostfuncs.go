@@ -44,6 +44,8 @@ type instanceState struct {
 	keysReady bool
 
 	http httpState
+
+	tx txState // kv.go
 }
 
 var errNoState = errors.New("qrun host function called outside a qrun instance")
@@ -150,6 +152,15 @@ func hostFuncs() map[string]hostFunc {
 		abi.FuncHTTPResponseHeader:  {hostHTTPResponseHeader, sig{vt(i32, i32, i32, i32), vt(i32)}},
 		abi.FuncHTTPResponseHeaders: {hostHTTPResponseHeaders, sig{vt(i32, i32), vt(i32)}},
 		abi.FuncHTTPResponseBody:    {hostHTTPResponseBody, sig{vt(i32, i32), vt(i32)}},
+
+		abi.FuncKVGet:     {hostKVGet, sig{vt(i32, i32, i32, i32, i32, i32), vt(i32)}},
+		abi.FuncKVVersion: {hostKVVersion, sig{vt(i32, i32, i32, i32), vt(i64)}},
+		abi.FuncKVSet:     {hostKVSet, sig{vt(i32, i32, i32, i32, i32, i32, i64), vt(i32)}},
+		abi.FuncKVCas:     {hostKVCas, sig{vt(i32, i32, i32, i32, i64, i32, i32, i64), vt(i32)}},
+		abi.FuncKVDelete:  {hostKVDelete, sig{vt(i32, i32, i32, i32), vt(i32)}},
+		abi.FuncKVIncr:    {hostKVIncr, sig{vt(i32, i32, i32, i32, i64, i32), vt(i32)}},
+		abi.FuncStateGet:  {hostStateGet, sig{vt(i32, i32), vt(i32)}},
+		abi.FuncStateSet:  {hostStateSet, sig{vt(i32, i32), vt(i32)}},
 	}
 }
 
@@ -303,6 +314,13 @@ func hostPublish(ctx context.Context, m api.Module, stack []uint64) {
 		return
 	}
 	inheritTrace(&msg, st.d)
+	if _, held := p.txPublish[string(queue)]; held {
+		// Applied with the ack, or not at all (kv.go).
+		st.tx.used = true
+		st.tx.eff.Publish = append(st.tx.eff.Publish, engines.Publish{Queue: string(queue), Message: msg})
+		stack[0] = 0
+		return
+	}
 	if p.pub == nil {
 		stack[0] = code(abi.ErrUnavailable)
 		return

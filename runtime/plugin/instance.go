@@ -72,6 +72,12 @@ type Result struct {
 	// when it set none, for Ack and Requeue, and for failures (Err set),
 	// whose reason is Err.
 	Reason string
+	// Effects are the delivery's held writes and publishes (Spec.KV with
+	// Tx, Spec.TxPublish), set only for an Ack that has some: the caller
+	// applies them with the ack (engines.Delivery.SettleTx) or not at all.
+	// The caller owns them: an engine may hold them past the next Handle
+	// (engines.GroupTxSettler).
+	Effects *engines.Effects
 	// Err is nil for a verdict the guest returned normally; otherwise it
 	// wraps ErrTrap, ErrTimeout, ErrBadVerdict, ErrBadPointer, ErrAlloc or
 	// ErrBroken, and the instance is Broken.
@@ -133,6 +139,7 @@ func (in *Instance) Handle(ctx context.Context, d *engines.Delivery, start time.
 	st.d, st.ctx = d, ctx
 	st.delay, st.delaySet, st.keysReady, st.reasonSet = 0, false, false, false
 	st.http.n, st.http.start = 0, start
+	st.tx.reset()
 	in.stack[0], in.stack[1] = uint64(ptr), uint64(n)
 	err := in.handle.CallWithStack(in.ctx, in.stack)
 	if in.afterHandle != nil {
@@ -148,6 +155,9 @@ func (in *Instance) Handle(ctx context.Context, d *engines.Delivery, start time.
 		return in.failed(fmt.Errorf("%w: qrun_handle returned %d; want 0 (ack), 1 (nack), 2 (requeue) or 3 (dead-letter)", ErrBadVerdict, v))
 	}
 	r := Result{Verdict: engines.Verdict(v), Delay: st.delay, DelaySet: st.delaySet}
+	if st.tx.used && r.Verdict == engines.Ack && !st.tx.eff.Empty() {
+		r.Effects = st.tx.take()
+	}
 	if st.reasonSet && (r.Verdict == engines.Nack || r.Verdict == engines.DeadLetter) {
 		r.Reason = string(st.reason) // the only allocation, and only when asked for
 	}

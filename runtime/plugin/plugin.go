@@ -25,19 +25,23 @@ import (
 // closing the runtime is the one reliable way to drop every instance of a
 // replaced module. All methods are safe for concurrent use.
 type Plugin struct {
-	host     *Host
-	name     string // for errors: consumer and path
-	digest   string
-	log      *zap.Logger
-	pub      Publisher
-	config   map[string]string
-	allowed  map[string]struct{}
-	timeout  time.Duration
-	memLimit uint64 // bytes, page-rounded
-	maxDepth uint32 // calls a guest may nest
-	limiter  *logLimiter
-	http     *httpout.Client
-	ownHTTP  bool // http was built for this plugin, which closes it
+	host    *Host
+	name    string // for errors: consumer and path
+	digest  string
+	log     *zap.Logger
+	pub     Publisher
+	config  map[string]string
+	allowed map[string]struct{}
+	// kv are the granted key-value stores and txPublish the queues whose
+	// publishes are held until the ack (kv.go); both read-only once loaded.
+	kv        map[string]*kvBinding
+	txPublish map[string]struct{}
+	timeout   time.Duration
+	memLimit  uint64 // bytes, page-rounded
+	maxDepth  uint32 // calls a guest may nest
+	limiter   *logLimiter
+	http      *httpout.Client
+	ownHTTP   bool // http was built for this plugin, which closes it
 	// truncated counts guest log bytes dropped by cutting lines at maxLine.
 	truncated atomic.Uint64
 
@@ -88,6 +92,13 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 	}
 	for _, q := range s.Publish {
 		p.allowed[q] = struct{}{}
+	}
+	p.kv = kvBindings(s)
+	for _, q := range s.TxPublish {
+		if p.txPublish == nil {
+			p.txPublish = make(map[string]struct{}, len(s.TxPublish))
+		}
+		p.txPublish[q] = struct{}{}
 	}
 	if p.timeout <= 0 {
 		p.timeout = DefaultTimeout

@@ -85,3 +85,65 @@ func SendDirect(ctx context.Context, cfg *config.File, reg *Registry, queue stri
 	defer q.Close()
 	return q.Enqueue(ctx, msgs...)
 }
+
+// SharedKV reports whether the named key-value store's engine can be
+// opened by another process next to a running qrun, so that OpenKVDirect
+// can reach it.
+func (r *Registry) SharedKV(cfg *config.File, store string) (bool, error) {
+	_, e, err := findKV(cfg, store)
+	if err != nil {
+		return false, err
+	}
+	return r.types[e.Type].Shared, nil
+}
+
+func findKV(cfg *config.File, name string) (*config.KVStore, *config.Engine, error) {
+	k, ok := cfg.KVStore(name)
+	if !ok {
+		return nil, nil, fmt.Errorf("kv %q is not declared in %s", name, cfg.Path)
+	}
+	e, ok := cfg.Engine(k.Engine)
+	if !ok {
+		return nil, nil, fmt.Errorf("kv %q: engine %q is not declared", name, k.Engine)
+	}
+	return k, e, nil
+}
+
+// OpenKVDirect opens the named key-value store from this process, as
+// SendDirect opens a queue: only its engine, as a producer. It is what
+// `qrun kv` does for stores whose engine other processes share
+// (postgres). close releases the store and the engine.
+func OpenKVDirect(ctx context.Context, cfg *config.File, reg *Registry, store string, log *zap.Logger) (kv engines.KV, close func() error, err error) {
+	if reg == nil {
+		reg = Builtin()
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	k, ec, err := findKV(cfg, store)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !reg.types[ec.Type].Shared {
+		return nil, nil, fmt.Errorf("kv %q is in engine %q of type %q: %w", store, ec.Name, ec.Type, ErrNotShared)
+	}
+	eng, err := reg.open(ctx, ec.Type, EngineOptions{
+		Name: ec.Name, Body: ec.Body, Eval: cfg.EvalContext(),
+		DataDir: filepath.Join(cfg.Runtime.DataDir, ec.Name), Logger: log.With(zap.String("engine", ec.Name)),
+		Producer: true,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("engine %q: %w", ec.Name, err)
+	}
+	kve, ok := eng.(engines.KVEngine)
+	if !ok {
+		_ = eng.Close()
+		return nil, nil, fmt.Errorf("kv %q: engine %q holds no key-value stores: %w", store, ec.Name, engines.ErrUnsupported)
+	}
+	kv, err = kve.OpenKV(ctx, engines.KVSpec{Name: k.Name, MaxValueSize: k.MaxValueSize})
+	if err != nil {
+		_ = eng.Close()
+		return nil, nil, fmt.Errorf("kv %q: %w", store, err)
+	}
+	return kv, func() error { return errors.Join(kv.Close(), eng.Close()) }, nil
+}

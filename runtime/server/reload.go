@@ -470,7 +470,7 @@ func sameQueue(a, b *config.Queue) bool {
 func sameConsumer(a, b *config.Consumer) bool {
 	return a.Queue == b.Queue && a.Plugin == b.Plugin && a.Concurrency == b.Concurrency && a.Timeout == b.Timeout &&
 		a.MemoryLimit == b.MemoryLimit && a.Batch == b.Batch && maps.Equal(a.Config, b.Config) &&
-		slices.Equal(a.Publish, b.Publish) && a.LogRate == b.LogRate && a.Isolation == b.Isolation &&
+		slices.Equal(a.Publish, b.Publish) && slices.Equal(a.KV, b.KV) && a.LogRate == b.LogRate && a.Isolation == b.Isolation &&
 		reflect.DeepEqual(a.HTTP, b.HTTP) && reflect.DeepEqual(a.WASI, b.WASI) &&
 		a.MaxCallDepth == b.MaxCallDepth && a.Throttle == b.Throttle
 }

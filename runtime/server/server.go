@@ -117,6 +117,7 @@ type Server struct {
 	life   lifecycle
 	events eventHub
 	sched  *schedule.Scheduler // schedules.go
+	kv     kvStores            // kv.go
 }
 
 // New opens everything the config declares. On error, whatever was opened
@@ -249,7 +250,11 @@ func PluginChecker(ctx context.Context, useCache bool) (check func(*config.File,
 func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues map[string]*queue) (*consumer, error) {
 	q := queues[cc.Queue]
 	perMessage := cc.Isolation == config.IsolationPerMessage
-	p, err := s.host.LoadLive(ctx, PluginSpec(cc), s, plugin.LiveOptions{Warm: cc.Concurrency, Refill: perMessage})
+	spec := PluginSpec(cc)
+	if err := s.withKV(ctx, &spec, cc, queues); err != nil {
+		return nil, err
+	}
+	p, err := s.host.LoadLive(ctx, spec, s, plugin.LiveOptions{Warm: cc.Concurrency, Refill: perMessage})
 	if err != nil {
 		return nil, err
 	}
@@ -266,6 +271,7 @@ func (s *Server) newConsumer(ctx context.Context, cc *config.Consumer, queues ma
 		Observer:      &consumerObserver{consumer: cc.Name, queue: cc.Queue, user: s.opts.Observer, hub: &s.events},
 		RecordLatency: s.metrics != nil,
 		Throttle:      s.newThrottle(cc, q),
+		OnCommit:      onCommit(spec),
 	})
 	if err != nil {
 		_ = p.Close(ctx)
@@ -391,6 +397,9 @@ func (s *Server) close(ctx context.Context) {
 	}
 	if s.host != nil {
 		warn("plugin host", "", s.host.Close(ctx))
+	}
+	for _, err := range s.closeKV() {
+		warn("kv", "", err)
 	}
 	for name, q := range *s.queues.Load() {
 		warn("queue", name, q.q.Close())

@@ -2,7 +2,7 @@
 // behaviour of plugins/conformance/README.md, written with the SDK.
 import {
   Message, Verdict, Level, Err, handle, init, log, config, publishText, setDelay, extendLease,
-  fetch, retryLater, deadLetterWith, nackWith,
+  fetch, retryLater, deadLetterWith, nackWith, KV, Value,
 } from "../../sdk/assemblyscript/qrun";
 export { qrun_abi_v1, qrun_alloc, qrun_free, qrun_init, qrun_handle } from "../../sdk/assemblyscript/qrun";
 
@@ -67,6 +67,59 @@ function retry(url: string): Verdict {
   return retryLater(r.status);
 }
 
+// kvWord names a failed store or state call's error as the script does.
+function kvWord(e: i32): string {
+  if (e == Err.Denied) return "denied";
+  if (e == Err.Invalid) return "invalid";
+  if (e == Err.TooLarge) return "toolarge";
+  if (e == Err.Conflict) return "conflict";
+  if (e == Err.Unsupported) return "unsupported";
+  return "error";
+}
+
+// outRead publishes a value read from a store or the state, "<absent>", or
+// the error's word.
+function outRead(v: Value): Verdict {
+  if (v.found) return out(v.text());
+  return out(v.error == Err.NotFound ? "<absent>" : kvWord(v.error));
+}
+
+// outOK publishes "ok" for 0, else the error's word.
+function outOK(r: i32): Verdict {
+  return out(r == 0 ? "ok" : kvWord(r));
+}
+
+// The one store the consumer is granted.
+const kv = new KV("kv");
+
+// kvCommand runs the store and state commands; -1 for any other command.
+function kvCommand(m: Message, cmd: string, arg: string): i32 {
+  if (cmd == "kvget") return outRead(kv.get(arg));
+  if (cmd == "kvset") return outOK(kv.setText("k", arg));
+  if (cmd == "kvttl") return isInt(arg) ? outOK(kv.setText("k", "t", I64.parseInt(arg))) : Verdict.DeadLetter;
+  if (cmd == "kvver") {
+    const v = kv.version("k");
+    return out(v < 0 ? kvWord(<i32>v) : v.toString());
+  }
+  if (cmd == "kvcas") return isInt(arg) ? outOK(kv.casText("k", I64.parseInt(arg), "cas")) : Verdict.DeadLetter;
+  if (cmd == "kvdel") return outOK(kv.delete("k"));
+  if (cmd == "kvincr") {
+    if (!isInt(arg)) return Verdict.DeadLetter;
+    const c = kv.incr("k", I64.parseInt(arg));
+    return out(c.error < 0 ? kvWord(c.error) : c.value.toString());
+  }
+  if (cmd == "kvrw") {
+    const r = kv.setText("k", arg);
+    return r < 0 ? out(kvWord(r)) : outRead(kv.get("k"));
+  }
+  if (cmd == "kvother") return outRead(new KV("other").get("k"));
+  if (cmd == "state") {
+    if (outRead(m.state()) == Verdict.Ack) outOK(m.setStateText(arg));
+    return Verdict.Nack;
+  }
+  return -1;
+}
+
 function onMessage(m: Message): Verdict {
   const body = m.text();
   const i = body.indexOf(":");
@@ -110,7 +163,8 @@ function onMessage(m: Message): Verdict {
   if (cmd == "http") return http(arg);
   if (cmd == "httpmany") return httpmany(arg);
   if (cmd == "retry") return retry(arg);
-  return Verdict.DeadLetter;
+  const v = kvCommand(m, cmd, arg);
+  return v < 0 ? Verdict.DeadLetter : <Verdict>v;
 }
 
 function setup(): bool {

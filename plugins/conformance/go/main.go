@@ -117,6 +117,53 @@ func handle(m *qrun.Message) qrun.Verdict {
 			return qrun.Ack
 		}
 		return qrun.RetryLater(resp)
+	case "kvget":
+		return outRead(store.Get(arg))
+	case "kvset":
+		return outErr(store.Set("k", []byte(arg)))
+	case "kvttl":
+		ms, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil {
+			return qrun.DeadLetter
+		}
+		return outErr(store.SetTTL("k", []byte("t"), time.Duration(ms)*time.Millisecond))
+	case "kvver":
+		v, err := store.Version("k")
+		if err != nil {
+			return out(kvWord(err))
+		}
+		return out(strconv.FormatUint(v, 10))
+	case "kvcas":
+		v, err := strconv.ParseUint(arg, 10, 64)
+		if err != nil {
+			return qrun.DeadLetter
+		}
+		return outErr(store.CompareAndSet("k", v, []byte("cas"), 0))
+	case "kvdel":
+		return outErr(store.Delete("k"))
+	case "kvincr":
+		d, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil {
+			return qrun.DeadLetter
+		}
+		n, err := store.Incr("k", d)
+		if err != nil {
+			return out(kvWord(err))
+		}
+		return out(strconv.FormatInt(n, 10))
+	case "kvrw":
+		if err := store.Set("k", []byte(arg)); err != nil {
+			return out(kvWord(err))
+		}
+		return outRead(store.Get("k"))
+	case "kvother":
+		return outRead(qrun.Store("other").Get("k"))
+	case "state":
+		if outRead(m.State()) != qrun.Ack {
+			return qrun.Nack
+		}
+		outErr(m.SetState([]byte(arg)))
+		return qrun.Nack
 	case "httpmany":
 		n := 0
 		for {
@@ -131,6 +178,46 @@ func handle(m *qrun.Message) qrun.Verdict {
 		}
 	}
 	return qrun.DeadLetter
+}
+
+// store is the one store the consumer is granted.
+var store = qrun.Store("kv")
+
+// outRead publishes a value read from a store or the message's state,
+// "<absent>", or the error's word.
+func outRead(v []byte, err error) qrun.Verdict {
+	switch {
+	case err == nil:
+		return out(string(v))
+	case errors.Is(err, qrun.ErrNotFound):
+		return out("<absent>")
+	}
+	return out(kvWord(err))
+}
+
+// outErr publishes "ok" for a nil error, else its word.
+func outErr(err error) qrun.Verdict {
+	if err == nil {
+		return out("ok")
+	}
+	return out(kvWord(err))
+}
+
+// kvWord names a failed store or state call's error as the script does.
+func kvWord(err error) string {
+	switch {
+	case errors.Is(err, qrun.ErrDenied):
+		return "denied"
+	case errors.Is(err, qrun.ErrInvalid):
+		return "invalid"
+	case errors.Is(err, qrun.ErrTooLarge):
+		return "toolarge"
+	case errors.Is(err, qrun.ErrConflict):
+		return "conflict"
+	case errors.Is(err, qrun.ErrUnsupported):
+		return "unsupported"
+	}
+	return "error"
 }
 
 // errWord names a failed request's error as the script does.

@@ -5,6 +5,7 @@
 ;;        0 ..    15  unused, so that no valid data lives at address 0
 ;;       16 ..   511  string constants
 ;;     1024 ..  1055  decimal formatting scratch (digits end at 1056)
+;;     1064 ..  1071  kv_incr's result (an i64)
 ;;    65504 .. 65535  "init failed: refused by config: ", so that a config
 ;;                    value read into VBUF right after it completes the line
 ;;    65536 .. 131071 VBUF: values read from the host (64 KiB)
@@ -24,6 +25,14 @@
   (import "qrun" "http_request" (func $http_request (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "qrun" "http_response_body" (func $http_response_body (param i32 i32) (result i32)))
   (import "qrun" "http_response_header" (func $http_response_header (param i32 i32 i32 i32) (result i32)))
+  (import "qrun" "kv_get" (func $kv_get (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "qrun" "kv_version" (func $kv_version (param i32 i32 i32 i32) (result i64)))
+  (import "qrun" "kv_set" (func $kv_set (param i32 i32 i32 i32 i32 i32 i64) (result i32)))
+  (import "qrun" "kv_cas" (func $kv_cas (param i32 i32 i32 i32 i64 i32 i32 i64) (result i32)))
+  (import "qrun" "kv_delete" (func $kv_delete (param i32 i32 i32 i32) (result i32)))
+  (import "qrun" "kv_incr" (func $kv_incr (param i32 i32 i32 i32 i64 i32) (result i32)))
+  (import "qrun" "state_get" (func $state_get (param i32 i32) (result i32)))
+  (import "qrun" "state_set" (func $state_set (param i32 i32) (result i32)))
 
   (memory (export "memory") 4)
 
@@ -60,6 +69,24 @@
   (data (i32.const 264) "Retry-After") ;; 11
   (data (i32.const 280) "deadreason") ;; 10
   (data (i32.const 296) "nackreason") ;; 10
+  (data (i32.const 312) "kvget")     ;; 5
+  (data (i32.const 320) "kvset")     ;; 5
+  (data (i32.const 328) "kvttl")     ;; 5
+  (data (i32.const 336) "kvver")     ;; 5
+  (data (i32.const 344) "kvcas")     ;; 5
+  (data (i32.const 352) "kvdel")     ;; 5
+  (data (i32.const 360) "kvincr")    ;; 6
+  (data (i32.const 368) "kvrw")      ;; 4
+  (data (i32.const 376) "kvother")   ;; 7
+  (data (i32.const 384) "state")     ;; 5
+  (data (i32.const 392) "kv")        ;; 2: the store the consumer is granted
+  (data (i32.const 396) "k")         ;; 1: the key the commands use
+  (data (i32.const 400) "t")         ;; 1
+  (data (i32.const 404) "cas")       ;; 3
+  (data (i32.const 408) "other")     ;; 5: a store the consumer is not granted
+  (data (i32.const 416) "invalid")   ;; 7
+  (data (i32.const 424) "conflict")  ;; 8
+  (data (i32.const 432) "unsupported") ;; 11
   (data (i32.const 65504) "init failed: refused by config: ") ;; 32
 
   (global $count (mut i32) (i32.const 0))
@@ -258,6 +285,105 @@
     (if (call $out_num (local.get $n)) (then (return (i32.const 1))))
     (call $out_err (local.get $s)))
 
+  ;; $fmt64 is $fmt for a signed i64.
+  (func $fmt64 (param $v i64) (result i32)
+    (local $p i32) (local $neg i32) (local $u i64)
+    (local.set $neg (i64.lt_s (local.get $v) (i64.const 0)))
+    (local.set $u (select (i64.sub (i64.const 0) (local.get $v)) (local.get $v) (local.get $neg)))
+    (local.set $p (i32.const 1056))
+    (loop $next
+      (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+      (i64.store8 (local.get $p) (i64.add (i64.const 48) (i64.rem_u (local.get $u) (i64.const 10))))
+      (local.set $u (i64.div_u (local.get $u) (i64.const 10)))
+      (br_if $next (i64.ne (local.get $u) (i64.const 0))))
+    (if (local.get $neg)
+      (then
+        (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+        (i32.store8 (local.get $p) (i32.const 45))))
+    (local.get $p))
+
+  (func $out_num64 (param $v i64) (result i32)
+    (local $p i32)
+    (local.set $p (call $fmt64 (local.get $v)))
+    (call $out (local.get $p) (i32.sub (i32.const 1056) (local.get $p))))
+
+  ;; $out_kv_err publishes the script's word for a failed store or state call.
+  (func $out_kv_err (param $r i32) (result i32)
+    (if (i32.eq (local.get $r) (i32.const -3)) (then (return (call $out (i32.const 128) (i32.const 6)))))
+    (if (i32.eq (local.get $r) (i32.const -4)) (then (return (call $out (i32.const 416) (i32.const 7)))))
+    (if (i32.eq (local.get $r) (i32.const -7)) (then (return (call $out (i32.const 184) (i32.const 8)))))
+    (if (i32.eq (local.get $r) (i32.const -12)) (then (return (call $out (i32.const 424) (i32.const 8)))))
+    (if (i32.eq (local.get $r) (i32.const -13)) (then (return (call $out (i32.const 432) (i32.const 11)))))
+    (call $out (i32.const 136) (i32.const 5)))
+
+  ;; $out_ok publishes "ok" for 0, else the word.
+  (func $out_ok (param $r i32) (result i32)
+    (if (i32.eqz (local.get $r)) (then (return (call $out (i32.const 120) (i32.const 2)))))
+    (call $out_kv_err (local.get $r)))
+
+  ;; $out_read publishes a value kv_get or state_get left in VBUF (n bytes),
+  ;; "<absent>" for -2, or the word of another error.
+  (func $out_read (param $n i32) (result i32)
+    (if (i32.lt_s (local.get $n) (i32.const -2)) (then (return (call $out_kv_err (local.get $n)))))
+    (call $out_value (local.get $n)))
+
+  ;; $kv runs the store and state commands on cmd [c, c+cl) and arg
+  ;; [p, p+l); -1 for any other command.
+  (func $kv (param $c i32) (param $cl i32) (param $p i32) (param $l i32) (result i32)
+    (local $v i64) (local $r i32)
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 312) (i32.const 5))
+      (then (return (call $out_read
+        (call $kv_get (i32.const 392) (i32.const 2) (local.get $p) (local.get $l) (i32.const 65536) (i32.const 65536))))))
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 320) (i32.const 5))
+      (then (return (call $out_ok
+        (call $kv_set (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1) (local.get $p) (local.get $l) (i64.const 0))))))
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 328) (i32.const 5))
+      (then
+        (local.set $v (call $parse_int (local.get $p) (local.get $l)))
+        (if (i32.eqz (global.get $parse_ok)) (then (return (i32.const 3))))
+        (return (call $out_ok
+          (call $kv_set (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1) (i32.const 400) (i32.const 1) (local.get $v))))))
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 336) (i32.const 5))
+      (then
+        (local.set $v (call $kv_version (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1)))
+        (if (i64.lt_s (local.get $v) (i64.const 0))
+          (then (return (call $out_kv_err (i32.wrap_i64 (local.get $v))))))
+        (return (call $out_num64 (local.get $v)))))
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 344) (i32.const 5))
+      (then
+        (local.set $v (call $parse_int (local.get $p) (local.get $l)))
+        (if (i32.eqz (global.get $parse_ok)) (then (return (i32.const 3))))
+        (return (call $out_ok
+          (call $kv_cas (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1) (local.get $v)
+                        (i32.const 404) (i32.const 3) (i64.const 0))))))
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 352) (i32.const 5))
+      (then (return (call $out_ok
+        (call $kv_delete (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1))))))
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 360) (i32.const 6))
+      (then
+        (local.set $v (call $parse_int (local.get $p) (local.get $l)))
+        (if (i32.eqz (global.get $parse_ok)) (then (return (i32.const 3))))
+        (local.set $r (call $kv_incr (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1) (local.get $v) (i32.const 1064)))
+        (if (i32.lt_s (local.get $r) (i32.const 0)) (then (return (call $out_kv_err (local.get $r)))))
+        (return (call $out_num64 (i64.load (i32.const 1064))))))
+    ;; kvrw: a write, then a read that must see it.
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 368) (i32.const 4))
+      (then
+        (local.set $r (call $kv_set (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1) (local.get $p) (local.get $l) (i64.const 0)))
+        (if (i32.lt_s (local.get $r) (i32.const 0)) (then (return (call $out_kv_err (local.get $r)))))
+        (return (call $out_read
+          (call $kv_get (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1) (i32.const 65536) (i32.const 65536))))))
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 376) (i32.const 7))
+      (then (return (call $out_read
+        (call $kv_get (i32.const 408) (i32.const 5) (i32.const 396) (i32.const 1) (i32.const 65536) (i32.const 65536))))))
+    ;; state:TEXT publishes the state, replaces it with TEXT, and nacks.
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 384) (i32.const 5))
+      (then
+        (if (i32.eqz (call $out_read (call $state_get (i32.const 65536) (i32.const 65536))))
+          (then (drop (call $out_ok (call $state_set (local.get $p) (local.get $l))))))
+        (return (i32.const 1))))
+    (i32.const -1))
+
   (func (export "qrun_handle") (param $ptr i32) (param $len i32) (result i32)
     (local $i i32) (local $cl i32) (local $arg i32) (local $al i32) (local $v i64) (local $r i32)
     ;; cmd = [ptr, ptr+cl), arg = [arg, arg+al): split at the first ':'.
@@ -339,5 +465,6 @@
       (then (return (call $retry (local.get $arg) (local.get $al)))))
     (if (call $eq (local.get $ptr) (local.get $cl) (i32.const 176) (i32.const 8))
       (then (return (call $httpmany (local.get $arg) (local.get $al)))))
-    (i32.const 3))
+    (local.set $r (call $kv (local.get $ptr) (local.get $cl) (local.get $arg) (local.get $al)))
+    (select (i32.const 3) (local.get $r) (i32.lt_s (local.get $r) (i32.const 0))))
 )

@@ -74,6 +74,72 @@ fn retry(url: []const u8) qrun.Verdict {
     return qrun.retryLater(resp.status);
 }
 
+// kvWord names a failed store or state call's error as the script does.
+fn kvWord(e: anyerror) []const u8 {
+    return switch (e) {
+        error.Denied => "denied",
+        error.Invalid => "invalid",
+        error.TooLarge => "toolarge",
+        error.Conflict => "conflict",
+        error.Unsupported => "unsupported",
+        else => "error",
+    };
+}
+
+// outRead publishes a value read from a store or the state, "<absent>", or
+// the error's word.
+fn outRead(v: anyerror!?[]u8) qrun.Verdict {
+    const got = v catch |e| return out(kvWord(e));
+    if (got) |s| {
+        defer a.free(s);
+        return out(s);
+    }
+    return out("<absent>");
+}
+
+// outOK publishes "ok", or the error's word.
+fn outOK(r: anyerror!void) qrun.Verdict {
+    r catch |e| return out(kvWord(e));
+    return out("ok");
+}
+
+// kv runs the store and state commands; null for any other command. Not
+// inlined, so that handle's trivial path (BenchmarkHandle) stays as it was.
+noinline fn kv(m: *const qrun.Message, cmd: []const u8, arg: []const u8) ?qrun.Verdict {
+    const s = qrun.store("kv");
+    var num: [24]u8 = undefined;
+    if (std.mem.eql(u8, cmd, "kvget")) return outRead(s.get(a, arg));
+    if (std.mem.eql(u8, cmd, "kvset")) return outOK(s.set("k", arg, 0));
+    if (std.mem.eql(u8, cmd, "kvttl")) {
+        const ms = std.fmt.parseInt(i64, arg, 10) catch return .dead_letter;
+        return outOK(s.set("k", "t", ms));
+    }
+    if (std.mem.eql(u8, cmd, "kvver")) {
+        const v = s.version("k") catch |e| return out(kvWord(e));
+        return out(std.fmt.bufPrint(&num, "{d}", .{v}) catch unreachable);
+    }
+    if (std.mem.eql(u8, cmd, "kvcas")) {
+        const v = std.fmt.parseInt(u64, arg, 10) catch return .dead_letter;
+        return outOK(s.cas("k", v, "cas", 0));
+    }
+    if (std.mem.eql(u8, cmd, "kvdel")) return outOK(s.delete("k"));
+    if (std.mem.eql(u8, cmd, "kvincr")) {
+        const d = std.fmt.parseInt(i64, arg, 10) catch return .dead_letter;
+        const n = s.incr("k", d) catch |e| return out(kvWord(e));
+        return out(std.fmt.bufPrint(&num, "{d}", .{n}) catch unreachable);
+    }
+    if (std.mem.eql(u8, cmd, "kvrw")) {
+        s.set("k", arg, 0) catch |e| return out(kvWord(e));
+        return outRead(s.get(a, "k"));
+    }
+    if (std.mem.eql(u8, cmd, "kvother")) return outRead(qrun.store("other").get(a, "k"));
+    if (std.mem.eql(u8, cmd, "state")) {
+        if (outRead(m.state(a)) == .ack) _ = outOK(m.setState(arg));
+        return .nack;
+    }
+    return null;
+}
+
 pub fn handle(m: *const qrun.Message) qrun.Verdict {
     const body = m.body;
     const i = std.mem.indexOfScalar(u8, body, ':');
@@ -128,7 +194,7 @@ pub fn handle(m: *const qrun.Message) qrun.Verdict {
     } else if (std.mem.eql(u8, cmd, "retry")) {
         return retry(arg);
     }
-    return .dead_letter;
+    return kv(m, cmd, arg) orelse .dead_letter;
 }
 
 pub fn init() bool {

@@ -57,6 +57,22 @@ declare function sys_http_request(method: usize, methodLen: i32, url: usize, url
 declare function sys_http_response_header(name: usize, nameLen: i32, buf: usize, cap: i32): i32;
 @external("qrun", "http_response_body")
 declare function sys_http_response_body(buf: usize, cap: i32): i32;
+@external("qrun", "kv_get")
+declare function sys_kv_get(store: usize, storeLen: i32, key: usize, keyLen: i32, buf: usize, cap: i32): i32;
+@external("qrun", "kv_version")
+declare function sys_kv_version(store: usize, storeLen: i32, key: usize, keyLen: i32): i64;
+@external("qrun", "kv_set")
+declare function sys_kv_set(store: usize, storeLen: i32, key: usize, keyLen: i32, val: usize, valLen: i32, ttlMs: i64): i32;
+@external("qrun", "kv_cas")
+declare function sys_kv_cas(store: usize, storeLen: i32, key: usize, keyLen: i32, version: i64, val: usize, valLen: i32, ttlMs: i64): i32;
+@external("qrun", "kv_delete")
+declare function sys_kv_delete(store: usize, storeLen: i32, key: usize, keyLen: i32): i32;
+@external("qrun", "kv_incr")
+declare function sys_kv_incr(store: usize, storeLen: i32, key: usize, keyLen: i32, delta: i64, result: usize): i32;
+@external("qrun", "state_get")
+declare function sys_state_get(buf: usize, cap: i32): i32;
+@external("qrun", "state_set")
+declare function sys_state_set(ptr: usize, len: i32): i32;
 
 /** What to do with a message. */
 export enum Verdict {
@@ -85,6 +101,8 @@ export namespace Err {
   export const Timeout: i32 = -9;
   export const Connect: i32 = -10;
   export const Limit: i32 = -11;
+  export const Conflict: i32 = -12;
+  export const Unsupported: i32 = -13;
 }
 
 // Host calls that return bytes write nothing when the value does not fit and
@@ -99,6 +117,7 @@ const ATTR_KEY = 2;
 const CONFIG = 3;
 const HTTP_HEADER = 4;
 const HTTP_BODY = 5;
+const STATE = 6;
 
 function call(kind: i32, n: i32, key: ArrayBuffer | null, buf: usize, cap: i32): i32 {
   const kp: usize = key === null ? 0 : changetype<usize>(key);
@@ -108,6 +127,7 @@ function call(kind: i32, n: i32, key: ArrayBuffer | null, buf: usize, cap: i32):
   if (kind == ATTR_KEY) return sys_msg_attr_key(n, buf, cap);
   if (kind == HTTP_HEADER) return sys_http_response_header(kp, kl, buf, cap);
   if (kind == HTTP_BODY) return sys_http_response_body(buf, cap);
+  if (kind == STATE) return sys_state_get(buf, cap);
   return sys_config_get(kp, kl, buf, cap);
 }
 
@@ -134,6 +154,119 @@ function readBytes(kind: i32): Uint8Array | null {
   const b = new Uint8Array(got);
   memory.copy(b.dataStart, changetype<usize>(scratch), <usize>got);
   return b;
+}
+
+/** A value read from a store or the message's state. error is 0 when it was
+ * found, Err.NotFound when it is absent, else a negative Err code; bytes is
+ * then empty. */
+export class Value {
+  constructor(readonly error: i32, readonly bytes: Uint8Array) {}
+
+  /** Whether the value was there. */
+  get found(): bool { return this.error == 0; }
+
+  /** The value decoded as UTF-8. */
+  text(): string {
+    return String.UTF8.decodeUnsafe(this.bytes.dataStart, <usize>this.bytes.length);
+  }
+}
+
+/** readValue is readBytes keeping the host's code: kind STATE, or a kv_get
+ * of key in store when store is not null. */
+function readValue(kind: i32, store: ArrayBuffer | null, key: ArrayBuffer | null): Value {
+  let got: i32 = 0;
+  while (true) {
+    const buf = changetype<usize>(scratch);
+    const cap = scratch.byteLength;
+    got = store === null ? call(kind, 0, null, buf, cap)
+      : sys_kv_get(changetype<usize>(store), store.byteLength, changetype<usize>(key), key!.byteLength, buf, cap);
+    if (got <= scratch.byteLength) break;
+    scratch = new ArrayBuffer(got);
+  }
+  if (got < 0) return new Value(got, new Uint8Array(0));
+  const b = new Uint8Array(got);
+  memory.copy(b.dataStart, changetype<usize>(scratch), <usize>got);
+  return new Value(0, b);
+}
+
+/** The result of KV.incr: error 0 and the new value, or a negative Err code. */
+export class Counter {
+  constructor(readonly error: i32, readonly value: i64) {}
+}
+
+// Where kv_incr writes its result: static memory, so no allocation per call.
+const incrOut = memory.data(8);
+
+/**
+ * A key-value store the consumer is granted (its kv list). On an engine
+ * with transactions, when the store lives in the same engine as the
+ * consumer's queue, writes happen together with the ack or not at all, and
+ * reads see the delivery's own writes (docs/state.md). Methods return 0 or a
+ * negative Err code: Denied for a store not granted, Invalid for a key that
+ * is empty or over 512 bytes (or a negative TTL), TooLarge over the store's
+ * max_value_size, NoMessage outside a handler call. Keys are sent as UTF-8.
+ *
+ *   const counters = new KV("counters");
+ *   const c = counters.incr("orders", 1);
+ *   if (c.error < 0) return Verdict.Nack;
+ */
+export class KV {
+  private n: ArrayBuffer;
+
+  constructor(readonly name: string) { this.n = String.UTF8.encode(name); }
+
+  /** The value of key; its error is Err.NotFound when absent (or expired). */
+  get(key: string): Value {
+    return readValue(0, this.n, String.UTF8.encode(key));
+  }
+
+  /** The key's version as this delivery sees it, 0 when absent (what cas
+   * compares against), or a negative Err code. */
+  version(key: string): i64 {
+    const k = String.UTF8.encode(key);
+    return sys_kv_version(changetype<usize>(this.n), this.n.byteLength, changetype<usize>(k), k.byteLength);
+  }
+
+  /** Stores value under key, expiring ttlMs later (0: never). */
+  set(key: string, value: ArrayBuffer, ttlMs: i64 = 0): i32 {
+    const k = String.UTF8.encode(key);
+    return sys_kv_set(changetype<usize>(this.n), this.n.byteLength, changetype<usize>(k), k.byteLength,
+      changetype<usize>(value), value.byteLength, ttlMs);
+  }
+
+  /** set with a string value, stored as UTF-8. */
+  setText(key: string, value: string, ttlMs: i64 = 0): i32 {
+    return this.set(key, String.UTF8.encode(value), ttlMs);
+  }
+
+  /** set only if the key's version is still version (0: only if absent);
+   * Err.Conflict otherwise, and nothing is written. */
+  cas(key: string, version: i64, value: ArrayBuffer, ttlMs: i64 = 0): i32 {
+    const k = String.UTF8.encode(key);
+    return sys_kv_cas(changetype<usize>(this.n), this.n.byteLength, changetype<usize>(k), k.byteLength,
+      version, changetype<usize>(value), value.byteLength, ttlMs);
+  }
+
+  /** cas with a string value, stored as UTF-8. */
+  casText(key: string, version: i64, value: string, ttlMs: i64 = 0): i32 {
+    return this.cas(key, version, String.UTF8.encode(value), ttlMs);
+  }
+
+  /** Removes key; 0 for an absent key too. */
+  delete(key: string): i32 {
+    const k = String.UTF8.encode(key);
+    return sys_kv_delete(changetype<usize>(this.n), this.n.byteLength, changetype<usize>(k), k.byteLength);
+  }
+
+  /** Adds delta to the decimal integer under key (absent counts as 0) and
+   * stores the sum as decimal text; error Err.Invalid when the value is not
+   * a decimal i64 or the sum overflows. */
+  incr(key: string, delta: i64): Counter {
+    const k = String.UTF8.encode(key);
+    const r = sys_kv_incr(changetype<usize>(this.n), this.n.byteLength, changetype<usize>(k), k.byteLength,
+      delta, incrOut);
+    return r < 0 ? new Counter(r, 0) : new Counter(0, load<i64>(incrOut));
+  }
 }
 
 /** The delivery being handled; valid only during the handler call: the
@@ -171,6 +304,23 @@ export class Message {
 
   /** The value of attribute key, or null if the message has none. */
   attr(key: string): string | null { return readString(ATTR, 0, key); }
+
+  /** The message's per-message state: what a handler stored with setState
+   * during this or an earlier delivery of the same message. Its error is
+   * Err.NotFound when there is none, Err.Unsupported when the queue's engine
+   * keeps none (only memory, disk and postgres do). */
+  state(): Value { return readValue(STATE, null, null); }
+
+  /** Replaces the message's state (at most 1 MiB), written through at once:
+   * it survives a nack, a trap, a timeout and a crash of qrun, and the
+   * engine deletes it when the message is acked or dead-lettered. Returns 0
+   * or a negative Err code. */
+  setState(value: ArrayBuffer): i32 {
+    return sys_state_set(changetype<usize>(value), value.byteLength);
+  }
+
+  /** setState with a string, stored as UTF-8. */
+  setStateText(value: string): i32 { return this.setState(String.UTF8.encode(value)); }
 
   /** Every attribute, sorted by key (two host calls per attribute). */
   attrs(): Map<string, string> {

@@ -58,7 +58,9 @@ enum {
 	QRUN_ERR_RATE_LIMITED = -8, /* log line dropped */
 	QRUN_ERR_TIMEOUT = -9,      /* HTTP request ran out of time */
 	QRUN_ERR_CONNECT = -10,     /* HTTP connection could not be made or failed */
-	QRUN_ERR_LIMIT = -11        /* the delivery already made max_requests HTTP requests */
+	QRUN_ERR_LIMIT = -11,       /* the delivery already made max_requests HTTP requests */
+	QRUN_ERR_CONFLICT = -12,    /* qrun_kv_cas: the key's version is not the one given */
+	QRUN_ERR_UNSUPPORTED = -13  /* per-message state on an engine that keeps none */
 };
 
 /* Message fields for qrun_msg_field. */
@@ -107,6 +109,20 @@ QRUN_IMPORT(http_response_header) int32_t qrun_sys_http_response_header(const vo
                                                                         int32_t cap);
 QRUN_IMPORT(http_response_headers) int32_t qrun_sys_http_response_headers(void *buf, int32_t cap);
 QRUN_IMPORT(http_response_body) int32_t qrun_sys_http_response_body(void *buf, int32_t cap);
+QRUN_IMPORT(kv_get) int32_t qrun_sys_kv_get(const void *store, int32_t store_len, const void *key, int32_t key_len,
+                                            void *buf, int32_t cap);
+QRUN_IMPORT(kv_version) int64_t qrun_sys_kv_version(const void *store, int32_t store_len, const void *key,
+                                                    int32_t key_len);
+QRUN_IMPORT(kv_set) int32_t qrun_sys_kv_set(const void *store, int32_t store_len, const void *key, int32_t key_len,
+                                            const void *val, int32_t val_len, int64_t ttl_ms);
+QRUN_IMPORT(kv_cas) int32_t qrun_sys_kv_cas(const void *store, int32_t store_len, const void *key, int32_t key_len,
+                                            int64_t version, const void *val, int32_t val_len, int64_t ttl_ms);
+QRUN_IMPORT(kv_delete) int32_t qrun_sys_kv_delete(const void *store, int32_t store_len, const void *key,
+                                                  int32_t key_len);
+QRUN_IMPORT(kv_incr) int32_t qrun_sys_kv_incr(const void *store, int32_t store_len, const void *key, int32_t key_len,
+                                              int64_t delta, int64_t *result);
+QRUN_IMPORT(state_get) int32_t qrun_sys_state_get(void *buf, int32_t cap);
+QRUN_IMPORT(state_set) int32_t qrun_sys_state_set(const void *ptr, int32_t len);
 
 /* ---- Helpers. ---- */
 
@@ -443,6 +459,111 @@ static inline int32_t qrun_extend_lease_ms(int64_t millis) { return qrun_sys_ext
 
 /* The host's wall clock, Unix nanoseconds. */
 static inline int64_t qrun_now_ns(void) { return qrun_sys_now(); }
+
+/* ---- Key-value stores and per-message state (ABI.md section 4). ----
+ *
+ * A store must be in the consumer's kv list (else QRUN_ERR_DENIED); keys are
+ * 1..512 bytes (else QRUN_ERR_INVALID); every function belongs to a delivery
+ * (QRUN_ERR_NO_MESSAGE outside qrun_handle). On an engine with
+ * transactions, writes to a store of the queue's own engine happen together
+ * with the ack or not at all, and reads see the delivery's own writes:
+ *
+ *     int64_t n;
+ *     if (qrun_kv_incr("counters", "orders", 1, &n) < 0) return QRUN_NACK;
+ */
+
+/* qrun__read_value is qrun__read keeping the host's code: the value's length
+ * with *out malloc'd (NUL-terminated, not counted), or the negative code
+ * with *out NULL (QRUN_ERR_UNAVAILABLE when memory ran out). */
+static inline int32_t qrun__read_value(qrun__reader call, const void *arg, int32_t arg_len, char **out) {
+	int32_t cap = 128;
+	*out = NULL;
+	for (;;) {
+		char *buf = (char *)malloc((size_t)cap + 1);
+		if (buf == NULL) return QRUN_ERR_UNAVAILABLE;
+		int32_t n = call(arg, arg_len, buf, cap);
+		if (n >= 0 && n <= cap) {
+			buf[n] = '\0';
+			*out = buf;
+			return n;
+		}
+		free(buf);
+		if (n < 0) return n;
+		cap = n;
+	}
+}
+
+typedef struct {
+	const char *store, *key;
+} qrun__kv_ref;
+
+static inline int32_t qrun__kv_get(const void *arg, int32_t arg_len, void *buf, int32_t cap) {
+	(void)arg_len;
+	const qrun__kv_ref *r = (const qrun__kv_ref *)arg;
+	return qrun_sys_kv_get(r->store, (int32_t)strlen(r->store), r->key, (int32_t)strlen(r->key), buf, cap);
+}
+
+static inline int32_t qrun__state_get(const void *arg, int32_t arg_len, void *buf, int32_t cap) {
+	(void)arg;
+	(void)arg_len;
+	return qrun_sys_state_get(buf, cap);
+}
+
+/* The value of key in store: its length, with *value a malloc'd copy the
+ * caller frees; or a negative error with *value NULL: QRUN_ERR_NOT_FOUND
+ * when the key is absent (or expired). */
+static inline int32_t qrun_kv_get(const char *store, const char *key, char **value) {
+	qrun__kv_ref r = {store, key};
+	return qrun__read_value(qrun__kv_get, &r, 0, value);
+}
+
+/* The key's version as this delivery sees it (0 when absent), what
+ * qrun_kv_cas compares against; or a negative error. */
+static inline int64_t qrun_kv_version(const char *store, const char *key) {
+	return qrun_sys_kv_version(store, (int32_t)strlen(store), key, (int32_t)strlen(key));
+}
+
+/* Stores len bytes at val under key, expiring ttl_ms later (0: never).
+ * Returns 0 or a negative error: QRUN_ERR_TOO_LARGE over the store's
+ * max_value_size, QRUN_ERR_INVALID for a bad key or a negative TTL. */
+static inline int32_t qrun_kv_set(const char *store, const char *key, const void *val, size_t len, int64_t ttl_ms) {
+	return qrun_sys_kv_set(store, (int32_t)strlen(store), key, (int32_t)strlen(key), len > 0 ? val : NULL,
+	                       (int32_t)len, ttl_ms);
+}
+
+/* qrun_kv_set only if the key's version is still version (0: only if
+ * absent); QRUN_ERR_CONFLICT otherwise, and nothing is written. */
+static inline int32_t qrun_kv_cas(const char *store, const char *key, int64_t version, const void *val, size_t len,
+                                  int64_t ttl_ms) {
+	return qrun_sys_kv_cas(store, (int32_t)strlen(store), key, (int32_t)strlen(key), version, len > 0 ? val : NULL,
+	                       (int32_t)len, ttl_ms);
+}
+
+/* Removes key; 0 for an absent key too, or a negative error. */
+static inline int32_t qrun_kv_delete(const char *store, const char *key) {
+	return qrun_sys_kv_delete(store, (int32_t)strlen(store), key, (int32_t)strlen(key));
+}
+
+/* Adds delta to the decimal integer under key (absent counts as 0), stores
+ * the sum as decimal text and sets *result to it. Returns 0, or a negative
+ * error: QRUN_ERR_INVALID when the value is not a decimal int64 or the sum
+ * overflows. */
+static inline int32_t qrun_kv_incr(const char *store, const char *key, int64_t delta, int64_t *result) {
+	return qrun_sys_kv_incr(store, (int32_t)strlen(store), key, (int32_t)strlen(key), delta, result);
+}
+
+/* The current message's per-message state, as qrun_kv_get returns a value:
+ * QRUN_ERR_NOT_FOUND when there is none, QRUN_ERR_UNSUPPORTED when the
+ * queue's engine keeps none (only memory, disk and postgres do). */
+static inline int32_t qrun_state_get(char **value) { return qrun__read_value(qrun__state_get, NULL, 0, value); }
+
+/* Replaces the message's state (at most 1 MiB, else QRUN_ERR_TOO_LARGE). It
+ * is written through at once, so it survives a nack, a trap, a timeout and
+ * a crash of qrun; the engine deletes it when the message is acked or
+ * dead-lettered. */
+static inline int32_t qrun_state_set(const void *val, size_t len) {
+	return qrun_sys_state_set(len > 0 ? val : NULL, (int32_t)len);
+}
 
 /* ---- Exports (ABI.md section 2). ---- */
 

@@ -29,6 +29,14 @@ type hostAPI interface {
 	httpRequest(method, url string, headers, body []byte) int32
 	httpResponseHeaders(buf []byte) int32
 	httpResponseBody(buf []byte) int32
+	kvGet(store, key string, buf []byte) int32
+	kvVersion(store, key string) int64
+	kvSet(store, key string, val []byte, ttlMillis int64) int32
+	kvCas(store, key string, version int64, val []byte, ttlMillis int64) int32
+	kvDelete(store, key string) int32
+	kvIncr(store, key string, delta int64, result *int64) int32
+	stateGet(buf []byte) int32
+	stateSet(v []byte) int32
 }
 
 var host hostAPI = noHost{}
@@ -55,6 +63,22 @@ func (noHost) httpRequest(string, string, []byte, []byte) int32 {
 }
 func (noHost) httpResponseHeaders([]byte) int32 { return abi.ErrNotFound }
 func (noHost) httpResponseBody([]byte) int32    { return abi.ErrNotFound }
+func (noHost) kvGet(string, string, []byte) int32 {
+	return abi.ErrNoMessage
+}
+func (noHost) kvVersion(string, string) int64 { return abi.ErrNoMessage }
+func (noHost) kvSet(string, string, []byte, int64) int32 {
+	return abi.ErrNoMessage
+}
+func (noHost) kvCas(string, string, int64, []byte, int64) int32 {
+	return abi.ErrNoMessage
+}
+func (noHost) kvDelete(string, string) int32 { return abi.ErrNoMessage }
+func (noHost) kvIncr(string, string, int64, *int64) int32 {
+	return abi.ErrNoMessage
+}
+func (noHost) stateGet([]byte) int32 { return abi.ErrNoMessage }
+func (noHost) stateSet([]byte) int32 { return abi.ErrNoMessage }
 
 func hostLog(level int32, msg string) int32        { return host.log(level, msg) }
 func hostMsgField(field int32, buf []byte) int32   { return host.msgField(field, buf) }
@@ -73,5 +97,19 @@ func hostSetReason(reason string) int32  { return host.setReason(reason) }
 func hostHTTPRequest(method, url string, headers, body []byte) int32 {
 	return host.httpRequest(method, url, headers, body)
 }
-func hostHTTPResponseHeaders(buf []byte) int32 { return host.httpResponseHeaders(buf) }
-func hostHTTPResponseBody(buf []byte) int32    { return host.httpResponseBody(buf) }
+func hostHTTPResponseHeaders(buf []byte) int32      { return host.httpResponseHeaders(buf) }
+func hostHTTPResponseBody(buf []byte) int32         { return host.httpResponseBody(buf) }
+func hostKVGet(store, key string, buf []byte) int32 { return host.kvGet(store, key, buf) }
+func hostKVVersion(store, key string) int64         { return host.kvVersion(store, key) }
+func hostKVSet(store, key string, val []byte, ttlMillis int64) int32 {
+	return host.kvSet(store, key, val, ttlMillis)
+}
+func hostKVCas(store, key string, version int64, val []byte, ttlMillis int64) int32 {
+	return host.kvCas(store, key, version, val, ttlMillis)
+}
+func hostKVDelete(store, key string) int32 { return host.kvDelete(store, key) }
+func hostKVIncr(store, key string, delta int64, result *int64) int32 {
+	return host.kvIncr(store, key, delta, result)
+}
+func hostStateGet(buf []byte) int32 { return host.stateGet(buf) }
+func hostStateSet(v []byte) int32   { return host.stateSet(v) }

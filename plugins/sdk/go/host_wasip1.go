@@ -52,6 +52,30 @@ func qrunHTTPResponseHeaders(buf unsafe.Pointer, cap int32) int32
 //go:wasmimport qrun http_response_body
 func qrunHTTPResponseBody(buf unsafe.Pointer, cap int32) int32
 
+//go:wasmimport qrun kv_get
+func qrunKVGet(store unsafe.Pointer, storeLen int32, key unsafe.Pointer, keyLen int32, buf unsafe.Pointer, cap int32) int32
+
+//go:wasmimport qrun kv_version
+func qrunKVVersion(store unsafe.Pointer, storeLen int32, key unsafe.Pointer, keyLen int32) int64
+
+//go:wasmimport qrun kv_set
+func qrunKVSet(store unsafe.Pointer, storeLen int32, key unsafe.Pointer, keyLen int32, val unsafe.Pointer, valLen int32, ttlMillis int64) int32
+
+//go:wasmimport qrun kv_cas
+func qrunKVCas(store unsafe.Pointer, storeLen int32, key unsafe.Pointer, keyLen int32, version int64, val unsafe.Pointer, valLen int32, ttlMillis int64) int32
+
+//go:wasmimport qrun kv_delete
+func qrunKVDelete(store unsafe.Pointer, storeLen int32, key unsafe.Pointer, keyLen int32) int32
+
+//go:wasmimport qrun kv_incr
+func qrunKVIncr(store unsafe.Pointer, storeLen int32, key unsafe.Pointer, keyLen int32, delta int64, result unsafe.Pointer) int32
+
+//go:wasmimport qrun state_get
+func qrunStateGet(buf unsafe.Pointer, cap int32) int32
+
+//go:wasmimport qrun state_set
+func qrunStateSet(ptr unsafe.Pointer, n int32) int32
+
 // The wrappers below turn Go strings and slices into (ptr, len) pairs. An
 // empty value passes a nil pointer, offset 0, which every host accepts with
 // length 0; lengths fit in i32 because wasm32 memory is at most 4 GiB and Go
@@ -111,6 +135,35 @@ func hostHTTPResponseHeaders(buf []byte) int32 {
 func hostHTTPResponseBody(buf []byte) int32 {
 	return qrunHTTPResponseBody(bufPtr(buf), int32(len(buf)))
 }
+
+func hostKVGet(store, key string, buf []byte) int32 {
+	return qrunKVGet(strPtr(store), int32(len(store)), strPtr(key), int32(len(key)), bufPtr(buf), int32(len(buf)))
+}
+
+func hostKVVersion(store, key string) int64 {
+	return qrunKVVersion(strPtr(store), int32(len(store)), strPtr(key), int32(len(key)))
+}
+
+func hostKVSet(store, key string, val []byte, ttlMillis int64) int32 {
+	return qrunKVSet(strPtr(store), int32(len(store)), strPtr(key), int32(len(key)), bufPtr(val), int32(len(val)), ttlMillis)
+}
+
+func hostKVCas(store, key string, version int64, val []byte, ttlMillis int64) int32 {
+	return qrunKVCas(strPtr(store), int32(len(store)), strPtr(key), int32(len(key)), version, bufPtr(val), int32(len(val)), ttlMillis)
+}
+
+func hostKVDelete(store, key string) int32 {
+	return qrunKVDelete(strPtr(store), int32(len(store)), strPtr(key), int32(len(key)))
+}
+
+func hostKVIncr(store, key string, delta int64, result *int64) int32 {
+	// wasm is little-endian, so the host's i64 lands in *result as is.
+	return qrunKVIncr(strPtr(store), int32(len(store)), strPtr(key), int32(len(key)), delta, unsafe.Pointer(result))
+}
+
+func hostStateGet(buf []byte) int32 { return qrunStateGet(bufPtr(buf), int32(len(buf))) }
+
+func hostStateSet(v []byte) int32 { return qrunStateSet(bufPtr(v), int32(len(v))) }
 
 // Exports the host looks for (ABI.md section 2).
 

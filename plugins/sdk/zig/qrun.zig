@@ -73,6 +73,10 @@ pub const Error = error{
     Connect,
     /// -11: the delivery already made the consumer's max_requests.
     Limit,
+    /// -12: Store.cas found another version of the key.
+    Conflict,
+    /// -13: per-message state on an engine that keeps none.
+    Unsupported,
     /// A code this SDK does not know.
     Unknown,
 };
@@ -89,6 +93,8 @@ fn codeError(code: i32) Error {
         -9 => error.Timeout,
         -10 => error.Connect,
         -11 => error.Limit,
+        -12 => error.Conflict,
+        -13 => error.Unsupported,
         else => error.Unknown,
     };
 }
@@ -112,6 +118,14 @@ pub const sys = struct {
     pub extern "qrun" fn http_response_header(name: ?[*]const u8, name_len: i32, buf: [*]u8, cap: i32) i32;
     pub extern "qrun" fn http_response_headers(buf: [*]u8, cap: i32) i32;
     pub extern "qrun" fn http_response_body(buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn kv_get(store: ?[*]const u8, store_len: i32, key: ?[*]const u8, key_len: i32, buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn kv_version(store: ?[*]const u8, store_len: i32, key: ?[*]const u8, key_len: i32) i64;
+    pub extern "qrun" fn kv_set(store: ?[*]const u8, store_len: i32, key: ?[*]const u8, key_len: i32, val: ?[*]const u8, val_len: i32, ttl_ms: i64) i32;
+    pub extern "qrun" fn kv_cas(store: ?[*]const u8, store_len: i32, key: ?[*]const u8, key_len: i32, version: i64, val: ?[*]const u8, val_len: i32, ttl_ms: i64) i32;
+    pub extern "qrun" fn kv_delete(store: ?[*]const u8, store_len: i32, key: ?[*]const u8, key_len: i32) i32;
+    pub extern "qrun" fn kv_incr(store: ?[*]const u8, store_len: i32, key: ?[*]const u8, key_len: i32, delta: i64, result: *i64) i32;
+    pub extern "qrun" fn state_get(buf: [*]u8, cap: i32) i32;
+    pub extern "qrun" fn state_set(value: ?[*]const u8, len: i32) i32;
 };
 
 fn len32(s: []const u8) i32 {
@@ -127,9 +141,10 @@ fn ptr(s: []const u8) ?[*]const u8 {
 }
 
 const Reader = struct {
-    kind: enum { field, attr, attr_key, config, http_header, http_body },
+    kind: enum { field, attr, attr_key, config, http_header, http_body, kv_get, state },
     n: i32 = 0,
     key: []const u8 = "",
+    store: []const u8 = "",
 
     fn call(r: Reader, buf: []u8) i32 {
         const p = buf.ptr;
@@ -141,6 +156,8 @@ const Reader = struct {
             .config => sys.config_get(ptr(r.key), len32(r.key), p, c),
             .http_header => sys.http_response_header(ptr(r.key), len32(r.key), p, c),
             .http_body => sys.http_response_body(p, c),
+            .kv_get => sys.kv_get(ptr(r.store), len32(r.store), ptr(r.key), len32(r.key), p, c),
+            .state => sys.state_get(p, c),
         };
     }
 };
@@ -218,6 +235,22 @@ pub const Message = struct {
         return readOptional(a, .{ .kind = .attr_key, .n = index });
     }
 
+    /// The message's per-message state: what a handler stored with setState
+    /// during this or an earlier delivery of the same message, or null; the
+    /// caller frees it. error.Unsupported when the queue's engine keeps none
+    /// (only memory, disk and postgres do).
+    pub fn state(_: *const Message, a: std.mem.Allocator) !?[]u8 {
+        return readOptional(a, .{ .kind = .state });
+    }
+
+    /// Replaces the message's state (at most 1 MiB). It is written through
+    /// at once, so it survives a nack, a trap, a timeout and a crash of qrun,
+    /// and the engine deletes it when the message is acked or dead-lettered.
+    pub fn setState(_: *const Message, value: []const u8) Error!void {
+        const r = sys.state_set(ptr(value), len32(value));
+        if (r < 0) return codeError(r);
+    }
+
     /// Every attribute, sorted by key; free the result with freeAttrs. Two
     /// host calls per attribute: prefer attr for keys you know.
     pub fn attrs(m: *const Message, a: std.mem.Allocator) ![]Attr {
@@ -243,6 +276,66 @@ pub fn freeAttrs(a: std.mem.Allocator, attrs: []const Attr) void {
         a.free(at.value);
     }
     a.free(attrs);
+}
+
+/// A key-value store the consumer is granted (its kv list). On an engine with
+/// transactions, when the store lives in the same engine as the consumer's
+/// queue, writes happen together with the ack or not at all, and reads see
+/// the delivery's own writes (docs/state.md). error.Denied for a store not
+/// granted, error.Invalid for a key that is empty or over 512 bytes,
+/// error.NoMessage outside a handler call:
+///
+///     const n = try qrun.store("counters").incr("orders", 1);
+pub const Store = struct {
+    name: []const u8,
+
+    /// The value of key, or null when absent (or expired); the caller frees it.
+    pub fn get(s: Store, a: std.mem.Allocator, key: []const u8) !?[]u8 {
+        return readOptional(a, .{ .kind = .kv_get, .store = s.name, .key = key });
+    }
+
+    /// The key's version as this delivery sees it, 0 when absent: what cas
+    /// compares against.
+    pub fn version(s: Store, key: []const u8) Error!u64 {
+        const v = sys.kv_version(ptr(s.name), len32(s.name), ptr(key), len32(key));
+        if (v < 0) return codeError(@intCast(v));
+        return @intCast(v);
+    }
+
+    /// Stores value under key, expiring ttl_ms later (0: never; negative:
+    /// error.Invalid). error.TooLarge over the store's max_value_size.
+    pub fn set(s: Store, key: []const u8, value: []const u8, ttl_ms: i64) Error!void {
+        const r = sys.kv_set(ptr(s.name), len32(s.name), ptr(key), len32(key), ptr(value), len32(value), ttl_ms);
+        if (r < 0) return codeError(r);
+    }
+
+    /// set only if the key's version is still ver (0: only if absent);
+    /// error.Conflict otherwise, and nothing is written.
+    pub fn cas(s: Store, key: []const u8, ver: u64, value: []const u8, ttl_ms: i64) Error!void {
+        const r = sys.kv_cas(ptr(s.name), len32(s.name), ptr(key), len32(key), @bitCast(ver), ptr(value), len32(value), ttl_ms);
+        if (r < 0) return codeError(r);
+    }
+
+    /// Removes key; removing an absent key is not an error.
+    pub fn delete(s: Store, key: []const u8) Error!void {
+        const r = sys.kv_delete(ptr(s.name), len32(s.name), ptr(key), len32(key));
+        if (r < 0) return codeError(r);
+    }
+
+    /// Adds delta to the decimal integer under key (absent counts as 0),
+    /// stores the sum as decimal text and returns it; error.Invalid when the
+    /// value is not a decimal i64 or the sum overflows.
+    pub fn incr(s: Store, key: []const u8, delta: i64) Error!i64 {
+        var n: i64 = 0;
+        const r = sys.kv_incr(ptr(s.name), len32(s.name), ptr(key), len32(key), delta, &n);
+        if (r < 0) return codeError(r);
+        return n;
+    }
+};
+
+/// The store called name; no host call is made until one of its methods.
+pub fn store(name: []const u8) Store {
+    return .{ .name = name };
 }
 
 /// The value of key in the consumer's config map, or null; the caller frees

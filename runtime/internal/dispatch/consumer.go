@@ -87,6 +87,11 @@ type Config struct {
 	// RecordLatency keeps a histogram of handler call durations (Latency),
 	// for metrics. It costs two uncontended atomic adds per delivery.
 	RecordLatency bool
+	// OnCommit, if set, is told the outcome of every commit of a
+	// delivery's effects (plugin.Result.Effects) with its ack: nil,
+	// engines.ErrConflict (the delivery was requeued), or another error.
+	// It must be cheap and safe for concurrent use (per-store metrics).
+	OnCommit func(e *engines.Effects, err error)
 	// CrashPause is the first pause of a worker whose instance broke
 	// CrashLoopAfter deliveries in a row (see worker.crashLoop); zero means
 	// DefaultCrashPause.
@@ -125,8 +130,11 @@ type Stats struct {
 	InstanceErrors int64 `json:"instance_errors"`
 	// EngineErrors counts failed receives and verdicts the engine did not take.
 	EngineErrors int64 `json:"engine_errors"`
-	Instances    int64 `json:"instances"`
-	InFlight     int64 `json:"in_flight"`
+	// Conflicts counts deliveries whose effects conflicted at commit and
+	// were requeued without a failure (tx.go).
+	Conflicts int64 `json:"conflicts"`
+	Instances int64 `json:"instances"`
+	InFlight  int64 `json:"in_flight"`
 }
 
 // counters belong to one worker, so workers on different cores never write
@@ -135,7 +143,7 @@ type counters struct {
 	acked, nacked, requeued, deadLettered      atomic.Int64
 	traps, timeouts, badVerdicts, leaseLost    atomic.Int64
 	released, instances, inFlight, instanceErr atomic.Int64
-	engineErr, crashPauses                     atomic.Int64
+	engineErr, crashPauses, conflicts          atomic.Int64
 	_                                          [64]byte // keep the next worker's counters off this line
 }
 
@@ -251,6 +259,7 @@ func (c *Consumer) Stats() Stats {
 		s.CrashPauses += n.crashPauses.Load()
 		s.InstanceErrors += n.instanceErr.Load()
 		s.EngineErrors += n.engineErr.Load()
+		s.Conflicts += n.conflicts.Load()
 		s.Instances += n.instances.Load()
 		s.InFlight += n.inFlight.Load()
 	}
@@ -271,6 +280,7 @@ func (c *Consumer) Start() {
 	for i := 0; i < c.cfg.Concurrency; i++ {
 		w := &worker{c: c, batch: 1, buf: make([]engines.Delivery, c.cfg.Batch)}
 		w.gs, _ = c.cfg.Queue.(engines.GroupSettler)
+		w.gts, _ = c.cfg.Queue.(engines.GroupTxSettler)
 		c.workers = append(c.workers, w)
 		c.wg.Add(1)
 		go func() {
@@ -342,6 +352,7 @@ type worker struct {
 	// waits for their durability once, before it counts them and reuses
 	// the receive buffer.
 	gs      engines.GroupSettler
+	gts     engines.GroupTxSettler // the same for commits of effects (tx.go)
 	pending []outcome
 	// crashes counts the deliveries in a row that broke the instance.
 	crashes int
@@ -355,6 +366,7 @@ type outcome struct {
 	p    engines.Pending
 	herr error // the handler's error, if any
 	took time.Duration
+	eff  *engines.Effects // set when p commits effects with the ack (tx.go)
 }
 
 const (
@@ -626,6 +638,10 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 		s.Reason = cmp.Or(res.Reason, "dead-lettered by handler")
 	}
 	o := outcome{d: d, s: s, herr: res.Err, took: took}
+	if res.Effects != nil && s.Verdict == engines.Ack {
+		w.commit(o, res.Effects)
+		return
+	}
 	if w.gs == nil {
 		w.applied(o, d.Settle(c.settleCtx, s))
 		return
@@ -646,7 +662,12 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 // wait return at once.
 func (w *worker) flush() {
 	for _, o := range w.pending {
-		w.applied(o, o.p.Wait(w.c.settleCtx))
+		err := o.p.Wait(w.c.settleCtx)
+		if o.eff != nil {
+			w.committed(o, err)
+			continue
+		}
+		w.applied(o, err)
 	}
 	clear(w.pending)
 	w.pending = w.pending[:0]

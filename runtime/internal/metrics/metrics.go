@@ -101,6 +101,9 @@ func New(src Source, log *zap.Logger) *Metrics {
 	// The engine counters are collected by the runtime collector, after
 	// it has counted the Stats failures of this very scrape.
 	m.own = []prometheus.Collector{newCollector(src, m)}
+	if ks, ok := src.(KVSource); ok { // kv.go
+		m.own = append(m.own, newKVCollector(ks))
+	}
 	m.reg.MustRegister(m.own...)
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),

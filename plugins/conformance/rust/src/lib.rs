@@ -68,6 +68,81 @@ fn retry(url: &str) -> Verdict {
     }
 }
 
+/// The script's word for a failed store or state call.
+fn kv_word(e: qrun::Error) -> &'static str {
+    match e {
+        qrun::Error::Denied => "denied",
+        qrun::Error::Invalid => "invalid",
+        qrun::Error::TooLarge => "toolarge",
+        qrun::Error::Conflict => "conflict",
+        qrun::Error::Unsupported => "unsupported",
+        _ => "error",
+    }
+}
+
+/// Publishes a value read from a store or the state, `<absent>`, or the word.
+fn out_read(r: Result<Option<Vec<u8>>, qrun::Error>) -> Verdict {
+    match r {
+        Ok(Some(v)) => out(&String::from_utf8_lossy(&v)),
+        Ok(None) => out("<absent>"),
+        Err(e) => out(kv_word(e)),
+    }
+}
+
+/// Publishes "ok", or the error's word.
+fn out_ok(r: Result<(), qrun::Error>) -> Verdict {
+    match r {
+        Ok(()) => out("ok"),
+        Err(e) => out(kv_word(e)),
+    }
+}
+
+/// The store and state commands; None for any other command. Not inlined,
+/// so that handle's trivial path (BenchmarkHandle) stays as it was.
+#[inline(never)]
+fn kv(m: &Message, cmd: &str, arg: &str) -> Option<Verdict> {
+    let s = qrun::store("kv");
+    Some(match cmd {
+        "kvget" => out_read(s.get(arg)),
+        "kvset" => out_ok(s.set("k", arg)),
+        // A Duration cannot be negative: the SDK cannot send what the host
+        // would answer with -4, so the module answers it.
+        "kvttl" => match arg.parse::<i64>() {
+            Ok(ms) if ms < 0 => out("invalid"),
+            Ok(ms) => out_ok(s.set_ttl("k", "t", Duration::from_millis(ms as u64))),
+            Err(_) => Verdict::DeadLetter,
+        },
+        "kvver" => match s.version("k") {
+            Ok(v) => out(&v.to_string()),
+            Err(e) => out(kv_word(e)),
+        },
+        "kvcas" => match arg.parse::<u64>() {
+            Ok(v) => out_ok(s.compare_and_set("k", v, "cas", Duration::ZERO)),
+            Err(_) => Verdict::DeadLetter,
+        },
+        "kvdel" => out_ok(s.delete("k")),
+        "kvincr" => match arg.parse::<i64>() {
+            Ok(d) => match s.incr("k", d) {
+                Ok(n) => out(&n.to_string()),
+                Err(e) => out(kv_word(e)),
+            },
+            Err(_) => Verdict::DeadLetter,
+        },
+        "kvrw" => match s.set("k", arg) {
+            Ok(()) => out_read(s.get("k")),
+            Err(e) => out(kv_word(e)),
+        },
+        "kvother" => out_read(qrun::store("other").get("k")),
+        "state" => {
+            if let Verdict::Ack = out_read(m.state()) {
+                out_ok(m.set_state(arg));
+            }
+            Verdict::Nack
+        }
+        _ => return None,
+    })
+}
+
 fn handle(m: &Message) -> Verdict {
     let body = match std::str::from_utf8(m.body) {
         Ok(s) => s,
@@ -130,7 +205,7 @@ fn handle(m: &Message) -> Verdict {
         "http" => http(arg),
         "httpmany" => httpmany(arg),
         "retry" => retry(arg),
-        _ => Verdict::DeadLetter,
+        _ => kv(m, cmd, arg).unwrap_or(Verdict::DeadLetter),
     }
 }
 

@@ -97,6 +97,10 @@ pub enum Error {
     Connect,
     /// -11: the delivery already made the consumer's `max_requests`.
     Limit,
+    /// -12: [`Store::compare_and_set`] found another version of the key.
+    Conflict,
+    /// -13: per-message state on an engine that keeps none.
+    Unsupported,
     /// A code this SDK does not know (from a newer host).
     Other(i32),
 }
@@ -115,6 +119,8 @@ impl Error {
             -9 => Error::Timeout,
             -10 => Error::Connect,
             -11 => Error::Limit,
+            -12 => Error::Conflict,
+            -13 => Error::Unsupported,
             c => Error::Other(c),
         }
     }
@@ -133,6 +139,8 @@ impl fmt::Display for Error {
             Error::Timeout => f.write_str("qrun: timed out"),
             Error::Connect => f.write_str("qrun: connection failed"),
             Error::Limit => f.write_str("qrun: request limit of this delivery reached"),
+            Error::Conflict => f.write_str("qrun: version conflict"),
+            Error::Unsupported => f.write_str("qrun: not supported by the engine"),
             Error::Other(c) => write!(f, "qrun: host error {}", c),
         }
     }
@@ -184,6 +192,31 @@ mod sys {
         ) -> i32;
         pub fn http_response_headers(buf: *mut u8, cap: i32) -> i32;
         pub fn http_response_body(buf: *mut u8, cap: i32) -> i32;
+        pub fn kv_get(store: *const u8, store_len: i32, key: *const u8, key_len: i32, buf: *mut u8, cap: i32) -> i32;
+        pub fn kv_version(store: *const u8, store_len: i32, key: *const u8, key_len: i32) -> i64;
+        pub fn kv_set(
+            store: *const u8,
+            store_len: i32,
+            key: *const u8,
+            key_len: i32,
+            val: *const u8,
+            val_len: i32,
+            ttl_ms: i64,
+        ) -> i32;
+        pub fn kv_cas(
+            store: *const u8,
+            store_len: i32,
+            key: *const u8,
+            key_len: i32,
+            version: i64,
+            val: *const u8,
+            val_len: i32,
+            ttl_ms: i64,
+        ) -> i32;
+        pub fn kv_delete(store: *const u8, store_len: i32, key: *const u8, key_len: i32) -> i32;
+        pub fn kv_incr(store: *const u8, store_len: i32, key: *const u8, key_len: i32, delta: i64, result: *mut i64) -> i32;
+        pub fn state_get(buf: *mut u8, cap: i32) -> i32;
+        pub fn state_set(ptr: *const u8, len: i32) -> i32;
     }
 }
 
@@ -245,6 +278,31 @@ mod sys {
     pub unsafe fn http_response_body(_: *mut u8, _: i32) -> i32 {
         -2
     }
+    pub unsafe fn kv_get(_: *const u8, _: i32, _: *const u8, _: i32, _: *mut u8, _: i32) -> i32 {
+        -5
+    }
+    pub unsafe fn kv_version(_: *const u8, _: i32, _: *const u8, _: i32) -> i64 {
+        -5
+    }
+    pub unsafe fn kv_set(_: *const u8, _: i32, _: *const u8, _: i32, _: *const u8, _: i32, _: i64) -> i32 {
+        -5
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn kv_cas(_: *const u8, _: i32, _: *const u8, _: i32, _: i64, _: *const u8, _: i32, _: i64) -> i32 {
+        -5
+    }
+    pub unsafe fn kv_delete(_: *const u8, _: i32, _: *const u8, _: i32) -> i32 {
+        -5
+    }
+    pub unsafe fn kv_incr(_: *const u8, _: i32, _: *const u8, _: i32, _: i64, _: *mut i64) -> i32 {
+        -5
+    }
+    pub unsafe fn state_get(_: *mut u8, _: i32) -> i32 {
+        -5
+    }
+    pub unsafe fn state_set(_: *const u8, _: i32) -> i32 {
+        -5
+    }
     pub unsafe fn now() -> i64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -287,6 +345,27 @@ pub struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
+    /// The message's per-message state: what a handler stored with
+    /// [`Message::set_state`] during this or an earlier delivery of the same
+    /// message, or `None`. [`Error::Unsupported`] when the queue's engine
+    /// keeps none (only memory, disk and postgres do).
+    pub fn state(&self) -> Result<Option<Vec<u8>>, Error> {
+        match read(|buf, cap| unsafe { sys::state_get(buf, cap) }) {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the message's state (at most 1 MiB). It is written through
+    /// at once, so it survives a nack, a trap, a timeout and a crash of qrun,
+    /// and the engine deletes it when the message is acked or dead-lettered:
+    /// the place for a multi-step handler's progress.
+    pub fn set_state(&self, value: impl AsRef<[u8]>) -> Result<(), Error> {
+        let v = value.as_ref();
+        check(unsafe { sys::state_set(v.as_ptr(), v.len() as i32) })
+    }
+
     fn field(&self, field: i32) -> String {
         read_string(|buf, cap| unsafe { sys::msg_field(field, buf, cap) }).unwrap_or_default()
     }
@@ -489,6 +568,115 @@ pub fn extend_lease(d: Duration) -> Result<(), Error> {
 /// The host's wall clock.
 pub fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(unsafe { sys::now() }.max(0) as u64)
+}
+
+/// A key-value store the consumer is granted (its `kv` list). On an engine
+/// with transactions, when the store lives in the same engine as the
+/// consumer's queue, writes happen together with the ack or not at all (a
+/// nack, a trap or a timeout drops them) and reads see the delivery's own
+/// writes; see docs/state.md. Every method belongs to a delivery
+/// ([`Error::NoMessage`] outside a handler call); a store the consumer is
+/// not granted gives [`Error::Denied`], a key that is empty or longer than
+/// 512 bytes [`Error::Invalid`].
+///
+/// ```ignore
+/// let seen = qrun::store("dedup");
+/// if seen.get(m.id())?.is_some() { return Verdict::Ack; }
+/// seen.set_ttl(m.id(), b"1", Duration::from_secs(86400))?;
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Store<'a> {
+    name: &'a str,
+}
+
+/// The store called `name`; no host call is made until one of its methods.
+pub fn store(name: &str) -> Store<'_> {
+    Store { name }
+}
+
+impl<'a> Store<'a> {
+    /// The store's name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    /// The value of `key`, or `None` when it is absent (or expired).
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, Error> {
+        let (s, k) = (self.name.as_bytes(), key.as_ref());
+        match read(|buf, cap| unsafe { sys::kv_get(s.as_ptr(), s.len() as i32, k.as_ptr(), k.len() as i32, buf, cap) })
+        {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The key's version as this delivery sees it, 0 when absent: what
+    /// [`Store::compare_and_set`] compares against.
+    pub fn version(&self, key: impl AsRef<[u8]>) -> Result<u64, Error> {
+        let (s, k) = (self.name.as_bytes(), key.as_ref());
+        let v = unsafe { sys::kv_version(s.as_ptr(), s.len() as i32, k.as_ptr(), k.len() as i32) };
+        if v < 0 {
+            return Err(Error::from_code(v as i32));
+        }
+        Ok(v as u64)
+    }
+
+    /// Stores `value` under `key`, with no expiry.
+    pub fn set(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), Error> {
+        self.set_ttl(key, value, Duration::ZERO)
+    }
+
+    /// Stores `value` under `key`; the key disappears `ttl` later (zero:
+    /// never). [`Error::TooLarge`] over the store's `max_value_size`.
+    pub fn set_ttl(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, ttl: Duration) -> Result<(), Error> {
+        let (s, k, v) = (self.name.as_bytes(), key.as_ref(), value.as_ref());
+        check(unsafe {
+            sys::kv_set(s.as_ptr(), s.len() as i32, k.as_ptr(), k.len() as i32, v.as_ptr(), v.len() as i32, millis(ttl))
+        })
+    }
+
+    /// Stores `value` under `key` (expiring after `ttl`, zero: never) only
+    /// if the key's version is still `version` as [`Store::version`]
+    /// reported it (0: only if absent); otherwise [`Error::Conflict`] and
+    /// nothing is written.
+    pub fn compare_and_set(
+        &self,
+        key: impl AsRef<[u8]>,
+        version: u64,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let (s, k, v) = (self.name.as_bytes(), key.as_ref(), value.as_ref());
+        check(unsafe {
+            sys::kv_cas(
+                s.as_ptr(),
+                s.len() as i32,
+                k.as_ptr(),
+                k.len() as i32,
+                version as i64,
+                v.as_ptr(),
+                v.len() as i32,
+                millis(ttl),
+            )
+        })
+    }
+
+    /// Removes `key`; removing an absent key is not an error.
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<(), Error> {
+        let (s, k) = (self.name.as_bytes(), key.as_ref());
+        check(unsafe { sys::kv_delete(s.as_ptr(), s.len() as i32, k.as_ptr(), k.len() as i32) })
+    }
+
+    /// Adds `delta` to the decimal integer under `key` (absent counts as 0),
+    /// stores the sum as decimal text and returns it; [`Error::Invalid`] when
+    /// the value is not a decimal i64 or the sum overflows.
+    pub fn incr(&self, key: impl AsRef<[u8]>, delta: i64) -> Result<i64, Error> {
+        let (s, k) = (self.name.as_bytes(), key.as_ref());
+        let mut n: i64 = 0;
+        check(unsafe { sys::kv_incr(s.as_ptr(), s.len() as i32, k.as_ptr(), k.len() as i32, delta, &mut n) })?;
+        Ok(n)
+    }
 }
 
 /// An outbound HTTP request (ABI.md section 4, "Outbound HTTP"); the
@@ -815,6 +1003,23 @@ mod tests {
         let ok = Response { status: 500, ..r.clone() };
         assert_eq!(ok.retry_after(), None);
         assert_eq!(Request::new("GET", "http://x").send().err(), Some(Error::NoMessage));
+    }
+
+    #[test]
+    fn stores_and_state_off_wasm() {
+        // No host off wasm32: every store and state call is outside a delivery.
+        let s = store("kv");
+        assert_eq!(s.name(), "kv");
+        assert_eq!(s.get("k"), Err(Error::NoMessage));
+        assert_eq!(s.version("k"), Err(Error::NoMessage));
+        assert_eq!(s.set_ttl("k", b"v", Duration::from_millis(5)), Err(Error::NoMessage));
+        assert_eq!(s.compare_and_set("k", 0, "v", Duration::ZERO), Err(Error::NoMessage));
+        assert_eq!(s.incr("k", 1), Err(Error::NoMessage));
+        let m = Message { body: b"" };
+        assert_eq!(m.state(), Err(Error::NoMessage));
+        assert_eq!(m.set_state("x"), Err(Error::NoMessage));
+        assert_eq!(Error::from_code(-12), Error::Conflict);
+        assert_eq!(Error::from_code(-13), Error::Unsupported);
     }
 
     #[test]

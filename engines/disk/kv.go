@@ -1,0 +1,624 @@
+package disk
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+	"go.uber.org/zap"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/kvmem"
+)
+
+// Key-value stores, transactional settles and per-message state.
+//
+// A store is a bucket kv/NAME in the engine's bbolt file: its entries in
+// the sub-bucket "e" (value: version, expiry, bytes) and, under the key
+// "v", the highest version it handed out, so that a version is never
+// reused after a restart even for a deleted key. The whole store is also
+// held in memory (kvmem), loaded at open, so reads never touch the file.
+//
+// Writes are ops of the group committer like every other change: KV.Apply
+// and SettleTx change the in-memory index and append their ops to the
+// pending batch in one call, so they land in one bbolt transaction with
+// the ack and the publishes of the same delivery, and share its fsync
+// with every other delivery of the batch. SettleTx holds txMu, then the
+// stores' locks (by name), then the source queue's lock, then the target
+// queues' locks (by name); it checks everything before it changes
+// anything. Nothing else holds two of these locks at once, so nothing can
+// deadlock.
+//
+// Per-message state lives in the queue's sub-bucket "u" by sequence: the
+// op that deletes a message (ack, dead letter, TTL, purge) deletes it in
+// the same transaction. SetState always waits for its commit, whatever
+// the sync mode: it must survive a crash once it returned.
+//
+// Expired keys are absent at once for every read and removed from the
+// file by a sweep: every kvmem.sweepEvery commits of a store, at open, and
+// once a minute (sweepLoop).
+
+var (
+	bucketKV   = []byte("kv")
+	subEntries = []byte("e")
+	keyLastVer = []byte("v")
+)
+
+// sweepInterval is how often sweepLoop removes expired keys.
+const sweepInterval = time.Minute
+
+var (
+	_ engines.KVEngine     = (*Engine)(nil)
+	_ engines.TxSettler    = (*queue)(nil)
+	_ engines.StateSettler = (*queue)(nil)
+)
+
+// encodeKV is an opKVPut's val: key length, key, version, expiry, value.
+func encodeKV(key string, e kvmem.Entry) []byte {
+	b := make([]byte, 0, binary.MaxVarintLen64+len(key)+16+len(e.Value))
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = append(b, key...)
+	return append(encodeEntry(b, e), e.Value...)
+}
+
+func encodeEntry(b []byte, e kvmem.Entry) []byte {
+	b = binary.BigEndian.AppendUint64(b, e.Version)
+	return binary.BigEndian.AppendUint64(b, uint64(e.Expires))
+}
+
+func decodeEntry(v []byte) (kvmem.Entry, error) {
+	if len(v) < 16 {
+		return kvmem.Entry{}, fmt.Errorf("entry of %d bytes: %w", len(v), errCorrupt)
+	}
+	return kvmem.Entry{Version: binary.BigEndian.Uint64(v), Expires: int64(binary.BigEndian.Uint64(v[8:])), Value: bytes.Clone(v[16:])}, nil
+}
+
+// storeBucket returns kv/NAME/e and kv/NAME, creating them.
+func storeBucket(tx *bolt.Tx, name string) (entries, root *bolt.Bucket, err error) {
+	kv, err := tx.CreateBucketIfNotExists(bucketKV)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err = kv.CreateBucketIfNotExists([]byte(name))
+	if err != nil {
+		return nil, nil, err
+	}
+	entries, err = root.CreateBucketIfNotExists(subEntries)
+	return entries, root, err
+}
+
+// applyKV performs one key-value op inside the commit's transaction.
+func applyKV(tx *bolt.Tx, o *op) error {
+	entries, root, err := storeBucket(tx, o.key)
+	if err != nil {
+		return err
+	}
+	switch o.kind {
+	case opKVPut:
+		n, k := binary.Uvarint(o.val)
+		if k <= 0 || uint64(len(o.val)-k) < n {
+			return fmt.Errorf("malformed put: %w", errCorrupt)
+		}
+		return entries.Put(o.val[k:k+int(n)], o.val[k+int(n):])
+	case opKVDel:
+		return entries.Delete(o.val)
+	case opKVLast:
+		return root.Put(keyLastVer, seqBytes(o.seq))
+	}
+	return fmt.Errorf("unknown op %d", o.kind)
+}
+
+// recoverKV loads every store into memory and deletes the keys that
+// expired while the engine was stopped.
+func (e *Engine) recoverKV(tx *bolt.Tx) error {
+	kv := tx.Bucket(bucketKV)
+	if kv == nil {
+		return nil
+	}
+	e.stores = make(map[string]*kvmem.Store)
+	now := time.Now().UnixNano()
+	return kv.ForEach(func(name, v []byte) error {
+		if v != nil {
+			return fmt.Errorf("stray key %q among the stores: %w", name, errCorrupt)
+		}
+		root := kv.Bucket(name)
+		s := kvmem.New(string(name), 0, time.Now)
+		if lv := root.Get(keyLastVer); lv != nil {
+			if len(lv) != 8 {
+				return fmt.Errorf("store %q: version counter: %w", name, errCorrupt)
+			}
+			s.LoadVersion(binary.BigEndian.Uint64(lv))
+		}
+		entries := root.Bucket(subEntries)
+		if entries == nil {
+			return fmt.Errorf("store %q: entries missing: %w", name, errCorrupt)
+		}
+		var expired [][]byte
+		if err := entries.ForEach(func(k, v []byte) error {
+			ent, err := decodeEntry(v)
+			if err != nil {
+				return fmt.Errorf("store %q, key %q: %w", name, k, err)
+			}
+			if ent.Expires != 0 && now >= ent.Expires {
+				expired = append(expired, bytes.Clone(k))
+				return nil
+			}
+			s.Load(string(k), ent)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range expired {
+			if err := entries.Delete(k); err != nil {
+				return err
+			}
+		}
+		e.stores[string(name)] = s
+		return nil
+	})
+}
+
+// sweepLoop removes expired keys from every store once a sweepInterval
+// until done is closed.
+func (e *Engine) sweepLoop(done <-chan struct{}) {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), sweepInterval)
+			_, err := e.SweepKV(ctx)
+			cancel()
+			if err != nil && !errors.Is(err, engines.ErrClosed) {
+				e.log.Warn("key-value sweep failed", zap.String("file", e.path), zap.Error(err))
+			}
+		}
+	}
+}
+
+// SweepKV removes the expired keys of every store from memory and from the
+// file now, and returns how many it removed. The engine sweeps on its own
+// (at open, once a minute, and every few thousand writes of a store); an
+// expired key is absent for every read whether or not it was swept.
+func (e *Engine) SweepKV(ctx context.Context) (int, error) {
+	e.mu.Lock()
+	stores := make([]*kvmem.Store, 0, len(e.stores))
+	for _, s := range e.stores {
+		stores = append(stores, s)
+	}
+	e.mu.Unlock()
+	n := 0
+	var last *batch
+	for _, s := range stores {
+		s.Lock()
+		gone := s.SweepLocked()
+		if len(gone) > 0 {
+			b, err := e.add(kvDelOps(nil, s.Name(), gone)...)
+			if err != nil {
+				s.Unlock()
+				return n, err
+			}
+			last = b
+		}
+		s.Unlock()
+		n += len(gone)
+	}
+	if last != nil {
+		if err := last.Wait(ctx); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func kvDelOps(ops []op, store string, keys []string) []op {
+	for _, k := range keys {
+		ops = append(ops, op{kind: opKVDel, key: store, val: []byte(k)})
+	}
+	return ops
+}
+
+// kvOps appends the ops that store a committed kvmem batch.
+func kvOps(ops []op, store string, p *kvmem.Prepared, swept []string) []op {
+	for _, c := range p.Changes() {
+		if c.Deleted {
+			ops = append(ops, op{kind: opKVDel, key: store, val: []byte(c.Key)})
+		} else {
+			ops = append(ops, op{kind: opKVPut, key: store, val: encodeKV(c.Key, c.Entry)})
+		}
+	}
+	ops = kvDelOps(ops, store, swept)
+	return append(ops, op{kind: opKVLast, key: store, seq: p.LastVersion()})
+}
+
+// OpenKV implements engines.KVEngine. The store's bucket is created with
+// its first write.
+func (e *Engine) OpenKV(ctx context.Context, spec engines.KVSpec) (engines.KV, error) {
+	switch {
+	case spec.Name == "":
+		return nil, fmt.Errorf("disk: open kv: empty store name: %w", engines.ErrInvalid)
+	case len(spec.Name) > maxNameLen:
+		return nil, fmt.Errorf("disk: open kv: store name of %d bytes, limit %d: %w", len(spec.Name), maxNameLen, engines.ErrInvalid)
+	case spec.MaxValueSize < 0:
+		return nil, fmt.Errorf("disk: open kv %q: negative max value size %d: %w", spec.Name, spec.MaxValueSize, engines.ErrInvalid)
+	}
+	s, err := e.store(spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	if spec.MaxValueSize != 0 {
+		s.SetMaxValue(spec.MaxValueSize)
+	}
+	return &kvHandle{e: e, s: s}, nil
+}
+
+func (e *Engine) store(name string) (*kvmem.Store, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, fmt.Errorf("disk: kv %q: %w", name, engines.ErrClosed)
+	}
+	s := e.stores[name]
+	if s == nil {
+		if e.stores == nil {
+			e.stores = make(map[string]*kvmem.Store)
+		}
+		s = kvmem.New(name, 0, time.Now)
+		e.stores[name] = s
+	}
+	return s, nil
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// wait waits for b when the engine's sync mode (or a full batch) says a
+// settle must.
+func (e *Engine) waitSettle(ctx context.Context, b *batch) error {
+	if b != nil && (e.opts.Sync == SyncAlways || e.full(b)) {
+		return b.Wait(ctx)
+	}
+	return nil
+}
+
+// kvHandle is one OpenKV's view of a store.
+type kvHandle struct {
+	e      *Engine
+	s      *kvmem.Store
+	closed atomic.Bool
+}
+
+// Name implements engines.KV.
+func (h *kvHandle) Name() string { return h.s.Name() }
+
+func (h *kvHandle) check(op string) error {
+	if h.closed.Load() || h.e.isClosed() {
+		return fmt.Errorf("disk: kv %s on %q: %w", op, h.s.Name(), engines.ErrClosed)
+	}
+	return nil
+}
+
+// Get implements engines.KV.
+func (h *kvHandle) Get(ctx context.Context, key []byte) (engines.KVEntry, error) {
+	if err := h.check("get"); err != nil {
+		return engines.KVEntry{}, err
+	}
+	ent, err := h.s.Get(key)
+	if err != nil {
+		return ent, fmt.Errorf("disk: %w", err)
+	}
+	return ent, nil
+}
+
+// Apply implements engines.KV: durable when it returns (sync = "always"),
+// like an Enqueue.
+func (h *kvHandle) Apply(ctx context.Context, ops ...engines.KVOp) ([]engines.KVEntry, error) {
+	if err := h.check("apply"); err != nil {
+		return nil, err
+	}
+	h.s.Lock()
+	p, err := h.s.PrepareLocked(ops)
+	if err != nil {
+		h.s.Unlock()
+		return nil, fmt.Errorf("disk: %w", err)
+	}
+	var b *batch
+	if len(p.Changes()) > 0 {
+		swept := h.s.CommitLocked(p)
+		b, err = h.e.add(kvOps(nil, h.s.Name(), p, swept)...)
+	}
+	h.s.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("disk: kv apply on %q: %w", h.s.Name(), err)
+	}
+	if b != nil {
+		if err := b.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("disk: kv apply on %q: %w", h.s.Name(), err)
+		}
+	}
+	return p.Results(), nil
+}
+
+// List implements engines.KV.
+func (h *kvHandle) List(ctx context.Context, prefix, after []byte, limit int) ([]engines.KVEntry, error) {
+	if err := h.check("list"); err != nil {
+		return nil, err
+	}
+	out, err := h.s.List(prefix, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("disk: %w", err)
+	}
+	return out, nil
+}
+
+// Close implements engines.KV.
+func (h *kvHandle) Close() error {
+	h.closed.Store(true)
+	return nil
+}
+
+// storeOps is one store's share of a transaction, its batches merged in
+// order.
+type storeOps struct {
+	s   *kvmem.Store
+	ops []engines.KVOp
+	p   *kvmem.Prepared
+}
+
+// txStores resolves the stores of eff's batches, merged per store and
+// sorted by name (the lock order), and checks their ops' limits.
+func (e *Engine) txStores(eff *engines.Effects) ([]*storeOps, error) {
+	if eff == nil || len(eff.KV) == 0 {
+		return nil, nil
+	}
+	by := make(map[string]*storeOps)
+	var out []*storeOps
+	for _, b := range eff.KV {
+		so := by[b.Store]
+		if so == nil {
+			s, err := e.store(b.Store)
+			if err != nil {
+				return nil, err
+			}
+			so = &storeOps{s: s}
+			by[b.Store] = so
+			out = append(out, so)
+		}
+		so.ops = append(so.ops, b.Ops...)
+	}
+	for _, so := range out {
+		if err := so.s.Validate(so.ops); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(out, func(a, b *storeOps) int { return cmp.Compare(a.s.Name(), b.s.Name()) })
+	return out, nil
+}
+
+// txPublish is one target queue's share of a transaction's publishes.
+type txPublish struct {
+	q        *queue
+	msgs     []engines.Message
+	payloads [][]byte
+	seqs     []uint64
+	idx      []int // positions in eff.Publish, to write the IDs back
+}
+
+// txTargets checks eff's publishes as Enqueue would, encodes them outside
+// any lock and groups them by target queue, sorted by name (the lock
+// order).
+func (e *Engine) txTargets(eff *engines.Effects, now int64) ([]*txPublish, error) {
+	if eff == nil || len(eff.Publish) == 0 {
+		return nil, nil
+	}
+	by := make(map[string]*txPublish)
+	var out []*txPublish
+	for i := range eff.Publish {
+		p := &eff.Publish[i]
+		switch {
+		case len(p.Message.Body) > e.opts.MaxMessageSize:
+			return nil, fmt.Errorf("publish %d to %q: body is %d bytes, limit %d: %w", i, p.Queue, len(p.Message.Body), e.opts.MaxMessageSize, engines.ErrTooLarge)
+		case p.Message.TTL < 0 || p.Message.Delay < 0 || p.Queue == "" || len(p.Queue) > maxNameLen:
+			return nil, fmt.Errorf("publish %d to %q: bad queue name, negative delay or TTL: %w", i, p.Queue, engines.ErrInvalid)
+		}
+		tp := by[p.Queue]
+		if tp == nil {
+			q, _, err := e.queue(p.Queue)
+			if err != nil {
+				return nil, err
+			}
+			tp = &txPublish{q: q}
+			by[p.Queue] = tp
+			out = append(out, tp)
+		}
+		tp.msgs = append(tp.msgs, p.Message)
+		tp.idx = append(tp.idx, i)
+	}
+	for _, tp := range out {
+		tp.payloads, tp.seqs = e.encode(tp.msgs, now)
+		for j, i := range tp.idx {
+			eff.Publish[i].Message.ID = tp.msgs[j].ID
+		}
+	}
+	slices.SortFunc(out, func(a, b *txPublish) int { return cmp.Compare(a.q.name, b.q.name) })
+	return out, nil
+}
+
+// SettleTx implements engines.TxSettler: the ack, the publishes and the
+// store writes are ops of one group commit, hence of one bbolt
+// transaction; on any error none of them is made.
+func (q *queue) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settlement, eff *engines.Effects) error {
+	r, ok := t.Ref.(*record)
+	if !ok || r == nil {
+		return fmt.Errorf("disk: settle tx on %q: foreign ticket: %w", q.name, engines.ErrNotLeased)
+	}
+	if s.Verdict != engines.Ack {
+		return fmt.Errorf("disk: settle tx on %q: verdict %s, want ack: %w", q.name, s.Verdict, engines.ErrInvalid)
+	}
+	e := q.e
+	stores, err := e.txStores(eff)
+	if err != nil {
+		return fmt.Errorf("disk: settle tx on %q: %w", q.name, err)
+	}
+	now := e.now()
+	targets, err := e.txTargets(eff, now)
+	if err != nil {
+		return fmt.Errorf("disk: settle tx on %q: %w", q.name, err)
+	}
+	b, err := q.settleTx(r, t.Token, s, stores, targets, now)
+	if err != nil {
+		return err
+	}
+	if err := e.waitSettle(ctx, b); err != nil {
+		return fmt.Errorf("disk: settle tx on %q: %w", q.name, err)
+	}
+	return nil
+}
+
+func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores []*storeOps, targets []*txPublish, now int64) (*batch, error) {
+	e := q.e
+	e.txMu.Lock()
+	defer e.txMu.Unlock()
+	for _, so := range stores {
+		so.s.Lock()
+		defer so.s.Unlock()
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return nil, q.errClosed("settle tx on")
+	}
+	if r.state != stateLeased || r.Token != token {
+		return nil, fmt.Errorf("disk: settle tx on %q: %w", q.name, engines.ErrLeaseLost)
+	}
+	for _, so := range stores {
+		p, err := so.s.PrepareLocked(so.ops)
+		if err != nil {
+			return nil, fmt.Errorf("disk: settle tx on %q: %w", q.name, err)
+		}
+		so.p = p
+	}
+	for _, tp := range targets {
+		if tp.q == q {
+			continue
+		}
+		tp.q.mu.Lock()
+		defer tp.q.mu.Unlock()
+		if tp.q.closed {
+			return nil, tp.q.errClosed("publish to")
+		}
+	}
+	// Everything is checked: from here on nothing fails but the commit.
+	out, err := q.policy.Settle(&r.Lease, s, &q.st)
+	if err != nil {
+		return nil, fmt.Errorf("disk: settle tx on %q: %w", q.name, err)
+	}
+	q.leases.Remove(int(r.idx))
+	q.release(r, now)
+	_ = out // an ack always drops
+	ops := make([]op, 0, 1+len(targets)+4*len(stores))
+	ops = append(ops, op{kind: opDelMsg, q: q, seq: r.seq})
+	for _, tp := range targets {
+		ops = tp.q.enqueueOps(ops, tp.msgs, tp.payloads, tp.seqs, now)
+	}
+	for _, so := range stores {
+		if len(so.p.Changes()) == 0 {
+			continue // checks only
+		}
+		swept := so.s.CommitLocked(so.p)
+		ops = kvOps(ops, so.s.Name(), so.p, swept)
+	}
+	return e.add(ops...)
+}
+
+// leased returns r when t still holds its lease.
+func (q *queue) leased(t engines.Ticket, op string) (*record, error) {
+	r, ok := t.Ref.(*record)
+	if !ok || r == nil {
+		return nil, fmt.Errorf("disk: %s on %q: foreign ticket: %w", op, q.name, engines.ErrNotLeased)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return nil, q.errClosed(op + " on")
+	}
+	if r.state != stateLeased || r.Token != t.Token {
+		return nil, fmt.Errorf("disk: %s on %q: %w", op, q.name, engines.ErrLeaseLost)
+	}
+	return r, nil
+}
+
+// State implements engines.StateSettler, reading the committed state from
+// the file (SetState waits for its commit, so it is there).
+func (q *queue) State(ctx context.Context, t engines.Ticket) ([]byte, error) {
+	r, err := q.leased(t, "state")
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	var key [8]byte
+	err = q.e.db.View(func(tx *bolt.Tx) error {
+		x, err := queueBuckets(tx, q.name, false)
+		if err != nil || x == nil || x.user == nil {
+			return err
+		}
+		if v := x.user.Get(seqKey(&key, r.seq)); v != nil {
+			out = append(make([]byte, 0, len(v)), v...)
+		}
+		return nil
+	})
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return nil, q.errClosed("state")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("disk: state of %q in %q: reading %s: %w", r.id, q.name, q.e.path, err)
+	}
+	if out == nil {
+		return nil, fmt.Errorf("disk: state of %q in %q: %w", r.id, q.name, engines.ErrNotFound)
+	}
+	return out, nil
+}
+
+// SetState implements engines.StateSettler: durable when it returns.
+func (q *queue) SetState(ctx context.Context, t engines.Ticket, value []byte) error {
+	if len(value) > engines.MaxStateSize {
+		return fmt.Errorf("disk: set state on %q: %d bytes, limit %d: %w", q.name, len(value), engines.MaxStateSize, engines.ErrTooLarge)
+	}
+	r, ok := t.Ref.(*record)
+	if !ok || r == nil {
+		return fmt.Errorf("disk: set state on %q: foreign ticket: %w", q.name, engines.ErrNotLeased)
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return q.errClosed("set state on")
+	}
+	if r.state != stateLeased || r.Token != t.Token {
+		q.mu.Unlock()
+		return fmt.Errorf("disk: set state on %q: %w", q.name, engines.ErrLeaseLost)
+	}
+	// Appended under the queue's lock, so it is ordered before any later
+	// settle of the message.
+	b, err := q.e.add(op{kind: opPutUser, q: q, seq: r.seq, val: append(make([]byte, 0, len(value)), value...)})
+	q.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("disk: set state on %q: %w", q.name, err)
+	}
+	if err := b.Wait(ctx); err != nil {
+		return fmt.Errorf("disk: set state on %q: %w", q.name, err)
+	}
+	return nil
+}

@@ -1,0 +1,384 @@
+// Package kvmem is the in-memory index of a key-value store that the memory
+// and disk engines share: versions, TTLs, the checks of a transaction and the
+// ordered listing. The memory engine keeps nothing else; the disk engine
+// writes every Change it commits to bbolt in the same transaction as the
+// ack that carries it, and loads the index back at open.
+//
+// A batch is applied in two steps under the store's lock, Prepare and
+// Commit, so that a transaction spanning several stores and a queue can
+// check everything before it changes anything.
+package kvmem
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+)
+
+// Entry is one live key's value in the index.
+type Entry struct {
+	Value   []byte
+	Version uint64
+	// Expires is a wall-clock deadline in Unix nanoseconds; 0 never.
+	Expires int64
+}
+
+// Change is what a committed batch did to one key: its new entry, or its
+// removal (Deleted). A batch that writes a key twice yields one Change.
+type Change struct {
+	Key     string
+	Entry   Entry
+	Deleted bool
+}
+
+// Store is one key-value store's index. Its methods that end in Locked
+// need Lock held; the others take it themselves.
+type Store struct {
+	name     string
+	maxValue int
+	now      func() time.Time
+
+	mu sync.Mutex
+	m  map[string]Entry
+	// last is the highest version handed out. Versions come from this one
+	// counter for the whole store, so a key deleted and written again gets
+	// a version it never had.
+	last uint64
+	// writes counts commits since the last sweep: every sweepEvery of them
+	// the whole map is swept of expired keys, amortised O(1) a write.
+	writes int
+}
+
+// sweepEvery is how many committed batches pass between two sweeps of
+// expired keys in Commit.
+const sweepEvery = 1024
+
+// New returns an empty store. maxValue <= 0 means
+// engines.DefaultMaxValueSize; now is the clock TTLs are measured with.
+func New(name string, maxValue int, now func() time.Time) *Store {
+	if maxValue <= 0 {
+		maxValue = engines.DefaultMaxValueSize
+	}
+	return &Store{name: name, maxValue: maxValue, now: now, m: make(map[string]Entry)}
+}
+
+// Name is the store's name.
+func (s *Store) Name() string { return s.name }
+
+// SetMaxValue changes the value limit (a later open's spec wins).
+func (s *Store) SetMaxValue(n int) {
+	if n <= 0 {
+		n = engines.DefaultMaxValueSize
+	}
+	s.mu.Lock()
+	s.maxValue = n
+	s.mu.Unlock()
+}
+
+// Lock takes the store's lock, for a transaction over several stores.
+// Callers lock stores in name order so two transactions cannot deadlock.
+func (s *Store) Lock() { s.mu.Lock() }
+
+// Unlock releases it.
+func (s *Store) Unlock() { s.mu.Unlock() }
+
+// Load puts an entry read back from storage into the index, at open.
+func (s *Store) Load(key string, e Entry) {
+	s.mu.Lock()
+	s.m[key] = e
+	s.last = max(s.last, e.Version)
+	s.mu.Unlock()
+}
+
+// LoadVersion raises the version counter to at least v, at open.
+func (s *Store) LoadVersion(v uint64) {
+	s.mu.Lock()
+	s.last = max(s.last, v)
+	s.mu.Unlock()
+}
+
+// LastVersionLocked is the highest version handed out, which a durable
+// engine stores with every commit so that versions are never reused after
+// a restart. Needs Lock held.
+func (s *Store) LastVersionLocked() uint64 { return s.last }
+
+// EntryLocked returns key's entry as held, expired or not. Needs Lock
+// held.
+func (s *Store) EntryLocked(key string) (Entry, bool) {
+	e, ok := s.m[key]
+	return e, ok
+}
+
+// Get returns key's live entry, or engines.ErrNotFound.
+func (s *Store) Get(key []byte) (engines.KVEntry, error) {
+	if err := s.checkKey(key); err != nil {
+		return engines.KVEntry{}, err
+	}
+	now := s.now().UnixNano()
+	s.mu.Lock()
+	e, ok := s.m[string(key)]
+	s.mu.Unlock()
+	if !ok || expired(e, now) {
+		return engines.KVEntry{}, fmt.Errorf("kv %q: key %q: %w", s.name, key, engines.ErrNotFound)
+	}
+	return s.entry(string(key), e), nil
+}
+
+func expired(e Entry, now int64) bool { return e.Expires != 0 && now >= e.Expires }
+
+func (s *Store) entry(key string, e Entry) engines.KVEntry {
+	out := engines.KVEntry{Key: []byte(key), Value: bytes.Clone(e.Value), Version: e.Version}
+	if e.Expires != 0 {
+		out.Expires = time.Unix(0, e.Expires)
+	}
+	return out
+}
+
+func (s *Store) checkKey(key []byte) error {
+	if len(key) == 0 || len(key) > engines.MaxKeySize {
+		return fmt.Errorf("kv %q: key of %d bytes, want 1..%d: %w", s.name, len(key), engines.MaxKeySize, engines.ErrInvalid)
+	}
+	return nil
+}
+
+// Validate checks ops against the store's limits without looking at its
+// contents, so a caller can reject a malformed batch before taking locks.
+func (s *Store) Validate(ops []engines.KVOp) error {
+	s.mu.Lock()
+	limit := s.maxValue
+	s.mu.Unlock()
+	return ValidateOps(s.name, limit, ops)
+}
+
+// ValidateOps checks ops against the limits of a store named name whose
+// values may be up to maxValue bytes: key length, value size, TTL sign and
+// op kind. Every engine uses it, so the limits are the same everywhere.
+func ValidateOps(name string, maxValue int, ops []engines.KVOp) error {
+	if maxValue <= 0 {
+		maxValue = engines.DefaultMaxValueSize
+	}
+	for i := range ops {
+		op := &ops[i]
+		if len(op.Key) == 0 || len(op.Key) > engines.MaxKeySize {
+			return fmt.Errorf("kv %q: op %d: key of %d bytes, want 1..%d: %w", name, i, len(op.Key), engines.MaxKeySize, engines.ErrInvalid)
+		}
+		if op.TTL < 0 {
+			return fmt.Errorf("kv %q: op %d: negative TTL %v: %w", name, i, op.TTL, engines.ErrInvalid)
+		}
+		switch op.Kind {
+		case engines.KVSet:
+			if len(op.Value) > maxValue {
+				return fmt.Errorf("kv %q: op %d: value of %d bytes, limit %d: %w", name, i, len(op.Value), maxValue, engines.ErrTooLarge)
+			}
+		case engines.KVDelete, engines.KVIncr, engines.KVCheck:
+		default:
+			return fmt.Errorf("kv %q: op %d: unknown kind %d: %w", name, i, op.Kind, engines.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// Incr adds delta to a stored decimal value (nil: absent, 0) and returns the
+// sum as decimal text; ErrInvalid when the value is not a decimal int64 or
+// the sum overflows. Shared so every engine agrees on the format.
+func Incr(name string, key, cur []byte, delta int64) ([]byte, error) {
+	var n int64
+	if cur != nil {
+		v, err := strconv.ParseInt(string(cur), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("kv %q: incr %q: stored value is not a decimal integer: %w", name, key, engines.ErrInvalid)
+		}
+		n = v
+	}
+	sum := n + delta
+	if (delta > 0 && sum < n) || (delta < 0 && sum > n) {
+		return nil, fmt.Errorf("kv %q: incr %q by %d: overflows: %w", name, key, delta, engines.ErrInvalid)
+	}
+	return strconv.AppendInt(nil, sum, 10), nil
+}
+
+// Prepared is a batch checked against the store and ready to Commit.
+type Prepared struct {
+	changes []Change
+	results []engines.KVEntry
+	last    uint64
+}
+
+// Results are the entries the ops left, one per op, as KV.Apply returns.
+func (p *Prepared) Results() []engines.KVEntry { return p.results }
+
+// Changes are the keys the batch writes, in the order first written.
+func (p *Prepared) Changes() []Change { return p.changes }
+
+// LastVersion is the store's version counter once the batch is committed.
+func (p *Prepared) LastVersion() uint64 { return p.last }
+
+// PrepareLocked runs ops against the store without changing it: checks,
+// compare-and-sets and increments see the earlier ops of the batch. It
+// fails with ErrConflict, ErrInvalid or ErrTooLarge, and then nothing
+// may be committed.
+func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
+	if err := ValidateOps(s.name, s.maxValue, ops); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	nowNs := now.UnixNano()
+	p := &Prepared{results: make([]engines.KVEntry, len(ops)), last: s.last}
+	pending := make(map[string]int, len(ops)) // key -> index in p.changes
+	lookup := func(key string) (Entry, bool) {
+		if i, ok := pending[key]; ok {
+			c := p.changes[i]
+			return c.Entry, !c.Deleted
+		}
+		e, ok := s.m[key]
+		if ok && expired(e, nowNs) {
+			return Entry{}, false
+		}
+		return e, ok
+	}
+	put := func(c Change) {
+		if i, ok := pending[c.Key]; ok {
+			p.changes[i] = c
+			return
+		}
+		pending[c.Key] = len(p.changes)
+		p.changes = append(p.changes, c)
+	}
+	deadline := func(ttl time.Duration) int64 {
+		if ttl == 0 {
+			return 0
+		}
+		return now.Add(ttl).UnixNano()
+	}
+	for i := range ops {
+		op := &ops[i]
+		key := string(op.Key)
+		cur, ok := lookup(key)
+		var curVer uint64
+		if ok {
+			curVer = cur.Version
+		}
+		switch op.Kind {
+		case engines.KVCheck:
+			if op.IfVersion != curVer {
+				return nil, fmt.Errorf("kv %q: key %q is at version %d, read at %d: %w", s.name, op.Key, curVer, op.IfVersion, engines.ErrConflict)
+			}
+			if ok {
+				p.results[i] = s.entry(key, cur)
+			} else {
+				p.results[i] = engines.KVEntry{Key: bytes.Clone(op.Key)}
+			}
+		case engines.KVSet:
+			if op.HasVersion && op.IfVersion != curVer {
+				return nil, fmt.Errorf("kv %q: set %q if version %d: it is at %d: %w", s.name, op.Key, op.IfVersion, curVer, engines.ErrConflict)
+			}
+			p.last++
+			e := Entry{Value: bytes.Clone(op.Value), Version: p.last, Expires: deadline(op.TTL)}
+			put(Change{Key: key, Entry: e})
+			p.results[i] = s.entry(key, e)
+		case engines.KVDelete:
+			if ok {
+				put(Change{Key: key, Deleted: true})
+			}
+			p.results[i] = engines.KVEntry{Key: bytes.Clone(op.Key)}
+		case engines.KVIncr:
+			var val []byte
+			if ok {
+				val = cur.Value
+			}
+			sum, err := Incr(s.name, op.Key, val, op.Delta)
+			if err != nil {
+				return nil, err
+			}
+			if len(sum) > s.maxValue {
+				return nil, fmt.Errorf("kv %q: incr %q: %d bytes, limit %d: %w", s.name, op.Key, len(sum), s.maxValue, engines.ErrTooLarge)
+			}
+			exp := cur.Expires
+			if !ok || op.TTL != 0 {
+				exp = deadline(op.TTL)
+			}
+			p.last++
+			e := Entry{Value: sum, Version: p.last, Expires: exp}
+			put(Change{Key: key, Entry: e})
+			p.results[i] = s.entry(key, e)
+		}
+	}
+	return p, nil
+}
+
+// CommitLocked applies a prepared batch, which must be the last one
+// prepared under this hold of the lock. It returns the keys a sweep found
+// expired and removed (a durable engine deletes them too).
+func (s *Store) CommitLocked(p *Prepared) []string {
+	for _, c := range p.changes {
+		if c.Deleted {
+			delete(s.m, c.Key)
+		} else {
+			s.m[c.Key] = c.Entry
+		}
+	}
+	s.last = p.last
+	s.writes++
+	if s.writes < sweepEvery {
+		return nil
+	}
+	s.writes = 0
+	return s.SweepLocked()
+}
+
+// SweepLocked removes every expired key and returns them.
+func (s *Store) SweepLocked() []string {
+	now := s.now().UnixNano()
+	var gone []string
+	for k, e := range s.m {
+		if expired(e, now) {
+			delete(s.m, k)
+			gone = append(gone, k)
+		}
+	}
+	return gone
+}
+
+// List returns up to limit live entries whose keys begin with prefix and
+// come after after, in key order.
+func (s *Store) List(prefix, after []byte, limit int) ([]engines.KVEntry, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("kv %q: list limit %d < 1: %w", s.name, limit, engines.ErrInvalid)
+	}
+	now := s.now().UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A sort per call: List serves operators, and a map keeps the
+	// transactional path (Get, Prepare, Commit) O(1).
+	var keys []string
+	for k, e := range s.m {
+		if expired(e, now) || !bytes.HasPrefix([]byte(k), prefix) {
+			continue
+		}
+		if after != nil && k <= string(after) {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if len(keys) > limit {
+		keys = keys[:limit]
+	}
+	out := make([]engines.KVEntry, len(keys))
+	for i, k := range keys {
+		out[i] = s.entry(k, s.m[k])
+	}
+	return out, nil
+}
+
+// Len is the number of keys held, expired ones not yet swept included.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}

@@ -1,0 +1,593 @@
+package postgres
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/kvmem"
+)
+
+// Key-value stores, transactional settles and per-message state, kept in
+// the tables of migration 0004 (kv_stores, kv, message_state).
+//
+// A batch of key-value ops runs in a transaction that first updates the
+// store's kv_stores row (its lock, and the block of versions the batch may
+// hand out), then reads the keys the batch names, runs the batch with the
+// same code as the memory and disk engines (kvmem, on the database's
+// clock) and writes what changed. SettleTx does that for each store of
+// the delivery's effects (in name order, so two transactions cannot
+// deadlock) in one transaction with the ack's DELETE and the publishes'
+// INSERTs: it commits all of them or none.
+
+var (
+	_ engines.KVEngine     = (*Engine)(nil)
+	_ engines.TxSettler    = (*Engine)(nil)
+	_ engines.StateSettler = (*Engine)(nil)
+)
+
+// kvState is the engine's local memory of stores and target queues.
+type kvState struct {
+	mu       sync.Mutex
+	maxValue map[string]int     // per store, from the latest OpenKV
+	handles  map[string]*handle // queues SettleTx publishes to
+	txb      txBatcher
+}
+
+func (k *kvState) limit(store string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if n := k.maxValue[store]; n > 0 {
+		return n
+	}
+	return engines.DefaultMaxValueSize
+}
+
+// kvSQL are the statements of this file, with the schema filled in.
+type kvSQL struct {
+	createStore, lockStore, read, get, list, upsert, del, sweep string
+	state, setState, lockLeases                                 string
+}
+
+// kvStatements fills the quoted schema into the statements.
+func kvStatements(schema string) kvSQL {
+	s := strings.NewReplacer("__Q__", schema).Replace
+	return kvSQL{
+		createStore: s(`INSERT INTO __Q__.kv_stores (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`),
+		// Locks the store's row for the transaction and reserves $2
+		// versions; returns the highest of them and the transaction's
+		// clock, which expiry is measured against.
+		lockStore: s(`INSERT INTO __Q__.kv_stores AS s (name, last_version) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET last_version = s.last_version + EXCLUDED.last_version
+			RETURNING s.last_version, now()`),
+		read: s(`SELECT key, value, version, expires_at FROM __Q__.kv WHERE store = $1 AND key = ANY($2::bytea[])`),
+		get: s(`SELECT value, version, expires_at FROM __Q__.kv
+			WHERE store = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > now())`),
+		list: s(`SELECT key, value, version, expires_at FROM __Q__.kv
+			WHERE store = $1 AND substr(key, 1, length($2::bytea)) = $2::bytea
+			  AND ($3::bytea IS NULL OR key > $3::bytea) AND (expires_at IS NULL OR expires_at > now())
+			ORDER BY key LIMIT $4`),
+		upsert: s(`INSERT INTO __Q__.kv (store, key, value, version, expires_at)
+			SELECT $1, k, v, n, x FROM unnest($2::bytea[], $3::bytea[], $4::bigint[], $5::timestamptz[]) AS u(k, v, n, x)
+			ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version, expires_at = EXCLUDED.expires_at`),
+		del:   s(`DELETE FROM __Q__.kv WHERE store = $1 AND key = ANY($2::bytea[])`),
+		sweep: s(`DELETE FROM __Q__.kv WHERE expires_at <= now()`),
+		// The leases of a SettleTx batch still held, locked until commit.
+		lockLeases: s(`SELECT m.seq FROM __Q__.messages m
+			JOIN unnest($1::bigint[], $2::bigint[]) AS a(seq, token) ON m.seq = a.seq AND m.lease_token = a.token
+			WHERE m.state = 2 AND m.visible_at > now()
+			ORDER BY m.seq FOR UPDATE OF m`),
+		state: s(`SELECT (SELECT value FROM __Q__.message_state WHERE seq = $1),
+			EXISTS (SELECT 1 FROM __Q__.messages WHERE seq = $1 AND lease_token = $2 AND state = 2 AND visible_at > now())`),
+		setState: s(`INSERT INTO __Q__.message_state (seq, value)
+			SELECT seq, $3 FROM __Q__.messages WHERE seq = $1 AND lease_token = $2 AND state = 2 AND visible_at > now()
+			ON CONFLICT (seq) DO UPDATE SET value = EXCLUDED.value`),
+	}
+}
+
+// OpenKV implements engines.KVEngine: the store is a row of kv_stores,
+// shared by every process on the schema.
+func (e *Engine) OpenKV(ctx context.Context, spec engines.KVSpec) (engines.KV, error) {
+	if err := checkName(spec.Name); err != nil {
+		return nil, fmt.Errorf("postgres: open kv: %w", err)
+	}
+	if spec.MaxValueSize < 0 {
+		return nil, fmt.Errorf("postgres: open kv %q: negative max value size %d: %w", spec.Name, spec.MaxValueSize, engines.ErrInvalid)
+	}
+	if e.closed.Load() {
+		return nil, e.errClosed("open kv", spec.Name)
+	}
+	if err := retrySafe(func() error {
+		_, err := e.pool.Exec(ctx, e.sqlKV.createStore, spec.Name)
+		return err
+	}); err != nil {
+		return nil, e.opErr("open kv", spec.Name, err)
+	}
+	e.kv.mu.Lock()
+	if e.kv.maxValue == nil {
+		e.kv.maxValue = make(map[string]int)
+	}
+	if spec.MaxValueSize > 0 || e.kv.maxValue[spec.Name] == 0 {
+		e.kv.maxValue[spec.Name] = spec.MaxValueSize
+	}
+	e.kv.mu.Unlock()
+	return &kvHandle{e: e, name: spec.Name}, nil
+}
+
+// SweepKV deletes every expired key of every store and returns how many.
+// Expired keys are absent for every read whether or not they were swept;
+// a write that finds one deletes it too.
+func (e *Engine) SweepKV(ctx context.Context) (int64, error) {
+	tag, err := e.pool.Exec(ctx, e.sqlKV.sweep)
+	if err != nil {
+		return 0, e.opErr("sweep kv", "*", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+type kvHandle struct {
+	e    *Engine
+	name string
+}
+
+// Name implements engines.KV.
+func (h *kvHandle) Name() string { return h.name }
+
+// Close implements engines.KV.
+func (h *kvHandle) Close() error { return nil }
+
+func entryOf(key, value []byte, version int64, expires *time.Time) engines.KVEntry {
+	out := engines.KVEntry{Key: key, Value: value, Version: uint64(version)}
+	if out.Value == nil {
+		out.Value = []byte{}
+	}
+	if expires != nil {
+		out.Expires = *expires
+	}
+	return out
+}
+
+// Get implements engines.KV.
+func (h *kvHandle) Get(ctx context.Context, key []byte) (engines.KVEntry, error) {
+	if len(key) == 0 || len(key) > engines.MaxKeySize {
+		return engines.KVEntry{}, fmt.Errorf("postgres: kv %q: key of %d bytes, want 1..%d: %w", h.name, len(key), engines.MaxKeySize, engines.ErrInvalid)
+	}
+	if h.e.closed.Load() {
+		return engines.KVEntry{}, h.e.errClosed("kv get on", h.name)
+	}
+	var (
+		val     []byte
+		ver     int64
+		expires *time.Time
+	)
+	err := retrySafe(func() error {
+		return h.e.pool.QueryRow(ctx, h.e.sqlKV.get, h.name, key).Scan(&val, &ver, &expires)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return engines.KVEntry{}, fmt.Errorf("postgres: kv %q: key %q: %w", h.name, key, engines.ErrNotFound)
+	}
+	if err != nil {
+		return engines.KVEntry{}, h.e.opErr("kv get on", h.name, err)
+	}
+	return entryOf(bytes.Clone(key), val, ver, expires), nil
+}
+
+// List implements engines.KV.
+func (h *kvHandle) List(ctx context.Context, prefix, after []byte, limit int) ([]engines.KVEntry, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("postgres: kv %q: list limit %d < 1: %w", h.name, limit, engines.ErrInvalid)
+	}
+	if h.e.closed.Load() {
+		return nil, h.e.errClosed("kv list on", h.name)
+	}
+	if prefix == nil {
+		prefix = []byte{}
+	}
+	var out []engines.KVEntry
+	err := retrySafe(func() error {
+		out = out[:0]
+		rows, err := h.e.pool.Query(ctx, h.e.sqlKV.list, h.name, prefix, after, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				k, v    []byte
+				ver     int64
+				expires *time.Time
+			)
+			if err := rows.Scan(&k, &v, &ver, &expires); err != nil {
+				return err
+			}
+			out = append(out, entryOf(k, v, ver, expires))
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, h.e.opErr("kv list on", h.name, err)
+	}
+	return out, nil
+}
+
+// Apply implements engines.KV, in a transaction of its own.
+func (h *kvHandle) Apply(ctx context.Context, ops ...engines.KVOp) ([]engines.KVEntry, error) {
+	if err := kvmem.ValidateOps(h.name, h.e.kv.limit(h.name), ops); err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if h.e.closed.Load() {
+		return nil, h.e.errClosed("kv apply on", h.name)
+	}
+	var out []engines.KVEntry
+	err := pgx.BeginFunc(ctx, h.e.pool, func(tx pgx.Tx) (err error) {
+		out, err = h.e.applyIn(ctx, tx, h.name, ops)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, engines.ErrConflict) || errors.Is(err, engines.ErrInvalid) || errors.Is(err, engines.ErrTooLarge) {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		return nil, h.e.opErr("kv apply on", h.name, err)
+	}
+	return out, nil
+}
+
+// applyIn runs ops against store in tx (see the top of this file) and
+// returns the entries they left: one round trip to lock the store and read
+// its keys, then one to write what changed.
+func (e *Engine) applyIn(ctx context.Context, tx pgx.Tx, store string, ops []engines.KVOp) ([]engines.KVEntry, error) {
+	var b pgx.Batch
+	sb := e.queueRead(&b, store, ops)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, err
+	}
+	if err := sb.prepare(); err != nil {
+		return nil, err
+	}
+	b = pgx.Batch{}
+	sb.queueWrites(&b)
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return nil, err
+		}
+	}
+	return sb.p.Results(), nil
+}
+
+// storeBatch is one store's ops in a transaction: queueRead queues the
+// statements that lock the store and read its keys (their results fill
+// it in as the batch is read), prepare runs the ops on what was read, and
+// queueWrites queues the statements that store the outcome.
+type storeBatch struct {
+	e      *Engine
+	store  string
+	ops    []engines.KVOp
+	writes int64
+
+	last    int64
+	clock   time.Time
+	s       *kvmem.Store
+	expired [][]byte
+	p       *kvmem.Prepared
+}
+
+func (e *Engine) queueRead(b *pgx.Batch, store string, ops []engines.KVOp) *storeBatch {
+	sb := &storeBatch{e: e, store: store, ops: ops}
+	keys := make([][]byte, 0, len(ops))
+	seen := make(map[string]bool, len(ops))
+	for i := range ops {
+		if ops[i].Kind == engines.KVSet || ops[i].Kind == engines.KVIncr {
+			sb.writes++
+		}
+		if k := string(ops[i].Key); !seen[k] {
+			seen[k] = true
+			keys = append(keys, ops[i].Key)
+		}
+	}
+	b.Queue(e.sqlKV.lockStore, store, sb.writes).QueryRow(func(r pgx.Row) error {
+		if err := r.Scan(&sb.last, &sb.clock); err != nil {
+			return err
+		}
+		clock := sb.clock
+		sb.s = kvmem.New(store, e.kv.limit(store), func() time.Time { return clock })
+		sb.s.LoadVersion(uint64(sb.last - sb.writes))
+		return nil
+	})
+	b.Queue(e.sqlKV.read, store, keys).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var (
+				k, v    []byte
+				ver     int64
+				expires *time.Time
+			)
+			if err := rows.Scan(&k, &v, &ver, &expires); err != nil {
+				return err
+			}
+			ent := kvmem.Entry{Value: v, Version: uint64(ver)}
+			if expires != nil {
+				ent.Expires = expires.UnixNano()
+				if !sb.clock.Before(*expires) {
+					sb.expired = append(sb.expired, k) // deleted whatever the batch does
+				}
+			}
+			sb.s.Load(string(k), ent)
+		}
+		return rows.Err()
+	})
+	return sb
+}
+
+// prepare runs the ops on the keys read: ErrConflict, ErrInvalid or
+// ErrTooLarge fail the batch.
+func (sb *storeBatch) prepare() error {
+	sb.s.Lock()
+	p, err := sb.s.PrepareLocked(sb.ops)
+	sb.s.Unlock()
+	if err != nil {
+		return err
+	}
+	if p.LastVersion() > uint64(sb.last) {
+		return fmt.Errorf("kv %q: %d versions reserved, more needed", sb.store, sb.writes)
+	}
+	sb.p = p
+	return nil
+}
+
+func (sb *storeBatch) queueWrites(b *pgx.Batch) {
+	var (
+		pk, pv [][]byte
+		pn     []int64
+		px     []*time.Time
+		dk     = sb.expired
+	)
+	for _, c := range sb.p.Changes() {
+		if c.Deleted {
+			dk = append(dk, []byte(c.Key))
+			continue
+		}
+		pk = append(pk, []byte(c.Key))
+		pv = append(pv, c.Entry.Value)
+		pn = append(pn, int64(c.Entry.Version))
+		var x *time.Time
+		if c.Entry.Expires != 0 {
+			t := time.Unix(0, c.Entry.Expires)
+			x = &t
+		}
+		px = append(px, x)
+	}
+	if len(dk) > 0 {
+		b.Queue(sb.e.sqlKV.del, sb.store, dk)
+	}
+	if len(pk) > 0 {
+		b.Queue(sb.e.sqlKV.upsert, sb.store, pk, pv, pn, px)
+	}
+}
+
+// txHandle returns a handle on the named queue for SettleTx's publishes.
+func (e *Engine) txHandle(ctx context.Context, name string) (*handle, error) {
+	e.kv.mu.Lock()
+	h := e.kv.handles[name]
+	e.kv.mu.Unlock()
+	if h != nil {
+		return h, nil
+	}
+	q, err := e.Open(ctx, engines.QueueSpec{Name: name})
+	if err != nil {
+		return nil, err
+	}
+	h = q.(*handle)
+	e.kv.mu.Lock()
+	if e.kv.handles == nil {
+		e.kv.handles = make(map[string]*handle)
+	}
+	e.kv.handles[name] = h
+	e.kv.mu.Unlock()
+	return h, nil
+}
+
+// txStore is one store's share of a transaction, its batches merged.
+type txStore struct {
+	name string
+	ops  []engines.KVOp
+}
+
+// txPublish is one queue's share of a transaction's publishes.
+type txPublish struct {
+	h    *handle
+	msgs []engines.Message
+	idx  []int
+}
+
+// SettleTx implements engines.TxSettler: the ack, the publishes and the
+// store writes are committed in one PostgreSQL transaction, shared with
+// the other deliveries settling at the same time (txbatch.go). A failed
+// check returns ErrConflict with the lease still held.
+func (e *Engine) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settlement, eff *engines.Effects) error {
+	r, err := e.startTx(ctx, t, s, eff)
+	if err != nil {
+		return err
+	}
+	return r.Wait(ctx)
+}
+
+// StartSettleTx is SettleTx without the wait (engines.GroupTxSettler):
+// the delivery joins the next group, which the first Wait of any request
+// runs, so the settles a dispatcher starts for a whole batch before
+// waiting share one transaction.
+func (h *handle) StartSettleTx(ctx context.Context, d *engines.Delivery, eff *engines.Effects) (engines.Pending, error) {
+	r, err := h.e.startTx(ctx, d.Ticket(), engines.Settlement{Verdict: engines.Ack}, eff)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// startTx checks a SettleTx request and queues it for the next group.
+func (e *Engine) startTx(ctx context.Context, t engines.Ticket, s engines.Settlement, eff *engines.Effects) (*txReq, error) {
+	if s.Verdict != engines.Ack {
+		return nil, fmt.Errorf("postgres: settle tx: verdict %s, want ack: %w", s.Verdict, engines.ErrInvalid)
+	}
+	l, err := e.leaseOf(t, "settle tx")
+	if err != nil {
+		return nil, err
+	}
+	var (
+		stores []*txStore
+		pubs   []*txPublish
+	)
+	if eff != nil {
+		by := map[string]*txStore{}
+		for _, b := range eff.KV {
+			ts := by[b.Store]
+			if ts == nil {
+				if err := checkName(b.Store); err != nil {
+					return nil, fmt.Errorf("postgres: settle tx: store: %w", err)
+				}
+				ts = &txStore{name: b.Store}
+				by[b.Store] = ts
+				stores = append(stores, ts)
+			}
+			ts.ops = append(ts.ops, b.Ops...)
+		}
+		for _, ts := range stores {
+			if err := kvmem.ValidateOps(ts.name, e.kv.limit(ts.name), ts.ops); err != nil {
+				return nil, fmt.Errorf("postgres: settle tx: %w", err)
+			}
+		}
+		slices.SortFunc(stores, func(a, b *txStore) int { return cmp.Compare(a.name, b.name) })
+		byQ := map[string]*txPublish{}
+		for i := range eff.Publish {
+			p := &eff.Publish[i]
+			tp := byQ[p.Queue]
+			if tp == nil {
+				if err := checkName(p.Queue); err != nil {
+					return nil, fmt.Errorf("postgres: settle tx: publish %d: %w", i, err)
+				}
+				h, err := e.txHandle(ctx, p.Queue)
+				if err != nil {
+					return nil, fmt.Errorf("postgres: settle tx: %w", err)
+				}
+				tp = &txPublish{h: h}
+				byQ[p.Queue] = tp
+				pubs = append(pubs, tp)
+			}
+			tp.msgs = append(tp.msgs, p.Message)
+			tp.idx = append(tp.idx, i)
+		}
+		for _, tp := range pubs {
+			if err := tp.h.validate(tp.msgs); err != nil {
+				return nil, fmt.Errorf("postgres: settle tx: %w", err)
+			}
+		}
+	}
+	if !l.state.CompareAndSwap(leaseHeld, leaseBusy) {
+		return nil, fmt.Errorf("postgres: settle tx message %d: %w", l.seq, engines.ErrLeaseLost)
+	}
+	if l.deadline.Load() <= e.now() {
+		l.state.Store(leaseDone)
+		return nil, fmt.Errorf("postgres: settle tx message %d: lease expired: %w", l.seq, engines.ErrLeaseLost)
+	}
+	r := &txReq{e: e, l: l, token: int64(t.Token), stores: stores, pubs: pubs, eff: eff, done: make(chan struct{})}
+	e.kv.txb.start(r)
+	return r, nil
+}
+
+// finish records r's outcome once its group is over: the lease's state,
+// and for a commit the IDs of the publishes and the wake-ups.
+func (r *txReq) finish() {
+	e, l := r.e, r.l
+	switch {
+	case r.err == nil:
+		l.state.Store(leaseDone)
+	case isLeaseLost(r.err):
+		l.state.Store(leaseDone)
+		r.err = fmt.Errorf("postgres: settle tx message %d: %w", l.seq, engines.ErrLeaseLost)
+		return
+	default:
+		l.state.Store(leaseHeld) // nothing changed: the lease is still held
+		switch {
+		case errors.Is(r.err, engines.ErrConflict) || errors.Is(r.err, engines.ErrInvalid) || errors.Is(r.err, engines.ErrTooLarge):
+		case e.closed.Load():
+			r.err = engines.ErrClosed
+		}
+		r.err = fmt.Errorf("postgres: settle tx: %w", r.err)
+		return
+	}
+	if r.eff != nil {
+		for _, tp := range r.pubs {
+			for j, i := range tp.idx {
+				r.eff.Publish[i].Message.ID = tp.msgs[j].ID
+			}
+		}
+	}
+	for _, w := range r.woke {
+		w.send(e)
+	}
+	if l.ordered {
+		e.wake(l.queue)
+	}
+}
+
+// State implements engines.StateSettler.
+func (e *Engine) State(ctx context.Context, t engines.Ticket) ([]byte, error) {
+	l, err := e.leaseOf(t, "state")
+	if err != nil {
+		return nil, err
+	}
+	var (
+		v    []byte
+		held bool
+	)
+	err = retrySafe(func() error {
+		return e.pool.QueryRow(ctx, e.sqlKV.state, l.seq, int64(t.Token)).Scan(&v, &held)
+	})
+	switch {
+	case err != nil:
+		return nil, e.opErr("state of message in", "", err)
+	case !held:
+		return nil, fmt.Errorf("postgres: state of message %d: %w", l.seq, engines.ErrLeaseLost)
+	case v == nil:
+		return nil, fmt.Errorf("postgres: state of message %d: %w", l.seq, engines.ErrNotFound)
+	}
+	return v, nil
+}
+
+// SetState implements engines.StateSettler: committed when it returns.
+func (e *Engine) SetState(ctx context.Context, t engines.Ticket, value []byte) error {
+	if len(value) > engines.MaxStateSize {
+		return fmt.Errorf("postgres: set state: %d bytes, limit %d: %w", len(value), engines.MaxStateSize, engines.ErrTooLarge)
+	}
+	l, err := e.leaseOf(t, "set state")
+	if err != nil {
+		return err
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	var tag pgconn.CommandTag
+	err = retrySafe(func() (err error) {
+		tag, err = e.pool.Exec(ctx, e.sqlKV.setState, l.seq, int64(t.Token), value)
+		return err
+	})
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23503" { // the message was deleted meanwhile
+		return fmt.Errorf("postgres: set state of message %d: %w", l.seq, engines.ErrLeaseLost)
+	}
+	if err != nil {
+		return e.opErr("set state of message in", "", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: set state of message %d: %w", l.seq, engines.ErrLeaseLost)
+	}
+	return nil
+}

@@ -1,0 +1,421 @@
+package postgres
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/internal/kvmem"
+)
+
+// Group commit of SettleTx. A transaction per delivery would cost a commit
+// (an fsync) and half a dozen round trips per delivery, and, since a
+// store's row is locked until commit, deliveries writing one store would
+// run one commit at a time. So concurrent SettleTx calls share one
+// transaction of a fixed number of round trips however many deliveries it
+// carries:
+//
+//  1. one pipeline locks the deliveries' message rows whose lease is still
+//     held (FOR UPDATE), and every store they name (kv_stores, in name
+//     order, reserving the versions the batch may hand out), and reads the
+//     keys they name;
+//  2. in Go, each delivery in turn (a lost lease: out) runs its ops on the
+//     stores as the earlier deliveries of the batch left them (kvmem, on
+//     the database's clock): a failed check puts it out with ErrConflict,
+//     and the next ones never see its writes;
+//  3. the publishes of the deliveries still in, one INSERT per target
+//     queue;
+//  4. one pipeline deletes their messages (the ack), writes the final
+//     value of every key they changed and sends the NOTIFY; then COMMIT.
+//
+// The message rows locked in step 1 are what make the ack certain in step
+// 4: nobody else can settle, reap or re-lease them meanwhile. Two batches
+// (of two processes) lock disjoint message rows, then stores in name
+// order, so they cannot deadlock.
+//
+// There is no background goroutine: a caller that waits for its request
+// while no group is running runs the next one itself (every request
+// pending, its own among them), answers everyone in it, and waits again
+// if its own was not taken; the others wait for a group to end. The
+// settles a dispatcher starts for a whole batch before it waits
+// (StartSettleTx) therefore join one group.
+
+// maxTxBatch bounds the deliveries of one transaction, so one batch holds
+// its stores' locks for a bounded time.
+const maxTxBatch = 256
+
+// txReq is one SettleTx waiting for its transaction; it is the
+// engines.Pending of StartSettleTx.
+type txReq struct {
+	e      *Engine
+	l      *lease
+	token  int64
+	stores []*txStore
+	pubs   []*txPublish
+	eff    *engines.Effects
+	woke   []wakeups
+
+	done chan struct{} // closed once err is final
+	err  error         // set by the leader, then by finish
+}
+
+// txBatcher collects SettleTx requests.
+type txBatcher struct {
+	mu      sync.Mutex
+	pending []*txReq
+	leading bool          // a group is running
+	changed chan struct{} // closed and replaced when a group ends
+}
+
+// start queues r for the next group.
+func (b *txBatcher) start(r *txReq) {
+	b.mu.Lock()
+	b.pending = append(b.pending, r)
+	if b.changed == nil {
+		b.changed = make(chan struct{})
+	}
+	b.mu.Unlock()
+}
+
+// Wait implements engines.Pending: it returns r's outcome, running the
+// next group itself whenever none is running. A caller whose ctx ends
+// stops waiting; r stays queued, and the next group settles it (or finds
+// its lease lost).
+func (r *txReq) Wait(ctx context.Context) error {
+	b := &r.e.kv.txb
+	for {
+		b.mu.Lock()
+		select {
+		case <-r.done:
+			b.mu.Unlock()
+			return r.err
+		default:
+		}
+		if !b.leading {
+			b.leading = true
+			b.mu.Unlock()
+			b.lead(r.e)
+			continue
+		}
+		changed := b.changed
+		b.mu.Unlock()
+		select {
+		case <-r.done:
+			return r.err
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// lead runs one group: up to maxTxBatch requests, in the order started.
+func (b *txBatcher) lead(e *Engine) {
+	b.mu.Lock()
+	n := min(len(b.pending), maxTxBatch)
+	batch := slices.Clone(b.pending[:n])
+	b.pending = append(b.pending[:0], b.pending[n:]...)
+	b.mu.Unlock()
+
+	if len(batch) > 0 {
+		e.runTxBatch(batch)
+		for _, r := range batch {
+			r.finish()
+			close(r.done)
+		}
+	}
+
+	b.mu.Lock()
+	b.leading = false
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// batchStore is one store as a batch sees it: its row locked, the keys the
+// batch names loaded, and the keys its deliveries changed.
+type batchStore struct {
+	name    string
+	keys    [][]byte
+	seen    map[string]bool
+	writes  int64
+	last    int64
+	clock   time.Time
+	s       *kvmem.Store
+	changed map[string]bool
+}
+
+// runTxBatch commits batch in one transaction and sets each request's err.
+func (e *Engine) runTxBatch(batch []*txReq) {
+	ctx := e.ctx
+	for _, r := range batch {
+		r.err, r.woke = nil, r.woke[:0]
+	}
+	// The stores of the whole batch, in name order, each with every key
+	// any delivery names and the versions all of them could need.
+	byName := map[string]*batchStore{}
+	var stores []*batchStore
+	for _, r := range batch {
+		for _, ts := range r.stores {
+			bs := byName[ts.name]
+			if bs == nil {
+				bs = &batchStore{name: ts.name, seen: map[string]bool{}, changed: map[string]bool{}}
+				byName[ts.name] = bs
+				stores = append(stores, bs)
+			}
+			for i := range ts.ops {
+				op := &ts.ops[i]
+				if op.Kind == engines.KVSet || op.Kind == engines.KVIncr {
+					bs.writes++
+				}
+				if k := string(op.Key); !bs.seen[k] {
+					bs.seen[k] = true
+					bs.keys = append(bs.keys, op.Key)
+				}
+			}
+		}
+	}
+	slices.SortFunc(stores, func(a, b *batchStore) int {
+		if a.name < b.name {
+			return -1
+		}
+		if a.name > b.name {
+			return 1
+		}
+		return 0
+	})
+	seqs := make([]int64, len(batch))
+	tokens := make([]int64, len(batch))
+	for i, r := range batch {
+		seqs[i], tokens[i] = r.l.seq, r.token
+	}
+
+	err := e.inTx(ctx, func(tx *pgx.Conn) error {
+		// 1. Lock the leases still held and the stores; read the keys.
+		held := map[int64]bool{}
+		var b pgx.Batch
+		b.Queue("BEGIN")
+		b.Queue(e.sqlKV.lockLeases, seqs, tokens).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var seq int64
+				if err := rows.Scan(&seq); err != nil {
+					return err
+				}
+				held[seq] = true
+			}
+			return rows.Err()
+		})
+		for _, bs := range stores {
+			bs := bs
+			b.Queue(e.sqlKV.lockStore, bs.name, bs.writes).QueryRow(func(row pgx.Row) error {
+				if err := row.Scan(&bs.last, &bs.clock); err != nil {
+					return err
+				}
+				clock := bs.clock
+				bs.s = kvmem.New(bs.name, e.kv.limit(bs.name), func() time.Time { return clock })
+				bs.s.LoadVersion(uint64(bs.last - bs.writes))
+				return nil
+			})
+			b.Queue(e.sqlKV.read, bs.name, bs.keys).Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					var (
+						k, v    []byte
+						ver     int64
+						expires *time.Time
+					)
+					if err := rows.Scan(&k, &v, &ver, &expires); err != nil {
+						return err
+					}
+					ent := kvmem.Entry{Value: v, Version: uint64(ver)}
+					if expires != nil {
+						ent.Expires = expires.UnixNano()
+						if !bs.clock.Before(*expires) {
+							bs.changed[string(k)] = true // expired: deleted below unless rewritten
+						}
+					}
+					bs.s.Load(string(k), ent)
+				}
+				return rows.Err()
+			})
+		}
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return err
+		}
+
+		// 2. Each delivery in turn, on the stores as the earlier ones left them.
+		var in []*txReq
+		for _, r := range batch {
+			if !held[r.l.seq] {
+				r.err = engines.ErrLeaseLost
+				continue
+			}
+			if err := e.runOps(r, byName); err != nil {
+				r.err = err
+				continue
+			}
+			in = append(in, r)
+		}
+
+		// 3. The publishes, one statement per target queue.
+		type target struct {
+			h    *handle
+			msgs []engines.Message
+			from []*txPublish
+		}
+		var targets []*target
+		byQueue := map[*handle]*target{}
+		for _, r := range in {
+			for _, tp := range r.pubs {
+				t := byQueue[tp.h]
+				if t == nil {
+					t = &target{h: tp.h}
+					byQueue[tp.h] = t
+					targets = append(targets, t)
+				}
+				t.msgs = append(t.msgs, tp.msgs...)
+				t.from = append(t.from, tp)
+			}
+		}
+		var queues []int32
+		for _, t := range targets {
+			dedup, lock := t.h.needs(t.msgs)
+			w, err := t.h.enqueueIn(ctx, tx, t.msgs, dedup, lock)
+			if err != nil {
+				return err
+			}
+			queues = append(queues, w.queues...)
+			// The IDs the engine assigned go back to each delivery's share.
+			j := 0
+			for _, tp := range t.from {
+				j += copy(tp.msgs, t.msgs[j:j+len(tp.msgs)])
+			}
+			if len(in) > 0 {
+				in[0].woke = append(in[0].woke, w) // woken once, after the commit
+			}
+		}
+
+		// 4. The acks, the final values of the keys, the NOTIFY.
+		b = pgx.Batch{}
+		var plain, ordered [2][]int64
+		for _, r := range in {
+			if r.l.ordered {
+				ordered[0], ordered[1] = append(ordered[0], r.l.seq), append(ordered[1], r.token)
+			} else {
+				plain[0], plain[1] = append(plain[0], r.l.seq), append(plain[1], r.token)
+			}
+		}
+		if len(plain[0]) > 0 {
+			b.Queue(e.sql.ack, plain[0], plain[1])
+		}
+		if len(ordered[0]) > 0 {
+			b.Queue(e.sql.ackOrdered, ordered[0], ordered[1])
+		}
+		for _, bs := range stores {
+			queueFinal(&b, e, bs)
+		}
+		if len(queues) > 0 {
+			// Rides in tx, like EnqueueTx's: other processes' receivers
+			// learn of the publishes when they are committed.
+			b.Queue(e.sql.notify, e.channel, queues)
+		}
+		// No check that every ack found its row before the COMMIT: the
+		// rows were locked in step 1 with the same now(), so they are.
+		b.Queue("COMMIT")
+		return tx.SendBatch(ctx, &b).Close()
+	})
+	if err != nil {
+		// Rolled back: nothing of the batch happened.
+		for _, r := range batch {
+			if r.err == nil {
+				r.err = err
+			}
+		}
+	}
+}
+
+// runOps runs r's ops on the batch's stores: all of its stores or none.
+func (e *Engine) runOps(r *txReq, byName map[string]*batchStore) error {
+	ps := make([]*kvmem.Prepared, len(r.stores))
+	for i, ts := range r.stores {
+		bs := byName[ts.name]
+		bs.s.Lock()
+		p, err := bs.s.PrepareLocked(ts.ops)
+		bs.s.Unlock()
+		if err != nil {
+			return err
+		}
+		ps[i] = p
+	}
+	for i, ts := range r.stores {
+		bs := byName[ts.name]
+		bs.s.Lock()
+		bs.s.CommitLocked(ps[i])
+		bs.s.Unlock()
+		for _, c := range ps[i].Changes() {
+			bs.changed[c.Key] = true
+		}
+	}
+	return nil
+}
+
+// queueFinal queues the statements that store the final value of every key
+// of bs the batch changed (or found expired).
+func queueFinal(b *pgx.Batch, e *Engine, bs *batchStore) {
+	var (
+		pk, pv [][]byte
+		pn     []int64
+		px     []*time.Time
+		dk     [][]byte
+	)
+	bs.s.Lock()
+	defer bs.s.Unlock()
+	now := bs.clock.UnixNano()
+	for k := range bs.changed {
+		ent, ok := bs.s.EntryLocked(k)
+		if !ok || (ent.Expires != 0 && now >= ent.Expires) {
+			dk = append(dk, []byte(k))
+			continue
+		}
+		pk = append(pk, []byte(k))
+		pv = append(pv, ent.Value)
+		pn = append(pn, int64(ent.Version))
+		var x *time.Time
+		if ent.Expires != 0 {
+			t := time.Unix(0, ent.Expires)
+			x = &t
+		}
+		px = append(px, x)
+	}
+	if len(dk) > 0 {
+		b.Queue(e.sqlKV.del, bs.name, dk)
+	}
+	if len(pk) > 0 {
+		b.Queue(e.sqlKV.upsert, bs.name, pk, pv, pn, px)
+	}
+}
+
+// inTx runs f on a pooled connection on which f itself sends BEGIN and
+// COMMIT inside its pipelines, saving the round trips of pgx's own
+// Begin and Commit. On an error the transaction is rolled back (and a
+// connection that cannot say so is closed by the pool, which never
+// reuses one left inside a transaction).
+func (e *Engine) inTx(ctx context.Context, f func(c *pgx.Conn) error) error {
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if err := f(conn.Conn()); err != nil {
+		if conn.Conn().PgConn().TxStatus() != 'I' {
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, _ = conn.Exec(rctx, "ROLLBACK")
+			cancel()
+		}
+		return err
+	}
+	return nil
+}

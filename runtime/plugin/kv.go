@@ -1,0 +1,493 @@
+package plugin
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/qrun-dev/qrun/abi"
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/tetratelabs/wazero/api"
+	"go.uber.org/zap"
+)
+
+// Key-value stores and per-message state: the kv_* and state_* host
+// functions (ABI.md section 4, "State"; docs/state.md).
+//
+// A store granted to a consumer is either immediate (Tx false: every write
+// is applied to the engine as the guest makes it, at least once) or
+// transactional (Tx true: the store lives in the engine of the consumer's
+// queue and that engine applies effects with the ack). For a transactional
+// store the host keeps the delivery's writes in an effect buffer and an
+// overlay the delivery reads its own writes from; every key the delivery
+// read before writing it becomes a KVCheck of the version it saw, so the
+// commit fails with engines.ErrConflict if another delivery changed it
+// meanwhile. Result.Effects hands the buffer to the dispatcher, which
+// applies it with the ack (engines.Delivery.SettleTx) or drops it.
+
+// KVStore is a key-value store a consumer is granted.
+type KVStore struct {
+	// Name is the store's name as the guest passes it.
+	Name string
+	// Store is the open store; nil makes every call on it -6 (a plugin
+	// loaded only to be verified has none).
+	Store engines.KV
+	// MaxValueSize is the largest value kv_set and kv_cas accept; zero
+	// means engines.DefaultMaxValueSize.
+	MaxValueSize int
+	// Tx holds the delivery's writes and applies them with its ack: set
+	// only when Store lives in the engine of the consumer's queue and that
+	// engine has Capabilities.Transactions.
+	Tx bool
+	// Stats, if set, counts the store's operations; the runtime shares one
+	// per store across consumers for its metrics.
+	Stats *KVStats
+}
+
+// KVStats are one store's counters.
+type KVStats struct {
+	// Ops counts kv_* calls on the store that reached it (granted, valid).
+	Ops atomic.Uint64
+	// Conflicts counts kv_cas calls refused with -12 and commits refused
+	// with engines.ErrConflict that held writes or checks of the store.
+	Conflicts atomic.Uint64
+	// CommitErrors counts other failed commits of effects on the store.
+	CommitErrors atomic.Uint64
+}
+
+// kvBinding is a granted store as the host functions use it.
+type kvBinding struct {
+	KVStore
+	maxValue int
+}
+
+// txState is an instance's effect buffer and overlay, reset for each
+// delivery: a delivery that uses no transactional store and holds no
+// publish touches none of it. An acked delivery's effects are handed over
+// whole (take).
+type txState struct {
+	eff  engines.Effects
+	over map[string]overlayEntry // store name + "\x00" + key
+	used bool
+}
+
+// overlayEntry is what the delivery knows of one key of a transactional
+// store: read from the store (and checked at commit) or written by the
+// delivery itself.
+type overlayEntry struct {
+	value   []byte
+	version uint64 // 0: absent
+}
+
+func (t *txState) reset() {
+	if !t.used {
+		return
+	}
+	clear(t.eff.Publish)
+	t.eff.Publish = t.eff.Publish[:0]
+	for i := range t.eff.KV {
+		clear(t.eff.KV[i].Ops)
+		t.eff.KV[i].Ops = t.eff.KV[i].Ops[:0]
+	}
+	t.eff.KV = t.eff.KV[:0]
+	clear(t.over)
+	t.used = false
+}
+
+// take hands the delivery's effects over to the caller; the next delivery
+// starts new ones (only a delivery with effects pays for that).
+func (t *txState) take() *engines.Effects {
+	e := t.eff
+	t.eff = engines.Effects{}
+	return &e
+}
+
+// batch returns the store's batch of held operations, adding it if needed.
+func (t *txState) batch(store string) *engines.KVBatch {
+	t.used = true
+	for i := range t.eff.KV {
+		if t.eff.KV[i].Store == store {
+			return &t.eff.KV[i]
+		}
+	}
+	if len(t.eff.KV) < cap(t.eff.KV) {
+		t.eff.KV = t.eff.KV[:len(t.eff.KV)+1]
+		b := &t.eff.KV[len(t.eff.KV)-1]
+		b.Store = store
+		return b
+	}
+	t.eff.KV = append(t.eff.KV, engines.KVBatch{Store: store})
+	return &t.eff.KV[len(t.eff.KV)-1]
+}
+
+func overlayKey(store string, key []byte) string {
+	return store + "\x00" + string(key)
+}
+
+// kvCall is what every kv_* function does first: find the delivery, the
+// store and the key, or say which error code applies.
+func kvCall(st *instanceState, store, key []byte) (*kvBinding, int32) {
+	if st.d == nil {
+		return nil, abi.ErrNoMessage
+	}
+	b, ok := st.p.kv[string(store)]
+	if !ok {
+		return nil, abi.ErrDenied
+	}
+	if len(key) == 0 || len(key) > engines.MaxKeySize {
+		return nil, abi.ErrInvalid
+	}
+	if b.Store == nil {
+		return nil, abi.ErrUnavailable
+	}
+	if b.Stats != nil {
+		b.Stats.Ops.Add(1)
+	}
+	return b, 0
+}
+
+// kvCode maps an engine error to the ABI's code.
+func kvCode(st *instanceState, fn string, err error) int32 {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, engines.ErrNotFound):
+		return abi.ErrNotFound
+	case errors.Is(err, engines.ErrConflict):
+		return abi.ErrConflict
+	case errors.Is(err, engines.ErrTooLarge):
+		return abi.ErrTooLarge
+	case errors.Is(err, engines.ErrInvalid):
+		return abi.ErrInvalid
+	case errors.Is(err, engines.ErrUnsupported):
+		return abi.ErrUnsupported
+	}
+	st.p.log.Debug("guest "+fn+" failed", zap.Error(err))
+	return abi.ErrUnavailable
+}
+
+// view returns the key as the delivery sees it: from its overlay, or read
+// from the store, in which case a transactional store records the version
+// seen as a KVCheck (the read is then part of what commits).
+func view(st *instanceState, b *kvBinding, key []byte) (overlayEntry, error) {
+	if b.Tx {
+		if e, ok := st.tx.over[overlayKey(b.Name, key)]; ok {
+			return e, nil
+		}
+	}
+	ent, err := b.Store.Get(kvCtx(st), key)
+	if err != nil && !errors.Is(err, engines.ErrNotFound) {
+		return overlayEntry{}, err
+	}
+	e := overlayEntry{value: ent.Value, version: ent.Version}
+	if err != nil {
+		e = overlayEntry{}
+	}
+	if b.Tx {
+		k := slices.Clone(key)
+		bt := st.tx.batch(b.Name)
+		bt.Ops = append(bt.Ops, engines.KVOp{Kind: engines.KVCheck, Key: k, IfVersion: e.version, HasVersion: true})
+		st.tx.remember(b.Name, k, e)
+	}
+	return e, nil
+}
+
+func (t *txState) remember(store string, key []byte, e overlayEntry) {
+	if t.over == nil {
+		t.over = make(map[string]overlayEntry)
+	}
+	t.over[overlayKey(store, key)] = e
+}
+
+// hold adds a write to the delivery's effects and its overlay. A written
+// key's version, as the delivery sees it, is one more than before; the
+// store assigns the real one at commit.
+func hold(st *instanceState, b *kvBinding, op engines.KVOp, prev overlayEntry, now []byte) {
+	bt := st.tx.batch(b.Name)
+	bt.Ops = append(bt.Ops, op)
+	e := overlayEntry{}
+	if op.Kind != engines.KVDelete {
+		e = overlayEntry{value: now, version: prev.version + 1}
+	}
+	st.tx.remember(b.Name, op.Key, e)
+}
+
+// current is the overlay entry of a key the delivery is about to write
+// blindly (set, delete): what it saw or wrote before, without reading the
+// store (a blind write needs no check).
+func current(st *instanceState, b *kvBinding, key []byte) overlayEntry {
+	return st.tx.over[overlayKey(b.Name, key)]
+}
+
+func hostKVGet(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	store := region(m, abi.FuncKVGet, "store", stack[0], stack[1])
+	key := region(m, abi.FuncKVGet, "key", stack[2], stack[3])
+	buf := region(m, abi.FuncKVGet, "buf", stack[4], stack[5])
+	b, c := kvCall(st, store, key)
+	if c != 0 {
+		stack[0] = code(c)
+		return
+	}
+	e, err := view(st, b, key)
+	if err != nil {
+		stack[0] = code(kvCode(st, abi.FuncKVGet, err))
+		return
+	}
+	if e.version == 0 {
+		stack[0] = code(abi.ErrNotFound)
+		return
+	}
+	if len(e.value) <= len(buf) {
+		copy(buf, e.value)
+	}
+	stack[0] = ret(len(e.value))
+}
+
+func hostKVVersion(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	store := region(m, abi.FuncKVVersion, "store", stack[0], stack[1])
+	key := region(m, abi.FuncKVVersion, "key", stack[2], stack[3])
+	b, c := kvCall(st, store, key)
+	if c != 0 {
+		stack[0] = api.EncodeI64(int64(c))
+		return
+	}
+	e, err := view(st, b, key)
+	if err != nil {
+		stack[0] = api.EncodeI64(int64(kvCode(st, abi.FuncKVVersion, err)))
+		return
+	}
+	stack[0] = api.EncodeI64(int64(min(e.version, math.MaxInt64)))
+}
+
+// kvValue checks a value and ttl for kv_set and kv_cas.
+func kvValue(b *kvBinding, val []byte, ttlMS int64) (time.Duration, int32) {
+	if ttlMS < 0 {
+		return 0, abi.ErrInvalid
+	}
+	if len(val) > b.maxValue {
+		return 0, abi.ErrTooLarge
+	}
+	return time.Duration(min(ttlMS, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond, 0
+}
+
+func hostKVSet(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	store := region(m, abi.FuncKVSet, "store", stack[0], stack[1])
+	key := region(m, abi.FuncKVSet, "key", stack[2], stack[3])
+	val := region(m, abi.FuncKVSet, "val", stack[4], stack[5])
+	b, c := kvCall(st, store, key)
+	if c != 0 {
+		stack[0] = code(c)
+		return
+	}
+	ttl, c := kvValue(b, val, int64(stack[6]))
+	if c != 0 {
+		stack[0] = code(c)
+		return
+	}
+	op := engines.KVOp{Kind: engines.KVSet, Key: slices.Clone(key), Value: slices.Clone(val), TTL: ttl}
+	if b.Tx {
+		hold(st, b, op, current(st, b, key), op.Value)
+		stack[0] = 0
+		return
+	}
+	stack[0] = code(kvCode(st, abi.FuncKVSet, apply(st, b, op)))
+}
+
+func hostKVCas(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	store := region(m, abi.FuncKVCas, "store", stack[0], stack[1])
+	key := region(m, abi.FuncKVCas, "key", stack[2], stack[3])
+	val := region(m, abi.FuncKVCas, "val", stack[5], stack[6])
+	b, c := kvCall(st, store, key)
+	if c != 0 {
+		stack[0] = code(c)
+		return
+	}
+	want := int64(stack[4])
+	ttl, c := kvValue(b, val, int64(stack[7]))
+	if c == 0 && want < 0 {
+		c = abi.ErrInvalid
+	}
+	if c != 0 {
+		stack[0] = code(c)
+		return
+	}
+	op := engines.KVOp{Kind: engines.KVSet, Key: slices.Clone(key), Value: slices.Clone(val), TTL: ttl,
+		IfVersion: uint64(want), HasVersion: true}
+	if b.Tx {
+		e, err := view(st, b, key)
+		if err != nil {
+			stack[0] = code(kvCode(st, abi.FuncKVCas, err))
+			return
+		}
+		if e.version != uint64(want) {
+			if b.Stats != nil {
+				b.Stats.Conflicts.Add(1)
+			}
+			stack[0] = code(abi.ErrConflict)
+			return
+		}
+		// The read's check guards the version at commit; the write itself
+		// is a plain set.
+		op.IfVersion, op.HasVersion = 0, false
+		hold(st, b, op, e, op.Value)
+		stack[0] = 0
+		return
+	}
+	err := apply(st, b, op)
+	if errors.Is(err, engines.ErrConflict) && b.Stats != nil {
+		b.Stats.Conflicts.Add(1)
+	}
+	stack[0] = code(kvCode(st, abi.FuncKVCas, err))
+}
+
+func hostKVDelete(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	store := region(m, abi.FuncKVDelete, "store", stack[0], stack[1])
+	key := region(m, abi.FuncKVDelete, "key", stack[2], stack[3])
+	b, c := kvCall(st, store, key)
+	if c != 0 {
+		stack[0] = code(c)
+		return
+	}
+	op := engines.KVOp{Kind: engines.KVDelete, Key: slices.Clone(key)}
+	if b.Tx {
+		hold(st, b, op, current(st, b, key), nil)
+		stack[0] = 0
+		return
+	}
+	stack[0] = code(kvCode(st, abi.FuncKVDelete, apply(st, b, op)))
+}
+
+func hostKVIncr(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	store := region(m, abi.FuncKVIncr, "store", stack[0], stack[1])
+	key := region(m, abi.FuncKVIncr, "key", stack[2], stack[3])
+	out := region(m, abi.FuncKVIncr, "result", stack[5], 8)
+	b, c := kvCall(st, store, key)
+	if c != 0 {
+		stack[0] = code(c)
+		return
+	}
+	delta := int64(stack[4])
+	op := engines.KVOp{Kind: engines.KVIncr, Key: slices.Clone(key), Delta: delta}
+	var n int64
+	if b.Tx {
+		e, err := view(st, b, key)
+		if err != nil {
+			stack[0] = code(kvCode(st, abi.FuncKVIncr, err))
+			return
+		}
+		var ok bool
+		if n, ok = incr(e, delta); !ok {
+			stack[0] = code(abi.ErrInvalid)
+			return
+		}
+		hold(st, b, op, e, strconv.AppendInt(nil, n, 10))
+	} else {
+		ent, err := b.Store.Apply(kvCtx(st), op)
+		if err != nil {
+			stack[0] = code(kvCode(st, abi.FuncKVIncr, err))
+			return
+		}
+		if len(ent) != 1 {
+			stack[0] = code(abi.ErrUnavailable)
+			return
+		}
+		if n, err = strconv.ParseInt(string(ent[0].Value), 10, 64); err != nil {
+			stack[0] = code(abi.ErrInvalid)
+			return
+		}
+	}
+	binary.LittleEndian.PutUint64(out, uint64(n))
+	stack[0] = 0
+}
+
+// incr adds delta to e's decimal value (absent: 0); false if the value is
+// not a decimal int64 or the sum overflows.
+func incr(e overlayEntry, delta int64) (int64, bool) {
+	var cur int64
+	if e.version != 0 {
+		v, err := strconv.ParseInt(string(e.value), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		cur = v
+	}
+	sum := cur + delta
+	if (delta > 0 && sum < cur) || (delta < 0 && sum > cur) {
+		return 0, false
+	}
+	return sum, true
+}
+
+// apply performs one write on an immediate store.
+func apply(st *instanceState, b *kvBinding, op engines.KVOp) error {
+	_, err := b.Store.Apply(kvCtx(st), op)
+	return err
+}
+
+// kvCtx is the context of a store call: the instance's own, which the
+// watchdog cancels when the call runs past its timeout and Close cancels
+// when the dispatcher aborts it, so a stuck engine cannot hold a guest. It
+// costs nothing, unlike withInstanceCancel's derived context, and a store
+// call is on the path of every delivery that uses one.
+func kvCtx(st *instanceState) context.Context { return st.in.ctx }
+
+func hostStateGet(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	buf := region(m, abi.FuncStateGet, "buf", stack[0], stack[1])
+	d := st.d
+	if d == nil {
+		stack[0] = code(abi.ErrNoMessage)
+		return
+	}
+	v, err := d.State(kvCtx(st))
+	if err != nil {
+		stack[0] = code(kvCode(st, abi.FuncStateGet, err))
+		return
+	}
+	if len(v) <= len(buf) {
+		copy(buf, v)
+	}
+	stack[0] = ret(len(v))
+}
+
+func hostStateSet(ctx context.Context, m api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	val := region(m, abi.FuncStateSet, "value", stack[0], stack[1])
+	d := st.d
+	if d == nil {
+		stack[0] = code(abi.ErrNoMessage)
+		return
+	}
+	if len(val) > engines.MaxStateSize {
+		stack[0] = code(abi.ErrTooLarge)
+		return
+	}
+	stack[0] = code(kvCode(st, abi.FuncStateSet, d.SetState(kvCtx(st), slices.Clone(val))))
+}
+
+// kvBindings indexes a spec's stores by name.
+func kvBindings(s Spec) map[string]*kvBinding {
+	if len(s.KV) == 0 {
+		return nil
+	}
+	out := make(map[string]*kvBinding, len(s.KV))
+	for _, k := range s.KV {
+		b := &kvBinding{KVStore: k, maxValue: k.MaxValueSize}
+		if b.maxValue <= 0 {
+			b.maxValue = engines.DefaultMaxValueSize
+		}
+		out[k.Name] = b
+	}
+	return out
+}

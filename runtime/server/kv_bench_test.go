@@ -1,0 +1,68 @@
+package server_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/qrun-dev/qrun/engines/postgres/pgtest"
+	"github.com/qrun-dev/qrun/runtime/server"
+)
+
+// BenchmarkEndToEndKV is issue 16's performance target: on disk and on
+// postgres, a handler that publishes one message and increments one key
+// per delivery, transactionally (both applied with the ack, in the ack's
+// transaction), against a handler that only acks, in the same run and
+// with the same consumer settings. The tx rate is to be at least half the
+// ack rate. The tx handler is runtime/server/testdata/exactly_once.wat
+// with chaos = "off" (it increments id:<message id>, so deliveries do not
+// conflict, and publishes the id to a queue of the same engine); the ack
+// handler is the WAT forward example without forward_to.
+func BenchmarkEndToEndKV(b *testing.B) {
+	txWasm, err := filepath.Abs("testdata/exactly_once.wasm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	engines := []struct {
+		name  string
+		block func(b *testing.B) string
+	}{
+		{"disk", func(*testing.B) string { return `engine "e" { type = "disk" }` }},
+		{"postgres", func(b *testing.B) string {
+			pg, err := pgtest.Start()
+			if err != nil {
+				b.Skip(err)
+			}
+			b.Cleanup(pg.Stop)
+			return fmt.Sprintf("engine \"e\" {\n  type = \"postgres\"\n  dsn = %q\n  schema = %q\n}", pg.DSN, pg.Schema(b))
+		}},
+	}
+	for _, e := range engines {
+		for _, h := range []string{"ack", "tx"} {
+			b.Run(e.name+"/handler="+h, func(b *testing.B) {
+				plugin, extra := forwardWasm(b), ""
+				if h == "tx" {
+					plugin, extra = txWasm, `
+  config  = { chaos = "off" }
+  publish = ["out"]
+  kv      = ["counts"]`
+				}
+				cfg := parse(b, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+%s
+queue "in"  { engine = "e" }
+queue "out" { engine = "e" }
+kv "counts" { engine = "e" }
+consumer "c" {
+  queue       = "in"
+  plugin      = %q
+  concurrency = 4
+  batch       = 256%s
+}`, e.block(b), plugin, extra))
+				obs := newCounter(b.N)
+				srv := start(b, cfg, server.Options{Observer: obs})
+				runEndToEnd(b, srv, obs, 256)
+			})
+		}
+	}
+}
