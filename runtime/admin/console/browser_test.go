@@ -44,7 +44,8 @@ func chromium(t *testing.T) string {
 // consumer (its depth only grows), "work" acks everything, "hooks" calls
 // a downstream that the test breaks and fixes, dead-lettering into
 // "hooks_dead" on the first failure; the schedule "heartbeat" sends to
-// "ticks" every second.
+// "ticks" every second; "notes" runs the kv script plugin
+// (runtime/plugin/testdata/kv.wat) on store "memo".
 type rig struct {
 	base, cfgPath string
 	client        *admin.Client
@@ -92,7 +93,7 @@ func (r *rig) consumer(t *testing.T, name string) admin.ConsumerInfo {
 	return admin.ConsumerInfo{}
 }
 
-func configText(dir, ack, conformance string) string {
+func configText(dir, ack, conformance, kvScript string) string {
 	return fmt.Sprintf(`
 runtime {
   data_dir    = %q
@@ -108,6 +109,12 @@ queue "hooks" {
 }
 queue "hooks_dead" { engine = "m" }
 queue "ticks" { engine = "m" }
+queue "notes" { engine = "m" }
+kv "memo" { engine = "m" }
+kv "cache" {
+  engine         = "m"
+  max_value_size = "1KiB"
+}
 schedule "heartbeat" {
   every = "1s"
   queue = "ticks"
@@ -124,7 +131,12 @@ consumer "hooks" {
     allow = ["http://127.0.0.1:*"]
   }
 }
-`, filepath.Join(dir, "data"), token, ack, conformance)
+consumer "notes" {
+  queue  = "notes"
+  plugin = %q
+  kv     = ["memo"]
+}
+`, filepath.Join(dir, "data"), token, ack, conformance, kvScript)
 }
 
 func startRig(t *testing.T) *rig {
@@ -149,7 +161,7 @@ func startRig(t *testing.T) *rig {
 	}
 	dir := t.TempDir()
 	r.cfgPath = filepath.Join(dir, "qrun.hcl")
-	src := configText(dir, abs("../../plugin/testdata/ack.wasm"), abs("../../../plugins/conformance/wat/conformance.wasm"))
+	src := configText(dir, abs("../../plugin/testdata/ack.wasm"), abs("../../../plugins/conformance/wat/conformance.wasm"), abs("../../plugin/testdata/kv.wasm"))
 	if err := os.WriteFile(r.cfgPath, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -241,6 +253,17 @@ func browser(t *testing.T, exe string) context.Context {
 		}
 	})
 	return ctx
+}
+
+// setPrefix filters the key-value page's keys as typing p and leaving
+// the field would.
+func setPrefix(p string) step {
+	return until(fmt.Sprintf(`(() => { const e = document.getElementById("kv-prefix"); e.value = %s; e.dispatchEvent(new Event("change")); return true; })()`, js(p)))
+}
+
+// kvSet is a command of the kv script plugin: set store's key to val.
+func kvSet(store, key, val string) string {
+	return "s" + string([]byte{byte(len(store)), byte(len(key)), byte(len(val))}) + store + key + val
 }
 
 func js(v string) string {
@@ -498,6 +521,59 @@ func TestConsoleInBrowser(t *testing.T) {
 		until(`document.querySelector('tr[data-schedule="heartbeat"] [data-col="last_tick"]').textContent !== "never"`),
 		textIs(`tr[data-schedule="heartbeat"] [data-col="last_error"]`, "–"),
 	)
+
+	// Key-value: a key the handler wrote is shown with its value as JSON
+	// and its version; a key set from the page, then one deleted.
+	r.send(t, "notes", kvSet("memo", "greeting", `{"hello":"world"}`)+kvSet("memo", "zz-old", "bye"))
+	run(t, ctx, "kv: the handler's key",
+		chromedp.Navigate(ui+"#/kv"),
+		until(`location.hash === "#/kv/cache"`),
+		visible(`#kv-stores a[data-store="memo"]`),
+		textHas("#kv-body", "The store is empty."),
+		click(`#kv-stores a[data-store="memo"]`),
+		visible(`#kv-body tr[data-key="greeting"]`),
+		click(`#kv-body tr[data-key="greeting"] button`),
+		visible("#kv-detail"),
+		textHas("#kv-value", `"hello": "world"`),
+		textIs(`#kv-detail [data-field="version"]`, "1"),
+		textIs(`#kv-detail [data-field="expires"]`, "never"),
+		click(`#kv-detail [data-view="hex"]`),
+		textHas("#kv-value", "7b 22 68 65"),
+	)
+	run(t, ctx, "kv: set a key",
+		typeIn("#kv-set-key", "from-console"),
+		typeIn("#kv-set-value", "set in the browser"),
+		typeIn("#kv-set-ttl", "1h"),
+		click("#kv-set-submit"),
+		confirm(),
+		visible(`#kv-body tr[data-key="from-console"]`),
+		textIs(`#kv-detail [data-field="key"]`, "from-console"),
+		until(`document.querySelector('#kv-detail [data-field="expires"]').textContent !== "never"`),
+		// The prefix filter keeps the keys that begin with it.
+		setPrefix("from-"),
+		until(`[...document.querySelectorAll("#kv-body tr[data-key]")].map((tr) => tr.dataset.key).join() === "from-console"`),
+	)
+	if e, err := r.client.KVGet(context.Background(), "memo", "from-console"); err != nil || e.Value != "set in the browser" || e.ExpiresAt == nil {
+		t.Fatalf("the key set in the browser: %+v, %v", e, err)
+	}
+	run(t, ctx, "kv: delete a key",
+		setPrefix(""),
+		until(`[...document.querySelectorAll("#kv-body tr[data-key]")].map((tr) => tr.dataset.key).join() === "from-console,greeting,zz-old"`),
+		click(`#kv-body tr[data-key="zz-old"] button`),
+		textIs(`#kv-detail [data-field="key"]`, "zz-old"),
+		click("#kv-delete"),
+		confirm(),
+		chromedp.WaitNotPresent(css(`#kv-body tr[data-key="zz-old"]`)),
+		until(`[...document.querySelectorAll("#kv-body tr[data-key]")].map((tr) => tr.dataset.key).join() === "from-console,greeting"`),
+	)
+	if _, err := r.client.KVGet(context.Background(), "memo", "zz-old"); err == nil {
+		t.Fatal("the key deleted in the browser is still there")
+	}
+	for _, what := range []string{"admin: kv key set", "admin: kv key deleted"} {
+		if n := r.logs.FilterMessage(what).FilterField(zap.Bool("token", true)).Len(); n != 1 {
+			t.Errorf("audit log has %d %q entries, want 1", n, what)
+		}
+	}
 
 	// The running config, secrets redacted; a broken file's reload is
 	// refused with its diagnostics.
