@@ -120,6 +120,11 @@ schedule "heartbeat" {
   queue = "ticks"
   body  = "beat"
 }
+schedule "nightly-report" {
+  cron      = "0 3 * * *"
+  time_zone = "Europe/Paris"
+  queue     = "ticks"
+}
 consumer "work" {
   queue  = "work"
   plugin = %q
@@ -669,6 +674,8 @@ func screenshots(t *testing.T, ctx context.Context, r *rig, dir string) {
 	defer func() { close(stop); <-fed }()
 	r.downstreamOK.Store(false)
 	r.send(t, "hooks", "retry:"+r.downstream, "retry:"+r.downstream+"/v2", "deadreason:customer c-7 unknown")
+	r.send(t, "notes", kvSet("memo", "order:1", `{"customer":"c-7","total":"42.50","status":"paid"}`)+
+		kvSet("memo", "order:2", `{"customer":"c-3","total":"9.90","status":"shipped"}`)+kvSet("memo", "counter", "1234"))
 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -699,9 +706,6 @@ func screenshots(t *testing.T, ctx context.Context, r *rig, dir string) {
 		visible(`tr[data-queue="work"]`),
 		polled(25),
 		shot("overview-dark"),
-		scheme("light"), polled(1),
-		shot("overview-light"),
-		scheme("dark"),
 		chromedp.Navigate(ui+"#/queue/inbox"),
 		visible(`#messages-body tr[data-id]`),
 		click(`#messages-body tr[data-id] button`),
@@ -719,7 +723,16 @@ func screenshots(t *testing.T, ctx context.Context, r *rig, dir string) {
 		visible(`[data-consumer="hooks"]`),
 		polled(2),
 		shot("consumers-light"),
+		chromedp.Navigate(ui+"#/kv/memo"),
+		visible(`#kv-body tr[data-key="order:1"]`),
+		click(`#kv-body tr[data-key="order:1"] button`),
+		textHas("#kv-value", "customer"),
+		shot("kv-light"),
 		scheme("dark"),
+		chromedp.Navigate(ui+"#/schedules"),
+		visible(`tr[data-schedule="nightly-report"]`),
+		polled(2),
+		shot("schedules-dark"),
 		chromedp.Navigate(ui+"#/config"),
 		textHas("#config-source", "hooks_dead"),
 		shot("config-dark"),

@@ -4,7 +4,7 @@
 // read does not move), a value as text, JSON or hex with its version and
 // expiry, and set and delete, each confirmed (the API audit-logs them).
 
-import { h, setText, num, when, bytes, badge } from "../dom.js";
+import { h, setText, num, when, bytes } from "../dom.js";
 import { bodyBytes, hexdump } from "./message.js";
 
 const PAGE = 50;
@@ -138,7 +138,7 @@ export default {
             h("td", {}, h("button", { type: "button", class: "link mono", onclick: () => open(e.key), text: e.key })),
             h("td", { class: "preview", text: preview(e) }),
             h("td", { class: "num", text: num(e.version) }),
-            h("td", { class: "wide" }, e.expires_at ? badge(expiry(e), "warn") : h("span", { class: "muted", text: "never" })));
+            h("td", { class: "wide" + (e.expires_at ? "" : " muted"), title: e.expires_at || "", text: expiry(e) }));
           if (e.key === selected) tr.classList.add("selected");
           tbody.append(tr);
         }

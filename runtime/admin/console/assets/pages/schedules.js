@@ -30,7 +30,7 @@ export default {
       }
       if (tbody.firstChild && !tbody.firstChild.dataset.key) tbody.replaceChildren();
       keyed(tbody, ss, (s) => s.name, (s) => h("tr", { dataset: { schedule: s.name } },
-        h("th", { scope: "row", text: s.name }),
+        h("td", {}, h("b", { text: s.name })),
         h("td", {}, h("code", { dataset: { col: "expr" } })),
         h("td", { class: "wide muted", dataset: { col: "time_zone" } }),
         h("td", {}, h("a", { href: "#/queue/" + encodeURIComponent(s.queue), dataset: { col: "queue" } })),
