@@ -79,6 +79,7 @@ func Handler(o Options) http.Handler {
 	registerReloadRoutes(mux, s)
 	registerConsoleRoutes(mux, s)
 	registerScheduleRoutes(mux, s)
+	registerKVStoreRoutes(mux, s) // kvstores.go
 	return withConsole(s.auth(mux))
 }
 

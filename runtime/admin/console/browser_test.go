@@ -43,7 +43,9 @@ func chromium(t *testing.T) string {
 // rig is a running qrun with the console's scenario: "inbox" has no
 // consumer (its depth only grows), "work" acks everything, "hooks" calls
 // a downstream that the test breaks and fixes, dead-lettering into
-// "hooks_dead" on the first failure.
+// "hooks_dead" on the first failure; the schedule "heartbeat" sends to
+// "ticks" every second; "notes" runs the kv script plugin
+// (runtime/plugin/testdata/kv.wat) on store "memo".
 type rig struct {
 	base, cfgPath string
 	client        *admin.Client
@@ -91,7 +93,7 @@ func (r *rig) consumer(t *testing.T, name string) admin.ConsumerInfo {
 	return admin.ConsumerInfo{}
 }
 
-func configText(dir, ack, conformance string) string {
+func configText(dir, ack, conformance, kvScript string) string {
 	return fmt.Sprintf(`
 runtime {
   data_dir    = %q
@@ -106,6 +108,23 @@ queue "hooks" {
   dead_letter  = "hooks_dead"
 }
 queue "hooks_dead" { engine = "m" }
+queue "ticks" { engine = "m" }
+queue "notes" { engine = "m" }
+kv "memo" { engine = "m" }
+kv "cache" {
+  engine         = "m"
+  max_value_size = "1KiB"
+}
+schedule "heartbeat" {
+  every = "1s"
+  queue = "ticks"
+  body  = "beat"
+}
+schedule "nightly-report" {
+  cron      = "0 3 * * *"
+  time_zone = "Europe/Paris"
+  queue     = "ticks"
+}
 consumer "work" {
   queue  = "work"
   plugin = %q
@@ -117,7 +136,12 @@ consumer "hooks" {
     allow = ["http://127.0.0.1:*"]
   }
 }
-`, filepath.Join(dir, "data"), token, ack, conformance)
+consumer "notes" {
+  queue  = "notes"
+  plugin = %q
+  kv     = ["memo"]
+}
+`, filepath.Join(dir, "data"), token, ack, conformance, kvScript)
 }
 
 func startRig(t *testing.T) *rig {
@@ -142,7 +166,7 @@ func startRig(t *testing.T) *rig {
 	}
 	dir := t.TempDir()
 	r.cfgPath = filepath.Join(dir, "qrun.hcl")
-	src := configText(dir, abs("../../plugin/testdata/ack.wasm"), abs("../../../plugins/conformance/wat/conformance.wasm"))
+	src := configText(dir, abs("../../plugin/testdata/ack.wasm"), abs("../../../plugins/conformance/wat/conformance.wasm"), abs("../../plugin/testdata/kv.wasm"))
 	if err := os.WriteFile(r.cfgPath, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -234,6 +258,17 @@ func browser(t *testing.T, exe string) context.Context {
 		}
 	})
 	return ctx
+}
+
+// setPrefix filters the key-value page's keys as typing p and leaving
+// the field would.
+func setPrefix(p string) step {
+	return until(fmt.Sprintf(`(() => { const e = document.getElementById("kv-prefix"); e.value = %s; e.dispatchEvent(new Event("change")); return true; })()`, js(p)))
+}
+
+// kvSet is a command of the kv script plugin: set store's key to val.
+func kvSet(store, key, val string) string {
+	return "s" + string([]byte{byte(len(store)), byte(len(key)), byte(len(val))}) + store + key + val
 }
 
 func js(v string) string {
@@ -474,6 +509,104 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	}
 
+	// Schedules: the heartbeat is listed with its facts, and its fired
+	// count grows while the page is open.
+	run(t, ctx, "schedules",
+		chromedp.Navigate(ui+"#/schedules"),
+		visible(`tr[data-schedule="heartbeat"]`),
+		textIs(`tr[data-schedule="heartbeat"] [data-col="expr"]`, "every 1s"),
+		textIs(`tr[data-schedule="heartbeat"] [data-col="queue"]`, "ticks"),
+		textIs(`tr[data-schedule="heartbeat"] [data-col="time_zone"]`, "UTC"),
+		until(`document.querySelector('tr[data-schedule="heartbeat"] [data-col="next"]').textContent !== "–"`),
+	)
+	const fired = `Number(document.querySelector('tr[data-schedule="heartbeat"] [data-col="fired"]').textContent.replace(/\D/g, "") || 0)`
+	before := eval[int](t, ctx, fired)
+	run(t, ctx, "schedule fires",
+		until(fmt.Sprintf(`%s >= %d`, fired, before+2)),
+		until(`document.querySelector('tr[data-schedule="heartbeat"] [data-col="last_tick"]').textContent !== "never"`),
+		textIs(`tr[data-schedule="heartbeat"] [data-col="last_error"]`, "–"),
+	)
+
+	// Key-value: a key the handler wrote is shown with its value as JSON
+	// and its version; a key set from the page, then one deleted.
+	r.send(t, "notes", kvSet("memo", "greeting", `{"hello":"world"}`)+kvSet("memo", "zz-old", "bye"))
+	run(t, ctx, "kv: an empty store",
+		chromedp.Navigate(ui+"#/kv"),
+		until(`location.hash === "#/kv/cache"`),
+		visible(`#kv-stores a[data-store="memo"]`),
+		textHas("#kv-body", "The store is empty."),
+	)
+	// Pages of 50 keys, forward and back.
+	for i := range 55 {
+		if _, err := r.client.KVPut(context.Background(), "cache", fmt.Sprintf("k%02d", i), admin.KVPutRequest{Value: "v"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, ctx, "kv: paging",
+		click("#kv-refresh"),
+		textHas("#kv-status", "Page 1: 50 keys."),
+		click("#kv-next"),
+		textHas("#kv-status", "Page 2: 5 keys (the last)"),
+		visible(`#kv-body tr[data-key="k54"]`),
+		click("#kv-prev"),
+		textHas("#kv-status", "Page 1: 50 keys."),
+		visible(`#kv-body tr[data-key="k00"]`),
+	)
+	run(t, ctx, "kv: the handler's key",
+		click(`#kv-stores a[data-store="memo"]`),
+		visible(`#kv-body tr[data-key="greeting"]`),
+		click(`#kv-body tr[data-key="greeting"] button`),
+		visible("#kv-detail"),
+		textHas("#kv-value", `"hello": "world"`),
+		textIs(`#kv-detail [data-field="version"]`, "1"),
+		textIs(`#kv-detail [data-field="expires"]`, "never"),
+		click(`#kv-detail [data-view="hex"]`),
+		textHas("#kv-value", "7b 22 68 65"),
+	)
+	run(t, ctx, "kv: set a key",
+		typeIn("#kv-set-key", "from-console"),
+		typeIn("#kv-set-value", "set in the browser"),
+		typeIn("#kv-set-ttl", "1h"),
+		click("#kv-set-submit"),
+		confirm(),
+		visible(`#kv-body tr[data-key="from-console"]`),
+		textIs(`#kv-detail [data-field="key"]`, "from-console"),
+		until(`document.querySelector('#kv-detail [data-field="expires"]').textContent !== "never"`),
+		// Edit fills the form with the key and its text value.
+		until(`(document.getElementById("kv-set-key").value = "", document.getElementById("kv-set-value").value = "", true)`),
+		click("#kv-edit"),
+		until(`document.getElementById("kv-set-key").value === "from-console" && document.getElementById("kv-set-value").value === "set in the browser"`),
+		// The prefix filter keeps the keys that begin with it.
+		setPrefix("from-"),
+		until(`[...document.querySelectorAll("#kv-body tr[data-key]")].map((tr) => tr.dataset.key).join() === "from-console"`),
+	)
+	if e, err := r.client.KVGet(context.Background(), "memo", "from-console"); err != nil || e.Value != "set in the browser" || e.ExpiresAt == nil {
+		t.Fatalf("the key set in the browser: %+v, %v", e, err)
+	}
+	run(t, ctx, "kv: delete a key",
+		setPrefix(""),
+		until(`[...document.querySelectorAll("#kv-body tr[data-key]")].map((tr) => tr.dataset.key).join() === "from-console,greeting,zz-old"`),
+		click(`#kv-body tr[data-key="zz-old"] button`),
+		textIs(`#kv-detail [data-field="key"]`, "zz-old"),
+		click("#kv-delete"),
+		confirm(),
+		chromedp.WaitNotPresent(css(`#kv-body tr[data-key="zz-old"]`)),
+		until(`[...document.querySelectorAll("#kv-body tr[data-key]")].map((tr) => tr.dataset.key).join() === "from-console,greeting"`),
+	)
+	if _, err := r.client.KVGet(context.Background(), "memo", "zz-old"); err == nil {
+		t.Fatal("the key deleted in the browser is still there")
+	}
+	// The browser's writes are in the audit log (the paging test's keys
+	// came from the Go client).
+	fromBrowser := func(e observer.LoggedEntry) bool {
+		return strings.Contains(fmt.Sprint(e.ContextMap()["user_agent"]), "Chrome")
+	}
+	for _, what := range []string{"admin: kv key set", "admin: kv key deleted"} {
+		if n := r.logs.FilterMessage(what).FilterField(zap.Bool("token", true)).Filter(fromBrowser).Len(); n != 1 {
+			t.Errorf("audit log has %d %q entries from the browser, want 1", n, what)
+		}
+	}
+
 	// The running config, secrets redacted; a broken file's reload is
 	// refused with its diagnostics.
 	run(t, ctx, "config",
@@ -568,6 +701,8 @@ func screenshots(t *testing.T, ctx context.Context, r *rig, dir string) {
 	defer func() { close(stop); <-fed }()
 	r.downstreamOK.Store(false)
 	r.send(t, "hooks", "retry:"+r.downstream, "retry:"+r.downstream+"/v2", "deadreason:customer c-7 unknown")
+	r.send(t, "notes", kvSet("memo", "order:1", `{"customer":"c-7","total":"42.50","status":"paid"}`)+
+		kvSet("memo", "order:2", `{"customer":"c-3","total":"9.90","status":"shipped"}`)+kvSet("memo", "counter", "1234"))
 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -598,9 +733,6 @@ func screenshots(t *testing.T, ctx context.Context, r *rig, dir string) {
 		visible(`tr[data-queue="work"]`),
 		polled(25),
 		shot("overview-dark"),
-		scheme("light"), polled(1),
-		shot("overview-light"),
-		scheme("dark"),
 		chromedp.Navigate(ui+"#/queue/inbox"),
 		visible(`#messages-body tr[data-id]`),
 		click(`#messages-body tr[data-id] button`),
@@ -618,7 +750,16 @@ func screenshots(t *testing.T, ctx context.Context, r *rig, dir string) {
 		visible(`[data-consumer="hooks"]`),
 		polled(2),
 		shot("consumers-light"),
+		chromedp.Navigate(ui+"#/kv/memo"),
+		visible(`#kv-body tr[data-key="order:1"]`),
+		click(`#kv-body tr[data-key="order:1"] button`),
+		textHas("#kv-value", "customer"),
+		shot("kv-light"),
 		scheme("dark"),
+		chromedp.Navigate(ui+"#/schedules"),
+		visible(`tr[data-schedule="nightly-report"]`),
+		polled(2),
+		shot("schedules-dark"),
 		chromedp.Navigate(ui+"#/config"),
 		textHas("#config-source", "hooks_dead"),
 		shot("config-dark"),

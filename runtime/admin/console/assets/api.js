@@ -55,6 +55,16 @@ export class API {
 
   queues() { return this.request("GET", "/v1/queues").then((d) => d.queues || []); }
   consumers() { return this.request("GET", "/v1/consumers").then((d) => d.consumers || []); }
+  schedules() { return this.request("GET", "/v1/schedules").then((d) => d.schedules || []); }
+  kvStores() { return this.request("GET", "/v1/kv").then((d) => d.stores || []); }
+  kvList(store, { prefix = "", after = "", limit = 50 } = {}) {
+    const q = new URLSearchParams({ prefix, after, limit: String(limit) });
+    return this.request("GET", `/v1/kv/${encodeURIComponent(store)}?${q}`);
+  }
+  kvKey(store, key) { return `/v1/kv/${encodeURIComponent(store)}/${encodeURIComponent(key)}`; }
+  kvGet(store, key) { return this.request("GET", this.kvKey(store, key)); }
+  kvPut(store, key, entry) { return this.request("PUT", this.kvKey(store, key), entry); }
+  kvDelete(store, key) { return this.request("DELETE", this.kvKey(store, key)); }
   config() { return this.request("GET", "/v1/config"); }
   reload() { return this.request("POST", "/v1/reload"); }
   peek(queue, { cursor = "", limit = 50, inFlight = false } = {}) {

@@ -10,13 +10,14 @@ import queue from "./pages/queue.js";
 import deadLetters from "./pages/deadletters.js";
 import consumers from "./pages/consumers.js";
 import config from "./pages/config.js";
+import schedules from "./pages/schedules.js";
+import kv from "./pages/kv.js";
 
-// PAGES is the console's map. nav: shown in the top bar. Schedules and
-// key-value stores belong here once the admin API serves them: add a
-// pages/schedules.js (or kv.js) exporting { id, title, nav, render } like
-// the others and list it below; the navigation is built from this list, so
-// no link exists before its page does.
-const PAGES = [overview, queue, deadLetters, consumers, config];
+// PAGES is the console's map. nav: shown in the top bar. A new page is a
+// pages/*.js module exporting { id, title, nav, render } like the others,
+// listed below; the navigation is built from this list, so no link exists
+// before its page does.
+const PAGES = [overview, queue, deadLetters, consumers, schedules, kv, config];
 
 // POLL_MS is the live-update period: each open page makes at most one API
 // request per period, and none while the tab is hidden.
