@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -359,7 +360,11 @@ func (c *Client) do(ctx context.Context, r *Request, start time.Time) (*Response
 
 // classify turns a transport error into an *Error. A denial raised while
 // redirecting or dialling is kept; an expired or cancelled context is a
-// timeout whatever the transport made of it.
+// timeout whatever the transport made of it. So is an I/O deadline the
+// transport took from the context: the socket's deadline can pass (the
+// connect fails with "i/o timeout") a moment before the context's own timer
+// fires and ctx.Err() says so, and that request still ran out of time rather
+// than failed to connect.
 func (c *Client) classify(ctx context.Context, host string, err error) error {
 	var e *Error
 	if errors.As(err, &e) {
@@ -367,6 +372,9 @@ func (c *Client) classify(ctx context.Context, host string, err error) error {
 	}
 	if ctx.Err() != nil {
 		return &Error{Kind: ErrTimeout, Host: host, Err: ctx.Err()}
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		return &Error{Kind: ErrTimeout, Host: host, Err: err}
 	}
 	return &Error{Kind: ErrConnect, Host: host, Err: err}
 }

@@ -10,8 +10,10 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -470,4 +472,28 @@ func TestHTTPS(t *testing.T) {
 	c2 := newClient(t, Policy{Allow: rules(t, "127.0.0.1:*")}, nil)
 	_, err = c2.Do(context.Background(), &Request{URL: s.URL})
 	wantKind(t, err, ErrConnect)
+}
+
+// TestDeadlineBeforeContextIsTimeout: a connect that fails on the socket
+// deadline the transport took from the context, a moment before the
+// context's own timer fired, is a timeout, not a connection failure (the
+// conformance case "http timeout" once got -10 under load).
+func TestDeadlineBeforeContextIsTimeout(t *testing.T) {
+	t.Parallel()
+	c := &Client{}
+	dialErr := &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("connect: %w", os.ErrDeadlineExceeded)}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"socket deadline", dialErr, ErrTimeout},
+		{"context deadline inside the transport", fmt.Errorf("roundtrip: %w", context.DeadlineExceeded), ErrTimeout},
+		{"refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, ErrConnect},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := c.classify(context.Background(), "127.0.0.1", tc.err)
+			wantKind(t, err, tc.want)
+		})
+	}
 }
