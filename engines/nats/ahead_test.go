@@ -162,7 +162,11 @@ func TestAheadHandedBackAsNoAttempt(t *testing.T) {
 					t.Errorf("%s: attempt %d, failures %d; want 1, 0 (a batch fetched ahead is no attempt)", d.Message.ID, d.Attempt, d.Failures)
 				}
 			}
+			pings := e.Pings()
 			ackBatch(t, q, ds)
+			if e.Pings() == pings {
+				t.Error("the acks of the last batch were confirmed without a PING; an empty fetch cannot confirm them")
+			}
 			st, err := q.Stats(ctxFor(t, 10*time.Second))
 			if err != nil {
 				t.Fatal(err)
@@ -171,5 +175,38 @@ func TestAheadHandedBackAsNoAttempt(t *testing.T) {
 				t.Errorf("Stats: %+v; want no expired lease and no nack", st)
 			}
 		})
+	}
+}
+
+// TestAckAcrossReconnectUnconfirmed: an ack published on a connection
+// that was lost before its confirmation is not reported applied, even
+// though a round trip on the new connection succeeds.
+func TestAckAcrossReconnectUnconfirmed(t *testing.T) {
+	s := natstest.Need(t, srv)
+	e := newEngine(t, "", nats.Options{})
+	q, err := e.Open(ctxFor(t, 30*time.Second), engines.QueueSpec{Name: "reconnect", VisibilityTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enqueueN(t, q, 2, "m")
+	ds, err := engines.ReceiveN(ctxFor(t, 10*time.Second), q, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := q.(engines.GroupSettler).StartSettle(ctxFor(t, 10*time.Second), &ds[0], engines.Settlement{Verdict: engines.Ack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Restart(t)
+	ctx := ctxFor(t, 30*time.Second)
+	for !e.Conn().IsConnected() || e.Conn().Stats().Reconnects == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("never reconnected")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := p.Wait(ctxFor(t, 10*time.Second)); err == nil {
+		t.Fatal("Wait of an ack published before the reconnect = nil; want an error (it may be lost)")
 	}
 }
