@@ -106,7 +106,7 @@ func TestAheadHandedBackAsNoAttempt(t *testing.T) {
 		vt    time.Duration
 		close bool
 	}{
-		{"unclaimed", 400 * time.Millisecond, false},
+		{"unclaimed", 4 * time.Second, false},
 		{"closed", time.Hour, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
