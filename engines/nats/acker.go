@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -132,44 +133,71 @@ func nakDelay(d time.Duration) []byte {
 }
 
 // flusher confirms that the server has received what this connection
-// published: one PING/PONG round trip (nats.Conn.Flush) covers every
-// publish made before it started, so the acks of a whole receive batch
-// are confirmed by one flush, and a wait whose publish an earlier flush
-// already covered returns at once.
+// published: one round trip covers every publish made before it started,
+// so the acks of a whole receive batch are confirmed by one, and a wait
+// whose publish an earlier round trip already covered returns at once.
+// The round trip is a PING/PONG (nats.Conn.Flush), or, when the waiter
+// offers one, the next fetch of its queue: the server reads one
+// connection in order, so its answer to a pull request sent after the
+// acks says as much as a PONG, and the worker that waits for its acks
+// then finds its next batch already there (see queueState.fetchAhead).
 type flusher struct {
 	nc   *nats.Conn
 	mu   sync.Mutex
 	pub  uint64     // publishes noted so far
-	done uint64     // publishes covered by a completed flush
+	done uint64     // publishes covered by a completed round trip
+	conn uint64     // the connection (its reconnect count) done was confirmed on
 	cur  *flushCall // under way
 	next *flushCall // starts when cur ends
+
+	pings atomic.Int64 // round trips that were a PING, for tests
 }
 
 type flushCall struct {
 	done   chan struct{}
 	err    error
 	covers uint64 // the publishes noted when it started
+	conn   uint64 // the connection it was made on
+	// via is the round trip to try first; false (or nil via) falls back
+	// to a PING.
+	via func() bool
 }
 
-// note records a publish just made and returns its number for wait.
-func (f *flusher) note() uint64 {
+// errConnectionLost is a confirmation on a connection other than the
+// one an acknowledgement was published on: the server may never have
+// received it.
+var errConnectionLost = errors.New("connection lost before the server confirmed")
+
+// reconnects numbers the client's connections.
+func (f *flusher) reconnects() uint64 { return f.nc.Stats().Reconnects }
+
+// note records a publish just made and returns its number and the
+// connection it went out on, for wait.
+func (f *flusher) note() (seq, conn uint64) {
+	conn = f.reconnects()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.pub++
-	return f.pub
+	return f.pub, conn
 }
 
-// wait returns once a flush that covers publish seq has completed.
-func (f *flusher) wait(ctx context.Context, seq uint64) error {
+// wait returns once a round trip that covers publish seq, made on
+// connection conn, has completed. A new round trip it starts is via when
+// via is not nil.
+func (f *flusher) wait(ctx context.Context, seq, conn uint64, via func() bool) error {
 	f.mu.Lock()
 	if f.done >= seq {
+		ok := f.conn == conn
 		f.mu.Unlock()
+		if !ok {
+			return errConnectionLost
+		}
 		return nil
 	}
 	c := f.cur
 	if c == nil || c.covers < seq {
 		if c = f.next; c == nil {
-			c = &flushCall{done: make(chan struct{})}
+			c = &flushCall{done: make(chan struct{}), via: via}
 			f.next = c
 			if f.cur == nil {
 				f.startLocked()
@@ -179,6 +207,9 @@ func (f *flusher) wait(ctx context.Context, seq uint64) error {
 	f.mu.Unlock()
 	select {
 	case <-c.done:
+		if c.err == nil && c.conn != conn {
+			return errConnectionLost
+		}
 		return c.err
 	case <-ctx.Done():
 		return ctx.Err()
@@ -190,11 +221,19 @@ func (f *flusher) startLocked() {
 	f.next, f.cur = nil, c
 	c.covers = f.pub
 	go func() {
-		err := f.nc.FlushTimeout(ackTimeout)
+		conn := f.reconnects()
+		var err error
+		if c.via == nil || !c.via() {
+			f.pings.Add(1)
+			err = f.nc.FlushTimeout(ackTimeout)
+		}
+		if err == nil && f.reconnects() != conn {
+			err = errConnectionLost
+		}
 		f.mu.Lock()
-		c.err = err
+		c.err, c.conn = err, conn
 		if err == nil && c.covers > f.done {
-			f.done = c.covers
+			f.done, f.conn = c.covers, conn
 		}
 		f.cur = nil
 		if f.next != nil {

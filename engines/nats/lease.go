@@ -299,9 +299,10 @@ func parseRecord(b []byte) record {
 
 // StartSettle implements engines.GroupSettler: an Ack is published at
 // once and Wait confirms it with one round trip shared by every ack
-// waiting at the time (a flush: the server has received it, so a crash of
-// this process can no longer undo it); other verdicts are settled before
-// it returns.
+// waiting at the time (the server has received it, so a crash of this
+// process can no longer undo it): the queue's next fetch when it has
+// room for one (the batch it brings waits for the next Receive), else a
+// PING. Other verdicts are settled before it returns.
 func (q *Queue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.Settlement) (engines.Pending, error) {
 	l, ok := d.Ticket().Ref.(*lease)
 	if s.Verdict != engines.Ack || !ok || l.q != q.queueState {
@@ -313,7 +314,8 @@ func (q *Queue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.
 	if err := q.e.nc.Publish(l.msg.Reply(), ackAck); err != nil {
 		return nil, fmt.Errorf("ack in %q: %w", q.name, err)
 	}
-	return &ackPending{l: l, seq: q.e.flush.note()}, nil
+	seq, conn := q.e.flush.note()
+	return &ackPending{l: l, seq: seq, conn: conn}, nil
 }
 
 // startAck sends the ack of a lease already taken, with a reply subject
@@ -329,9 +331,10 @@ func (q *queueState) startAck(l *lease) (*ackPending, error) {
 // ackPending is an ack awaiting the server's confirmation (p) or a flush
 // (p nil).
 type ackPending struct {
-	l   *lease
-	p   *pendingAck
-	seq uint64 // the flush that confirms it, when p is nil
+	l    *lease
+	p    *pendingAck
+	seq  uint64 // the round trip that confirms it, when p is nil,
+	conn uint64 // on this connection
 }
 
 // Wait implements engines.Pending.
@@ -341,7 +344,7 @@ func (a *ackPending) Wait(ctx context.Context) error {
 	if a.p != nil {
 		err = a.p.wait(ctx)
 	} else {
-		err = q.e.flush.wait(ctx, a.seq)
+		err = q.e.flush.wait(ctx, a.seq, a.conn, q.fetchAhead)
 	}
 	if err != nil {
 		return fmt.Errorf("ack in %q: %w", q.name, err)

@@ -31,6 +31,12 @@ type queueState struct {
 	// held are the leases this engine holds, handed back at Close.
 	heldMu sync.Mutex
 	held   map[*lease]struct{}
+
+	// batch is the size of the last Receive, the size of a fetch ahead.
+	batch    atomic.Int64
+	aheadMu  sync.Mutex
+	ahead    *ahead // a batch fetched ahead, waiting for a Receive
+	fetching bool   // a fetch ahead is under way
 }
 
 // Queue is a handle on one queue.
@@ -325,6 +331,10 @@ func (q *Queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error
 	if q.cons == nil {
 		return 0, fmt.Errorf("receive from %q: engine opened to produce only: %w", q.name, engines.ErrUnsupported)
 	}
+	q.batch.Store(int64(len(buf)))
+	if n := q.takeAhead(ctx, buf); n > 0 {
+		return n, nil
+	}
 	failures := 0
 	for {
 		if err := q.check(); err != nil {
@@ -405,7 +415,7 @@ func (q *Queue) take(ctx context.Context, b jetstream.MessageBatch, buf []engine
 			_ = m.Nak()
 			continue
 		}
-		if q.deliver(ctx, m, &buf[n]) {
+		if q.deliver(ctx, m, &buf[n], time.Now()) {
 			n++
 		}
 	}
@@ -416,12 +426,11 @@ func (q *Queue) take(ctx context.Context, b jetstream.MessageBatch, buf []engine
 	return n, err
 }
 
-// deliver builds the delivery of m in d, or settles m itself and returns
-// false: a message not yet due is held (taken back with the delay that
-// remains), one whose holder died is counted a failure and backs off or
-// is dead-lettered.
-func (q *Queue) deliver(ctx context.Context, m jetstream.Msg, d *engines.Delivery) bool {
-	now := time.Now()
+// deliver builds the delivery of m, which arrived at now (its lease's
+// start), in d, or settles m itself and returns false: a message not yet
+// due is held (taken back with the delay that remains), one whose holder
+// died is counted a failure and backs off or is dead-lettered.
+func (q *Queue) deliver(ctx context.Context, m jetstream.Msg, d *engines.Delivery, now time.Time) bool {
 	md, err := m.Metadata()
 	if err != nil {
 		q.e.log.Error("message without JetStream metadata; terminating it", zap.String("queue", q.name), zap.Error(err))
@@ -605,6 +614,7 @@ func (q *queueState) untrack(l *lease) {
 // settle, so that it ends when it would have and counts as the expired
 // lease it is (a failure, then the retry delay) for whoever receives it.
 func (q *queueState) release() {
+	q.releaseAhead()
 	q.heldMu.Lock()
 	ls := make([]*lease, 0, len(q.held))
 	for l := range q.held {
