@@ -168,6 +168,7 @@ type Engine struct {
 	notify    *notifier
 	acks      *acker
 	reaper    *reaper
+	slots     slotKeeper // per-key concurrency slots (slots.go)
 
 	// leaseSent, set only by tests and before any Receive, is called with
 	// the queue's name once a Receive's leasing statement is sent and
@@ -301,6 +302,7 @@ func (e *Engine) Close() error {
 	e.cancel()
 	e.wakeAll()
 	e.wg.Wait()
+	e.closeSlots()
 	e.pool.Close()
 	return nil
 }
