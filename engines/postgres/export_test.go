@@ -16,3 +16,13 @@ func HeldSlots(e *Engine) int {
 	defer e.slots.mu.Unlock()
 	return len(e.slots.held)
 }
+
+// SlotConnPID is the backend pid of e's slot connection, 0 without one.
+func SlotConnPID(e *Engine) uint32 {
+	e.slots.mu.Lock()
+	defer e.slots.mu.Unlock()
+	if e.slots.conn == nil {
+		return 0
+	}
+	return e.slots.conn.PgConn().PID()
+}

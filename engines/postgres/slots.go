@@ -58,12 +58,37 @@ func (e *Engine) TakeSlot(ctx context.Context, group, key string, n int) (func()
 	if n < 1 {
 		return nil, false, fmt.Errorf("postgres: take slot of %q in %q: n %d: %w", key, group, n, engines.ErrInvalid)
 	}
-	if e.closed.Load() {
-		return nil, false, e.errClosed("take slot in", group)
-	}
 	s := &e.slots
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if e.closed.Load() { // checked under s.mu, so no connection opens after closeSlots
+		return nil, false, e.errClosed("take slot in", group)
+	}
+	for retried := false; ; retried = true {
+		id, ok, err := e.trySlot(ctx, group, key, n)
+		if err == nil {
+			if !ok {
+				return nil, false, nil
+			}
+			s.held[id] = struct{}{}
+			gen := s.gen
+			return sync.OnceFunc(func() { e.giveSlot(gen, id) }), true, nil
+		}
+		// A connection found broken (the database restarted, say) is
+		// replaced at once, once: its locks are gone anyway.
+		broken := s.conn != nil && s.conn.IsClosed()
+		e.dropSlots(err)
+		if retried || !broken || ctx.Err() != nil {
+			return nil, false, fmt.Errorf("postgres: take slot of %q in %q: %w", key, group, err)
+		}
+	}
+}
+
+// trySlot tries the slots of key not held here on the slot connection,
+// opening it if needed, and returns the id of the one it took. s.mu is
+// held.
+func (e *Engine) trySlot(ctx context.Context, group, key string, n int) (int64, bool, error) {
+	s := &e.slots
 	ids := make([]int64, 0, n)
 	for i := range n {
 		if id := slotID(e.opts.Schema, group, key, i); !s.has(id) {
@@ -71,12 +96,12 @@ func (e *Engine) TakeSlot(ctx context.Context, group, key string, n int) (func()
 		}
 	}
 	if len(ids) == 0 {
-		return nil, false, nil // all n held here
+		return 0, false, nil // all n held here
 	}
 	if s.conn == nil {
 		conn, err := pgx.ConnectConfig(ctx, e.connCfg)
 		if err != nil {
-			return nil, false, fmt.Errorf("postgres: take slot of %q in %q: connect: %w", key, group, err)
+			return 0, false, fmt.Errorf("connect: %w", err)
 		}
 		s.conn, s.held = conn, map[int64]struct{}{}
 	}
@@ -85,17 +110,13 @@ func (e *Engine) TakeSlot(ctx context.Context, group, key string, n int) (func()
 	var id int64
 	err := s.conn.QueryRow(ctx, "SELECT id FROM unnest($1::bigint[]) AS id WHERE pg_try_advisory_lock(id) LIMIT 1", ids).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, false, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		e.dropSlots(err)
-		return nil, false, fmt.Errorf("postgres: take slot of %q in %q: %w", key, group, err)
+		return 0, false, err
 	}
-	s.held[id] = struct{}{}
-	gen := s.gen
-	return sync.OnceFunc(func() { e.giveSlot(gen, id) }), true, nil
+	return id, true, nil
 }
-
 func (s *slotKeeper) has(id int64) bool {
 	_, ok := s.held[id]
 	return ok

@@ -165,3 +165,28 @@ func TestSharedSlotCancelledHoldsNothing(t *testing.T) {
 	}
 	mustAdmitNow(t, b, k)()
 }
+
+// Without SlotPoll a delivery waiting for a shared slot asks again after
+// DefaultSlotPoll, 100 ms (docs/schedules.md).
+func TestSharedSlotDefaultPoll(t *testing.T) {
+	clk := clock.NewFake(t0)
+	sh := newShared(1)
+	cfg := Config{MaxInFlightPerKey: 1, ConcurrencyKey: "acct", Slot: sh.take, Clock: clk}
+	a, b := New(cfg), New(cfg)
+	k := map[string]string{"acct": "x"}
+	rel := mustAdmitNow(t, a, k)
+	ch := admitAsync(t.Context(), b, k, nil)
+	if err := clk.BlockUntil(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if next, ok := clk.Next(); !ok || next.Sub(t0) != 100*time.Millisecond {
+		t.Fatalf("next try at %v, want 100ms after the first", next.Sub(t0))
+	}
+	rel()
+	clk.Advance(100 * time.Millisecond)
+	r := got(t, ch)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	r.release()
+}
