@@ -72,10 +72,17 @@ func printThrottles(w io.Writer, cs []admin.ConsumerInfo) {
 			if t.RateLimitKey != "" {
 				l += " per " + t.RateLimitKey
 			}
+			if t.RateLimitScope == "global" {
+				l += " across nodes"
+			}
 			limits = append(limits, l)
 		}
 		if t.MaxInFlightPerKey > 0 {
-			limits = append(limits, fmt.Sprintf("%d in flight per %s", t.MaxInFlightPerKey, t.ConcurrencyKey))
+			l := fmt.Sprintf("%d in flight per %s", t.MaxInFlightPerKey, t.ConcurrencyKey)
+			if t.ConcurrencyScope == "global" {
+				l += " across nodes"
+			}
+			limits = append(limits, l)
 		}
 		fmt.Fprintf(w, "throttle of %s: %s; waiting %d, throttled %d for %s, %d keys\n", c.Name, strings.Join(limits, ", "),
 			t.Waiting, t.Throttled, time.Duration(t.ThrottledSeconds*float64(time.Second)).Round(time.Millisecond), t.Keys)

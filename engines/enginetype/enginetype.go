@@ -173,3 +173,12 @@ func Define[S Settings](name string, decode func(hcl.Body, *hcl.EvalContext) (S,
 		return decode(body, ctx)
 	}}
 }
+
+// SlotKeeping is implemented by settings whose engine is a
+// engines.SlotKeeper, so validate can refuse concurrency_scope = "global"
+// on an engine that keeps no shared slots before anything is opened.
+type SlotKeeping interface {
+	// KeepsSlots reports whether an engine opened with these settings
+	// implements engines.SlotKeeper.
+	KeepsSlots() bool
+}

@@ -6,3 +6,23 @@ func Loops(e *Engine) []string { return e.loops }
 // SetLeaseSent makes e call f once each leasing statement is sent, before
 // its results are read. Set it before any Receive.
 func SetLeaseSent(e *Engine, f func(queue string)) { e.leaseSent = f }
+
+// SlotID is the advisory lock id of slot i of key in group, on schema.
+func SlotID(schema, group, key string, i int) int64 { return slotID(schema, group, key, i) }
+
+// HeldSlots is the number of slots e holds.
+func HeldSlots(e *Engine) int {
+	e.slots.mu.Lock()
+	defer e.slots.mu.Unlock()
+	return len(e.slots.held)
+}
+
+// SlotConnPID is the backend pid of e's slot connection, 0 without one.
+func SlotConnPID(e *Engine) uint32 {
+	e.slots.mu.Lock()
+	defer e.slots.mu.Unlock()
+	if e.slots.conn == nil {
+		return 0
+	}
+	return e.slots.conn.PgConn().PID()
+}

@@ -21,6 +21,7 @@ var srv *pgtest.Server
 
 func TestMain(m *testing.M) {
 	enginetest.Child(harness())
+	slotChild()
 	code := pgtest.Run(m, &srv)
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)

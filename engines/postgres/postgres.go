@@ -168,6 +168,7 @@ type Engine struct {
 	notify    *notifier
 	acks      *acker
 	reaper    *reaper
+	slots     slotKeeper // per-key concurrency slots (slots.go)
 
 	// kv is what kv.go keeps: the value limits of opened stores and the
 	// handles SettleTx publishes through.
@@ -307,6 +308,7 @@ func (e *Engine) Close() error {
 	e.cancel()
 	e.wakeAll()
 	e.wg.Wait()
+	e.closeSlots()
 	e.pool.Close()
 	return nil
 }

@@ -65,6 +65,9 @@ type ThrottleInfo struct {
 	// MaxInFlightPerKey and ConcurrencyKey are the per-key cap.
 	MaxInFlightPerKey int    `json:"max_in_flight_per_key,omitempty"`
 	ConcurrencyKey    string `json:"concurrency_key,omitempty"`
+	// ConcurrencyScope is "node" or "global" (the cap holds across every
+	// node, in slots kept by the engine).
+	ConcurrencyScope string `json:"concurrency_scope,omitempty"`
 	// Waiting is the deliveries waiting now; Throttled counts those that
 	// waited and ThrottledSeconds sums their waits.
 	Waiting          int64   `json:"waiting"`
@@ -72,7 +75,8 @@ type ThrottleInfo struct {
 	ThrottledSeconds float64 `json:"throttled_seconds"`
 	// Keys is the per-key state held (idle keys are dropped).
 	Keys int `json:"keys"`
-	// TakeErrors counts failed takes from a global bucket (the database
-	// was unreachable); each is retried after a second.
+	// TakeErrors counts failed takes from a global bucket or of a global
+	// per-key slot (the database was unreachable); each is retried after
+	// a second.
 	TakeErrors int64 `json:"take_errors,omitempty"`
 }

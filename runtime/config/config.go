@@ -80,6 +80,10 @@ type EngineFacts struct {
 	// validate, at the attribute that asks; nil when they are only known
 	// once it is open.
 	Capabilities *engines.Capabilities
+	// KeepsSlots: the engine keeps per-key concurrency slots shared by
+	// every node (engines.SlotKeeper), so a consumer on it may ask for
+	// concurrency_scope = "global".
+	KeepsSlots bool
 }
 
 // EngineAvailability is optionally implemented by an EngineValidator whose

@@ -93,6 +93,7 @@ type rawConsumer struct {
 	RateLimitScope    *hcl.Attribute `hcl:"rate_limit_scope,optional"`
 	MaxInFlightPerKey *hcl.Attribute `hcl:"max_in_flight_per_key,optional"`
 	ConcurrencyKey    *hcl.Attribute `hcl:"concurrency_key,optional"`
+	ConcurrencyScope  *hcl.Attribute `hcl:"concurrency_scope,optional"`
 	HTTP              []*rawHTTP     `hcl:"http,block"`
 	WASI              []*rawWASI     `hcl:"wasi,block"`
 	KV                *hcl.Attribute `hcl:"kv,optional"` // kv.go
@@ -118,6 +119,11 @@ type decoder struct {
 	// globalRates are the consumers with a global rate limit (throttle.go).
 	globalRates []globalRate
 	kvRefs      map[string]kvRefs // kv store name -> its ranges (kv.go)
+	// globalSlots are the consumers with a global per-key cap, and
+	// slotKeepers the engines whose facts say whether they keep shared
+	// slots (throttle.go).
+	globalSlots []globalRate
+	slotKeepers map[string]bool
 }
 
 type queueRefs struct {
@@ -320,6 +326,10 @@ func (d *decoder) engine(re *rawEngine) Engine {
 	if facts.Capabilities != nil {
 		d.caps[e.Name] = *facts.Capabilities
 	}
+	if d.slotKeepers == nil {
+		d.slotKeepers = map[string]bool{}
+	}
+	d.slotKeepers[e.Name] = facts.KeepsSlots
 	if len(facts.Topics) > 0 {
 		d.topics[e.Name] = map[string]bool{}
 		for _, t := range facts.Topics {

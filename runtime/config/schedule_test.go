@@ -81,6 +81,8 @@ func TestBrokenSchedulesAndThrottles(t *testing.T) {
 		{"consumer \"c\" {\n  queue = \"reports\"\n  plugin = \"h.wasm\"\n  burst = 3\n}", "Burst without rate limit", 6, 11},
 		{"consumer \"c\" {\n  queue = \"reports\"\n  plugin = \"h.wasm\"\n  max_in_flight_per_key = 1\n}", "Missing concurrency key", 6, 27},
 		{"consumer \"c\" {\n  queue = \"reports\"\n  plugin = \"h.wasm\"\n  concurrency_key = \"k\"\n}", "Concurrency key without a cap", 6, 21},
+		{"consumer \"c\" {\n  queue = \"reports\"\n  plugin = \"h.wasm\"\n  concurrency_scope = \"global\"\n}", "Scope without per-key cap", 6, 23},
+		{"consumer \"c\" {\n  queue = \"reports\"\n  plugin = \"h.wasm\"\n  max_in_flight_per_key = 1\n  concurrency_key = \"k\"\n  concurrency_scope = \"all\"\n}", "Invalid concurrency scope", 8, 23},
 	}
 	for _, c := range cases {
 		_, diags := fx.parse(scheduleBase + c.src)

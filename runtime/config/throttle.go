@@ -33,6 +33,11 @@ type Throttle struct {
 	MaxInFlightPerKey int
 	// ConcurrencyKey is the attribute MaxInFlightPerKey counts by.
 	ConcurrencyKey string
+	// ConcurrencyScope is "node" (the default with a MaxInFlightPerKey:
+	// the cap holds per process; empty without one) or "global" (the cap
+	// holds across every process consuming through the engine, which must
+	// keep shared slots: postgres).
+	ConcurrencyScope string
 }
 
 // Rate limit scopes.
@@ -123,6 +128,15 @@ func (d *decoder) throttle(rc *rawConsumer, queue string, concurrency int) Throt
 		d.warnf(rc.MaxInFlightPerKey.Expr.Range(), "Per-key cap never reached",
 			"max_in_flight_per_key (%d) is not below concurrency (%d), so no key can ever reach it.", t.MaxInFlightPerKey, concurrency)
 	}
+	cscope := d.oneOf(rc.ConcurrencyScope, RateScopeNode, "Invalid concurrency scope", []string{RateScopeNode, RateScopeGlobal})
+	if rc.MaxInFlightPerKey != nil {
+		t.ConcurrencyScope = cscope
+	}
+	if a := rc.ConcurrencyScope; a != nil && rc.MaxInFlightPerKey == nil {
+		d.errorf(a.Expr.Range(), "Scope without per-key cap", "concurrency_scope needs max_in_flight_per_key.")
+	} else if a != nil && cscope == RateScopeGlobal {
+		d.globalSlots = append(d.globalSlots, globalRate{consumer: rc.Name, queue: queue, attr: a})
+	}
 	return t
 }
 
@@ -144,6 +158,19 @@ func (d *decoder) validateThrottles() {
 		if c, known := d.caps[q.Engine]; known && !c.MultiNode {
 			d.errorf(g.attr.Expr.Range(), "Global rate limit unsupported",
 				"Consumer %q asks for a rate limit global across nodes, but engine %q is not shared between machines, so there is nothing to share it with. Use the default scope, \"node\", or a postgres engine.", g.consumer, q.Engine)
+		}
+	}
+	// A global per-key cap needs an engine that keeps shared slots
+	// (engines.SlotKeeper); an engine whose facts are unknown (its block
+	// did not decode) is reported there.
+	for _, g := range d.globalSlots {
+		q, ok := d.queueNamed(g.queue)
+		if !ok {
+			continue
+		}
+		if keeps, known := d.slotKeepers[q.Engine]; known && !keeps {
+			d.errorf(g.attr.Expr.Range(), "Global per-key cap unsupported",
+				"Consumer %q asks for a per-key cap global across nodes, but engine %q keeps no slots shared between nodes. Use the default scope, \"node\", or a postgres engine.", g.consumer, q.Engine)
 		}
 	}
 }

@@ -101,6 +101,9 @@ func (r *Registry) DecodeEngine(typ string, body hcl.Body, eval *hcl.EvalContext
 		caps := c.Capabilities()
 		facts.Capabilities = &caps
 	}
+	if k, ok := s.(enginetype.SlotKeeping); ok {
+		facts.KeepsSlots = k.KeepsSlots()
+	}
 	return facts, diags
 }
 

@@ -15,7 +15,8 @@ import (
 // newThrottle builds consumer cc's throttle on queue q; nil without
 // limits. A global rate limit draws on a bucket the queue's engine keeps
 // (engines.RateTaker), named after the consumer, so every process running
-// the consumer shares it.
+// the consumer shares it. A global per-key cap likewise takes slots the
+// engine keeps (engines.SlotKeeper), grouped by consumer.
 func (s *Server) newThrottle(cc *config.Consumer, q *queue) *throttle.Throttle {
 	t := cc.Throttle
 	cfg := throttle.Config{
@@ -36,6 +37,20 @@ func (s *Server) newThrottle(cc *config.Consumer, q *queue) *throttle.Throttle {
 			}
 		}
 	}
+	if t.ConcurrencyScope == config.RateScopeGlobal && t.MaxInFlightPerKey > 0 {
+		sk, ok := s.engines[q.engine].(engines.SlotKeeper)
+		if !ok {
+			// Validation refuses engines whose settings keep no slots; one
+			// whose opened engine does not either caps per node.
+			s.log.Warn("engine keeps no shared slots: the consumer's per-key cap holds per node",
+				zap.String("consumer", cc.Name), zap.String("engine", q.engine))
+		} else {
+			group, n := "consumer/"+cc.Name, t.MaxInFlightPerKey
+			cfg.Slot = func(ctx context.Context, key string) (func(), bool, error) {
+				return sk.TakeSlot(ctx, group, key, n)
+			}
+		}
+	}
 	return throttle.New(cfg)
 }
 
@@ -48,7 +63,7 @@ func throttleInfo(v consumerView) *admin.ThrottleInfo {
 	t := v.running.cfg.Throttle
 	return &admin.ThrottleInfo{
 		RateLimit: t.RateText, Burst: t.Burst, RateLimitKey: t.RateKey, RateLimitScope: scope(t),
-		MaxInFlightPerKey: t.MaxInFlightPerKey, ConcurrencyKey: t.ConcurrencyKey,
+		MaxInFlightPerKey: t.MaxInFlightPerKey, ConcurrencyKey: t.ConcurrencyKey, ConcurrencyScope: t.ConcurrencyScope,
 		Waiting: st.Waiting, Throttled: st.Throttled, ThrottledSeconds: st.ThrottledSeconds, Keys: st.Keys, TakeErrors: st.TakeErrors,
 	}
 }

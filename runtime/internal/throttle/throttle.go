@@ -40,6 +40,16 @@ type Config struct {
 	// fetched a chunk at a time (a twentieth of a second's worth, at most
 	// Burst) and spent locally.
 	Take func(ctx context.Context, n int) (got int, wait time.Duration, err error)
+	// Slot, when set with MaxInFlightPerKey, also takes one of the key's
+	// places shared by every node (engines.SlotKeeper) once the delivery
+	// has its place on this node: ok false means all are held elsewhere.
+	// A delivery waiting for one tries again when one of its key's local
+	// deliveries ends, or after SlotPoll (other nodes' releases are not
+	// announced).
+	Slot func(ctx context.Context, key string) (release func(), ok bool, err error)
+	// SlotPoll is how often a delivery waiting for a shared slot tries
+	// again; zero means DefaultSlotPoll.
+	SlotPoll time.Duration
 	// Clock is the time source; nil means the system clock.
 	Clock clock.Clock
 }
@@ -72,6 +82,12 @@ type slot struct {
 	free chan struct{}
 }
 
+// DefaultSlotPoll is how often a delivery waiting for a shared per-key
+// slot asks again: a trade between the database's load (one short query
+// per waiting delivery per poll) and how late a slot freed on another
+// node is noticed.
+const DefaultSlotPoll = 100 * time.Millisecond
+
 // minSweep is the keyed map size below which idle buckets are not swept.
 const minSweep = 1024
 
@@ -84,6 +100,9 @@ func New(cfg Config) *Throttle {
 		cfg.Clock = clock.Real{}
 	}
 	cfg.Burst = max(cfg.Burst, 1)
+	if cfg.SlotPoll <= 0 {
+		cfg.SlotPoll = DefaultSlotPoll
+	}
 	t := &Throttle{cfg: cfg, clk: cfg.Clock, keyed: map[string]*rate.Limiter{}, inflight: map[string]*slot{}, sweepSize: minSweep}
 	if cfg.Rate > 0 && cfg.RateKey == "" && cfg.Take == nil {
 		t.global = rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)
@@ -180,6 +199,17 @@ func (t *Throttle) Admit(ctx context.Context, attrs map[string]string, keep Keep
 			}
 		}
 		release = sync.OnceFunc(func() { t.give(key) })
+		if t.cfg.Slot != nil {
+			shared, err := t.slot(ctx, key, wait)
+			if err != nil {
+				release()
+				return nil, err
+			}
+			local := release
+			// The shared slot goes first, so a local waiter woken by
+			// give finds it free.
+			release = sync.OnceFunc(func() { shared(); local() })
+		}
 	}
 	if t.cfg.Take != nil {
 		for !t.spend() {
@@ -220,6 +250,36 @@ func (t *Throttle) Admit(ctx context.Context, attrs map[string]string, keep Keep
 		}
 	}
 	return release, nil
+}
+
+// slot waits for one of key's shared slots, the delivery already holding
+// its local place, and returns its release.
+func (t *Throttle) slot(ctx context.Context, key string, wait func(time.Duration, <-chan struct{}) bool) (func(), error) {
+	for {
+		// Taken before asking, so a local release during the ask is not
+		// missed.
+		t.mu.Lock()
+		var free chan struct{}
+		if s := t.inflight[key]; s != nil {
+			free = s.free
+		}
+		t.mu.Unlock()
+		rel, ok, err := t.cfg.Slot(ctx, key)
+		if ok && err == nil {
+			return rel, nil
+		}
+		d := t.cfg.SlotPoll
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			t.takeErrs.Add(1)
+			d = time.Second
+		}
+		if !wait(d, free) {
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // spend uses a token fetched from the shared bucket, if one is left.
