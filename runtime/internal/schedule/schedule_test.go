@@ -165,6 +165,11 @@ func TestSchedulerTwoNodesOneClaim(t *testing.T) {
 		waitClaim(t, c)
 		waitClaim(t, c)
 	}
+	// A job counts its claim's outcome after Claim returns and before it
+	// sleeps again: wait for both to sleep, then read the counts.
+	if err := clk.BlockUntil(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
 	if got := c.firedTicks(); len(got) != 5 {
 		t.Fatalf("fired %d ticks, want 5: %v", len(got), got)
 	}
