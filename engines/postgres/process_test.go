@@ -310,24 +310,38 @@ func TestQrunProcesses(t *testing.T) {
 	}
 	t.Logf("phase 1: 10,000 messages, split %s, none twice", split)
 
-	// Phase 2: kill -9 one process mid-run.
+	// Phase 2: kill -9 one process mid-run. The kill lands while it holds
+	// leases almost always, but not by construction: under a heavy load
+	// the process may be between batches, holding nothing, and then no
+	// lease can expire. So a kill that left no expired lease is tried
+	// again with a fresh process in its place (three times at most).
 	const m = 5000
-	publish(ctx, t, short, "k", m)
-	c.waitCount(ctx, t, "k-", m/5)
-	a.stopping.Store(true)
-	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	var st engines.Stats
+	victim := a
+	for try := 0; ; try++ {
+		prefix := fmt.Sprintf("k%d-", try)
+		publish(ctx, t, short, prefix[:len(prefix)-1], m)
+		c.waitCount(ctx, t, prefix, m/5)
+		victim.stopping.Store(true)
+		if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-victim.done
+		c.waitCount(ctx, t, prefix, m)
+		var err error
+		if st, err = short.Stats(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st.ExpiredLeaseTotal >= 1 {
+			break
+		}
+		if try == 2 {
+			t.Fatalf("after three kills: ExpiredLeaseTotal = 0; the killed processes' leases should have expired and been redelivered")
+		}
+		t.Logf("kill %d: the killed process held no lease; again with a new one", try+1)
+		victim = startNode(t, "a", schema)
 	}
-	<-a.done
-	c.waitCount(ctx, t, "k-", m)
-	st, err := short.Stats(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, extra := c.dups("k-")
-	if st.ExpiredLeaseTotal < 1 {
-		t.Fatalf("after the kill: ExpiredLeaseTotal = %d; the killed process's leases should have expired and been redelivered", st.ExpiredLeaseTotal)
-	}
+	_, extra := c.dups("k")
 	if int64(extra) > st.ExpiredLeaseTotal {
 		t.Fatalf("%d messages handled twice but only %d leases expired: something was handled twice under a live lease", extra, st.ExpiredLeaseTotal)
 	}
