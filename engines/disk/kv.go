@@ -243,22 +243,11 @@ func kvOps(ops []op, store string, p *kvmem.Prepared, swept []string) []op {
 // OpenKV implements engines.KVEngine. The store's bucket is created with
 // its first write.
 func (e *Engine) OpenKV(ctx context.Context, spec engines.KVSpec) (engines.KV, error) {
-	switch {
-	case spec.Name == "":
-		return nil, fmt.Errorf("disk: open kv: empty store name: %w", engines.ErrInvalid)
-	case len(spec.Name) > maxNameLen:
-		return nil, fmt.Errorf("disk: open kv: store name of %d bytes, limit %d: %w", len(spec.Name), maxNameLen, engines.ErrInvalid)
-	case spec.MaxValueSize < 0:
-		return nil, fmt.Errorf("disk: open kv %q: negative max value size %d: %w", spec.Name, spec.MaxValueSize, engines.ErrInvalid)
-	}
-	s, err := e.store(spec.Name)
+	h, err := kvmem.OpenHandle("disk", spec, maxNameLen, e.store, e.isClosed)
 	if err != nil {
 		return nil, err
 	}
-	if spec.MaxValueSize != 0 {
-		s.SetMaxValue(spec.MaxValueSize)
-	}
-	return &kvHandle{Handle: kvmem.NewHandle("disk", s, e.isClosed), e: e}, nil
+	return &kvHandle{Handle: h, e: e}, nil
 }
 
 func (e *Engine) store(name string) (*kvmem.Store, error) {

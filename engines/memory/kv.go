@@ -29,20 +29,11 @@ var (
 
 // OpenKV implements engines.KVEngine: the store lives as long as the engine.
 func (e *Engine) OpenKV(ctx context.Context, spec engines.KVSpec) (engines.KV, error) {
-	if spec.Name == "" {
-		return nil, fmt.Errorf("memory: open kv: empty store name: %w", engines.ErrInvalid)
-	}
-	if spec.MaxValueSize < 0 {
-		return nil, fmt.Errorf("memory: open kv %q: negative max value size %d: %w", spec.Name, spec.MaxValueSize, engines.ErrInvalid)
-	}
-	s, err := e.store(spec.Name)
+	h, err := kvmem.OpenHandle("memory", spec, 0, e.store, e.isClosed)
 	if err != nil {
 		return nil, err
 	}
-	if spec.MaxValueSize != 0 {
-		s.SetMaxValue(spec.MaxValueSize)
-	}
-	return &kvHandle{Handle: kvmem.NewHandle("memory", s, e.isClosed), e: e}, nil
+	return &kvHandle{Handle: h, e: e}, nil
 }
 
 // store returns the named store, creating it if needed.

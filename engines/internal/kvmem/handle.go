@@ -134,3 +134,26 @@ func ValidateGroups(groups []*StoreOps) error {
 	}
 	return nil
 }
+
+// OpenHandle is the body of an engine's OpenKV: it checks spec (maxName > 0
+// bounds the store name's length), gets the store with lookup, applies the
+// spec's value limit and returns a handle for engine (the prefix of its
+// errors) that engineClosed closes.
+func OpenHandle(engine string, spec engines.KVSpec, maxName int, lookup func(name string) (*Store, error), engineClosed func() bool) (*Handle, error) {
+	switch {
+	case spec.Name == "":
+		return nil, fmt.Errorf("%s: open kv: empty store name: %w", engine, engines.ErrInvalid)
+	case maxName > 0 && len(spec.Name) > maxName:
+		return nil, fmt.Errorf("%s: open kv: store name of %d bytes, limit %d: %w", engine, len(spec.Name), maxName, engines.ErrInvalid)
+	case spec.MaxValueSize < 0:
+		return nil, fmt.Errorf("%s: open kv %q: negative max value size %d: %w", engine, spec.Name, spec.MaxValueSize, engines.ErrInvalid)
+	}
+	s, err := lookup(spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	if spec.MaxValueSize != 0 {
+		s.SetMaxValue(spec.MaxValueSize)
+	}
+	return NewHandle(engine, s, engineClosed), nil
+}

@@ -53,3 +53,24 @@ func TestHandleClosed(t *testing.T) {
 		t.Fatalf("get after Close: %v", err)
 	}
 }
+
+func TestOpenHandleChecksSpec(t *testing.T) {
+	var stores map[string]*Store
+	lookup := func(name string) (*Store, error) { return Open(&stores, name), nil }
+	open := func() bool { return false }
+	for _, spec := range []engines.KVSpec{{}, {Name: "toolong"}, {Name: "s", MaxValueSize: -1}} {
+		if _, err := OpenHandle("eng", spec, 4, lookup, open); !errors.Is(err, engines.ErrInvalid) || !strings.HasPrefix(err.Error(), "eng: ") {
+			t.Errorf("OpenHandle(%+v) = %v, want eng: ... ErrInvalid", spec, err)
+		}
+	}
+	h, err := OpenHandle("eng", engines.KVSpec{Name: "s", MaxValueSize: 3}, 0, lookup, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Name() != "s" || h.Store != stores["s"] {
+		t.Fatal("handle not on the looked-up store")
+	}
+	if err := h.Store.Validate([]engines.KVOp{{Kind: engines.KVSet, Key: []byte("k"), Value: []byte("four")}}); !errors.Is(err, engines.ErrTooLarge) {
+		t.Fatalf("spec's MaxValueSize not applied: %v", err)
+	}
+}
