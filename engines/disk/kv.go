@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -244,22 +243,11 @@ func kvOps(ops []op, store string, p *kvmem.Prepared, swept []string) []op {
 // OpenKV implements engines.KVEngine. The store's bucket is created with
 // its first write.
 func (e *Engine) OpenKV(ctx context.Context, spec engines.KVSpec) (engines.KV, error) {
-	switch {
-	case spec.Name == "":
-		return nil, fmt.Errorf("disk: open kv: empty store name: %w", engines.ErrInvalid)
-	case len(spec.Name) > maxNameLen:
-		return nil, fmt.Errorf("disk: open kv: store name of %d bytes, limit %d: %w", len(spec.Name), maxNameLen, engines.ErrInvalid)
-	case spec.MaxValueSize < 0:
-		return nil, fmt.Errorf("disk: open kv %q: negative max value size %d: %w", spec.Name, spec.MaxValueSize, engines.ErrInvalid)
-	}
-	s, err := e.store(spec.Name)
+	h, err := kvmem.OpenHandle("disk", spec, maxNameLen, e.store, e.isClosed)
 	if err != nil {
 		return nil, err
 	}
-	if spec.MaxValueSize != 0 {
-		s.SetMaxValue(spec.MaxValueSize)
-	}
-	return &kvHandle{e: e, s: s}, nil
+	return &kvHandle{Handle: h, e: e}, nil
 }
 
 func (e *Engine) store(name string) (*kvmem.Store, error) {
@@ -268,15 +256,7 @@ func (e *Engine) store(name string) (*kvmem.Store, error) {
 	if e.closed {
 		return nil, fmt.Errorf("disk: kv %q: %w", name, engines.ErrClosed)
 	}
-	s := e.stores[name]
-	if s == nil {
-		if e.stores == nil {
-			e.stores = make(map[string]*kvmem.Store)
-		}
-		s = kvmem.New(name, 0, time.Now)
-		e.stores[name] = s
-	}
-	return s, nil
+	return kvmem.Open(&e.stores, name), nil
 }
 
 func (e *Engine) isClosed() bool {
@@ -294,118 +274,53 @@ func (e *Engine) waitSettle(ctx context.Context, b *batch) error {
 	return nil
 }
 
-// kvHandle is one OpenKV's view of a store.
+// kvHandle is one OpenKV's view of a store: kvmem.Handle reads, Apply
+// writes as this engine does.
 type kvHandle struct {
-	e      *Engine
-	s      *kvmem.Store
-	closed atomic.Bool
-}
-
-// Name implements engines.KV.
-func (h *kvHandle) Name() string { return h.s.Name() }
-
-func (h *kvHandle) check(op string) error {
-	if h.closed.Load() || h.e.isClosed() {
-		return fmt.Errorf("disk: kv %s on %q: %w", op, h.s.Name(), engines.ErrClosed)
-	}
-	return nil
-}
-
-// Get implements engines.KV.
-func (h *kvHandle) Get(ctx context.Context, key []byte) (engines.KVEntry, error) {
-	if err := h.check("get"); err != nil {
-		return engines.KVEntry{}, err
-	}
-	ent, err := h.s.Get(key)
-	if err != nil {
-		return ent, fmt.Errorf("disk: %w", err)
-	}
-	return ent, nil
+	*kvmem.Handle
+	e *Engine
 }
 
 // Apply implements engines.KV: durable when it returns (sync = "always"),
 // like an Enqueue.
 func (h *kvHandle) Apply(ctx context.Context, ops ...engines.KVOp) ([]engines.KVEntry, error) {
-	if err := h.check("apply"); err != nil {
+	if err := h.Check("apply"); err != nil {
 		return nil, err
 	}
-	h.s.Lock()
-	p, err := h.s.PrepareLocked(ops)
+	h.Store.Lock()
+	p, err := h.Store.PrepareLocked(ops)
 	if err != nil {
-		h.s.Unlock()
+		h.Store.Unlock()
 		return nil, fmt.Errorf("disk: %w", err)
 	}
 	var b *batch
 	if len(p.Changes()) > 0 {
-		swept := h.s.CommitLocked(p)
-		b, err = h.e.add(kvOps(nil, h.s.Name(), p, swept)...)
+		swept := h.Store.CommitLocked(p)
+		b, err = h.e.add(kvOps(nil, h.Store.Name(), p, swept)...)
 	}
-	h.s.Unlock()
+	h.Store.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("disk: kv apply on %q: %w", h.s.Name(), err)
+		return nil, fmt.Errorf("disk: kv apply on %q: %w", h.Store.Name(), err)
 	}
 	if b != nil {
 		if err := b.Wait(ctx); err != nil {
-			return nil, fmt.Errorf("disk: kv apply on %q: %w", h.s.Name(), err)
+			return nil, fmt.Errorf("disk: kv apply on %q: %w", h.Store.Name(), err)
 		}
 	}
 	return p.Results(), nil
 }
 
-// List implements engines.KV.
-func (h *kvHandle) List(ctx context.Context, prefix, after []byte, limit int) ([]engines.KVEntry, error) {
-	if err := h.check("list"); err != nil {
+// txStores groups eff's KV batches per store in lock order
+// (kvmem.GroupByStore) and checks their ops' limits.
+func (e *Engine) txStores(eff *engines.Effects) ([]*kvmem.StoreOps, error) {
+	stores, err := kvmem.GroupByStore(eff, e.store)
+	if err != nil {
 		return nil, err
 	}
-	out, err := h.s.List(prefix, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("disk: %w", err)
+	if err := kvmem.ValidateGroups(stores); err != nil {
+		return nil, err
 	}
-	return out, nil
-}
-
-// Close implements engines.KV.
-func (h *kvHandle) Close() error {
-	h.closed.Store(true)
-	return nil
-}
-
-// storeOps is one store's share of a transaction, its batches merged in
-// order.
-type storeOps struct {
-	s   *kvmem.Store
-	ops []engines.KVOp
-	p   *kvmem.Prepared
-}
-
-// txStores resolves the stores of eff's batches, merged per store and
-// sorted by name (the lock order), and checks their ops' limits.
-func (e *Engine) txStores(eff *engines.Effects) ([]*storeOps, error) {
-	if eff == nil || len(eff.KV) == 0 {
-		return nil, nil
-	}
-	by := make(map[string]*storeOps)
-	var out []*storeOps
-	for _, b := range eff.KV {
-		so := by[b.Store]
-		if so == nil {
-			s, err := e.store(b.Store)
-			if err != nil {
-				return nil, err
-			}
-			so = &storeOps{s: s}
-			by[b.Store] = so
-			out = append(out, so)
-		}
-		so.ops = append(so.ops, b.Ops...)
-	}
-	for _, so := range out {
-		if err := so.s.Validate(so.ops); err != nil {
-			return nil, err
-		}
-	}
-	slices.SortFunc(out, func(a, b *storeOps) int { return cmp.Compare(a.s.Name(), b.s.Name()) })
-	return out, nil
+	return stores, nil
 }
 
 // txPublish is one target queue's share of a transaction's publishes.
@@ -488,13 +403,13 @@ func (q *queue) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settle
 	return nil
 }
 
-func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores []*storeOps, targets []*txPublish, now int64) (*batch, error) {
+func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores []*kvmem.StoreOps, targets []*txPublish, now int64) (*batch, error) {
 	e := q.e
 	e.txMu.Lock()
 	defer e.txMu.Unlock()
 	for _, so := range stores {
-		so.s.Lock()
-		defer so.s.Unlock()
+		so.Store.Lock()
+		defer so.Store.Unlock()
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -505,11 +420,11 @@ func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores [
 		return nil, fmt.Errorf("disk: settle tx on %q: %w", q.name, engines.ErrLeaseLost)
 	}
 	for _, so := range stores {
-		p, err := so.s.PrepareLocked(so.ops)
+		p, err := so.Store.PrepareLocked(so.Ops)
 		if err != nil {
 			return nil, fmt.Errorf("disk: settle tx on %q: %w", q.name, err)
 		}
-		so.p = p
+		so.Prepared = p
 	}
 	for _, tp := range targets {
 		if tp.q == q {
@@ -535,11 +450,11 @@ func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores [
 		ops = tp.q.enqueueOps(ops, tp.msgs, tp.payloads, tp.seqs, now)
 	}
 	for _, so := range stores {
-		if len(so.p.Changes()) == 0 {
+		if len(so.Prepared.Changes()) == 0 {
 			continue // checks only
 		}
-		swept := so.s.CommitLocked(so.p)
-		ops = kvOps(ops, so.s.Name(), so.p, swept)
+		swept := so.Store.CommitLocked(so.Prepared)
+		ops = kvOps(ops, so.Store.Name(), so.Prepared, swept)
 	}
 	return e.add(ops...)
 }

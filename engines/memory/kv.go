@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync/atomic"
-	"time"
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/internal/kvmem"
@@ -31,20 +29,11 @@ var (
 
 // OpenKV implements engines.KVEngine: the store lives as long as the engine.
 func (e *Engine) OpenKV(ctx context.Context, spec engines.KVSpec) (engines.KV, error) {
-	if spec.Name == "" {
-		return nil, fmt.Errorf("memory: open kv: empty store name: %w", engines.ErrInvalid)
-	}
-	if spec.MaxValueSize < 0 {
-		return nil, fmt.Errorf("memory: open kv %q: negative max value size %d: %w", spec.Name, spec.MaxValueSize, engines.ErrInvalid)
-	}
-	s, err := e.store(spec.Name)
+	h, err := kvmem.OpenHandle("memory", spec, 0, e.store, e.isClosed)
 	if err != nil {
 		return nil, err
 	}
-	if spec.MaxValueSize != 0 {
-		s.SetMaxValue(spec.MaxValueSize)
-	}
-	return &kvHandle{e: e, s: s}, nil
+	return &kvHandle{Handle: h, e: e}, nil
 }
 
 // store returns the named store, creating it if needed.
@@ -54,15 +43,7 @@ func (e *Engine) store(name string) (*kvmem.Store, error) {
 	if e.closed {
 		return nil, fmt.Errorf("memory: kv %q: %w", name, engines.ErrClosed)
 	}
-	s := e.stores[name]
-	if s == nil {
-		if e.stores == nil {
-			e.stores = make(map[string]*kvmem.Store)
-		}
-		s = kvmem.New(name, 0, time.Now)
-		e.stores[name] = s
-	}
-	return s, nil
+	return kvmem.Open(&e.stores, name), nil
 }
 
 func (e *Engine) isClosed() bool {
@@ -71,99 +52,26 @@ func (e *Engine) isClosed() bool {
 	return e.closed
 }
 
-// kvHandle is one OpenKV's view of a store.
+// kvHandle is one OpenKV's view of a store: kvmem.Handle reads, Apply
+// writes as this engine does.
 type kvHandle struct {
-	e      *Engine
-	s      *kvmem.Store
-	closed atomic.Bool
-}
-
-// Name implements engines.KV.
-func (h *kvHandle) Name() string { return h.s.Name() }
-
-func (h *kvHandle) check(op string) error {
-	if h.closed.Load() || h.e.isClosed() {
-		return fmt.Errorf("memory: kv %s on %q: %w", op, h.s.Name(), engines.ErrClosed)
-	}
-	return nil
-}
-
-// Get implements engines.KV.
-func (h *kvHandle) Get(ctx context.Context, key []byte) (engines.KVEntry, error) {
-	if err := h.check("get"); err != nil {
-		return engines.KVEntry{}, err
-	}
-	ent, err := h.s.Get(key)
-	if err != nil {
-		return ent, fmt.Errorf("memory: %w", err)
-	}
-	return ent, nil
+	*kvmem.Handle
+	e *Engine
 }
 
 // Apply implements engines.KV.
 func (h *kvHandle) Apply(ctx context.Context, ops ...engines.KVOp) ([]engines.KVEntry, error) {
-	if err := h.check("apply"); err != nil {
+	if err := h.Check("apply"); err != nil {
 		return nil, err
 	}
-	h.s.Lock()
-	defer h.s.Unlock()
-	p, err := h.s.PrepareLocked(ops)
+	h.Store.Lock()
+	defer h.Store.Unlock()
+	p, err := h.Store.PrepareLocked(ops)
 	if err != nil {
 		return nil, fmt.Errorf("memory: %w", err)
 	}
-	h.s.CommitLocked(p)
+	h.Store.CommitLocked(p)
 	return p.Results(), nil
-}
-
-// List implements engines.KV.
-func (h *kvHandle) List(ctx context.Context, prefix, after []byte, limit int) ([]engines.KVEntry, error) {
-	if err := h.check("list"); err != nil {
-		return nil, err
-	}
-	out, err := h.s.List(prefix, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("memory: %w", err)
-	}
-	return out, nil
-}
-
-// Close implements engines.KV.
-func (h *kvHandle) Close() error {
-	h.closed.Store(true)
-	return nil
-}
-
-// storeOps is one store's share of a transaction, its batches merged in
-// order.
-type storeOps struct {
-	s   *kvmem.Store
-	ops []engines.KVOp
-	p   *kvmem.Prepared
-}
-
-// txStores resolves the stores of eff's KV batches, merged per store and
-// sorted by name (the lock order).
-func (e *Engine) txStores(eff *engines.Effects) ([]*storeOps, error) {
-	if eff == nil || len(eff.KV) == 0 {
-		return nil, nil
-	}
-	by := make(map[string]*storeOps)
-	var out []*storeOps
-	for _, b := range eff.KV {
-		so := by[b.Store]
-		if so == nil {
-			s, err := e.store(b.Store)
-			if err != nil {
-				return nil, err
-			}
-			so = &storeOps{s: s}
-			by[b.Store] = so
-			out = append(out, so)
-		}
-		so.ops = append(so.ops, b.Ops...)
-	}
-	slices.SortFunc(out, func(a, b *storeOps) int { return cmp.Compare(a.s.Name(), b.s.Name()) })
-	return out, nil
 }
 
 // txTargets resolves the queues of eff's publishes, other than src,
@@ -210,12 +118,12 @@ func (q *queue) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settle
 		return fmt.Errorf("memory: settle tx on %q: verdict %s, want ack: %w", q.name, s.Verdict, engines.ErrInvalid)
 	}
 	e := q.e
-	stores, err := e.txStores(eff)
+	stores, err := kvmem.GroupByStore(eff, e.store)
 	if err != nil {
 		return err
 	}
 	for _, so := range stores {
-		if err := so.s.Validate(so.ops); err != nil {
+		if err := so.Store.Validate(so.Ops); err != nil {
 			return fmt.Errorf("memory: settle tx on %q: %w", q.name, err)
 		}
 	}
@@ -227,8 +135,8 @@ func (q *queue) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settle
 	e.txMu.Lock()
 	defer e.txMu.Unlock()
 	for _, so := range stores {
-		so.s.Lock()
-		defer so.s.Unlock()
+		so.Store.Lock()
+		defer so.Store.Unlock()
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -239,11 +147,11 @@ func (q *queue) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settle
 		return fmt.Errorf("memory: settle tx on %q: %w", q.name, engines.ErrLeaseLost)
 	}
 	for _, so := range stores {
-		p, err := so.s.PrepareLocked(so.ops)
+		p, err := so.Store.PrepareLocked(so.Ops)
 		if err != nil {
 			return fmt.Errorf("memory: settle tx on %q: %w", q.name, err)
 		}
-		so.p = p
+		so.Prepared = p
 	}
 	for _, tq := range others {
 		tq.mu.Lock()
@@ -254,7 +162,7 @@ func (q *queue) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settle
 	}
 	// Everything is checked: from here on nothing fails.
 	for _, so := range stores {
-		so.s.CommitLocked(so.p)
+		so.Store.CommitLocked(so.Prepared)
 	}
 	if _, err := q.policy.Settle(&r.Lease, s, &q.st); err != nil {
 		panic(fmt.Sprintf("memory: ack refused after its lease was checked: %v", err))

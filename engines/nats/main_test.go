@@ -3,9 +3,7 @@ package nats_test
 import (
 	"context"
 	"os"
-	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -14,6 +12,7 @@ import (
 	"github.com/qrun-dev/qrun/engines/enginetest"
 	"github.com/qrun-dev/qrun/engines/nats"
 	"github.com/qrun-dev/qrun/engines/nats/natstest"
+	"github.com/qrun-dev/qrun/internal/testserver"
 )
 
 // srv is the package's one NATS server, started by TestMain.
@@ -36,14 +35,7 @@ func newEngine(tb testing.TB, prefix string, opts nats.Options) *nats.Engine {
 	if opts.Logger == nil {
 		opts.Logger = zaptest.NewLogger(tb)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := nats.New(ctx, opts)
-	if err != nil {
-		tb.Fatalf("nats.New: %v", err)
-	}
-	tb.Cleanup(func() { _ = e.Close() })
-	return e
+	return testserver.Open(tb, "nats.New", func(ctx context.Context) (*nats.Engine, error) { return nats.New(ctx, opts) })
 }
 
 // harness builds engines on a prefix of their own. Its Restart's storage
@@ -59,7 +51,7 @@ func harness() enginetest.Harness {
 				return s.Prefix() + "|" + s.URL
 			},
 			Open: func(ctx context.Context, storage string) (engines.Engine, error) {
-				prefix, url, _ := strings.Cut(storage, "|")
+				prefix, url := testserver.SplitStorage(storage)
 				return nats.New(ctx, nats.Options{URLs: []string{url}, Prefix: prefix, Logger: zap.NewNop()})
 			},
 			// Every settle returns once the server confirmed it, but the

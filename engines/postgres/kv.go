@@ -269,41 +269,56 @@ func (e *Engine) applyIn(ctx context.Context, tx pgx.Tx, store string, ops []eng
 // it in as the batch is read), prepare runs the ops on what was read, and
 // queueWrites queues the statements that store the outcome.
 type storeBatch struct {
-	e      *Engine
-	store  string
-	ops    []engines.KVOp
-	writes int64
-
-	last    int64
-	clock   time.Time
-	s       *kvmem.Store
+	storeLoad
+	e       *Engine
+	ops     []engines.KVOp
 	expired [][]byte
 	p       *kvmem.Prepared
 }
 
-func (e *Engine) queueRead(b *pgx.Batch, store string, ops []engines.KVOp) *storeBatch {
-	sb := &storeBatch{e: e, store: store, ops: ops}
-	keys := make([][]byte, 0, len(ops))
-	seen := make(map[string]bool, len(ops))
+// storeLoad is one store read into a kvmem index inside a transaction: its
+// row locked with writes versions reserved, and the keys named by the ops
+// added loaded. A single Apply and a batch of settles both use it.
+type storeLoad struct {
+	name   string
+	keys   [][]byte
+	seen   map[string]bool
+	writes int64
+	last   int64
+	clock  time.Time
+	s      *kvmem.Store
+}
+
+// add counts ops' writes (the versions to reserve) and notes their keys.
+func (l *storeLoad) add(ops []engines.KVOp) {
+	if l.seen == nil {
+		l.seen = make(map[string]bool, len(ops))
+	}
 	for i := range ops {
 		if ops[i].Kind == engines.KVSet || ops[i].Kind == engines.KVIncr {
-			sb.writes++
+			l.writes++
 		}
-		if k := string(ops[i].Key); !seen[k] {
-			seen[k] = true
-			keys = append(keys, ops[i].Key)
+		if k := string(ops[i].Key); !l.seen[k] {
+			l.seen[k] = true
+			l.keys = append(l.keys, ops[i].Key)
 		}
 	}
-	b.Queue(e.sqlKV.lockStore, store, sb.writes).QueryRow(func(r pgx.Row) error {
-		if err := r.Scan(&sb.last, &sb.clock); err != nil {
+}
+
+// queue queues on b the statements that lock the store's row, reserving
+// its writes, and load its keys into a new index on the database's clock;
+// expired gets each key read that has already expired by that clock.
+func (l *storeLoad) queue(b *pgx.Batch, e *Engine, expired func(key []byte)) {
+	b.Queue(e.sqlKV.lockStore, l.name, l.writes).QueryRow(func(r pgx.Row) error {
+		if err := r.Scan(&l.last, &l.clock); err != nil {
 			return err
 		}
-		clock := sb.clock
-		sb.s = kvmem.New(store, e.kv.limit(store), func() time.Time { return clock })
-		sb.s.LoadVersion(uint64(sb.last - sb.writes))
+		clock := l.clock
+		l.s = kvmem.New(l.name, e.kv.limit(l.name), func() time.Time { return clock })
+		l.s.LoadVersion(uint64(l.last - l.writes))
 		return nil
 	})
-	b.Queue(e.sqlKV.read, store, keys).Query(func(rows pgx.Rows) error {
+	b.Queue(e.sqlKV.read, l.name, l.keys).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var (
 				k, v    []byte
@@ -316,13 +331,21 @@ func (e *Engine) queueRead(b *pgx.Batch, store string, ops []engines.KVOp) *stor
 			ent := kvmem.Entry{Value: v, Version: uint64(ver)}
 			if expires != nil {
 				ent.Expires = expires.UnixNano()
-				if !sb.clock.Before(*expires) {
-					sb.expired = append(sb.expired, k) // deleted whatever the batch does
+				if !l.clock.Before(*expires) {
+					expired(k)
 				}
 			}
-			sb.s.Load(string(k), ent)
+			l.s.Load(string(k), ent)
 		}
 		return rows.Err()
+	})
+}
+
+func (e *Engine) queueRead(b *pgx.Batch, store string, ops []engines.KVOp) *storeBatch {
+	sb := &storeBatch{storeLoad: storeLoad{name: store}, e: e, ops: ops}
+	sb.add(ops)
+	sb.queue(b, e, func(k []byte) {
+		sb.expired = append(sb.expired, k) // deleted whatever the batch does
 	})
 	return sb
 }
@@ -337,7 +360,7 @@ func (sb *storeBatch) prepare() error {
 		return err
 	}
 	if p.LastVersion() > uint64(sb.last) {
-		return fmt.Errorf("kv %q: %d versions reserved, more needed", sb.store, sb.writes)
+		return fmt.Errorf("kv %q: %d versions reserved, more needed", sb.name, sb.writes)
 	}
 	sb.p = p
 	return nil
@@ -366,10 +389,10 @@ func (sb *storeBatch) queueWrites(b *pgx.Batch) {
 		px = append(px, x)
 	}
 	if len(dk) > 0 {
-		b.Queue(sb.e.sqlKV.del, sb.store, dk)
+		b.Queue(sb.e.sqlKV.del, sb.name, dk)
 	}
 	if len(pk) > 0 {
-		b.Queue(sb.e.sqlKV.upsert, sb.store, pk, pv, pn, px)
+		b.Queue(sb.e.sqlKV.upsert, sb.name, pk, pv, pn, px)
 	}
 }
 

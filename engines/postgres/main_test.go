@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/qrun-dev/qrun/engines/enginetest"
 	"github.com/qrun-dev/qrun/engines/postgres"
 	"github.com/qrun-dev/qrun/engines/postgres/pgtest"
+	"github.com/qrun-dev/qrun/internal/testserver"
 )
 
 // srv is the package's one PostgreSQL server, started by TestMain.
@@ -47,14 +47,7 @@ func newEngine(tb testing.TB, schema string, opts postgres.Options) *postgres.En
 	if opts.Logger == nil {
 		opts.Logger = zaptest.NewLogger(tb)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := postgres.New(ctx, opts)
-	if err != nil {
-		tb.Fatalf("postgres.New: %v", err)
-	}
-	tb.Cleanup(func() { _ = e.Close() })
-	return e
+	return testserver.Open(tb, "postgres.New", func(ctx context.Context) (*postgres.Engine, error) { return postgres.New(ctx, opts) })
 }
 
 // harness builds engines on a schema of their own. Its Restart's storage
@@ -67,10 +60,10 @@ func harness() enginetest.Harness {
 			Name: "postgres",
 			Storage: func(tb testing.TB) string {
 				s := pgtest.Need(tb, srv)
-				return s.Schema(tb) + "|" + s.DSN
+				return testserver.JoinStorage(s.Schema(tb), s.DSN)
 			},
 			Open: func(ctx context.Context, storage string) (engines.Engine, error) {
-				schema, dsn, _ := strings.Cut(storage, "|")
+				schema, dsn := testserver.SplitStorage(storage)
 				return postgres.New(ctx, postgres.Options{DSN: dsn, Schema: schema,
 					PollInterval: 200 * time.Millisecond, MaxConns: 4, Logger: zap.NewNop()})
 			},

@@ -139,13 +139,7 @@ func (b *txBatcher) lead(e *Engine) {
 // batchStore is one store as a batch sees it: its row locked, the keys the
 // batch names loaded, and the keys its deliveries changed.
 type batchStore struct {
-	name    string
-	keys    [][]byte
-	seen    map[string]bool
-	writes  int64
-	last    int64
-	clock   time.Time
-	s       *kvmem.Store
+	storeLoad
 	changed map[string]bool
 }
 
@@ -163,20 +157,11 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 		for _, ts := range r.stores {
 			bs := byName[ts.name]
 			if bs == nil {
-				bs = &batchStore{name: ts.name, seen: map[string]bool{}, changed: map[string]bool{}}
+				bs = &batchStore{storeLoad: storeLoad{name: ts.name}, changed: map[string]bool{}}
 				byName[ts.name] = bs
 				stores = append(stores, bs)
 			}
-			for i := range ts.ops {
-				op := &ts.ops[i]
-				if op.Kind == engines.KVSet || op.Kind == engines.KVIncr {
-					bs.writes++
-				}
-				if k := string(op.Key); !bs.seen[k] {
-					bs.seen[k] = true
-					bs.keys = append(bs.keys, op.Key)
-				}
-			}
+			bs.add(ts.ops)
 		}
 	}
 	slices.SortFunc(stores, func(a, b *batchStore) int {
@@ -211,35 +196,8 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 		})
 		for _, bs := range stores {
 			bs := bs
-			b.Queue(e.sqlKV.lockStore, bs.name, bs.writes).QueryRow(func(row pgx.Row) error {
-				if err := row.Scan(&bs.last, &bs.clock); err != nil {
-					return err
-				}
-				clock := bs.clock
-				bs.s = kvmem.New(bs.name, e.kv.limit(bs.name), func() time.Time { return clock })
-				bs.s.LoadVersion(uint64(bs.last - bs.writes))
-				return nil
-			})
-			b.Queue(e.sqlKV.read, bs.name, bs.keys).Query(func(rows pgx.Rows) error {
-				for rows.Next() {
-					var (
-						k, v    []byte
-						ver     int64
-						expires *time.Time
-					)
-					if err := rows.Scan(&k, &v, &ver, &expires); err != nil {
-						return err
-					}
-					ent := kvmem.Entry{Value: v, Version: uint64(ver)}
-					if expires != nil {
-						ent.Expires = expires.UnixNano()
-						if !bs.clock.Before(*expires) {
-							bs.changed[string(k)] = true // expired: deleted below unless rewritten
-						}
-					}
-					bs.s.Load(string(k), ent)
-				}
-				return rows.Err()
+			bs.queue(&b, e, func(k []byte) {
+				bs.changed[string(k)] = true // expired: deleted below unless rewritten
 			})
 		}
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {

@@ -3,9 +3,7 @@ package redis_test
 import (
 	"context"
 	"os"
-	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
@@ -14,6 +12,7 @@ import (
 	"github.com/qrun-dev/qrun/engines/enginetest"
 	"github.com/qrun-dev/qrun/engines/redis"
 	"github.com/qrun-dev/qrun/engines/redis/redistest"
+	"github.com/qrun-dev/qrun/internal/testserver"
 )
 
 // srv is the package's one Redis server, started by TestMain.
@@ -36,14 +35,7 @@ func newEngine(tb testing.TB, prefix string, opts redis.Options) *redis.Engine {
 	if opts.Logger == nil {
 		opts.Logger = zaptest.NewLogger(tb)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := redis.New(ctx, opts)
-	if err != nil {
-		tb.Fatalf("redis.New: %v", err)
-	}
-	tb.Cleanup(func() { _ = e.Close() })
-	return e
+	return testserver.Open(tb, "redis.New", func(ctx context.Context) (*redis.Engine, error) { return redis.New(ctx, opts) })
 }
 
 // harness builds engines on a key prefix of their own. Its Restart's
@@ -56,10 +48,10 @@ func harness() enginetest.Harness {
 			Name: "redis",
 			Storage: func(tb testing.TB) string {
 				s := redistest.Need(tb, srv)
-				return s.Prefix(tb) + "|" + s.URL
+				return testserver.JoinStorage(s.Prefix(tb), s.URL)
 			},
 			Open: func(ctx context.Context, storage string) (engines.Engine, error) {
-				prefix, url, _ := strings.Cut(storage, "|")
+				prefix, url := testserver.SplitStorage(storage)
 				return redis.New(ctx, redis.Options{URL: url, KeyPrefix: prefix, Logger: zap.NewNop()})
 			},
 			SyncCommits: true, // every script's writes are in the AOF before it replies

@@ -224,14 +224,38 @@ func current(st *instanceState, b *kvBinding, key []byte) overlayEntry {
 	return st.tx.over[overlayKey(b.Name, key)]
 }
 
-func hostKVGet(ctx context.Context, m api.Module, stack []uint64) {
-	st := stateOf(ctx)
-	store := region(m, abi.FuncKVGet, "store", stack[0], stack[1])
-	key := region(m, abi.FuncKVGet, "key", stack[2], stack[3])
-	buf := region(m, abi.FuncKVGet, "buf", stack[4], stack[5])
+// kvSpan is a KV host call's (ptr, len) argument beyond the store and key
+// every one of them takes; the zero kvSpan means there is none.
+type kvSpan struct {
+	name     string
+	ptr, len uint64
+}
+
+// kvArgs reads a KV host call's store (stack[0:2]), key (stack[2:4]) and
+// extra region, in that order (so a bad pointer traps before any other
+// check), then checks the call with kvCall. On a refusal it writes the code
+// to stack[0] with enc and returns ok false; the caller just returns.
+func kvArgs(ctx context.Context, m api.Module, stack []uint64, fn string, enc func(int32) uint64, extra kvSpan) (st *instanceState, b *kvBinding, key, more []byte, ok bool) {
+	st = stateOf(ctx)
+	store := region(m, fn, "store", stack[0], stack[1])
+	key = region(m, fn, "key", stack[2], stack[3])
+	if extra.name != "" {
+		more = region(m, fn, extra.name, extra.ptr, extra.len)
+	}
 	b, c := kvCall(st, store, key)
 	if c != 0 {
-		stack[0] = code(c)
+		stack[0] = enc(c)
+		return nil, nil, nil, nil, false
+	}
+	return st, b, key, more, true
+}
+
+// code64 encodes a code as an i64 result, for the calls that return one.
+func code64(c int32) uint64 { return api.EncodeI64(int64(c)) }
+
+func hostKVGet(ctx context.Context, m api.Module, stack []uint64) {
+	st, b, key, buf, ok := kvArgs(ctx, m, stack, abi.FuncKVGet, code, kvSpan{"buf", stack[4], stack[5]})
+	if !ok {
 		return
 	}
 	e, err := view(st, b, key)
@@ -250,12 +274,8 @@ func hostKVGet(ctx context.Context, m api.Module, stack []uint64) {
 }
 
 func hostKVVersion(ctx context.Context, m api.Module, stack []uint64) {
-	st := stateOf(ctx)
-	store := region(m, abi.FuncKVVersion, "store", stack[0], stack[1])
-	key := region(m, abi.FuncKVVersion, "key", stack[2], stack[3])
-	b, c := kvCall(st, store, key)
-	if c != 0 {
-		stack[0] = api.EncodeI64(int64(c))
+	st, b, key, _, ok := kvArgs(ctx, m, stack, abi.FuncKVVersion, code64, kvSpan{})
+	if !ok {
 		return
 	}
 	e, err := view(st, b, key)
@@ -278,13 +298,8 @@ func kvValue(b *kvBinding, val []byte, ttlMS int64) (time.Duration, int32) {
 }
 
 func hostKVSet(ctx context.Context, m api.Module, stack []uint64) {
-	st := stateOf(ctx)
-	store := region(m, abi.FuncKVSet, "store", stack[0], stack[1])
-	key := region(m, abi.FuncKVSet, "key", stack[2], stack[3])
-	val := region(m, abi.FuncKVSet, "val", stack[4], stack[5])
-	b, c := kvCall(st, store, key)
-	if c != 0 {
-		stack[0] = code(c)
+	st, b, key, val, ok := kvArgs(ctx, m, stack, abi.FuncKVSet, code, kvSpan{"val", stack[4], stack[5]})
+	if !ok {
 		return
 	}
 	ttl, c := kvValue(b, val, int64(stack[6]))
@@ -302,13 +317,8 @@ func hostKVSet(ctx context.Context, m api.Module, stack []uint64) {
 }
 
 func hostKVCas(ctx context.Context, m api.Module, stack []uint64) {
-	st := stateOf(ctx)
-	store := region(m, abi.FuncKVCas, "store", stack[0], stack[1])
-	key := region(m, abi.FuncKVCas, "key", stack[2], stack[3])
-	val := region(m, abi.FuncKVCas, "val", stack[5], stack[6])
-	b, c := kvCall(st, store, key)
-	if c != 0 {
-		stack[0] = code(c)
+	st, b, key, val, ok := kvArgs(ctx, m, stack, abi.FuncKVCas, code, kvSpan{"val", stack[5], stack[6]})
+	if !ok {
 		return
 	}
 	want := int64(stack[4])
@@ -350,12 +360,8 @@ func hostKVCas(ctx context.Context, m api.Module, stack []uint64) {
 }
 
 func hostKVDelete(ctx context.Context, m api.Module, stack []uint64) {
-	st := stateOf(ctx)
-	store := region(m, abi.FuncKVDelete, "store", stack[0], stack[1])
-	key := region(m, abi.FuncKVDelete, "key", stack[2], stack[3])
-	b, c := kvCall(st, store, key)
-	if c != 0 {
-		stack[0] = code(c)
+	st, b, key, _, ok := kvArgs(ctx, m, stack, abi.FuncKVDelete, code, kvSpan{})
+	if !ok {
 		return
 	}
 	op := engines.KVOp{Kind: engines.KVDelete, Key: slices.Clone(key)}
@@ -368,13 +374,8 @@ func hostKVDelete(ctx context.Context, m api.Module, stack []uint64) {
 }
 
 func hostKVIncr(ctx context.Context, m api.Module, stack []uint64) {
-	st := stateOf(ctx)
-	store := region(m, abi.FuncKVIncr, "store", stack[0], stack[1])
-	key := region(m, abi.FuncKVIncr, "key", stack[2], stack[3])
-	out := region(m, abi.FuncKVIncr, "result", stack[5], 8)
-	b, c := kvCall(st, store, key)
-	if c != 0 {
-		stack[0] = code(c)
+	st, b, key, out, ok := kvArgs(ctx, m, stack, abi.FuncKVIncr, code, kvSpan{"result", stack[5], 8})
+	if !ok {
 		return
 	}
 	delta := int64(stack[4])

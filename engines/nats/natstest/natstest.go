@@ -12,22 +12,17 @@
 package natstest
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/qrun-dev/qrun/internal/testenv"
+	"github.com/qrun-dev/qrun/internal/testserver"
 )
 
 // EnvURL names the environment variable holding the URL of an existing
@@ -46,9 +41,7 @@ type Server struct {
 	bin      string // nats-server; empty when the server is not ours
 	dir      string // JetStream store directory
 	port     int
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
+	proc     testserver.Process
 	prefixes atomic.Uint64
 }
 
@@ -68,7 +61,7 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := testserver.FreePort()
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -81,63 +74,13 @@ func Start() (*Server, error) {
 	return s, nil
 }
 
-// freePort asks the kernel for a loopback port nobody uses.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("natstest: free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // start runs nats-server and returns once it logs that it is ready (the
 // event, not a guess at how long it takes).
 func (s *Server) start() error {
 	cmd := exec.Command(s.bin, "-js", "-sd", s.dir, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port))
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return err
+	if err := s.proc.Start(cmd, testserver.Ready{Line: "Server is ready"}); err != nil {
+		return fmt.Errorf("natstest: nats-server: %w", err)
 	}
-	cmd.Stdout = cmd.Stderr
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("natstest: start %s: %w", s.bin, err)
-	}
-	ready := make(chan struct{})
-	exited := make(chan struct{})
-	var tail strings.Builder
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		once := false
-		for sc.Scan() {
-			line := sc.Text()
-			if !once {
-				tail.WriteString(line + "\n")
-				if strings.Contains(line, "Server is ready") {
-					once = true
-					close(ready)
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		_ = cmd.Wait()
-		if !once {
-			close(ready)
-		}
-		close(exited)
-	}()
-	select {
-	case <-ready:
-	case <-time.After(time.Minute):
-	}
-	select {
-	case <-exited:
-		return fmt.Errorf("natstest: nats-server exited at start:\n%s", tail.String())
-	default:
-	}
-	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
-	s.mu.Unlock()
 	return nil
 }
 
@@ -146,21 +89,8 @@ func (s *Server) Stop() {
 	if s == nil || s.bin == "" {
 		return
 	}
-	s.kill()
+	s.proc.Kill()
 	_ = os.RemoveAll(s.dir)
-}
-
-// kill ends the running server process and waits for it to exit.
-func (s *Server) kill() {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-exited
 }
 
 // Restart kills the server (SIGKILL: a broker crash, not a clean stop) and
@@ -171,7 +101,7 @@ func (s *Server) Restart(tb testing.TB) {
 	if s.bin == "" {
 		tb.Skipf("server %s is not ours to restart", s.URL)
 	}
-	s.kill()
+	s.proc.Kill()
 	if err := s.start(); err != nil {
 		tb.Fatalf("restart: %v", err)
 	}
@@ -184,7 +114,7 @@ func (s *Server) Down(tb testing.TB) (up func()) {
 	if s.bin == "" {
 		tb.Skipf("server %s is not ours to stop", s.URL)
 	}
-	s.kill()
+	s.proc.Kill()
 	return func() {
 		if err := s.start(); err != nil {
 			tb.Fatalf("start again: %v", err)
@@ -202,25 +132,14 @@ func (s *Server) Prefix() string {
 // returns the exit code, for TestMain. Without a server *srv stays nil and
 // the tests that Need it skip (or fail under QRUN_REQUIRE_TOOLS=1).
 func Run(m *testing.M, srv **Server) int {
-	s, err := Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "natstest: %v\n", err)
-	}
-	*srv = s
-	code := m.Run()
-	s.Stop()
-	return code
+	return testserver.Run(m, "natstest", srv, Start, (*Server).Stop)
 }
 
 // Need returns s, or skips tb loudly (fails it under QRUN_REQUIRE_TOOLS=1)
 // when there is no server.
 func Need(tb testing.TB, s *Server) *Server {
 	tb.Helper()
-	if s != nil {
-		return s
-	}
-	testenv.Missing(tb, ErrNoServer.Error())
-	return nil
+	return testserver.Need(tb, s, ErrNoServer)
 }
 
 // Ctx is a context for a test's setup calls.

@@ -25,7 +25,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/qrun-dev/qrun/internal/testenv"
+	"github.com/qrun-dev/qrun/internal/testserver"
 )
 
 // BinDir is where Debian installs the PostgreSQL 15 server binaries; when
@@ -256,27 +256,14 @@ func (s *Server) Schema(tb testing.TB) string {
 // (TestMain passes it to os.Exit after its own cleanup). Without a server
 // the tests still run, and each one that needs it skips (see Need).
 func Run(m *testing.M, srv **Server) int {
-	s, err := Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
-	}
-	*srv = s
-	code := m.Run()
-	if s != nil {
-		s.Stop()
-	}
-	return code
+	return testserver.Run(m, "pgtest", srv, Start, (*Server).Stop)
 }
 
 // Need returns the server, or skips the test loudly when there is none
 // (failing instead under QRUN_REQUIRE_TOOLS=1).
 func Need(tb testing.TB, s *Server) *Server {
 	tb.Helper()
-	if s != nil {
-		return s
-	}
-	testenv.Missing(tb, ErrNoServer.Error())
-	return nil
+	return testserver.Need(tb, s, ErrNoServer)
 }
 
 // Psql returns the path of the psql client, or "" when it is missing.

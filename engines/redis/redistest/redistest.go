@@ -11,19 +11,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/qrun-dev/qrun/internal/testenv"
+	"github.com/qrun-dev/qrun/internal/testserver"
 )
 
 // EnvURL names the environment variable holding the URL of an existing
@@ -42,9 +40,7 @@ type Server struct {
 	bin      string // redis-server, "" when the server is not ours
 	dir      string
 	port     int
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
+	proc     testserver.Process
 	prefixes atomic.Uint64
 }
 
@@ -61,7 +57,7 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := testserver.FreePort()
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -74,60 +70,29 @@ func Start() (*Server, error) {
 	return s, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // start runs redis-server on s.dir and s.port and waits until it answers.
 func (s *Server) start() error {
 	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--dir", s.dir, "--appendonly", "yes", "--appendfsync", "always",
 		"--save", "", "--logfile", filepath.Join(s.dir, "redis.log"))
-	cmd.Stdout, cmd.Stderr = nil, nil
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("redistest: start %s: %w", s.bin, err)
+	opt, err := redis.ParseURL(s.URL)
+	if err != nil {
+		return fmt.Errorf("redistest: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
-	s.mu.Unlock()
-	opt, _ := redis.ParseURL(s.URL)
 	c := redis.NewClient(opt)
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		if err := c.Ping(ctx).Err(); err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
+	err = s.proc.Start(cmd, testserver.Ready{
+		Probe:   func(ctx context.Context) error { return c.Ping(ctx).Err() },
+		Timeout: 30 * time.Second,
+		ExitLog: func() string {
 			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			return fmt.Errorf("redistest: redis-server exited at start: %s", log)
-		case <-ctx.Done():
-			s.kill()
-			return fmt.Errorf("redistest: redis-server did not answer on port %d: %w", s.port, ctx.Err())
-		case <-time.After(20 * time.Millisecond): // polling a starting server: nothing to wait on
-		}
+			return string(log)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("redistest: redis-server on port %d: %w", s.port, err)
 	}
-}
-
-// kill stops the server with SIGKILL and waits for it to exit.
-func (s *Server) kill() {
-	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-exited
+	return nil
 }
 
 // Restart kills the server with SIGKILL (a crash: only what appendfsync
@@ -136,7 +101,7 @@ func (s *Server) Restart() error {
 	if s.bin == "" {
 		return errors.New("redistest: cannot restart a server named by " + EnvURL)
 	}
-	s.kill()
+	s.proc.Kill()
 	return s.start()
 }
 
@@ -145,7 +110,7 @@ func (s *Server) Stop() {
 	if s.bin == "" {
 		return
 	}
-	s.kill()
+	s.proc.Kill()
 	_ = os.RemoveAll(s.dir)
 }
 
@@ -157,25 +122,12 @@ func (s *Server) Prefix(tb testing.TB) string {
 // Run starts the package's server, runs its tests and stops the server. A
 // server that cannot start is reported, and tests calling Need skip.
 func Run(m *testing.M, srv **Server) int {
-	s, err := Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "redistest: %v\n", err)
-	}
-	*srv = s
-	code := m.Run()
-	if s != nil {
-		s.Stop()
-	}
-	return code
+	return testserver.Run(m, "redistest", srv, Start, (*Server).Stop)
 }
 
 // Need returns s, or skips the test when there is no server (failing
 // instead under QRUN_REQUIRE_TOOLS=1).
 func Need(tb testing.TB, s *Server) *Server {
 	tb.Helper()
-	if s != nil {
-		return s
-	}
-	testenv.Missing(tb, ErrNoServer.Error())
-	return nil
+	return testserver.Need(tb, s, ErrNoServer)
 }
