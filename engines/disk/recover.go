@@ -149,8 +149,29 @@ type exhausted struct {
 // counted exactly once, however many times the engine is opened after, and
 // a stop during the open itself leaves either the old state (counted at the
 // next open) or the new one (not counted again), never half of each.
+//
+// Every queue it loads stays locked until the scan is over: a message
+// recovered with a retry delay arms the queue's timer, whose callback
+// (onTimer, on a goroutine of its own, taking the queue's lock) would
+// otherwise move records between the queue's heaps while the scan is still
+// pushing into them. That race corrupted the heaps: a nil dereference
+// failing the open ("the file is damaged: ... nil pointer dereference"),
+// or records dropped from the index, messages never delivered until the
+// next restart.
 func (e *Engine) recover() error {
 	var nQueues, nMsgs, nLeased int
+	var loading []*queue
+	defer func() {
+		for _, q := range loading {
+			q.mu.Unlock()
+		}
+	}()
+	load := func(name string) *queue {
+		q := newQueue(e, name)
+		q.mu.Lock()
+		loading = append(loading, q)
+		return q
+	}
 	err := guarded(func() error {
 		return e.db.Update(func(tx *bolt.Tx) error {
 			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
@@ -189,7 +210,7 @@ func (e *Engine) recover() error {
 			var dead []exhausted
 			touched := map[*queue]bool{}
 			for _, name := range names {
-				q, leased, n, d, top, err := e.recoverQueue(tx, name, now)
+				q, leased, n, d, top, err := e.recoverQueue(tx, load(name), now)
 				if err != nil {
 					return fmt.Errorf("queue %q: %w", name, err)
 				}
@@ -207,7 +228,7 @@ func (e *Engine) recover() error {
 				return fmt.Errorf("key-value stores: %w", err)
 			}
 			e.seq.Store(maxSeq)
-			if err := e.deadLetterAtOpen(tx, dead, touched, now); err != nil {
+			if err := e.deadLetterAtOpen(tx, dead, touched, load, now); err != nil {
 				return err
 			}
 			for q := range touched {
@@ -234,12 +255,13 @@ func (e *Engine) recover() error {
 // expired: one failure each, and the message is visible again after the
 // queue's retry delay for its failures (or dead-lettered, by the caller,
 // once they reach MaxAttempts). The new state is written at once.
-func (e *Engine) recoverQueue(tx *bolt.Tx, name string, now int64) (q *queue, leased, n int, dead []exhausted, top uint64, err error) {
+// q is new and locked by the caller (see recover).
+func (e *Engine) recoverQueue(tx *bolt.Tx, q *queue, now int64) (_ *queue, leased, n int, dead []exhausted, top uint64, err error) {
+	name := q.name
 	x, err := queueBuckets(tx, name, true)
 	if err != nil {
 		return nil, 0, 0, nil, 0, err
 	}
-	q = newQueue(e, name)
 	if v := x.root.Get(keySpec); v != nil {
 		s, err := decodeSpec(v)
 		if err != nil {
@@ -349,8 +371,9 @@ func (e *Engine) recoverQueue(tx *bolt.Tx, name string, now int64) (q *queue, le
 // deadLetterAtOpen moves the messages whose outstanding lease at the stop
 // was their last allowed attempt to their dead-letter queue (or deletes
 // them, without one), inside the recovery transaction, and marks the
-// queues whose counters that changes.
-func (e *Engine) deadLetterAtOpen(tx *bolt.Tx, dead []exhausted, touched map[*queue]bool, now int64) error {
+// queues whose counters that changes. A dead-letter queue not in the file
+// yet is made by load (new and locked until the end of recover).
+func (e *Engine) deadLetterAtOpen(tx *bolt.Tx, dead []exhausted, touched map[*queue]bool, load func(string) *queue, now int64) error {
 	get := func(q *queue) (*buckets, error) { return queueBuckets(tx, q.name, true) }
 	var key [8]byte
 	for _, d := range dead {
@@ -361,7 +384,7 @@ func (e *Engine) deadLetterAtOpen(tx *bolt.Tx, dead []exhausted, touched map[*qu
 		if dl := q.policy.DeadLetter; dl != "" {
 			dst := e.queues[dl]
 			if dst == nil {
-				dst = newQueue(e, dl)
+				dst = load(dl)
 				e.queues[dl] = dst
 			}
 			touched[dst] = true
