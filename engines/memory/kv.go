@@ -122,10 +122,8 @@ func (q *queue) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settle
 	if err != nil {
 		return err
 	}
-	for _, so := range stores {
-		if err := so.Store.Validate(so.Ops); err != nil {
-			return fmt.Errorf("memory: settle tx on %q: %w", q.name, err)
-		}
+	if err := kvmem.ValidateGroups(stores); err != nil {
+		return fmt.Errorf("memory: settle tx on %q: %w", q.name, err)
 	}
 	targets, others, err := e.txTargets(q, eff)
 	if err != nil {
