@@ -38,12 +38,7 @@ func (e *Engine) OpenKV(ctx context.Context, spec engines.KVSpec) (engines.KV, e
 
 // store returns the named store, creating it if needed.
 func (e *Engine) store(name string) (*kvmem.Store, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil, fmt.Errorf("memory: kv %q: %w", name, engines.ErrClosed)
-	}
-	return kvmem.Open(&e.stores, name), nil
+	return kvmem.Lookup("memory", &e.mu, &e.closed, &e.stores, name)
 }
 
 func (e *Engine) isClosed() bool {
