@@ -251,12 +251,7 @@ func (e *Engine) OpenKV(ctx context.Context, spec engines.KVSpec) (engines.KV, e
 }
 
 func (e *Engine) store(name string) (*kvmem.Store, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil, fmt.Errorf("disk: kv %q: %w", name, engines.ErrClosed)
-	}
-	return kvmem.Open(&e.stores, name), nil
+	return kvmem.Lookup("disk", &e.mu, &e.closed, &e.stores, name)
 }
 
 func (e *Engine) isClosed() bool {

@@ -38,12 +38,7 @@ func (e *Engine) OpenKV(ctx context.Context, spec engines.KVSpec) (engines.KV, e
 
 // store returns the named store, creating it if needed.
 func (e *Engine) store(name string) (*kvmem.Store, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil, fmt.Errorf("memory: kv %q: %w", name, engines.ErrClosed)
-	}
-	return kvmem.Open(&e.stores, name), nil
+	return kvmem.Lookup("memory", &e.mu, &e.closed, &e.stores, name)
 }
 
 func (e *Engine) isClosed() bool {
@@ -122,10 +117,8 @@ func (q *queue) SettleTx(ctx context.Context, t engines.Ticket, s engines.Settle
 	if err != nil {
 		return err
 	}
-	for _, so := range stores {
-		if err := so.Store.Validate(so.Ops); err != nil {
-			return fmt.Errorf("memory: settle tx on %q: %w", q.name, err)
-		}
+	if err := kvmem.ValidateGroups(stores); err != nil {
+		return fmt.Errorf("memory: settle tx on %q: %w", q.name, err)
 	}
 	targets, others, err := e.txTargets(q, eff)
 	if err != nil {

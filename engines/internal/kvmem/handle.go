@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,18 @@ func Open(stores *map[string]*Store, name string) *Store {
 		(*stores)[name] = s
 	}
 	return s
+}
+
+// Lookup is an engine's store lookup: under mu, the engine lock that guards
+// closed and stores, it fails with engines.ErrClosed (prefixed with engine)
+// once the engine is closed, else returns Open(stores, name).
+func Lookup(engine string, mu sync.Locker, closed *bool, stores *map[string]*Store, name string) (*Store, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if *closed {
+		return nil, fmt.Errorf("%s: kv %q: %w", engine, name, engines.ErrClosed)
+	}
+	return Open(stores, name), nil
 }
 
 // Handle is the part of an engine's engines.KV that reads: Name, Get, List

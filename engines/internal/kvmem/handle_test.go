@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/qrun-dev/qrun/engines"
@@ -72,5 +73,24 @@ func TestOpenHandleChecksSpec(t *testing.T) {
 	}
 	if err := h.Store.Validate([]engines.KVOp{{Kind: engines.KVSet, Key: []byte("k"), Value: []byte("four")}}); !errors.Is(err, engines.ErrTooLarge) {
 		t.Fatalf("spec's MaxValueSize not applied: %v", err)
+	}
+}
+
+func TestLookupOpensOnceAndFailsClosed(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		closed bool
+		stores map[string]*Store
+	)
+	a, err := Lookup("eng", &mu, &closed, &stores, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := Lookup("eng", &mu, &closed, &stores, "s"); err != nil || b != a {
+		t.Fatalf("second lookup: %p, %v; want %p", b, err, a)
+	}
+	closed = true
+	if _, err := Lookup("eng", &mu, &closed, &stores, "s"); !errors.Is(err, engines.ErrClosed) || !strings.HasPrefix(err.Error(), "eng: ") {
+		t.Fatalf("lookup after close: %v", err)
 	}
 }
