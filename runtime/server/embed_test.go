@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -24,14 +23,7 @@ import (
 func TestOwnLoggerAndRegistry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	cfg := parse(t, fmt.Sprintf(`
-runtime { admin_listen = "off" }
-engine "m" { type = "memory" }
-queue "in" { engine = "m" }
-consumer "c" {
-  queue  = "in"
-  plugin = %q
-}`, ackWasm(t)))
+	cfg := ackConfig(t, "")
 	core, logs := observer.New(zap.InfoLevel)
 	reg := prometheus.NewRegistry()
 	srv, err := server.New(ctx, cfg, server.Options{Logger: zap.New(core), Registerer: reg})
