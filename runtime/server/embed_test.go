@@ -70,7 +70,11 @@ func TestOwnLoggerAndRegistry(t *testing.T) {
 	if err := srv.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if mfs, _ := reg.Gather(); len(mfs) != 0 {
+	mfs, err = reg.Gather()
+	if err != nil {
+		t.Fatalf("gather after Stop: %v", err)
+	}
+	if len(mfs) != 0 {
 		t.Fatalf("%d metric families left on the registry after Stop", len(mfs))
 	}
 	again, err := server.New(ctx, cfg, server.Options{Registerer: reg})
@@ -81,7 +85,9 @@ func TestOwnLoggerAndRegistry(t *testing.T) {
 	if _, err := server.New(ctx, cfg, server.Options{Registerer: reg}); err == nil {
 		t.Fatal("two servers registered on one registry")
 	}
-	_ = again.Stop(ctx)
+	if err := again.Stop(ctx); err != nil {
+		t.Fatalf("stopping the second server: %v", err)
+	}
 }
 
 // A server built from a config.Spec runs a plugin given as bytes, and a
