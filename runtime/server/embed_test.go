@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -24,14 +23,7 @@ import (
 func TestOwnLoggerAndRegistry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	cfg := parse(t, fmt.Sprintf(`
-runtime { admin_listen = "off" }
-engine "m" { type = "memory" }
-queue "in" { engine = "m" }
-consumer "c" {
-  queue  = "in"
-  plugin = %q
-}`, ackWasm(t)))
+	cfg := ackConfig(t, "")
 	core, logs := observer.New(zap.InfoLevel)
 	reg := prometheus.NewRegistry()
 	srv, err := server.New(ctx, cfg, server.Options{Logger: zap.New(core), Registerer: reg})
@@ -78,7 +70,11 @@ consumer "c" {
 	if err := srv.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if mfs, _ := reg.Gather(); len(mfs) != 0 {
+	mfs, err = reg.Gather()
+	if err != nil {
+		t.Fatalf("gather after Stop: %v", err)
+	}
+	if len(mfs) != 0 {
 		t.Fatalf("%d metric families left on the registry after Stop", len(mfs))
 	}
 	again, err := server.New(ctx, cfg, server.Options{Registerer: reg})
@@ -89,7 +85,9 @@ consumer "c" {
 	if _, err := server.New(ctx, cfg, server.Options{Registerer: reg}); err == nil {
 		t.Fatal("two servers registered on one registry")
 	}
-	_ = again.Stop(ctx)
+	if err := again.Stop(ctx); err != nil {
+		t.Fatalf("stopping the second server: %v", err)
+	}
 }
 
 // A server built from a config.Spec runs a plugin given as bytes, and a

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
 
@@ -18,6 +19,22 @@ func ackWasm(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	return p
+}
+
+// ackConfig is the smallest running setup, with the admin API off: a
+// memory queue "in" consumed by "c" through the ack plugin; consumerExtra
+// goes into the consumer block as it stands.
+func ackConfig(tb testing.TB, consumerExtra string) *config.File {
+	tb.Helper()
+	return parse(tb, fmt.Sprintf(`
+runtime { admin_listen = "off" }
+engine "m" { type = "memory" }
+queue "in" { engine = "m" }
+consumer "c" {
+  queue  = "in"
+  plugin = %q
+  %s
+}`, ackWasm(tb), consumerExtra))
 }
 
 func closed(ch <-chan struct{}) bool {
@@ -35,14 +52,7 @@ func closed(ch <-chan struct{}) bool {
 func TestStartStopDone(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	cfg := parse(t, fmt.Sprintf(`
-runtime { admin_listen = "off" }
-engine "m" { type = "memory" }
-queue "in" { engine = "m" }
-consumer "c" {
-  queue  = "in"
-  plugin = %q
-}`, ackWasm(t)))
+	cfg := ackConfig(t, "")
 	srv, err := server.New(ctx, cfg, server.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -180,15 +190,7 @@ queue "in" { engine = "m" }`)
 func TestSubscribeEvents(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	cfg := parse(t, fmt.Sprintf(`
-runtime { admin_listen = "off" }
-engine "m" { type = "memory" }
-queue "in" { engine = "m" }
-consumer "c" {
-  queue       = "in"
-  plugin      = %q
-  concurrency = 1
-}`, ackWasm(t)))
+	cfg := ackConfig(t, "concurrency = 1")
 	srv, err := server.New(ctx, cfg, server.Options{})
 	if err != nil {
 		t.Fatal(err)
