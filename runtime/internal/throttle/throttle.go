@@ -75,11 +75,21 @@ type Throttle struct {
 	takeErrs  atomic.Int64 // failed takes from the shared bucket
 }
 
-// slot counts one key's deliveries in flight; free is closed (and
-// replaced) whenever one ends, waking the deliveries waiting for the key.
+// slot counts one key's deliveries in flight; free is closed whenever one
+// ends, waking the deliveries waiting for the key. It is made only when a
+// delivery waits (wake), so a key never over its cap costs no channel.
 type slot struct {
 	n    int
 	free chan struct{}
+}
+
+// wake returns the channel closed when one of the key's places ends,
+// making it if no one waited yet. t.mu must be held.
+func (s *slot) wake() chan struct{} {
+	if s.free == nil {
+		s.free = make(chan struct{})
+	}
+	return s.free
 }
 
 // DefaultSlotPoll is how often a delivery waiting for a shared per-key
@@ -188,7 +198,7 @@ func (t *Throttle) Admit(ctx context.Context, attrs map[string]string, keep Keep
 			s := t.inflight[key]
 			var free chan struct{}
 			if s != nil && s.n >= t.cfg.MaxInFlightPerKey {
-				free = s.free
+				free = s.wake()
 			}
 			t.mu.Unlock()
 			if free == nil {
@@ -261,7 +271,7 @@ func (t *Throttle) slot(ctx context.Context, key string, wait func(time.Duration
 		t.mu.Lock()
 		var free chan struct{}
 		if s := t.inflight[key]; s != nil {
-			free = s.free
+			free = s.wake()
 		}
 		t.mu.Unlock()
 		rel, ok, err := t.cfg.Slot(ctx, key)
@@ -299,7 +309,7 @@ func (t *Throttle) take(key string) bool {
 	defer t.mu.Unlock()
 	s := t.inflight[key]
 	if s == nil {
-		s = &slot{free: make(chan struct{})}
+		s = &slot{}
 		t.inflight[key] = s
 	}
 	if s.n >= t.cfg.MaxInFlightPerKey {
@@ -319,8 +329,10 @@ func (t *Throttle) give(key string) {
 		return
 	}
 	s.n--
-	close(s.free)
-	s.free = make(chan struct{})
+	if s.free != nil {
+		close(s.free)
+		s.free = nil
+	}
 	if s.n <= 0 {
 		delete(t.inflight, key)
 	}
