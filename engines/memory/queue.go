@@ -58,6 +58,10 @@ type queue struct {
 	// ready; receivers that found nothing wait on it. It is created only
 	// when someone waits, so a busy queue allocates no channels.
 	waitCh chan struct{}
+	// waiters counts the takes handed waitCh since it was made: the
+	// receivers blocked on it, or about to be, which is the event a test
+	// waits for before it wakes them (export_test.go, Waiting).
+	waiters int
 
 	// One timer per queue, armed for the earliest delayed message or lease
 	// deadline.
@@ -235,6 +239,7 @@ func (q *queue) wake() {
 	if q.waitCh != nil {
 		close(q.waitCh)
 		q.waitCh = nil
+		q.waiters = 0
 	}
 }
 
@@ -335,6 +340,7 @@ func (q *queue) receive(buf []engines.Delivery) (int, <-chan struct{}, error) {
 			q.waitCh = make(chan struct{})
 		}
 		wait = q.waitCh
+		q.waiters++
 	}
 	dead := q.takeDead()
 	q.mu.Unlock()
