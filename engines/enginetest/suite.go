@@ -1290,6 +1290,8 @@ func (x *env) receiveUnlessExpired(q engines.Queue, n int) ([]engines.Delivery, 
 func (x *env) outlive(d time.Duration) {
 	x.t.Helper()
 	if !x.caps.Delay {
+		// Without Delay the engine offers no clock event, and the suite
+		// cannot inject one into every engine: wait the window out.
 		time.Sleep(d)
 		return
 	}

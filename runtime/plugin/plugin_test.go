@@ -143,10 +143,25 @@ func TestTimeout(t *testing.T) {
 	if r := mustHandle(t, in2, delivery("0", nil)); r.Verdict != engines.Ack {
 		t.Fatalf("replacement: %+v", r)
 	}
-	// A fast call on a long-lived instance is never mistaken for an overrun.
+	// A fast call on a long-lived instance is never mistaken for an overrun:
+	// the instance lives through 20 watchdog sweeps, five times the sweeps
+	// that stop a call, each after a call of its own.
+	swept := make(chan struct{}, 1)
+	p.mu.Lock()
+	p.afterSweep = func() {
+		select {
+		case swept <- struct{}{}:
+		default:
+		}
+	}
+	p.mu.Unlock()
 	for i := 0; i < 20; i++ {
+		select {
+		case <-swept: // drop a sweep from before this call
+		default:
+		}
 		mustHandle(t, in2, delivery("0", nil))
-		time.Sleep(timeout / 10)
+		<-swept
 	}
 }
 
@@ -159,14 +174,26 @@ func TestTimeoutAfterReturn(t *testing.T) {
 	h := newTestHost(t, nil)
 	p := load(t, h, "ok", Spec{Timeout: time.Second}, nil)
 	in := newInstance(t, p)
+	swept := make(chan struct{}, 1)
+	p.mu.Lock()
+	p.afterSweep = func() {
+		select {
+		case swept <- struct{}{}:
+		default:
+		}
+	}
+	p.mu.Unlock()
 	in.afterHandle = func() {
-		// The call is still marked running: wait for the real watchdog.
-		for deadline := time.Now().Add(10 * time.Second); !in.timedOut.Load(); {
-			if time.Now().After(deadline) {
+		// The call is still marked running: wait, sweep by sweep, for the
+		// real watchdog to stop it; the deadline only bounds a hang.
+		deadline := time.After(10 * time.Second)
+		for !in.timedOut.Load() {
+			select {
+			case <-swept:
+			case <-deadline:
 				t.Error("watchdog never fired")
 				return
 			}
-			time.Sleep(time.Millisecond)
 		}
 	}
 	r := in.Handle(context.Background(), delivery("2", nil), time.Now())
