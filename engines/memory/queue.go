@@ -50,6 +50,10 @@ type queue struct {
 	freeKeys []*keyState
 	free     []*record
 
+	// bySeq lists the records in enqueue (seq) order, for PeekPage to
+	// start a page where its cursor points (peekindex.go).
+	bySeq seqLog
+
 	dedup      map[string]dedupEntry
 	dedupMarks []dedupMark
 	dedupHead  int
@@ -165,6 +169,7 @@ func (q *queue) insert(m *engines.Message, enq, now int64) *record {
 	r.msg = *m
 	q.seq++
 	r.seq = q.seq
+	q.bySeq.add(r)
 	r.enq = enq
 	r.Attempt, r.Failures = 0, 0
 	r.due = lease.After(now, m.Delay)
@@ -174,6 +179,7 @@ func (q *queue) insert(m *engines.Message, enq, now int64) *record {
 	}
 	q.st.EnqueuedTotal++
 	q.admit(r, now)
+	q.bySeq.trim(q.depth())
 	return r
 }
 
