@@ -39,10 +39,11 @@ type Harness struct {
 	// the restart and crash cases; without it those cases skip.
 	Restart *Restart
 	// Waiting, when set, reports how many receivers are blocked on q
-	// waiting for a message (counting a cancelled one until the next wake
-	// is harmless). The cases that test waking a blocked receiver wait for
-	// it, so they test the blocking path every run; without it they give
-	// the receiver a moment and test whichever path it took.
+	// waiting for a message; one whose context ended may be counted until
+	// the next wake-up, as the suite counts up from a reading taken before
+	// it starts a receiver. The cases that test waking a blocked receiver
+	// wait for it, so they test the blocking path every run; without it
+	// they give the receiver a moment and test whichever path it took.
 	Waiting func(q engines.Queue) int
 }
 
