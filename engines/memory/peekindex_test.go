@@ -9,17 +9,24 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 )
 
+// newQueueHandle opens queue "q" on an engine that closes with the test.
+func newQueueHandle(t *testing.T) engines.Queue {
+	t.Helper()
+	e := New(Options{})
+	t.Cleanup(func() { _ = e.Close() })
+	h, err := e.Open(context.Background(), engines.QueueSpec{Name: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // TestPeekPageAcrossRecycling: records acked, some recycled under new
 // sequence numbers, leave stale entries in the seq list; a paged scan skips
 // them and returns every message in the queue once, in enqueue order.
 func TestPeekPageAcrossRecycling(t *testing.T) {
 	ctx := context.Background()
-	e := New(Options{})
-	defer e.Close()
-	h, err := e.Open(ctx, engines.QueueSpec{Name: "q"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := newQueueHandle(t)
 	body := func(i int) engines.Message { return engines.Message{Body: []byte(fmt.Sprint(i))} }
 	var want []string
 	enqueue := func(from, to int) {
@@ -78,12 +85,7 @@ func TestPeekPageAcrossRecycling(t *testing.T) {
 // drops them, keeping the live ones in order.
 func TestSeqLogTrim(t *testing.T) {
 	ctx := context.Background()
-	e := New(Options{})
-	defer e.Close()
-	h, err := e.Open(ctx, engines.QueueSpec{Name: "q"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := newQueueHandle(t)
 	for i := range 1000 {
 		if err := h.Enqueue(ctx, engines.Message{Body: []byte(fmt.Sprint(i))}); err != nil {
 			t.Fatal(err)

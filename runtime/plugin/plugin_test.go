@@ -146,15 +146,7 @@ func TestTimeout(t *testing.T) {
 	// A fast call on a long-lived instance is never mistaken for an overrun:
 	// the instance lives through 20 watchdog sweeps, five times the sweeps
 	// that stop a call, each after a call of its own.
-	swept := make(chan struct{}, 1)
-	p.mu.Lock()
-	p.afterSweep = func() {
-		select {
-		case swept <- struct{}{}:
-		default:
-		}
-	}
-	p.mu.Unlock()
+	swept := sweeps(p)
 	for i := 0; i < 20; i++ {
 		select {
 		case <-swept: // drop a sweep from before this call
@@ -163,6 +155,22 @@ func TestTimeout(t *testing.T) {
 		mustHandle(t, in2, delivery("0", nil))
 		<-swept
 	}
+}
+
+// sweeps returns a channel that receives after watchdog sweeps of p (one
+// send for any number since the last receive): the event a test waits for
+// instead of sleeping through watchdog periods.
+func sweeps(p *Plugin) <-chan struct{} {
+	swept := make(chan struct{}, 1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.afterSweep = func() {
+		select {
+		case swept <- struct{}{}:
+		default:
+		}
+	}
+	return swept
 }
 
 // TestTimeoutAfterReturn stages the watchdog firing after qrun_handle
@@ -174,15 +182,7 @@ func TestTimeoutAfterReturn(t *testing.T) {
 	h := newTestHost(t, nil)
 	p := load(t, h, "ok", Spec{Timeout: time.Second}, nil)
 	in := newInstance(t, p)
-	swept := make(chan struct{}, 1)
-	p.mu.Lock()
-	p.afterSweep = func() {
-		select {
-		case swept <- struct{}{}:
-		default:
-		}
-	}
-	p.mu.Unlock()
+	swept := sweeps(p)
 	in.afterHandle = func() {
 		// The call is still marked running: wait, sweep by sweep, for the
 		// real watchdog to stop it; the deadline only bounds a hang.
