@@ -75,6 +75,25 @@ func (a *adminFlags) client(stderr io.Writer) (*admin.Client, error) {
 	return &admin.Client{BaseURL: baseURL(addr), Token: token}, nil
 }
 
+// fetch makes one admin API call, get, with the client the flags describe
+// and a context bounded by --timeout; a failed call is explained by
+// apiError. Commands that make one call use it; dlq, which makes two on one
+// context, builds its own.
+func fetch[T any](af *adminFlags, stderr io.Writer, get func(c *admin.Client, ctx context.Context) (T, error)) (T, error) {
+	var zero T
+	c, err := af.client(stderr)
+	if err != nil {
+		return zero, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
+	defer cancel()
+	v, err := get(c, ctx)
+	if err != nil {
+		return zero, apiError(c, err)
+	}
+	return v, nil
+}
+
 // adminURL is where the qrun running cfg (read from path) serves its admin
 // API; hint ends the error when the config disables it.
 func adminURL(cfg *config.File, path, hint string) (string, error) {
@@ -218,15 +237,9 @@ func cmdConsumers(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	c, err := af.client(stderr)
+	cs, err := fetch(af, stderr, (*admin.Client).Consumers)
 	if err != nil {
 		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
-	cs, err := c.Consumers(ctx)
-	if err != nil {
-		return apiError(c, err)
 	}
 	if len(pos) > 0 { // names filter the list
 		keep := cs[:0]
@@ -291,19 +304,15 @@ func cmdPauseResume(name string, fs *pflag.FlagSet, args []string, stdout, stder
 	if len(pos) != 1 {
 		return usagef("%s takes one CONSUMER, got %d arguments", name, len(pos))
 	}
-	c, err := af.client(stderr)
+	call := (*admin.Client).Pause
+	if name == "resume" {
+		call = (*admin.Client).Resume
+	}
+	info, err := fetch(af, stderr, func(c *admin.Client, ctx context.Context) (admin.ConsumerInfo, error) {
+		return call(c, ctx, pos[0])
+	})
 	if err != nil {
 		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
-	call := c.Pause
-	if name == "resume" {
-		call = c.Resume
-	}
-	info, err := call(ctx, pos[0])
-	if err != nil {
-		return apiError(c, err)
 	}
 	fmt.Fprintf(stdout, "consumer %s: %s\n", info.Name, info.State)
 	return nil

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -26,15 +25,9 @@ func cmdSchedules(fs *pflag.FlagSet, args []string, stdout, stderr io.Writer) er
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	c, err := af.client(stderr)
+	ss, err := fetch(af, stderr, (*admin.Client).Schedules)
 	if err != nil {
 		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
-	ss, err := c.Schedules(ctx)
-	if err != nil {
-		return apiError(c, err)
 	}
 	if *asJSON {
 		return writeJSONTo(stdout, map[string]any{"schedules": ss})

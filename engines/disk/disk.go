@@ -78,6 +78,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/internal/kvmem"
+	"github.com/qrun-dev/qrun/internal/clock"
 )
 
 // SyncMode chooses when leases and settlements are durable.
@@ -176,6 +177,10 @@ type Engine struct {
 	// step while running cannot reorder them.
 	wallBase  int64
 	monoStart time.Time
+	// clock is a test's clock.Fake (export_test.go), nil the system clock.
+	// Only the queues' clock reads it; timers wait in real time and the
+	// key-value stores' TTLs (kv.go) read the system clock.
+	clock clock.Clock
 
 	seq atomic.Uint64 // last sequence number handed out
 
@@ -208,7 +213,10 @@ var (
 // Open opens (creating if needed) the engine's data file in opts.Dir and
 // rebuilds its index. A damaged file is reported with its path; a file
 // locked by another process yields ErrLocked after opts.LockTimeout.
-func Open(ctx context.Context, opts Options) (*Engine, error) {
+func Open(ctx context.Context, opts Options) (*Engine, error) { return open(ctx, opts, nil) }
+
+// open is Open on the clock c, nil meaning the system clock.
+func open(ctx context.Context, opts Options, c clock.Clock) (*Engine, error) {
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("disk: no data directory: %w", engines.ErrInvalid)
 	}
@@ -246,9 +254,12 @@ func Open(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("disk: opening %s: %w (the file is damaged or not a qrun data file)", path, err)
 	}
 	now := time.Now()
+	if c != nil {
+		now = c.Now()
+	}
 	e := &Engine{
 		opts: opts, path: path, db: db, log: opts.Logger,
-		wallBase: now.UnixNano(), monoStart: now,
+		wallBase: now.UnixNano(), monoStart: now, clock: c,
 		queues:        make(map[string]*queue),
 		cur:           &batch{done: make(chan struct{})},
 		kick:          make(chan struct{}, 1),
@@ -361,7 +372,12 @@ func (e *Engine) Close() error {
 }
 
 // now is the engine clock in Unix nanoseconds (see Engine.wallBase).
-func (e *Engine) now() int64 { return e.wallBase + int64(time.Since(e.monoStart)) }
+func (e *Engine) now() int64 {
+	if e.clock == nil {
+		return e.wallBase + int64(time.Since(e.monoStart))
+	}
+	return e.wallBase + int64(e.clock.Now().Sub(e.monoStart))
+}
 
 // wall converts the engine clock to a time.Time.
 func wall(t int64) time.Time { return time.Unix(0, t) }

@@ -16,6 +16,7 @@ func harness(mode disk.SyncMode) enginetest.Harness {
 		return disk.Open(ctx, disk.Options{Dir: dir, Sync: mode})
 	}
 	return enginetest.Harness{
+		Waiting: disk.Waiting,
 		New: func(t testing.TB) engines.Engine {
 			e, err := open(context.Background(), t.TempDir())
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/disk"
+	"github.com/qrun-dev/qrun/internal/clock"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -412,36 +413,34 @@ func TestOrderedAfterReopen(t *testing.T) {
 // across a reopen, and not after.
 func TestDedupWindow(t *testing.T) {
 	t.Parallel()
-	const window = 300 * time.Millisecond
+	const window = time.Minute
 	dir := t.TempDir()
 	ctx := ctxT(t)
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
 	open := func() (*disk.Engine, engines.Queue) {
-		e, err := disk.Open(ctx, disk.Options{Dir: dir, DedupWindow: window})
+		e, err := disk.OpenWithClock(ctx, disk.Options{Dir: dir, DedupWindow: window}, clk)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return e, openQueue(t, e, engines.QueueSpec{Name: "d"})
 	}
-	start := time.Now()
 	e, q := open()
 	if err := q.Enqueue(ctx, engines.Message{DedupID: "x"}); err != nil {
 		t.Fatal(err)
 	}
-	// The window runs from the enqueue, which a loaded machine may finish
-	// well after start: the wait below counts from its return.
-	enqueued := time.Now()
 	closeEngine(t, e)
+	// Reopened one tick before the window closes, the repeat is dropped.
+	clk.Advance(window - time.Nanosecond)
 	e, q = open()
 	if err := q.Enqueue(ctx, engines.Message{DedupID: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	st, _ := q.Stats(ctx)
-	if time.Since(start) < window && (st.DuplicateTotal != 1 || st.Ready != 1) {
+	if st.DuplicateTotal != 1 || st.Ready != 1 {
 		t.Fatalf("within the window after reopening: %+v, want the repeat dropped", st)
 	}
 	closeEngine(t, e)
-	// The window closing has no event to await.
-	time.Sleep(time.Until(enqueued.Add(window + 50*time.Millisecond)))
+	clk.Advance(time.Nanosecond)
 	e, q = open()
 	defer e.Close()
 	if err := q.Enqueue(ctx, engines.Message{DedupID: "x"}); err != nil {

@@ -44,6 +44,10 @@ type queue struct {
 	// waitCh is closed, and cleared, whenever a message may have become
 	// ready; receivers that found nothing wait on it.
 	waitCh chan struct{}
+	// waiters counts the takes handed waitCh since it was made: the
+	// receivers blocked on it, or about to be, which is the event a test
+	// waits for before it wakes them (export_test.go, Waiting).
+	waiters int
 
 	// One timer per queue, armed for the earliest delayed message or
 	// lease deadline.
@@ -149,6 +153,7 @@ func (q *queue) wake() {
 	if q.waitCh != nil {
 		close(q.waitCh)
 		q.waitCh = nil
+		q.waiters = 0
 	}
 }
 
@@ -412,6 +417,7 @@ func (q *queue) lease(buf []engines.Delivery) (n int, wait <-chan struct{}, b *b
 			q.waitCh = make(chan struct{})
 		}
 		wait = q.waitCh
+		q.waiters++
 	}
 	return n, wait, b, nil
 }

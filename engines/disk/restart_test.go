@@ -10,6 +10,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/disk"
+	"github.com/qrun-dev/qrun/internal/clock"
 )
 
 // TestLeaseOutstandingAtStopIsRetriedWithBackoff: a lease the process left
@@ -142,23 +143,25 @@ func TestLeaseExpiredAtRunTimeCountedOnceAcrossStop(t *testing.T) {
 	ctx := ctxT(t)
 	spec := engines.QueueSpec{Name: "q", VisibilityTimeout: 50 * time.Millisecond, MaxAttempts: 5,
 		Retry: engines.RetryPolicy{Initial: time.Hour, Multiplier: 2}}
-	e := openEngine(t, dir)
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
+	openEngine := func() *disk.Engine {
+		e, err := disk.OpenWithClock(ctx, disk.Options{Dir: dir}, clk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := openEngine()
 	q := openQueue(t, e, spec)
 	if err := q.Enqueue(ctx, engines.Message{ID: "m"}); err != nil {
 		t.Fatal(err)
 	}
 	receive(t, q, 1)
-	// The expiry has no event of its own; Stats applies it once due.
-	var st engines.Stats
-	for st.ExpiredLeaseTotal == 0 {
-		var err error
-		if st, err = q.Stats(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the lease never expired: %+v", st)
-		}
-		time.Sleep(time.Millisecond)
+	// Stats applies the expiry once the engine's clock says it is due.
+	clk.Advance(spec.VisibilityTimeout)
+	st, err := q.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if st.Delayed != 1 || st.Ready != 0 || st.InFlight != 0 || st.ExpiredLeaseTotal != 1 {
 		t.Fatalf("after the expiry: %+v, want the message delayed by its retry backoff, 1 expired lease", st)
@@ -170,7 +173,7 @@ func TestLeaseExpiredAtRunTimeCountedOnceAcrossStop(t *testing.T) {
 	closeEngine(t, e)
 
 	for i := range 2 {
-		e := openEngine(t, dir)
+		e := openEngine()
 		q := openQueue(t, e, spec)
 		st, err := q.Stats(ctx)
 		if err != nil {

@@ -38,6 +38,13 @@ type Harness struct {
 	// Restart, when set, starts engines on storage that outlives them, for
 	// the restart and crash cases; without it those cases skip.
 	Restart *Restart
+	// Waiting, when set, reports how many receivers are blocked on q
+	// waiting for a message; one whose context ended may be counted until
+	// the next wake-up, as the suite counts up from a reading taken before
+	// it starts a receiver. The cases that test waking a blocked receiver
+	// wait for it, so they test the blocking path every run; without it
+	// they give the receiver a moment and test whichever path it took.
+	Waiting func(q engines.Queue) int
 }
 
 // Timeouts used throughout. wait bounds anything that should happen "soon";
@@ -83,9 +90,10 @@ func Run(t *testing.T, h Harness) {
 
 // env is one subtest's engine and helpers.
 type env struct {
-	t    *testing.T
-	e    engines.Engine
-	caps engines.Capabilities
+	t       *testing.T
+	e       engines.Engine
+	caps    engines.Capabilities
+	waiting func(engines.Queue) int // Harness.Waiting
 }
 
 func setup(t *testing.T, h Harness) *env {
@@ -98,7 +106,7 @@ func setup(t *testing.T, h Harness) *env {
 			t.Errorf("closing engine: %v", err)
 		}
 	})
-	return &env{t: t, e: e, caps: e.Capabilities()}
+	return &env{t: t, e: e, caps: e.Capabilities(), waiting: h.Waiting}
 }
 
 // need skips the test when the engine declares a capability absent.
@@ -305,8 +313,33 @@ func (x *env) await(done chan result, what string) result {
 	}
 }
 
-// letBlock gives a just-started receiver time to reach its blocking wait.
-// Nothing observable marks that moment, so this is a best effort that makes
-// the blocking path the one usually exercised; every assertion after it holds
-// whether or not the receiver got there first.
-func letBlock() { time.Sleep(50 * time.Millisecond) }
+// blocked is the number of receivers blocked on q by Harness.Waiting, 0
+// without it. Taken before starting a receiver, it is the base letBlock
+// counts from: a receiver whose context ended may still be counted.
+func (x *env) blocked(q engines.Queue) int {
+	if x.waiting == nil {
+		return 0
+	}
+	return x.waiting(q)
+}
+
+// letBlock returns once n receivers on q are blocked, when the harness can
+// tell (Harness.Waiting): it polls that count, the deadline only bounding a
+// hang. An engine that cannot tell gets a best-effort pause that makes the
+// blocking path the one usually exercised; every assertion after letBlock
+// holds whether or not the receivers got there first, so the pause only
+// steers coverage and never decides a result.
+func (x *env) letBlock(q engines.Queue, n int) {
+	x.t.Helper()
+	if x.waiting == nil {
+		time.Sleep(50 * time.Millisecond)
+		return
+	}
+	deadline := time.Now().Add(wait)
+	for x.waiting(q) < n {
+		if time.Now().After(deadline) {
+			x.t.Fatalf("%s: %d receivers blocked after %v, want %d", q.Name(), x.waiting(q), wait, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/internal/kvmem"
 	"github.com/qrun-dev/qrun/engines/internal/lease"
+	"github.com/qrun-dev/qrun/internal/clock"
 )
 
 // Options configure an Engine. The zero value is ready to use.
@@ -36,7 +37,8 @@ const DefaultDedupWindow = 5 * time.Minute
 // vanish with the process.
 type Engine struct {
 	opts  Options
-	epoch time.Time // monotonic origin of the int64 clock used internally
+	clock clock.Clock // a test's clock.Fake (export_test.go); nil is the system clock
+	epoch time.Time   // monotonic origin of the int64 clock used internally
 
 	mu     sync.Mutex
 	closed bool
@@ -58,14 +60,24 @@ type Engine struct {
 var _ engines.Engine = (*Engine)(nil)
 
 // New returns an empty engine.
-func New(opts Options) *Engine {
+func New(opts Options) *Engine { return newEngine(opts, nil) }
+
+// newEngine is New on the clock c, nil meaning the system clock. Only Now
+// is read from c: the lease timer (engines/internal/lease.Timer) waits in
+// real time, so a test that advances a fake clock sees its effect at the
+// engine's next call that reads the clock (Enqueue, Receive, Stats).
+func newEngine(opts Options, c clock.Clock) *Engine {
 	if opts.DedupWindow <= 0 {
 		opts.DedupWindow = DefaultDedupWindow
 	}
 	if opts.MaxMessageSize < 0 {
 		opts.MaxMessageSize = 0
 	}
-	return &Engine{opts: opts, epoch: time.Now(), queues: make(map[string]*queue)}
+	e := &Engine{opts: opts, clock: c, epoch: time.Now(), queues: make(map[string]*queue)}
+	if c != nil {
+		e.epoch = c.Now()
+	}
+	return e
 }
 
 // Capabilities reports everything but durability and sharing, which an
@@ -134,8 +146,14 @@ func (e *Engine) queue(name string) (*queue, error) {
 }
 
 // now is the engine clock: nanoseconds since the engine started, read from
-// the monotonic clock so wall-clock steps cannot reorder deadlines.
-func (e *Engine) now() int64 { return int64(time.Since(e.epoch)) }
+// the monotonic clock so wall-clock steps cannot reorder deadlines. The
+// system clock is read without the interface call: now runs once a batch.
+func (e *Engine) now() int64 {
+	if e.clock == nil {
+		return int64(time.Since(e.epoch))
+	}
+	return int64(e.clock.Now().Sub(e.epoch))
+}
 
 // wall converts the engine clock back to a time.Time for callers.
 func (e *Engine) wall(t int64) time.Time { return e.epoch.Add(time.Duration(t)) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -12,10 +13,11 @@ import (
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/enginetest"
 	"github.com/qrun-dev/qrun/engines/memory"
+	"github.com/qrun-dev/qrun/internal/clock"
 )
 
 func harness(opts memory.Options) enginetest.Harness {
-	return enginetest.Harness{New: func(testing.TB) engines.Engine { return memory.New(opts) }}
+	return enginetest.Harness{New: func(testing.TB) engines.Engine { return memory.New(opts) }, Waiting: memory.Waiting}
 }
 
 func TestConformance(t *testing.T) {
@@ -36,8 +38,9 @@ func open(t testing.TB, e *memory.Engine, spec engines.QueueSpec) engines.Queue 
 }
 
 func TestDedupWindowCloses(t *testing.T) {
-	const window = 50 * time.Millisecond
-	e := memory.New(memory.Options{DedupWindow: window})
+	const window = time.Minute
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
+	e := memory.NewWithClock(memory.Options{DedupWindow: window}, clk)
 	defer e.Close()
 	q := open(t, e, engines.QueueSpec{Name: "q"})
 	ctx := context.Background()
@@ -52,14 +55,18 @@ func TestDedupWindowCloses(t *testing.T) {
 	if dup[0].ID != first[0].ID {
 		t.Errorf("duplicate was told ID %q, want the original's %q", dup[0].ID, first[0].ID)
 	}
-	// Dedup expiry has no observable event; wait the window out.
-	time.Sleep(2 * window)
+	// One tick short of the window the repeat is still dropped.
+	clk.Advance(window - time.Nanosecond)
+	if err := q.Enqueue(ctx, engines.Message{Body: []byte("2b"), DedupID: "d"}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Nanosecond)
 	if err := q.Enqueue(ctx, engines.Message{Body: []byte("3"), DedupID: "d"}); err != nil {
 		t.Fatal(err)
 	}
 	s, _ := q.Stats(ctx)
-	if s.EnqueuedTotal != 2 || s.DuplicateTotal != 1 {
-		t.Fatalf("EnqueuedTotal=%d DuplicateTotal=%d, want 2, 1", s.EnqueuedTotal, s.DuplicateTotal)
+	if s.EnqueuedTotal != 2 || s.DuplicateTotal != 2 {
+		t.Fatalf("EnqueuedTotal=%d DuplicateTotal=%d, want 2, 2", s.EnqueuedTotal, s.DuplicateTotal)
 	}
 }
 
@@ -255,7 +262,11 @@ func TestEngineCloseUnblocksMany(t *testing.T) {
 			errs <- err
 		}()
 	}
-	time.Sleep(20 * time.Millisecond) // best effort: let them block; correct either way
+	// Close while all eight are blocked: a Close that wakes only one would
+	// leave the others waiting.
+	for memory.Waiting(q) < 8 {
+		runtime.Gosched() // no deadline needed: the test's own timeout bounds a hang
+	}
 	e.Close()
 	wg.Wait()
 	close(errs)

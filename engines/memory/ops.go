@@ -12,9 +12,12 @@ import (
 )
 
 // The operator extensions work on a snapshot of the queue's structures taken
-// under its lock. They walk every waiting message, which is fine for the rare
-// operator call they serve and keeps the hot-path structures free of the
-// extra indexes that arbitrary removal would need.
+// under its lock. Peek, Purge and Redrive walk every waiting message, which
+// is fine for the rare operator call they serve and keeps the hot-path
+// structures free of the extra indexes that arbitrary removal would need.
+// PeekPage is the exception: a scan calls it once a page, so walking the
+// queue each time would make the scan quadratic; it reads the seq-ordered
+// list insert appends to (peekindex.go).
 
 var (
 	_ engines.Peeker   = (*handle)(nil)
@@ -58,7 +61,8 @@ func (h *handle) Peek(ctx context.Context, max int) ([]engines.Delivery, error) 
 
 // PeekPage implements engines.Peeker: a scan in enqueue order, the cursor
 // being the last record's sequence number, which a record keeps through
-// deliveries and retries.
+// deliveries and retries. A page costs time in proportion to the records
+// it reads past, not to the queue's length.
 func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engines.PeekPage, error) {
 	if h.closed.Load() {
 		return engines.PeekPage{}, h.errClosed("peek at")
@@ -74,36 +78,21 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 		return engines.PeekPage{}, q.errClosed("peek at")
 	}
 	now := q.e.now()
-	sel := pagesel.New(opts.Max, func(r *record) uint64 { return r.seq })
-	more := 0
-	offer := func(r *record) {
-		if r.seq <= after || (r.state == stateReady && r.expire != 0 && now >= r.expire) {
-			return
+	// Read on from the cursor in seq order (peekindex.go): the page costs
+	// its own records and the ones it skips, not the queue's length.
+	var rs []*record
+	more := false
+	for _, x := range q.bySeq.e[q.bySeq.after(after):] {
+		r := x.r
+		if !x.live() || (r.state == stateLeased && !opts.InFlight) || (r.state == stateReady && r.expire != 0 && now >= r.expire) {
+			continue
 		}
-		more++
-		sel.Add(r)
-	}
-	// Walk the structures in place (waiting would copy and sort them all).
-	for p := range q.ready.levels {
-		l := &q.ready.levels[p]
-		for i := 0; i < l.n; i++ {
-			offer(l.buf[(l.head+i)&(len(l.buf)-1)])
+		if len(rs) == opts.Max {
+			more = true
+			break
 		}
+		rs = append(rs, r)
 	}
-	for _, ks := range q.keys {
-		for i := 0; i < ks.parked.n; i++ {
-			offer(ks.parked.buf[(ks.parked.head+i)&(len(ks.parked.buf)-1)])
-		}
-	}
-	for r := range q.delayed.All() {
-		offer(r)
-	}
-	if opts.InFlight {
-		for r := range q.leases.All() {
-			offer(r)
-		}
-	}
-	rs := sel.Sorted()
 	page := engines.PeekPage{Messages: make([]engines.Peeked, len(rs))}
 	for i, r := range rs {
 		st := engines.StateReady
@@ -121,7 +110,7 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 			EnqueuedAt: q.e.wall(r.enq),
 		}}
 	}
-	if more > len(rs) {
+	if more {
 		page.Next = pagesel.FormatCursor(rs[len(rs)-1].seq)
 	}
 	return page, nil

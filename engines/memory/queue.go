@@ -50,6 +50,10 @@ type queue struct {
 	freeKeys []*keyState
 	free     []*record
 
+	// bySeq lists the records in enqueue (seq) order, for PeekPage to
+	// start a page where its cursor points (peekindex.go).
+	bySeq seqLog
+
 	dedup      map[string]dedupEntry
 	dedupMarks []dedupMark
 	dedupHead  int
@@ -58,6 +62,10 @@ type queue struct {
 	// ready; receivers that found nothing wait on it. It is created only
 	// when someone waits, so a busy queue allocates no channels.
 	waitCh chan struct{}
+	// waiters counts the takes handed waitCh since it was made: the
+	// receivers blocked on it, or about to be, which is the event a test
+	// waits for before it wakes them (export_test.go, Waiting).
+	waiters int
 
 	// One timer per queue, armed for the earliest delayed message or lease
 	// deadline.
@@ -161,6 +169,7 @@ func (q *queue) insert(m *engines.Message, enq, now int64) *record {
 	r.msg = *m
 	q.seq++
 	r.seq = q.seq
+	q.bySeq.add(r)
 	r.enq = enq
 	r.Attempt, r.Failures = 0, 0
 	r.due = lease.After(now, m.Delay)
@@ -170,6 +179,7 @@ func (q *queue) insert(m *engines.Message, enq, now int64) *record {
 	}
 	q.st.EnqueuedTotal++
 	q.admit(r, now)
+	q.bySeq.trim(q.depth())
 	return r
 }
 
@@ -235,6 +245,7 @@ func (q *queue) wake() {
 	if q.waitCh != nil {
 		close(q.waitCh)
 		q.waitCh = nil
+		q.waiters = 0
 	}
 }
 
@@ -335,6 +346,7 @@ func (q *queue) receive(buf []engines.Delivery) (int, <-chan struct{}, error) {
 			q.waitCh = make(chan struct{})
 		}
 		wait = q.waitCh
+		q.waiters++
 	}
 	dead := q.takeDead()
 	q.mu.Unlock()

@@ -38,31 +38,25 @@ func newEngine(tb testing.TB, prefix string, opts nats.Options) *nats.Engine {
 	return testserver.Open(tb, "nats.New", func(ctx context.Context) (*nats.Engine, error) { return nats.New(ctx, opts) })
 }
 
-// harness builds engines on a prefix of their own. Its Restart's storage
-// is "prefix|url", so a crash child, which starts no server of its own,
-// reaches the test's server and names.
+// harness builds engines on a name prefix of their own.
 func harness() enginetest.Harness {
-	return enginetest.Harness{
-		New: func(tb testing.TB) engines.Engine { return newEngine(tb, "", nats.Options{}) },
-		Restart: &enginetest.Restart{
-			Name: "nats",
-			Storage: func(tb testing.TB) string {
-				s := natstest.Need(tb, srv)
-				return s.Prefix() + "|" + s.URL
-			},
-			Open: func(ctx context.Context, storage string) (engines.Engine, error) {
-				prefix, url := testserver.SplitStorage(storage)
-				return nats.New(ctx, nats.Options{URLs: []string{url}, Prefix: prefix, Logger: zap.NewNop()})
-			},
-			// Every settle returns once the server confirmed it, but the
-			// suite's crash_lease_counts_once, which this flag also
-			// gates, expects a dead process's lease to be counted with
-			// nobody receiving: JetStream hands it back only to a pull,
-			// so the engine counts it at the next Receive (docs/nats.md).
-			// TestCrashAcksStay runs the strict crash workload instead.
-			SyncCommits: false,
+	return testserver.Engine{
+		Name: "nats",
+		// Every settle returns once the server confirmed it, but the
+		// suite's crash_lease_counts_once, which this flag also gates,
+		// expects a dead process's lease to be counted with nobody
+		// receiving: JetStream hands it back only to a pull, so the engine
+		// counts it at the next Receive (docs/nats.md). TestCrashAcksStay
+		// runs the strict crash workload instead.
+		SyncCommits: false,
+		Scope: func(tb testing.TB) (string, string) {
+			s := natstest.Need(tb, srv)
+			return s.Prefix(), s.URL
 		},
-	}
+		Open: func(ctx context.Context, prefix, url string, log *zap.Logger) (engines.Engine, error) {
+			return nats.New(ctx, nats.Options{URLs: []string{url}, Prefix: prefix, Logger: log})
+		},
+	}.Harness()
 }
 
 // strictHarness is harness with SyncCommits, for the crash workload that

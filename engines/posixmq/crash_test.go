@@ -56,7 +56,7 @@ func crashChild(prefix string) {
 		fail(err)
 	}
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	time.Sleep(time.Minute)
+	time.Sleep(time.Minute) // never ends: the SIGKILL above is delivered first; nothing may run after it
 }
 
 // TestCrashKeepsKernelMessages kills a process using the engine with

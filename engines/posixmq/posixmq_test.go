@@ -58,7 +58,8 @@ func harness(opts posixmq.Options) enginetest.Harness {
 	var mu sync.Mutex
 	opened := map[string]map[string]bool{}
 	return enginetest.Harness{
-		New: func(tb testing.TB) engines.Engine { return newEngine(tb, opts) },
+		New:     func(tb testing.TB) engines.Engine { return newEngine(tb, opts) },
+		Waiting: posixmq.Waiting,
 		Restart: &enginetest.Restart{
 			Name: "posixmq",
 			Storage: func(tb testing.TB) string {

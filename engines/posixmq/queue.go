@@ -86,6 +86,10 @@ type queue struct {
 	waitCh, roomCh chan struct{}
 	leading        bool // a receiver waits in the poller
 	pumping        bool
+	// followers counts the receivers handed waitCh since it was made; with
+	// leading, it is what a test waits for before it wakes them
+	// (export_test.go, Waiting).
+	followers int
 
 	timer lease.Timer
 
@@ -202,6 +206,7 @@ func (q *queue) wake() {
 	if q.waitCh != nil {
 		close(q.waitCh)
 		q.waitCh = nil
+		q.followers = 0
 	}
 	q.kick()
 }

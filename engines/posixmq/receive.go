@@ -83,6 +83,7 @@ func (q *queue) receive(ctx context.Context, h *handle, buf []engines.Delivery) 
 			q.waitCh = make(chan struct{})
 		}
 		wait := q.waitCh
+		q.followers++
 		q.mu.Unlock()
 		select {
 		case <-wait:

@@ -50,26 +50,20 @@ func newEngine(tb testing.TB, schema string, opts postgres.Options) *postgres.En
 	return testserver.Open(tb, "postgres.New", func(ctx context.Context) (*postgres.Engine, error) { return postgres.New(ctx, opts) })
 }
 
-// harness builds engines on a schema of their own. Its Restart's storage
-// is "schema|dsn", so a crash child, which starts no server of its own,
-// reaches the test's server and schema.
+// harness builds engines on a schema of their own.
 func harness() enginetest.Harness {
-	return enginetest.Harness{
-		New: func(tb testing.TB) engines.Engine { return newEngine(tb, "", postgres.Options{}) },
-		Restart: &enginetest.Restart{
-			Name: "postgres",
-			Storage: func(tb testing.TB) string {
-				s := pgtest.Need(tb, srv)
-				return testserver.JoinStorage(s.Schema(tb), s.DSN)
-			},
-			Open: func(ctx context.Context, storage string) (engines.Engine, error) {
-				schema, dsn := testserver.SplitStorage(storage)
-				return postgres.New(ctx, postgres.Options{DSN: dsn, Schema: schema,
-					PollInterval: 200 * time.Millisecond, MaxConns: 4, Logger: zap.NewNop()})
-			},
-			SyncCommits: true, // every statement commits before it returns
+	return testserver.Engine{
+		Name:        "postgres",
+		SyncCommits: true, // every statement commits before it returns
+		Scope: func(tb testing.TB) (string, string) {
+			s := pgtest.Need(tb, srv)
+			return s.Schema(tb), s.DSN
 		},
-	}
+		Open: func(ctx context.Context, schema, dsn string, log *zap.Logger) (engines.Engine, error) {
+			return postgres.New(ctx, postgres.Options{DSN: dsn, Schema: schema,
+				PollInterval: 200 * time.Millisecond, MaxConns: 4, Logger: log})
+		},
+	}.Harness()
 }
 
 func TestConformance(t *testing.T) {

@@ -629,7 +629,7 @@ func TestOrderedHeadLeaves(t *testing.T) {
 		for _, b := range bodies {
 			m := engines.Message{Body: []byte(b), OrderingKey: k}
 			if b == "ttl" {
-				m.TTL = 50 * time.Millisecond
+				m.TTL = 50 * time.Millisecond // the clock probe below waits as long
 			}
 			if err := q.Enqueue(ctx, m); err != nil {
 				t.Fatal(err)
@@ -662,7 +662,16 @@ func TestOrderedHeadLeaves(t *testing.T) {
 	}
 	// TTL: the expired head is dropped and its key handed on.
 	key("B", "ttl", "B2")
-	time.Sleep(150 * time.Millisecond) // expiry has no event to wait for
+	// The TTL runs on the database's clock and its passing has no event;
+	// a probe delayed by as long, enqueued after it, comes due on that
+	// same clock no sooner, so receiving the probe is waiting for expiry.
+	probe := open(t, e, engines.QueueSpec{Name: "ord-clock"})
+	if err := probe.Enqueue(ctx, engines.Message{Body: []byte("clock"), Delay: 50 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := engines.ReceiveN(ctx, probe, 1); err != nil || ds[0].Ack(ctx) != nil {
+		t.Fatalf("receiving the clock probe: %v", err)
+	}
 	if b2 := one("B2"); b2.Ack(ctx) != nil {
 		t.Fatal("Ack B2")
 	}

@@ -270,7 +270,7 @@ func publish(ctx context.Context, t *testing.T, q engines.Queue, prefix string, 
 			if ctx.Err() != nil {
 				t.Fatalf("publishing %s: %v", prefix, err)
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // a retry's backoff while the database is down, not a wait for an event
 		}
 	}
 }

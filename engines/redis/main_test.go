@@ -38,25 +38,19 @@ func newEngine(tb testing.TB, prefix string, opts redis.Options) *redis.Engine {
 	return testserver.Open(tb, "redis.New", func(ctx context.Context) (*redis.Engine, error) { return redis.New(ctx, opts) })
 }
 
-// harness builds engines on a key prefix of their own. Its Restart's
-// storage is "prefix|url", so a crash child, which starts no server of its
-// own, reaches the test's server and keys.
+// harness builds engines on a key prefix of their own.
 func harness() enginetest.Harness {
-	return enginetest.Harness{
-		New: func(tb testing.TB) engines.Engine { return newEngine(tb, "", redis.Options{}) },
-		Restart: &enginetest.Restart{
-			Name: "redis",
-			Storage: func(tb testing.TB) string {
-				s := redistest.Need(tb, srv)
-				return testserver.JoinStorage(s.Prefix(tb), s.URL)
-			},
-			Open: func(ctx context.Context, storage string) (engines.Engine, error) {
-				prefix, url := testserver.SplitStorage(storage)
-				return redis.New(ctx, redis.Options{URL: url, KeyPrefix: prefix, Logger: zap.NewNop()})
-			},
-			SyncCommits: true, // every script's writes are in the AOF before it replies
+	return testserver.Engine{
+		Name:        "redis",
+		SyncCommits: true, // every script's writes are in the AOF before it replies
+		Scope: func(tb testing.TB) (string, string) {
+			s := redistest.Need(tb, srv)
+			return s.Prefix(tb), s.URL
 		},
-	}
+		Open: func(ctx context.Context, prefix, url string, log *zap.Logger) (engines.Engine, error) {
+			return redis.New(ctx, redis.Options{URL: url, KeyPrefix: prefix, Logger: log})
+		},
+	}.Harness()
 }
 
 func TestConformance(t *testing.T) {

@@ -59,11 +59,23 @@ func removeSegments(t testing.TB, dir, prefix string) {
 	}
 }
 
+// sleepers is the number of receivers asleep on q's ring (in any process:
+// each test has segments of its own), the event enginetest waits for
+// before it wakes one.
+func sleepers(q engines.Queue) int {
+	st, err := q.(*shm.Queue).RingStats()
+	if err != nil {
+		return 0
+	}
+	return int(st.Sleepers)
+}
+
 // harness builds engines on segments of their own; its Restart's storage
 // is a segment-name prefix, whose segments are removed when the test ends.
 func harness(opts shm.Options) enginetest.Harness {
 	return enginetest.Harness{
-		New: func(t testing.TB) engines.Engine { return newEngine(t, opts) },
+		New:     func(t testing.TB) engines.Engine { return newEngine(t, opts) },
+		Waiting: sleepers,
 		Restart: &enginetest.Restart{
 			Name: "shm",
 			Storage: func(t testing.TB) string {

@@ -6,6 +6,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/enginetest"
 )
 
 // OpenTimeout bounds Open's call to open.
@@ -36,4 +42,43 @@ func JoinStorage(scope, addr string) string { return scope + "|" + addr }
 func SplitStorage(storage string) (scope, addr string) {
 	scope, addr, _ = strings.Cut(storage, "|")
 	return scope, addr
+}
+
+// Engine describes an engine on a package's server for the conformance
+// suite: every test gets a scope of its own on the server (a key prefix,
+// name prefix or schema).
+type Engine struct {
+	// Name is the Restart name (see enginetest.Restart.Name).
+	Name string
+	// SyncCommits is enginetest.Restart.SyncCommits.
+	SyncCommits bool
+	// Scope returns a new scope for tb and the server's address; it skips
+	// tb when there is no server (the package's Need).
+	Scope func(tb testing.TB) (scope, addr string)
+	// Open starts an engine on scope at addr, logging to log.
+	Open func(ctx context.Context, scope, addr string, log *zap.Logger) (engines.Engine, error)
+}
+
+// Harness is the conformance harness for e: New opens an engine on a scope
+// of its own that logs to the test and closes with it; Restart's storage is
+// JoinStorage(scope, addr), so a crash child, which starts no server of its
+// own, reaches the test's server and scope.
+func (e Engine) Harness() enginetest.Harness {
+	return enginetest.Harness{
+		New: func(tb testing.TB) engines.Engine {
+			scope, addr := e.Scope(tb)
+			return Open(tb, e.Name+".New", func(ctx context.Context) (engines.Engine, error) {
+				return e.Open(ctx, scope, addr, zaptest.NewLogger(tb))
+			})
+		},
+		Restart: &enginetest.Restart{
+			Name:    e.Name,
+			Storage: func(tb testing.TB) string { return JoinStorage(e.Scope(tb)) },
+			Open: func(ctx context.Context, storage string) (engines.Engine, error) {
+				scope, addr := SplitStorage(storage)
+				return e.Open(ctx, scope, addr, zap.NewNop())
+			},
+			SyncCommits: e.SyncCommits,
+		},
+	}
 }

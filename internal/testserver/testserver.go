@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +32,39 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Local is what a helper needs to start a throwaway server of its own:
+// the binary, a temporary data directory and a free loopback port.
+type Local struct {
+	Bin  string
+	Dir  string
+	Port int
+}
+
+// NewLocal finds binary on PATH, or else at the first of also that
+// exists, and makes a temporary directory (named from dirPrefix) and a
+// port for it. A missing binary is reported wrapping noServer, so the
+// helper's tests skip; the caller removes Dir.
+func NewLocal(binary, dirPrefix string, noServer error, also ...string) (Local, error) {
+	bin, err := exec.LookPath(binary)
+	if err != nil {
+		i := slices.IndexFunc(also, func(p string) bool { _, serr := os.Stat(p); return serr == nil })
+		if i < 0 {
+			return Local{}, fmt.Errorf("%w (%v)", noServer, err)
+		}
+		bin = also[i]
+	}
+	dir, err := os.MkdirTemp("", dirPrefix)
+	if err != nil {
+		return Local{}, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return Local{}, err
+	}
+	return Local{Bin: bin, Dir: dir, Port: port}, nil
 }
 
 // Ready says when a starting server is ready: when a line of its stderr

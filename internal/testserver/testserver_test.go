@@ -3,6 +3,7 @@ package testserver
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -102,5 +103,27 @@ func TestStorageRoundTrip(t *testing.T) {
 	scope, addr := SplitStorage(JoinStorage("t1_2_", "host=/tmp/x|y port=5432"))
 	if scope != "t1_2_" || addr != "host=/tmp/x|y port=5432" {
 		t.Fatalf("SplitStorage = %q, %q", scope, addr)
+	}
+}
+
+// TestNewLocal: a binary missing from PATH and from the fallbacks is
+// reported wrapping the helper's error (so its tests skip); a fallback
+// that exists is used, with a fresh directory and a port.
+func TestNewLocal(t *testing.T) {
+	noServer := errors.New("no server")
+	if _, err := NewLocal("qrun-no-such-binary", "qrun-local-", noServer, "/no/such/path"); !errors.Is(err, noServer) {
+		t.Fatalf("missing binary: %v, want it to wrap the helper's error", err)
+	}
+	sh := testenv.Tool(t, "sh", "a binary that exists is needed")
+	l, err := NewLocal("qrun-no-such-binary", "qrun-local-", noServer, "/no/such/path", sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(l.Dir)
+	if l.Bin != sh || l.Port == 0 {
+		t.Fatalf("NewLocal = %+v, want the fallback %s and a port", l, sh)
+	}
+	if fi, err := os.Stat(l.Dir); err != nil || !fi.IsDir() {
+		t.Fatalf("directory %s: %v", l.Dir, err)
 	}
 }

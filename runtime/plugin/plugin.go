@@ -64,6 +64,10 @@ type Plugin struct {
 	wdTicks  int
 	wdStop   chan struct{}
 	wdDone   chan struct{}
+	// afterSweep, a test hook set under mu, runs under mu after each
+	// watchdog sweep: the event a test waits for instead of sleeping
+	// through watchdog periods.
+	afterSweep func()
 
 	mu        sync.Mutex
 	instances map[*Instance]struct{}
@@ -360,6 +364,9 @@ func (p *Plugin) watchdog() {
 				in.timedOut.Store(true)
 				in.interrupt()
 			}
+		}
+		if p.afterSweep != nil {
+			p.afterSweep()
 		}
 		p.mu.Unlock()
 		p.limiter.summarize(time.Now(), false)

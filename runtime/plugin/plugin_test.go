@@ -143,11 +143,34 @@ func TestTimeout(t *testing.T) {
 	if r := mustHandle(t, in2, delivery("0", nil)); r.Verdict != engines.Ack {
 		t.Fatalf("replacement: %+v", r)
 	}
-	// A fast call on a long-lived instance is never mistaken for an overrun.
+	// A fast call on a long-lived instance is never mistaken for an overrun:
+	// the instance lives through 20 watchdog sweeps, five times the sweeps
+	// that stop a call, each after a call of its own.
+	swept := sweeps(p)
 	for i := 0; i < 20; i++ {
+		select {
+		case <-swept: // drop a sweep from before this call
+		default:
+		}
 		mustHandle(t, in2, delivery("0", nil))
-		time.Sleep(timeout / 10)
+		<-swept
 	}
+}
+
+// sweeps returns a channel that receives after watchdog sweeps of p (one
+// send for any number since the last receive): the event a test waits for
+// instead of sleeping through watchdog periods.
+func sweeps(p *Plugin) <-chan struct{} {
+	swept := make(chan struct{}, 1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.afterSweep = func() {
+		select {
+		case swept <- struct{}{}:
+		default:
+		}
+	}
+	return swept
 }
 
 // TestTimeoutAfterReturn stages the watchdog firing after qrun_handle
@@ -159,14 +182,18 @@ func TestTimeoutAfterReturn(t *testing.T) {
 	h := newTestHost(t, nil)
 	p := load(t, h, "ok", Spec{Timeout: time.Second}, nil)
 	in := newInstance(t, p)
+	swept := sweeps(p)
 	in.afterHandle = func() {
-		// The call is still marked running: wait for the real watchdog.
-		for deadline := time.Now().Add(10 * time.Second); !in.timedOut.Load(); {
-			if time.Now().After(deadline) {
+		// The call is still marked running: wait, sweep by sweep, for the
+		// real watchdog to stop it; the deadline only bounds a hang.
+		deadline := time.After(10 * time.Second)
+		for !in.timedOut.Load() {
+			select {
+			case <-swept:
+			case <-deadline:
 				t.Error("watchdog never fired")
 				return
 			}
-			time.Sleep(time.Millisecond)
 		}
 	}
 	r := in.Handle(context.Background(), delivery("2", nil), time.Now())

@@ -10,8 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/engines/postgres/pgtest"
-	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
 
@@ -20,29 +18,19 @@ import (
 // engine without transactions says so.
 func TestServerEnqueueTx(t *testing.T) {
 	t.Parallel()
-	pg, err := pgtest.Start()
-	if err != nil {
-		testenv.Missing(t, err.Error())
-		return
-	}
-	t.Cleanup(pg.Stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	schema := pg.Schema(t)
+	pgEngine := postgresEngine(t, "pg")
 	cfg := parse(t, fmt.Sprintf(`
 runtime { admin_listen = "off" }
-engine "pg" {
-  type   = "postgres"
-  dsn    = %q
-  schema = %q
-}
+%s
 engine "m" { type = "memory" }
 queue "orders" { engine = "pg" }
 queue "mem" { engine = "m" }
 consumer "c" {
   queue  = "orders"
   plugin = %q
-}`, pg.DSN, schema, ackWasm(t)))
+}`, pgEngine, ackWasm(t)))
 	srv, err := server.New(ctx, cfg, server.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +40,7 @@ consumer "c" {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
-	conn, err := pgx.Connect(ctx, pg.DSN)
+	conn, err := pgx.Connect(ctx, pg.srv.DSN) // the server postgresEngine started
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/qrun-dev/qrun/engines/postgres/pgtest"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
 
@@ -29,12 +28,7 @@ func BenchmarkEndToEndKV(b *testing.B) {
 	}{
 		{"disk", func(*testing.B) string { return `engine "e" { type = "disk" }` }},
 		{"postgres", func(b *testing.B) string {
-			pg, err := pgtest.Start()
-			if err != nil {
-				b.Skip(err)
-			}
-			b.Cleanup(pg.Stop)
-			return fmt.Sprintf("engine \"e\" {\n  type = \"postgres\"\n  dsn = %q\n  schema = %q\n}", pg.DSN, pg.Schema(b))
+			return postgresEngine(b, "e")
 		}},
 	}
 	for _, e := range engines {

@@ -37,6 +37,21 @@ consumer "c" {
 }`, ackWasm(tb), consumerExtra))
 }
 
+// idleServer is a server, not started, with one memory queue "in" and no
+// consumer: the lifecycle without any delivery.
+func idleServer(tb testing.TB) *server.Server {
+	tb.Helper()
+	cfg := parse(tb, `
+runtime { admin_listen = "off" }
+engine "m" { type = "memory" }
+queue "in" { engine = "m" }`)
+	srv, err := server.New(context.Background(), cfg, server.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return srv
+}
+
 func closed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
@@ -96,14 +111,7 @@ func TestStartStopDone(t *testing.T) {
 // A server that was never started is closed by Stop.
 func TestStopBeforeStart(t *testing.T) {
 	t.Parallel()
-	cfg := parse(t, `
-runtime { admin_listen = "off" }
-engine "m" { type = "memory" }
-queue "in" { engine = "m" }`)
-	srv, err := server.New(context.Background(), cfg, server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := idleServer(t)
 	if err := srv.Stop(context.Background()); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
@@ -163,14 +171,7 @@ consumer "c" {
 // ends and returns nil after the drain.
 func TestRunUntilCancelled(t *testing.T) {
 	t.Parallel()
-	cfg := parse(t, `
-runtime { admin_listen = "off" }
-engine "m" { type = "memory" }
-queue "in" { engine = "m" }`)
-	srv, err := server.New(context.Background(), cfg, server.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := idleServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
 	go func() { runErr <- srv.Run(ctx) }()

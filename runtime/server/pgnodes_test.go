@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/engines/postgres/pgtest"
-	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/server"
 )
@@ -19,20 +17,10 @@ import (
 // handle 3 messages between them, then every worker of both waits).
 func TestTwoPostgresNodesShareTicksAndRate(t *testing.T) {
 	t.Parallel()
-	pg, err := pgtest.Start()
-	if err != nil {
-		testenv.Missing(t, err.Error())
-		return
-	}
-	t.Cleanup(pg.Stop)
-	schema := pg.Schema(t)
+	pgEngine := postgresEngine(t, "pg")
 	src := fmt.Sprintf(`
 runtime { admin_listen = "off" }
-engine "pg" {
-  type   = "postgres"
-  dsn    = %q
-  schema = %q
-}
+%s
 queue "ticks" { engine = "pg" }
 queue "jobs" {
   engine = "pg"
@@ -50,7 +38,7 @@ consumer "c" {
   rate_limit       = "1/h"
   burst            = 3
   rate_limit_scope = "global"
-}`, pg.DSN, schema, ackWasm(t))
+}`, pgEngine, ackWasm(t))
 	a := start(t, parse(t, src), server.Options{})
 	b := start(t, parse(t, src), server.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -59,13 +47,7 @@ consumer "c" {
 	if err := a.Enqueue(ctx, "jobs", msgs); err != nil {
 		t.Fatal(err)
 	}
-	info := func(s *server.Server) admin.ConsumerInfo {
-		cs, err := s.ConsumerInfos(ctx)
-		if err != nil || len(cs) != 1 || cs[0].Throttle == nil {
-			t.Fatalf("consumers %+v, %v", cs, err)
-		}
-		return cs[0]
-	}
+	info := func(s *server.Server) admin.ConsumerInfo { return theConsumer(t, ctx, s) }
 	waitUntil(t, ctx, "both nodes' workers waiting for the shared bucket", func() bool {
 		return info(a).Throttle.Waiting+info(b).Throttle.Waiting == 4
 	})

@@ -70,11 +70,20 @@ func start(tb testing.TB, cfg *config.File, opts server.Options) *server.Server 
 	return srv
 }
 
-// waitDepths polls the queues until every depth in want holds. Polling is
-// the only way: no event exists for "this queue reached that depth".
+// waitDepths waits until every depth in want holds. It re-reads the depths
+// whenever a delivery finishes (the settlement that changes them); the
+// timer is a safety net for the changes no event marks (a lease lost, a
+// message expiring), and the deadline only bounds a hang.
 func waitDepths(t *testing.T, srv *server.Server, timeout time.Duration, want map[string]int64) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	// Subscribed before the first read, so no settlement falls between
+	// reading the depths and waiting for the next change.
+	sub := srv.Subscribe(0, server.EventDeliveryFinished)
+	defer sub.Close()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	recheck := time.NewTicker(100 * time.Millisecond)
+	defer recheck.Stop()
 	for {
 		got := depths(t, srv)
 		ok := true
@@ -84,10 +93,12 @@ func waitDepths(t *testing.T, srv *server.Server, timeout time.Duration, want ma
 		if ok {
 			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: depths %v, want %v", timeout, got, want)
+		select {
+		case <-sub.Events():
+		case <-recheck.C:
+		case <-deadline.C:
+			t.Fatalf("after %v: depths %v, want %v", timeout, depths(t, srv), want)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/engines/postgres/pgtest"
-	"github.com/qrun-dev/qrun/internal/testenv"
 	"github.com/qrun-dev/qrun/runtime/admin"
 	"github.com/qrun-dev/qrun/runtime/config"
 	"github.com/qrun-dev/qrun/runtime/server"
@@ -72,23 +70,13 @@ consumer "c" {
 // handle one.
 func TestTwoPostgresNodesShareAPerKeyCap(t *testing.T) {
 	t.Parallel()
-	pg, err := pgtest.Start()
-	if err != nil {
-		testenv.Missing(t, err.Error())
-		return
-	}
-	t.Cleanup(pg.Stop)
-	schema := pg.Schema(t)
+	pgEngine := postgresEngine(t, "pg")
 	src := fmt.Sprintf(`
 runtime {
   admin_listen  = "off"
   drain_timeout = "1s"
 }
-engine "pg" {
-  type   = "postgres"
-  dsn    = %q
-  schema = %q
-}
+%s
 queue "jobs" {
   engine             = "pg"
   visibility_timeout = "1h"
@@ -102,7 +90,7 @@ consumer "c" {
   max_in_flight_per_key = 1
   concurrency_key       = "acct"
   concurrency_scope     = "global"
-}`, pg.DSN, schema, testWasm(t, "runaway"))
+}`, pgEngine, testWasm(t, "runaway"))
 	a := start(t, parse(t, src), server.Options{})
 	b := start(t, parse(t, src), server.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -114,13 +102,7 @@ consumer "c" {
 	if err := a.Enqueue(ctx, "jobs", msgs); err != nil {
 		t.Fatal(err)
 	}
-	info := func(s *server.Server) admin.ConsumerInfo {
-		cs, err := s.ConsumerInfos(ctx)
-		if err != nil || len(cs) != 1 || cs[0].Throttle == nil {
-			t.Fatalf("consumers %+v, %v", cs, err)
-		}
-		return cs[0]
-	}
+	info := func(s *server.Server) admin.ConsumerInfo { return theConsumer(t, ctx, s) }
 	waitUntil(t, ctx, "five workers of two nodes waiting for the key's one slot", func() bool {
 		wa, wb := info(a).Throttle.Waiting, info(b).Throttle.Waiting
 		if wa+wb > 5 {

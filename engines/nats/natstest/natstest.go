@@ -50,25 +50,13 @@ func Start() (*Server, error) {
 	if u := os.Getenv(EnvURL); u != "" {
 		return &Server{URL: u}, nil
 	}
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/nats-server"); serr != nil {
-			return nil, fmt.Errorf("%w (%v)", ErrNoServer, err)
-		}
-		bin = "/usr/sbin/nats-server"
-	}
-	dir, err := os.MkdirTemp("", "qrun-nats-")
+	l, err := testserver.NewLocal("nats-server", "qrun-nats-", ErrNoServer, "/usr/sbin/nats-server")
 	if err != nil {
 		return nil, err
 	}
-	port, err := testserver.FreePort()
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
-	s := &Server{URL: "nats://127.0.0.1:" + strconv.Itoa(port), bin: bin, dir: dir, port: port}
+	s := &Server{URL: "nats://127.0.0.1:" + strconv.Itoa(l.Port), bin: l.Bin, dir: l.Dir, port: l.Port}
 	if err := s.start(); err != nil {
-		_ = os.RemoveAll(dir)
+		_ = os.RemoveAll(l.Dir)
 		return nil, err
 	}
 	return s, nil

@@ -49,22 +49,13 @@ func Start() (*Server, error) {
 	if u := os.Getenv(EnvURL); u != "" {
 		return &Server{URL: u}, nil
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, fmt.Errorf("%w (%v)", ErrNoServer, err)
-	}
-	dir, err := os.MkdirTemp("", "qrun-redis-")
+	l, err := testserver.NewLocal("redis-server", "qrun-redis-", ErrNoServer)
 	if err != nil {
 		return nil, err
 	}
-	port, err := testserver.FreePort()
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
-	s := &Server{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), bin: bin, dir: dir, port: port}
+	s := &Server{URL: fmt.Sprintf("redis://127.0.0.1:%d/0", l.Port), bin: l.Bin, dir: l.Dir, port: l.Port}
 	if err := s.start(); err != nil {
-		_ = os.RemoveAll(dir)
+		_ = os.RemoveAll(l.Dir)
 		return nil, err
 	}
 	return s, nil

@@ -247,7 +247,11 @@ func TestBlockingDeadline(t *testing.T) {
 		_, err := r.Push(ctx, []Record{rec("c")})
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // best effort: let it reach the futex
+	// Pop once the producer is registered as waiting for space, so the pop
+	// is what releases it.
+	for r.hdr.spaceWaiters.Load() == 0 {
+		runtime.Gosched() // the condition is the event: the waiter registers
+	}
 	if got := pop(t, r, 1); len(got) != 1 || got[0] != "a" {
 		t.Fatalf("popped %v, want [a]", got)
 	}

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/runtime/internal/clock"
+	"github.com/qrun-dev/qrun/internal/clock"
 	"github.com/qrun-dev/qrun/runtime/internal/dispatch"
 	"github.com/qrun-dev/qrun/runtime/internal/throttle"
 	"github.com/qrun-dev/qrun/runtime/plugin"

@@ -23,7 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/runtime/internal/clock"
+	"github.com/qrun-dev/qrun/internal/clock"
 )
 
 // Claimer records a schedule's ticks where its queue lives and enqueues a

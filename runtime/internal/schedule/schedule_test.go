@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/qrun-dev/qrun/engines"
-	"github.com/qrun-dev/qrun/runtime/internal/clock"
+	"github.com/qrun-dev/qrun/internal/clock"
 )
 
 // memClaimer records claims as an engine would and signals each claim.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrun-dev/qrun/runtime/internal/clock"
+	"github.com/qrun-dev/qrun/internal/clock"
 )
 
 // sharedSlots stands in for an engine's slots shared by every node

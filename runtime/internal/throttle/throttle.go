@@ -19,7 +19,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/qrun-dev/qrun/runtime/internal/clock"
+	"github.com/qrun-dev/qrun/internal/clock"
 )
 
 // Config is one consumer's limits.

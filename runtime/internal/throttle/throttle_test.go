@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/qrun-dev/qrun/runtime/internal/clock"
+	"github.com/qrun-dev/qrun/internal/clock"
 )
 
 var t0 = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
