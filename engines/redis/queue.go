@@ -367,55 +367,42 @@ func (q *queue) wait(ctx context.Context, rep receiveReply) error {
 	return q.e.client.XRead(ctx, &redis.XReadArgs{Streams: []string{q.k.stream, rep.last}, Count: 1, Block: block}).Err()
 }
 
-// fill turns the script's leased entries into deliveries.
+// fill turns the script's leased entries (six values each: ID, message,
+// attempts, failures, dead-letter reason, source queue) into deliveries.
 func (q *queue) fill(buf []engines.Delivery, rep receiveReply) int {
 	n := 0
 	expires := rep.now.Add(rep.lease)
 	if rep.lease > time.Duration(math.MaxInt64)-time.Duration(rep.now.UnixNano()) {
 		expires = time.Unix(0, math.MaxInt64)
 	}
-	for _, raw := range rep.entries {
-		e, _ := raw.([]any)
-		if len(e) != 2 {
-			continue
+	for i := 0; i+5 < len(rep.entries) && n < len(buf); i += 6 {
+		var v [6]string
+		for j := range v {
+			v[j], _ = rep.entries[i+j].(string)
 		}
-		sid, _ := e[0].(string)
-		f, _ := e[1].([]any)
 		var d engines.Delivery
-		if err := q.entry(&d, f); err != nil {
+		if err := q.entry(&d, v[1], v[2], v[3], v[4], v[5]); err != nil {
 			// A message this engine cannot read would fail every holder:
 			// log it and let its lease run out into the dead-letter path.
-			q.e.log.Error("unreadable message in stream", zap.String("queue", q.name), zap.String("entry", sid), zap.Error(err))
+			q.e.log.Error("unreadable message in stream", zap.String("queue", q.name), zap.String("entry", v[0]), zap.Error(err))
 			continue
 		}
 		d.LeaseExpires = expires
-		buf[n] = engines.NewDelivery(d, q, engines.Ticket{Ref: sid})
+		buf[n] = engines.NewDelivery(d, q, engines.Ticket{Ref: v[0]})
 		n++
 	}
 	return n
 }
 
-// entry decodes a stream entry's fields into d.
-func (q *queue) entry(d *engines.Delivery, flat []any) error {
-	var reason, source string
-	for i := 0; i+1 < len(flat); i += 2 {
-		k, _ := flat[i].(string)
-		v, _ := flat[i+1].(string)
-		switch k {
-		case "m":
-			if err := decode(v, d); err != nil {
-				return err
-			}
-		case "a":
-			d.Attempt, _ = strconv.Atoi(v)
-		case "f":
-			d.Failures, _ = strconv.Atoi(v)
-		case "r":
-			reason = v
-		case "o":
-			source = v
-		}
+// entry decodes a leased entry into d: its message m, attempts a and
+// failures f before this delivery, and for a dead letter its reason and
+// source queue.
+func (q *queue) entry(d *engines.Delivery, m, a, f, reason, source string) error {
+	if err := decode(m, d); err != nil {
+		return err
 	}
+	d.Attempt, _ = strconv.Atoi(a)
+	d.Failures, _ = strconv.Atoi(f)
 	d.Attempt++
 	d.Queue = q.name
 	if source != "" || reason != "" {

@@ -131,12 +131,21 @@ return false
 // Housekeeping: every expired lease counts a failure and goes back after
 // the retry policy's delay, or to the dead-letter queue at max attempts;
 // every due delayed message moves into the stream. Whoever runs it first
-// does it, once: it is safe with any number of nodes.
+// does it, once: it is safe with any number of nodes. It looks at the
+// first member of each sorted set first and scans only when that one is
+// due, so a receive with nothing due pays two ZRANGE calls for it.
 //
-// It returns {now, next, last, entries, stats, lease}: next is when the next lease
-// expires or delayed message is due (-1: none), last the stream's last
-// entry ID (for a blocking wait on new entries), entries the leased
-// {id, fields} pairs and stats, when asked, {xlen, leased, delayed, hash}.
+// The leases of a batch are one variadic ZADD, and entries whose TTL ran
+// out one XACK, one XDEL and one HINCRBY: a redis.call from Lua costs
+// microseconds, so the script makes a fixed number of calls per batch, not
+// some per message.
+//
+// It returns {now, next, last, entries, stats, lease}: next is when the
+// next lease expires or delayed message is due (-1: none), last the
+// stream's last entry ID (for a blocking wait on new entries), entries the
+// leased entries as one flat list, six values each (ID, message, attempts,
+// failures, dead-letter reason, source queue), and stats, when asked,
+// {xlen, leased, delayed, hash}.
 var receiveScript = redis.NewScript(common + `
 local s, d, l, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local cfg = config(KEYS[5])
@@ -153,48 +162,78 @@ local function backoff(n)
   return math.floor(v)
 end
 local now = now_us()
-for _, sid in ipairs(redis.call('ZRANGEBYSCORE', l, '-inf', fmt(now), 'LIMIT', 0, 256)) do
-  local h = take(s, l, group, sid)
-  if h then
-    redis.call('HINCRBY', c, 'expired_lease', 1)
-    local a, f = h.a + 1, h.f + 1
-    if maxa > 0 and f >= maxa then
-      deadletter(c, cfg, prefix, h.m, a, f, 'lease expired (failure ' .. f .. ' of ' .. maxa .. ')', name)
-    else
-      reenter(s, d, now, backoff(f - 1), h.m, a, f, h.r, h.o)
+local function first_score(k)
+  local f = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+  if #f > 0 then return tonumber(f[2]) end
+  return -1
+end
+local nl, nd = first_score(l), first_score(d)
+if nl >= 0 and nl <= now then
+  for _, sid in ipairs(redis.call('ZRANGEBYSCORE', l, '-inf', fmt(now), 'LIMIT', 0, 256)) do
+    local h = take(s, l, group, sid)
+    if h then
+      redis.call('HINCRBY', c, 'expired_lease', 1)
+      local a, f = h.a + 1, h.f + 1
+      if maxa > 0 and f >= maxa then
+        deadletter(c, cfg, prefix, h.m, a, f, 'lease expired (failure ' .. f .. ' of ' .. maxa .. ')', name)
+      else
+        reenter(s, d, now, backoff(f - 1), h.m, a, f, h.r, h.o)
+      end
     end
   end
+  nl, nd = first_score(l), first_score(d)
 end
-for _, mem in ipairs(redis.call('ZRANGEBYSCORE', d, '-inf', fmt(now), 'LIMIT', 0, 1024)) do
-  redis.call('ZREM', d, mem)
-  local a, f, t, r, o, m = unpack_member(mem)
-  local x = 0
-  if t > 0 then x = now + t end
-  xadd(s, m, a, f, x, r, o)
+if nd >= 0 and nd <= now then
+  for _, mem in ipairs(redis.call('ZRANGEBYSCORE', d, '-inf', fmt(now), 'LIMIT', 0, 1024)) do
+    redis.call('ZREM', d, mem)
+    local a, f, t, r, o, m = unpack_member(mem)
+    local x = 0
+    if t > 0 then x = now + t end
+    xadd(s, m, a, f, x, r, o)
+  end
+  nd = first_score(d)
 end
 local out = {}
 if count > 0 then
   local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', s, '>')
   if res then
+    local z, gone = {}, {}
+    local score = fmt(now + lease)
     for _, e in ipairs(res[1][2]) do
-      local h = fields(e[2])
-      local x = tonumber(h.x)
-      if x > 0 and x <= now then
-        redis.call('XACK', s, group, e[1])
-        redis.call('XDEL', s, e[1])
-        redis.call('HINCRBY', c, 'expired', 1)
-      else
-        redis.call('ZADD', l, fmt(now + lease), e[1])
-        out[#out + 1] = e
+      local v = e[2]
+      -- xadd writes m, a, f, x first, then r and o; anything else is read
+      -- by name.
+      if v[1] ~= 'm' or v[3] ~= 'a' or v[5] ~= 'f' or v[7] ~= 'x' then
+        local h = fields(v)
+        v = {'m', h.m or '', 'a', h.a or '0', 'f', h.f or '0', 'x', h.x or '0', 'r', h.r or '', 'o', h.o or ''}
       end
+      local x = v[8]
+      if x ~= '0' and tonumber(x) <= now then
+        gone[#gone + 1] = e[1]
+      else
+        z[#z + 1] = score
+        z[#z + 1] = e[1]
+        local n = #out
+        out[n + 1], out[n + 2], out[n + 3], out[n + 4] = e[1], v[2], v[4], v[6]
+        out[n + 5], out[n + 6] = v[10] or '', v[12] or ''
+      end
+    end
+    for i = 1, #z, 1000 do
+      redis.call('ZADD', l, unpack(z, i, math.min(i + 999, #z)))
+    end
+    if #z > 0 and (nl < 0 or now + lease < nl) then nl = now + lease end
+    if #gone > 0 then
+      for i = 1, #gone, 500 do
+        local j = math.min(i + 499, #gone)
+        redis.call('XACK', s, group, unpack(gone, i, j))
+        redis.call('XDEL', s, unpack(gone, i, j))
+      end
+      redis.call('HINCRBY', c, 'expired', #gone)
     end
   end
 end
-local next = -1
-local first = redis.call('ZRANGE', l, 0, 0, 'WITHSCORES')
-if #first > 0 then next = tonumber(first[2]) end
-first = redis.call('ZRANGE', d, 0, 0, 'WITHSCORES')
-if #first > 0 and (next < 0 or tonumber(first[2]) < next) then next = tonumber(first[2]) end
+local next = nl
+if nd >= 0 and (next < 0 or nd < next) then next = nd end
 local last = '0-0'
 if #out == 0 then
   local r = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)
@@ -211,31 +250,43 @@ return {fmt(now), fmt(next), last, out, stats, fmt(lease)}
 // scripts pays Lua's per-call cost for each). KEYS: S D L C Q. ARGV:
 // group, queue name, key prefix, then for each verdict the entry ID, the
 // verdict (a, n, r, d), the delay and the reason. It returns one value per
-// verdict: 0 when the lease is gone (settled, expired or taken over), 1
-// when applied.
+// verdict: 0 when the lease is gone (settled, expired or taken over, or
+// the same entry named twice), 1 when applied.
+//
+// The leases are read with one ZMSCORE, and the acks, which need nothing
+// of their entries, are one ZREM, one XACK and one XDEL of all their IDs;
+// only a nack, requeue or dead letter reads and rewrites its entry.
 var settleScript = redis.NewScript(common + `
 local s, d, l, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, name, prefix = ARGV[1], ARGV[2], ARGV[3]
 local now = now_us()
 local cfg
-local out, acked, nacked = {}, 0, 0
-for i = 4, #ARGV, 4 do
-  local sid, verdict, delay, reason = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  local score = redis.call('ZSCORE', l, sid)
-  if not score or tonumber(score) <= now then
-    out[#out + 1] = 0
+local out, acks, seen, nacked = {}, {}, {}, 0
+local ids = {}
+for i = 4, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
+local scores = {}
+for i = 1, #ids, 1000 do
+  local j = math.min(i + 999, #ids)
+  local r = redis.call('ZMSCORE', l, unpack(ids, i, j))
+  for k = 1, #r do scores[i + k - 1] = r[k] end
+end
+for n = 1, #ids do
+  local i = 4 * n
+  local sid, verdict = ids[n], ARGV[i + 1]
+  local score = scores[n]
+  if seen[sid] or not score or tonumber(score) <= now then
+    out[n] = 0
   elseif verdict == 'a' then
-    -- An ack needs nothing of the entry: no read.
-    redis.call('ZREM', l, sid)
-    redis.call('XACK', s, group, sid)
-    redis.call('XDEL', s, sid)
-    acked = acked + 1
-    out[#out + 1] = 1
+    seen[sid] = true
+    acks[#acks + 1] = sid
+    out[n] = 1
   else
+    seen[sid] = true
     local h = take(s, l, group, sid)
     if not h then
-      out[#out + 1] = 0
+      out[n] = 0
     else
+      local delay, reason = tonumber(ARGV[i + 2]), ARGV[i + 3]
       cfg = cfg or config(KEYS[5])
       local a, f = h.a + 1, h.f
       if verdict == 'n' then
@@ -251,11 +302,17 @@ for i = 4, #ARGV, 4 do
       else
         deadletter(c, cfg, prefix, h.m, a, f, reason, name)
       end
-      out[#out + 1] = 1
+      out[n] = 1
     end
   end
 end
-if acked > 0 then redis.call('HINCRBY', c, 'acked', acked) end
+for i = 1, #acks, 1000 do
+  local j = math.min(i + 999, #acks)
+  redis.call('ZREM', l, unpack(acks, i, j))
+  redis.call('XACK', s, group, unpack(acks, i, j))
+  redis.call('XDEL', s, unpack(acks, i, j))
+end
+if #acks > 0 then redis.call('HINCRBY', c, 'acked', #acks) end
 if nacked > 0 then redis.call('HINCRBY', c, 'nacked', nacked) end
 return out
 `)
