@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -367,44 +368,62 @@ func (q *queue) wait(ctx context.Context, rep receiveReply) error {
 	return q.e.client.XRead(ctx, &redis.XReadArgs{Streams: []string{q.k.stream, rep.last}, Count: 1, Block: block}).Err()
 }
 
-// fill turns the script's leased entries (six values each: ID, message,
-// attempts, failures, dead-letter reason, source queue) into deliveries.
+// fill turns the script's leased entries (three values each: ID,
+// message, meta) into deliveries.
 func (q *queue) fill(buf []engines.Delivery, rep receiveReply) int {
 	n := 0
 	expires := rep.now.Add(rep.lease)
 	if rep.lease > time.Duration(math.MaxInt64)-time.Duration(rep.now.UnixNano()) {
 		expires = time.Unix(0, math.MaxInt64)
 	}
-	for i := 0; i+5 < len(rep.entries) && n < len(buf); i += 6 {
-		var v [6]string
-		for j := range v {
-			v[j], _ = rep.entries[i+j].(string)
-		}
+	for i := 0; i+2 < len(rep.entries) && n < len(buf); i += 3 {
+		sid, _ := rep.entries[i].(string)
+		m, _ := rep.entries[i+1].(string)
+		meta, _ := rep.entries[i+2].(string)
 		var d engines.Delivery
-		if err := q.entry(&d, v[1], v[2], v[3], v[4], v[5]); err != nil {
+		if err := q.entry(&d, m, meta); err != nil {
 			// A message this engine cannot read would fail every holder:
 			// log it and let its lease run out into the dead-letter path.
-			q.e.log.Error("unreadable message in stream", zap.String("queue", q.name), zap.String("entry", v[0]), zap.Error(err))
+			q.e.log.Error("unreadable message in stream", zap.String("queue", q.name), zap.String("entry", sid), zap.Error(err))
 			continue
 		}
 		d.LeaseExpires = expires
-		buf[n] = engines.NewDelivery(d, q, engines.Ticket{Ref: v[0]})
+		buf[n] = engines.NewDelivery(d, q, engines.Ticket{Ref: sid})
 		n++
 	}
 	return n
 }
 
-// entry decodes a leased entry into d: its message m, attempts a and
-// failures f before this delivery, and for a dead letter its reason and
-// source queue.
-func (q *queue) entry(d *engines.Delivery, m, a, f, reason, source string) error {
+// entry decodes a leased entry into d: its message m and the receive
+// script's meta, "" for a fresh message, else "a f n " followed by the
+// dead-letter reason (n bytes) and source queue: a the attempts and f the
+// failures before this delivery.
+func (q *queue) entry(d *engines.Delivery, m, meta string) error {
 	if err := decode(m, d); err != nil {
 		return err
 	}
-	d.Attempt, _ = strconv.Atoi(a)
-	d.Failures, _ = strconv.Atoi(f)
-	d.Attempt++
 	d.Queue = q.name
+	d.Attempt = 1
+	if meta == "" {
+		return nil
+	}
+	var v [3]int
+	for i := range v {
+		j := strings.IndexByte(meta, ' ')
+		if j < 0 {
+			return fmt.Errorf("%w: entry meta", errCorrupt)
+		}
+		var err error
+		if v[i], err = strconv.Atoi(meta[:j]); err != nil || v[i] < 0 {
+			return fmt.Errorf("%w: entry meta", errCorrupt)
+		}
+		meta = meta[j+1:]
+	}
+	if v[2] > len(meta) {
+		return fmt.Errorf("%w: entry meta", errCorrupt)
+	}
+	d.Attempt, d.Failures = v[0]+1, v[1]
+	reason, source := meta[:v[2]], meta[v[2]:]
 	if source != "" || reason != "" {
 		attrs := make(map[string]string, len(d.Attributes)+2)
 		maps.Copy(attrs, d.Attributes)

@@ -17,7 +17,8 @@ import "github.com/redis/go-redis/v9"
 // latest settings. A stream entry's fields are m (the message, encoded by
 // codec.go), a (attempts before this delivery), f (failures so far), x
 // (when an undelivered entry's TTL runs out, 0 for none) and, for a dead
-// letter, r and o (the reason and the source queue).
+// letter, r and o (the reason and the source queue); an entry of m alone
+// is a message with none of the others (attempts and failures 0, no TTL).
 //
 // Every delivery is a stream entry of its own: a message that comes back
 // (nack, requeue, expired lease) is written as a new entry carrying its
@@ -53,7 +54,14 @@ local function unpack_member(s)
   local o = string.sub(s, p + v[4], p + v[4] + v[5] - 1)
   return v[1], v[2], v[3], r, o, string.sub(s, p + v[4] + v[5])
 end
+-- xadd writes a stream entry. A fresh message (no attempts, failures,
+-- TTL or dead-letter fields: most of them) is the field m alone, which
+-- XREADGROUP hands to the receive script, and the script to Go, for a
+-- quarter of the cost of all six; take reads a missing field as 0 or ''.
 local function xadd(s, m, a, f, x, r, o)
+  if r == '' and o == '' and x == 0 and tonumber(a) == 0 and tonumber(f) == 0 then
+    return redis.call('XADD', s, '*', 'm', m)
+  end
   if r ~= '' or o ~= '' then
     return redis.call('XADD', s, '*', 'm', m, 'a', a, 'f', f, 'x', fmt(x), 'r', r, 'o', o)
   end
@@ -76,7 +84,7 @@ local function take(s, l, group, sid)
   redis.call('XDEL', s, sid)
   if #e == 0 then return nil end
   local h = fields(e[1][2])
-  h.a, h.f = tonumber(h.a), tonumber(h.f)
+  h.a, h.f = tonumber(h.a or '0'), tonumber(h.f or '0')
   h.r, h.o = h.r or '', h.o or ''
   return h
 end
@@ -143,9 +151,10 @@ return false
 // It returns {now, next, last, entries, stats, lease}: next is when the
 // next lease expires or delayed message is due (-1: none), last the
 // stream's last entry ID (for a blocking wait on new entries), entries the
-// leased entries as one flat list, six values each (ID, message, attempts,
-// failures, dead-letter reason, source queue), and stats, when asked,
-// {xlen, leased, delayed, hash}.
+// leased entries as one flat list, three values each (ID, message, meta:
+// empty for a fresh message, else "attempts failures #reason " .. reason ..
+// source, see queue.entry), and stats, when asked, {xlen, leased,
+// delayed, hash}.
 var receiveScript = redis.NewScript(common + `
 local s, d, l, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local cfg = config(KEYS[5])
@@ -201,21 +210,25 @@ if count > 0 then
     local score = fmt(now + lease)
     for _, e in ipairs(res[1][2]) do
       local v = e[2]
-      -- xadd writes m, a, f, x first, then r and o; anything else is read
-      -- by name.
-      if v[1] ~= 'm' or v[3] ~= 'a' or v[5] ~= 'f' or v[7] ~= 'x' then
-        local h = fields(v)
-        v = {'m', h.m or '', 'a', h.a or '0', 'f', h.f or '0', 'x', h.x or '0', 'r', h.r or '', 'o', h.o or ''}
-      end
-      local x = v[8]
-      if x ~= '0' and tonumber(x) <= now then
-        gone[#gone + 1] = e[1]
-      else
+      if #v == 2 and v[1] == 'm' then
+        -- A fresh message: nothing to check, and no meta.
         z[#z + 1] = score
         z[#z + 1] = e[1]
         local n = #out
-        out[n + 1], out[n + 2], out[n + 3], out[n + 4] = e[1], v[2], v[4], v[6]
-        out[n + 5], out[n + 6] = v[10] or '', v[12] or ''
+        out[n + 1], out[n + 2], out[n + 3] = e[1], v[2], ''
+      else
+        local h = fields(v)
+        local x = h.x or '0'
+        if x ~= '0' and tonumber(x) <= now then
+          gone[#gone + 1] = e[1]
+        else
+          z[#z + 1] = score
+          z[#z + 1] = e[1]
+          local r, o = h.r or '', h.o or ''
+          local n = #out
+          out[n + 1], out[n + 2] = e[1], h.m or ''
+          out[n + 3] = (h.a or '0') .. ' ' .. (h.f or '0') .. ' ' .. #r .. ' ' .. r .. o
+        end
       end
     end
     for i = 1, #z, 1000 do
