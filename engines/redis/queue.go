@@ -515,11 +515,12 @@ func (q *queue) reap() {
 
 // Settle implements engines.Settler.
 func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settlement) error {
-	sid, args, err := q.settleArgs(t, s)
+	sid, code, err := q.settleArgs(t, s)
 	if err != nil {
 		return err
 	}
-	v, err := settleScript.Run(ctx, q.e.client, q.keysAll, append(q.settleHead(), args...)...).Int64Slice()
+	args, _ := q.settleArgv([]verdict{{sid, code, s}})
+	v, err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
 	n := 0
 	if err == nil && len(v) == 1 {
 		n = int(v[0])
@@ -527,11 +528,11 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 	return q.settled(sid, s, n, err)
 }
 
-// settleArgs checks a settle and builds the settle script's ARGV.
-func (q *queue) settleArgs(t engines.Ticket, s engines.Settlement) (string, []any, error) {
+// settleArgs checks a settle and returns its entry ID and verdict code.
+func (q *queue) settleArgs(t engines.Ticket, s engines.Settlement) (string, string, error) {
 	sid, ok := t.Ref.(string)
 	if !ok {
-		return "", nil, engines.ErrNotLeased
+		return "", "", engines.ErrNotLeased
 	}
 	var v string
 	switch s.Verdict {
@@ -544,16 +545,48 @@ func (q *queue) settleArgs(t engines.Ticket, s engines.Settlement) (string, []an
 	case engines.DeadLetter:
 		v = "d"
 	default:
-		return "", nil, fmt.Errorf("redis: settle %s in %q: verdict %d: %w", sid, q.name, s.Verdict, engines.ErrInvalid)
+		return "", "", fmt.Errorf("redis: settle %s in %q: verdict %d: %w", sid, q.name, s.Verdict, engines.ErrInvalid)
 	}
 	if q.e.isClosed() {
-		return "", nil, fmt.Errorf("redis: settle %s in %q: %w", sid, q.name, engines.ErrClosed)
+		return "", "", fmt.Errorf("redis: settle %s in %q: %w", sid, q.name, engines.ErrClosed)
 	}
-	return sid, []any{sid, v, micros(s.Delay), s.Reason}, nil
+	return sid, v, nil
 }
 
-// settleHead is the settle script's ARGV before the verdicts.
-func (q *queue) settleHead() []any { return []any{group, q.name, q.e.opts.KeyPrefix} }
+// verdict is one settle for the settle script: entry ID, verdict code
+// (a, n, r, d) and the settlement.
+type verdict struct {
+	sid, code string
+	s         engines.Settlement
+}
+
+// settleArgv builds the settle script's ARGV for vs: the acks' IDs alone
+// first, then the other verdicts with their delay and reason. The script
+// answers in that order: order[i] is the index in vs of its i-th answer.
+func (q *queue) settleArgv(vs []verdict) (args []any, order []int) {
+	acks := 0
+	for _, v := range vs {
+		if v.code == "a" {
+			acks++
+		}
+	}
+	args = make([]any, 0, 4+acks+4*(len(vs)-acks))
+	args = append(args, group, q.name, q.e.opts.KeyPrefix, acks)
+	order = make([]int, 0, len(vs))
+	for i, v := range vs {
+		if v.code == "a" {
+			args = append(args, v.sid)
+			order = append(order, i)
+		}
+	}
+	for i, v := range vs {
+		if v.code != "a" {
+			args = append(args, v.sid, v.code, micros(v.s.Delay), v.s.Reason)
+			order = append(order, i)
+		}
+	}
+	return args, order
+}
 
 // settled turns the settle script's answer into an error.
 func (q *queue) settled(sid string, s engines.Settlement, n int, err error) error {
@@ -601,9 +634,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 // pending is a settle sent in the queue's next pipeline.
 type pending struct {
 	q    *queue
-	sid  string
-	s    engines.Settlement
-	args []any
+	v    verdict
 	done chan struct{}
 	err  error
 }
@@ -638,11 +669,11 @@ const settleLinger = 2 * time.Millisecond
 // (appendfsync always), so a settle whose Wait returned nil survives a
 // crash of either side.
 func (q *queue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.Settlement) (engines.Pending, error) {
-	sid, args, err := q.settleArgs(d.Ticket(), s)
+	sid, code, err := q.settleArgs(d.Ticket(), s)
 	if err != nil {
 		return nil, err
 	}
-	p := &pending{q: q, sid: sid, s: s, args: args, done: make(chan struct{})}
+	p := &pending{q: q, v: verdict{sid, code, s}, done: make(chan struct{})}
 	q.bmu.Lock()
 	q.batch = append(q.batch, p)
 	if !q.armed {
@@ -677,20 +708,22 @@ func (q *queue) linger() {
 func (q *queue) send(batch []*pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
 	defer cancel()
-	args := q.settleHead()
-	for _, b := range batch {
-		args = append(args, b.args...)
+	vs := make([]verdict, len(batch))
+	for i, b := range batch {
+		vs[i] = b.v
 	}
+	args, order := q.settleArgv(vs)
 	v, err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
 	if err == nil && len(v) != len(batch) {
 		err = fmt.Errorf("settle script returned %d results for %d verdicts", len(v), len(batch))
 	}
-	for i, b := range batch {
+	for i, at := range order {
+		b := batch[at]
 		n := 0
 		if err == nil {
 			n = int(v[i])
 		}
-		b.err = q.settled(b.sid, b.s, n, err)
+		b.err = q.settled(b.v.sid, b.v.s, n, err)
 		close(b.done)
 	}
 }

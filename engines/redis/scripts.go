@@ -261,35 +261,35 @@ return {fmt(now), fmt(next), last, out, stats, fmt(lease)}
 
 // settleScript applies verdicts, any number in one call (a pipeline of
 // scripts pays Lua's per-call cost for each). KEYS: S D L C Q. ARGV:
-// group, queue name, key prefix, then for each verdict the entry ID, the
-// verdict (a, n, r, d), the delay and the reason. It returns one value per
-// verdict: 0 when the lease is gone (settled, expired or taken over, or
-// the same entry named twice), 1 when applied.
+// group, queue name, key prefix, the number k of acks, the k acked entry
+// IDs, then for each other verdict the entry ID, the verdict (n, r, d),
+// the delay and the reason. It returns one value per verdict, acks first:
+// 0 when the lease is gone (settled, expired or taken over, or the same
+// entry named twice), 1 when applied.
 //
 // The leases are read with one ZMSCORE, and the acks, which need nothing
 // of their entries, are one ZREM, one XACK and one XDEL of all their IDs;
 // only a nack, requeue or dead letter reads and rewrites its entry.
 var settleScript = redis.NewScript(common + `
 local s, d, l, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local group, name, prefix = ARGV[1], ARGV[2], ARGV[3]
+local group, name, prefix, k = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_us()
 local cfg
 local out, acks, seen, nacked = {}, {}, {}, 0
 local ids = {}
-for i = 4, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
+for i = 5, 4 + k do ids[#ids + 1] = ARGV[i] end
+for i = 5 + k, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
 local scores = {}
 for i = 1, #ids, 1000 do
   local j = math.min(i + 999, #ids)
   local r = redis.call('ZMSCORE', l, unpack(ids, i, j))
-  for k = 1, #r do scores[i + k - 1] = r[k] end
+  for x = 1, #r do scores[i + x - 1] = r[x] end
 end
 for n = 1, #ids do
-  local i = 4 * n
-  local sid, verdict = ids[n], ARGV[i + 1]
-  local score = scores[n]
+  local sid, score = ids[n], scores[n]
   if seen[sid] or not score or tonumber(score) <= now then
     out[n] = 0
-  elseif verdict == 'a' then
+  elseif n <= k then
     seen[sid] = true
     acks[#acks + 1] = sid
     out[n] = 1
@@ -299,7 +299,8 @@ for n = 1, #ids do
     if not h then
       out[n] = 0
     else
-      local delay, reason = tonumber(ARGV[i + 2]), ARGV[i + 3]
+      local i = 5 + k + 4 * (n - k - 1)
+      local verdict, delay, reason = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
       cfg = cfg or config(KEYS[5])
       local a, f = h.a + 1, h.f
       if verdict == 'n' then
