@@ -47,6 +47,8 @@ type queue struct {
 	bmu   sync.Mutex
 	batch []*pending
 	armed bool // a linger timer will send the batch
+
+	ahead ahead // leased ahead by a settle's pipeline: see prefetch.go
 }
 
 // Open implements engines.Engine. It creates the stream and its consumer
@@ -163,6 +165,7 @@ func (q *queue) Close() error {
 		err = nil
 	})
 	<-q.reaped
+	q.closeAhead()
 	return err
 }
 
@@ -268,6 +271,11 @@ func (q *queue) run(ctx context.Context, count int, stats bool) (receiveReply, e
 	if err != nil {
 		return receiveReply{}, err
 	}
+	return parseReceive(v)
+}
+
+// parseReceive reads the receive script's answer.
+func parseReceive(v []any) (receiveReply, error) {
 	if len(v) != 6 {
 		return receiveReply{}, fmt.Errorf("receive script returned %d values, want 6", len(v))
 	}
@@ -297,6 +305,15 @@ func (q *queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error
 	if len(buf) == 0 {
 		return 0, fmt.Errorf("redis: receive from %q: empty buffer: %w", q.name, engines.ErrInvalid)
 	}
+	if err := q.live(); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if n := q.takeAhead(buf); n > 0 {
+		return n, nil
+	}
 	backoff := time.Duration(0)
 	for {
 		if err := q.live(); err != nil {
@@ -310,6 +327,7 @@ func (q *queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error
 			q.e.outage.ok()
 			backoff = 0
 			if n := q.fill(buf, rep); n > 0 {
+				q.wantAhead(n, len(buf))
 				return n, nil
 			}
 			err = q.wait(ctx, rep)
@@ -644,7 +662,7 @@ type pending struct {
 // batch, so a batch's verdicts go out together in one pipeline.
 func (p *pending) Wait(ctx context.Context) error {
 	if b := p.q.take(false); len(b) > 0 {
-		p.q.send(b)
+		p.q.send(b, true)
 	}
 	select {
 	case <-p.done:
@@ -700,12 +718,14 @@ func (q *queue) take(fired bool) []*pending {
 // linger sends what nobody waited for within settleLinger.
 func (q *queue) linger() {
 	if b := q.take(true); len(b) > 0 {
-		q.send(b)
+		q.send(b, false)
 	}
 }
 
-// send applies batch in one script call and completes each settle.
-func (q *queue) send(batch []*pending) {
+// send applies batch in one script call and completes each settle. At
+// the end of a batch (end set: a Wait sent it) it may lease the next batch
+// in the same round trip (prefetch.go).
+func (q *queue) send(batch []*pending, end bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
 	defer cancel()
 	vs := make([]verdict, len(batch))
@@ -713,7 +733,13 @@ func (q *queue) send(batch []*pending) {
 		vs[i] = b.v
 	}
 	args, order := q.settleArgv(vs)
-	v, err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
+	var v []int64
+	var err error
+	if want := q.claimAhead(end); want > 0 {
+		v, err = q.settleAndPrefetch(ctx, args, want)
+	} else {
+		v, err = settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
+	}
 	if err == nil && len(v) != len(batch) {
 		err = fmt.Errorf("settle script returned %d results for %d verdicts", len(v), len(batch))
 	}

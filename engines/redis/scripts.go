@@ -262,8 +262,9 @@ return {fmt(now), fmt(next), last, out, stats, fmt(lease)}
 // settleScript applies verdicts, any number in one call (a pipeline of
 // scripts pays Lua's per-call cost for each). KEYS: S D L C Q. ARGV:
 // group, queue name, key prefix, the number k of acks, the k acked entry
-// IDs, then for each other verdict the entry ID, the verdict (n, r, d),
-// the delay and the reason. It returns one value per verdict, acks first:
+// IDs, then for each other verdict the entry ID, the verdict (n, r, d, or
+// u to give back a message leased ahead and never handed out, see
+// queue.prefetch), the delay and the reason. It returns one value per verdict, acks first:
 // 0 when the lease is gone (settled, expired or taken over, or the same
 // entry named twice), 1 when applied.
 //
@@ -313,6 +314,9 @@ for n = 1, #ids do
         end
       elseif verdict == 'r' then
         reenter(s, d, now, delay, h.m, a, f, h.r, h.o)
+      elseif verdict == 'u' then
+        -- Leased ahead and never handed out: back as it was, no attempt.
+        xadd(s, h.m, h.a, h.f, tonumber(h.x or '0'), h.r, h.o)
       else
         deadletter(c, cfg, prefix, h.m, a, f, reason, name)
       end
