@@ -142,7 +142,7 @@ func (q *queue) storeAhead(ds []engines.Delivery, lease time.Duration) {
 	a.ds = ds
 	a.gen++
 	gen := a.gen
-	a.timer = time.AfterFunc(min(aheadHold, lease/4), func() { q.expireAhead(gen) })
+	a.timer = time.AfterFunc(min(q.e.aheadHold, lease/4), func() { q.expireAhead(gen) })
 	a.mu.Unlock()
 }
 

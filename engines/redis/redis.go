@@ -76,6 +76,9 @@ type Engine struct {
 	log    *zap.Logger
 	events engines.Events
 	outage outage
+	// aheadHold is how long a batch leased ahead waits for a Receive
+	// (prefetch.go): the constant aheadHold, or a test's own.
+	aheadHold time.Duration
 
 	mu     sync.Mutex
 	closed bool
@@ -109,7 +112,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if events == nil {
 		events = engines.NopEvents{}
 	}
-	e := &Engine{opts: opts, log: log, events: events, done: make(chan struct{}), queues: map[*queue]struct{}{}}
+	e := &Engine{opts: opts, log: log, events: events, aheadHold: aheadHold, done: make(chan struct{}), queues: map[*queue]struct{}{}}
 	e.outage.log, e.outage.events = log, events
 	e.client = redis.NewClient(ro)
 	if err := e.client.Ping(ctx).Err(); err != nil {
