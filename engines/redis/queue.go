@@ -296,11 +296,12 @@ func usTime(v any) time.Time {
 	return time.UnixMicro(int64(n))
 }
 
-// Receive implements engines.Queue. Each round runs the receive script
-// (housekeeping, then XREADGROUP for up to len(buf) entries and their
-// leases); with nothing to deliver it waits for a new entry with XREAD
-// BLOCK, at most until the next delay ends or lease expires, and for at
-// most BlockInterval, so that it notices its context and Close.
+// Receive implements engines.Queue. It first hands out a batch leased
+// ahead, if the handle holds one (prefetch.go). Each round runs the
+// receive script (housekeeping, then XREADGROUP for up to len(buf) entries
+// and their leases); with nothing to deliver it waits for a new entry with
+// XREAD BLOCK, at most until the next delay ends or lease expires, and for
+// at most BlockInterval, so that it notices its context and Close.
 func (q *queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error) {
 	if len(buf) == 0 {
 		return 0, fmt.Errorf("redis: receive from %q: empty buffer: %w", q.name, engines.ErrInvalid)
@@ -681,9 +682,10 @@ const settleLinger = 2 * time.Millisecond
 
 // StartSettle implements engines.GroupSettler: verdicts queue up and go
 // in one pipeline when the first Wait comes or settleLinger after the
-// first of them, whichever is sooner. Each is its own settle script, so
-// each is checked against its own lease; a lease that turns out lost is
-// reported by Wait. Redis replies once a write is in its append-only file
+// first of them, whichever is sooner. They go in one settle script, which
+// checks each against its own lease; a lease that turns out lost is
+// reported by Wait. The send a Wait makes may lease the next batch ahead
+// in the same round trip (prefetch.go). Redis replies once a write is in its append-only file
 // (appendfsync always), so a settle whose Wait returned nil survives a
 // crash of either side.
 func (q *queue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.Settlement) (engines.Pending, error) {
