@@ -152,3 +152,47 @@ func TestLeaseAheadClose(t *testing.T) {
 	}
 	receiveFull(t, q2, buf, 3)
 }
+
+// TestAckDeletesExactly: acked entries leave the stream (trimmed from its
+// head when they lead it, deleted one by one when an older batch is still
+// out), and nothing else does: acking a newer batch first, then an older
+// one, and the other way round, leaves the counts exact and every other
+// message deliverable.
+func TestAckDeletesExactly(t *testing.T) {
+	_, q := aheadQueue(t, time.Hour, 14)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, b := make([]engines.Delivery, 3), make([]engines.Delivery, 3)
+	want := func(step string, inFlight, ready, acked int64) {
+		t.Helper()
+		if s := stats(t, q); s.InFlight != inFlight || s.Ready != ready || s.AckedTotal != acked {
+			t.Fatalf("%s: in flight %d, ready %d, acked %d; want %d, %d, %d", step, s.InFlight, s.Ready, s.AckedTotal, inFlight, ready, acked)
+		}
+	}
+	ack := func(ds []engines.Delivery) {
+		t.Helper()
+		for i := range ds {
+			if err := ds[i].Ack(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The newer batch first: its entries lie after the older batch's.
+	receiveFull(t, q, a, 0)
+	receiveFull(t, q, b, 3)
+	ack(b)
+	want("newer batch acked first", 3, 8, 3)
+	ack(a)
+	want("then the older", 0, 8, 6)
+	// The older batch first: it leads the stream while the newer is out.
+	receiveFull(t, q, a, 6)
+	receiveFull(t, q, b, 9)
+	ack(a)
+	want("older batch acked first", 3, 2, 9)
+	ack(b)
+	want("then the newer", 0, 2, 12)
+	rest := make([]engines.Delivery, 2)
+	receiveFull(t, q, rest, 12)
+	ack(rest)
+	want("at the end", 0, 0, 14)
+}
