@@ -11,11 +11,13 @@ import (
 )
 
 // aheadQueue opens a queue on a new engine whose batches leased ahead wait
-// hold for a Receive, and enqueues n messages "m0".."m<n-1>".
+// hold for a Receive, and enqueues n messages "m0".."m<n-1>". Started
+// settles wait for their Wait however slow the machine, so that the end
+// of each batch is what sends them.
 func aheadQueue(t *testing.T, hold time.Duration, n int) (*redis.Engine, engines.Queue) {
 	t.Helper()
 	e := newEngine(t, "", redis.Options{})
-	redis.SetAheadHold(e, hold)
+	redis.SetTimings(e, hold, time.Hour)
 	q, err := e.Open(context.Background(), engines.QueueSpec{Name: "ahead", VisibilityTimeout: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)

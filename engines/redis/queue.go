@@ -698,7 +698,7 @@ func (q *queue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.
 	q.batch = append(q.batch, p)
 	if !q.armed {
 		q.armed = true
-		time.AfterFunc(settleLinger, q.linger)
+		time.AfterFunc(q.e.linger, q.linger)
 	}
 	q.bmu.Unlock()
 	return p, nil
