@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +47,8 @@ type queue struct {
 	bmu   sync.Mutex
 	batch []*pending
 	armed bool // a linger timer will send the batch
+
+	ahead ahead // leased ahead by a settle's pipeline: see prefetch.go
 }
 
 // Open implements engines.Engine. It creates the stream and its consumer
@@ -162,6 +165,7 @@ func (q *queue) Close() error {
 		err = nil
 	})
 	<-q.reaped
+	q.closeAhead()
 	return err
 }
 
@@ -267,6 +271,11 @@ func (q *queue) run(ctx context.Context, count int, stats bool) (receiveReply, e
 	if err != nil {
 		return receiveReply{}, err
 	}
+	return parseReceive(v)
+}
+
+// parseReceive reads the receive script's answer.
+func parseReceive(v []any) (receiveReply, error) {
 	if len(v) != 6 {
 		return receiveReply{}, fmt.Errorf("receive script returned %d values, want 6", len(v))
 	}
@@ -287,14 +296,24 @@ func usTime(v any) time.Time {
 	return time.UnixMicro(int64(n))
 }
 
-// Receive implements engines.Queue. Each round runs the receive script
-// (housekeeping, then XREADGROUP for up to len(buf) entries and their
-// leases); with nothing to deliver it waits for a new entry with XREAD
-// BLOCK, at most until the next delay ends or lease expires, and for at
-// most BlockInterval, so that it notices its context and Close.
+// Receive implements engines.Queue. It first hands out a batch leased
+// ahead, if the handle holds one (prefetch.go). Each round runs the
+// receive script (housekeeping, then XREADGROUP for up to len(buf) entries
+// and their leases); with nothing to deliver it waits for a new entry with
+// XREAD BLOCK, at most until the next delay ends or lease expires, and for
+// at most BlockInterval, so that it notices its context and Close.
 func (q *queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error) {
 	if len(buf) == 0 {
 		return 0, fmt.Errorf("redis: receive from %q: empty buffer: %w", q.name, engines.ErrInvalid)
+	}
+	if err := q.live(); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if n := q.takeAhead(buf); n > 0 {
+		return n, nil
 	}
 	backoff := time.Duration(0)
 	for {
@@ -309,6 +328,7 @@ func (q *queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error
 			q.e.outage.ok()
 			backoff = 0
 			if n := q.fill(buf, rep); n > 0 {
+				q.wantAhead(n, len(buf))
 				return n, nil
 			}
 			err = q.wait(ctx, rep)
@@ -367,22 +387,20 @@ func (q *queue) wait(ctx context.Context, rep receiveReply) error {
 	return q.e.client.XRead(ctx, &redis.XReadArgs{Streams: []string{q.k.stream, rep.last}, Count: 1, Block: block}).Err()
 }
 
-// fill turns the script's leased entries into deliveries.
+// fill turns the script's leased entries (three values each: ID,
+// message, meta) into deliveries.
 func (q *queue) fill(buf []engines.Delivery, rep receiveReply) int {
 	n := 0
 	expires := rep.now.Add(rep.lease)
 	if rep.lease > time.Duration(math.MaxInt64)-time.Duration(rep.now.UnixNano()) {
 		expires = time.Unix(0, math.MaxInt64)
 	}
-	for _, raw := range rep.entries {
-		e, _ := raw.([]any)
-		if len(e) != 2 {
-			continue
-		}
-		sid, _ := e[0].(string)
-		f, _ := e[1].([]any)
+	for i := 0; i+2 < len(rep.entries) && n < len(buf); i += 3 {
+		sid, _ := rep.entries[i].(string)
+		m, _ := rep.entries[i+1].(string)
+		meta, _ := rep.entries[i+2].(string)
 		var d engines.Delivery
-		if err := q.entry(&d, f); err != nil {
+		if err := q.entry(&d, m, meta); err != nil {
 			// A message this engine cannot read would fail every holder:
 			// log it and let its lease run out into the dead-letter path.
 			q.e.log.Error("unreadable message in stream", zap.String("queue", q.name), zap.String("entry", sid), zap.Error(err))
@@ -395,29 +413,36 @@ func (q *queue) fill(buf []engines.Delivery, rep receiveReply) int {
 	return n
 }
 
-// entry decodes a stream entry's fields into d.
-func (q *queue) entry(d *engines.Delivery, flat []any) error {
-	var reason, source string
-	for i := 0; i+1 < len(flat); i += 2 {
-		k, _ := flat[i].(string)
-		v, _ := flat[i+1].(string)
-		switch k {
-		case "m":
-			if err := decode(v, d); err != nil {
-				return err
-			}
-		case "a":
-			d.Attempt, _ = strconv.Atoi(v)
-		case "f":
-			d.Failures, _ = strconv.Atoi(v)
-		case "r":
-			reason = v
-		case "o":
-			source = v
-		}
+// entry decodes a leased entry into d: its message m and the receive
+// script's meta, "" for a fresh message, else "a f n " followed by the
+// dead-letter reason (n bytes) and source queue: a the attempts and f the
+// failures before this delivery.
+func (q *queue) entry(d *engines.Delivery, m, meta string) error {
+	if err := decode(m, d); err != nil {
+		return err
 	}
-	d.Attempt++
 	d.Queue = q.name
+	d.Attempt = 1
+	if meta == "" {
+		return nil
+	}
+	var v [3]int
+	for i := range v {
+		j := strings.IndexByte(meta, ' ')
+		if j < 0 {
+			return fmt.Errorf("%w: entry meta", errCorrupt)
+		}
+		var err error
+		if v[i], err = strconv.Atoi(meta[:j]); err != nil || v[i] < 0 {
+			return fmt.Errorf("%w: entry meta", errCorrupt)
+		}
+		meta = meta[j+1:]
+	}
+	if v[2] > len(meta) {
+		return fmt.Errorf("%w: entry meta", errCorrupt)
+	}
+	d.Attempt, d.Failures = v[0]+1, v[1]
+	reason, source := meta[:v[2]], meta[v[2]:]
 	if source != "" || reason != "" {
 		attrs := make(map[string]string, len(d.Attributes)+2)
 		maps.Copy(attrs, d.Attributes)
@@ -509,11 +534,12 @@ func (q *queue) reap() {
 
 // Settle implements engines.Settler.
 func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settlement) error {
-	sid, args, err := q.settleArgs(t, s)
+	sid, code, err := q.settleArgs(t, s)
 	if err != nil {
 		return err
 	}
-	v, err := settleScript.Run(ctx, q.e.client, q.keysAll, append(q.settleHead(), args...)...).Int64Slice()
+	args, _ := q.settleArgv([]verdict{{sid, code, s}})
+	v, err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
 	n := 0
 	if err == nil && len(v) == 1 {
 		n = int(v[0])
@@ -521,11 +547,11 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 	return q.settled(sid, s, n, err)
 }
 
-// settleArgs checks a settle and builds the settle script's ARGV.
-func (q *queue) settleArgs(t engines.Ticket, s engines.Settlement) (string, []any, error) {
+// settleArgs checks a settle and returns its entry ID and verdict code.
+func (q *queue) settleArgs(t engines.Ticket, s engines.Settlement) (string, string, error) {
 	sid, ok := t.Ref.(string)
 	if !ok {
-		return "", nil, engines.ErrNotLeased
+		return "", "", engines.ErrNotLeased
 	}
 	var v string
 	switch s.Verdict {
@@ -538,16 +564,48 @@ func (q *queue) settleArgs(t engines.Ticket, s engines.Settlement) (string, []an
 	case engines.DeadLetter:
 		v = "d"
 	default:
-		return "", nil, fmt.Errorf("redis: settle %s in %q: verdict %d: %w", sid, q.name, s.Verdict, engines.ErrInvalid)
+		return "", "", fmt.Errorf("redis: settle %s in %q: verdict %d: %w", sid, q.name, s.Verdict, engines.ErrInvalid)
 	}
 	if q.e.isClosed() {
-		return "", nil, fmt.Errorf("redis: settle %s in %q: %w", sid, q.name, engines.ErrClosed)
+		return "", "", fmt.Errorf("redis: settle %s in %q: %w", sid, q.name, engines.ErrClosed)
 	}
-	return sid, []any{sid, v, micros(s.Delay), s.Reason}, nil
+	return sid, v, nil
 }
 
-// settleHead is the settle script's ARGV before the verdicts.
-func (q *queue) settleHead() []any { return []any{group, q.name, q.e.opts.KeyPrefix} }
+// verdict is one settle for the settle script: entry ID, verdict code
+// (a, n, r, d) and the settlement.
+type verdict struct {
+	sid, code string
+	s         engines.Settlement
+}
+
+// settleArgv builds the settle script's ARGV for vs: the acks' IDs alone
+// first, then the other verdicts with their delay and reason. The script
+// answers in that order: order[i] is the index in vs of its i-th answer.
+func (q *queue) settleArgv(vs []verdict) (args []any, order []int) {
+	acks := 0
+	for _, v := range vs {
+		if v.code == "a" {
+			acks++
+		}
+	}
+	args = make([]any, 0, 4+acks+4*(len(vs)-acks))
+	args = append(args, group, q.name, q.e.opts.KeyPrefix, acks)
+	order = make([]int, 0, len(vs))
+	for i, v := range vs {
+		if v.code == "a" {
+			args = append(args, v.sid)
+			order = append(order, i)
+		}
+	}
+	for i, v := range vs {
+		if v.code != "a" {
+			args = append(args, v.sid, v.code, micros(v.s.Delay), v.s.Reason)
+			order = append(order, i)
+		}
+	}
+	return args, order
+}
 
 // settled turns the settle script's answer into an error.
 func (q *queue) settled(sid string, s engines.Settlement, n int, err error) error {
@@ -595,9 +653,7 @@ func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) 
 // pending is a settle sent in the queue's next pipeline.
 type pending struct {
 	q    *queue
-	sid  string
-	s    engines.Settlement
-	args []any
+	v    verdict
 	done chan struct{}
 	err  error
 }
@@ -607,7 +663,7 @@ type pending struct {
 // batch, so a batch's verdicts go out together in one pipeline.
 func (p *pending) Wait(ctx context.Context) error {
 	if b := p.q.take(false); len(b) > 0 {
-		p.q.send(b)
+		p.q.send(b, true)
 	}
 	select {
 	case <-p.done:
@@ -626,22 +682,23 @@ const settleLinger = 2 * time.Millisecond
 
 // StartSettle implements engines.GroupSettler: verdicts queue up and go
 // in one pipeline when the first Wait comes or settleLinger after the
-// first of them, whichever is sooner. Each is its own settle script, so
-// each is checked against its own lease; a lease that turns out lost is
-// reported by Wait. Redis replies once a write is in its append-only file
+// first of them, whichever is sooner. They go in one settle script, which
+// checks each against its own lease; a lease that turns out lost is
+// reported by Wait. The send a Wait makes may lease the next batch ahead
+// in the same round trip (prefetch.go). Redis replies once a write is in its append-only file
 // (appendfsync always), so a settle whose Wait returned nil survives a
 // crash of either side.
 func (q *queue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.Settlement) (engines.Pending, error) {
-	sid, args, err := q.settleArgs(d.Ticket(), s)
+	sid, code, err := q.settleArgs(d.Ticket(), s)
 	if err != nil {
 		return nil, err
 	}
-	p := &pending{q: q, sid: sid, s: s, args: args, done: make(chan struct{})}
+	p := &pending{q: q, v: verdict{sid, code, s}, done: make(chan struct{})}
 	q.bmu.Lock()
 	q.batch = append(q.batch, p)
 	if !q.armed {
 		q.armed = true
-		time.AfterFunc(settleLinger, q.linger)
+		time.AfterFunc(q.e.linger, q.linger)
 	}
 	q.bmu.Unlock()
 	return p, nil
@@ -663,28 +720,38 @@ func (q *queue) take(fired bool) []*pending {
 // linger sends what nobody waited for within settleLinger.
 func (q *queue) linger() {
 	if b := q.take(true); len(b) > 0 {
-		q.send(b)
+		q.send(b, false)
 	}
 }
 
-// send applies batch in one script call and completes each settle.
-func (q *queue) send(batch []*pending) {
+// send applies batch in one script call and completes each settle. At
+// the end of a batch (end set: a Wait sent it) it may lease the next batch
+// in the same round trip (prefetch.go).
+func (q *queue) send(batch []*pending, end bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
 	defer cancel()
-	args := q.settleHead()
-	for _, b := range batch {
-		args = append(args, b.args...)
+	vs := make([]verdict, len(batch))
+	for i, b := range batch {
+		vs[i] = b.v
 	}
-	v, err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
+	args, order := q.settleArgv(vs)
+	var v []int64
+	var err error
+	if want := q.claimAhead(end); want > 0 {
+		v, err = q.settleAndPrefetch(ctx, args, want)
+	} else {
+		v, err = settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
+	}
 	if err == nil && len(v) != len(batch) {
 		err = fmt.Errorf("settle script returned %d results for %d verdicts", len(v), len(batch))
 	}
-	for i, b := range batch {
+	for i, at := range order {
+		b := batch[at]
 		n := 0
 		if err == nil {
 			n = int(v[i])
 		}
-		b.err = q.settled(b.sid, b.s, n, err)
+		b.err = q.settled(b.v.sid, b.v.s, n, err)
 		close(b.done)
 	}
 }

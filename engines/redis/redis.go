@@ -76,6 +76,10 @@ type Engine struct {
 	log    *zap.Logger
 	events engines.Events
 	outage outage
+	// aheadHold is how long a batch leased ahead waits for a Receive
+	// (prefetch.go), and linger how long a started settle waits to be
+	// sent: the constants aheadHold and settleLinger, or a test's own.
+	aheadHold, linger time.Duration
 
 	mu     sync.Mutex
 	closed bool
@@ -109,7 +113,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if events == nil {
 		events = engines.NopEvents{}
 	}
-	e := &Engine{opts: opts, log: log, events: events, done: make(chan struct{}), queues: map[*queue]struct{}{}}
+	e := &Engine{opts: opts, log: log, events: events, aheadHold: aheadHold, linger: settleLinger, done: make(chan struct{}), queues: map[*queue]struct{}{}}
 	e.outage.log, e.outage.events = log, events
 	e.client = redis.NewClient(ro)
 	if err := e.client.Ping(ctx).Err(); err != nil {

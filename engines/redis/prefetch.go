@@ -1,0 +1,199 @@
+package redis
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/qrun-dev/qrun/engines"
+)
+
+// Leasing ahead. The dispatcher's worker loop is receive, handle, wait for
+// the verdicts, receive again, so each batch costs two round trips to the
+// server, each waiting for its fsync (appendfsync always). When a queue
+// has a backlog (the last Receive filled its buffer), the settle that a
+// Wait sends at the end of a batch carries the next batch's receive script
+// in the same pipeline: Redis runs both in one event-loop turn and syncs
+// its append-only file once, and the worker's next Receive finds the batch
+// already leased. Nothing is leased ahead for a queue without a backlog,
+// and at most one batch per queue handle.
+//
+// A batch leased ahead that nobody takes within aheadHold (a quarter of
+// the lease at most) goes back into the stream as it was, with no attempt
+// and no failure counted, and so does one the handle holds when it
+// closes. Only a crash of the process leaves it to expire, which counts one
+// failure, as for the batch the worker was handling.
+
+// aheadHold is the longest a batch leased ahead waits for a Receive:
+// the worker calls Receive right after its Wait, so one that has not
+// within this has paused or stopped, and the messages go back to whoever
+// asks.
+const aheadHold = 200 * time.Millisecond
+
+// ahead is a queue handle's batch leased ahead.
+type ahead struct {
+	mu     sync.Mutex
+	want   int                // entries to lease at the next batch end: the last Receive's buffer, when it came back full
+	busy   bool               // a prefetch is in flight
+	closed bool               // the handle closed: lease nothing more
+	gen    uint64             // counts stores, so a late timer leaves a newer batch alone
+	ds     []engines.Delivery // leased ahead, not yet handed out
+	timer  *time.Timer        // gives ds back after aheadHold
+	flight sync.WaitGroup     // in-flight prefetches, waited for by closeAhead
+}
+
+// wantAhead records a Receive that handed out n deliveries into a buffer
+// of size: a full buffer means a backlog, worth leasing the next batch
+// ahead.
+func (q *queue) wantAhead(n, size int) {
+	a := &q.ahead
+	a.mu.Lock()
+	a.want = 0
+	if n == size {
+		a.want = size
+	}
+	a.mu.Unlock()
+}
+
+// takeAhead hands out deliveries leased ahead into buf.
+func (q *queue) takeAhead(buf []engines.Delivery) int {
+	a := &q.ahead
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.ds) == 0 {
+		return 0
+	}
+	n := copy(buf, a.ds)
+	clear(a.ds[:n])
+	a.ds = a.ds[n:]
+	if len(a.ds) == 0 {
+		a.ds = nil
+		a.timer.Stop()
+	}
+	a.want = 0
+	if n == len(buf) {
+		a.want = len(buf)
+	}
+	return n
+}
+
+// claimAhead reports how many entries the settle being sent should lease
+// ahead: none unless a Wait sent it (end), the queue has a backlog, and
+// nothing is leased ahead or being leased already.
+func (q *queue) claimAhead(end bool) int {
+	a := &q.ahead
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !end || a.want == 0 || a.busy || a.closed || len(a.ds) > 0 || q.live() != nil {
+		return 0
+	}
+	a.busy = true
+	a.flight.Add(1)
+	w := a.want
+	a.want = 0
+	return w
+}
+
+// settleAndPrefetch runs the settle script with args and, in the same
+// pipeline, the receive script for want entries, which it keeps for the
+// next Receive. It returns the settle script's answer.
+func (q *queue) settleAndPrefetch(ctx context.Context, args []any, want int) ([]int64, error) {
+	p := q.e.client.Pipeline()
+	sc := settleScript.EvalSha(ctx, p, q.keysAll, args...)
+	rc := receiveScript.EvalSha(ctx, p, q.keysAll, group, consumer, want, q.name, q.e.opts.KeyPrefix, "0")
+	_, _ = p.Exec(ctx) // each command's error is its own
+	var ds []engines.Delivery
+	lease := time.Duration(0)
+	if v, err := rc.Slice(); err == nil {
+		if rep, err := parseReceive(v); err == nil {
+			ds = make([]engines.Delivery, want)
+			ds = ds[:q.fill(ds, rep)]
+			lease = rep.lease
+		}
+	}
+	q.storeAhead(ds, lease)
+	v, err := sc.Int64Slice()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// A server restarted empty of scripts: Run loads it again.
+		v, err = settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
+	}
+	return v, err
+}
+
+// storeAhead keeps ds for the next Receive, and arms the timer that gives
+// them back if none comes; on a closed handle it gives them back at once.
+func (q *queue) storeAhead(ds []engines.Delivery, lease time.Duration) {
+	a := &q.ahead
+	a.mu.Lock()
+	defer a.flight.Done()
+	a.busy = false
+	if len(ds) == 0 {
+		a.mu.Unlock()
+		return
+	}
+	if a.closed || q.live() != nil {
+		a.mu.Unlock()
+		q.giveBack(ds)
+		return
+	}
+	a.ds = ds
+	a.gen++
+	gen := a.gen
+	a.timer = time.AfterFunc(min(q.e.aheadHold, lease/4), func() { q.expireAhead(gen) })
+	a.mu.Unlock()
+}
+
+// expireAhead gives back the batch stored as gen if nobody took it.
+func (q *queue) expireAhead(gen uint64) {
+	a := &q.ahead
+	a.mu.Lock()
+	var ds []engines.Delivery
+	if a.gen == gen {
+		ds, a.ds = a.ds, nil
+	}
+	a.mu.Unlock()
+	q.giveBack(ds)
+}
+
+// closeAhead stops leasing ahead, waits for a prefetch in flight and gives
+// back what the handle still holds.
+func (q *queue) closeAhead() {
+	a := &q.ahead
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.flight.Wait()
+	a.mu.Lock()
+	ds := a.ds
+	a.ds = nil
+	if a.timer != nil {
+		a.timer.Stop()
+	}
+	a.mu.Unlock()
+	q.giveBack(ds)
+}
+
+// giveBack returns deliveries leased ahead and never handed out to the
+// stream as they were: no attempt and no failure counted. One whose lease
+// is gone already is skipped by the script.
+func (q *queue) giveBack(ds []engines.Delivery) {
+	if len(ds) == 0 {
+		return
+	}
+	vs := make([]verdict, 0, len(ds))
+	for i := range ds {
+		if sid, ok := ds[i].Ticket().Ref.(string); ok {
+			vs = append(vs, verdict{sid: sid, code: "u"})
+		}
+	}
+	args, _ := q.settleArgv(vs)
+	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
+	defer cancel()
+	if err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Err(); err != nil {
+		q.e.log.Warn("could not give back messages leased ahead; they return when their leases expire",
+			zap.String("queue", q.name), zap.Int("messages", len(vs)), zap.Error(err))
+	}
+}
