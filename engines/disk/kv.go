@@ -42,7 +42,8 @@ import (
 // the sync mode: it must survive a crash once it returned.
 //
 // Expired keys are absent at once for every read and removed from the
-// file by a sweep: every kvmem.sweepEvery commits of a store, at open, and
+// file by a sweep: every kvmem.sweepEvery commits of a store (through its
+// expiry heap, so a sweep costs the expired keys, not the live ones), at open, and
 // once a minute (sweepLoop).
 
 var (

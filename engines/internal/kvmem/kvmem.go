@@ -50,8 +50,12 @@ type Store struct {
 	// a version it never had.
 	last uint64
 	// writes counts commits since the last sweep: every sweepEvery of them
-	// the whole map is swept of expired keys, amortised O(1) a write.
+	// the expired keys are swept, found through deadlines (expiry.go).
 	writes int
+	// deadlines is the expiry heap; timed counts the keys of m that have
+	// a deadline (expiry.go).
+	deadlines []deadline
+	timed     int
 }
 
 // sweepEvery is how many committed batches pass between two sweeps of
@@ -90,7 +94,7 @@ func (s *Store) Unlock() { s.mu.Unlock() }
 // Load puts an entry read back from storage into the index, at open.
 func (s *Store) Load(key string, e Entry) {
 	s.mu.Lock()
-	s.m[key] = e
+	s.setLocked(key, e)
 	s.last = max(s.last, e.Version)
 	s.mu.Unlock()
 }
@@ -317,9 +321,9 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 func (s *Store) CommitLocked(p *Prepared) []string {
 	for _, c := range p.changes {
 		if c.Deleted {
-			delete(s.m, c.Key)
+			s.deleteLocked(c.Key)
 		} else {
-			s.m[c.Key] = c.Entry
+			s.setLocked(c.Key, c.Entry)
 		}
 	}
 	s.last = p.last
@@ -331,15 +335,18 @@ func (s *Store) CommitLocked(p *Prepared) []string {
 	return s.SweepLocked()
 }
 
-// SweepLocked removes every expired key and returns them.
+// SweepLocked removes every expired key and returns them, in O(log n)
+// each through the expiry heap, without visiting the live keys.
 func (s *Store) SweepLocked() []string {
 	now := s.now().UnixNano()
 	var gone []string
-	for k, e := range s.m {
-		if expired(e, now) {
-			delete(s.m, k)
-			gone = append(gone, k)
+	for len(s.deadlines) > 0 && now >= s.deadlines[0].at {
+		d := s.popDeadline()
+		if !s.live(d) {
+			continue // deleted, or written again with another deadline
 		}
+		s.deleteLocked(d.key)
+		gone = append(gone, d.key)
 	}
 	return gone
 }

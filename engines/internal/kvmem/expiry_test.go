@@ -1,0 +1,122 @@
+package kvmem
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/qrun-dev/qrun/engines"
+)
+
+// fakeClock is a store's clock that a test moves by hand.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+func commit(t testing.TB, s *Store, ops ...engines.KVOp) []string {
+	t.Helper()
+	s.Lock()
+	defer s.Unlock()
+	p, err := s.PrepareLocked(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CommitLocked(p)
+}
+
+func sweep(s *Store) []string {
+	s.Lock()
+	defer s.Unlock()
+	gone := s.SweepLocked()
+	slices.Sort(gone)
+	return gone
+}
+
+func set(key string, ttl time.Duration) engines.KVOp {
+	return engines.KVOp{Kind: engines.KVSet, Key: []byte(key), Value: []byte("v"), TTL: ttl}
+}
+
+// TestSweepFollowsDeadlines: the sweep removes exactly the keys whose
+// current deadline passed, whatever deadlines they had before: a key
+// written again with a later deadline, or without one, or deleted, is not
+// swept by its old one; an increment keeps the deadline it found.
+func TestSweepFollowsDeadlines(t *testing.T) {
+	c := &fakeClock{t: time.Unix(1000, 0)}
+	s := New("s", 0, c.now)
+	commit(t, s, set("a", time.Second), set("b", time.Second), set("c", time.Second),
+		set("d", time.Second), set("plain", 0),
+		engines.KVOp{Kind: engines.KVIncr, Key: []byte("e"), Delta: 1, TTL: 3 * time.Second})
+	commit(t, s, set("b", 5*time.Second), set("c", 0), engines.KVOp{Kind: engines.KVDelete, Key: []byte("d")},
+		engines.KVOp{Kind: engines.KVIncr, Key: []byte("e"), Delta: 1})
+	c.t = c.t.Add(2 * time.Second)
+	if got := sweep(s); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("swept %q at 2s, want [a]", got)
+	}
+	c.t = c.t.Add(2 * time.Second)
+	if got := sweep(s); !slices.Equal(got, []string{"e"}) {
+		t.Fatalf("swept %q at 4s, want [e] (its increment kept the 3s deadline)", got)
+	}
+	c.t = c.t.Add(2 * time.Second)
+	if got := sweep(s); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("swept %q at 6s, want [b]", got)
+	}
+	if got := sweep(s); len(got) != 0 {
+		t.Fatalf("second sweep removed %q again", got)
+	}
+	if _, ok := s.EntryLocked("c"); !ok {
+		t.Fatal("c, written again without a TTL, was swept")
+	}
+	if s.Len() != 2 { // c and plain
+		t.Fatalf("%d keys left, want 2", s.Len())
+	}
+}
+
+// TestLoadedDeadlinesAreSwept: entries loaded at open take part in sweeps.
+func TestLoadedDeadlinesAreSwept(t *testing.T) {
+	c := &fakeClock{t: time.Unix(1000, 0)}
+	s := New("s", 0, c.now)
+	s.Load("old", Entry{Value: []byte("v"), Version: 1, Expires: c.t.Add(time.Second).UnixNano()})
+	s.Load("kept", Entry{Value: []byte("v"), Version: 2})
+	c.t = c.t.Add(time.Minute)
+	if got := sweep(s); !slices.Equal(got, []string{"old"}) {
+		t.Fatalf("swept %q, want [old]", got)
+	}
+}
+
+// TestDeadlineHeapStaysBounded: a key written with a new TTL over and over
+// leaves stale elements behind, which compaction keeps to a bounded number.
+func TestDeadlineHeapStaysBounded(t *testing.T) {
+	c := &fakeClock{t: time.Unix(1000, 0)}
+	s := New("s", 0, c.now)
+	for i := range 10000 {
+		c.t = c.t.Add(time.Millisecond)
+		commit(t, s, set("k", time.Hour), set(fmt.Sprint("n", i%10), 0))
+	}
+	if n := len(s.deadlines); n > 2*s.timed+compactSlack+1 {
+		t.Fatalf("%d heap elements for %d keys with a deadline", n, s.timed)
+	}
+	c.t = c.t.Add(2 * time.Hour)
+	if got := sweep(s); !slices.Equal(got, []string{"k"}) {
+		t.Fatalf("swept %q, want [k] once", got)
+	}
+}
+
+// BenchmarkCommitManyKeys is a store of many keys without a TTL taking one
+// increment of a new key per commit, the kv benchmark's handler: the sweep
+// that runs every sweepEvery commits must not scan them all.
+func BenchmarkCommitManyKeys(b *testing.B) {
+	s := New("s", 0, time.Now)
+	for i := range 200000 {
+		s.Load(fmt.Sprint("pre:", i), Entry{Value: []byte("1"), Version: uint64(i + 1)})
+	}
+	keys := make([][]byte, b.N)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "id:%d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		commit(b, s, engines.KVOp{Kind: engines.KVIncr, Key: keys[i], Delta: 1})
+	}
+}
