@@ -218,6 +218,7 @@ func (e *Engine) commit(b *batch) {
 			return x, nil
 		}
 		var key [8]byte
+		var kv kvBuckets
 		for i := range b.ops {
 			o := &b.ops[i]
 			if o.kind == opPutState || o.kind == opPutUser {
@@ -226,7 +227,7 @@ func (e *Engine) commit(b *batch) {
 				}
 			}
 			if o.q == nil {
-				if err := applyKV(tx, o); err != nil {
+				if err := kv.apply(tx, o); err != nil {
 					return fmt.Errorf("kv %q: %w", o.key, err)
 				}
 				continue
@@ -247,6 +248,9 @@ func (e *Engine) commit(b *batch) {
 			if err := x.root.Put(keyStats, st); err != nil {
 				return err
 			}
+		}
+		if err := kv.flush(); err != nil {
+			return err
 		}
 		return tx.Bucket(bucketMeta).Put(keySeq, seqBytes(e.seq.Load()))
 	})

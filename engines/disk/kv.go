@@ -95,9 +95,39 @@ func storeBucket(tx *bolt.Tx, name string) (entries, root *bolt.Bucket, err erro
 	return entries, root, err
 }
 
-// applyKV performs one key-value op inside the commit's transaction.
-func applyKV(tx *bolt.Tx, o *op) error {
-	entries, root, err := storeBucket(tx, o.key)
+// kvBuckets are the buckets of the stores one commit writes, found once
+// per commit rather than once per op (three bucket lookups each), and the
+// highest version each store handed out: every transaction that writes a
+// store carries an opKVLast, and only the last of them in a commit needs
+// writing (versions only grow), so a commit puts the counter once a store.
+type kvBuckets []kvStore
+
+type kvStore struct {
+	name          string
+	entries, root *bolt.Bucket
+	last          uint64
+	setLast       bool
+}
+
+// store returns name's buckets, creating them.
+func (kv *kvBuckets) store(tx *bolt.Tx, name string) (*kvStore, error) {
+	for i := range *kv {
+		if (*kv)[i].name == name { // a commit writes few stores: a scan beats a map
+			return &(*kv)[i], nil
+		}
+	}
+	entries, root, err := storeBucket(tx, name)
+	if err != nil {
+		return nil, err
+	}
+	*kv = append(*kv, kvStore{name: name, entries: entries, root: root})
+	return &(*kv)[len(*kv)-1], nil
+}
+
+// apply performs one key-value op inside the commit's transaction; an
+// opKVLast is only noted, for flush.
+func (kv *kvBuckets) apply(tx *bolt.Tx, o *op) error {
+	st, err := kv.store(tx, o.key)
 	if err != nil {
 		return err
 	}
@@ -107,13 +137,26 @@ func applyKV(tx *bolt.Tx, o *op) error {
 		if k <= 0 || uint64(len(o.val)-k) < n {
 			return fmt.Errorf("malformed put: %w", errCorrupt)
 		}
-		return entries.Put(o.val[k:k+int(n)], o.val[k+int(n):])
+		return st.entries.Put(o.val[k:k+int(n)], o.val[k+int(n):])
 	case opKVDel:
-		return entries.Delete(o.val)
+		return st.entries.Delete(o.val)
 	case opKVLast:
-		return root.Put(keyLastVer, seqBytes(o.seq))
+		st.last, st.setLast = max(st.last, o.seq), true
+		return nil
 	}
 	return fmt.Errorf("unknown op %d", o.kind)
+}
+
+// flush writes the version counters the commit's opKVLast ops noted.
+func (kv kvBuckets) flush() error {
+	for i := range kv {
+		if st := &kv[i]; st.setLast {
+			if err := st.root.Put(keyLastVer, seqBytes(st.last)); err != nil {
+				return fmt.Errorf("kv %q: %w", st.name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // recoverKV loads every store into memory and deletes the keys that
@@ -335,8 +378,7 @@ func (e *Engine) txTargets(eff *engines.Effects, now int64) ([]*txPublish, error
 	if eff == nil || len(eff.Publish) == 0 {
 		return nil, nil
 	}
-	by := make(map[string]*txPublish)
-	var out []*txPublish
+	out := make([]*txPublish, 0, 1)
 	for i := range eff.Publish {
 		p := &eff.Publish[i]
 		switch {
@@ -345,14 +387,19 @@ func (e *Engine) txTargets(eff *engines.Effects, now int64) ([]*txPublish, error
 		case p.Message.TTL < 0 || p.Message.Delay < 0 || p.Queue == "" || len(p.Queue) > maxNameLen:
 			return nil, fmt.Errorf("publish %d to %q: bad queue name, negative delay or TTL: %w", i, p.Queue, engines.ErrInvalid)
 		}
-		tp := by[p.Queue]
+		var tp *txPublish
+		for _, t := range out { // a delivery publishes to a queue or two: a scan beats a map
+			if t.q.name == p.Queue {
+				tp = t
+				break
+			}
+		}
 		if tp == nil {
 			q, _, err := e.queue(p.Queue)
 			if err != nil {
 				return nil, err
 			}
 			tp = &txPublish{q: q}
-			by[p.Queue] = tp
 			out = append(out, tp)
 		}
 		tp.msgs = append(tp.msgs, p.Message)
@@ -364,7 +411,9 @@ func (e *Engine) txTargets(eff *engines.Effects, now int64) ([]*txPublish, error
 			eff.Publish[i].Message.ID = tp.msgs[j].ID
 		}
 	}
-	slices.SortFunc(out, func(a, b *txPublish) int { return cmp.Compare(a.q.name, b.q.name) })
+	if len(out) > 1 {
+		slices.SortFunc(out, func(a, b *txPublish) int { return cmp.Compare(a.q.name, b.q.name) })
+	}
 	return out, nil
 }
 

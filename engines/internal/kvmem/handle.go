@@ -70,7 +70,19 @@ func (h *Handle) Check(op string) error {
 }
 
 // wrap wraps err with the handle's engine prefix.
-func (h *Handle) wrap(err error) error { return fmt.Errorf("%s: %w", h.engine, err) }
+func (h *Handle) wrap(err error) error { return &prefixed{h.engine, err} }
+
+// prefixed is an error with its engine's name in front, made without
+// fmt: a transactional delivery reads a key it has not written yet
+// (engines.ErrNotFound) on every first write of a key, and formatting two
+// errors cost a third of its read.
+type prefixed struct {
+	prefix string
+	err    error
+}
+
+func (e *prefixed) Error() string { return e.prefix + ": " + e.err.Error() }
+func (e *prefixed) Unwrap() error { return e.err }
 
 // Get implements engines.KV.
 func (h *Handle) Get(ctx context.Context, key []byte) (engines.KVEntry, error) {
@@ -118,22 +130,33 @@ func GroupByStore(eff *engines.Effects, lookup func(name string) (*Store, error)
 	if eff == nil || len(eff.KV) == 0 {
 		return nil, nil
 	}
-	by := make(map[string]*StoreOps)
-	var out []*StoreOps
+	out := make([]*StoreOps, 0, 1)
 	for _, b := range eff.KV {
-		so := by[b.Store]
+		// A delivery writes one store or two: a scan finds its group
+		// cheaper than a map would.
+		var so *StoreOps
+		for _, g := range out {
+			if g.Store.Name() == b.Store {
+				so = g
+				break
+			}
+		}
 		if so == nil {
 			s, err := lookup(b.Store)
 			if err != nil {
 				return nil, err
 			}
-			so = &StoreOps{Store: s}
-			by[b.Store] = so
+			// The first batch's ops are taken as they are, not copied;
+			// only a second batch of the same store makes a new slice.
+			so = &StoreOps{Store: s, Ops: b.Ops[:len(b.Ops):len(b.Ops)]}
 			out = append(out, so)
+			continue
 		}
 		so.Ops = append(so.Ops, b.Ops...)
 	}
-	slices.SortFunc(out, func(a, b *StoreOps) int { return cmp.Compare(a.Store.Name(), b.Store.Name()) })
+	if len(out) > 1 {
+		slices.SortFunc(out, func(a, b *StoreOps) int { return cmp.Compare(a.Store.Name(), b.Store.Name()) })
+	}
 	return out, nil
 }
 

@@ -128,10 +128,19 @@ func (s *Store) Get(key []byte) (engines.KVEntry, error) {
 	e, ok := s.m[string(key)]
 	s.mu.Unlock()
 	if !ok || expired(e, now) {
-		return engines.KVEntry{}, fmt.Errorf("kv %q: key %q: %w", s.name, key, engines.ErrNotFound)
+		return engines.KVEntry{}, &notFound{store: s.name, key: string(key)}
 	}
 	return s.entry(string(key), e), nil
 }
+
+// notFound is Get's engines.ErrNotFound, formatted only if someone reads
+// its text (see prefixed).
+type notFound struct{ store, key string }
+
+func (e *notFound) Error() string {
+	return "kv " + strconv.Quote(e.store) + ": key " + strconv.Quote(e.key) + ": " + engines.ErrNotFound.Error()
+}
+func (e *notFound) Unwrap() error { return engines.ErrNotFound }
 
 func expired(e Entry, now int64) bool { return e.Expires != 0 && now >= e.Expires }
 
@@ -208,19 +217,98 @@ func Incr(name string, key, cur []byte, delta int64) ([]byte, error) {
 
 // Prepared is a batch checked against the store and ready to Commit.
 type Prepared struct {
+	s       *Store
 	changes []Change
-	results []engines.KVEntry
+	results []result
 	last    uint64
 }
 
+// result is one op's outcome as Prepare found it; Results turns it into
+// an engines.KVEntry, copying key and value, only when a caller asks (a
+// transactional settle never does).
+type result struct {
+	key     string
+	e       Entry
+	present bool
+}
+
 // Results are the entries the ops left, one per op, as KV.Apply returns.
-func (p *Prepared) Results() []engines.KVEntry { return p.results }
+func (p *Prepared) Results() []engines.KVEntry {
+	out := make([]engines.KVEntry, len(p.results))
+	for i, r := range p.results {
+		if r.present {
+			out[i] = p.s.entry(r.key, r.e)
+		} else {
+			out[i] = engines.KVEntry{Key: []byte(r.key)}
+		}
+	}
+	return out
+}
 
 // Changes are the keys the batch writes, in the order first written.
 func (p *Prepared) Changes() []Change { return p.changes }
 
 // LastVersion is the store's version counter once the batch is committed.
 func (p *Prepared) LastVersion() uint64 { return p.last }
+
+// indexScan is the batch size up to which Prepare finds a key among the
+// batch's changes by scanning them rather than through a map: a delivery's
+// batch is a read check and a write or two.
+const indexScan = 8
+
+// preparing is the state of one PrepareLocked.
+type preparing struct {
+	s       *Store
+	p       *Prepared
+	now     time.Time
+	nowNs   int64
+	pending map[string]int // key -> index in p.changes; nil below indexScan ops
+}
+
+func (x *preparing) find(key string) (int, bool) {
+	if x.pending != nil {
+		i, ok := x.pending[key]
+		return i, ok
+	}
+	for i := range x.p.changes {
+		if x.p.changes[i].Key == key {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// lookup is key as the batch sees it: its own earlier write, else the
+// store's live entry.
+func (x *preparing) lookup(key string) (Entry, bool) {
+	if i, ok := x.find(key); ok {
+		c := x.p.changes[i]
+		return c.Entry, !c.Deleted
+	}
+	e, ok := x.s.m[key]
+	if ok && expired(e, x.nowNs) {
+		return Entry{}, false
+	}
+	return e, ok
+}
+
+func (x *preparing) put(c Change) {
+	if i, ok := x.find(c.Key); ok {
+		x.p.changes[i] = c
+		return
+	}
+	if x.pending != nil {
+		x.pending[c.Key] = len(x.p.changes)
+	}
+	x.p.changes = append(x.p.changes, c)
+}
+
+func (x *preparing) deadline(ttl time.Duration) int64 {
+	if ttl == 0 {
+		return 0
+	}
+	return x.now.Add(ttl).UnixNano()
+}
 
 // PrepareLocked runs ops against the store without changing it: checks,
 // compare-and-sets and increments see the earlier ops of the batch. It
@@ -231,38 +319,15 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 		return nil, err
 	}
 	now := s.now()
-	nowNs := now.UnixNano()
-	p := &Prepared{results: make([]engines.KVEntry, len(ops)), last: s.last}
-	pending := make(map[string]int, len(ops)) // key -> index in p.changes
-	lookup := func(key string) (Entry, bool) {
-		if i, ok := pending[key]; ok {
-			c := p.changes[i]
-			return c.Entry, !c.Deleted
-		}
-		e, ok := s.m[key]
-		if ok && expired(e, nowNs) {
-			return Entry{}, false
-		}
-		return e, ok
-	}
-	put := func(c Change) {
-		if i, ok := pending[c.Key]; ok {
-			p.changes[i] = c
-			return
-		}
-		pending[c.Key] = len(p.changes)
-		p.changes = append(p.changes, c)
-	}
-	deadline := func(ttl time.Duration) int64 {
-		if ttl == 0 {
-			return 0
-		}
-		return now.Add(ttl).UnixNano()
+	p := &Prepared{s: s, results: make([]result, len(ops)), last: s.last}
+	x := &preparing{s: s, p: p, now: now, nowNs: now.UnixNano()}
+	if len(ops) > indexScan {
+		x.pending = make(map[string]int, len(ops))
 	}
 	for i := range ops {
 		op := &ops[i]
 		key := string(op.Key)
-		cur, ok := lookup(key)
+		cur, ok := x.lookup(key)
 		var curVer uint64
 		if ok {
 			curVer = cur.Version
@@ -272,24 +337,20 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 			if op.IfVersion != curVer {
 				return nil, fmt.Errorf("kv %q: key %q is at version %d, read at %d: %w", s.name, op.Key, curVer, op.IfVersion, engines.ErrConflict)
 			}
-			if ok {
-				p.results[i] = s.entry(key, cur)
-			} else {
-				p.results[i] = engines.KVEntry{Key: bytes.Clone(op.Key)}
-			}
+			p.results[i] = result{key: key, e: cur, present: ok}
 		case engines.KVSet:
 			if op.HasVersion && op.IfVersion != curVer {
 				return nil, fmt.Errorf("kv %q: set %q if version %d: it is at %d: %w", s.name, op.Key, op.IfVersion, curVer, engines.ErrConflict)
 			}
 			p.last++
-			e := Entry{Value: bytes.Clone(op.Value), Version: p.last, Expires: deadline(op.TTL)}
-			put(Change{Key: key, Entry: e})
-			p.results[i] = s.entry(key, e)
+			e := Entry{Value: bytes.Clone(op.Value), Version: p.last, Expires: x.deadline(op.TTL)}
+			x.put(Change{Key: key, Entry: e})
+			p.results[i] = result{key: key, e: e, present: true}
 		case engines.KVDelete:
 			if ok {
-				put(Change{Key: key, Deleted: true})
+				x.put(Change{Key: key, Deleted: true})
 			}
-			p.results[i] = engines.KVEntry{Key: bytes.Clone(op.Key)}
+			p.results[i] = result{key: key}
 		case engines.KVIncr:
 			var val []byte
 			if ok {
@@ -304,12 +365,12 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 			}
 			exp := cur.Expires
 			if !ok || op.TTL != 0 {
-				exp = deadline(op.TTL)
+				exp = x.deadline(op.TTL)
 			}
 			p.last++
 			e := Entry{Value: sum, Version: p.last, Expires: exp}
-			put(Change{Key: key, Entry: e})
-			p.results[i] = s.entry(key, e)
+			x.put(Change{Key: key, Entry: e})
+			p.results[i] = result{key: key, e: e, present: true}
 		}
 	}
 	return p, nil

@@ -1,6 +1,7 @@
 package kvmem
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -118,5 +119,58 @@ func BenchmarkCommitManyKeys(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		commit(b, s, engines.KVOp{Kind: engines.KVIncr, Key: keys[i], Delta: 1})
+	}
+}
+
+// TestPrepareSeesEarlierOpsOfItsBatch, for batches both below and above
+// indexScan (scan and map lookups of the batch's own writes): each
+// increment sees the batch's earlier ones, a delete then a check sees the
+// key absent, and Results copies what each op left.
+func TestPrepareSeesEarlierOpsOfItsBatch(t *testing.T) {
+	for _, n := range []int{3, indexScan + 5} {
+		s := New("s", 0, time.Now)
+		var ops []engines.KVOp
+		for i := range n {
+			ops = append(ops, engines.KVOp{Kind: engines.KVIncr, Key: []byte("c"), Delta: 1},
+				engines.KVOp{Kind: engines.KVSet, Key: fmt.Appendf(nil, "k%d", i%2), Value: []byte("v")})
+		}
+		ops = append(ops, engines.KVOp{Kind: engines.KVDelete, Key: []byte("k0")},
+			engines.KVOp{Kind: engines.KVCheck, Key: []byte("k0")})
+		s.Lock()
+		p, err := s.PrepareLocked(ops)
+		if err != nil {
+			s.Unlock()
+			t.Fatal(err)
+		}
+		s.CommitLocked(p)
+		s.Unlock()
+		res := p.Results()
+		if got := string(res[2*n-2].Value); got != fmt.Sprint(n) {
+			t.Errorf("%d ops: last increment left %q, want %d", len(ops), got, n)
+		}
+		if last := res[len(res)-1]; string(last.Key) != "k0" || last.Version != 0 || last.Value != nil {
+			t.Errorf("%d ops: check after delete = %+v, want k0 absent", len(ops), last)
+		}
+		if len(p.Changes()) != 3 { // c, k0 (deleted), k1
+			t.Errorf("%d ops: %d changes, want 3", len(ops), len(p.Changes()))
+		}
+		if _, ok := s.EntryLocked("k0"); ok {
+			t.Errorf("%d ops: k0 still stored after the batch deleted it", len(ops))
+		}
+		res[2*n-2].Value[0] = 'x' // Results are copies
+		if e, _ := s.EntryLocked("c"); string(e.Value) != fmt.Sprint(n) {
+			t.Errorf("%d ops: changing a result changed the store: %q", len(ops), e.Value)
+		}
+	}
+}
+
+// TestNotFoundText: the not-found error of a read, built without fmt,
+// reads as the fmt one did and wraps engines.ErrNotFound.
+func TestNotFoundText(t *testing.T) {
+	h := NewHandle("eng", New("s", 0, time.Now), func() bool { return false })
+	_, err := h.Get(t.Context(), []byte("a\"b"))
+	want := fmt.Sprintf("eng: kv %q: key %q: %v", "s", "a\"b", engines.ErrNotFound)
+	if !errors.Is(err, engines.ErrNotFound) || err.Error() != want {
+		t.Fatalf("Get of a missing key = %q, want %q wrapping ErrNotFound", err, want)
 	}
 }
