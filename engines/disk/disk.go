@@ -187,6 +187,9 @@ type Engine struct {
 	// txMu serialises SettleTx calls, the only operations that hold more
 	// than one queue's lock at once (see kv.go).
 	txMu sync.Mutex
+	// txOps is a SettleTx's scratch list of ops, under txMu: add copies
+	// them into the batch, so one slice serves every settle.
+	txOps []op
 	// sweepDone stops the key-value sweeper at Close.
 	sweepDone chan struct{}
 

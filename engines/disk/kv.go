@@ -489,8 +489,7 @@ func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores [
 	q.leases.Remove(int(r.idx))
 	q.release(r, now)
 	_ = out // an ack always drops
-	ops := make([]op, 0, 1+len(targets)+4*len(stores))
-	ops = append(ops, op{kind: opDelMsg, q: q, seq: r.seq})
+	ops := append(e.txOps[:0], op{kind: opDelMsg, q: q, seq: r.seq})
 	for _, tp := range targets {
 		ops = tp.q.enqueueOps(ops, tp.msgs, tp.payloads, tp.seqs, now)
 	}
@@ -501,7 +500,10 @@ func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores [
 		swept := so.Store.CommitLocked(so.Prepared)
 		ops = kvOps(ops, so.Store.Name(), so.Prepared, swept)
 	}
-	return e.add(ops...)
+	b, err := e.add(ops...)
+	clear(ops) // hold nothing alive until the next settle
+	e.txOps = ops[:0]
+	return b, err
 }
 
 // leased returns r when t still holds its lease.

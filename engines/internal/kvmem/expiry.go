@@ -26,6 +26,10 @@ const compactSlack = 64
 
 // setLocked stores e under key, keeping the expiry index in step.
 func (s *Store) setLocked(key string, e Entry) {
+	if s.timed == 0 && e.Expires == 0 {
+		s.m[key] = e // no key has a deadline: nothing to keep in step
+		return
+	}
 	old, had := s.m[key]
 	if had && old.Expires != 0 {
 		s.timed--
@@ -44,6 +48,10 @@ func (s *Store) setLocked(key string, e Entry) {
 // deleteLocked removes key, keeping the expiry index in step (its heap
 // element, if any, goes stale).
 func (s *Store) deleteLocked(key string) {
+	if s.timed == 0 {
+		delete(s.m, key)
+		return
+	}
 	if old, had := s.m[key]; had {
 		if old.Expires != 0 {
 			s.timed--
