@@ -298,11 +298,7 @@ func (e *Engine) store(name string) (*kvmem.Store, error) {
 	return kvmem.Lookup("disk", &e.mu, &e.closed, &e.stores, name)
 }
 
-func (e *Engine) isClosed() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.closed
-}
+func (e *Engine) isClosed() bool { return e.closedFlag.Load() }
 
 // wait waits for b when the engine's sync mode (or a full batch) says a
 // settle must.
@@ -369,6 +365,12 @@ type txPublish struct {
 	payloads [][]byte
 	seqs     []uint64
 	idx      []int // positions in eff.Publish, to write the IDs back
+	// Storage for the slices when the target gets one message, as a
+	// delivery's usually does: one allocation rather than five.
+	msg1 [1]engines.Message
+	pay1 [1][]byte
+	seq1 [1]uint64
+	idx1 [1]int
 }
 
 // txTargets checks eff's publishes as Enqueue would, encodes them outside
@@ -400,13 +402,18 @@ func (e *Engine) txTargets(eff *engines.Effects, now int64) ([]*txPublish, error
 				return nil, err
 			}
 			tp = &txPublish{q: q}
+			tp.msgs, tp.idx = tp.msg1[:0], tp.idx1[:0]
 			out = append(out, tp)
 		}
 		tp.msgs = append(tp.msgs, p.Message)
 		tp.idx = append(tp.idx, i)
 	}
 	for _, tp := range out {
-		tp.payloads, tp.seqs = e.encode(tp.msgs, now)
+		if len(tp.msgs) == 1 {
+			tp.payloads, tp.seqs = e.encodeInto(tp.msgs, now, tp.pay1[:], tp.seq1[:])
+		} else {
+			tp.payloads, tp.seqs = e.encode(tp.msgs, now)
+		}
 		for j, i := range tp.idx {
 			eff.Publish[i].Message.ID = tp.msgs[j].ID
 		}
