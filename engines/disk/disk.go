@@ -186,7 +186,7 @@ type Engine struct {
 	// worker and the committer take.
 	closedFlag atomic.Bool
 	queues     map[string]*queue
-	stores map[string]*kvmem.Store // key-value stores, loaded at open (kv.go)
+	stores     map[string]*kvmem.Store // key-value stores, loaded at open (kv.go)
 
 	// txMu serialises SettleTx calls, the only operations that hold more
 	// than one queue's lock at once (see kv.go).
