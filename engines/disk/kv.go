@@ -459,12 +459,24 @@ func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores [
 	e := q.e
 	e.txMu.Lock()
 	defer e.txMu.Unlock()
+	// One deferred unlock for all the locks taken below, rather than a
+	// defer in each loop: those are allocated on the heap, one per lock.
+	var targetsLocked int
 	for _, so := range stores {
 		so.Store.Lock()
-		defer so.Store.Unlock()
 	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	defer func() {
+		for _, tp := range targets[:targetsLocked] {
+			if tp.q != q {
+				tp.q.mu.Unlock()
+			}
+		}
+		q.mu.Unlock()
+		for _, so := range stores {
+			so.Store.Unlock()
+		}
+	}()
 	if q.closed {
 		return nil, q.errClosed("settle tx on")
 	}
@@ -479,11 +491,11 @@ func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores [
 		so.Prepared = p
 	}
 	for _, tp := range targets {
+		targetsLocked++
 		if tp.q == q {
 			continue
 		}
 		tp.q.mu.Lock()
-		defer tp.q.mu.Unlock()
 		if tp.q.closed {
 			return nil, tp.q.errClosed("publish to")
 		}

@@ -71,8 +71,11 @@ type kvBinding struct {
 // publish touches none of it. An acked delivery's effects are handed over
 // whole (take).
 type txState struct {
-	eff  engines.Effects
-	over map[string]overlayEntry // store name + "\x00" + key
+	eff engines.Effects
+	// over indexes vals by store name + "\x00" + key: a key's entry is
+	// changed in place, so only its first sight allocates its map key.
+	over map[string]int
+	vals []overlayEntry
 	used bool
 }
 
@@ -96,6 +99,8 @@ func (t *txState) reset() {
 	}
 	t.eff.KV = t.eff.KV[:0]
 	clear(t.over)
+	clear(t.vals)
+	t.vals = t.vals[:0]
 	t.used = false
 }
 
@@ -173,10 +178,12 @@ func kvCode(st *instanceState, fn string, err error) int32 {
 
 // view returns the key as the delivery sees it: from its overlay, or read
 // from the store, in which case a transactional store records the version
-// seen as a KVCheck (the read is then part of what commits).
-func view(st *instanceState, b *kvBinding, key []byte) (overlayEntry, error) {
+// seen as a KVCheck (the read is then part of what commits). keep, if not
+// nil, is a copy of key the caller made for a write that follows: the
+// check shares it rather than making another.
+func view(st *instanceState, b *kvBinding, key, keep []byte) (overlayEntry, error) {
 	if b.Tx {
-		if e, ok := st.tx.over[overlayKey(b.Name, key)]; ok {
+		if e, ok := st.tx.overlay(b.Name, key); ok {
 			return e, nil
 		}
 	}
@@ -189,7 +196,10 @@ func view(st *instanceState, b *kvBinding, key []byte) (overlayEntry, error) {
 		e = overlayEntry{}
 	}
 	if b.Tx {
-		k := slices.Clone(key)
+		k := keep
+		if k == nil {
+			k = slices.Clone(key)
+		}
 		bt := st.tx.batch(b.Name)
 		bt.Ops = append(bt.Ops, engines.KVOp{Kind: engines.KVCheck, Key: k, IfVersion: e.version, HasVersion: true})
 		st.tx.remember(b.Name, k, e)
@@ -198,10 +208,23 @@ func view(st *instanceState, b *kvBinding, key []byte) (overlayEntry, error) {
 }
 
 func (t *txState) remember(store string, key []byte, e overlayEntry) {
-	if t.over == nil {
-		t.over = make(map[string]overlayEntry)
+	if i, ok := t.over[overlayKey(store, key)]; ok {
+		t.vals[i] = e
+		return
 	}
-	t.over[overlayKey(store, key)] = e
+	if t.over == nil {
+		t.over = make(map[string]int)
+	}
+	t.over[overlayKey(store, key)] = len(t.vals)
+	t.vals = append(t.vals, e)
+}
+
+// overlay returns what the delivery knows of the key, if anything.
+func (t *txState) overlay(store string, key []byte) (overlayEntry, bool) {
+	if i, ok := t.over[overlayKey(store, key)]; ok {
+		return t.vals[i], true
+	}
+	return overlayEntry{}, false
 }
 
 // hold adds a write to the delivery's effects and its overlay. A written
@@ -221,7 +244,8 @@ func hold(st *instanceState, b *kvBinding, op engines.KVOp, prev overlayEntry, n
 // blindly (set, delete): what it saw or wrote before, without reading the
 // store (a blind write needs no check).
 func current(st *instanceState, b *kvBinding, key []byte) overlayEntry {
-	return st.tx.over[overlayKey(b.Name, key)]
+	e, _ := st.tx.overlay(b.Name, key)
+	return e
 }
 
 // kvSpan is a KV host call's (ptr, len) argument beyond the store and key
@@ -258,7 +282,7 @@ func hostKVGet(ctx context.Context, m api.Module, stack []uint64) {
 	if !ok {
 		return
 	}
-	e, err := view(st, b, key)
+	e, err := view(st, b, key, nil)
 	if err != nil {
 		stack[0] = code(kvCode(st, abi.FuncKVGet, err))
 		return
@@ -278,7 +302,7 @@ func hostKVVersion(ctx context.Context, m api.Module, stack []uint64) {
 	if !ok {
 		return
 	}
-	e, err := view(st, b, key)
+	e, err := view(st, b, key, nil)
 	if err != nil {
 		stack[0] = api.EncodeI64(int64(kvCode(st, abi.FuncKVVersion, err)))
 		return
@@ -333,7 +357,7 @@ func hostKVCas(ctx context.Context, m api.Module, stack []uint64) {
 	op := engines.KVOp{Kind: engines.KVSet, Key: slices.Clone(key), Value: slices.Clone(val), TTL: ttl,
 		IfVersion: uint64(want), HasVersion: true}
 	if b.Tx {
-		e, err := view(st, b, key)
+		e, err := view(st, b, key, op.Key)
 		if err != nil {
 			stack[0] = code(kvCode(st, abi.FuncKVCas, err))
 			return
@@ -382,7 +406,7 @@ func hostKVIncr(ctx context.Context, m api.Module, stack []uint64) {
 	op := engines.KVOp{Kind: engines.KVIncr, Key: slices.Clone(key), Delta: delta}
 	var n int64
 	if b.Tx {
-		e, err := view(st, b, key)
+		e, err := view(st, b, key, op.Key)
 		if err != nil {
 			stack[0] = code(kvCode(st, abi.FuncKVIncr, err))
 			return

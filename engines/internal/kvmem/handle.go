@@ -90,6 +90,10 @@ func (h *Handle) Get(ctx context.Context, key []byte) (engines.KVEntry, error) {
 		return engines.KVEntry{}, err
 	}
 	ent, err := h.Store.Get(key)
+	if nf, ok := err.(*notFound); ok {
+		nf.engine = h.engine // one allocation, not a second to wrap it
+		return ent, nf
+	}
 	if err != nil {
 		return ent, h.wrap(err)
 	}
@@ -130,7 +134,12 @@ func GroupByStore(eff *engines.Effects, lookup func(name string) (*Store, error)
 	if eff == nil || len(eff.KV) == 0 {
 		return nil, nil
 	}
-	out := make([]*StoreOps, 0, 1)
+	// The first group and the slice that holds it come in one allocation.
+	first := &struct {
+		so  StoreOps
+		out [1]*StoreOps
+	}{}
+	out := first.out[:0]
 	for _, b := range eff.KV {
 		// A delivery writes one store or two: a scan finds its group
 		// cheaper than a map would.
@@ -148,7 +157,11 @@ func GroupByStore(eff *engines.Effects, lookup func(name string) (*Store, error)
 			}
 			// The first batch's ops are taken as they are, not copied;
 			// only a second batch of the same store makes a new slice.
-			so = &StoreOps{Store: s, Ops: b.Ops[:len(b.Ops):len(b.Ops)]}
+			so = &first.so
+			if len(out) > 0 {
+				so = new(StoreOps)
+			}
+			*so = StoreOps{Store: s, Ops: b.Ops[:len(b.Ops):len(b.Ops)]}
 			out = append(out, so)
 			continue
 		}

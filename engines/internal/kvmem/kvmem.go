@@ -135,10 +135,15 @@ func (s *Store) Get(key []byte) (engines.KVEntry, error) {
 
 // notFound is Get's engines.ErrNotFound, formatted only if someone reads
 // its text (see prefixed).
-type notFound struct{ store, key string }
+// engine, when set, prefixes it as Handle.wrap would.
+type notFound struct{ engine, store, key string }
 
 func (e *notFound) Error() string {
-	return "kv " + strconv.Quote(e.store) + ": key " + strconv.Quote(e.key) + ": " + engines.ErrNotFound.Error()
+	msg := "kv " + strconv.Quote(e.store) + ": key " + strconv.Quote(e.key) + ": " + engines.ErrNotFound.Error()
+	if e.engine != "" {
+		msg = e.engine + ": " + msg
+	}
+	return msg
 }
 func (e *notFound) Unwrap() error { return engines.ErrNotFound }
 
@@ -221,25 +226,31 @@ type Prepared struct {
 	changes []Change
 	results []result
 	last    uint64
+	// Storage for changes and results when the batch is small, as a
+	// delivery's is (a read check and a write): one allocation, not three.
+	chg [2]Change
+	res [2]result
 }
 
 // result is one op's outcome as Prepare found it; Results turns it into
 // an engines.KVEntry, copying key and value, only when a caller asks (a
-// transactional settle never does).
+// transactional settle never does). key is the op's own Key.
 type result struct {
-	key     string
+	key     []byte
 	e       Entry
 	present bool
 }
 
 // Results are the entries the ops left, one per op, as KV.Apply returns.
+// It reads the keys of the ops given to PrepareLocked, which must not have
+// changed since.
 func (p *Prepared) Results() []engines.KVEntry {
 	out := make([]engines.KVEntry, len(p.results))
 	for i, r := range p.results {
 		if r.present {
-			out[i] = p.s.entry(r.key, r.e)
+			out[i] = p.s.entry(string(r.key), r.e)
 		} else {
-			out[i] = engines.KVEntry{Key: []byte(r.key)}
+			out[i] = engines.KVEntry{Key: bytes.Clone(r.key)}
 		}
 	}
 	return out
@@ -265,13 +276,13 @@ type preparing struct {
 	pending map[string]int // key -> index in p.changes; nil below indexScan ops
 }
 
-func (x *preparing) find(key string) (int, bool) {
+func (x *preparing) find(key []byte) (int, bool) {
 	if x.pending != nil {
-		i, ok := x.pending[key]
+		i, ok := x.pending[string(key)]
 		return i, ok
 	}
 	for i := range x.p.changes {
-		if x.p.changes[i].Key == key {
+		if x.p.changes[i].Key == string(key) {
 			return i, true
 		}
 	}
@@ -280,27 +291,31 @@ func (x *preparing) find(key string) (int, bool) {
 
 // lookup is key as the batch sees it: its own earlier write, else the
 // store's live entry.
-func (x *preparing) lookup(key string) (Entry, bool) {
+func (x *preparing) lookup(key []byte) (Entry, bool) {
 	if i, ok := x.find(key); ok {
 		c := x.p.changes[i]
 		return c.Entry, !c.Deleted
 	}
-	e, ok := x.s.m[key]
+	e, ok := x.s.m[string(key)]
 	if ok && expired(e, x.nowNs) {
 		return Entry{}, false
 	}
 	return e, ok
 }
 
-func (x *preparing) put(c Change) {
-	if i, ok := x.find(c.Key); ok {
-		x.p.changes[i] = c
+// put records the batch's write of key; the key is copied into a string
+// only the first time the batch writes it.
+func (x *preparing) put(key []byte, e Entry, deleted bool) {
+	if i, ok := x.find(key); ok {
+		c := &x.p.changes[i]
+		c.Entry, c.Deleted = e, deleted
 		return
 	}
+	k := string(key)
 	if x.pending != nil {
-		x.pending[c.Key] = len(x.p.changes)
+		x.pending[k] = len(x.p.changes)
 	}
-	x.p.changes = append(x.p.changes, c)
+	x.p.changes = append(x.p.changes, Change{Key: k, Entry: e, Deleted: deleted})
 }
 
 func (x *preparing) deadline(ttl time.Duration) int64 {
@@ -319,15 +334,20 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 		return nil, err
 	}
 	now := s.now()
-	p := &Prepared{s: s, results: make([]result, len(ops)), last: s.last}
-	x := &preparing{s: s, p: p, now: now, nowNs: now.UnixNano()}
+	p := &Prepared{s: s, last: s.last}
+	p.changes = p.chg[:0]
+	if len(ops) <= len(p.res) {
+		p.results = p.res[:len(ops)]
+	} else {
+		p.results = make([]result, len(ops))
+	}
+	x := preparing{s: s, p: p, now: now, nowNs: now.UnixNano()}
 	if len(ops) > indexScan {
 		x.pending = make(map[string]int, len(ops))
 	}
 	for i := range ops {
 		op := &ops[i]
-		key := string(op.Key)
-		cur, ok := x.lookup(key)
+		cur, ok := x.lookup(op.Key)
 		var curVer uint64
 		if ok {
 			curVer = cur.Version
@@ -337,20 +357,20 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 			if op.IfVersion != curVer {
 				return nil, fmt.Errorf("kv %q: key %q is at version %d, read at %d: %w", s.name, op.Key, curVer, op.IfVersion, engines.ErrConflict)
 			}
-			p.results[i] = result{key: key, e: cur, present: ok}
+			p.results[i] = result{key: op.Key, e: cur, present: ok}
 		case engines.KVSet:
 			if op.HasVersion && op.IfVersion != curVer {
 				return nil, fmt.Errorf("kv %q: set %q if version %d: it is at %d: %w", s.name, op.Key, op.IfVersion, curVer, engines.ErrConflict)
 			}
 			p.last++
 			e := Entry{Value: bytes.Clone(op.Value), Version: p.last, Expires: x.deadline(op.TTL)}
-			x.put(Change{Key: key, Entry: e})
-			p.results[i] = result{key: key, e: e, present: true}
+			x.put(op.Key, e, false)
+			p.results[i] = result{key: op.Key, e: e, present: true}
 		case engines.KVDelete:
 			if ok {
-				x.put(Change{Key: key, Deleted: true})
+				x.put(op.Key, Entry{}, true)
 			}
-			p.results[i] = result{key: key}
+			p.results[i] = result{key: op.Key}
 		case engines.KVIncr:
 			var val []byte
 			if ok {
@@ -369,8 +389,8 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 			}
 			p.last++
 			e := Entry{Value: sum, Version: p.last, Expires: exp}
-			x.put(Change{Key: key, Entry: e})
-			p.results[i] = result{key: key, e: e, present: true}
+			x.put(op.Key, e, false)
+			p.results[i] = result{key: op.Key, e: e, present: true}
 		}
 	}
 	return p, nil
