@@ -371,6 +371,7 @@ type txPublish struct {
 	pay1 [1][]byte
 	seq1 [1]uint64
 	idx1 [1]int
+	out1 [1]*txPublish
 }
 
 // txTargets checks eff's publishes as Enqueue would, encodes them outside
@@ -380,7 +381,7 @@ func (e *Engine) txTargets(eff *engines.Effects, now int64) ([]*txPublish, error
 	if eff == nil || len(eff.Publish) == 0 {
 		return nil, nil
 	}
-	out := make([]*txPublish, 0, 1)
+	var out []*txPublish
 	for i := range eff.Publish {
 		p := &eff.Publish[i]
 		switch {
@@ -403,6 +404,9 @@ func (e *Engine) txTargets(eff *engines.Effects, now int64) ([]*txPublish, error
 			}
 			tp = &txPublish{q: q}
 			tp.msgs, tp.idx = tp.msg1[:0], tp.idx1[:0]
+			if out == nil {
+				out = tp.out1[:0] // the first target holds the list
+			}
 			out = append(out, tp)
 		}
 		tp.msgs = append(tp.msgs, p.Message)

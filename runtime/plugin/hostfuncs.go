@@ -316,8 +316,7 @@ func hostPublish(ctx context.Context, m api.Module, stack []uint64) {
 	inheritTrace(&msg, st.d)
 	if name, held := p.txPublish[string(queue)]; held {
 		// Applied with the ack, or not at all (kv.go).
-		st.tx.used = true
-		st.tx.eff.Publish = append(st.tx.eff.Publish, engines.Publish{Queue: name, Message: msg})
+		st.tx.publish(engines.Publish{Queue: name, Message: msg})
 		stack[0] = 0
 		return
 	}

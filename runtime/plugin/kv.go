@@ -72,6 +72,8 @@ type kvBinding struct {
 // whole (take).
 type txState struct {
 	eff engines.Effects
+	// blk backs eff's slices until take hands them over (fresh).
+	blk *effBlock
 	// over indexes vals by store name + "\x00" + key: a key's entry is
 	// changed in place, so only its first sight allocates its map key.
 	over map[string]int
@@ -104,17 +106,48 @@ func (t *txState) reset() {
 	t.used = false
 }
 
+// effBlock is one delivery's effects with room for the usual few
+// publishes and operations of one store, in one allocation rather than
+// one for the Effects and one for each slice as it grows.
+type effBlock struct {
+	eff engines.Effects
+	kv  [1]engines.KVBatch
+	ops [4]engines.KVOp
+	pub [2]engines.Publish
+}
+
+// fresh gives eff a block's storage if take handed the last one over.
+func (t *txState) fresh() {
+	if t.blk != nil {
+		return
+	}
+	t.blk = new(effBlock)
+	t.eff.KV, t.eff.Publish = t.blk.kv[:0], t.blk.pub[:0]
+}
+
 // take hands the delivery's effects over to the caller; the next delivery
 // starts new ones (only a delivery with effects pays for that).
 func (t *txState) take() *engines.Effects {
-	e := t.eff
-	t.eff = engines.Effects{}
-	return &e
+	blk := t.blk
+	if blk == nil {
+		blk = new(effBlock)
+	}
+	blk.eff = t.eff
+	t.eff, t.blk = engines.Effects{}, nil
+	return &blk.eff
+}
+
+// publish holds a publish until the ack.
+func (t *txState) publish(p engines.Publish) {
+	t.used = true
+	t.fresh()
+	t.eff.Publish = append(t.eff.Publish, p)
 }
 
 // batch returns the store's batch of held operations, adding it if needed.
 func (t *txState) batch(store string) *engines.KVBatch {
 	t.used = true
+	t.fresh()
 	for i := range t.eff.KV {
 		if t.eff.KV[i].Store == store {
 			return &t.eff.KV[i]
@@ -124,6 +157,9 @@ func (t *txState) batch(store string) *engines.KVBatch {
 		t.eff.KV = t.eff.KV[:len(t.eff.KV)+1]
 		b := &t.eff.KV[len(t.eff.KV)-1]
 		b.Store = store
+		if b.Ops == nil && len(t.eff.KV) == 1 {
+			b.Ops = t.blk.ops[:0]
+		}
 		return b
 	}
 	t.eff.KV = append(t.eff.KV, engines.KVBatch{Store: store})
