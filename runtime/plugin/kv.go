@@ -106,14 +106,14 @@ func (t *txState) reset() {
 	t.used = false
 }
 
-// effBlock is one delivery's effects with room for the usual few
-// publishes and operations of one store, in one allocation rather than
+// effBlock is one delivery's effects with room for a publish and a few
+// operations on one store, the usual load, in one allocation rather than
 // one for the Effects and one for each slice as it grows.
 type effBlock struct {
 	eff engines.Effects
 	kv  [1]engines.KVBatch
 	ops [4]engines.KVOp
-	pub [2]engines.Publish
+	pub [1]engines.Publish
 }
 
 // fresh gives eff a block's storage if take handed the last one over.
