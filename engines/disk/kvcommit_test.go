@@ -2,11 +2,13 @@ package disk
 
 import (
 	"encoding/binary"
+	"fmt"
 	"path/filepath"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/internal/kvmem"
 )
 
@@ -63,5 +65,37 @@ func TestCommitWritesEachStoreOnce(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCommittedOpsAreRecycledCleared: once two commits are done, the
+// pending batch fills the op slice of an earlier one, cleared so that it
+// keeps no message or value alive.
+func TestCommittedOpsAreRecycledCleared(t *testing.T) {
+	ctx := t.Context()
+	e, err := Open(ctx, Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	h, err := e.Open(ctx, engines.QueueSpec{Name: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // each Enqueue waits for its commit
+		if err := h.Enqueue(ctx, engines.Message{Body: fmt.Appendf(nil, "m%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.cmu.Lock()
+	defer e.cmu.Unlock()
+	ops := e.cur.ops[:cap(e.cur.ops)]
+	if cap(ops) == 0 {
+		t.Fatal("the pending batch has no op slice")
+	}
+	for i := len(e.cur.ops); i < len(ops); i++ {
+		if o := ops[i]; o.q != nil || o.val != nil || o.rec != nil || o.dst != nil {
+			t.Fatalf("recycled op %d still holds %+v", i, o)
+		}
 	}
 }
