@@ -212,6 +212,14 @@ func kvCode(st *instanceState, fn string, err error) int32 {
 	return abi.ErrUnavailable
 }
 
+// kvLooker is a store that can report an absent key without an error
+// (kvmem.Handle, under the memory and disk engines): view reads many keys
+// that do not exist yet, and building and inspecting an ErrNotFound for
+// each cost more than the read.
+type kvLooker interface {
+	Lookup(ctx context.Context, key []byte) (engines.KVEntry, bool, error)
+}
+
 // view returns the key as the delivery sees it: from its overlay, or read
 // from the store, in which case a transactional store records the version
 // seen as a KVCheck (the read is then part of what commits). keep, if not
@@ -223,13 +231,23 @@ func view(st *instanceState, b *kvBinding, key, keep []byte) (overlayEntry, erro
 			return e, nil
 		}
 	}
-	ent, err := b.Store.Get(kvCtx(st), key)
-	if err != nil && !errors.Is(err, engines.ErrNotFound) {
-		return overlayEntry{}, err
-	}
-	e := overlayEntry{value: ent.Value, version: ent.Version}
-	if err != nil {
-		e = overlayEntry{}
+	var e overlayEntry
+	if l, ok := b.Store.(kvLooker); ok {
+		ent, found, err := l.Lookup(kvCtx(st), key)
+		if err != nil {
+			return overlayEntry{}, err
+		}
+		if found {
+			e = overlayEntry{value: ent.Value, version: ent.Version}
+		}
+	} else {
+		ent, err := b.Store.Get(kvCtx(st), key)
+		if err != nil && !errors.Is(err, engines.ErrNotFound) {
+			return overlayEntry{}, err
+		}
+		if err == nil {
+			e = overlayEntry{value: ent.Value, version: ent.Version}
+		}
 	}
 	if b.Tx {
 		k := keep

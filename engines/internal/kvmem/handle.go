@@ -100,6 +100,21 @@ func (h *Handle) Get(ctx context.Context, key []byte) (engines.KVEntry, error) {
 	return ent, nil
 }
 
+// Lookup is Get that reports an absent key as found false rather than as
+// engines.ErrNotFound: a transactional delivery reads every key before its
+// first write, and most such keys are new, so the error Get would build
+// would be thrown away (runtime/plugin uses it when a store offers it).
+func (h *Handle) Lookup(ctx context.Context, key []byte) (engines.KVEntry, bool, error) {
+	if err := h.Check("get"); err != nil {
+		return engines.KVEntry{}, false, err
+	}
+	if err := h.Store.checkKey(key); err != nil {
+		return engines.KVEntry{}, false, h.wrap(err)
+	}
+	ent, ok := h.Store.lookup(key)
+	return ent, ok, nil
+}
+
 // List implements engines.KV.
 func (h *Handle) List(ctx context.Context, prefix, after []byte, limit int) ([]engines.KVEntry, error) {
 	if err := h.Check("list"); err != nil {

@@ -123,14 +123,23 @@ func (s *Store) Get(key []byte) (engines.KVEntry, error) {
 	if err := s.checkKey(key); err != nil {
 		return engines.KVEntry{}, err
 	}
+	ent, ok := s.lookup(key)
+	if !ok {
+		return engines.KVEntry{}, &notFound{store: s.name, key: string(key)}
+	}
+	return ent, nil
+}
+
+// lookup returns key's live entry, if it has one.
+func (s *Store) lookup(key []byte) (engines.KVEntry, bool) {
 	now := s.now().UnixNano()
 	s.mu.Lock()
 	e, ok := s.m[string(key)]
 	s.mu.Unlock()
 	if !ok || expired(e, now) {
-		return engines.KVEntry{}, &notFound{store: s.name, key: string(key)}
+		return engines.KVEntry{}, false
 	}
-	return s.entry(string(key), e), nil
+	return s.entry(string(key), e), true
 }
 
 // notFound is Get's engines.ErrNotFound, formatted only if someone reads

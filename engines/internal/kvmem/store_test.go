@@ -174,3 +174,30 @@ func TestNotFoundText(t *testing.T) {
 		t.Fatalf("Get of a missing key = %q, want %q wrapping ErrNotFound", err, want)
 	}
 }
+
+// TestLookup: Lookup reports an absent or expired key as not found without
+// an error, a live one with its entry, and fails as Get does on a bad key
+// or a closed handle.
+func TestLookup(t *testing.T) {
+	c := &fakeClock{t: time.Unix(1000, 0)}
+	s := New("s", 0, c.now)
+	h := NewHandle("eng", s, func() bool { return false })
+	commit(t, s, set("k", 0), set("short", time.Second))
+	c.t = c.t.Add(time.Minute)
+	ctx := t.Context()
+	if e, ok, err := h.Lookup(ctx, []byte("k")); err != nil || !ok || string(e.Value) != "v" || string(e.Key) != "k" {
+		t.Fatalf("Lookup(k) = %+v, %v, %v", e, ok, err)
+	}
+	for _, key := range []string{"absent", "short"} {
+		if _, ok, err := h.Lookup(ctx, []byte(key)); ok || err != nil {
+			t.Fatalf("Lookup(%s) = %v, %v; want not found, no error", key, ok, err)
+		}
+	}
+	if _, _, err := h.Lookup(ctx, nil); !errors.Is(err, engines.ErrInvalid) {
+		t.Fatalf("Lookup of an empty key: %v", err)
+	}
+	_ = h.Close()
+	if _, _, err := h.Lookup(ctx, []byte("k")); !errors.Is(err, engines.ErrClosed) {
+		t.Fatalf("Lookup after Close: %v", err)
+	}
+}
