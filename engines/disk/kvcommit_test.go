@@ -99,3 +99,46 @@ func TestCommittedOpsAreRecycledCleared(t *testing.T) {
 		}
 	}
 }
+
+// TestMessagePagesPackedFull: messages, keyed by a growing sequence, are
+// appended to pages packed 90 % full (msgsFill), not bbolt's default half.
+func TestMessagePagesPackedFull(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	e, err := Open(ctx, Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := e.Open(ctx, engines.QueueSpec{Name: "q"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]engines.Message, 100)
+	for i := range msgs {
+		msgs[i].Body = make([]byte, 100)
+	}
+	for range 20 {
+		if err := h.Enqueue(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		st := tx.Bucket(bucketQueues).Bucket([]byte("q")).Bucket(subMsgs).Stats()
+		fill := float64(st.LeafInuse) / float64(st.LeafPageN*db.Info().PageSize)
+		if st.LeafPageN < 10 || fill < 0.8 {
+			t.Errorf("%d leaf pages %.0f %% full, want them at least 80 %% full", st.LeafPageN, 100*fill)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
