@@ -186,12 +186,19 @@ type Engine struct {
 
 	mu     sync.Mutex
 	closed bool
-	queues map[string]*queue
-	stores map[string]*kvmem.Store // key-value stores, loaded at open (kv.go)
+	// closedFlag mirrors closed for isClosed, which every key-value read
+	// calls: an atomic load rather than the engine's lock, which every
+	// worker and the committer take.
+	closedFlag atomic.Bool
+	queues     map[string]*queue
+	stores     map[string]*kvmem.Store // key-value stores, loaded at open (kv.go)
 
 	// txMu serialises SettleTx calls, the only operations that hold more
 	// than one queue's lock at once (see kv.go).
 	txMu sync.Mutex
+	// txOps is a SettleTx's scratch list of ops, under txMu: add copies
+	// them into the batch, so one slice serves every settle.
+	txOps []op
 	// sweepDone stops the key-value sweeper at Close.
 	sweepDone chan struct{}
 
@@ -342,6 +349,7 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.closed = true
+	e.closedFlag.Store(true)
 	qs := make([]*queue, 0, len(e.queues))
 	for _, q := range e.queues {
 		qs = append(qs, q)
@@ -396,6 +404,14 @@ func (x *buckets) delUser(k []byte) error {
 	return x.user.Delete(k)
 }
 
+// msgsFill is how full a commit packs the pages of a queue's messages
+// when it splits them (bbolt's Bucket.FillPercent, 0.5 by default, which
+// suits random keys). Messages are keyed by a sequence that only grows, so
+// nearly every write appends at the end of the bucket: half-full pages
+// would only double the pages each commit writes and the tree's size.
+// Some slack is left for the few writes that arrive out of order.
+const msgsFill = 0.9
+
 // queueBuckets finds (or, with create, makes) a queue's buckets.
 func queueBuckets(tx *bolt.Tx, name string, create bool) (*buckets, error) {
 	qs := tx.Bucket(bucketQueues)
@@ -418,6 +434,7 @@ func queueBuckets(tx *bolt.Tx, name string, create bool) (*buckets, error) {
 			}
 		}
 		x.user = root.Bucket(subUser)
+		x.msgs.FillPercent = msgsFill
 		return x, nil
 	}
 	if root = qs.Bucket([]byte(name)); root == nil {

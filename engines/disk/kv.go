@@ -42,7 +42,8 @@ import (
 // the sync mode: it must survive a crash once it returned.
 //
 // Expired keys are absent at once for every read and removed from the
-// file by a sweep: every kvmem.sweepEvery commits of a store, at open, and
+// file by a sweep: every kvmem.sweepEvery commits of a store (through its
+// expiry heap, so a sweep costs the expired keys, not the live ones), at open, and
 // once a minute (sweepLoop).
 
 var (
@@ -94,9 +95,39 @@ func storeBucket(tx *bolt.Tx, name string) (entries, root *bolt.Bucket, err erro
 	return entries, root, err
 }
 
-// applyKV performs one key-value op inside the commit's transaction.
-func applyKV(tx *bolt.Tx, o *op) error {
-	entries, root, err := storeBucket(tx, o.key)
+// kvBuckets are the buckets of the stores one commit writes, found once
+// per commit rather than once per op (three bucket lookups each), and the
+// highest version each store handed out: every transaction that writes a
+// store carries an opKVLast, and only the last of them in a commit needs
+// writing (versions only grow), so a commit puts the counter once a store.
+type kvBuckets []kvStore
+
+type kvStore struct {
+	name          string
+	entries, root *bolt.Bucket
+	last          uint64
+	setLast       bool
+}
+
+// store returns name's buckets, creating them.
+func (kv *kvBuckets) store(tx *bolt.Tx, name string) (*kvStore, error) {
+	for i := range *kv {
+		if (*kv)[i].name == name { // a commit writes few stores: a scan beats a map
+			return &(*kv)[i], nil
+		}
+	}
+	entries, root, err := storeBucket(tx, name)
+	if err != nil {
+		return nil, err
+	}
+	*kv = append(*kv, kvStore{name: name, entries: entries, root: root})
+	return &(*kv)[len(*kv)-1], nil
+}
+
+// apply performs one key-value op inside the commit's transaction; an
+// opKVLast is only noted, for flush.
+func (kv *kvBuckets) apply(tx *bolt.Tx, o *op) error {
+	st, err := kv.store(tx, o.key)
 	if err != nil {
 		return err
 	}
@@ -106,13 +137,26 @@ func applyKV(tx *bolt.Tx, o *op) error {
 		if k <= 0 || uint64(len(o.val)-k) < n {
 			return fmt.Errorf("malformed put: %w", errCorrupt)
 		}
-		return entries.Put(o.val[k:k+int(n)], o.val[k+int(n):])
+		return st.entries.Put(o.val[k:k+int(n)], o.val[k+int(n):])
 	case opKVDel:
-		return entries.Delete(o.val)
+		return st.entries.Delete(o.val)
 	case opKVLast:
-		return root.Put(keyLastVer, seqBytes(o.seq))
+		st.last, st.setLast = max(st.last, o.seq), true
+		return nil
 	}
 	return fmt.Errorf("unknown op %d", o.kind)
+}
+
+// flush writes the version counters the commit's opKVLast ops noted.
+func (kv kvBuckets) flush() error {
+	for i := range kv {
+		if st := &kv[i]; st.setLast {
+			if err := st.root.Put(keyLastVer, seqBytes(st.last)); err != nil {
+				return fmt.Errorf("kv %q: %w", st.name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // recoverKV loads every store into memory and deletes the keys that
@@ -254,11 +298,7 @@ func (e *Engine) store(name string) (*kvmem.Store, error) {
 	return kvmem.Lookup("disk", &e.mu, &e.closed, &e.stores, name)
 }
 
-func (e *Engine) isClosed() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.closed
-}
+func (e *Engine) isClosed() bool { return e.closedFlag.Load() }
 
 // wait waits for b when the engine's sync mode (or a full batch) says a
 // settle must.
@@ -325,6 +365,13 @@ type txPublish struct {
 	payloads [][]byte
 	seqs     []uint64
 	idx      []int // positions in eff.Publish, to write the IDs back
+	// Storage for the slices when the target gets one message, as a
+	// delivery's usually does: one allocation rather than five.
+	msg1 [1]engines.Message
+	pay1 [1][]byte
+	seq1 [1]uint64
+	idx1 [1]int
+	out1 [1]*txPublish
 }
 
 // txTargets checks eff's publishes as Enqueue would, encodes them outside
@@ -334,7 +381,6 @@ func (e *Engine) txTargets(eff *engines.Effects, now int64) ([]*txPublish, error
 	if eff == nil || len(eff.Publish) == 0 {
 		return nil, nil
 	}
-	by := make(map[string]*txPublish)
 	var out []*txPublish
 	for i := range eff.Publish {
 		p := &eff.Publish[i]
@@ -344,26 +390,41 @@ func (e *Engine) txTargets(eff *engines.Effects, now int64) ([]*txPublish, error
 		case p.Message.TTL < 0 || p.Message.Delay < 0 || p.Queue == "" || len(p.Queue) > maxNameLen:
 			return nil, fmt.Errorf("publish %d to %q: bad queue name, negative delay or TTL: %w", i, p.Queue, engines.ErrInvalid)
 		}
-		tp := by[p.Queue]
+		var tp *txPublish
+		for _, t := range out { // a delivery publishes to a queue or two: a scan beats a map
+			if t.q.name == p.Queue {
+				tp = t
+				break
+			}
+		}
 		if tp == nil {
 			q, _, err := e.queue(p.Queue)
 			if err != nil {
 				return nil, err
 			}
 			tp = &txPublish{q: q}
-			by[p.Queue] = tp
+			tp.msgs, tp.idx = tp.msg1[:0], tp.idx1[:0]
+			if out == nil {
+				out = tp.out1[:0] // the first target holds the list
+			}
 			out = append(out, tp)
 		}
 		tp.msgs = append(tp.msgs, p.Message)
 		tp.idx = append(tp.idx, i)
 	}
 	for _, tp := range out {
-		tp.payloads, tp.seqs = e.encode(tp.msgs, now)
+		if len(tp.msgs) == 1 {
+			tp.payloads, tp.seqs = e.encodeInto(tp.msgs, now, tp.pay1[:], tp.seq1[:])
+		} else {
+			tp.payloads, tp.seqs = e.encode(tp.msgs, now)
+		}
 		for j, i := range tp.idx {
 			eff.Publish[i].Message.ID = tp.msgs[j].ID
 		}
 	}
-	slices.SortFunc(out, func(a, b *txPublish) int { return cmp.Compare(a.q.name, b.q.name) })
+	if len(out) > 1 {
+		slices.SortFunc(out, func(a, b *txPublish) int { return cmp.Compare(a.q.name, b.q.name) })
+	}
 	return out, nil
 }
 
@@ -402,12 +463,24 @@ func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores [
 	e := q.e
 	e.txMu.Lock()
 	defer e.txMu.Unlock()
+	// One deferred unlock for all the locks taken below, rather than a
+	// defer in each loop: those are allocated on the heap, one per lock.
+	var targetsLocked int
 	for _, so := range stores {
 		so.Store.Lock()
-		defer so.Store.Unlock()
 	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	defer func() {
+		for _, tp := range targets[:targetsLocked] {
+			if tp.q != q {
+				tp.q.mu.Unlock()
+			}
+		}
+		q.mu.Unlock()
+		for _, so := range stores {
+			so.Store.Unlock()
+		}
+	}()
 	if q.closed {
 		return nil, q.errClosed("settle tx on")
 	}
@@ -422,11 +495,11 @@ func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores [
 		so.Prepared = p
 	}
 	for _, tp := range targets {
+		targetsLocked++
 		if tp.q == q {
 			continue
 		}
 		tp.q.mu.Lock()
-		defer tp.q.mu.Unlock()
 		if tp.q.closed {
 			return nil, tp.q.errClosed("publish to")
 		}
@@ -439,8 +512,7 @@ func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores [
 	q.leases.Remove(int(r.idx))
 	q.release(r, now)
 	_ = out // an ack always drops
-	ops := make([]op, 0, 1+len(targets)+4*len(stores))
-	ops = append(ops, op{kind: opDelMsg, q: q, seq: r.seq})
+	ops := append(e.txOps[:0], op{kind: opDelMsg, q: q, seq: r.seq})
 	for _, tp := range targets {
 		ops = tp.q.enqueueOps(ops, tp.msgs, tp.payloads, tp.seqs, now)
 	}
@@ -451,7 +523,10 @@ func (q *queue) settleTx(r *record, token uint64, s engines.Settlement, stores [
 		swept := so.Store.CommitLocked(so.Prepared)
 		ops = kvOps(ops, so.Store.Name(), so.Prepared, swept)
 	}
-	return e.add(ops...)
+	b, err := e.add(ops...)
+	clear(ops) // hold nothing alive until the next settle
+	e.txOps = ops[:0]
+	return b, err
 }
 
 // leased returns r when t still holds its lease.

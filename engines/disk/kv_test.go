@@ -98,3 +98,52 @@ func TestKVSweepRemovesExpiredKeysFromTheFile(t *testing.T) {
 		t.Fatalf("file holds %v after a reopen, want only kept", got)
 	}
 }
+
+// TestSettleTxPublishesToSeveralQueues: a transaction that publishes one
+// message to one queue and two to another (the single-message and the
+// general path of grouping publishes by target) stores all three, in
+// order, with their IDs written back, and the increment with them.
+func TestSettleTxPublishesToSeveralQueues(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	e := openEngine(t, t.TempDir())
+	defer closeEngine(t, e)
+	src := openQueue(t, e, engines.QueueSpec{Name: "src"})
+	one := openQueue(t, e, engines.QueueSpec{Name: "one"})
+	two := openQueue(t, e, engines.QueueSpec{Name: "two"})
+	kv, err := e.OpenKV(ctx, engines.KVSpec{Name: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Enqueue(ctx, engines.Message{Body: []byte("in")}); err != nil {
+		t.Fatal(err)
+	}
+	d := receive(t, src, 1)[0]
+	eff := &engines.Effects{
+		Publish: []engines.Publish{
+			{Queue: "two", Message: engines.Message{Body: []byte("2a")}},
+			{Queue: "one", Message: engines.Message{Body: []byte("1")}},
+			{Queue: "two", Message: engines.Message{Body: []byte("2b")}},
+		},
+		KV: []engines.KVBatch{{Store: "s", Ops: []engines.KVOp{{Kind: engines.KVIncr, Key: []byte("n"), Delta: 1}}}},
+	}
+	if err := d.SettleTx(ctx, eff); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range eff.Publish {
+		if p.Message.ID == "" {
+			t.Fatalf("publish %d got no ID", i)
+		}
+	}
+	for q, want := range map[engines.Queue][]string{one: {"1"}, two: {"2a", "2b"}} {
+		ds := receive(t, q, len(want))
+		for i, d := range ds {
+			if string(d.Message.Body) != want[i] {
+				t.Errorf("%s: message %d is %q, want %q", q.Name(), i, d.Message.Body, want[i])
+			}
+		}
+	}
+	if ent, err := kv.Get(ctx, []byte("n")); err != nil || string(ent.Value) != "1" {
+		t.Fatalf("n = %q, %v; want 1", ent.Value, err)
+	}
+}

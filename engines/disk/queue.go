@@ -686,8 +686,11 @@ func (h *handle) Stats(ctx context.Context) (engines.Stats, error) {
 // outside any lock. seqs[i] is non-zero when the engine named message i,
 // and is then the sequence its ID was made from.
 func (e *Engine) encode(msgs []engines.Message, now int64) (payloads [][]byte, seqs []uint64) {
-	payloads = make([][]byte, len(msgs))
-	seqs = make([]uint64, len(msgs))
+	return e.encodeInto(msgs, now, make([][]byte, len(msgs)), make([]uint64, len(msgs)))
+}
+
+// encodeInto is encode into payloads and seqs, of len(msgs) each.
+func (e *Engine) encodeInto(msgs []engines.Message, now int64, payloads [][]byte, seqs []uint64) ([][]byte, []uint64) {
 	for i := range msgs {
 		m := &msgs[i]
 		if m.ID == "" {

@@ -314,10 +314,9 @@ func hostPublish(ctx context.Context, m api.Module, stack []uint64) {
 		return
 	}
 	inheritTrace(&msg, st.d)
-	if _, held := p.txPublish[string(queue)]; held {
+	if name, held := p.txPublish[string(queue)]; held {
 		// Applied with the ack, or not at all (kv.go).
-		st.tx.used = true
-		st.tx.eff.Publish = append(st.tx.eff.Publish, engines.Publish{Queue: string(queue), Message: msg})
+		st.tx.publish(engines.Publish{Queue: name, Message: msg})
 		stack[0] = 0
 		return
 	}

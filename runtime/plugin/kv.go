@@ -71,8 +71,13 @@ type kvBinding struct {
 // publish touches none of it. An acked delivery's effects are handed over
 // whole (take).
 type txState struct {
-	eff  engines.Effects
-	over map[string]overlayEntry // store name + "\x00" + key
+	eff engines.Effects
+	// blk backs eff's slices until take hands them over (fresh).
+	blk *effBlock
+	// over indexes vals by store name + "\x00" + key: a key's entry is
+	// changed in place, so only its first sight allocates its map key.
+	over map[string]int
+	vals []overlayEntry
 	used bool
 }
 
@@ -96,20 +101,53 @@ func (t *txState) reset() {
 	}
 	t.eff.KV = t.eff.KV[:0]
 	clear(t.over)
+	clear(t.vals)
+	t.vals = t.vals[:0]
 	t.used = false
+}
+
+// effBlock is one delivery's effects with room for a publish and a few
+// operations on one store, the usual load, in one allocation rather than
+// one for the Effects and one for each slice as it grows.
+type effBlock struct {
+	eff engines.Effects
+	kv  [1]engines.KVBatch
+	ops [4]engines.KVOp
+	pub [1]engines.Publish
+}
+
+// fresh gives eff a block's storage if take handed the last one over.
+func (t *txState) fresh() {
+	if t.blk != nil {
+		return
+	}
+	t.blk = new(effBlock)
+	t.eff.KV, t.eff.Publish = t.blk.kv[:0], t.blk.pub[:0]
 }
 
 // take hands the delivery's effects over to the caller; the next delivery
 // starts new ones (only a delivery with effects pays for that).
 func (t *txState) take() *engines.Effects {
-	e := t.eff
-	t.eff = engines.Effects{}
-	return &e
+	blk := t.blk
+	if blk == nil {
+		blk = new(effBlock)
+	}
+	blk.eff = t.eff
+	t.eff, t.blk = engines.Effects{}, nil
+	return &blk.eff
+}
+
+// publish holds a publish until the ack.
+func (t *txState) publish(p engines.Publish) {
+	t.used = true
+	t.fresh()
+	t.eff.Publish = append(t.eff.Publish, p)
 }
 
 // batch returns the store's batch of held operations, adding it if needed.
 func (t *txState) batch(store string) *engines.KVBatch {
 	t.used = true
+	t.fresh()
 	for i := range t.eff.KV {
 		if t.eff.KV[i].Store == store {
 			return &t.eff.KV[i]
@@ -119,6 +157,9 @@ func (t *txState) batch(store string) *engines.KVBatch {
 		t.eff.KV = t.eff.KV[:len(t.eff.KV)+1]
 		b := &t.eff.KV[len(t.eff.KV)-1]
 		b.Store = store
+		if b.Ops == nil && len(t.eff.KV) == 1 {
+			b.Ops = t.blk.ops[:0]
+		}
 		return b
 	}
 	t.eff.KV = append(t.eff.KV, engines.KVBatch{Store: store})
@@ -171,25 +212,48 @@ func kvCode(st *instanceState, fn string, err error) int32 {
 	return abi.ErrUnavailable
 }
 
+// kvLooker is a store that can report an absent key without an error
+// (kvmem.Handle, under the memory and disk engines): view reads many keys
+// that do not exist yet, and building and inspecting an ErrNotFound for
+// each cost more than the read.
+type kvLooker interface {
+	Lookup(ctx context.Context, key []byte) (engines.KVEntry, bool, error)
+}
+
 // view returns the key as the delivery sees it: from its overlay, or read
 // from the store, in which case a transactional store records the version
-// seen as a KVCheck (the read is then part of what commits).
-func view(st *instanceState, b *kvBinding, key []byte) (overlayEntry, error) {
+// seen as a KVCheck (the read is then part of what commits). keep, if not
+// nil, is a copy of key the caller made for a write that follows: the
+// check shares it rather than making another.
+func view(st *instanceState, b *kvBinding, key, keep []byte) (overlayEntry, error) {
 	if b.Tx {
-		if e, ok := st.tx.over[overlayKey(b.Name, key)]; ok {
+		if e, ok := st.tx.overlay(b.Name, key); ok {
 			return e, nil
 		}
 	}
-	ent, err := b.Store.Get(kvCtx(st), key)
-	if err != nil && !errors.Is(err, engines.ErrNotFound) {
-		return overlayEntry{}, err
-	}
-	e := overlayEntry{value: ent.Value, version: ent.Version}
-	if err != nil {
-		e = overlayEntry{}
+	var e overlayEntry
+	if l, ok := b.Store.(kvLooker); ok {
+		ent, found, err := l.Lookup(kvCtx(st), key)
+		if err != nil {
+			return overlayEntry{}, err
+		}
+		if found {
+			e = overlayEntry{value: ent.Value, version: ent.Version}
+		}
+	} else {
+		ent, err := b.Store.Get(kvCtx(st), key)
+		if err != nil && !errors.Is(err, engines.ErrNotFound) {
+			return overlayEntry{}, err
+		}
+		if err == nil {
+			e = overlayEntry{value: ent.Value, version: ent.Version}
+		}
 	}
 	if b.Tx {
-		k := slices.Clone(key)
+		k := keep
+		if k == nil {
+			k = slices.Clone(key)
+		}
 		bt := st.tx.batch(b.Name)
 		bt.Ops = append(bt.Ops, engines.KVOp{Kind: engines.KVCheck, Key: k, IfVersion: e.version, HasVersion: true})
 		st.tx.remember(b.Name, k, e)
@@ -198,10 +262,23 @@ func view(st *instanceState, b *kvBinding, key []byte) (overlayEntry, error) {
 }
 
 func (t *txState) remember(store string, key []byte, e overlayEntry) {
-	if t.over == nil {
-		t.over = make(map[string]overlayEntry)
+	if i, ok := t.over[overlayKey(store, key)]; ok {
+		t.vals[i] = e
+		return
 	}
-	t.over[overlayKey(store, key)] = e
+	if t.over == nil {
+		t.over = make(map[string]int)
+	}
+	t.over[overlayKey(store, key)] = len(t.vals)
+	t.vals = append(t.vals, e)
+}
+
+// overlay returns what the delivery knows of the key, if anything.
+func (t *txState) overlay(store string, key []byte) (overlayEntry, bool) {
+	if i, ok := t.over[overlayKey(store, key)]; ok {
+		return t.vals[i], true
+	}
+	return overlayEntry{}, false
 }
 
 // hold adds a write to the delivery's effects and its overlay. A written
@@ -221,7 +298,8 @@ func hold(st *instanceState, b *kvBinding, op engines.KVOp, prev overlayEntry, n
 // blindly (set, delete): what it saw or wrote before, without reading the
 // store (a blind write needs no check).
 func current(st *instanceState, b *kvBinding, key []byte) overlayEntry {
-	return st.tx.over[overlayKey(b.Name, key)]
+	e, _ := st.tx.overlay(b.Name, key)
+	return e
 }
 
 // kvSpan is a KV host call's (ptr, len) argument beyond the store and key
@@ -258,7 +336,7 @@ func hostKVGet(ctx context.Context, m api.Module, stack []uint64) {
 	if !ok {
 		return
 	}
-	e, err := view(st, b, key)
+	e, err := view(st, b, key, nil)
 	if err != nil {
 		stack[0] = code(kvCode(st, abi.FuncKVGet, err))
 		return
@@ -278,7 +356,7 @@ func hostKVVersion(ctx context.Context, m api.Module, stack []uint64) {
 	if !ok {
 		return
 	}
-	e, err := view(st, b, key)
+	e, err := view(st, b, key, nil)
 	if err != nil {
 		stack[0] = api.EncodeI64(int64(kvCode(st, abi.FuncKVVersion, err)))
 		return
@@ -333,7 +411,7 @@ func hostKVCas(ctx context.Context, m api.Module, stack []uint64) {
 	op := engines.KVOp{Kind: engines.KVSet, Key: slices.Clone(key), Value: slices.Clone(val), TTL: ttl,
 		IfVersion: uint64(want), HasVersion: true}
 	if b.Tx {
-		e, err := view(st, b, key)
+		e, err := view(st, b, key, op.Key)
 		if err != nil {
 			stack[0] = code(kvCode(st, abi.FuncKVCas, err))
 			return
@@ -382,7 +460,7 @@ func hostKVIncr(ctx context.Context, m api.Module, stack []uint64) {
 	op := engines.KVOp{Kind: engines.KVIncr, Key: slices.Clone(key), Delta: delta}
 	var n int64
 	if b.Tx {
-		e, err := view(st, b, key)
+		e, err := view(st, b, key, op.Key)
 		if err != nil {
 			stack[0] = code(kvCode(st, abi.FuncKVIncr, err))
 			return

@@ -3,8 +3,10 @@ package plugin
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/qrun-dev/qrun/abi"
@@ -222,12 +224,44 @@ func TestKVLimits(t *testing.T) {
 // TestKVTransactional: on a transactional store writes are held, the
 // delivery reads its own writes, reads become checks, and only an ack
 // hands the effects over.
+// It runs on a store with Get only and on one that offers Lookup, which
+// view prefers.
 func TestKVTransactional(t *testing.T) {
+	t.Run("get", func(t *testing.T) { testKVTransactional(t, false) })
+	t.Run("lookup", func(t *testing.T) { testKVTransactional(t, true) })
+}
+
+// lookupKV is a fakeKV that offers Lookup, counting its calls.
+type lookupKV struct {
+	*fakeKV
+	lookups *atomic.Int64
+}
+
+func (l lookupKV) Lookup(ctx context.Context, key []byte) (engines.KVEntry, bool, error) {
+	l.lookups.Add(1)
+	e, err := l.Get(ctx, key)
+	if errors.Is(err, engines.ErrNotFound) {
+		return engines.KVEntry{}, false, nil
+	}
+	return e, err == nil, err
+}
+
+func testKVTransactional(t *testing.T, lookup bool) {
 	store := newFakeKV()
+	var kv engines.KV = store
+	lookups := new(atomic.Int64)
+	if lookup {
+		kv = lookupKV{store, lookups}
+		t.Cleanup(func() {
+			if lookups.Load() == 0 {
+				t.Error("view did not use Lookup")
+			}
+		})
+	}
 	_, _ = store.Apply(context.Background(), engines.KVOp{Kind: engines.KVSet, Key: []byte("seen"), Value: []byte("7")})
 	pub := &fakePublisher{}
 	in := kvPlugin(t, Spec{
-		KV:        []KVStore{{Name: "st", Store: store, Tx: true}},
+		KV:        []KVStore{{Name: "st", Store: kv, Tx: true}},
 		Publish:   []string{"out", "far"},
 		TxPublish: []string{"out"},
 	}, pub)

@@ -33,9 +33,11 @@ type Plugin struct {
 	config  map[string]string
 	allowed map[string]struct{}
 	// kv are the granted key-value stores and txPublish the queues whose
-	// publishes are held until the ack (kv.go); both read-only once loaded.
+	// publishes are held until the ack (kv.go), each mapped to its own
+	// name so that a held publish names its queue without allocating;
+	// both read-only once loaded.
 	kv        map[string]*kvBinding
-	txPublish map[string]struct{}
+	txPublish map[string]string
 	timeout   time.Duration
 	memLimit  uint64 // bytes, page-rounded
 	maxDepth  uint32 // calls a guest may nest
@@ -100,9 +102,9 @@ func newPlugin(ctx context.Context, h *Host, s Spec, wasm []byte, pub Publisher)
 	p.kv = kvBindings(s)
 	for _, q := range s.TxPublish {
 		if p.txPublish == nil {
-			p.txPublish = make(map[string]struct{}, len(s.TxPublish))
+			p.txPublish = make(map[string]string, len(s.TxPublish))
 		}
-		p.txPublish[q] = struct{}{}
+		p.txPublish[q] = q
 	}
 	if p.timeout <= 0 {
 		p.timeout = DefaultTimeout

@@ -70,7 +70,19 @@ func (h *Handle) Check(op string) error {
 }
 
 // wrap wraps err with the handle's engine prefix.
-func (h *Handle) wrap(err error) error { return fmt.Errorf("%s: %w", h.engine, err) }
+func (h *Handle) wrap(err error) error { return &prefixed{h.engine, err} }
+
+// prefixed is an error with its engine's name in front, made without
+// fmt: a transactional delivery reads a key it has not written yet
+// (engines.ErrNotFound) on every first write of a key, and formatting two
+// errors cost a third of its read.
+type prefixed struct {
+	prefix string
+	err    error
+}
+
+func (e *prefixed) Error() string { return e.prefix + ": " + e.err.Error() }
+func (e *prefixed) Unwrap() error { return e.err }
 
 // Get implements engines.KV.
 func (h *Handle) Get(ctx context.Context, key []byte) (engines.KVEntry, error) {
@@ -78,10 +90,29 @@ func (h *Handle) Get(ctx context.Context, key []byte) (engines.KVEntry, error) {
 		return engines.KVEntry{}, err
 	}
 	ent, err := h.Store.Get(key)
+	if nf, ok := err.(*notFound); ok {
+		nf.engine = h.engine // one allocation, not a second to wrap it
+		return ent, nf
+	}
 	if err != nil {
 		return ent, h.wrap(err)
 	}
 	return ent, nil
+}
+
+// Lookup is Get that reports an absent key as found false rather than as
+// engines.ErrNotFound: a transactional delivery reads every key before its
+// first write, and most such keys are new, so the error Get would build
+// would be thrown away (runtime/plugin uses it when a store offers it).
+func (h *Handle) Lookup(ctx context.Context, key []byte) (engines.KVEntry, bool, error) {
+	if err := h.Check("get"); err != nil {
+		return engines.KVEntry{}, false, err
+	}
+	if err := h.Store.checkKey(key); err != nil {
+		return engines.KVEntry{}, false, h.wrap(err)
+	}
+	ent, ok := h.Store.lookup(key)
+	return ent, ok, nil
 }
 
 // List implements engines.KV.
@@ -118,22 +149,42 @@ func GroupByStore(eff *engines.Effects, lookup func(name string) (*Store, error)
 	if eff == nil || len(eff.KV) == 0 {
 		return nil, nil
 	}
-	by := make(map[string]*StoreOps)
-	var out []*StoreOps
+	// The first group and the slice that holds it come in one allocation.
+	first := &struct {
+		so  StoreOps
+		out [1]*StoreOps
+	}{}
+	out := first.out[:0]
 	for _, b := range eff.KV {
-		so := by[b.Store]
+		// A delivery writes one store or two: a scan finds its group
+		// cheaper than a map would.
+		var so *StoreOps
+		for _, g := range out {
+			if g.Store.Name() == b.Store {
+				so = g
+				break
+			}
+		}
 		if so == nil {
 			s, err := lookup(b.Store)
 			if err != nil {
 				return nil, err
 			}
-			so = &StoreOps{Store: s}
-			by[b.Store] = so
+			// The first batch's ops are taken as they are, not copied;
+			// only a second batch of the same store makes a new slice.
+			so = &first.so
+			if len(out) > 0 {
+				so = new(StoreOps)
+			}
+			*so = StoreOps{Store: s, Ops: b.Ops[:len(b.Ops):len(b.Ops)]}
 			out = append(out, so)
+			continue
 		}
 		so.Ops = append(so.Ops, b.Ops...)
 	}
-	slices.SortFunc(out, func(a, b *StoreOps) int { return cmp.Compare(a.Store.Name(), b.Store.Name()) })
+	if len(out) > 1 {
+		slices.SortFunc(out, func(a, b *StoreOps) int { return cmp.Compare(a.Store.Name(), b.Store.Name()) })
+	}
 	return out, nil
 }
 

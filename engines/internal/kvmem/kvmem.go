@@ -50,8 +50,12 @@ type Store struct {
 	// a version it never had.
 	last uint64
 	// writes counts commits since the last sweep: every sweepEvery of them
-	// the whole map is swept of expired keys, amortised O(1) a write.
+	// the expired keys are swept, found through deadlines (expiry.go).
 	writes int
+	// deadlines is the expiry heap; timed counts the keys of m that have
+	// a deadline (expiry.go).
+	deadlines []deadline
+	timed     int
 }
 
 // sweepEvery is how many committed batches pass between two sweeps of
@@ -90,7 +94,7 @@ func (s *Store) Unlock() { s.mu.Unlock() }
 // Load puts an entry read back from storage into the index, at open.
 func (s *Store) Load(key string, e Entry) {
 	s.mu.Lock()
-	s.m[key] = e
+	s.setLocked(key, e)
 	s.last = max(s.last, e.Version)
 	s.mu.Unlock()
 }
@@ -119,15 +123,38 @@ func (s *Store) Get(key []byte) (engines.KVEntry, error) {
 	if err := s.checkKey(key); err != nil {
 		return engines.KVEntry{}, err
 	}
+	ent, ok := s.lookup(key)
+	if !ok {
+		return engines.KVEntry{}, &notFound{store: s.name, key: string(key)}
+	}
+	return ent, nil
+}
+
+// lookup returns key's live entry, if it has one.
+func (s *Store) lookup(key []byte) (engines.KVEntry, bool) {
 	now := s.now().UnixNano()
 	s.mu.Lock()
 	e, ok := s.m[string(key)]
 	s.mu.Unlock()
 	if !ok || expired(e, now) {
-		return engines.KVEntry{}, fmt.Errorf("kv %q: key %q: %w", s.name, key, engines.ErrNotFound)
+		return engines.KVEntry{}, false
 	}
-	return s.entry(string(key), e), nil
+	return s.entry(string(key), e), true
 }
+
+// notFound is Get's engines.ErrNotFound, formatted only if someone reads
+// its text (see prefixed).
+// engine, when set, prefixes it as Handle.wrap would.
+type notFound struct{ engine, store, key string }
+
+func (e *notFound) Error() string {
+	msg := "kv " + strconv.Quote(e.store) + ": key " + strconv.Quote(e.key) + ": " + engines.ErrNotFound.Error()
+	if e.engine != "" {
+		msg = e.engine + ": " + msg
+	}
+	return msg
+}
+func (e *notFound) Unwrap() error { return engines.ErrNotFound }
 
 func expired(e Entry, now int64) bool { return e.Expires != 0 && now >= e.Expires }
 
@@ -204,19 +231,108 @@ func Incr(name string, key, cur []byte, delta int64) ([]byte, error) {
 
 // Prepared is a batch checked against the store and ready to Commit.
 type Prepared struct {
+	s       *Store
 	changes []Change
-	results []engines.KVEntry
+	results []result
 	last    uint64
+	// Storage for changes and results when the batch is small, as a
+	// delivery's is (a read check and a write): one allocation, not three.
+	chg [2]Change
+	res [2]result
+}
+
+// result is one op's outcome as Prepare found it; Results turns it into
+// an engines.KVEntry, copying key and value, only when a caller asks (a
+// transactional settle never does). key is the op's own Key.
+type result struct {
+	key     []byte
+	e       Entry
+	present bool
 }
 
 // Results are the entries the ops left, one per op, as KV.Apply returns.
-func (p *Prepared) Results() []engines.KVEntry { return p.results }
+// It reads the keys of the ops given to PrepareLocked, which must not have
+// changed since.
+func (p *Prepared) Results() []engines.KVEntry {
+	out := make([]engines.KVEntry, len(p.results))
+	for i, r := range p.results {
+		if r.present {
+			out[i] = p.s.entry(string(r.key), r.e)
+		} else {
+			out[i] = engines.KVEntry{Key: bytes.Clone(r.key)}
+		}
+	}
+	return out
+}
 
 // Changes are the keys the batch writes, in the order first written.
 func (p *Prepared) Changes() []Change { return p.changes }
 
 // LastVersion is the store's version counter once the batch is committed.
 func (p *Prepared) LastVersion() uint64 { return p.last }
+
+// indexScan is the batch size up to which Prepare finds a key among the
+// batch's changes by scanning them rather than through a map: a delivery's
+// batch is a read check and a write or two.
+const indexScan = 8
+
+// preparing is the state of one PrepareLocked.
+type preparing struct {
+	s       *Store
+	p       *Prepared
+	now     time.Time
+	nowNs   int64
+	pending map[string]int // key -> index in p.changes; nil below indexScan ops
+}
+
+func (x *preparing) find(key []byte) (int, bool) {
+	if x.pending != nil {
+		i, ok := x.pending[string(key)]
+		return i, ok
+	}
+	for i := range x.p.changes {
+		if x.p.changes[i].Key == string(key) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// lookup is key as the batch sees it: its own earlier write, else the
+// store's live entry.
+func (x *preparing) lookup(key []byte) (Entry, bool) {
+	if i, ok := x.find(key); ok {
+		c := x.p.changes[i]
+		return c.Entry, !c.Deleted
+	}
+	e, ok := x.s.m[string(key)]
+	if ok && expired(e, x.nowNs) {
+		return Entry{}, false
+	}
+	return e, ok
+}
+
+// put records the batch's write of key; the key is copied into a string
+// only the first time the batch writes it.
+func (x *preparing) put(key []byte, e Entry, deleted bool) {
+	if i, ok := x.find(key); ok {
+		c := &x.p.changes[i]
+		c.Entry, c.Deleted = e, deleted
+		return
+	}
+	k := string(key)
+	if x.pending != nil {
+		x.pending[k] = len(x.p.changes)
+	}
+	x.p.changes = append(x.p.changes, Change{Key: k, Entry: e, Deleted: deleted})
+}
+
+func (x *preparing) deadline(ttl time.Duration) int64 {
+	if ttl == 0 {
+		return 0
+	}
+	return x.now.Add(ttl).UnixNano()
+}
 
 // PrepareLocked runs ops against the store without changing it: checks,
 // compare-and-sets and increments see the earlier ops of the batch. It
@@ -227,38 +343,20 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 		return nil, err
 	}
 	now := s.now()
-	nowNs := now.UnixNano()
-	p := &Prepared{results: make([]engines.KVEntry, len(ops)), last: s.last}
-	pending := make(map[string]int, len(ops)) // key -> index in p.changes
-	lookup := func(key string) (Entry, bool) {
-		if i, ok := pending[key]; ok {
-			c := p.changes[i]
-			return c.Entry, !c.Deleted
-		}
-		e, ok := s.m[key]
-		if ok && expired(e, nowNs) {
-			return Entry{}, false
-		}
-		return e, ok
+	p := &Prepared{s: s, last: s.last}
+	p.changes = p.chg[:0]
+	if len(ops) <= len(p.res) {
+		p.results = p.res[:len(ops)]
+	} else {
+		p.results = make([]result, len(ops))
 	}
-	put := func(c Change) {
-		if i, ok := pending[c.Key]; ok {
-			p.changes[i] = c
-			return
-		}
-		pending[c.Key] = len(p.changes)
-		p.changes = append(p.changes, c)
-	}
-	deadline := func(ttl time.Duration) int64 {
-		if ttl == 0 {
-			return 0
-		}
-		return now.Add(ttl).UnixNano()
+	x := preparing{s: s, p: p, now: now, nowNs: now.UnixNano()}
+	if len(ops) > indexScan {
+		x.pending = make(map[string]int, len(ops))
 	}
 	for i := range ops {
 		op := &ops[i]
-		key := string(op.Key)
-		cur, ok := lookup(key)
+		cur, ok := x.lookup(op.Key)
 		var curVer uint64
 		if ok {
 			curVer = cur.Version
@@ -268,24 +366,20 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 			if op.IfVersion != curVer {
 				return nil, fmt.Errorf("kv %q: key %q is at version %d, read at %d: %w", s.name, op.Key, curVer, op.IfVersion, engines.ErrConflict)
 			}
-			if ok {
-				p.results[i] = s.entry(key, cur)
-			} else {
-				p.results[i] = engines.KVEntry{Key: bytes.Clone(op.Key)}
-			}
+			p.results[i] = result{key: op.Key, e: cur, present: ok}
 		case engines.KVSet:
 			if op.HasVersion && op.IfVersion != curVer {
 				return nil, fmt.Errorf("kv %q: set %q if version %d: it is at %d: %w", s.name, op.Key, op.IfVersion, curVer, engines.ErrConflict)
 			}
 			p.last++
-			e := Entry{Value: bytes.Clone(op.Value), Version: p.last, Expires: deadline(op.TTL)}
-			put(Change{Key: key, Entry: e})
-			p.results[i] = s.entry(key, e)
+			e := Entry{Value: bytes.Clone(op.Value), Version: p.last, Expires: x.deadline(op.TTL)}
+			x.put(op.Key, e, false)
+			p.results[i] = result{key: op.Key, e: e, present: true}
 		case engines.KVDelete:
 			if ok {
-				put(Change{Key: key, Deleted: true})
+				x.put(op.Key, Entry{}, true)
 			}
-			p.results[i] = engines.KVEntry{Key: bytes.Clone(op.Key)}
+			p.results[i] = result{key: op.Key}
 		case engines.KVIncr:
 			var val []byte
 			if ok {
@@ -300,12 +394,12 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 			}
 			exp := cur.Expires
 			if !ok || op.TTL != 0 {
-				exp = deadline(op.TTL)
+				exp = x.deadline(op.TTL)
 			}
 			p.last++
 			e := Entry{Value: sum, Version: p.last, Expires: exp}
-			put(Change{Key: key, Entry: e})
-			p.results[i] = s.entry(key, e)
+			x.put(op.Key, e, false)
+			p.results[i] = result{key: op.Key, e: e, present: true}
 		}
 	}
 	return p, nil
@@ -317,9 +411,9 @@ func (s *Store) PrepareLocked(ops []engines.KVOp) (*Prepared, error) {
 func (s *Store) CommitLocked(p *Prepared) []string {
 	for _, c := range p.changes {
 		if c.Deleted {
-			delete(s.m, c.Key)
+			s.deleteLocked(c.Key)
 		} else {
-			s.m[c.Key] = c.Entry
+			s.setLocked(c.Key, c.Entry)
 		}
 	}
 	s.last = p.last
@@ -331,15 +425,18 @@ func (s *Store) CommitLocked(p *Prepared) []string {
 	return s.SweepLocked()
 }
 
-// SweepLocked removes every expired key and returns them.
+// SweepLocked removes every expired key and returns them, in O(log n)
+// each through the expiry heap, without visiting the live keys.
 func (s *Store) SweepLocked() []string {
 	now := s.now().UnixNano()
 	var gone []string
-	for k, e := range s.m {
-		if expired(e, now) {
-			delete(s.m, k)
-			gone = append(gone, k)
+	for len(s.deadlines) > 0 && now >= s.deadlines[0].at {
+		d := s.popDeadline()
+		if !s.live(d) {
+			continue // deleted, or written again with another deadline
 		}
+		s.deleteLocked(d.key)
+		gone = append(gone, d.key)
 	}
 	return gone
 }
