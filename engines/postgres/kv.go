@@ -56,7 +56,7 @@ func (k *kvState) limit(store string) int {
 // kvSQL are the statements of this file, with the schema filled in.
 type kvSQL struct {
 	createStore, lockStore, read, get, list, upsert, del, sweep string
-	state, setState, lockLeases                                 string
+	state, setState, lockLeases, ackLocked, countAcked          string
 }
 
 // kvStatements fills the quoted schema into the statements.
@@ -70,7 +70,13 @@ func kvStatements(schema string) kvSQL {
 		lockStore: s(`INSERT INTO __Q__.kv_stores AS s (name, last_version) VALUES ($1, $2)
 			ON CONFLICT (name) DO UPDATE SET last_version = s.last_version + EXCLUDED.last_version
 			RETURNING s.last_version, now()`),
-		read: s(`SELECT key, value, version, expires_at FROM __Q__.kv WHERE store = $1 AND key = ANY($2::bytea[])`),
+		// One primary-key probe per key named (the LIMIT keeps the
+		// subquery from being flattened into a plan that, on stale
+		// statistics, scans every key of the store): O(keys named), not
+		// O(store).
+		read: s(`SELECT r.key, r.value, r.version, r.expires_at FROM unnest($2::bytea[]) AS u(k)
+			CROSS JOIN LATERAL (SELECT key, value, version, expires_at FROM __Q__.kv
+				WHERE store = $1 AND key = u.k LIMIT 1) r`),
 		get: s(`SELECT value, version, expires_at FROM __Q__.kv
 			WHERE store = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > now())`),
 		list: s(`SELECT key, value, version, expires_at FROM __Q__.kv
@@ -82,11 +88,24 @@ func kvStatements(schema string) kvSQL {
 			ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version, expires_at = EXCLUDED.expires_at`),
 		del:   s(`DELETE FROM __Q__.kv WHERE store = $1 AND key = ANY($2::bytea[])`),
 		sweep: s(`DELETE FROM __Q__.kv WHERE expires_at <= now()`),
-		// The leases of a SettleTx batch still held, locked until commit.
-		lockLeases: s(`SELECT m.seq FROM __Q__.messages m
-			JOIN unnest($1::bigint[], $2::bigint[]) AS a(seq, token) ON m.seq = a.seq AND m.lease_token = a.token
-			WHERE m.state = 2 AND m.visible_at > now()
-			ORDER BY m.seq FOR UPDATE OF m`),
+		// The leases of a SettleTx batch still held, locked until commit,
+		// with where each row is (ackLocked deletes it there) and its
+		// queue. One primary-key probe per element, in the order given
+		// (ascending seq, so two batches lock rows in one order): the
+		// FOR UPDATE keeps the subquery from being flattened into a join
+		// the planner may run as a hash join over a scan of every message,
+		// O(messages) per batch.
+		lockLeases: s(`SELECT l.seq, l.ctid, l.queue_id FROM unnest($1::bigint[], $2::bigint[]) AS a(seq, token)
+			CROSS JOIN LATERAL (SELECT m.seq, m.ctid, m.queue_id FROM __Q__.messages m
+				WHERE m.seq = a.seq AND m.lease_token = a.token AND m.state + 0 = 2 AND m.visible_at > now()
+				FOR UPDATE) l`),
+		// The acks of a SettleTx batch: rows lockLeases locked, so still
+		// where it found them, deleted by their ctid (a TID scan whatever
+		// the table's size); and the queues' acked counters.
+		ackLocked: s(`DELETE FROM __Q__.messages WHERE ctid = ANY($1::tid[])`),
+		countAcked: s(`INSERT INTO __Q__.counters AS c (queue_id, shard, acked)
+			SELECT q, pg_backend_pid() % 16, n FROM unnest($1::int[], $2::bigint[]) AS u(q, n)
+			ON CONFLICT (queue_id, shard) DO UPDATE SET acked = c.acked + EXCLUDED.acked`),
 		state: s(`SELECT (SELECT value FROM __Q__.message_state WHERE seq = $1),
 			EXISTS (SELECT 1 FROM __Q__.messages WHERE seq = $1 AND lease_token = $2 AND state = 2 AND visible_at > now())`),
 		setState: s(`INSERT INTO __Q__.message_state (seq, value)

@@ -1,12 +1,15 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/internal/kvmem"
@@ -136,6 +139,12 @@ func (b *txBatcher) lead(e *Engine) {
 	b.mu.Unlock()
 }
 
+// lockedRow is a message row a batch locked: where it is, and its queue.
+type lockedRow struct {
+	tid   pgtype.TID
+	queue int32
+}
+
 // batchStore is one store as a batch sees it: its row locked, the keys the
 // batch names loaded, and the keys its deliveries changed.
 type batchStore struct {
@@ -173,24 +182,30 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 		}
 		return 0
 	})
-	seqs := make([]int64, len(batch))
-	tokens := make([]int64, len(batch))
-	for i, r := range batch {
+	// The leases in ascending seq order: the order lockLeases locks them.
+	bySeq := slices.Clone(batch)
+	slices.SortFunc(bySeq, func(a, b *txReq) int { return cmp.Compare(a.l.seq, b.l.seq) })
+	seqs := make([]int64, len(bySeq))
+	tokens := make([]int64, len(bySeq))
+	for i, r := range bySeq {
 		seqs[i], tokens[i] = r.l.seq, r.token
 	}
 
 	err := e.inTx(ctx, func(tx *pgx.Conn) error {
 		// 1. Lock the leases still held and the stores; read the keys.
-		held := map[int64]bool{}
+		held := make(map[int64]lockedRow, len(batch))
 		var b pgx.Batch
 		b.Queue("BEGIN")
 		b.Queue(e.sqlKV.lockLeases, seqs, tokens).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
-				var seq int64
-				if err := rows.Scan(&seq); err != nil {
+				var (
+					seq int64
+					row lockedRow
+				)
+				if err := rows.Scan(&seq, &row.tid, &row.queue); err != nil {
 					return err
 				}
-				held[seq] = true
+				held[seq] = row
 			}
 			return rows.Err()
 		})
@@ -207,7 +222,7 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 		// 2. Each delivery in turn, on the stores as the earlier ones left them.
 		var in []*txReq
 		for _, r := range batch {
-			if !held[r.l.seq] {
+			if _, ok := held[r.l.seq]; !ok {
 				r.err = engines.ErrLeaseLost
 				continue
 			}
@@ -258,16 +273,29 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 
 		// 4. The acks, the final values of the keys, the NOTIFY.
 		b = pgx.Batch{}
-		var plain, ordered [2][]int64
+		var (
+			ordered [2][]int64
+			tids    []pgtype.TID
+			acked   = map[int32]int64{}
+		)
 		for _, r := range in {
 			if r.l.ordered {
 				ordered[0], ordered[1] = append(ordered[0], r.l.seq), append(ordered[1], r.token)
 			} else {
-				plain[0], plain[1] = append(plain[0], r.l.seq), append(plain[1], r.token)
+				row := held[r.l.seq]
+				tids = append(tids, row.tid)
+				acked[row.queue]++
 			}
 		}
-		if len(plain[0]) > 0 {
-			b.Queue(e.sql.ack, plain[0], plain[1])
+		if len(tids) > 0 {
+			// Counter rows in queue order, as any two batches lock them.
+			qs := slices.Sorted(maps.Keys(acked))
+			ns := make([]int64, len(qs))
+			for i, q := range qs {
+				ns[i] = acked[q]
+			}
+			b.Queue(e.sqlKV.ackLocked, tids)
+			b.Queue(e.sqlKV.countAcked, qs, ns)
 		}
 		if len(ordered[0]) > 0 {
 			b.Queue(e.sql.ackOrdered, ordered[0], ordered[1])
