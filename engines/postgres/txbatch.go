@@ -16,40 +16,57 @@ import (
 )
 
 // Group commit of SettleTx. A transaction per delivery would cost a commit
-// (an fsync) and half a dozen round trips per delivery, and, since a
-// store's row is locked until commit, deliveries writing one store would
-// run one commit at a time. So concurrent SettleTx calls share one
-// transaction of a fixed number of round trips however many deliveries it
-// carries:
+// (an fsync) and half a dozen round trips per delivery. So concurrent
+// SettleTx calls share one transaction of a fixed number of round trips
+// however many deliveries it carries:
 //
 //  1. one pipeline locks the deliveries' message rows whose lease is still
-//     held (FOR UPDATE), and every store they name (kv_stores, in name
-//     order, reserving the versions the batch may hand out), and reads the
-//     keys they name;
+//     held (FOR UPDATE, one primary-key probe each, in seq order), then
+//     every key they name (advisory locks in ascending id: keyLocks),
+//     draws the versions the group may hand out and reads the keys;
 //  2. in Go, each delivery in turn (a lost lease: out) runs its ops on the
-//     stores as the earlier deliveries of the batch left them (kvmem, on
+//     stores as the earlier deliveries of the group left them (kvmem, on
 //     the database's clock): a failed check puts it out with ErrConflict,
 //     and the next ones never see its writes;
 //  3. the publishes of the deliveries still in, one INSERT per target
-//     queue;
-//  4. one pipeline deletes their messages (the ack), writes the final
-//     value of every key they changed and sends the NOTIFY; then COMMIT.
+//     queue, in queue order;
+//  4. one pipeline deletes their messages (the ack, by the ctid found in
+//     step 1), counts them, writes the final value of every key they
+//     changed and sends the NOTIFY; then COMMIT.
 //
 // The message rows locked in step 1 are what make the ack certain in step
-// 4: nobody else can settle, reap or re-lease them meanwhile. Two batches
-// (of two processes) lock disjoint message rows, then stores in name
-// order, so they cannot deadlock.
+// 4: nobody else can settle, reap or re-lease them meanwhile. The key
+// locks are what make the checks of step 2 certain: nobody else writes
+// those keys until this transaction has committed or rolled back.
+//
+// Up to maxGroups groups of one process are in flight at once, each on a
+// connection of its own, as are those of other processes: one group's
+// commit (its fsync) no longer holds up the next. Two groups lock
+// disjoint message rows (a lease has one holder), then keys in ascending
+// id, so they cannot deadlock; two that name a common key run one after
+// the other from that key on, the second reading what the first
+// committed, so a delivery that read the key before the first committed
+// conflicts and is requeued: no update is lost.
 //
 // There is no background goroutine: a caller that waits for its request
-// while no group is running runs the next one itself (every request
-// pending, its own among them), answers everyone in it, and waits again
+// while it is still queued and fewer than maxGroups groups are running
+// runs the next group itself (up to maxTxBatch requests in the order
+// started, its own among them), answers everyone in it, and waits again
 // if its own was not taken; the others wait for a group to end. The
 // settles a dispatcher starts for a whole batch before it waits
-// (StartSettleTx) therefore join one group.
+// (StartSettleTx) therefore join one group, and the batches of several
+// workers run as several groups at once.
 
-// maxTxBatch bounds the deliveries of one transaction, so one batch holds
-// its stores' locks for a bounded time.
+// maxTxBatch bounds the deliveries of one transaction, so one group holds
+// its keys' locks for a bounded time.
 const maxTxBatch = 256
+
+// maxGroups is how many groups of SettleTx one engine runs at once: each
+// holds a pooled connection for its transaction, so at most half the pool
+// (receives, acks and reads need the rest), and at most 4.
+func (e *Engine) maxGroups() int {
+	return max(1, min(4, int(e.opts.MaxConns)/2))
+}
 
 // txReq is one SettleTx waiting for its transaction; it is the
 // engines.Pending of StartSettleTx.
@@ -62,21 +79,23 @@ type txReq struct {
 	eff    *engines.Effects
 	woke   []wakeups
 
-	done chan struct{} // closed once err is final
-	err  error         // set by the leader, then by finish
+	queued bool          // in txBatcher.pending; guarded by txBatcher.mu
+	done   chan struct{} // closed once err is final
+	err    error         // set by the leader, then by finish
 }
 
 // txBatcher collects SettleTx requests.
 type txBatcher struct {
 	mu      sync.Mutex
 	pending []*txReq
-	leading bool          // a group is running
+	running int           // groups in flight
 	changed chan struct{} // closed and replaced when a group ends
 }
 
 // start queues r for the next group.
 func (b *txBatcher) start(r *txReq) {
 	b.mu.Lock()
+	r.queued = true
 	b.pending = append(b.pending, r)
 	if b.changed == nil {
 		b.changed = make(chan struct{})
@@ -85,9 +104,9 @@ func (b *txBatcher) start(r *txReq) {
 }
 
 // Wait implements engines.Pending: it returns r's outcome, running the
-// next group itself whenever none is running. A caller whose ctx ends
-// stops waiting; r stays queued, and the next group settles it (or finds
-// its lease lost).
+// next group itself whenever r is still queued and a group may start. A
+// caller whose ctx ends stops waiting; r stays queued, and a later group
+// settles it (or finds its lease lost).
 func (r *txReq) Wait(ctx context.Context) error {
 	b := &r.e.kv.txb
 	for {
@@ -98,10 +117,11 @@ func (r *txReq) Wait(ctx context.Context) error {
 			return r.err
 		default:
 		}
-		if !b.leading {
-			b.leading = true
+		if r.queued && b.running < r.e.maxGroups() {
+			batch := b.take()
+			b.running++
 			b.mu.Unlock()
-			b.lead(r.e)
+			b.lead(r.e, batch)
 			continue
 		}
 		changed := b.changed
@@ -116,30 +136,34 @@ func (r *txReq) Wait(ctx context.Context) error {
 	}
 }
 
-// lead runs one group: up to maxTxBatch requests, in the order started.
-func (b *txBatcher) lead(e *Engine) {
-	b.mu.Lock()
+// take removes the next group from pending: up to maxTxBatch requests, in
+// the order started. b.mu is held.
+func (b *txBatcher) take() []*txReq {
 	n := min(len(b.pending), maxTxBatch)
 	batch := slices.Clone(b.pending[:n])
+	clear(b.pending[:n])
 	b.pending = append(b.pending[:0], b.pending[n:]...)
-	b.mu.Unlock()
-
-	if len(batch) > 0 {
-		e.runTxBatch(batch)
-		for _, r := range batch {
-			r.finish()
-			close(r.done)
-		}
+	for _, r := range batch {
+		r.queued = false
 	}
+	return batch
+}
 
+// lead runs one group and tells the waiters it is over.
+func (b *txBatcher) lead(e *Engine, batch []*txReq) {
+	e.runTxBatch(batch)
+	for _, r := range batch {
+		r.finish()
+		close(r.done)
+	}
 	b.mu.Lock()
-	b.leading = false
+	b.running--
 	close(b.changed)
 	b.changed = make(chan struct{})
 	b.mu.Unlock()
 }
 
-// lockedRow is a message row a batch locked: where it is, and its queue.
+// lockedRow is a message row a group locked: where it is, and its queue.
 type lockedRow struct {
 	tid   pgtype.TID
 	queue int32
@@ -209,6 +233,13 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 			}
 			return rows.Err()
 		})
+		if len(stores) > 0 {
+			loads := make([]*storeLoad, len(stores))
+			for i, bs := range stores {
+				loads[i] = &bs.storeLoad
+			}
+			queueKeyLocks(&b, e, loads)
+		}
 		for _, bs := range stores {
 			bs := bs
 			bs.queue(&b, e, func(k []byte) {
@@ -253,6 +284,8 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 				t.from = append(t.from, tp)
 			}
 		}
+		// In queue order, as every group takes the counters' rows.
+		slices.SortFunc(targets, func(a, b *target) int { return cmp.Compare(a.h.id, b.h.id) })
 		var queues []int32
 		for _, t := range targets {
 			dedup, lock := t.h.needs(t.msgs)
@@ -368,7 +401,7 @@ func queueFinal(b *pgx.Batch, e *Engine, bs *batchStore) {
 		}
 		pk = append(pk, []byte(k))
 		pv = append(pv, ent.Value)
-		pn = append(pn, int64(ent.Version))
+		pn = append(pn, bs.real(ent.Version))
 		var x *time.Time
 		if ent.Expires != 0 {
 			t := time.Unix(0, ent.Expires)
