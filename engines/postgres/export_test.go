@@ -26,3 +26,10 @@ func SlotConnPID(e *Engine) uint32 {
 	}
 	return e.slots.conn.PgConn().PID()
 }
+
+// KeyLockID is the advisory lock id a kv transaction takes for key of
+// store, on schema.
+func KeyLockID(schema, store string, key []byte) int64 { return keyLockID(schema, store, key) }
+
+// MaxGroups is how many SettleTx groups e runs at once.
+func MaxGroups(e *Engine) int { return e.maxGroups() }
