@@ -1,5 +1,11 @@
 package postgres
 
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
 // Loops names the background loops e started, for the external tests.
 func Loops(e *Engine) []string { return e.loops }
 
@@ -33,3 +39,8 @@ func KeyLockID(schema, store string, key []byte) int64 { return keyLockID(schema
 
 // MaxGroups is how many SettleTx groups e runs at once.
 func MaxGroups(e *Engine) int { return e.maxGroups() }
+
+// MigrateTo is Migrate up to version upTo.
+func MigrateTo(ctx context.Context, conn *pgx.Conn, schema string, upTo int) ([]int, error) {
+	return migrateTo(ctx, conn, schema, upTo)
+}

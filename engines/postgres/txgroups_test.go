@@ -297,3 +297,53 @@ func TestSettleTxTwoEngines(t *testing.T) {
 	}
 	t.Logf("%d conflicts requeued", conflicts)
 }
+
+// TestKVVersionsAfterKeyLocksMigration: a schema at version 4 (versions
+// from each store's row) migrated to 5 (versions from one sequence) goes
+// on handing out versions above every one handed out before, so a key
+// that an older qrun wrote, or wrote and deleted, never gets a version it
+// had; and the old counter is gone, so an older qrun still running
+// cannot hand out versions of its own.
+func TestKVVersionsAfterKeyLocksMigration(t *testing.T) {
+	s := pgtest.Need(t, srv)
+	t.Parallel()
+	ctx := ctxT(t, time.Minute)
+	schema := s.Schema(t)
+	conn, err := pgx.Connect(ctx, s.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := postgres.MigrateTo(ctx, conn, schema, 4); err != nil {
+		t.Fatal(err)
+	}
+	qs := pgx.Identifier{schema}.Sanitize()
+	// As version 4 left them: store s handed out versions up to 1000 (the
+	// highest, 1000, to a key since deleted), store t up to 70.
+	if _, err := conn.Exec(ctx, `INSERT INTO `+qs+`.kv_stores (name, last_version) VALUES ('s', 1000), ('t', 70);
+		INSERT INTO `+qs+`.kv (store, key, value, version) VALUES ('s', 'k', '1', 999), ('t', 'k', '2', 70)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := postgres.MigrateTo(ctx, conn, schema, 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE `+qs+`.kv_stores SET last_version = last_version + 1 WHERE name = 's'`); err == nil {
+		t.Fatal("kv_stores.last_version still writable after migration 5")
+	}
+	e := newEngine(t, schema, postgres.Options{Logger: zap.NewNop()})
+	for _, store := range []string{"s", "t"} {
+		kv, err := e.OpenKV(ctx, engines.KVSpec{Name: store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{"k", "new"} {
+			ent, err := kv.Apply(ctx, engines.KVOp{Kind: engines.KVIncr, Key: []byte(key), Delta: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ent[0].Version <= 1000 {
+				t.Fatalf("%s/%s written at version %d after the migration, want above 1000", store, key, ent[0].Version)
+			}
+		}
+	}
+}
