@@ -44,3 +44,7 @@ func MaxGroups(e *Engine) int { return e.maxGroups() }
 func MigrateTo(ctx context.Context, conn *pgx.Conn, schema string, upTo int) ([]int, error) {
 	return migrateTo(ctx, conn, schema, upTo)
 }
+
+// GroupsFor is how many SettleTx groups an engine with maxConns runs at
+// once.
+func GroupsFor(maxConns int32) int { return groupsFor(maxConns) }

@@ -64,9 +64,9 @@ const maxTxBatch = 256
 // maxGroups is how many groups of SettleTx one engine runs at once: each
 // holds a pooled connection for its transaction, so at most half the pool
 // (receives, acks and reads need the rest), and at most 4.
-func (e *Engine) maxGroups() int {
-	return max(1, min(4, int(e.opts.MaxConns)/2))
-}
+func (e *Engine) maxGroups() int { return groupsFor(e.opts.MaxConns) }
+
+func groupsFor(maxConns int32) int { return max(1, min(4, int(maxConns)/2)) }
 
 // txReq is one SettleTx waiting for its transaction; it is the
 // engines.Pending of StartSettleTx.

@@ -347,3 +347,13 @@ func TestKVVersionsAfterKeyLocksMigration(t *testing.T) {
 		}
 	}
 }
+
+// TestSettleTxGroupsFor: up to 4 groups at once, at most half the pool
+// (docs/postgres.md), and always one.
+func TestSettleTxGroupsFor(t *testing.T) {
+	for conns, want := range map[int32]int{2: 1, 3: 1, 4: 2, 6: 3, 8: 4, 10: 4, 100: 4} {
+		if got := postgres.GroupsFor(conns); got != want {
+			t.Errorf("GroupsFor(%d) = %d, want %d", conns, got, want)
+		}
+	}
+}
