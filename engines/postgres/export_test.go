@@ -48,3 +48,9 @@ func MigrateTo(ctx context.Context, conn *pgx.Conn, schema string, upTo int) ([]
 // GroupsFor is how many SettleTx groups an engine with maxConns runs at
 // once.
 func GroupsFor(maxConns int32) int { return groupsFor(maxConns) }
+
+// TxStatements are the statements of a SettleTx group that probe rows by
+// key: lockLeases ($1 seqs, $2 tokens) and read ($1 store, $2 keys).
+func TxStatements(e *Engine) (lockLeases, read string) {
+	return e.sqlKV.lockLeases, e.sqlKV.read
+}

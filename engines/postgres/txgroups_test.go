@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -355,5 +356,77 @@ func TestSettleTxGroupsFor(t *testing.T) {
 		if got := postgres.GroupsFor(conns); got != want {
 			t.Errorf("GroupsFor(%d) = %d, want %d", conns, got, want)
 		}
+	}
+}
+
+// TestSettleTxProbesByKey: a group's lease locks and key reads are
+// primary-key probes whatever the planner's statistics say, never a scan
+// of every message or every key of the store (which made a 256-delivery
+// group cost O(messages in the table)). The tables are filled without
+// ANALYZE, as a busy queue's are between autovacuum runs.
+func TestSettleTxProbesByKey(t *testing.T) {
+	s := pgtest.Need(t, srv)
+	t.Parallel()
+	ctx := ctxT(t, time.Minute)
+	schema := s.Schema(t)
+	e := newEngine(t, schema, postgres.Options{Logger: zap.NewNop()})
+	open(t, e, engines.QueueSpec{Name: "src"})
+	if _, err := e.OpenKV(ctx, engines.KVSpec{Name: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, s.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	qs := pgx.Identifier{schema}.Sanitize()
+	if _, err := conn.Exec(ctx, `INSERT INTO `+qs+`.messages (queue_id, state, visible_at, lease_token)
+			SELECT (SELECT id FROM `+qs+`.queues WHERE name = 'src'), 2, now() + interval '1 hour', g FROM generate_series(1, 20000) g;
+		INSERT INTO `+qs+`.kv (store, key, value, version)
+			SELECT 's', convert_to('k' || g, 'UTF8'), '1', g FROM generate_series(1, 20000) g`); err != nil {
+		t.Fatal(err)
+	}
+	seqs, tokens, keys := make([]int64, 256), make([]int64, 256), make([][]byte, 256)
+	for i := range seqs {
+		seqs[i], tokens[i], keys[i] = int64(i+1), int64(i+1), []byte("k"+strconv.Itoa(i*70))
+	}
+	lockLeases, read := postgres.TxStatements(e)
+	for _, c := range []struct {
+		name string
+		sql  string
+		args []any
+	}{
+		{"lockLeases", lockLeases, []any{seqs, tokens}},
+		{"read", read, []any{"s", keys}},
+	} {
+		// Both the plan for these arrays and the generic plan a prepared
+		// statement switches to, which estimates an array at 10 elements.
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mode := range []string{"force_generic_plan", "force_custom_plan"} {
+			if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := tx.Query(ctx, "EXPLAIN "+c.sql, c.args...)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			var plan []string
+			for rows.Next() {
+				var line string
+				if err := rows.Scan(&line); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, line)
+			}
+			rows.Close()
+			joined := strings.Join(plan, "\n")
+			if strings.Contains(joined, "Seq Scan") || !strings.Contains(joined, "Index Scan using") {
+				t.Errorf("%s (%s) does not probe by key:\n%s", c.name, mode, joined)
+			}
+		}
+		_ = tx.Rollback(ctx)
 	}
 }
