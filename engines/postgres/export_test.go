@@ -54,6 +54,3 @@ func GroupsFor(maxConns int32) int { return groupsFor(maxConns) }
 func TxStatements(e *Engine) (lockLeases, read string) {
 	return e.sqlKV.lockLeases, e.sqlKV.read
 }
-
-// MinEarlyGroup is how many queued settles start a group without a Wait.
-const MinEarlyGroup = minEarlyGroup

@@ -48,17 +48,14 @@ import (
 // committed, so a delivery that read the key before the first committed
 // conflicts and is requeued: no update is lost.
 //
-// There is no long-lived goroutine: a caller that waits for its request
+// There is no background goroutine: a caller that waits for its request
 // while it is still queued and fewer than maxGroups groups are running
 // runs the next group itself (up to maxTxBatch requests in the order
 // started, its own among them), answers everyone in it, and waits again
-// if its own was not taken; the others wait for a group to end. Once
-// minEarlyGroup requests are queued, the start of the last one runs them
-// as a group on a goroutine of its own (if a group may start), so the
-// settles a dispatcher starts for a batch as it handles it (StartSettleTx)
-// commit in groups of 64 or more while it handles the rest, the last
-// group when it waits; the batches of several workers run as several
-// groups at once.
+// if its own was not taken; the others wait for a group to end. The
+// settles a dispatcher starts for a whole batch before it waits
+// (StartSettleTx) therefore join one group, and the batches of several
+// workers run as several groups at once.
 
 // maxTxBatch bounds the deliveries of one transaction, so one group holds
 // its keys' locks for a bounded time.
@@ -95,33 +92,15 @@ type txBatcher struct {
 	changed chan struct{} // closed and replaced when a group ends
 }
 
-// minEarlyGroup is how many queued requests start a group at once, on a
-// goroutine of its own, without waiting for a caller to Wait: a
-// dispatcher handling a batch of 256 deliveries then has its first
-// commits running while it handles the rest, and at flush waits only for
-// the last, smaller group. Fewer (a small batch) wait for a Wait, so they
-// still share one transaction.
-const minEarlyGroup = 64
-
-// start queues r for the next group, and starts that group now if
-// minEarlyGroup requests are queued and a group may start.
+// start queues r for the next group.
 func (b *txBatcher) start(r *txReq) {
-	e := r.e
 	b.mu.Lock()
 	r.queued = true
 	b.pending = append(b.pending, r)
 	if b.changed == nil {
 		b.changed = make(chan struct{})
 	}
-	var batch []*txReq
-	if len(b.pending) >= minEarlyGroup && b.running < e.maxGroups() {
-		batch = b.take()
-		b.running++
-	}
 	b.mu.Unlock()
-	if batch != nil {
-		go b.lead(e, batch)
-	}
 }
 
 // Wait implements engines.Pending: it returns r's outcome, running the

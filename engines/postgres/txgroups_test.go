@@ -430,39 +430,3 @@ func TestSettleTxProbesByKey(t *testing.T) {
 		_ = tx.Rollback(ctx)
 	}
 }
-
-// TestSettleTxEarlyGroup: once MinEarlyGroup settles are started, they
-// commit as a group without anyone waiting for them (a dispatcher's first
-// commits run while it handles the rest of its batch); Wait then returns
-// their outcome.
-func TestSettleTxEarlyGroup(t *testing.T) {
-	t.Parallel()
-	ctx := ctxT(t, time.Minute)
-	n := postgres.MinEarlyGroup
-	f := newTxFixture(t, ctx, n)
-	ps := make([]engines.Pending, n)
-	for i := range ps {
-		p, err := f.q.(groupTxSettler).StartSettleTx(ctx, &f.ds[i], &engines.Effects{KV: []engines.KVBatch{{Store: f.kv.Name(), Ops: []engines.KVOp{
-			{Kind: engines.KVIncr, Key: []byte("k" + strconv.Itoa(i)), Delta: 1},
-		}}}})
-		if err != nil {
-			t.Fatalf("StartSettleTx %d: %v", i, err)
-		}
-		ps[i] = p
-	}
-	waitFor(t, ctx, "the started settles to commit without a Wait", func() bool {
-		st, err := f.q.Stats(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.AckedTotal == int64(n)
-	})
-	for i, p := range ps {
-		if err := p.Wait(ctx); err != nil {
-			t.Fatalf("settle %d: %v", i, err)
-		}
-	}
-	if ent, err := f.kv.Get(ctx, []byte("k0")); err != nil || string(ent.Value) != "1" {
-		t.Fatalf("k0 = %q, %v; want 1", ent.Value, err)
-	}
-}
