@@ -169,8 +169,8 @@ type lockedRow struct {
 	queue int32
 }
 
-// batchStore is one store as a batch sees it: its row locked, the keys the
-// batch names loaded, and the keys its deliveries changed.
+// batchStore is one store as a group sees it: the keys the group names
+// locked and loaded, and the keys its deliveries changed.
 type batchStore struct {
 	storeLoad
 	changed map[string]bool
@@ -216,7 +216,7 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 	}
 
 	err := e.inTx(ctx, func(tx *pgx.Conn) error {
-		// 1. Lock the leases still held and the stores; read the keys.
+		// 1. Lock the leases still held and the keys; read the keys.
 		held := make(map[int64]lockedRow, len(batch))
 		var b pgx.Batch
 		b.Queue("BEGIN")
