@@ -1,5 +1,11 @@
 package postgres
 
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
 // Loops names the background loops e started, for the external tests.
 func Loops(e *Engine) []string { return e.loops }
 
@@ -25,4 +31,26 @@ func SlotConnPID(e *Engine) uint32 {
 		return 0
 	}
 	return e.slots.conn.PgConn().PID()
+}
+
+// KeyLockID is the advisory lock id a kv transaction takes for key of
+// store, on schema.
+func KeyLockID(schema, store string, key []byte) int64 { return keyLockID(schema, store, key) }
+
+// MaxGroups is how many SettleTx groups e runs at once.
+func MaxGroups(e *Engine) int { return e.maxGroups() }
+
+// MigrateTo is Migrate up to version upTo.
+func MigrateTo(ctx context.Context, conn *pgx.Conn, schema string, upTo int) ([]int, error) {
+	return migrateTo(ctx, conn, schema, upTo)
+}
+
+// GroupsFor is how many SettleTx groups an engine with maxConns runs at
+// once.
+func GroupsFor(maxConns int32) int { return groupsFor(maxConns) }
+
+// TxStatements are the statements of a SettleTx group that probe rows by
+// key: lockLeases ($1 seqs, $2 tokens) and read ($1 store, $2 keys).
+func TxStatements(e *Engine) (lockLeases, read string) {
+	return e.sqlKV.lockLeases, e.sqlKV.read
 }

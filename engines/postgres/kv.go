@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"sync"
@@ -19,16 +21,21 @@ import (
 )
 
 // Key-value stores, transactional settles and per-message state, kept in
-// the tables of migration 0004 (kv_stores, kv, message_state).
+// the tables of migrations 0004 and 0005 (kv_stores, kv, kv_version,
+// message_state).
 //
-// A batch of key-value ops runs in a transaction that first updates the
-// store's kv_stores row (its lock, and the block of versions the batch may
-// hand out), then reads the keys the batch names, runs the batch with the
-// same code as the memory and disk engines (kvmem, on the database's
-// clock) and writes what changed. SettleTx does that for each store of
-// the delivery's effects (in name order, so two transactions cannot
-// deadlock) in one transaction with the ack's DELETE and the publishes'
-// INSERTs: it commits all of them or none.
+// A batch of key-value ops runs in a transaction that first takes an
+// advisory lock on every key the batch names (keyLocks: one id per store
+// and key, all ids in ascending order, so two transactions cannot
+// deadlock), then draws the versions it may hand out from the kv_version
+// sequence, reads the keys, runs the batch with the same code as the
+// memory and disk engines (kvmem, on the database's clock) and writes what
+// changed. Transactions on disjoint keys of one store therefore run and
+// commit in parallel, while two that name one key run one after the
+// other, the second reading what the first committed. SettleTx does that
+// for every store of a group of deliveries (txbatch.go), in one
+// transaction with the acks' DELETE and the publishes' INSERTs: it commits
+// all of them or none.
 
 var (
 	_ engines.KVEngine     = (*Engine)(nil)
@@ -55,22 +62,35 @@ func (k *kvState) limit(store string) int {
 
 // kvSQL are the statements of this file, with the schema filled in.
 type kvSQL struct {
-	createStore, lockStore, read, get, list, upsert, del, sweep string
-	state, setState, lockLeases                                 string
+	createStore, ensureStores, lockKeys, versions, read string
+	get, list, upsert, del, sweep                       string
+	state, setState, lockLeases, ackLocked, countAcked  string
 }
 
 // kvStatements fills the quoted schema into the statements.
 func kvStatements(schema string) kvSQL {
-	s := strings.NewReplacer("__Q__", schema).Replace
+	seq := "'" + strings.ReplaceAll(schema+".kv_version", "'", "''") + "'"
+	s := strings.NewReplacer("__QSEQ__", seq, "__Q__", schema).Replace
 	return kvSQL{
 		createStore: s(`INSERT INTO __Q__.kv_stores (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`),
-		// Locks the store's row for the transaction and reserves $2
-		// versions; returns the highest of them and the transaction's
+		// The stores a transaction names, created if missing (a settle
+		// may name a store this process has not opened); an existing row
+		// is neither written nor locked.
+		ensureStores: s(`INSERT INTO __Q__.kv_stores (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING`),
+		// Locks the keys' ids for the transaction, in the order given
+		// (ascending: see keyLocks).
+		lockKeys: s(`SELECT count(pg_advisory_xact_lock(u.id)) FROM unnest($1::bigint[]) AS u(id)`),
+		// Draws $1 versions (taken once the keys are locked, so a key's
+		// next version is above every one it had) and the transaction's
 		// clock, which expiry is measured against.
-		lockStore: s(`INSERT INTO __Q__.kv_stores AS s (name, last_version) VALUES ($1, $2)
-			ON CONFLICT (name) DO UPDATE SET last_version = s.last_version + EXCLUDED.last_version
-			RETURNING s.last_version, now()`),
-		read: s(`SELECT key, value, version, expires_at FROM __Q__.kv WHERE store = $1 AND key = ANY($2::bytea[])`),
+		versions: s(`SELECT now(), coalesce((SELECT array_agg(nextval(__QSEQ__)) FROM generate_series(1, $1::bigint)), '{}')`),
+		// One primary-key probe per key named (the LIMIT keeps the
+		// subquery from being flattened into a plan that, on stale
+		// statistics, scans every key of the store): O(keys named), not
+		// O(store).
+		read: s(`SELECT r.key, r.value, r.version, r.expires_at FROM unnest($2::bytea[]) AS u(k)
+			CROSS JOIN LATERAL (SELECT key, value, version, expires_at FROM __Q__.kv
+				WHERE store = $1 AND key = u.k LIMIT 1) r`),
 		get: s(`SELECT value, version, expires_at FROM __Q__.kv
 			WHERE store = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > now())`),
 		list: s(`SELECT key, value, version, expires_at FROM __Q__.kv
@@ -82,11 +102,24 @@ func kvStatements(schema string) kvSQL {
 			ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version, expires_at = EXCLUDED.expires_at`),
 		del:   s(`DELETE FROM __Q__.kv WHERE store = $1 AND key = ANY($2::bytea[])`),
 		sweep: s(`DELETE FROM __Q__.kv WHERE expires_at <= now()`),
-		// The leases of a SettleTx batch still held, locked until commit.
-		lockLeases: s(`SELECT m.seq FROM __Q__.messages m
-			JOIN unnest($1::bigint[], $2::bigint[]) AS a(seq, token) ON m.seq = a.seq AND m.lease_token = a.token
-			WHERE m.state = 2 AND m.visible_at > now()
-			ORDER BY m.seq FOR UPDATE OF m`),
+		// The leases of a SettleTx batch still held, locked until commit,
+		// with where each row is (ackLocked deletes it there) and its
+		// queue. One primary-key probe per element, in the order given
+		// (ascending seq, so two batches lock rows in one order): the
+		// FOR UPDATE keeps the subquery from being flattened into a join
+		// the planner may run as a hash join over a scan of every message,
+		// O(messages) per batch.
+		lockLeases: s(`SELECT l.seq, l.ctid, l.queue_id FROM unnest($1::bigint[], $2::bigint[]) AS a(seq, token)
+			CROSS JOIN LATERAL (SELECT m.seq, m.ctid, m.queue_id FROM __Q__.messages m
+				WHERE m.seq = a.seq AND m.lease_token = a.token AND m.state + 0 = 2 AND m.visible_at > now()
+				FOR UPDATE) l`),
+		// The acks of a SettleTx batch: rows lockLeases locked, so still
+		// where it found them, deleted by their ctid (a TID scan whatever
+		// the table's size); and the queues' acked counters.
+		ackLocked: s(`DELETE FROM __Q__.messages WHERE ctid = ANY($1::tid[])`),
+		countAcked: s(`INSERT INTO __Q__.counters AS c (queue_id, shard, acked)
+			SELECT q, pg_backend_pid() % 16, n FROM unnest($1::int[], $2::bigint[]) AS u(q, n)
+			ON CONFLICT (queue_id, shard) DO UPDATE SET acked = c.acked + EXCLUDED.acked`),
 		state: s(`SELECT (SELECT value FROM __Q__.message_state WHERE seq = $1),
 			EXISTS (SELECT 1 FROM __Q__.messages WHERE seq = $1 AND lease_token = $2 AND state = 2 AND visible_at > now())`),
 		setState: s(`INSERT INTO __Q__.message_state (seq, value)
@@ -276,20 +309,37 @@ type storeBatch struct {
 	p       *kvmem.Prepared
 }
 
-// storeLoad is one store read into a kvmem index inside a transaction: its
-// row locked with writes versions reserved, and the keys named by the ops
-// added loaded. A single Apply and a batch of settles both use it.
+// storeLoad is one store read into a kvmem index inside a transaction:
+// versions drawn for its writes and the keys named by the ops added
+// loaded. A single Apply and a group of settles both use it.
 type storeLoad struct {
 	name   string
 	keys   [][]byte
 	seen   map[string]bool
 	writes int64
-	last   int64
+	drawn  []int64 // the versions drawn, ascending
 	clock  time.Time
 	s      *kvmem.Store
 }
 
-// add counts ops' writes (the versions to reserve) and notes their keys.
+// placeholderBase is where the versions kvmem hands out in a transaction
+// start: kvmem numbers them base+1, base+2, ... in the order it hands
+// them out, and real maps each to the version drawn in the same place.
+// Drawn versions stay below it (kv_version's MAXVALUE), so a placeholder
+// never equals a version a delivery read from the store: a check against
+// a key an earlier delivery of the group wrote fails, as it must.
+const placeholderBase = 1 << 62
+
+// real is the version to store for v, a version of l.s: a placeholder is
+// replaced by the version drawn in its place, a version read is itself.
+func (l *storeLoad) real(v uint64) int64 {
+	if v > placeholderBase {
+		return l.drawn[v-placeholderBase-1]
+	}
+	return int64(v)
+}
+
+// add counts ops' writes (the versions to draw) and notes their keys.
 func (l *storeLoad) add(ops []engines.KVOp) {
 	if l.seen == nil {
 		l.seen = make(map[string]bool, len(ops))
@@ -305,17 +355,60 @@ func (l *storeLoad) add(ops []engines.KVOp) {
 	}
 }
 
-// queue queues on b the statements that lock the store's row, reserving
-// its writes, and load its keys into a new index on the database's clock;
-// expired gets each key read that has already expired by that clock.
+// keyLockID is the advisory lock id of a key of a store: a 64-bit hash of
+// the schema (engines on other schemas share the database's lock space),
+// the store and the key, each length-prefixed so no two tuples hash the
+// same bytes. Two keys whose ids collide share a lock: their transactions
+// wait for each other, which is slower, never wrong.
+func keyLockID(schema, store string, key []byte) int64 {
+	h := fnv.New64a()
+	var n [8]byte
+	for _, s := range [][]byte{[]byte("qrun.kv"), []byte(schema), []byte(store), key} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write(s)
+	}
+	return int64(h.Sum64())
+}
+
+// queueKeyLocks queues on b the statements that make sure the stores of
+// loads exist and lock every key they name, for the transaction: one lock
+// statement whose ids are in ascending order, so that two transactions,
+// whatever keys of whatever stores they name, take their common locks in
+// one order and cannot deadlock. It must come before their queue calls.
+func queueKeyLocks(b *pgx.Batch, e *Engine, loads []*storeLoad) {
+	var (
+		names []string
+		ids   []int64
+	)
+	for _, l := range loads {
+		names = append(names, l.name)
+		for _, k := range l.keys {
+			ids = append(ids, keyLockID(e.opts.Schema, l.name, k))
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	b.Queue(e.sqlKV.ensureStores, names)
+	b.Queue(e.sqlKV.lockKeys, ids)
+}
+
+// queue queues on b the statements that draw the store's versions and
+// load its keys into a new index on the database's clock; expired gets
+// each key read that has already expired by that clock. The keys must be
+// locked already (queueKeyLocks).
 func (l *storeLoad) queue(b *pgx.Batch, e *Engine, expired func(key []byte)) {
-	b.Queue(e.sqlKV.lockStore, l.name, l.writes).QueryRow(func(r pgx.Row) error {
-		if err := r.Scan(&l.last, &l.clock); err != nil {
+	b.Queue(e.sqlKV.versions, l.writes).QueryRow(func(r pgx.Row) error {
+		if err := r.Scan(&l.clock, &l.drawn); err != nil {
 			return err
 		}
+		if int64(len(l.drawn)) != l.writes {
+			return fmt.Errorf("kv %q: %d versions drawn, %d asked for", l.name, len(l.drawn), l.writes)
+		}
+		slices.Sort(l.drawn)
 		clock := l.clock
 		l.s = kvmem.New(l.name, e.kv.limit(l.name), func() time.Time { return clock })
-		l.s.LoadVersion(uint64(l.last - l.writes))
+		l.s.LoadVersion(placeholderBase)
 		return nil
 	})
 	b.Queue(e.sqlKV.read, l.name, l.keys).Query(func(rows pgx.Rows) error {
@@ -341,9 +434,12 @@ func (l *storeLoad) queue(b *pgx.Batch, e *Engine, expired func(key []byte)) {
 	})
 }
 
+// queueRead queues the statements of a single store's transaction (Apply)
+// up to the read of its keys.
 func (e *Engine) queueRead(b *pgx.Batch, store string, ops []engines.KVOp) *storeBatch {
 	sb := &storeBatch{storeLoad: storeLoad{name: store}, e: e, ops: ops}
 	sb.add(ops)
+	queueKeyLocks(b, e, []*storeLoad{&sb.storeLoad})
 	sb.queue(b, e, func(k []byte) {
 		sb.expired = append(sb.expired, k) // deleted whatever the batch does
 	})
@@ -359,10 +455,14 @@ func (sb *storeBatch) prepare() error {
 	if err != nil {
 		return err
 	}
-	if p.LastVersion() > uint64(sb.last) {
-		return fmt.Errorf("kv %q: %d versions reserved, more needed", sb.name, sb.writes)
+	if p.LastVersion()-placeholderBase > uint64(len(sb.drawn)) {
+		return fmt.Errorf("kv %q: %d versions drawn, more needed", sb.name, len(sb.drawn))
 	}
 	sb.p = p
+	for i := range p.Results() {
+		r := &p.Results()[i]
+		r.Version = uint64(sb.real(r.Version))
+	}
 	return nil
 }
 
@@ -380,7 +480,7 @@ func (sb *storeBatch) queueWrites(b *pgx.Batch) {
 		}
 		pk = append(pk, []byte(c.Key))
 		pv = append(pv, c.Entry.Value)
-		pn = append(pn, int64(c.Entry.Version))
+		pn = append(pn, sb.real(c.Entry.Version))
 		var x *time.Time
 		if c.Entry.Expires != 0 {
 			t := time.Unix(0, c.Entry.Expires)

@@ -1,52 +1,72 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/internal/kvmem"
 )
 
 // Group commit of SettleTx. A transaction per delivery would cost a commit
-// (an fsync) and half a dozen round trips per delivery, and, since a
-// store's row is locked until commit, deliveries writing one store would
-// run one commit at a time. So concurrent SettleTx calls share one
-// transaction of a fixed number of round trips however many deliveries it
-// carries:
+// (an fsync) and half a dozen round trips per delivery. So concurrent
+// SettleTx calls share one transaction of a fixed number of round trips
+// however many deliveries it carries:
 //
 //  1. one pipeline locks the deliveries' message rows whose lease is still
-//     held (FOR UPDATE), and every store they name (kv_stores, in name
-//     order, reserving the versions the batch may hand out), and reads the
-//     keys they name;
+//     held (FOR UPDATE, one primary-key probe each, in seq order), then
+//     every key they name (advisory locks in ascending id: keyLocks),
+//     draws the versions the group may hand out and reads the keys;
 //  2. in Go, each delivery in turn (a lost lease: out) runs its ops on the
-//     stores as the earlier deliveries of the batch left them (kvmem, on
+//     stores as the earlier deliveries of the group left them (kvmem, on
 //     the database's clock): a failed check puts it out with ErrConflict,
 //     and the next ones never see its writes;
 //  3. the publishes of the deliveries still in, one INSERT per target
-//     queue;
-//  4. one pipeline deletes their messages (the ack), writes the final
-//     value of every key they changed and sends the NOTIFY; then COMMIT.
+//     queue, in queue order;
+//  4. one pipeline deletes their messages (the ack, by the ctid found in
+//     step 1), counts them, writes the final value of every key they
+//     changed and sends the NOTIFY; then COMMIT.
 //
 // The message rows locked in step 1 are what make the ack certain in step
-// 4: nobody else can settle, reap or re-lease them meanwhile. Two batches
-// (of two processes) lock disjoint message rows, then stores in name
-// order, so they cannot deadlock.
+// 4: nobody else can settle, reap or re-lease them meanwhile. The key
+// locks are what make the checks of step 2 certain: nobody else writes
+// those keys until this transaction has committed or rolled back.
+//
+// Up to maxGroups groups of one process are in flight at once, each on a
+// connection of its own, as are those of other processes: one group's
+// commit (its fsync) no longer holds up the next. Two groups lock
+// disjoint message rows (a lease has one holder), then keys in ascending
+// id, so they cannot deadlock; two that name a common key run one after
+// the other from that key on, the second reading what the first
+// committed, so a delivery that read the key before the first committed
+// conflicts and is requeued: no update is lost.
 //
 // There is no background goroutine: a caller that waits for its request
-// while no group is running runs the next one itself (every request
-// pending, its own among them), answers everyone in it, and waits again
+// while it is still queued and fewer than maxGroups groups are running
+// runs the next group itself (up to maxTxBatch requests in the order
+// started, its own among them), answers everyone in it, and waits again
 // if its own was not taken; the others wait for a group to end. The
 // settles a dispatcher starts for a whole batch before it waits
-// (StartSettleTx) therefore join one group.
+// (StartSettleTx) therefore join one group, and the batches of several
+// workers run as several groups at once.
 
-// maxTxBatch bounds the deliveries of one transaction, so one batch holds
-// its stores' locks for a bounded time.
+// maxTxBatch bounds the deliveries of one transaction, so one group holds
+// its keys' locks for a bounded time.
 const maxTxBatch = 256
+
+// maxGroups is how many groups of SettleTx one engine runs at once: each
+// holds a pooled connection for its transaction, so at most half the pool
+// (receives, acks and reads need the rest), and at most 4.
+func (e *Engine) maxGroups() int { return groupsFor(e.opts.MaxConns) }
+
+func groupsFor(maxConns int32) int { return max(1, min(4, int(maxConns)/2)) }
 
 // txReq is one SettleTx waiting for its transaction; it is the
 // engines.Pending of StartSettleTx.
@@ -59,21 +79,23 @@ type txReq struct {
 	eff    *engines.Effects
 	woke   []wakeups
 
-	done chan struct{} // closed once err is final
-	err  error         // set by the leader, then by finish
+	queued bool          // in txBatcher.pending; guarded by txBatcher.mu
+	done   chan struct{} // closed once err is final
+	err    error         // set by the leader, then by finish
 }
 
 // txBatcher collects SettleTx requests.
 type txBatcher struct {
 	mu      sync.Mutex
 	pending []*txReq
-	leading bool          // a group is running
+	running int           // groups in flight
 	changed chan struct{} // closed and replaced when a group ends
 }
 
 // start queues r for the next group.
 func (b *txBatcher) start(r *txReq) {
 	b.mu.Lock()
+	r.queued = true
 	b.pending = append(b.pending, r)
 	if b.changed == nil {
 		b.changed = make(chan struct{})
@@ -82,9 +104,9 @@ func (b *txBatcher) start(r *txReq) {
 }
 
 // Wait implements engines.Pending: it returns r's outcome, running the
-// next group itself whenever none is running. A caller whose ctx ends
-// stops waiting; r stays queued, and the next group settles it (or finds
-// its lease lost).
+// next group itself whenever r is still queued and a group may start. A
+// caller whose ctx ends stops waiting; r stays queued, and a later group
+// settles it (or finds its lease lost).
 func (r *txReq) Wait(ctx context.Context) error {
 	b := &r.e.kv.txb
 	for {
@@ -95,10 +117,11 @@ func (r *txReq) Wait(ctx context.Context) error {
 			return r.err
 		default:
 		}
-		if !b.leading {
-			b.leading = true
+		if r.queued && b.running < r.e.maxGroups() {
+			batch := b.take()
+			b.running++
 			b.mu.Unlock()
-			b.lead(r.e)
+			b.lead(r.e, batch)
 			continue
 		}
 		changed := b.changed
@@ -113,31 +136,41 @@ func (r *txReq) Wait(ctx context.Context) error {
 	}
 }
 
-// lead runs one group: up to maxTxBatch requests, in the order started.
-func (b *txBatcher) lead(e *Engine) {
-	b.mu.Lock()
+// take removes the next group from pending: up to maxTxBatch requests, in
+// the order started. b.mu is held.
+func (b *txBatcher) take() []*txReq {
 	n := min(len(b.pending), maxTxBatch)
 	batch := slices.Clone(b.pending[:n])
+	clear(b.pending[:n])
 	b.pending = append(b.pending[:0], b.pending[n:]...)
-	b.mu.Unlock()
-
-	if len(batch) > 0 {
-		e.runTxBatch(batch)
-		for _, r := range batch {
-			r.finish()
-			close(r.done)
-		}
+	for _, r := range batch {
+		r.queued = false
 	}
+	return batch
+}
 
+// lead runs one group and tells the waiters it is over.
+func (b *txBatcher) lead(e *Engine, batch []*txReq) {
+	e.runTxBatch(batch)
+	for _, r := range batch {
+		r.finish()
+		close(r.done)
+	}
 	b.mu.Lock()
-	b.leading = false
+	b.running--
 	close(b.changed)
 	b.changed = make(chan struct{})
 	b.mu.Unlock()
 }
 
-// batchStore is one store as a batch sees it: its row locked, the keys the
-// batch names loaded, and the keys its deliveries changed.
+// lockedRow is a message row a group locked: where it is, and its queue.
+type lockedRow struct {
+	tid   pgtype.TID
+	queue int32
+}
+
+// batchStore is one store as a group sees it: the keys the group names
+// locked and loaded, and the keys its deliveries changed.
 type batchStore struct {
 	storeLoad
 	changed map[string]bool
@@ -173,27 +206,40 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 		}
 		return 0
 	})
-	seqs := make([]int64, len(batch))
-	tokens := make([]int64, len(batch))
-	for i, r := range batch {
+	// The leases in ascending seq order: the order lockLeases locks them.
+	bySeq := slices.Clone(batch)
+	slices.SortFunc(bySeq, func(a, b *txReq) int { return cmp.Compare(a.l.seq, b.l.seq) })
+	seqs := make([]int64, len(bySeq))
+	tokens := make([]int64, len(bySeq))
+	for i, r := range bySeq {
 		seqs[i], tokens[i] = r.l.seq, r.token
 	}
 
 	err := e.inTx(ctx, func(tx *pgx.Conn) error {
-		// 1. Lock the leases still held and the stores; read the keys.
-		held := map[int64]bool{}
+		// 1. Lock the leases still held and the keys; read the keys.
+		held := make(map[int64]lockedRow, len(batch))
 		var b pgx.Batch
 		b.Queue("BEGIN")
 		b.Queue(e.sqlKV.lockLeases, seqs, tokens).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
-				var seq int64
-				if err := rows.Scan(&seq); err != nil {
+				var (
+					seq int64
+					row lockedRow
+				)
+				if err := rows.Scan(&seq, &row.tid, &row.queue); err != nil {
 					return err
 				}
-				held[seq] = true
+				held[seq] = row
 			}
 			return rows.Err()
 		})
+		if len(stores) > 0 {
+			loads := make([]*storeLoad, len(stores))
+			for i, bs := range stores {
+				loads[i] = &bs.storeLoad
+			}
+			queueKeyLocks(&b, e, loads)
+		}
 		for _, bs := range stores {
 			bs := bs
 			bs.queue(&b, e, func(k []byte) {
@@ -207,7 +253,7 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 		// 2. Each delivery in turn, on the stores as the earlier ones left them.
 		var in []*txReq
 		for _, r := range batch {
-			if !held[r.l.seq] {
+			if _, ok := held[r.l.seq]; !ok {
 				r.err = engines.ErrLeaseLost
 				continue
 			}
@@ -238,6 +284,8 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 				t.from = append(t.from, tp)
 			}
 		}
+		// In queue order, as every group takes the counters' rows.
+		slices.SortFunc(targets, func(a, b *target) int { return cmp.Compare(a.h.id, b.h.id) })
 		var queues []int32
 		for _, t := range targets {
 			dedup, lock := t.h.needs(t.msgs)
@@ -258,16 +306,29 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 
 		// 4. The acks, the final values of the keys, the NOTIFY.
 		b = pgx.Batch{}
-		var plain, ordered [2][]int64
+		var (
+			ordered [2][]int64
+			tids    []pgtype.TID
+			acked   = map[int32]int64{}
+		)
 		for _, r := range in {
 			if r.l.ordered {
 				ordered[0], ordered[1] = append(ordered[0], r.l.seq), append(ordered[1], r.token)
 			} else {
-				plain[0], plain[1] = append(plain[0], r.l.seq), append(plain[1], r.token)
+				row := held[r.l.seq]
+				tids = append(tids, row.tid)
+				acked[row.queue]++
 			}
 		}
-		if len(plain[0]) > 0 {
-			b.Queue(e.sql.ack, plain[0], plain[1])
+		if len(tids) > 0 {
+			// Counter rows in queue order, as any two batches lock them.
+			qs := slices.Sorted(maps.Keys(acked))
+			ns := make([]int64, len(qs))
+			for i, q := range qs {
+				ns[i] = acked[q]
+			}
+			b.Queue(e.sqlKV.ackLocked, tids)
+			b.Queue(e.sqlKV.countAcked, qs, ns)
 		}
 		if len(ordered[0]) > 0 {
 			b.Queue(e.sql.ackOrdered, ordered[0], ordered[1])
@@ -340,7 +401,7 @@ func queueFinal(b *pgx.Batch, e *Engine, bs *batchStore) {
 		}
 		pk = append(pk, []byte(k))
 		pv = append(pv, ent.Value)
-		pn = append(pn, int64(ent.Version))
+		pn = append(pn, bs.real(ent.Version))
 		var x *time.Time
 		if ent.Expires != 0 {
 			t := time.Unix(0, ent.Expires)
