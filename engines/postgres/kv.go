@@ -294,7 +294,7 @@ func (e *Engine) applyIn(ctx context.Context, tx pgx.Tx, store string, ops []eng
 			return nil, err
 		}
 	}
-	return sb.p.Results(), nil
+	return sb.res, nil
 }
 
 // storeBatch is one store's ops in a transaction: queueRead queues the
@@ -307,6 +307,7 @@ type storeBatch struct {
 	ops     []engines.KVOp
 	expired [][]byte
 	p       *kvmem.Prepared
+	res     []engines.KVEntry // p's results, with the versions stored
 }
 
 // storeLoad is one store read into a kvmem index inside a transaction:
@@ -459,9 +460,11 @@ func (sb *storeBatch) prepare() error {
 		return fmt.Errorf("kv %q: %d versions drawn, more needed", sb.name, len(sb.drawn))
 	}
 	sb.p = p
-	for i := range p.Results() {
-		r := &p.Results()[i]
-		r.Version = uint64(sb.real(r.Version))
+	// The entries Apply returns carry the versions stored, not kvmem's
+	// placeholders.
+	sb.res = p.Results()
+	for i := range sb.res {
+		sb.res[i].Version = uint64(sb.real(sb.res[i].Version))
 	}
 	return nil
 }
