@@ -101,18 +101,16 @@ func (q *queue) claimAhead(end bool) int {
 // pipeline, the receive script for want entries, which it keeps for the
 // next Receive. It returns the settle script's answer.
 func (q *queue) settleAndPrefetch(ctx context.Context, args []any, want int) ([]int64, error) {
-	p := q.e.client.Pipeline()
+	p := q.e.client.TxPipeline()
 	sc := settleScript.EvalSha(ctx, p, q.keysAll, args...)
-	rc := receiveScript.EvalSha(ctx, p, q.keysAll, group, consumer, want, q.name, q.e.opts.KeyPrefix, "0")
+	r := q.queueRead(ctx, p, want, false)
 	_, _ = p.Exec(ctx) // each command's error is its own
 	var ds []engines.Delivery
 	lease := time.Duration(0)
-	if v, err := rc.Slice(); err == nil {
-		if rep, err := parseReceive(v); err == nil {
-			ds = make([]engines.Delivery, want)
-			ds = ds[:q.fill(ds, rep)]
-			lease = rep.lease
-		}
+	if rep, err := q.finish(ctx, r, false); err == nil {
+		ds = make([]engines.Delivery, want)
+		ds = ds[:q.fill(ds, rep)]
+		lease = rep.lease
 	}
 	q.storeAhead(ds, lease)
 	v, err := sc.Int64Slice()
@@ -185,8 +183,8 @@ func (q *queue) giveBack(ds []engines.Delivery) {
 	}
 	vs := make([]verdict, 0, len(ds))
 	for i := range ds {
-		if sid, ok := ds[i].Ticket().Ref.(string); ok {
-			vs = append(vs, verdict{sid: sid, code: "u"})
+		if l, ok := ds[i].Ticket().Ref.(*lease); ok {
+			vs = append(vs, verdict{sid: l.sid, token: l.token, code: "u"})
 		}
 	}
 	args, _ := q.settleArgv(vs)
