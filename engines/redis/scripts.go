@@ -193,7 +193,7 @@ return false
 // receiveScript leases what the XREADGROUP before it (in the same MULTI,
 // see queue.run) read, then does the queue's housekeeping. KEYS: S D L C
 // Q (the settings hash). ARGV: group, token (the consumer name the
-// XREADGROUP read as; '' for housekeeping only), queue name, key prefix,
+// XREADGROUP read as; empty for housekeeping only), queue name, key prefix,
 // want stats ('1').
 //
 // Leasing is O(1) per batch: the entries stay in the group's pending
