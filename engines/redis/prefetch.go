@@ -15,8 +15,8 @@ import (
 // the verdicts, receive again, so each batch costs two round trips to the
 // server, each waiting for its fsync (appendfsync always). When a queue
 // has a backlog (the last Receive filled its buffer), the settle that a
-// Wait sends at the end of a batch carries the next batch's receive script
-// in the same pipeline: Redis runs both in one event-loop turn and syncs
+// Wait sends at the end of a batch carries the next batch's read
+// (XREADGROUP and the receive script) in the same MULTI: Redis runs them in one event-loop turn and syncs
 // its append-only file once, and the worker's next Receive finds the batch
 // already leased. Nothing is leased ahead for a queue without a backlog,
 // and at most one batch per queue handle.
@@ -98,7 +98,7 @@ func (q *queue) claimAhead(end bool) int {
 }
 
 // settleAndPrefetch runs the settle script with args and, in the same
-// pipeline, the receive script for want entries, which it keeps for the
+// MULTI, a read of want entries, which it keeps for the
 // next Receive. It returns the settle script's answer.
 func (q *queue) settleAndPrefetch(ctx context.Context, args []any, want int) ([]int64, error) {
 	p := q.e.client.TxPipeline()

@@ -364,9 +364,9 @@ func usTime(v any) time.Time {
 }
 
 // Receive implements engines.Queue. It first hands out a batch leased
-// ahead, if the handle holds one (prefetch.go). Each round runs the
-// receive script (housekeeping, then XREADGROUP for up to len(buf) entries
-// and their leases); with nothing to deliver it waits for a new entry with
+// ahead, if the handle holds one (prefetch.go). Each round is one MULTI:
+// XREADGROUP for up to len(buf) entries, then the receive script (the
+// batch's lease, housekeeping); with nothing to deliver it waits for a new entry with
 // XREAD BLOCK, at most until the next delay ends or lease expires, and for
 // at most BlockInterval, so that it notices its context and Close.
 func (q *queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error) {

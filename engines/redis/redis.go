@@ -59,10 +59,10 @@ const (
 	DefaultBlockInterval  = 200 * time.Millisecond
 )
 
-// group is the consumer group of every queue's stream, and consumer the
-// one consumer name every node reads as: leases live in the lease set,
-// not in the group's per-consumer lists, so nodes need no names of their
-// own (and none pile up in the group as processes come and go).
+// group is the consumer group of every queue's stream. Receives read as a
+// consumer named after their batch's lease token, deleted with the lease;
+// consumer is the name Purge reads as (and deletes when done), so no
+// consumer outlives its use however processes come and go.
 const (
 	group    = "qrun"
 	consumer = "qrun"

@@ -11,20 +11,23 @@ import "github.com/redis/go-redis/v9"
 //
 // A queue's keys (see Engine.keys): the stream S with consumer group
 // "qrun", the delayed set D (score: when due; member: a packed message),
-// the lease set L (score: when the lease expires; member: the stream entry
-// ID), the stats hash C and the settings hash Q, which Open writes so that
-// every node, and a handle opened by name alone, applies the queue's
+// the lease set L (score: when the lease expires; member: a batch's lease
+// token), the stats hash C and the settings hash Q, which Open writes so
+// that every node, and a handle opened by name alone, applies the queue's
 // latest settings. A stream entry's fields are m (the message, encoded by
 // codec.go), a (attempts before this delivery), f (failures so far), x
 // (when an undelivered entry's TTL runs out, 0 for none) and, for a dead
 // letter, r and o (the reason and the source queue); an entry of m alone
 // is a message with none of the others (attempts and failures 0, no TTL).
 //
-// Every delivery is a stream entry of its own: a message that comes back
-// (nack, requeue, expired lease) is written as a new entry carrying its
-// attempts and failures, and the old one is acknowledged and deleted. The
-// entry ID is therefore the lease token: a stale holder's ID has no lease
-// left, whoever holds the message now.
+// A lease covers a batch: a Receive reads with XREADGROUP as a consumer
+// named after a new random token, so the batch's entries are pending
+// under that consumer, and the lease set holds one member for it. The
+// token is never used again: a stale holder (its token expired and
+// reaped) finds no lease. Every delivery is a stream entry of its own: a
+// message that comes back (nack, requeue, expired lease) is written as a
+// new entry carrying its attempts and failures, and the old one is
+// acknowledged and deleted.
 
 // common is the prelude every script shares.
 const common = `
@@ -56,8 +59,8 @@ local function unpack_member(s)
 end
 -- xadd writes a stream entry. A fresh message (no attempts, failures,
 -- TTL or dead-letter fields: most of them) is the field m alone, which
--- XREADGROUP hands to the receive script, and the script to Go, for a
--- quarter of the cost of all six; take reads a missing field as 0 or ''.
+-- XREADGROUP hands to Go for a quarter of the cost of all six; take reads
+-- a missing field as 0 or ''.
 local function xadd(s, m, a, f, x, r, o)
   if r == '' and o == '' and x == 0 and tonumber(a) == 0 and tonumber(f) == 0 then
     return redis.call('XADD', s, '*', 'm', m)
@@ -104,8 +107,8 @@ local function release(s, l, group, token)
   return false
 end
 -- drop deletes acknowledged entries ids from stream s. Every entry the
--- group delivered and nobody settled is pending (a lease and a pending
--- entry come and go together), every ready entry lies after the group's
+-- group delivered and nobody settled is pending (under its batch's
+-- token, until settled or reaped), every ready entry lies after the group's
 -- last delivered ID, and settled entries are deleted: so every entry
 -- before the floor (the lowest pending ID, or when none is pending the
 -- ID after the last delivered one) is one of ids. One XTRIM MINID removes
