@@ -61,11 +61,14 @@ const (
 
 // group is the consumer group of every queue's stream. Receives read as a
 // consumer named after their batch's lease token, deleted with the lease;
-// consumer is the name Purge reads as (and deletes when done), so no
-// consumer outlives its use however processes come and go.
+// consumer is the name Purge reads as (and deletes when done, with
+// nothing pending), so no consumer outlives its use however processes come
+// and go. It is not "qrun", the one consumer every node read as before
+// leases were per batch: entries such an engine left pending are the
+// orphan sweep's (orphanScript), not Purge's to drop.
 const (
 	group    = "qrun"
-	consumer = "qrun"
+	consumer = "qrun-purge"
 )
 
 // Engine is a Redis Streams engine: its queues live in one Redis server,
