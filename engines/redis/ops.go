@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -37,9 +38,13 @@ func (q *queue) Redrive(ctx context.Context, ids []string) (int, error) {
 	want := func(id string) bool { return len(ids) == 0 || slices.Contains(ids, id) }
 	type move struct{ kind, ref, source string }
 	var moves []move
-	leased, err := q.e.client.ZRange(ctx, q.k.leases, 0, -1).Result()
+	pend, err := q.e.client.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: q.k.stream, Group: group, Start: "-", End: "+", Count: math.MaxInt32}).Result()
 	if err != nil {
 		return 0, fmt.Errorf("redis: redrive from %q: %w", q.name, err)
+	}
+	leased := make(map[string]bool, len(pend))
+	for _, p := range pend {
+		leased[p.ID] = true
 	}
 	after := "-"
 	for {
@@ -48,7 +53,7 @@ func (q *queue) Redrive(ctx context.Context, ids []string) (int, error) {
 			return 0, fmt.Errorf("redis: redrive from %q: %w", q.name, err)
 		}
 		for _, e := range es {
-			if slices.Contains(leased, e.ID) {
+			if leased[e.ID] {
 				continue
 			}
 			var d engines.Delivery
@@ -79,7 +84,7 @@ func (q *queue) Redrive(ctx context.Context, ids []string) (int, error) {
 	moved := 0
 	for _, mv := range moves {
 		to := q.e.keys(mv.source)
-		n, err := redriveScript.Run(ctx, q.e.client, []string{q.k.stream, q.k.delayed, q.k.leases, to.stream, to.stats}, mv.kind, mv.ref).Int()
+		n, err := redriveScript.Run(ctx, q.e.client, []string{q.k.stream, q.k.delayed, to.stream, to.stats}, group, mv.kind, mv.ref).Int()
 		if err != nil {
 			return moved, fmt.Errorf("redis: redrive from %q to %q: %w", q.name, mv.source, err)
 		}

@@ -15,8 +15,8 @@ import (
 // the verdicts, receive again, so each batch costs two round trips to the
 // server, each waiting for its fsync (appendfsync always). When a queue
 // has a backlog (the last Receive filled its buffer), the settle that a
-// Wait sends at the end of a batch carries the next batch's receive script
-// in the same pipeline: Redis runs both in one event-loop turn and syncs
+// Wait sends at the end of a batch carries the next batch's read
+// (XREADGROUP and the receive script) in the same MULTI: Redis runs them in one event-loop turn and syncs
 // its append-only file once, and the worker's next Receive finds the batch
 // already leased. Nothing is leased ahead for a queue without a backlog,
 // and at most one batch per queue handle.
@@ -98,21 +98,19 @@ func (q *queue) claimAhead(end bool) int {
 }
 
 // settleAndPrefetch runs the settle script with args and, in the same
-// pipeline, the receive script for want entries, which it keeps for the
+// MULTI, a read of want entries, which it keeps for the
 // next Receive. It returns the settle script's answer.
 func (q *queue) settleAndPrefetch(ctx context.Context, args []any, want int) ([]int64, error) {
-	p := q.e.client.Pipeline()
+	p := q.e.client.TxPipeline()
 	sc := settleScript.EvalSha(ctx, p, q.keysAll, args...)
-	rc := receiveScript.EvalSha(ctx, p, q.keysAll, group, consumer, want, q.name, q.e.opts.KeyPrefix, "0")
+	r := q.queueRead(ctx, p, want, false)
 	_, _ = p.Exec(ctx) // each command's error is its own
 	var ds []engines.Delivery
 	lease := time.Duration(0)
-	if v, err := rc.Slice(); err == nil {
-		if rep, err := parseReceive(v); err == nil {
-			ds = make([]engines.Delivery, want)
-			ds = ds[:q.fill(ds, rep)]
-			lease = rep.lease
-		}
+	if rep, err := q.finish(ctx, r, false); err == nil {
+		ds = make([]engines.Delivery, want)
+		ds = ds[:q.fill(ds, rep)]
+		lease = rep.lease
 	}
 	q.storeAhead(ds, lease)
 	v, err := sc.Int64Slice()
@@ -185,8 +183,8 @@ func (q *queue) giveBack(ds []engines.Delivery) {
 	}
 	vs := make([]verdict, 0, len(ds))
 	for i := range ds {
-		if sid, ok := ds[i].Ticket().Ref.(string); ok {
-			vs = append(vs, verdict{sid: sid, code: "u"})
+		if l, ok := ds[i].Ticket().Ref.(*lease); ok {
+			vs = append(vs, verdict{sid: l.sid, token: l.token, code: "u"})
 		}
 	}
 	args, _ := q.settleArgv(vs)

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -240,7 +240,7 @@ func (q *queue) Enqueue(ctx context.Context, msgs ...engines.Message) error {
 // reload loads the scripts again, after a server restart emptied its
 // script cache.
 func (q *queue) reload(ctx context.Context) error {
-	for _, s := range []*redis.Script{enqueueScript, receiveScript, settleScript, extendScript, purgeScript, redriveScript} {
+	for _, s := range []*redis.Script{enqueueScript, receiveScript, settleScript, extendScript, purgeScript, redriveScript, orphanScript} {
 		if err := s.Load(ctx, q.e.client).Err(); err != nil {
 			return err
 		}
@@ -248,36 +248,103 @@ func (q *queue) reload(ctx context.Context) error {
 	return nil
 }
 
-// receiveReply is the receive script's answer.
+// receiveReply is the answer of a read (XREADGROUP) and the receive
+// script after it.
 type receiveReply struct {
 	now, next time.Time // next is zero when nothing is due
 	last      string
-	entries   []any
+	moved     int64 // messages housekeeping put into the stream
+	token     string
+	entries   []any // XREADGROUP's entries: {ID, {field, value, ...}} each
 	stats     []any
 	lease     time.Duration // the queue's lease length, from its settings
 }
 
-// run runs the receive script for up to count leases (0: housekeeping
-// only). It runs to completion whatever happens to ctx: what it leased is
-// read back and returned, never left leased to nobody.
-func (q *queue) run(ctx context.Context, count int, stats bool) (receiveReply, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scriptTimeout)
-	defer cancel()
+// read is a read queued in a MULTI: XREADGROUP as the token's consumer,
+// then the receive script that leases what it read.
+type read struct {
+	token string
+	xr    *redis.Cmd // nil for housekeeping only
+	rs    *redis.Cmd
+}
+
+// queueRead adds a read of up to count entries (0: housekeeping only) to
+// the MULTI p.
+func (q *queue) queueRead(ctx context.Context, p redis.Pipeliner, count int, stats bool) read {
 	wantStats := "0"
 	if stats {
 		wantStats = "1"
 	}
-	v, err := receiveScript.Run(ctx, q.e.client, q.keysAll, group, consumer, count, q.name, q.e.opts.KeyPrefix, wantStats).Slice()
+	var r read
+	if count > 0 {
+		r.token = newID()
+		r.xr = p.Do(ctx, "XREADGROUP", "GROUP", group, r.token, "COUNT", count, "STREAMS", q.k.stream, ">")
+	}
+	r.rs = receiveScript.EvalSha(ctx, p, q.keysAll, group, r.token, q.name, q.e.opts.KeyPrefix, wantStats)
+	return r
+}
+
+// finish reads a read's answers after its MULTI ran. A receive script
+// refused with NOSCRIPT (a server restarted empty of scripts) runs again
+// on its own: what the XREADGROUP read is leased then, never left to
+// nobody (and should this process die first, orphanScript finds it).
+func (q *queue) finish(ctx context.Context, r read, stats bool) (receiveReply, error) {
+	v, err := r.rs.Slice()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		wantStats := "0"
+		if stats {
+			wantStats = "1"
+		}
+		v, err = receiveScript.Run(ctx, q.e.client, q.keysAll, group, r.token, q.name, q.e.opts.KeyPrefix, wantStats).Slice()
+	}
 	if err != nil {
 		return receiveReply{}, err
 	}
-	return parseReceive(v)
+	rep, err := parseReceive(v)
+	if err != nil {
+		return rep, err
+	}
+	rep.token = r.token
+	if r.xr != nil {
+		x, err := r.xr.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return rep, err
+		}
+		// One stream: RESP3 answers a map of it, RESP2 a list of pairs.
+		switch x := x.(type) {
+		case map[any]any:
+			for _, es := range x {
+				rep.entries, _ = es.([]any)
+			}
+		case []any:
+			if len(x) > 0 {
+				if st, ok := x[0].([]any); ok && len(st) == 2 {
+					rep.entries, _ = st[1].([]any)
+				}
+			}
+		}
+	}
+	return rep, nil
+}
+
+// run reads up to count entries (0: housekeeping only) in one MULTI. It
+// runs to completion whatever happens to ctx: what it leased is read back
+// and returned, never left leased to nobody.
+func (q *queue) run(ctx context.Context, count int, stats bool) (receiveReply, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), scriptTimeout)
+	defer cancel()
+	p := q.e.client.TxPipeline()
+	r := q.queueRead(ctx, p, count, stats)
+	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return receiveReply{}, err
+	}
+	return q.finish(ctx, r, stats)
 }
 
 // parseReceive reads the receive script's answer.
 func parseReceive(v []any) (receiveReply, error) {
-	if len(v) != 6 {
-		return receiveReply{}, fmt.Errorf("receive script returned %d values, want 6", len(v))
+	if len(v) != 7 {
+		return receiveReply{}, fmt.Errorf("receive script returned %d values, want 7", len(v))
 	}
 	var rep receiveReply
 	rep.now = usTime(v[0])
@@ -285,7 +352,7 @@ func parseReceive(v []any) (receiveReply, error) {
 		rep.next = time.UnixMicro(int64(n))
 	}
 	rep.last, _ = v[2].(string)
-	rep.entries, _ = v[3].([]any)
+	rep.moved, _ = v[3].(int64)
 	rep.stats, _ = v[4].([]any)
 	rep.lease = usTime(v[5]).Sub(time.UnixMicro(0))
 	return rep, nil
@@ -297,9 +364,9 @@ func usTime(v any) time.Time {
 }
 
 // Receive implements engines.Queue. It first hands out a batch leased
-// ahead, if the handle holds one (prefetch.go). Each round runs the
-// receive script (housekeeping, then XREADGROUP for up to len(buf) entries
-// and their leases); with nothing to deliver it waits for a new entry with
+// ahead, if the handle holds one (prefetch.go). Each round is one MULTI:
+// XREADGROUP for up to len(buf) entries, then the receive script (the
+// batch's lease, housekeeping); with nothing to deliver it waits for a new entry with
 // XREAD BLOCK, at most until the next delay ends or lease expires, and for
 // at most BlockInterval, so that it notices its context and Close.
 func (q *queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error) {
@@ -330,6 +397,9 @@ func (q *queue) Receive(ctx context.Context, buf []engines.Delivery) (int, error
 			if n := q.fill(buf, rep); n > 0 {
 				q.wantAhead(n, len(buf))
 				return n, nil
+			}
+			if rep.moved > 0 || len(rep.entries) > 0 {
+				continue // housekeeping made messages ready, or all read had expired
 			}
 			err = q.wait(ctx, rep)
 			if err == nil || errors.Is(err, redis.Nil) {
@@ -387,62 +457,103 @@ func (q *queue) wait(ctx context.Context, rep receiveReply) error {
 	return q.e.client.XRead(ctx, &redis.XReadArgs{Streams: []string{q.k.stream, rep.last}, Count: 1, Block: block}).Err()
 }
 
-// fill turns the script's leased entries (three values each: ID,
-// message, meta) into deliveries.
+// lease is a delivery's ticket: its stream entry and the batch lease
+// (token) it is pending under. Extend may move it to a token of its own,
+// and a settle started marks it, so a second settle of the same delivery
+// is refused without asking the server.
+type lease struct {
+	sid     string
+	mu      sync.Mutex
+	token   string
+	settled bool
+}
+
+// fill turns the entries a read leased into deliveries. Entries whose TTL
+// ran out before this delivery are removed and counted as expired.
 func (q *queue) fill(buf []engines.Delivery, rep receiveReply) int {
 	n := 0
 	expires := rep.now.Add(rep.lease)
 	if rep.lease > time.Duration(math.MaxInt64)-time.Duration(rep.now.UnixNano()) {
 		expires = time.Unix(0, math.MaxInt64)
 	}
-	for i := 0; i+2 < len(rep.entries) && n < len(buf); i += 3 {
-		sid, _ := rep.entries[i].(string)
-		m, _ := rep.entries[i+1].(string)
-		meta, _ := rep.entries[i+2].(string)
+	var gone []verdict
+	for _, ev := range rep.entries {
+		e, _ := ev.([]any)
+		if len(e) != 2 {
+			continue
+		}
+		sid, _ := e[0].(string)
+		fs, _ := e[1].([]any)
 		var d engines.Delivery
-		if err := q.entry(&d, m, meta); err != nil {
+		x, err := q.entry(&d, fs)
+		if err != nil {
 			// A message this engine cannot read would fail every holder:
 			// log it and let its lease run out into the dead-letter path.
 			q.e.log.Error("unreadable message in stream", zap.String("queue", q.name), zap.String("entry", sid), zap.Error(err))
 			continue
 		}
+		if x != 0 && x <= rep.now.UnixMicro() {
+			gone = append(gone, verdict{sid: sid, token: rep.token, code: "e"})
+			continue
+		}
 		d.LeaseExpires = expires
-		buf[n] = engines.NewDelivery(d, q, engines.Ticket{Ref: sid})
+		buf[n] = engines.NewDelivery(d, q, engines.Ticket{Ref: &lease{sid: sid, token: rep.token}})
 		n++
+	}
+	if len(gone) > 0 {
+		q.expire(gone)
 	}
 	return n
 }
 
-// entry decodes a leased entry into d: its message m and the receive
-// script's meta, "" for a fresh message, else "a f n " followed by the
-// dead-letter reason (n bytes) and source queue: a the attempts and f the
-// failures before this delivery.
-func (q *queue) entry(d *engines.Delivery, m, meta string) error {
+// expire removes entries whose TTL ran out before their delivery.
+func (q *queue) expire(vs []verdict) {
+	args, _ := q.settleArgv(vs)
+	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
+	defer cancel()
+	if err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Err(); err != nil {
+		q.e.log.Warn("could not remove expired messages; they return when their lease expires",
+			zap.String("queue", q.name), zap.Int("messages", len(vs)), zap.Error(err))
+	}
+}
+
+// entry decodes a stream entry's fields into d: m (the message), a the
+// attempts and f the failures before this delivery, r and o the
+// dead-letter reason and source queue. It returns x, when the TTL of an
+// undelivered message runs out (0: none).
+func (q *queue) entry(d *engines.Delivery, fs []any) (x int64, err error) {
+	var m, reason, source string
+	var a, f int
+	for i := 0; i+1 < len(fs); i += 2 {
+		k, _ := fs[i].(string)
+		v, _ := fs[i+1].(string)
+		switch k {
+		case "m":
+			m = v
+		case "r":
+			reason = v
+		case "o":
+			source = v
+		case "a", "f", "x":
+			n, perr := strconv.ParseInt(v, 10, 64)
+			if perr != nil || n < 0 {
+				return 0, fmt.Errorf("%w: entry field %s", errCorrupt, k)
+			}
+			switch k {
+			case "a":
+				a = int(n)
+			case "f":
+				f = int(n)
+			default:
+				x = n
+			}
+		}
+	}
 	if err := decode(m, d); err != nil {
-		return err
+		return 0, err
 	}
 	d.Queue = q.name
-	d.Attempt = 1
-	if meta == "" {
-		return nil
-	}
-	var v [3]int
-	for i := range v {
-		j := strings.IndexByte(meta, ' ')
-		if j < 0 {
-			return fmt.Errorf("%w: entry meta", errCorrupt)
-		}
-		var err error
-		if v[i], err = strconv.Atoi(meta[:j]); err != nil || v[i] < 0 {
-			return fmt.Errorf("%w: entry meta", errCorrupt)
-		}
-		meta = meta[j+1:]
-	}
-	if v[2] > len(meta) {
-		return fmt.Errorf("%w: entry meta", errCorrupt)
-	}
-	d.Attempt, d.Failures = v[0]+1, v[1]
-	reason, source := meta[:v[2]], meta[v[2]:]
+	d.Attempt, d.Failures = a+1, f
 	if source != "" || reason != "" {
 		attrs := make(map[string]string, len(d.Attributes)+2)
 		maps.Copy(attrs, d.Attributes)
@@ -450,7 +561,7 @@ func (q *queue) entry(d *engines.Delivery, m, meta string) error {
 		attrs[engines.AttrDeadLetterSource] = source
 		d.Attributes = attrs
 	}
-	return nil
+	return x, nil
 }
 
 // Stats implements engines.Queue. It does the queue's housekeeping first,
@@ -467,7 +578,7 @@ func (q *queue) Stats(ctx context.Context) (engines.Stats, error) {
 		return engines.Stats{}, fmt.Errorf("redis: stats of %q: %d values, want 4", q.name, len(rep.stats))
 	}
 	xlen, _ := rep.stats[0].(int64)
-	leased, _ := rep.stats[1].(int64)
+	leased, _ := rep.stats[1].(int64) // entries pending in the group
 	delayed, _ := rep.stats[2].(int64)
 	s := engines.Stats{Ready: xlen - leased, InFlight: leased, Delayed: delayed}
 	h, _ := rep.stats[3].([]any)
@@ -516,6 +627,9 @@ func (q *queue) reap() {
 		case <-t.C:
 		}
 		wait := time.Second
+		if err := orphanScript.Run(ctx, q.e.client, []string{q.k.stream, q.k.leases, q.k.settings}, group).Err(); err != nil && q.live() == nil {
+			q.e.log.Warn("orphan scan failed", zap.String("queue", q.name), zap.Error(err))
+		}
 		rep, err := q.run(ctx, 0, false)
 		if err != nil {
 			if q.live() != nil {
@@ -534,90 +648,121 @@ func (q *queue) reap() {
 
 // Settle implements engines.Settler.
 func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settlement) error {
-	sid, code, err := q.settleArgs(t, s)
+	v, err := q.settleArgs(t, s)
 	if err != nil {
 		return err
 	}
-	args, _ := q.settleArgv([]verdict{{sid, code, s}})
-	v, err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
+	args, _ := q.settleArgv([]verdict{v})
+	r, err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
 	n := 0
-	if err == nil && len(v) == 1 {
-		n = int(v[0])
+	if err == nil && len(r) == 1 {
+		n = int(r[0])
 	}
-	return q.settled(sid, s, n, err)
+	return q.settled(v, n, err)
 }
 
-// settleArgs checks a settle and returns its entry ID and verdict code.
-func (q *queue) settleArgs(t engines.Ticket, s engines.Settlement) (string, string, error) {
-	sid, ok := t.Ref.(string)
+// settleArgs checks a settle and returns it as a verdict. It marks the
+// delivery's lease settled: a second settle of it is refused with
+// ErrLeaseLost (settled clears the mark when the first one's outcome is
+// unknown).
+func (q *queue) settleArgs(t engines.Ticket, s engines.Settlement) (verdict, error) {
+	l, ok := t.Ref.(*lease)
 	if !ok {
-		return "", "", engines.ErrNotLeased
+		return verdict{}, engines.ErrNotLeased
 	}
-	var v string
+	var code string
 	switch s.Verdict {
 	case engines.Ack:
-		v = "a"
+		code = "a"
 	case engines.Nack:
-		v = "n"
+		code = "n"
 	case engines.Requeue:
-		v = "r"
+		code = "r"
 	case engines.DeadLetter:
-		v = "d"
+		code = "d"
 	default:
-		return "", "", fmt.Errorf("redis: settle %s in %q: verdict %d: %w", sid, q.name, s.Verdict, engines.ErrInvalid)
+		return verdict{}, fmt.Errorf("redis: settle %s in %q: verdict %d: %w", l.sid, q.name, s.Verdict, engines.ErrInvalid)
 	}
 	if q.e.isClosed() {
-		return "", "", fmt.Errorf("redis: settle %s in %q: %w", sid, q.name, engines.ErrClosed)
+		return verdict{}, fmt.Errorf("redis: settle %s in %q: %w", l.sid, q.name, engines.ErrClosed)
 	}
-	return sid, v, nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.settled {
+		return verdict{}, fmt.Errorf("redis: %s %s in %q: settled already: %w", s.Verdict, l.sid, q.name, engines.ErrLeaseLost)
+	}
+	l.settled = true
+	return verdict{sid: l.sid, token: l.token, code: code, s: s, l: l}, nil
 }
 
-// verdict is one settle for the settle script: entry ID, verdict code
-// (a, n, r, d) and the settlement.
+// verdict is one settle for the settle script: entry ID, the batch lease
+// it is pending under, verdict code (a, n, r, d; e and u internal, see
+// settleScript) and the settlement.
 type verdict struct {
-	sid, code string
-	s         engines.Settlement
+	sid, token, code string
+	s                engines.Settlement
+	l                *lease // nil for the internal codes
 }
 
-// settleArgv builds the settle script's ARGV for vs: the acks' IDs alone
-// first, then the other verdicts with their delay and reason. The script
-// answers in that order: order[i] is the index in vs of its i-th answer.
+// settleArgv builds the settle script's ARGV for vs: per token, its acks'
+// IDs alone first, then its other verdicts with their delay and reason.
+// The script answers in that order: order[i] is the index in vs of its
+// i-th answer.
 func (q *queue) settleArgv(vs []verdict) (args []any, order []int) {
-	acks := 0
-	for _, v := range vs {
-		if v.code == "a" {
-			acks++
-		}
-	}
-	args = make([]any, 0, 4+acks+4*(len(vs)-acks))
-	args = append(args, group, q.name, q.e.opts.KeyPrefix, acks)
+	args = make([]any, 0, 3+len(vs)+3*len(vs))
+	args = append(args, group, q.name, q.e.opts.KeyPrefix)
 	order = make([]int, 0, len(vs))
-	for i, v := range vs {
-		if v.code == "a" {
-			args = append(args, v.sid)
-			order = append(order, i)
+	var tokens []string
+	for _, v := range vs {
+		if !slices.Contains(tokens, v.token) {
+			tokens = append(tokens, v.token)
 		}
 	}
-	for i, v := range vs {
-		if v.code != "a" {
-			args = append(args, v.sid, v.code, micros(v.s.Delay), v.s.Reason)
-			order = append(order, i)
+	for _, t := range tokens {
+		acks, others := 0, 0
+		for _, v := range vs {
+			if v.token == t {
+				if v.code == "a" {
+					acks++
+				} else {
+					others++
+				}
+			}
+		}
+		args = append(args, t, acks, others)
+		for i, v := range vs {
+			if v.token == t && v.code == "a" {
+				args = append(args, v.sid)
+				order = append(order, i)
+			}
+		}
+		for i, v := range vs {
+			if v.token == t && v.code != "a" {
+				args = append(args, v.sid, v.code, micros(v.s.Delay), v.s.Reason)
+				order = append(order, i)
+			}
 		}
 	}
 	return args, order
 }
 
-// settled turns the settle script's answer into an error.
-func (q *queue) settled(sid string, s engines.Settlement, n int, err error) error {
+// settled turns the settle script's answer into an error. When the
+// outcome is unknown (the call failed) the delivery may be settled again.
+func (q *queue) settled(v verdict, n int, err error) error {
 	if err != nil {
+		if v.l != nil {
+			v.l.mu.Lock()
+			v.l.settled = false
+			v.l.mu.Unlock()
+		}
 		if retryable(err) {
 			q.e.outage.fail("settle", err)
 		}
-		return fmt.Errorf("redis: %s %s in %q: %w", s.Verdict, sid, q.name, err)
+		return fmt.Errorf("redis: %s %s in %q: %w", v.s.Verdict, v.sid, q.name, err)
 	}
 	q.e.outage.ok()
 	if n == 0 {
-		return fmt.Errorf("redis: %s %s in %q: %w", s.Verdict, sid, q.name, engines.ErrLeaseLost)
+		return fmt.Errorf("redis: %s %s in %q: %w", v.s.Verdict, v.sid, q.name, engines.ErrLeaseLost)
 	}
 	return nil
 }
@@ -631,23 +776,31 @@ func (e *Engine) isClosed() bool {
 	}
 }
 
-// Extend implements engines.Settler.
+// Extend implements engines.Settler. A delivery that shares its batch
+// lease with others of its batch moves to a lease of its own, so Extend
+// changes no other delivery's expiry (extendScript).
 func (q *queue) Extend(ctx context.Context, t engines.Ticket, by time.Duration) (time.Time, error) {
-	sid, ok := t.Ref.(string)
+	l, ok := t.Ref.(*lease)
 	if !ok {
 		return time.Time{}, engines.ErrNotLeased
 	}
 	if by <= 0 {
-		return time.Time{}, fmt.Errorf("redis: extend %s in %q by %v: %w", sid, q.name, by, engines.ErrInvalid)
+		return time.Time{}, fmt.Errorf("redis: extend %s in %q by %v: %w", l.sid, q.name, by, engines.ErrInvalid)
 	}
-	v, err := extendScript.Run(ctx, q.e.client, []string{q.k.leases}, sid, micros(by)).Text()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.settled {
+		return time.Time{}, fmt.Errorf("redis: extend %s in %q: settled already: %w", l.sid, q.name, engines.ErrLeaseLost)
+	}
+	v, err := extendScript.Run(ctx, q.e.client, []string{q.k.stream, q.k.leases}, group, l.token, l.sid, micros(by)).StringSlice()
 	if err != nil {
-		return time.Time{}, fmt.Errorf("redis: extend %s in %q: %w", sid, q.name, err)
+		return time.Time{}, fmt.Errorf("redis: extend %s in %q: %w", l.sid, q.name, err)
 	}
-	if v == "-1" {
-		return time.Time{}, fmt.Errorf("redis: extend %s in %q: %w", sid, q.name, engines.ErrLeaseLost)
+	if len(v) != 2 {
+		return time.Time{}, fmt.Errorf("redis: extend %s in %q: %w", l.sid, q.name, engines.ErrLeaseLost)
 	}
-	return usTime(v), nil
+	l.token = v[1]
+	return usTime(v[0]), nil
 }
 
 // pending is a settle sent in the queue's next pipeline.
@@ -689,11 +842,11 @@ const settleLinger = 2 * time.Millisecond
 // (appendfsync always), so a settle whose Wait returned nil survives a
 // crash of either side.
 func (q *queue) StartSettle(ctx context.Context, d *engines.Delivery, s engines.Settlement) (engines.Pending, error) {
-	sid, code, err := q.settleArgs(d.Ticket(), s)
+	v, err := q.settleArgs(d.Ticket(), s)
 	if err != nil {
 		return nil, err
 	}
-	p := &pending{q: q, v: verdict{sid, code, s}, done: make(chan struct{})}
+	p := &pending{q: q, v: v, done: make(chan struct{})}
 	q.bmu.Lock()
 	q.batch = append(q.batch, p)
 	if !q.armed {
@@ -751,7 +904,7 @@ func (q *queue) send(batch []*pending, end bool) {
 		if err == nil {
 			n = int(v[i])
 		}
-		b.err = q.settled(b.v.sid, b.v.s, n, err)
+		b.err = q.settled(b.v, n, err)
 		close(b.done)
 	}
 }

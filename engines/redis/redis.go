@@ -59,13 +59,16 @@ const (
 	DefaultBlockInterval  = 200 * time.Millisecond
 )
 
-// group is the consumer group of every queue's stream, and consumer the
-// one consumer name every node reads as: leases live in the lease set,
-// not in the group's per-consumer lists, so nodes need no names of their
-// own (and none pile up in the group as processes come and go).
+// group is the consumer group of every queue's stream. Receives read as a
+// consumer named after their batch's lease token, deleted with the lease;
+// consumer is the name Purge reads as (and deletes when done, with
+// nothing pending), so no consumer outlives its use however processes come
+// and go. It is not "qrun", the one consumer every node read as before
+// leases were per batch: entries such an engine left pending are the
+// orphan sweep's (orphanScript), not Purge's to drop.
 const (
 	group    = "qrun"
-	consumer = "qrun"
+	consumer = "qrun-purge"
 )
 
 // Engine is a Redis Streams engine: its queues live in one Redis server,

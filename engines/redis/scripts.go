@@ -11,20 +11,23 @@ import "github.com/redis/go-redis/v9"
 //
 // A queue's keys (see Engine.keys): the stream S with consumer group
 // "qrun", the delayed set D (score: when due; member: a packed message),
-// the lease set L (score: when the lease expires; member: the stream entry
-// ID), the stats hash C and the settings hash Q, which Open writes so that
-// every node, and a handle opened by name alone, applies the queue's
+// the lease set L (score: when the lease expires; member: a batch's lease
+// token), the stats hash C and the settings hash Q, which Open writes so
+// that every node, and a handle opened by name alone, applies the queue's
 // latest settings. A stream entry's fields are m (the message, encoded by
 // codec.go), a (attempts before this delivery), f (failures so far), x
 // (when an undelivered entry's TTL runs out, 0 for none) and, for a dead
 // letter, r and o (the reason and the source queue); an entry of m alone
 // is a message with none of the others (attempts and failures 0, no TTL).
 //
-// Every delivery is a stream entry of its own: a message that comes back
-// (nack, requeue, expired lease) is written as a new entry carrying its
-// attempts and failures, and the old one is acknowledged and deleted. The
-// entry ID is therefore the lease token: a stale holder's ID has no lease
-// left, whoever holds the message now.
+// A lease covers a batch: a Receive reads with XREADGROUP as a consumer
+// named after a new random token, so the batch's entries are pending
+// under that consumer, and the lease set holds one member for it. The
+// token is never used again: a stale holder (its token expired and
+// reaped) finds no lease. Every delivery is a stream entry of its own: a
+// message that comes back (nack, requeue, expired lease) is written as a
+// new entry carrying its attempts and failures, and the old one is
+// acknowledged and deleted.
 
 // common is the prelude every script shares.
 const common = `
@@ -56,8 +59,8 @@ local function unpack_member(s)
 end
 -- xadd writes a stream entry. A fresh message (no attempts, failures,
 -- TTL or dead-letter fields: most of them) is the field m alone, which
--- XREADGROUP hands to the receive script, and the script to Go, for a
--- quarter of the cost of all six; take reads a missing field as 0 or ''.
+-- XREADGROUP hands to Go for a quarter of the cost of all six; take reads
+-- a missing field as 0 or ''.
 local function xadd(s, m, a, f, x, r, o)
   if r == '' and o == '' and x == 0 and tonumber(a) == 0 and tonumber(f) == 0 then
     return redis.call('XADD', s, '*', 'm', m)
@@ -76,11 +79,11 @@ local function reenter(s, d, now, delay, m, a, f, r, o)
     xadd(s, m, a, f, 0, r, o)
   end
 end
--- take removes a leased entry from stream s and returns its fields.
-local function take(s, l, group, sid)
-  redis.call('ZREM', l, sid)
+-- take removes a pending entry from stream s and returns its fields, or
+-- nil when it is not pending (settled already).
+local function take(s, group, sid)
+  if redis.call('XACK', s, group, sid) == 0 then return nil end
   local e = redis.call('XRANGE', s, sid, sid)
-  redis.call('XACK', s, group, sid)
   redis.call('XDEL', s, sid)
   if #e == 0 then return nil end
   local h = fields(e[1][2])
@@ -88,9 +91,24 @@ local function take(s, l, group, sid)
   h.r, h.o = h.r or '', h.o or ''
   return h
 end
+-- held reports whether token's batch lease in lease set l is unexpired.
+local function held(l, token, now)
+  local score = redis.call('ZSCORE', l, token)
+  return score and tonumber(score) > now
+end
+-- release ends token's lease once none of its entries is pending: the
+-- consumer named after it leaves the group and the member the lease set.
+local function release(s, l, group, token)
+  if #redis.call('XPENDING', s, group, '-', '+', 1, token) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', s, group, token)
+    redis.call('ZREM', l, token)
+    return true
+  end
+  return false
+end
 -- drop deletes acknowledged entries ids from stream s. Every entry the
--- group delivered and nobody settled is pending (a lease and a pending
--- entry come and go together), every ready entry lies after the group's
+-- group delivered and nobody settled is pending (under its batch's
+-- token, until settled or reaped), every ready entry lies after the group's
 -- last delivered ID, and settled entries are deleted: so every entry
 -- before the floor (the lowest pending ID, or when none is pending the
 -- ID after the last delivered one) is one of ids. One XTRIM MINID removes
@@ -175,33 +193,35 @@ end
 return false
 `)
 
-// receiveScript first does the queue's housekeeping, then leases. KEYS: S D
-// L C Q (the settings hash). ARGV: group, consumer, count (0: housekeeping
-// only), queue name, key prefix, want stats ('1').
+// receiveScript leases what the XREADGROUP before it (in the same MULTI,
+// see queue.run) read, then does the queue's housekeeping. KEYS: S D L C
+// Q (the settings hash). ARGV: group, token (the consumer name the
+// XREADGROUP read as; empty for housekeeping only), queue name, key prefix,
+// want stats ('1').
 //
-// Housekeeping: every expired lease counts a failure and goes back after
-// the retry policy's delay, or to the dead-letter queue at max attempts;
-// every due delayed message moves into the stream. Whoever runs it first
-// does it, once: it is safe with any number of nodes. It looks at the
-// first member of each sorted set first and scans only when that one is
-// due, so a receive with nothing due pays two ZRANGE calls for it.
+// Leasing is O(1) per batch: the entries stay in the group's pending
+// entries list under the consumer named after the token, and the lease set
+// gets one member, the token, scored with the batch's expiry. Nothing of
+// the entries passes through Lua. A read that found nothing leaves no
+// consumer and no lease.
 //
-// The leases of a batch are one variadic ZADD, and entries whose TTL ran
-// out one XACK, one XDEL and one HINCRBY: a redis.call from Lua costs
-// microseconds, so the script makes a fixed number of calls per batch, not
-// some per message.
+// Housekeeping: every expired token's pending entries count a failure and
+// go back after the retry policy's delay, or to the dead-letter queue at
+// max attempts; every due delayed message moves into the stream. Whoever
+// runs it first does it, once: it is safe with any number of nodes. It
+// looks at the first member of each sorted set and scans only when that
+// one is due.
 //
-// It returns {now, next, last, entries, stats, lease}: next is when the
+// It returns {now, next, last, moved, stats, lease, held}: next is when the
 // next lease expires or delayed message is due (-1: none), last the
-// stream's last entry ID (for a blocking wait on new entries), entries the
-// leased entries as one flat list, three values each (ID, message, meta:
-// empty for a fresh message, else "attempts failures #reason " .. reason ..
-// source, see queue.entry), and stats, when asked, {xlen, leased,
-// delayed, hash}.
+// stream's last entry ID (for a blocking wait on new entries), moved how
+// many messages housekeeping put into the stream (worth reading at once),
+// stats, when asked, {xlen, pending, delayed, hash}, and held 1 when the
+// token's lease was written.
 var receiveScript = redis.NewScript(common + `
 local s, d, l, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local cfg = config(KEYS[5])
-local group, consumer, count, name, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local group, token, name, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local lease, maxa = cfg.lease, cfg.maxa
 local initial, max, mult, jitter = cfg.ri, cfg.rm, cfg.rx, cfg.rj
 local function backoff(n)
@@ -214,24 +234,44 @@ local function backoff(n)
   return math.floor(v)
 end
 local now = now_us()
+local got = 0
+if token ~= '' then
+  if #redis.call('XPENDING', s, group, '-', '+', 1, token) > 0 then
+    redis.call('ZADD', l, fmt(now + lease), token)
+    got = 1
+  else
+    redis.call('XGROUP', 'DELCONSUMER', s, group, token)
+  end
+end
 local function first_score(k)
   local f = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
   if #f > 0 then return tonumber(f[2]) end
   return -1
 end
+local moved = 0
 local nl, nd = first_score(l), first_score(d)
 if nl >= 0 and nl <= now then
-  for _, sid in ipairs(redis.call('ZRANGEBYSCORE', l, '-inf', fmt(now), 'LIMIT', 0, 256)) do
-    local h = take(s, l, group, sid)
-    if h then
-      redis.call('HINCRBY', c, 'expired_lease', 1)
-      local a, f = h.a + 1, h.f + 1
-      if maxa > 0 and f >= maxa then
-        deadletter(c, cfg, prefix, h.m, a, f, 'lease expired (failure ' .. f .. ' of ' .. maxa .. ')', name)
-      else
-        reenter(s, d, now, backoff(f - 1), h.m, a, f, h.r, h.o)
+  for _, tok in ipairs(redis.call('ZRANGEBYSCORE', l, '-inf', fmt(now), 'LIMIT', 0, 64)) do
+    while true do
+      local p = redis.call('XPENDING', s, group, '-', '+', 1000, tok)
+      if #p == 0 then break end
+      for _, pe in ipairs(p) do
+        local h = take(s, group, pe[1])
+        if h then
+          redis.call('HINCRBY', c, 'expired_lease', 1)
+          local a, f = h.a + 1, h.f + 1
+          if maxa > 0 and f >= maxa then
+            deadletter(c, cfg, prefix, h.m, a, f, 'lease expired (failure ' .. f .. ' of ' .. maxa .. ')', name)
+          else
+            local delay = backoff(f - 1)
+            reenter(s, d, now, delay, h.m, a, f, h.r, h.o)
+            if delay <= 0 then moved = moved + 1 end
+          end
+        end
       end
     end
+    redis.call('XGROUP', 'DELCONSUMER', s, group, tok)
+    redis.call('ZREM', l, tok)
   end
   nl, nd = first_score(l), first_score(d)
 end
@@ -242,109 +282,97 @@ if nd >= 0 and nd <= now then
     local x = 0
     if t > 0 then x = now + t end
     xadd(s, m, a, f, x, r, o)
+    moved = moved + 1
   end
   nd = first_score(d)
-end
-local out = {}
-if count > 0 then
-  local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', s, '>')
-  if res then
-    local z, gone = {}, {}
-    local score = fmt(now + lease)
-    for _, e in ipairs(res[1][2]) do
-      local v = e[2]
-      if #v == 2 and v[1] == 'm' then
-        -- A fresh message: nothing to check, and no meta.
-        z[#z + 1] = score
-        z[#z + 1] = e[1]
-        local n = #out
-        out[n + 1], out[n + 2], out[n + 3] = e[1], v[2], ''
-      else
-        local h = fields(v)
-        local x = h.x or '0'
-        if x ~= '0' and tonumber(x) <= now then
-          gone[#gone + 1] = e[1]
-        else
-          z[#z + 1] = score
-          z[#z + 1] = e[1]
-          local r, o = h.r or '', h.o or ''
-          local n = #out
-          out[n + 1], out[n + 2] = e[1], h.m or ''
-          out[n + 3] = (h.a or '0') .. ' ' .. (h.f or '0') .. ' ' .. #r .. ' ' .. r .. o
-        end
-      end
-    end
-    for i = 1, #z, 1000 do
-      redis.call('ZADD', l, unpack(z, i, math.min(i + 999, #z)))
-    end
-    if #z > 0 and (nl < 0 or now + lease < nl) then nl = now + lease end
-    if #gone > 0 then
-      for i = 1, #gone, 500 do
-        local j = math.min(i + 499, #gone)
-        redis.call('XACK', s, group, unpack(gone, i, j))
-        redis.call('XDEL', s, unpack(gone, i, j))
-      end
-      redis.call('HINCRBY', c, 'expired', #gone)
-    end
-  end
 end
 local next = nl
 if nd >= 0 and (next < 0 or nd < next) then next = nd end
 local last = '0-0'
-if #out == 0 then
+if got == 0 then
   local r = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)
   if #r > 0 then last = r[1][1] end
 end
 local stats = false
-if ARGV[6] == '1' then
-  stats = {redis.call('XLEN', s), redis.call('ZCARD', l), redis.call('ZCARD', d), redis.call('HGETALL', c)}
+if ARGV[5] == '1' then
+  stats = {redis.call('XLEN', s), redis.call('XPENDING', s, group)[1], redis.call('ZCARD', d), redis.call('HGETALL', c)}
 end
-return {fmt(now), fmt(next), last, out, stats, fmt(lease)}
+return {fmt(now), fmt(next), last, moved, stats, fmt(lease), got}
+`)
+
+// orphanScript gives a lease to every consumer of the group that holds
+// pending entries, has none, and has been idle for longer than the
+// queue's lease: entries read by an XREADGROUP whose lease script never
+// ran (it failed with NOSCRIPT and the process died before running it
+// again) or left by an older engine that read as one shared consumer. The
+// lease it writes expires at once, so the next housekeeping counts one
+// failure for each of their entries, as for any lapsed lease. KEYS: S L Q.
+// ARGV: group. It returns how many consumers it leased.
+var orphanScript = redis.NewScript(common + `
+local s, l = KEYS[1], KEYS[2]
+local lease = config(KEYS[3]).lease
+local now = now_us()
+local n = 0
+for _, cs in ipairs(redis.call('XINFO', 'CONSUMERS', s, ARGV[1])) do
+  local h = fields(cs)
+  if tonumber(h.pending) > 0 and tonumber(h.idle) * 1000 > lease and not redis.call('ZSCORE', l, h.name) then
+    redis.call('ZADD', l, fmt(now), h.name)
+    n = n + 1
+  end
+end
+return n
 `)
 
 // settleScript applies verdicts, any number in one call (a pipeline of
 // scripts pays Lua's per-call cost for each). KEYS: S D L C Q. ARGV:
-// group, queue name, key prefix, the number k of acks, the k acked entry
-// IDs, then for each other verdict the entry ID, the verdict (n, r, d, or
-// u to give back a message leased ahead and never handed out, see
-// queue.prefetch), the delay and the reason. It returns one value per verdict, acks first:
-// 0 when the lease is gone (settled, expired or taken over, or the same
-// entry named twice), 1 when applied.
+// group, queue name, key prefix, then for each batch lease: its token, the
+// number k of its acks, the number n of its other verdicts, the k acked
+// entry IDs, then for each other verdict the entry ID, the verdict (n, r,
+// d, e for an entry whose TTL ran out before delivery, or u to give back
+// a message leased ahead and never handed out, see queue.prefetch), the
+// delay and the reason. It returns one value per verdict, in that order:
+// 0 when the lease is gone (expired or taken over), or the entry is not
+// pending under it any more, 1 when applied.
 //
-// The leases are read with one ZMSCORE, and the acks, which need nothing
-// of their entries, are one ZREM, one XACK and one XDEL of all their IDs;
-// only a nack, requeue or dead letter reads and rewrites its entry.
+// A token's lease is one ZSCORE, and its acks, which need nothing of
+// their entries, one XACK of all their IDs; only a nack, requeue or dead
+// letter reads and rewrites its entry. A token with nothing left pending
+// is released (its consumer and lease member deleted).
 var settleScript = redis.NewScript(common + `
 local s, d, l, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local group, name, prefix, k = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local group, name, prefix = ARGV[1], ARGV[2], ARGV[3]
 local now = now_us()
 local cfg
-local out, acks, seen, nacked = {}, {}, {}, 0
-local ids = {}
-for i = 5, 4 + k do ids[#ids + 1] = ARGV[i] end
-for i = 5 + k, #ARGV, 4 do ids[#ids + 1] = ARGV[i] end
-local scores = {}
-for i = 1, #ids, 1000 do
-  local j = math.min(i + 999, #ids)
-  local r = redis.call('ZMSCORE', l, unpack(ids, i, j))
-  for x = 1, #r do scores[i + x - 1] = r[x] end
-end
-for n = 1, #ids do
-  local sid, score = ids[n], scores[n]
-  if seen[sid] or not score or tonumber(score) <= now then
-    out[n] = 0
-  elseif n <= k then
-    seen[sid] = true
-    acks[#acks + 1] = sid
-    out[n] = 1
+local out, acks, nacked, expired = {}, {}, 0, 0
+local i = 4
+while i <= #ARGV do
+  local token, k, n = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  i = i + 3
+  local ok = held(l, token, now)
+  if not ok then
+    for x = 1, k + n do out[#out + 1] = 0 end
   else
-    seen[sid] = true
-    local h = take(s, l, group, sid)
+    local ids, seen = {}, {}
+    for x = i, i + k - 1 do
+      if not seen[ARGV[x]] then
+        seen[ARGV[x]] = true
+        ids[#ids + 1] = ARGV[x]
+      end
+    end
+    for x = 1, #ids, 1000 do
+      redis.call('XACK', s, group, unpack(ids, x, math.min(x + 999, #ids)))
+    end
+    for x = 1, #ids do acks[#acks + 1] = ids[x] end
+    for x = 1, k do out[#out + 1] = 1 end
+  end
+  i = i + k
+  for x = 1, n do
+    local sid, verdict, delay, reason = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+    i = i + 4
+    local h = ok and take(s, group, sid)
     if not h then
-      out[n] = 0
+      if ok then out[#out + 1] = 0 end
     else
-      local i = 5 + k + 4 * (n - k - 1)
-      local verdict, delay, reason = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
       cfg = cfg or config(KEYS[5])
       local a, f = h.a + 1, h.f
       if verdict == 'n' then
@@ -360,35 +388,45 @@ for n = 1, #ids do
       elseif verdict == 'u' then
         -- Leased ahead and never handed out: back as it was, no attempt.
         xadd(s, h.m, h.a, h.f, tonumber(h.x or '0'), h.r, h.o)
+      elseif verdict == 'e' then
+        expired = expired + 1
       else
         deadletter(c, cfg, prefix, h.m, a, f, reason, name)
       end
-      out[n] = 1
+      out[#out + 1] = 1
     end
   end
-end
-for i = 1, #acks, 1000 do
-  local j = math.min(i + 999, #acks)
-  redis.call('ZREM', l, unpack(acks, i, j))
-  redis.call('XACK', s, group, unpack(acks, i, j))
+  if ok then release(s, l, group, token) end
 end
 if #acks > 0 then
   drop(s, group, acks)
   redis.call('HINCRBY', c, 'acked', #acks)
 end
 if nacked > 0 then redis.call('HINCRBY', c, 'nacked', nacked) end
+if expired > 0 then redis.call('HINCRBY', c, 'expired', expired) end
 return out
 `)
 
-// extendScript moves a lease's expiry to now+by. KEYS: L. ARGV: entry ID,
-// by. It returns the new expiry, or -1 when the lease is gone.
+// extendScript moves a delivery's lease expiry to now+by. KEYS: S L.
+// ARGV: group, token, entry ID, by. A batch lease covers every entry
+// pending under its token, so an entry that shares its token with others
+// first moves to a token of its own (token/ID, by XCLAIM): the others keep
+// their expiry. It returns {expiry, token} with the delivery's token from
+// now on, or {-1} when the lease is gone.
 var extendScript = redis.NewScript(common + `
+local s, l = KEYS[1], KEYS[2]
+local group, token, sid = ARGV[1], ARGV[2], ARGV[3]
 local now = now_us()
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) <= now then return '-1' end
-local at = now + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], 'XX', fmt(at), ARGV[1])
-return fmt(at)
+if not held(l, token, now) then return {'-1'} end
+if #redis.call('XPENDING', s, group, sid, sid, 1, token) == 0 then return {'-1'} end
+local at = now + tonumber(ARGV[4])
+if #redis.call('XPENDING', s, group, '-', '+', 2, token) > 1 then
+  local nt = token .. '/' .. sid
+  redis.call('XCLAIM', s, group, nt, 0, sid, 'JUSTID')
+  token = nt
+end
+redis.call('ZADD', l, fmt(at), token)
+return {fmt(at), token}
 `)
 
 // purgeScript removes every ready and delayed message. KEYS: S D. ARGV:
@@ -406,27 +444,28 @@ while true do
     n = n + 1
   end
 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return n
 `)
 
 // redriveScript moves one dead letter back to its source queue. KEYS: S D
-// L of the dead-letter queue, the source's stream and stats. ARGV: 's' and
-// an entry ID (a ready entry) or 'z' and a delayed member. A ready entry
-// is one with no lease; it returns 1 when moved.
+// of the dead-letter queue, the source's stream and stats. ARGV: group,
+// 's' and an entry ID (a ready entry) or 'z' and a delayed member. A ready
+// entry is one not pending in the group; it returns 1 when moved.
 var redriveScript = redis.NewScript(common + `
 local m
-if ARGV[1] == 's' then
-  if redis.call('ZSCORE', KEYS[3], ARGV[2]) then return 0 end
-  local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if ARGV[2] == 's' then
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1) > 0 then return 0 end
+  local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
   if #e == 0 then return 0 end
   m = fields(e[1][2]).m
-  redis.call('XDEL', KEYS[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[3])
 else
-  if redis.call('ZREM', KEYS[2], ARGV[2]) == 0 then return 0 end
+  if redis.call('ZREM', KEYS[2], ARGV[3]) == 0 then return 0 end
   local _a, _f, _t, _r, _o
-  _a, _f, _t, _r, _o, m = unpack_member(ARGV[2])
+  _a, _f, _t, _r, _o, m = unpack_member(ARGV[3])
 end
-xadd(KEYS[4], m, 0, 0, 0, '', '')
-redis.call('HINCRBY', KEYS[5], 'enqueued', 1)
+xadd(KEYS[3], m, 0, 0, 0, '', '')
+redis.call('HINCRBY', KEYS[4], 'enqueued', 1)
 return 1
 `)
