@@ -757,6 +757,34 @@ func childTx(ctx context.Context, e engines.Engine, q engines.Queue, arg string)
 // testTxNoLostUpdate: concurrent deliveries that read a counter and write
 // it back plus one, checking what they read at commit and requeueing on a
 // conflict, lose no update.
+// IncrementTx is one read-then-write delivery: it reads the decimal
+// counter at key in kv (absent counts as 0) and settles d with its ack,
+// a check that the key is still at the version read and the counter plus
+// one, in one transaction (engines.Delivery.SettleTx). When another
+// delivery changed the key first (engines.ErrConflict) it requeues d and
+// reports committed false; any other error is returned. Engine packages
+// use it to test that concurrent increments lose no update, across engines
+// sharing storage too.
+func IncrementTx(ctx context.Context, kv engines.KV, key string, d *engines.Delivery) (committed bool, err error) {
+	var cur int64
+	var ver uint64
+	if ent, err := kv.Get(ctx, []byte(key)); err == nil {
+		cur, _ = strconv.ParseInt(string(ent.Value), 10, 64)
+		ver = ent.Version
+	} else if !errors.Is(err, engines.ErrNotFound) {
+		return false, err
+	}
+	err = d.SettleTx(ctx, &engines.Effects{KV: []engines.KVBatch{{Store: kv.Name(), Ops: []engines.KVOp{check(key, ver), set(key, strconv.FormatInt(cur+1, 10))}}}})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, engines.ErrConflict):
+		return false, d.Requeue(ctx, 0)
+	default:
+		return false, err
+	}
+}
+
 func testTxNoLostUpdate(t *testing.T, x *env) {
 	x.need(x.caps.Transactions, "Transactions")
 	x.need(x.caps.KV, "KV")
@@ -790,34 +818,18 @@ func testTxNoLostUpdate(t *testing.T, x *env) {
 				if err != nil {
 					continue // another worker holds the rest
 				}
-				d := ds[0]
-				var cur int64
-				var ver uint64
-				if ent, err := kv.Get(ctx, []byte("n")); err == nil {
-					cur, _ = strconv.ParseInt(string(ent.Value), 10, 64)
-					ver = ent.Version
-				} else if !errors.Is(err, engines.ErrNotFound) {
+				committed, err := IncrementTx(ctx, kv, "n", &ds[0])
+				if err != nil {
 					errs <- err
 					return
 				}
-				err = d.SettleTx(ctx, &engines.Effects{KV: []engines.KVBatch{{Store: kv.Name(), Ops: []engines.KVOp{check("n", ver), set("n", strconv.FormatInt(cur+1, 10))}}}})
-				switch {
-				case err == nil:
-					mu.Lock()
+				mu.Lock()
+				if committed {
 					done++
-					mu.Unlock()
-				case errors.Is(err, engines.ErrConflict):
-					mu.Lock()
+				} else {
 					conflicts++
-					mu.Unlock()
-					if err := d.Requeue(ctx, 0); err != nil {
-						errs <- err
-						return
-					}
-				default:
-					errs <- err
-					return
 				}
+				mu.Unlock()
 			}
 		}()
 	}

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
+	"github.com/qrun-dev/qrun/engines/enginetest"
 	"github.com/qrun-dev/qrun/engines/postgres"
 	"github.com/qrun-dev/qrun/engines/postgres/pgtest"
 )
@@ -251,39 +252,18 @@ func TestSettleTxTwoEngines(t *testing.T) {
 						}
 						continue // the others hold the rest
 					}
-					d := ds[0]
-					var (
-						cur int
-						ver uint64
-					)
-					if ent, err := kv.Get(ctx, []byte("n")); err == nil {
-						cur, _ = strconv.Atoi(string(ent.Value))
-						ver = ent.Version
-					} else if !errors.Is(err, engines.ErrNotFound) {
+					committed, err := enginetest.IncrementTx(ctx, kv, "n", &ds[0])
+					if err != nil {
 						errs <- err
 						return
 					}
-					err = d.SettleTx(ctx, &engines.Effects{KV: []engines.KVBatch{{Store: kv.Name(), Ops: []engines.KVOp{
-						{Kind: engines.KVCheck, Key: []byte("n"), IfVersion: ver, HasVersion: true},
-						{Kind: engines.KVSet, Key: []byte("n"), Value: []byte(strconv.Itoa(cur + 1))},
-					}}}})
-					switch {
-					case err == nil:
-						mu.Lock()
+					mu.Lock()
+					if committed {
 						done++
-						mu.Unlock()
-					case errors.Is(err, engines.ErrConflict):
-						mu.Lock()
+					} else {
 						conflicts++
-						mu.Unlock()
-						if err := d.Requeue(ctx, 0); err != nil {
-							errs <- err
-							return
-						}
-					default:
-						errs <- err
-						return
 					}
+					mu.Unlock()
 				}
 			}()
 		}
