@@ -1,3 +1,5 @@
+//go:build linux
+
 package posixmq
 
 import "github.com/qrun-dev/qrun/engines"
