@@ -44,9 +44,11 @@ func TestThrottledDeliveryWaitsWithoutFailing(t *testing.T) {
 	}
 }
 
-// Stopping a consumer whose worker waits on the throttle hands the
-// delivery back without a failure.
-func TestStopWhileThrottledReleases(t *testing.T) {
+// throttledWait starts a one-worker consumer limited to one delivery an
+// hour on a fake clock, sends two messages and returns once the first is
+// handled and the second's worker waits for its token.
+func throttledWait(t *testing.T) (*fixture, *clock.Fake) {
+	t.Helper()
 	clk := clock.NewFake(time.Now())
 	th := throttle.New(throttle.Config{Rate: 1.0 / 3600, Burst: 1, Clock: clk})
 	fx := newFixture(t, func(d *engines.Delivery) plugin.Result { return plugin.Result{Verdict: engines.Ack} },
@@ -57,6 +59,13 @@ func TestStopWhileThrottledReleases(t *testing.T) {
 	if err := clk.BlockUntil(t.Context(), 1); err != nil {
 		t.Fatal(err)
 	}
+	return fx, clk
+}
+
+// Stopping a consumer whose worker waits on the throttle hands the
+// delivery back without a failure.
+func TestStopWhileThrottledReleases(t *testing.T) {
+	fx, _ := throttledWait(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := fx.c.Stop(ctx); err != nil {
@@ -131,16 +140,7 @@ func TestMaxInFlightPerKeyAcrossWorkers(t *testing.T) {
 // A pause ends a throttled wait: the delivery goes back without a failure
 // and Pause returns; after Resume it is handled.
 func TestPauseEndsAThrottledWait(t *testing.T) {
-	clk := clock.NewFake(time.Now())
-	th := throttle.New(throttle.Config{Rate: 1.0 / 3600, Burst: 1, Clock: clk})
-	fx := newFixture(t, func(d *engines.Delivery) plugin.Result { return plugin.Result{Verdict: engines.Ack} },
-		func(c *dispatch.Config) { c.Throttle = th; c.Concurrency = 1 })
-	fx.send(t, "first", "second")
-	fx.c.Start()
-	fx.next(t)
-	if err := clk.BlockUntil(t.Context(), 1); err != nil {
-		t.Fatal(err)
-	}
+	fx, clk := throttledWait(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := fx.c.Pause(ctx); err != nil {
