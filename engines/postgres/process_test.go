@@ -212,6 +212,50 @@ func collect(ctx context.Context, t *testing.T, qs ...engines.Queue) *collector 
 	return c
 }
 
+// waitSettled polls q's stats until nothing is in flight and returns them:
+// a lease's expiry is on the database's clock and has no event here.
+func waitSettled(ctx context.Context, t *testing.T, q engines.Queue) engines.Stats {
+	t.Helper()
+	for {
+		st, err := q.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.InFlight == 0 {
+			return st
+		}
+		select {
+		case <-time.After(100 * time.Millisecond): // polling the condition; the deadline only bounds a hang
+		case <-ctx.Done():
+			t.Fatalf("%d messages still in flight before the deadline", st.InFlight)
+		}
+	}
+}
+
+// byQueue is how many messages arrived from the named output queue.
+func (c *collector) byQueue(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.by[name]
+}
+
+// waitBy waits until more than above messages arrived from the named
+// output queue: its node is handling messages.
+func (c *collector) waitBy(ctx context.Context, t *testing.T, name string, above int) {
+	t.Helper()
+	for c.byQueue(name) <= above {
+		if t.Failed() {
+			t.FailNow()
+		}
+		select {
+		case <-c.tick:
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			t.Fatalf("no message from %s before the deadline", name)
+		}
+	}
+}
+
 // waitCount waits until at least want distinct bodies with prefix arrived.
 func (c *collector) waitCount(ctx context.Context, t *testing.T, prefix string, want int) {
 	t.Helper()
@@ -315,23 +359,31 @@ func TestQrunProcesses(t *testing.T) {
 	// the process may be between batches, holding nothing, and then no
 	// lease can expire. So a kill that left no expired lease is tried
 	// again with a fresh process in its place (three times at most).
-	const m = 5000
+	const m = 20000
 	var st engines.Stats
 	victim := a
 	for try := 0; ; try++ {
 		prefix := fmt.Sprintf("k%d-", try)
+		base := c.byQueue("done_a")
 		publish(ctx, t, short, prefix[:len(prefix)-1], m)
-		c.waitCount(ctx, t, prefix, m/5)
+		c.waitCount(ctx, t, prefix, m/20)
+		// The victim itself is handling this round's backlog (under load
+		// the other process can take all of it), so it is almost surely
+		// holding a batch's leases when the signal lands.
+		c.waitBy(ctx, t, "done_a", base)
 		victim.stopping.Store(true)
 		if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		<-victim.done
 		c.waitCount(ctx, t, prefix, m)
-		var err error
-		if st, err = short.Stats(ctx); err != nil {
-			t.Fatal(err)
-		}
+		// Every message can have arrived while leases of the victim are
+		// still outstanding: it forwards a message before its ack, which
+		// the kill loses, and that lease expires a visibility timeout
+		// later. Only once nothing is in flight has every lease it held
+		// expired (it cannot settle any more), so only then does
+		// ExpiredLeaseTotal say whether it held one.
+		st = waitSettled(ctx, t, short)
 		if st.ExpiredLeaseTotal >= 1 {
 			break
 		}
