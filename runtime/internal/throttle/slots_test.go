@@ -106,11 +106,7 @@ func TestSharedSlotLocalReleaseWakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	rel()
-	r := got(t, ch)
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	r.release()
+	gotAdmitted(t, ch)()
 }
 
 // A failed take is counted and retried after a second; the delivery
@@ -131,11 +127,7 @@ func TestSharedSlotTakeErrorRetries(t *testing.T) {
 		t.Fatalf("retry at %v, want a second after the failure", d)
 	}
 	clk.Advance(time.Second)
-	r := got(t, ch)
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	r.release()
+	gotAdmitted(t, ch)()
 }
 
 // A wait for a shared slot ended by its context holds nothing: neither the
@@ -184,9 +176,5 @@ func TestSharedSlotDefaultPoll(t *testing.T) {
 	}
 	rel()
 	clk.Advance(100 * time.Millisecond)
-	r := got(t, ch)
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	r.release()
+	gotAdmitted(t, ch)()
 }

@@ -57,6 +57,17 @@ func got(t *testing.T, ch <-chan admitted) admitted {
 	}
 }
 
+// gotAdmitted waits for ch's Admit, fails the test on its error and
+// returns its release.
+func gotAdmitted(t *testing.T, ch <-chan admitted) func() {
+	t.Helper()
+	a := got(t, ch)
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	return a.release
+}
+
 func pending(ch <-chan admitted) bool {
 	select {
 	case <-ch:
