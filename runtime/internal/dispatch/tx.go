@@ -1,7 +1,6 @@
 package dispatch
 
 import (
-	"context"
 	"errors"
 
 	"go.uber.org/zap"
@@ -18,51 +17,26 @@ import (
 // the lease to expire, as a failed ack does, so the message is redelivered
 // and none of its effects happened.
 //
-// The commit is started now and waited for with the rest of the batch
+// On a queue that offers engines.GroupTxSettler (disk, postgres) the
+// commit is started now and waited for with the rest of the batch
 // (flush), as verdicts are on a GroupSettler, so that one engine
-// transaction can carry many deliveries' commits: through StartSettleTx on
-// a queue that offers it (engines.GroupTxSettler, disk), else by running
-// SettleTx on a goroutine of its own, which an engine that batches
-// concurrent SettleTx calls (postgres) shares a transaction between.
+// transaction carries many deliveries' commits. Elsewhere (memory, one
+// critical section) SettleTx runs here, which costs no goroutine, channel
+// or wake-up per delivery.
 func (w *worker) commit(o outcome, e *engines.Effects) {
 	c, d := w.c, o.d
 	o.eff = e
-	var p engines.Pending
-	var err error
-	if w.gts != nil {
-		p, err = w.gts.StartSettleTx(c.settleCtx, d, e)
-	} else {
-		p = startSettleTx(c.settleCtx, d, e)
+	if w.gts == nil {
+		w.committed(o, d.SettleTx(c.settleCtx, e))
+		return
 	}
+	p, err := w.gts.StartSettleTx(c.settleCtx, d, e)
 	if err != nil || p == nil {
 		w.committed(o, err)
 		return
 	}
 	o.p = p
 	w.pending = append(w.pending, o)
-}
-
-// asyncCommit is a SettleTx running on its own goroutine.
-type asyncCommit struct {
-	done chan struct{}
-	err  error
-}
-
-func startSettleTx(ctx context.Context, d *engines.Delivery, e *engines.Effects) *asyncCommit {
-	a := &asyncCommit{done: make(chan struct{})}
-	go func() {
-		a.err = d.SettleTx(ctx, e)
-		close(a.done)
-	}()
-	return a
-}
-
-// Wait implements engines.Pending. It waits for SettleTx whatever ctx
-// does (SettleTx itself honours the context it was given): the delivery
-// and its receive buffer must not be reused while it runs.
-func (a *asyncCommit) Wait(context.Context) error {
-	<-a.done
-	return a.err
 }
 
 // committed accounts for a commit of effects that returned err.
