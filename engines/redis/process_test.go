@@ -18,6 +18,9 @@ import (
 	"github.com/qrun-dev/qrun/engines/redis/redistest"
 )
 
+// unreachable is the engine's log line for the start of an outage.
+const unreachable = "redis unreachable; retrying with backoff"
+
 // countEvents counts the engine's reconnects.
 type countEvents struct{ errors, reconnects atomic.Int64 }
 
@@ -27,8 +30,8 @@ func (c *countEvents) Reconnected()        { c.reconnects.Add(1) }
 // TestBrokerRestart kills the Redis server (SIGKILL) while a producer and
 // a consumer work, and starts it again on the same data: every message
 // whose Enqueue returned is delivered and none is left, the consumer
-// carries on by itself,
-// and the outage is one "unreachable" line and one "recovered" line.
+// carries on by itself, and the outage is one "unreachable" line and one
+// "recovered" line.
 func TestBrokerRestart(t *testing.T) {
 	redistest.Need(t, srv)
 	own, err := redistest.Start() // a server of its own: the others' tests keep theirs
@@ -103,6 +106,19 @@ func TestBrokerRestart(t *testing.T) {
 		enqueue(i)
 	}
 	<-received // the consumer is busy when the server dies
+	if err := own.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// The server stays down until the engine has seen the outage: the
+	// consumer talks to it every few milliseconds (acks, or a blocking
+	// read), but a restart quicker than go-redis's own retries would be
+	// absorbed by them and show nothing to log.
+	for logs.FilterMessage(unreachable).Len() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the engine never reported the outage")
+		}
+		time.Sleep(5 * time.Millisecond) // polling the log, with the test's deadline
+	}
 	if err := own.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +139,7 @@ func TestBrokerRestart(t *testing.T) {
 	if s, err := q.Stats(context.Background()); err != nil || s.Depth() != 0 {
 		t.Fatalf("after the run: %+v, %v; want nothing left", s, err)
 	}
-	down := logs.FilterMessage("redis unreachable; retrying with backoff").Len()
+	down := logs.FilterMessage(unreachable).Len()
 	up := logs.FilterMessage("redis connection recovered").Len()
 	if down < 1 || down != up || ev.reconnects.Load() != int64(up) {
 		t.Fatalf("%d unreachable lines, %d recovered lines, %d reconnect events; want one of each per outage", down, up, ev.reconnects.Load())

@@ -86,13 +86,22 @@ func (s *Server) start() error {
 	return nil
 }
 
-// Restart kills the server with SIGKILL (a crash: only what appendfsync
-// always wrote survives) and starts it again on the same port and data.
-func (s *Server) Restart() error {
+// Kill kills the server with SIGKILL (a crash: only what appendfsync
+// always wrote survives), leaving its data for Restart.
+func (s *Server) Kill() error {
 	if s.bin == "" {
-		return errors.New("redistest: cannot restart a server named by " + EnvURL)
+		return errors.New("redistest: cannot kill a server named by " + EnvURL)
 	}
 	s.proc.Kill()
+	return nil
+}
+
+// Restart kills the server with SIGKILL unless Kill did already, and
+// starts it again on the same port and data.
+func (s *Server) Restart() error {
+	if err := s.Kill(); err != nil {
+		return err
+	}
 	return s.start()
 }
 
