@@ -77,7 +77,8 @@ func (h *handle) Peek(ctx context.Context, max int) ([]engines.Delivery, error) 
 
 // PeekPage implements engines.Peeker: a scan in enqueue order, the cursor
 // being the last record's sequence number (its bbolt key), which a record
-// keeps through deliveries and retries.
+// keeps through deliveries and retries. A page costs time in proportion to
+// the records it reads past, not to the queue's length.
 func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engines.PeekPage, error) {
 	if h.closed.Load() {
 		return engines.PeekPage{}, h.errClosed("peek at")
@@ -92,31 +93,21 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 		q.mu.Unlock()
 		return engines.PeekPage{}, q.errClosed("peek at")
 	}
-	sel := pagesel.New(opts.Max, func(r *record) uint64 { return r.seq })
-	more := 0
-	offer := func(r *record) {
-		if r.seq > after {
-			more++
-			sel.Add(r)
+	// Read on from the cursor in seq order: the page costs its own records
+	// and the ones it skips, not the queue's length.
+	var rs []*record
+	more := false
+	for _, x := range q.bySeq.After(after) {
+		r := x.R
+		if !live(x) || (r.state == stateLeased && !opts.InFlight) {
+			continue
 		}
-	}
-	for r := range q.ready.All() {
-		offer(r)
-	}
-	for _, ks := range q.keys {
-		for _, r := range ks.parked {
-			offer(r)
+		if len(rs) == opts.Max {
+			more = true
+			break
 		}
+		rs = append(rs, r)
 	}
-	for r := range q.delayed.All() {
-		offer(r)
-	}
-	if opts.InFlight {
-		for r := range q.leases.All() {
-			offer(r)
-		}
-	}
-	rs := sel.Sorted()
 	ds := make([]engines.Delivery, len(rs))
 	states := make(map[*record]engines.MessageState, len(rs))
 	for i, r := range rs {
@@ -142,7 +133,7 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 		st := states[ds[i].Ticket().Ref.(*record)]
 		page.Messages[i] = engines.Peeked{Delivery: engines.NewDelivery(ds[i], nil, engines.Ticket{}), State: st}
 	}
-	if more > len(rs) {
+	if more {
 		page.Next = pagesel.FormatCursor(rs[len(rs)-1].seq)
 	}
 	return page, nil

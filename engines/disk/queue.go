@@ -13,6 +13,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/internal/lease"
+	"github.com/qrun-dev/qrun/engines/internal/pagesel"
 )
 
 // queue is the in-memory index of one stored queue, shared by every handle
@@ -36,6 +37,9 @@ type queue struct {
 	nParked int
 
 	keys map[string]*keyState
+	// bySeq lists the records in seq (bbolt key) order, for PeekPage to
+	// start a page where its cursor points rather than walk the queue.
+	bySeq pagesel.Log[*record]
 
 	dedup      map[string]dedupEntry
 	dedupMarks []dedupMark
@@ -108,7 +112,13 @@ func (q *queue) added(r *record, now int64) {
 		return
 	}
 	q.admit(r, now)
+	q.bySeq.Add(r.seq, r)
+	q.bySeq.Trim(q.depth(), live)
 }
+
+// live reports whether a bySeq entry's record is still in the queue
+// (records are never reused, so its seq cannot have changed).
+func live(x pagesel.Entry[*record]) bool { return x.R.state != stateGone }
 
 // admit places a stored record: behind its ordering key if the key is
 // busy, otherwise ready or delayed according to r.due.

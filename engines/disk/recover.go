@@ -313,6 +313,7 @@ func (e *Engine) recoverQueue(tx *bolt.Tx, q *queue, now int64) (_ *queue, lease
 		n++
 		r.due = due
 		q.admit(r, now)
+		q.bySeq.Add(r.seq, r) // in key order: appended
 	}
 	var key [8]byte
 	for _, w := range expired {

@@ -82,9 +82,9 @@ func (h *handle) PeekPage(ctx context.Context, opts engines.PeekOptions) (engine
 	// its own records and the ones it skips, not the queue's length.
 	var rs []*record
 	more := false
-	for _, x := range q.bySeq.e[q.bySeq.after(after):] {
-		r := x.r
-		if !x.live() || (r.state == stateLeased && !opts.InFlight) || (r.state == stateReady && r.expire != 0 && now >= r.expire) {
+	for _, x := range q.bySeq.After(after) {
+		r := x.R
+		if !live(x) || (r.state == stateLeased && !opts.InFlight) || (r.state == stateReady && r.expire != 0 && now >= r.expire) {
 			continue
 		}
 		if len(rs) == opts.Max {

@@ -54,7 +54,7 @@ func TestPeekPageAcrossRecycling(t *testing.T) {
 	}
 	q := h.(*handle).q
 	q.mu.Lock()
-	n, depth := len(q.bySeq.e), q.depth()
+	n, depth := q.bySeq.Len(), q.depth()
 	q.mu.Unlock()
 	if n != 350 || n > 2*depth {
 		t.Errorf("seq list holds %d entries for %d messages, want all 350 (stale ones untrimmed) and at most twice as many", n, depth)
@@ -106,12 +106,13 @@ func TestSeqLogTrim(t *testing.T) {
 	q := h.(*handle).q
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.bySeq.e) != 101 {
-		t.Fatalf("seq list holds %d entries for 101 messages", len(q.bySeq.e))
+	es := q.bySeq.After(0)
+	if len(es) != 101 {
+		t.Fatalf("seq list holds %d entries for 101 messages", len(es))
 	}
-	for i, x := range q.bySeq.e {
-		if !x.live() || (i > 0 && x.seq <= q.bySeq.e[i-1].seq) {
-			t.Fatalf("entry %d: seq %d live %v after the trim", i, x.seq, x.live())
+	for i, x := range es {
+		if !live(x) || (i > 0 && x.Seq <= es[i-1].Seq) {
+			t.Fatalf("entry %d: seq %d live %v after the trim", i, x.Seq, live(x))
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/internal/lease"
+	"github.com/qrun-dev/qrun/engines/internal/pagesel"
 )
 
 const (
@@ -52,7 +53,7 @@ type queue struct {
 
 	// bySeq lists the records in enqueue (seq) order, for PeekPage to
 	// start a page where its cursor points (peekindex.go).
-	bySeq seqLog
+	bySeq pagesel.Log[*record]
 
 	dedup      map[string]dedupEntry
 	dedupMarks []dedupMark
@@ -169,7 +170,7 @@ func (q *queue) insert(m *engines.Message, enq, now int64) *record {
 	r.msg = *m
 	q.seq++
 	r.seq = q.seq
-	q.bySeq.add(r)
+	q.bySeq.Add(r.seq, r)
 	r.enq = enq
 	r.Attempt, r.Failures = 0, 0
 	r.due = lease.After(now, m.Delay)
@@ -179,7 +180,7 @@ func (q *queue) insert(m *engines.Message, enq, now int64) *record {
 	}
 	q.st.EnqueuedTotal++
 	q.admit(r, now)
-	q.bySeq.trim(q.depth())
+	q.bySeq.Trim(q.depth(), live)
 	return r
 }
 
