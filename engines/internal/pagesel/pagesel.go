@@ -1,8 +1,9 @@
 // Package pagesel serves engines.Peeker.PeekPage for engines that scan
 // records held in memory in the order of a per-record sequence number:
-// cursors are that number, and Smallest picks a page's records out of an
-// unordered walk in O(n log k) time and O(k) memory, however large the
-// queue.
+// cursors are that number. Log keeps the records in that order, so a page
+// costs its own records (memory, disk); Smallest picks a page's records
+// out of an unordered walk in O(n log k) time and O(k) memory, for an
+// engine whose records have no such list (shm's ring).
 package pagesel
 
 import (
