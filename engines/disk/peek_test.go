@@ -8,6 +8,7 @@ import (
 
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/disk"
+	"github.com/qrun-dev/qrun/engines/enginetest"
 )
 
 // scan pages through q, max messages a page, and returns their bodies.
@@ -92,48 +93,20 @@ func TestPeekPageScan(t *testing.T) {
 	}
 }
 
-// BenchmarkPeekPageScan pages through a whole queue of n messages, 100 a
-// page, and reports the cost of one page: a page that costs the same
-// whatever n is has a cost proportional to the page, not the queue.
+// BenchmarkPeekPageScan: the cost of a page of a paged scan, for queues of
+// growing length (see enginetest.BenchPeekScan).
 func BenchmarkPeekPageScan(b *testing.B) {
-	for _, n := range []int{1_000, 10_000, 100_000} {
-		b.Run(fmt.Sprintf("queue=%d", n), func(b *testing.B) {
-			ctx := context.Background()
-			e, err := disk.Open(ctx, disk.Options{Dir: b.TempDir(), Sync: disk.SyncBatch})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer e.Close()
-			q, err := e.Open(ctx, engines.QueueSpec{Name: "q"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			msgs := make([]engines.Message, 1000)
-			for i := range msgs {
-				msgs[i].Body = []byte("x")
-			}
-			for range n / len(msgs) {
-				if err := q.Enqueue(ctx, msgs...); err != nil {
-					b.Fatal(err)
-				}
-			}
-			p := q.(engines.Peeker)
-			pages := 0
-			b.ResetTimer()
-			for range b.N {
-				after := ""
-				for {
-					pg, err := p.PeekPage(ctx, engines.PeekOptions{Max: 100, After: after})
-					if err != nil {
-						b.Fatal(err)
-					}
-					pages++
-					if after = pg.Next; after == "" {
-						break
-					}
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(pages), "ns/page")
-		})
-	}
+	enginetest.BenchPeekScan(b, func(b *testing.B) engines.Queue {
+		ctx := context.Background()
+		e, err := disk.Open(ctx, disk.Options{Dir: b.TempDir(), Sync: disk.SyncBatch})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = e.Close() })
+		q, err := e.Open(ctx, engines.QueueSpec{Name: "q"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return q
+	})
 }

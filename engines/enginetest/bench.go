@@ -252,3 +252,42 @@ func benchTx(b *testing.B, h Harness, tx bool) {
 	b.StopTimer()
 	reportRate(b, b.N)
 }
+
+// BenchPeekScan pages through a whole queue of n messages, for n of 1,000,
+// 10,000 and 100,000, 100 a page, and reports the cost of one page: a page
+// that costs the same whatever n is has a cost proportional to the page,
+// not the queue. open returns an empty queue that offers engines.Peeker.
+func BenchPeekScan(b *testing.B, open func(b *testing.B) engines.Queue) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("queue=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			q := open(b)
+			msgs := make([]engines.Message, 1000)
+			for i := range msgs {
+				msgs[i].Body = []byte("x")
+			}
+			for range n / len(msgs) {
+				if err := q.Enqueue(ctx, msgs...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			p := q.(engines.Peeker)
+			pages := 0
+			b.ResetTimer()
+			for range b.N {
+				after := ""
+				for {
+					pg, err := p.PeekPage(ctx, engines.PeekOptions{Max: 100, After: after})
+					if err != nil {
+						b.Fatal(err)
+					}
+					pages++
+					if after = pg.Next; after == "" {
+						break
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(pages), "ns/page")
+		})
+	}
+}
