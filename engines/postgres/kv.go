@@ -192,11 +192,35 @@ func entryOf(key, value []byte, version int64, expires *time.Time) engines.KVEnt
 
 // Get implements engines.KV.
 func (h *kvHandle) Get(ctx context.Context, key []byte) (engines.KVEntry, error) {
+	ent, found, err := h.Lookup(ctx, key)
+	if err == nil && !found {
+		err = fmt.Errorf("postgres: kv %q: key %q: %w", h.name, key, engines.ErrNotFound)
+	}
+	if err != nil {
+		return engines.KVEntry{}, err
+	}
+	ent.Key = bytes.Clone(key)
+	return ent, nil
+}
+
+// Lookup is Get that reports an absent or expired key as found false, not
+// as engines.ErrNotFound, and returns key itself as the entry's Key, not a
+// copy. A transactional delivery reads every key it increments, most of
+// them new, so runtime/plugin uses Lookup when a store offers it: the
+// error Get builds for a missing key (the key quoted into it) would be
+// thrown away.
+//
+// Each lookup is its own point query on a pool connection, sent at once.
+// Coalescing the lookups of concurrent deliveries into one round trip was
+// measured and is slower: a lookup then waits for the round trip in
+// flight before its own goes, and the round trip costs the same
+// (docs/state.md, Performance).
+func (h *kvHandle) Lookup(ctx context.Context, key []byte) (engines.KVEntry, bool, error) {
 	if len(key) == 0 || len(key) > engines.MaxKeySize {
-		return engines.KVEntry{}, fmt.Errorf("postgres: kv %q: key of %d bytes, want 1..%d: %w", h.name, len(key), engines.MaxKeySize, engines.ErrInvalid)
+		return engines.KVEntry{}, false, fmt.Errorf("postgres: kv %q: key of %d bytes, want 1..%d: %w", h.name, len(key), engines.MaxKeySize, engines.ErrInvalid)
 	}
 	if h.e.closed.Load() {
-		return engines.KVEntry{}, h.e.errClosed("kv get on", h.name)
+		return engines.KVEntry{}, false, h.e.errClosed("kv get on", h.name)
 	}
 	var (
 		val     []byte
@@ -207,12 +231,12 @@ func (h *kvHandle) Get(ctx context.Context, key []byte) (engines.KVEntry, error)
 		return h.e.pool.QueryRow(ctx, h.e.sqlKV.get, h.name, key).Scan(&val, &ver, &expires)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return engines.KVEntry{}, fmt.Errorf("postgres: kv %q: key %q: %w", h.name, key, engines.ErrNotFound)
+		return engines.KVEntry{}, false, nil
 	}
 	if err != nil {
-		return engines.KVEntry{}, h.e.opErr("kv get on", h.name, err)
+		return engines.KVEntry{}, false, h.e.opErr("kv get on", h.name, err)
 	}
-	return entryOf(bytes.Clone(key), val, ver, expires), nil
+	return entryOf(key, val, ver, expires), true, nil
 }
 
 // List implements engines.KV.
