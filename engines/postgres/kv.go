@@ -214,8 +214,8 @@ func (h *kvHandle) Get(ctx context.Context, key []byte) (engines.KVEntry, error)
 // Each lookup is its own point query on a pool connection, sent at once.
 // Coalescing the lookups of concurrent deliveries into one round trip was
 // measured and is slower: a lookup then waits for the round trip in
-// flight before its own goes, and the round trip costs the same
-// (docs/state.md, Performance).
+// flight before its own goes, and with a few workers the round trips it
+// saves do not pay for that wait (docs/state.md, Performance).
 func (h *kvHandle) Lookup(ctx context.Context, key []byte) (engines.KVEntry, bool, error) {
 	if len(key) == 0 || len(key) > engines.MaxKeySize {
 		return engines.KVEntry{}, false, fmt.Errorf("postgres: kv %q: key of %d bytes, want 1..%d: %w", h.name, len(key), engines.MaxKeySize, engines.ErrInvalid)
