@@ -54,3 +54,7 @@ func GroupsFor(maxConns int32) int { return groupsFor(maxConns) }
 func TxStatements(e *Engine) (lockLeases, read string) {
 	return e.sqlKV.lockLeases, e.sqlKV.read
 }
+
+// KVGetStatement is the point read of one key ($1 store, $2 key) that a
+// lone Lookup sends.
+func KVGetStatement(e *Engine) string { return e.sqlKV.get }
