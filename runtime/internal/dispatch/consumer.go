@@ -336,7 +336,9 @@ type worker struct {
 	n counters
 	c *Consumer
 	// buf is reused by every Receive: a batch costs no allocation. It holds
-	// the last batch's messages until the next one overwrites them.
+	// the last batch's messages until the next one overwrites them; while
+	// a batch's commits land, it is set aside and buf is a second buffer
+	// (overlap.go).
 	buf   []engines.Delivery
 	inst  Instance
 	batch int
