@@ -147,7 +147,9 @@ type TxSettler interface {
 // whose transactional settles can share commits: the dispatcher starts the
 // settle of each delivery of a batch as its handler returns and waits for
 // them together, so one commit (one fsync) carries many deliveries'
-// acks and effects, each still all or nothing.
+// acks and effects, each still all or nothing. It waits on a goroutine
+// of its own while the worker receives and handles its next batch, so
+// Wait may run concurrently with the same handle's Receive and settles.
 type GroupTxSettler interface {
 	// StartSettleTx is d.SettleTx(ctx, e) except that it may return before
 	// the outcome is durable, or even decided: a check the engine can only

@@ -336,7 +336,9 @@ type worker struct {
 	n counters
 	c *Consumer
 	// buf is reused by every Receive: a batch costs no allocation. It holds
-	// the last batch's messages until the next one overwrites them.
+	// the last batch's messages until the next one overwrites them; while
+	// a batch's commits land, it is set aside and buf is a second buffer
+	// (overlap.go).
 	buf   []engines.Delivery
 	inst  Instance
 	batch int
@@ -354,6 +356,11 @@ type worker struct {
 	gs      engines.GroupSettler
 	gts     engines.GroupTxSettler // the same for commits of effects (tx.go)
 	pending []outcome
+	// commits are the batch's started commits of effects; at its end they
+	// are handed to a goroutine that waits for them while the worker
+	// receives and handles the next batch (overlap.go).
+	commits []outcome
+	landing landing
 	// crashes counts the deliveries in a row that broke the instance.
 	crashes int
 	_       [64]byte // keep whatever is allocated next off the last line
@@ -377,9 +384,13 @@ const (
 func (w *worker) run(ctx context.Context) {
 	c := w.c
 	defer w.dropInstance()
+	defer w.landCommits() // a stopped worker leaves nothing unaccounted
 	for ctx.Err() == nil {
 		e := c.gate.cur.Load()
 		if e.resumed != nil { // paused
+			// Pause returns once every worker parked: by then every
+			// commit is accounted.
+			w.landCommits()
 			c.gate.park(ctx, e)
 			continue
 		}
@@ -412,8 +423,9 @@ func (w *worker) run(ctx context.Context) {
 
 // handleBatch handles one received batch and reports whether the worker
 // should go on. Whatever it does not handle it hands back, and every
-// verdict it started is durable before it returns, so the receive buffer
-// can be reused.
+// verdict it started is durable before it returns; its commits of effects
+// are handed over to land while the next batch runs (overlap.go), and the
+// receive buffer they point into is set aside until they have.
 func (w *worker) handleBatch(ctx context.Context, ds []engines.Delivery) bool {
 	c := w.c
 	defer w.flush()
@@ -658,19 +670,16 @@ func (w *worker) handle(d *engines.Delivery, start time.Time) {
 }
 
 // flush waits until the verdicts started during a batch are durable and
-// accounts for them. Most share one or two commits, so all but the first
-// wait return at once.
+// accounts for them, then hands the batch's commits of effects over
+// (overlap.go). Most verdicts share one or two commits, so all but the
+// first wait return at once.
 func (w *worker) flush() {
 	for _, o := range w.pending {
-		err := o.p.Wait(w.c.settleCtx)
-		if o.eff != nil {
-			w.committed(o, err)
-			continue
-		}
-		w.applied(o, err)
+		w.applied(o, o.p.Wait(w.c.settleCtx))
 	}
 	clear(w.pending)
 	w.pending = w.pending[:0]
+	w.handOver()
 }
 
 // applied accounts for a verdict the engine has applied (err nil) or refused.

@@ -18,11 +18,11 @@ import (
 // and none of its effects happened.
 //
 // On a queue that offers engines.GroupTxSettler (disk, postgres) the
-// commit is started now and waited for with the rest of the batch
-// (flush), as verdicts are on a GroupSettler, so that one engine
-// transaction carries many deliveries' commits. Elsewhere (memory, one
-// critical section) SettleTx runs here, which costs no goroutine, channel
-// or wake-up per delivery.
+// commit is started now and waited for with the rest of the batch's, so
+// that one engine transaction carries many deliveries' commits, and that
+// wait overlaps the worker's next batch (overlap.go). Elsewhere (memory,
+// one critical section) SettleTx runs here, which costs no goroutine,
+// channel or wake-up per delivery.
 func (w *worker) commit(o outcome, e *engines.Effects) {
 	c, d := w.c, o.d
 	o.eff = e
@@ -36,10 +36,12 @@ func (w *worker) commit(o outcome, e *engines.Effects) {
 		return
 	}
 	o.p = p
-	w.pending = append(w.pending, o)
+	w.commits = append(w.commits, o)
 }
 
-// committed accounts for a commit of effects that returned err.
+// committed accounts for a commit of effects that returned err. It runs
+// on the worker or on the goroutine its commits land on (overlap.go), so
+// everything it touches is safe for concurrent use.
 func (w *worker) committed(o outcome, err error) {
 	c, d := w.c, o.d
 	if c.cfg.OnCommit != nil {
