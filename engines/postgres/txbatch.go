@@ -412,9 +412,7 @@ func queueFinal(b *pgx.Batch, e *Engine, bs *batchStore) {
 	if len(dk) > 0 {
 		b.Queue(e.sqlKV.del, bs.name, dk)
 	}
-	if len(pk) > 0 {
-		b.Queue(e.sqlKV.upsert, bs.name, pk, pv, pn, px)
-	}
+	bs.queuePuts(b, e, pk, pv, pn, px)
 }
 
 // inTx runs f on a pooled connection on which f itself sends BEGIN and
