@@ -69,3 +69,7 @@ func EnqueueStatements(e *Engine) (full, plain string) { return e.sql.enqueue, e
 // PlainBatch reports whether an enqueue of msgs to a queue (not a topic)
 // takes the bodies-only statement.
 func PlainBatch(msgs []engines.Message) bool { return (&handle{}).plain(msgs, indexes(len(msgs))) }
+
+// TxRetries is how many SettleTx groups of e were rolled back because a
+// lease was lost and run again locking their leases first.
+func TxRetries(e *Engine) int64 { return e.kv.txRetries.Load() }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,6 +50,9 @@ type kvState struct {
 	maxValue map[string]int     // per store, from the latest OpenKV
 	handles  map[string]*handle // queues SettleTx publishes to
 	txb      txBatcher
+	// txRetries counts SettleTx groups rolled back because a lease was
+	// lost and run again locking first (runTxBatch), for the tests.
+	txRetries atomic.Int64
 }
 
 func (k *kvState) limit(store string) int {
@@ -65,6 +69,7 @@ type kvSQL struct {
 	createStore, ensureStores, lockKeys, versions, read string
 	get, list, upsert, insert, del, sweep               string
 	state, setState, lockLeases, ackLocked, countAcked  string
+	ackHeld                                             string
 }
 
 // kvStatements fills the quoted schema into the statements.
@@ -126,6 +131,13 @@ func kvStatements(schema string) kvSQL {
 		// where it found them, deleted by their ctid (a TID scan whatever
 		// the table's size); and the queues' acked counters.
 		ackLocked: s(`DELETE FROM __Q__.messages WHERE ctid = ANY($1::tid[])`),
+		// The acks of an optimistic SettleTx group (runTxBatch): the rows
+		// whose lease is still held, by primary key ("state + 0" keeps
+		// messages_due out of a generic plan, as in the engine's ack), each
+		// reporting its queue; one missing is a lease lost.
+		ackHeld: s(`DELETE FROM __Q__.messages m USING unnest($1::bigint[], $2::bigint[]) AS a(seq, token)
+			WHERE m.seq = a.seq AND m.lease_token = a.token AND m.state + 0 = 2 AND m.visible_at > now()
+			RETURNING m.queue_id`),
 		countAcked: s(`INSERT INTO __Q__.counters AS c (queue_id, shard, acked)
 			SELECT q, pg_backend_pid() % 16, n FROM unnest($1::int[], $2::bigint[]) AS u(q, n)
 			ON CONFLICT (queue_id, shard) DO UPDATE SET acked = c.acked + EXCLUDED.acked`),
