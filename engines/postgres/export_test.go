@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/qrun-dev/qrun/engines"
 )
 
 // Loops names the background loops e started, for the external tests.
@@ -58,3 +60,16 @@ func TxStatements(e *Engine) (lockLeases, read string) {
 // KVGetStatement is the point read of one key ($1 store, $2 key) that a
 // lone Lookup sends.
 func KVGetStatement(e *Engine) string { return e.sqlKV.get }
+
+// EnqueueStatements are a queue's insert of messages of every kind ($1
+// queue, $2..$10 the columns' arrays, $11 ordered) and of bodies alone
+// ($1 queue, $2 bodies).
+func EnqueueStatements(e *Engine) (full, plain string) { return e.sql.enqueue, e.sql.enqueuePlain }
+
+// PlainBatch reports whether an enqueue of msgs to a queue (not a topic)
+// takes the bodies-only statement.
+func PlainBatch(msgs []engines.Message) bool { return (&handle{}).plain(msgs, indexes(len(msgs))) }
+
+// TxRetries is how many SettleTx groups of e were rolled back because a
+// lease was lost and run again locking their leases first.
+func TxRetries(e *Engine) int64 { return e.kv.txRetries.Load() }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -49,6 +50,9 @@ type kvState struct {
 	maxValue map[string]int     // per store, from the latest OpenKV
 	handles  map[string]*handle // queues SettleTx publishes to
 	txb      txBatcher
+	// txRetries counts SettleTx groups rolled back because a lease was
+	// lost and run again locking first (runTxBatch), for the tests.
+	txRetries atomic.Int64
 }
 
 func (k *kvState) limit(store string) int {
@@ -63,8 +67,9 @@ func (k *kvState) limit(store string) int {
 // kvSQL are the statements of this file, with the schema filled in.
 type kvSQL struct {
 	createStore, ensureStores, lockKeys, versions, read string
-	get, list, upsert, del, sweep                       string
+	get, list, upsert, insert, del, sweep               string
 	state, setState, lockLeases, ackLocked, countAcked  string
+	ackHeld                                             string
 }
 
 // kvStatements fills the quoted schema into the statements.
@@ -100,6 +105,15 @@ func kvStatements(schema string) kvSQL {
 		upsert: s(`INSERT INTO __Q__.kv (store, key, value, version, expires_at)
 			SELECT $1, k, v, n, x FROM unnest($2::bytea[], $3::bytea[], $4::bigint[], $5::timestamptz[]) AS u(k, v, n, x)
 			ON CONFLICT (store, key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version, expires_at = EXCLUDED.expires_at`),
+		// The keys a transaction read under their locks and found absent:
+		// every writer holds a key's lock until it commits, so nobody can
+		// insert one of them first, and a plain insert (a heap and an index
+		// tuple, no speculative insertion and its confirmation record) does
+		// what the upsert would. A unique violation here would mean a writer
+		// that skipped the locks: the transaction fails, nothing is
+		// overwritten.
+		insert: s(`INSERT INTO __Q__.kv (store, key, value, version, expires_at)
+			SELECT $1, k, v, n, x FROM unnest($2::bytea[], $3::bytea[], $4::bigint[], $5::timestamptz[]) AS u(k, v, n, x)`),
 		del:   s(`DELETE FROM __Q__.kv WHERE store = $1 AND key = ANY($2::bytea[])`),
 		sweep: s(`DELETE FROM __Q__.kv WHERE expires_at <= now()`),
 		// The leases of a SettleTx batch still held, locked until commit,
@@ -117,6 +131,13 @@ func kvStatements(schema string) kvSQL {
 		// where it found them, deleted by their ctid (a TID scan whatever
 		// the table's size); and the queues' acked counters.
 		ackLocked: s(`DELETE FROM __Q__.messages WHERE ctid = ANY($1::tid[])`),
+		// The acks of an optimistic SettleTx group (runTxBatch): the rows
+		// whose lease is still held, by primary key ("state + 0" keeps
+		// messages_due out of a generic plan, as in the engine's ack), each
+		// reporting its queue; one missing is a lease lost.
+		ackHeld: s(`DELETE FROM __Q__.messages m USING unnest($1::bigint[], $2::bigint[]) AS a(seq, token)
+			WHERE m.seq = a.seq AND m.lease_token = a.token AND m.state + 0 = 2 AND m.visible_at > now()
+			RETURNING m.queue_id`),
 		countAcked: s(`INSERT INTO __Q__.counters AS c (queue_id, shard, acked)
 			SELECT q, pg_backend_pid() % 16, n FROM unnest($1::int[], $2::bigint[]) AS u(q, n)
 			ON CONFLICT (queue_id, shard) DO UPDATE SET acked = c.acked + EXCLUDED.acked`),
@@ -356,6 +377,9 @@ type storeLoad struct {
 	drawn  []int64 // the versions drawn, ascending
 	clock  time.Time
 	s      *kvmem.Store
+	// stored are the keys the read found in the table, expired or not:
+	// the others are absent until this transaction commits (queuePuts).
+	stored map[string]bool
 }
 
 // placeholderBase is where the versions kvmem hands out in a transaction
@@ -457,6 +481,10 @@ func (l *storeLoad) queue(b *pgx.Batch, e *Engine, expired func(key []byte)) {
 			if err := rows.Scan(&k, &v, &ver, &expires); err != nil {
 				return err
 			}
+			if l.stored == nil {
+				l.stored = make(map[string]bool, len(l.keys))
+			}
+			l.stored[string(k)] = true
 			ent := kvmem.Entry{Value: v, Version: uint64(ver)}
 			if expires != nil {
 				ent.Expires = expires.UnixNano()
@@ -529,8 +557,33 @@ func (sb *storeBatch) queueWrites(b *pgx.Batch) {
 	if len(dk) > 0 {
 		b.Queue(sb.e.sqlKV.del, sb.name, dk)
 	}
-	if len(pk) > 0 {
-		b.Queue(sb.e.sqlKV.upsert, sb.name, pk, pv, pn, px)
+	sb.queuePuts(b, sb.e, pk, pv, pn, px)
+}
+
+// queuePuts queues the statements that store the keys pk with their
+// values pv, versions pn and expiries px: an upsert for the keys the read
+// found (a sweep may have deleted an expired one since), a plain insert
+// for the others, which the transaction's key locks keep absent.
+func (l *storeLoad) queuePuts(b *pgx.Batch, e *Engine, pk, pv [][]byte, pn []int64, px []*time.Time) {
+	var (
+		ik, iv [][]byte
+		in     []int64
+		ix     []*time.Time
+		j      int
+	)
+	for i := range pk {
+		if l.stored[string(pk[i])] {
+			pk[j], pv[j], pn[j], px[j] = pk[i], pv[i], pn[i], px[i]
+			j++
+			continue
+		}
+		ik, iv, in, ix = append(ik, pk[i]), append(iv, pv[i]), append(in, pn[i]), append(ix, px[i])
+	}
+	if j > 0 {
+		b.Queue(e.sqlKV.upsert, l.name, pk[:j], pv[:j], pn[:j], px[:j])
+	}
+	if len(ik) > 0 {
+		b.Queue(e.sqlKV.insert, l.name, ik, iv, in, ix)
 	}
 }
 

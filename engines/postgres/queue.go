@@ -205,6 +205,20 @@ type rowQuerier interface {
 // insert stores msgs[idx...] and writes their IDs back.
 func (h *handle) insert(ctx context.Context, q rowQuerier, msgs []engines.Message, idx []int) (wakeups, error) {
 	n := len(idx)
+	if h.plain(msgs, idx) {
+		bodies := make([][]byte, n)
+		for j, i := range idx {
+			bodies[j] = msgs[i].Body
+		}
+		rows, err := q.Query(ctx, h.e.sql.enqueuePlain, h.id, bodies)
+		if err != nil {
+			return wakeups{}, err
+		}
+		if err := scanSeqs(rows, msgs, idx); err != nil {
+			return wakeups{}, err
+		}
+		return wakeups{queues: []int32{h.id}}, nil
+	}
 	var (
 		ids    = make([]string, n)
 		bodies = make([][]byte, n)
@@ -248,36 +262,61 @@ func (h *handle) insert(ctx context.Context, q rowQuerier, msgs []engines.Messag
 	if err != nil {
 		return wakeups{}, err
 	}
-	defer rows.Close()
 	w := wakeups{soonest: soonest}
-	j := 0
-	for rows.Next() {
-		if h.topic {
-			var qid int32
-			if err := rows.Scan(&qid); err != nil {
-				return wakeups{}, err
-			}
-			if ready {
-				w.queues = append(w.queues, qid)
-			}
-			continue
+	if !h.topic {
+		if ready {
+			w.queues = append(w.queues, h.id)
 		}
-		var seq int64
-		if err := rows.Scan(&seq); err != nil {
+		return w, scanSeqs(rows, msgs, idx)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var qid int32
+		if err := rows.Scan(&qid); err != nil {
 			return wakeups{}, err
 		}
-		if j < n && msgs[idx[j]].ID == "" {
-			msgs[idx[j]].ID = strconv.FormatInt(seq, 10)
+		if ready {
+			w.queues = append(w.queues, qid)
 		}
-		j++
 	}
 	if err := rows.Err(); err != nil {
 		return wakeups{}, err
 	}
-	if !h.topic && ready {
-		w.queues = append(w.queues, h.id)
-	}
 	return w, nil
+}
+
+// plain reports whether the messages of msgs at idx are bodies alone, so
+// that enqueuePlain stores them as enqueue would; a topic's need an ID.
+func (h *handle) plain(msgs []engines.Message, idx []int) bool {
+	if h.topic {
+		return false
+	}
+	for _, i := range idx {
+		m := &msgs[i]
+		if m.ID != "" || m.Priority != 0 || m.Delay != 0 || m.TTL != 0 || m.OrderingKey != "" ||
+			m.ContentType != "" || m.CorrelationID != "" || len(m.Attributes) > 0 || m.DedupID != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// scanSeqs reads the seqs an insert into a queue returns, in input order,
+// and gives each message of msgs at idx without an ID its seq as its ID.
+func scanSeqs(rows pgx.Rows, msgs []engines.Message, idx []int) error {
+	defer rows.Close()
+	j := 0
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			return err
+		}
+		if j < len(idx) && msgs[idx[j]].ID == "" {
+			msgs[idx[j]].ID = strconv.FormatInt(seq, 10)
+		}
+		j++
+	}
+	return rows.Err()
 }
 
 // enqueueDedup enqueues a batch in which some messages carry a DedupID. A

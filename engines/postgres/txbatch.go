@@ -3,6 +3,7 @@ package postgres
 import (
 	"cmp"
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"sync"
@@ -21,21 +22,25 @@ import (
 // however many deliveries it carries:
 //
 //  1. one pipeline locks the deliveries' message rows whose lease is still
-//     held (FOR UPDATE, one primary-key probe each, in seq order), then
+//     held (FOR UPDATE, one primary-key probe each, in seq order; not in
+//     the optimistic first run of runTxBatch, which acks in step 3), then
 //     every key they name (advisory locks in ascending id: keyLocks),
 //     draws the versions the group may hand out and reads the keys;
 //  2. in Go, each delivery in turn (a lost lease: out) runs its ops on the
 //     stores as the earlier deliveries of the group left them (kvmem, on
 //     the database's clock): a failed check puts it out with ErrConflict,
 //     and the next ones never see its writes;
-//  3. the publishes of the deliveries still in, one INSERT per target
-//     queue, in queue order;
-//  4. one pipeline deletes their messages (the ack, by the ctid found in
-//     step 1), counts them, writes the final value of every key they
-//     changed and sends the NOTIFY; then COMMIT.
+//  3. in the optimistic run, one statement deletes their messages (the
+//     ack, by seq and token: every one found, or the run is rolled back
+//     and repeated locking); then the publishes of the deliveries still
+//     in, one INSERT per target queue, in queue order;
+//  4. one pipeline deletes their messages (in the locking run: the ack, by
+//     the ctid found in step 1), counts them, writes the final value of
+//     every key they changed and sends the NOTIFY; then COMMIT.
 //
-// The message rows locked in step 1 are what make the ack certain in step
-// 4: nobody else can settle, reap or re-lease them meanwhile. The key
+// The message rows locked in step 1 (or deleted in step 3) are what make
+// the ack certain at the COMMIT: nobody else can settle, reap or re-lease
+// them meanwhile. The key
 // locks are what make the checks of step 2 certain: nobody else writes
 // those keys until this transaction has committed or rolled back.
 //
@@ -176,8 +181,45 @@ type batchStore struct {
 	changed map[string]bool
 }
 
+// errLeasesMoved ends a group's optimistic transaction whose acks did not
+// all find their lease: it is rolled back and run again, locking first.
+var errLeasesMoved = errors.New("a lease of the group was lost")
+
 // runTxBatch commits batch in one transaction and sets each request's err.
+//
+// A group whose deliveries are all of unordered queues first runs without
+// locking its message rows in step 1: it assumes every lease is still
+// held, and its step 3 starts by deleting the acked rows (the ack: by seq,
+// token and an unexpired lease, the row locks taken then, before any
+// counter row) and counting them. That saves the database a statement and
+// a row lock (a WAL record) per delivery. Should a lease have been lost
+// since the delivery was handled (expired and re-leased, reaped), fewer
+// rows go than were acked: the transaction is rolled back, nothing of it
+// having happened, and the group runs again as the top of this file
+// describes, locking the leases still held first, which puts the lost one
+// out. The row locks
+// still come before any counter row, and after the key locks only rows a
+// group holds the lease of, which no other group's statements match.
 func (e *Engine) runTxBatch(batch []*txReq) {
+	optimistic := true
+	for _, r := range batch {
+		optimistic = optimistic && !r.l.ordered
+	}
+	// The acks go before the publishes, so a retry finds their messages
+	// as the deliveries left them: no ID assigned yet.
+	if optimistic {
+		if !errors.Is(e.runTxGroup(batch, false), errLeasesMoved) {
+			return
+		}
+		e.kv.txRetries.Add(1)
+	}
+	_ = e.runTxGroup(batch, true)
+}
+
+// runTxGroup runs batch's transaction, locking the leases in step 1 when
+// lock is set (see runTxBatch), sets each request's err and returns the
+// transaction's error.
+func (e *Engine) runTxGroup(batch []*txReq, lock bool) error {
 	ctx := e.ctx
 	for _, r := range batch {
 		r.err, r.woke = nil, r.woke[:0]
@@ -220,19 +262,21 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 		held := make(map[int64]lockedRow, len(batch))
 		var b pgx.Batch
 		b.Queue("BEGIN")
-		b.Queue(e.sqlKV.lockLeases, seqs, tokens).Query(func(rows pgx.Rows) error {
-			for rows.Next() {
-				var (
-					seq int64
-					row lockedRow
-				)
-				if err := rows.Scan(&seq, &row.tid, &row.queue); err != nil {
-					return err
+		if lock {
+			b.Queue(e.sqlKV.lockLeases, seqs, tokens).Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					var (
+						seq int64
+						row lockedRow
+					)
+					if err := rows.Scan(&seq, &row.tid, &row.queue); err != nil {
+						return err
+					}
+					held[seq] = row
 				}
-				held[seq] = row
-			}
-			return rows.Err()
-		})
+				return rows.Err()
+			})
+		}
 		if len(stores) > 0 {
 			loads := make([]*storeLoad, len(stores))
 			for i, bs := range stores {
@@ -253,7 +297,7 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 		// 2. Each delivery in turn, on the stores as the earlier ones left them.
 		var in []*txReq
 		for _, r := range batch {
-			if _, ok := held[r.l.seq]; !ok {
+			if _, ok := held[r.l.seq]; lock && !ok {
 				r.err = engines.ErrLeaseLost
 				continue
 			}
@@ -264,7 +308,40 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 			in = append(in, r)
 		}
 
-		// 3. The publishes, one statement per target queue.
+		// 3. Optimistic: the acks first, every one of them or a retry.
+		var acked map[int32]int64
+		if !lock && len(in) > 0 {
+			acked = map[int32]int64{}
+			aseqs, atokens := make([]int64, 0, len(in)), make([]int64, 0, len(in))
+			for _, r := range bySeq {
+				if r.err == nil {
+					aseqs, atokens = append(aseqs, r.l.seq), append(atokens, r.token)
+				}
+			}
+			rows, err := tx.Query(ctx, e.sqlKV.ackHeld, aseqs, atokens)
+			if err != nil {
+				return err
+			}
+			n := 0
+			for rows.Next() {
+				var q int32
+				if err := rows.Scan(&q); err != nil {
+					rows.Close()
+					return err
+				}
+				acked[q]++
+				n++
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if n != len(aseqs) {
+				return errLeasesMoved
+			}
+		}
+
+		// The publishes, one statement per target queue.
 		type target struct {
 			h    *handle
 			msgs []engines.Message
@@ -309,25 +386,29 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 		var (
 			ordered [2][]int64
 			tids    []pgtype.TID
-			acked   = map[int32]int64{}
 		)
-		for _, r := range in {
-			if r.l.ordered {
-				ordered[0], ordered[1] = append(ordered[0], r.l.seq), append(ordered[1], r.token)
-			} else {
-				row := held[r.l.seq]
-				tids = append(tids, row.tid)
-				acked[row.queue]++
+		if lock {
+			acked = map[int32]int64{}
+			for _, r := range in {
+				if r.l.ordered {
+					ordered[0], ordered[1] = append(ordered[0], r.l.seq), append(ordered[1], r.token)
+				} else {
+					row := held[r.l.seq]
+					tids = append(tids, row.tid)
+					acked[row.queue]++
+				}
 			}
 		}
 		if len(tids) > 0 {
+			b.Queue(e.sqlKV.ackLocked, tids)
+		}
+		if len(acked) > 0 {
 			// Counter rows in queue order, as any two batches lock them.
 			qs := slices.Sorted(maps.Keys(acked))
 			ns := make([]int64, len(qs))
 			for i, q := range qs {
 				ns[i] = acked[q]
 			}
-			b.Queue(e.sqlKV.ackLocked, tids)
 			b.Queue(e.sqlKV.countAcked, qs, ns)
 		}
 		if len(ordered[0]) > 0 {
@@ -349,11 +430,12 @@ func (e *Engine) runTxBatch(batch []*txReq) {
 	if err != nil {
 		// Rolled back: nothing of the batch happened.
 		for _, r := range batch {
-			if r.err == nil {
+			if r.err == nil || errors.Is(err, errLeasesMoved) {
 				r.err = err
 			}
 		}
 	}
+	return err
 }
 
 // runOps runs r's ops on the batch's stores: all of its stores or none.
@@ -412,9 +494,7 @@ func queueFinal(b *pgx.Batch, e *Engine, bs *batchStore) {
 	if len(dk) > 0 {
 		b.Queue(e.sqlKV.del, bs.name, dk)
 	}
-	if len(pk) > 0 {
-		b.Queue(e.sqlKV.upsert, bs.name, pk, pv, pn, px)
-	}
+	bs.queuePuts(b, e, pk, pv, pn, px)
 }
 
 // inTx runs f on a pooled connection on which f itself sends BEGIN and
