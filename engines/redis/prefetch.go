@@ -187,7 +187,7 @@ func (q *queue) giveBack(ds []engines.Delivery) {
 			vs = append(vs, verdict{sid: l.sid, token: l.token, code: "u"})
 		}
 	}
-	args, _ := q.settleArgv(vs)
+	args, _, _ := q.settleArgv(vs)
 	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
 	defer cancel()
 	if err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Err(); err != nil {

@@ -198,3 +198,35 @@ func TestAckDeletesExactly(t *testing.T) {
 	ack(rest)
 	want("at the end", 0, 0, 14)
 }
+
+// TestAckDeletesAroundFloor: one settle whose acks straddle the floor
+// (a delivery of the same batch, extended onto a lease of its own, is
+// still out in the middle of them) trims the acks before it and deletes
+// those after it, and none else; the dispatcher's verdicts may come in
+// any order, so they go here newest first.
+func TestAckDeletesAroundFloor(t *testing.T) {
+	_, q := aheadQueue(t, time.Hour, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	want := func(step string, inFlight, ready, acked int64) {
+		t.Helper()
+		if s := stats(t, q); s.InFlight != inFlight || s.Ready != ready || s.AckedTotal != acked {
+			t.Fatalf("%s: in flight %d, ready %d, acked %d; want %d, %d, %d", step, s.InFlight, s.Ready, s.AckedTotal, inFlight, ready, acked)
+		}
+	}
+	a := make([]engines.Delivery, 6)
+	receiveFull(t, q, a, 0)
+	if err := a[2].Extend(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	rest := []engines.Delivery{a[5], a[4], a[3], a[1], a[0]}
+	ackBatch(t, q, rest)
+	// The settle ran before the read of the next 4, leased ahead with it.
+	want("acked around the extended one", 5, 0, 5)
+	ackBatch(t, q, a[2:3])
+	want("the extended one acked", 4, 0, 6)
+	b := make([]engines.Delivery, 4)
+	receiveFull(t, q, b, 6)
+	ackBatch(t, q, []engines.Delivery{b[3], b[1], b[2], b[0]})
+	want("at the end", 0, 0, 10)
+}

@@ -106,20 +106,23 @@ local function release(s, l, group, token)
   end
   return false
 end
--- drop deletes acknowledged entries ids from stream s. Every entry the
+-- drop deletes acknowledged entries from stream s: ARGV[r[1]..r[2]],
+-- ARGV[r[3]..r[4]], ..., each range in stream order. Every entry the
 -- group delivered and nobody settled is pending (under its batch's
 -- token, until settled or reaped), every ready entry lies after the group's
 -- last delivered ID, and settled entries are deleted: so every entry
 -- before the floor (the lowest pending ID, or when none is pending the
--- ID after the last delivered one) is one of ids. One XTRIM MINID removes
+-- ID after the last delivered one) is an acked one. One XTRIM MINID removes
 -- those, walking the stream's head in order, for much less than XDEL
 -- costs to find each; only the IDs at or after the floor (another
--- worker's older batch is still out) need XDEL.
+-- worker's older batch is still out) need XDEL. A range being in stream
+-- order, the first of them at or after the floor is found by bisection:
+-- a settle does no Lua work per acked ID.
 local function idparts(id)
   local dash = string.find(id, '-', 1, true)
   return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
 end
-local function drop(s, group, ids)
+local function drop(s, group, r)
   local fms, fseq
   local p = redis.call('XPENDING', s, group)
   if p[1] > 0 then
@@ -133,20 +136,36 @@ local function drop(s, group, ids)
       end
     end
   end
-  local rest, below = {}, 0
-  for _, id in ipairs(ids) do
-    local ms, seq = idparts(id)
-    if fms and fseq < 2 ^ 53 and (ms < fms or (ms == fms and seq < fseq)) then
-      below = below + 1
+  local function below(x)
+    local ms, seq = idparts(ARGV[x])
+    return ms < fms or (ms == fms and seq < fseq)
+  end
+  local trim = false
+  for x = 1, #r, 2 do
+    local lo, hi = r[x], r[x + 1]
+    -- first: the first index at or after the floor, hi + 1 for none
+    local first
+    if not fms or fseq >= 2 ^ 53 then
+      first = lo
+    elseif below(hi) then
+      first = hi + 1
+    elseif not below(lo) then
+      first = lo
     else
-      rest[#rest + 1] = id
+      local a, b = lo, hi -- below(a), not below(b)
+      while b - a > 1 do
+        local m = math.floor((a + b) / 2)
+        if below(m) then a = m else b = m end
+      end
+      first = b
+    end
+    if first > lo then trim = true end
+    for y = first, hi, 1000 do
+      redis.call('XDEL', s, unpack(ARGV, y, math.min(y + 999, hi)))
     end
   end
-  if below > 0 then
+  if trim then
     redis.call('XTRIM', s, 'MINID', fmt(fms) .. '-' .. fmt(fseq))
-  end
-  for i = 1, #rest, 1000 do
-    redis.call('XDEL', s, unpack(rest, i, math.min(i + 999, #rest)))
   end
 end
 -- config reads a queue's settings from its hash (written by Open): the
@@ -327,43 +346,43 @@ return n
 // scripts pays Lua's per-call cost for each). KEYS: S D L C Q. ARGV:
 // group, queue name, key prefix, then for each batch lease: its token, the
 // number k of its acks, the number n of its other verdicts, the k acked
-// entry IDs, then for each other verdict the entry ID, the verdict (n, r,
-// d, e for an entry whose TTL ran out before delivery, or u to give back
-// a message leased ahead and never handed out, see queue.prefetch), the
-// delay and the reason. It returns one value per verdict, in that order:
-// 0 when the lease is gone (expired or taken over), or the entry is not
-// pending under it any more, 1 when applied.
+// entry IDs (in stream order, each once: see queue.settleArgv), then for
+// each other verdict the entry ID, the verdict (n, r, d, e for an entry
+// whose TTL ran out before delivery, or u to give back a message leased
+// ahead and never handed out, see queue.prefetch), the delay and the
+// reason. It returns, per token, one value for all its acks, then one per
+// other verdict: 0 when the lease is gone (expired or taken over), or the
+// entry is not pending under it any more, 1 when applied.
 //
 // A token's lease is one ZSCORE, and its acks, which need nothing of
-// their entries, one XACK of all their IDs; only a nack, requeue or dead
-// letter reads and rewrites its entry. A token with nothing left pending
-// is released (its consumer and lease member deleted).
+// their entries, one XACK of all their IDs, passed on from ARGV as they
+// are; only a nack, requeue or dead letter reads and rewrites its entry.
+// A token with nothing left pending is released (its consumer and lease
+// member deleted).
 var settleScript = redis.NewScript(common + `
 local s, d, l, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, name, prefix = ARGV[1], ARGV[2], ARGV[3]
 local now = now_us()
 local cfg
-local out, acks, nacked, expired = {}, {}, 0, 0
+local out, ranges, acked, nacked, expired = {}, {}, 0, 0, 0
 local i = 4
 while i <= #ARGV do
   local token, k, n = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   i = i + 3
   local ok = held(l, token, now)
   if not ok then
-    for x = 1, k + n do out[#out + 1] = 0 end
+    out[#out + 1] = 0
+    for x = 1, n do out[#out + 1] = 0 end
   else
-    local ids, seen = {}, {}
-    for x = i, i + k - 1 do
-      if not seen[ARGV[x]] then
-        seen[ARGV[x]] = true
-        ids[#ids + 1] = ARGV[x]
+    out[#out + 1] = 1
+    if k > 0 then
+      for x = i, i + k - 1, 1000 do
+        redis.call('XACK', s, group, unpack(ARGV, x, math.min(x + 999, i + k - 1)))
       end
+      ranges[#ranges + 1] = i
+      ranges[#ranges + 1] = i + k - 1
+      acked = acked + k
     end
-    for x = 1, #ids, 1000 do
-      redis.call('XACK', s, group, unpack(ids, x, math.min(x + 999, #ids)))
-    end
-    for x = 1, #ids do acks[#acks + 1] = ids[x] end
-    for x = 1, k do out[#out + 1] = 1 end
   end
   i = i + k
   for x = 1, n do
@@ -398,9 +417,9 @@ while i <= #ARGV do
   end
   if ok then release(s, l, group, token) end
 end
-if #acks > 0 then
-  drop(s, group, acks)
-  redis.call('HINCRBY', c, 'acked', #acks)
+if acked > 0 then
+  drop(s, group, ranges)
+  redis.call('HINCRBY', c, 'acked', acked)
 end
 if nacked > 0 then redis.call('HINCRBY', c, 'nacked', nacked) end
 if expired > 0 then redis.call('HINCRBY', c, 'expired', expired) end
