@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -98,27 +99,47 @@ func (q *queue) claimAhead(end bool) int {
 }
 
 // settleAndPrefetch runs the settle script with args and, in the same
-// MULTI, a read of want entries, which it keeps for the
-// next Receive. It returns the settle script's answer.
+// MULTI, a read of want entries, which it keeps for the next Receive. The
+// XREADGROUP goes first and the settle script leases what it read: one
+// script call per batch, not two (the read takes only entries after the
+// group's last delivered one, which no verdict of the settle names). It
+// returns the settle script's answer for the verdicts.
 func (q *queue) settleAndPrefetch(ctx context.Context, args []any, want int) ([]int64, error) {
 	p := q.e.client.TxPipeline()
+	r := q.queueXRead(ctx, p, want)
+	args[3] = r.token
 	sc := settleScript.EvalSha(ctx, p, q.keysAll, args...)
-	r := q.queueRead(ctx, p, want, false)
 	_, _ = p.Exec(ctx) // each command's error is its own
+	v, err := sc.Slice()
+	var rv []any
+	if err == nil && len(v) == 2 {
+		rv, _ = v[1].([]any)
+		v, _ = v[0].([]any)
+	} else if err == nil {
+		err = fmt.Errorf("settle script returned %d values with a read, want 2", len(v))
+	}
 	var ds []engines.Delivery
 	lease := time.Duration(0)
-	if rep, err := q.finish(ctx, r, false); err == nil {
+	if rep, rerr := q.finishWith(ctx, r, rv, err, false); rerr == nil {
 		ds = make([]engines.Delivery, want)
 		ds = ds[:q.fill(ds, rep)]
 		lease = rep.lease
 	}
 	q.storeAhead(ds, lease)
-	v, err := sc.Int64Slice()
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// A server restarted empty of scripts: Run loads it again.
-		v, err = settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
+		// A server restarted empty of scripts: finishWith leased the read
+		// with the receive script, and Run loads the settle script again.
+		args[3] = ""
+		return settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
 	}
-	return v, err
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(v))
+	for i, x := range v {
+		out[i], _ = x.(int64)
+	}
+	return out, nil
 }
 
 // storeAhead keeps ds for the next Receive, and arms the timer that gives

@@ -273,17 +273,28 @@ type read struct {
 // queueRead adds a read of up to count entries (0: housekeeping only) to
 // the MULTI p.
 func (q *queue) queueRead(ctx context.Context, p redis.Pipeliner, count int, stats bool) read {
-	wantStats := "0"
-	if stats {
-		wantStats = "1"
-	}
+	r := q.queueXRead(ctx, p, count)
+	r.rs = receiveScript.EvalSha(ctx, p, q.keysAll, group, r.token, q.name, q.e.opts.KeyPrefix, flag(stats))
+	return r
+}
+
+// queueXRead adds the XREADGROUP of up to count entries (none for 0), as
+// a consumer named after a new token, to the MULTI p; a script after it
+// in the same MULTI leases what it read.
+func (q *queue) queueXRead(ctx context.Context, p redis.Pipeliner, count int) read {
 	var r read
 	if count > 0 {
 		r.token = newID()
 		r.xr = p.Do(ctx, "XREADGROUP", "GROUP", group, r.token, "COUNT", count, "STREAMS", q.k.stream, ">")
 	}
-	r.rs = receiveScript.EvalSha(ctx, p, q.keysAll, group, r.token, q.name, q.e.opts.KeyPrefix, wantStats)
 	return r
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // finish reads a read's answers after its MULTI ran. A receive script
@@ -292,12 +303,14 @@ func (q *queue) queueRead(ctx context.Context, p redis.Pipeliner, count int, sta
 // nobody (and should this process die first, orphanScript finds it).
 func (q *queue) finish(ctx context.Context, r read, stats bool) (receiveReply, error) {
 	v, err := r.rs.Slice()
+	return q.finishWith(ctx, r, v, err, stats)
+}
+
+// finishWith is finish with the receive script's answer v (or err) given,
+// from the receive script or the settle script that leased the read.
+func (q *queue) finishWith(ctx context.Context, r read, v []any, err error, stats bool) (receiveReply, error) {
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		wantStats := "0"
-		if stats {
-			wantStats = "1"
-		}
-		v, err = receiveScript.Run(ctx, q.e.client, q.keysAll, group, r.token, q.name, q.e.opts.KeyPrefix, wantStats).Slice()
+		v, err = receiveScript.Run(ctx, q.e.client, q.keysAll, group, r.token, q.name, q.e.opts.KeyPrefix, flag(stats)).Slice()
 	}
 	if err != nil {
 		return receiveReply{}, err
@@ -713,8 +726,8 @@ type verdict struct {
 // answers one value for each token's acks, then one per other verdict:
 // ans[i] is the index of vs[i]'s answer, and n how many answers there are.
 func (q *queue) settleArgv(vs []verdict) (args []any, ans []int, n int) {
-	args = make([]any, 0, 3+len(vs)+3*len(vs))
-	args = append(args, group, q.name, q.e.opts.KeyPrefix)
+	args = make([]any, 0, 5+len(vs)+3*len(vs))
+	args = append(args, group, q.name, q.e.opts.KeyPrefix, "", "0") // no read to lease: see settleAndPrefetch
 	ans = make([]int, len(vs))
 	var tokens []string
 	for _, v := range vs {
