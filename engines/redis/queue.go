@@ -284,7 +284,7 @@ func (q *queue) queueRead(ctx context.Context, p redis.Pipeliner, count int, sta
 func (q *queue) queueXRead(ctx context.Context, p redis.Pipeliner, count int) read {
 	var r read
 	if count > 0 {
-		r.token = newID()
+		r.token = newToken()
 		r.xr = p.Do(ctx, "XREADGROUP", "GROUP", group, r.token, "COUNT", count, "STREAMS", q.k.stream, ">")
 	}
 	return r
