@@ -95,7 +95,6 @@ func (m *meter) begin(b *testing.B) {
 		b.Fatal(err)
 	}
 	m.at = m.usedCPU(b)
-	slowBegin(m.c)
 }
 
 // end adds the CPU time and command statistics since begin.
@@ -104,7 +103,6 @@ func (m *meter) end(b *testing.B) {
 		return
 	}
 	m.cpu += m.usedCPU(b) - m.at
-	slowEnd(b, m.c, "round")
 	info, err := m.c.Info(context.Background(), "commandstats").Result()
 	if err != nil {
 		b.Fatal(err)
