@@ -107,6 +107,29 @@ func TestLeaseAhead(t *testing.T) {
 	}
 }
 
+// TestLeaseAheadPerWorker: two workers' batches end one after the other,
+// and each end leases a batch ahead (one full Receive each allowed it), so
+// that both workers' next Receives find one; each hands out its own
+// entries, in stream order.
+func TestLeaseAheadPerWorker(t *testing.T) {
+	_, q := aheadQueue(t, time.Hour, 12)
+	a, b := make([]engines.Delivery, 3), make([]engines.Delivery, 3)
+	receiveFull(t, q, a, 0)
+	receiveFull(t, q, b, 3)
+	ackBatch(t, q, a)
+	ackBatch(t, q, b)
+	if s := stats(t, q); s.InFlight != 6 || s.Ready != 0 || s.AckedTotal != 6 {
+		t.Fatalf("after two batch ends: in flight %d, ready %d, acked %d; want 6 leased ahead, 0 ready, 6 acked", s.InFlight, s.Ready, s.AckedTotal)
+	}
+	receiveFull(t, q, a, 6)
+	receiveFull(t, q, b, 9)
+	ackBatch(t, q, a)
+	ackBatch(t, q, b)
+	if s := stats(t, q); s.InFlight != 0 || s.Ready != 0 || s.AckedTotal != 12 || s.ExpiredLeaseTotal != 0 {
+		t.Fatalf("at the end: %+v; want all 12 acked and nothing left", s)
+	}
+}
+
 // TestLeaseAheadGivenBack: a batch leased ahead that no Receive takes goes
 // back to the queue when its hold ends, with no attempt and no failure
 // counted and its lease released, not left to expire.
