@@ -162,3 +162,19 @@ func TestReceiveAfterScriptFlush(t *testing.T) {
 	}
 	wantLeases(t, c, stream, leases, "after Ack", 0)
 }
+
+// TestTokenLength: a batch's consumer is named with a 16-character token
+// (Redis writes the name into its append-only file once per entry read).
+func TestTokenLength(t *testing.T) {
+	q, c, stream, _ := leaseQueue(t, "token", time.Hour, "x")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ds := make([]engines.Delivery, 1)
+	if n, err := q.Receive(ctx, ds); err != nil || n != 1 {
+		t.Fatalf("Receive = %d, %v; want 1", n, err)
+	}
+	cs, err := c.XInfoConsumers(ctx, stream, "qrun").Result()
+	if err != nil || len(cs) != 1 || len(cs[0].Name) != 16 {
+		t.Fatalf("consumers %+v, %v; want one named with 16 characters", cs, err)
+	}
+}

@@ -82,7 +82,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
 			s := redistest.Need(b, srv)
 			n := b.N * benchBatch
-			rate(b, n, qrunRound(b, s, conc, n))
+			rate(b, n, qrunRound(b, s, conc, n, nil))
 		})
 	}
 }
@@ -95,7 +95,7 @@ func BenchmarkRawStream(b *testing.B) {
 		b.Run(fmt.Sprintf("consumers=%d", conc), func(b *testing.B) {
 			s := redistest.Need(b, srv)
 			n := b.N * benchBatch
-			rate(b, n, rawRound(b, s, conc, n))
+			rate(b, n, rawRound(b, s, conc, n, nil))
 		})
 	}
 }
@@ -114,11 +114,11 @@ func BenchmarkVersusRaw(b *testing.B) {
 			for done, round := 0, 0; done < total; round++ {
 				n := min(chunk, total-done)
 				if round%2 == 0 {
-					qrunWall += qrunRound(b, s, conc, n)
-					rawWall += rawRound(b, s, conc, n)
+					qrunWall += qrunRound(b, s, conc, n, nil)
+					rawWall += rawRound(b, s, conc, n, nil)
 				} else {
-					rawWall += rawRound(b, s, conc, n)
-					qrunWall += qrunRound(b, s, conc, n)
+					rawWall += rawRound(b, s, conc, n, nil)
+					qrunWall += qrunRound(b, s, conc, n, nil)
 				}
 				done += n
 			}
@@ -133,16 +133,20 @@ func BenchmarkVersusRaw(b *testing.B) {
 
 // qrunRound prefills a queue of its own with n messages, starts the
 // runtime on it with conc workers and returns how long they took to
-// handle them all; only that part runs on the benchmark's timer.
-func qrunRound(b *testing.B, s *redistest.Server, conc, n int) time.Duration {
+// handle them all; only that part runs on the benchmark's timer, and m
+// (when not nil) measures the server over just that part.
+func qrunRound(b *testing.B, s *redistest.Server, conc, n int, m *meter) time.Duration {
 	b.StopTimer()
 	prefix := s.Prefix(b)
-	pre := newEngine(b, prefix, redis.Options{Logger: zap.NewNop()})
+	pre := newEngine(b, prefix, redis.Options{URL: s.URL, Logger: zap.NewNop()})
 	q, err := pre.Open(context.Background(), engines.QueueSpec{Name: "in"})
 	if err != nil {
 		b.Fatal(err)
 	}
 	prefill(b, q, n)
+	// The prefilling handle's reaper would otherwise keep calling the
+	// server, in later rounds too.
+	_ = q.Close()
 	wasm, err := filepath.Abs("../../plugins/examples/wat/forward/forward.wasm")
 	if err != nil {
 		b.Fatal(err)
@@ -175,6 +179,7 @@ consumer "ack" {
 	if err != nil {
 		b.Fatal(err)
 	}
+	m.begin(b)
 	b.StartTimer()
 	start := time.Now()
 	runErr := make(chan error, 1)
@@ -182,6 +187,7 @@ consumer "ack" {
 	<-obs.done
 	el := time.Since(start)
 	b.StopTimer()
+	m.end(b)
 	cancel()
 	if err := <-runErr; err != nil {
 		b.Fatal(err)
@@ -191,8 +197,9 @@ consumer "ack" {
 }
 
 // rawRound prefills a stream of its own with n entries and returns how
-// long conc go-redis consumers took to read and acknowledge them all.
-func rawRound(b *testing.B, s *redistest.Server, conc, n int) time.Duration {
+// long conc go-redis consumers took to read and acknowledge them all; m
+// (when not nil) measures the server over that part.
+func rawRound(b *testing.B, s *redistest.Server, conc, n int, m *meter) time.Duration {
 	b.StopTimer()
 	opt, err := goredis.ParseURL(s.URL)
 	if err != nil {
@@ -221,6 +228,7 @@ func rawRound(b *testing.B, s *redistest.Server, conc, n int) time.Duration {
 	// in XREADGROUP BLOCK on the empty stream give up.
 	var end time.Time
 	reached := make(chan struct{})
+	m.begin(b)
 	b.StartTimer()
 	start := time.Now()
 	for i := range conc {
@@ -254,6 +262,7 @@ func rawRound(b *testing.B, s *redistest.Server, conc, n int) time.Duration {
 	<-reached
 	el := end.Sub(start)
 	b.StopTimer()
+	m.end(b)
 	wg.Wait()
 	// Acked entries stay in a stream: drop it, so that rounds to come do
 	// not pay for a growing data set (and append-only file rewrites).

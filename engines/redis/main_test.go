@@ -23,15 +23,19 @@ func TestMain(m *testing.M) {
 	os.Exit(redistest.Run(m, &srv))
 }
 
-// newEngine opens an engine on prefix (a new one for the test when empty)
-// and closes it with the test.
+// newEngine opens an engine on prefix (a new one for the test when empty),
+// on the package's server unless opts names another, and closes it with
+// the test.
 func newEngine(tb testing.TB, prefix string, opts redis.Options) *redis.Engine {
 	tb.Helper()
 	s := redistest.Need(tb, srv)
 	if prefix == "" {
 		prefix = s.Prefix(tb)
 	}
-	opts.URL, opts.KeyPrefix = s.URL, prefix
+	if opts.URL == "" {
+		opts.URL = s.URL
+	}
+	opts.KeyPrefix = prefix
 	if opts.Logger == nil {
 		opts.Logger = zaptest.NewLogger(tb)
 	}

@@ -16,6 +16,12 @@ import (
 // newID returns a new message ID: 26 random base32 characters.
 func newID() string { return rand.Text() }
 
+// newToken returns a new batch lease token: 16 random base32 characters
+// (80 bits), never the same twice in practice. It is short because Redis
+// writes it into its append-only file once for every entry the batch reads
+// (XREADGROUP is propagated as an XCLAIM per entry, naming the consumer).
+func newToken() string { return rand.Text()[:16] }
+
 // Purge implements engines.Purger.
 func (q *queue) Purge(ctx context.Context) (int64, error) {
 	if err := q.live(); err != nil {

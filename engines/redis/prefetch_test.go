@@ -107,6 +107,29 @@ func TestLeaseAhead(t *testing.T) {
 	}
 }
 
+// TestLeaseAheadPerWorker: two workers' batches end one after the other,
+// and each end leases a batch ahead (one full Receive each allowed it), so
+// that both workers' next Receives find one; each hands out its own
+// entries, in stream order.
+func TestLeaseAheadPerWorker(t *testing.T) {
+	_, q := aheadQueue(t, time.Hour, 12)
+	a, b := make([]engines.Delivery, 3), make([]engines.Delivery, 3)
+	receiveFull(t, q, a, 0)
+	receiveFull(t, q, b, 3)
+	ackBatch(t, q, a)
+	ackBatch(t, q, b)
+	if s := stats(t, q); s.InFlight != 6 || s.Ready != 0 || s.AckedTotal != 6 {
+		t.Fatalf("after two batch ends: in flight %d, ready %d, acked %d; want 6 leased ahead, 0 ready, 6 acked", s.InFlight, s.Ready, s.AckedTotal)
+	}
+	receiveFull(t, q, a, 6)
+	receiveFull(t, q, b, 9)
+	ackBatch(t, q, a)
+	ackBatch(t, q, b)
+	if s := stats(t, q); s.InFlight != 0 || s.Ready != 0 || s.AckedTotal != 12 || s.ExpiredLeaseTotal != 0 {
+		t.Fatalf("at the end: %+v; want all 12 acked and nothing left", s)
+	}
+}
+
 // TestLeaseAheadGivenBack: a batch leased ahead that no Receive takes goes
 // back to the queue when its hold ends, with no attempt and no failure
 // counted and its lease released, not left to expire.
@@ -197,4 +220,36 @@ func TestAckDeletesExactly(t *testing.T) {
 	receiveFull(t, q, rest, 12)
 	ack(rest)
 	want("at the end", 0, 0, 14)
+}
+
+// TestAckDeletesAroundFloor: one settle whose acks straddle the floor
+// (a delivery of the same batch, extended onto a lease of its own, is
+// still out in the middle of them) trims the acks before it and deletes
+// those after it, and none else; the dispatcher's verdicts may come in
+// any order, so they go here newest first.
+func TestAckDeletesAroundFloor(t *testing.T) {
+	_, q := aheadQueue(t, time.Hour, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	want := func(step string, inFlight, ready, acked int64) {
+		t.Helper()
+		if s := stats(t, q); s.InFlight != inFlight || s.Ready != ready || s.AckedTotal != acked {
+			t.Fatalf("%s: in flight %d, ready %d, acked %d; want %d, %d, %d", step, s.InFlight, s.Ready, s.AckedTotal, inFlight, ready, acked)
+		}
+	}
+	a := make([]engines.Delivery, 6)
+	receiveFull(t, q, a, 0)
+	if err := a[2].Extend(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	rest := []engines.Delivery{a[5], a[4], a[3], a[1], a[0]}
+	ackBatch(t, q, rest)
+	// The settle ran before the read of the next 4, leased ahead with it.
+	want("acked around the extended one", 5, 0, 5)
+	ackBatch(t, q, a[2:3])
+	want("the extended one acked", 4, 0, 6)
+	b := make([]engines.Delivery, 4)
+	receiveFull(t, q, b, 6)
+	ackBatch(t, q, []engines.Delivery{b[3], b[1], b[2], b[0]})
+	want("at the end", 0, 0, 10)
 }

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -271,17 +273,28 @@ type read struct {
 // queueRead adds a read of up to count entries (0: housekeeping only) to
 // the MULTI p.
 func (q *queue) queueRead(ctx context.Context, p redis.Pipeliner, count int, stats bool) read {
-	wantStats := "0"
-	if stats {
-		wantStats = "1"
-	}
+	r := q.queueXRead(ctx, p, count)
+	r.rs = receiveScript.EvalSha(ctx, p, q.keysAll, group, r.token, q.name, q.e.opts.KeyPrefix, flag(stats))
+	return r
+}
+
+// queueXRead adds the XREADGROUP of up to count entries (none for 0), as
+// a consumer named after a new token, to the MULTI p; a script after it
+// in the same MULTI leases what it read.
+func (q *queue) queueXRead(ctx context.Context, p redis.Pipeliner, count int) read {
 	var r read
 	if count > 0 {
-		r.token = newID()
+		r.token = newToken()
 		r.xr = p.Do(ctx, "XREADGROUP", "GROUP", group, r.token, "COUNT", count, "STREAMS", q.k.stream, ">")
 	}
-	r.rs = receiveScript.EvalSha(ctx, p, q.keysAll, group, r.token, q.name, q.e.opts.KeyPrefix, wantStats)
 	return r
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // finish reads a read's answers after its MULTI ran. A receive script
@@ -290,12 +303,14 @@ func (q *queue) queueRead(ctx context.Context, p redis.Pipeliner, count int, sta
 // nobody (and should this process die first, orphanScript finds it).
 func (q *queue) finish(ctx context.Context, r read, stats bool) (receiveReply, error) {
 	v, err := r.rs.Slice()
+	return q.finishWith(ctx, r, v, err, stats)
+}
+
+// finishWith is finish with the receive script's answer v (or err) given,
+// from the receive script or the settle script that leased the read.
+func (q *queue) finishWith(ctx context.Context, r read, v []any, err error, stats bool) (receiveReply, error) {
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		wantStats := "0"
-		if stats {
-			wantStats = "1"
-		}
-		v, err = receiveScript.Run(ctx, q.e.client, q.keysAll, group, r.token, q.name, q.e.opts.KeyPrefix, wantStats).Slice()
+		v, err = receiveScript.Run(ctx, q.e.client, q.keysAll, group, r.token, q.name, q.e.opts.KeyPrefix, flag(stats)).Slice()
 	}
 	if err != nil {
 		return receiveReply{}, err
@@ -508,7 +523,7 @@ func (q *queue) fill(buf []engines.Delivery, rep receiveReply) int {
 
 // expire removes entries whose TTL ran out before their delivery.
 func (q *queue) expire(vs []verdict) {
-	args, _ := q.settleArgv(vs)
+	args, _, _ := q.settleArgv(vs)
 	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
 	defer cancel()
 	if err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Err(); err != nil {
@@ -652,11 +667,11 @@ func (q *queue) Settle(ctx context.Context, t engines.Ticket, s engines.Settleme
 	if err != nil {
 		return err
 	}
-	args, _ := q.settleArgv([]verdict{v})
+	args, ans, want := q.settleArgv([]verdict{v})
 	r, err := settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
 	n := 0
-	if err == nil && len(r) == 1 {
-		n = int(r[0])
+	if err == nil && len(r) == want {
+		n = int(r[ans[0]])
 	}
 	return q.settled(v, n, err)
 }
@@ -705,45 +720,77 @@ type verdict struct {
 }
 
 // settleArgv builds the settle script's ARGV for vs: per token, its acks'
-// IDs alone first, then its other verdicts with their delay and reason.
-// The script answers in that order: order[i] is the index in vs of its
-// i-th answer.
-func (q *queue) settleArgv(vs []verdict) (args []any, order []int) {
-	args = make([]any, 0, 3+len(vs)+3*len(vs))
-	args = append(args, group, q.name, q.e.opts.KeyPrefix)
-	order = make([]int, 0, len(vs))
+// IDs alone first, in stream order and each once (so that the script
+// finds the acks it must delete with XDEL by bisection, with no work per
+// ID), then its other verdicts with their delay and reason. The script
+// answers one value for each token's acks, then one per other verdict:
+// ans[i] is the index of vs[i]'s answer, and n how many answers there are.
+func (q *queue) settleArgv(vs []verdict) (args []any, ans []int, n int) {
+	args = make([]any, 0, 5+len(vs)+3*len(vs))
+	args = append(args, group, q.name, q.e.opts.KeyPrefix, "", "0") // no read to lease: see settleAndPrefetch
+	ans = make([]int, len(vs))
 	var tokens []string
 	for _, v := range vs {
 		if !slices.Contains(tokens, v.token) {
 			tokens = append(tokens, v.token)
 		}
 	}
+	var acks []streamID
 	for _, t := range tokens {
-		acks, others := 0, 0
-		for _, v := range vs {
-			if v.token == t {
-				if v.code == "a" {
-					acks++
-				} else {
-					others++
-				}
-			}
-		}
-		args = append(args, t, acks, others)
+		acks = acks[:0]
+		others := 0
 		for i, v := range vs {
-			if v.token == t && v.code == "a" {
-				args = append(args, v.sid)
-				order = append(order, i)
+			if v.token != t {
+				continue
+			}
+			if v.code == "a" {
+				acks = append(acks, parseStreamID(v.sid))
+				ans[i] = n
+			} else {
+				others++
 			}
 		}
+		slices.SortFunc(acks, streamID.cmp)
+		acks = slices.CompactFunc(acks, func(a, b streamID) bool { return a.s == b.s })
+		args = append(args, t, len(acks), others)
+		for _, a := range acks {
+			args = append(args, a.s)
+		}
+		n++ // the token's acks' answer
 		for i, v := range vs {
 			if v.token == t && v.code != "a" {
 				args = append(args, v.sid, v.code, micros(v.s.Delay), v.s.Reason)
-				order = append(order, i)
+				ans[i] = n
+				n++
 			}
 		}
 	}
-	return args, order
+	return args, ans, n
+}
+
+// streamID is a stream entry ID, "ms-seq", with its two numbers, for
+// sorting IDs in stream order.
+type streamID struct {
+	s       string
+	ms, seq uint64
+}
+
+func parseStreamID(s string) streamID {
+	id := streamID{s: s}
+	ms, seq, _ := strings.Cut(s, "-")
+	id.ms, _ = strconv.ParseUint(ms, 10, 64)
+	id.seq, _ = strconv.ParseUint(seq, 10, 64)
+	return id
+}
+
+func (a streamID) cmp(b streamID) int {
+	if c := cmp.Compare(a.ms, b.ms); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.seq, b.seq); c != 0 {
+		return c
+	}
+	return strings.Compare(a.s, b.s)
 }
 
 // settled turns the settle script's answer into an error. When the
@@ -887,7 +934,7 @@ func (q *queue) send(batch []*pending, end bool) {
 	for i, b := range batch {
 		vs[i] = b.v
 	}
-	args, order := q.settleArgv(vs)
+	args, ans, want := q.settleArgv(vs)
 	var v []int64
 	var err error
 	if want := q.claimAhead(end); want > 0 {
@@ -895,14 +942,13 @@ func (q *queue) send(batch []*pending, end bool) {
 	} else {
 		v, err = settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
 	}
-	if err == nil && len(v) != len(batch) {
-		err = fmt.Errorf("settle script returned %d results for %d verdicts", len(v), len(batch))
+	if err == nil && len(v) != want {
+		err = fmt.Errorf("settle script returned %d results, want %d", len(v), want)
 	}
-	for i, at := range order {
-		b := batch[at]
+	for i, b := range batch {
 		n := 0
 		if err == nil {
-			n = int(v[i])
+			n = int(v[ans[i]])
 		}
 		b.err = q.settled(b.v, n, err)
 		close(b.done)

@@ -96,32 +96,46 @@ local function held(l, token, now)
   local score = redis.call('ZSCORE', l, token)
   return score and tonumber(score) > now
 end
--- release ends token's lease once none of its entries is pending: the
--- consumer named after it leaves the group and the member the lease set.
-local function release(s, l, group, token)
-  if #redis.call('XPENDING', s, group, '-', '+', 1, token) == 0 then
-    redis.call('XGROUP', 'DELCONSUMER', s, group, token)
-    redis.call('ZREM', l, token)
-    return true
+-- pendingof returns the group's XPENDING summary and a set of the
+-- consumers (batch tokens) that hold pending entries.
+local function pendingof(s, group)
+  local p = redis.call('XPENDING', s, group)
+  local busy = {}
+  if p[1] > 0 then
+    for _, cc in ipairs(p[4]) do busy[cc[1]] = true end
   end
-  return false
+  return p, busy
 end
--- drop deletes acknowledged entries ids from stream s. Every entry the
+-- release ends the lease of each of tokens that none of its entries is
+-- pending under any more (busy: from pendingof): the consumer named after
+-- it leaves the group and the member the lease set.
+local function release(s, l, group, tokens, busy)
+  for _, t in ipairs(tokens) do
+    if not busy[t] then
+      redis.call('XGROUP', 'DELCONSUMER', s, group, t)
+      redis.call('ZREM', l, t)
+    end
+  end
+end
+-- drop deletes acknowledged entries from stream s: ARGV[r[1]..r[2]],
+-- ARGV[r[3]..r[4]], ..., each range in stream order; p is the group's
+-- XPENDING summary, taken after every XACK of the settle. Every entry the
 -- group delivered and nobody settled is pending (under its batch's
 -- token, until settled or reaped), every ready entry lies after the group's
 -- last delivered ID, and settled entries are deleted: so every entry
 -- before the floor (the lowest pending ID, or when none is pending the
--- ID after the last delivered one) is one of ids. One XTRIM MINID removes
+-- ID after the last delivered one) is an acked one. One XTRIM MINID removes
 -- those, walking the stream's head in order, for much less than XDEL
 -- costs to find each; only the IDs at or after the floor (another
--- worker's older batch is still out) need XDEL.
+-- worker's older batch is still out) need XDEL. A range being in stream
+-- order, the first of them at or after the floor is found by bisection:
+-- a settle does no Lua work per acked ID.
 local function idparts(id)
   local dash = string.find(id, '-', 1, true)
   return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
 end
-local function drop(s, group, ids)
+local function drop(s, group, r, p)
   local fms, fseq
-  local p = redis.call('XPENDING', s, group)
   if p[1] > 0 then
     fms, fseq = idparts(p[2])
   else
@@ -133,20 +147,36 @@ local function drop(s, group, ids)
       end
     end
   end
-  local rest, below = {}, 0
-  for _, id in ipairs(ids) do
-    local ms, seq = idparts(id)
-    if fms and fseq < 2 ^ 53 and (ms < fms or (ms == fms and seq < fseq)) then
-      below = below + 1
+  local function below(x)
+    local ms, seq = idparts(ARGV[x])
+    return ms < fms or (ms == fms and seq < fseq)
+  end
+  local trim = false
+  for x = 1, #r, 2 do
+    local lo, hi = r[x], r[x + 1]
+    -- first: the first index at or after the floor, hi + 1 for none
+    local first
+    if not fms or fseq >= 2 ^ 53 then
+      first = lo
+    elseif below(hi) then
+      first = hi + 1
+    elseif not below(lo) then
+      first = lo
     else
-      rest[#rest + 1] = id
+      local a, b = lo, hi -- below(a), not below(b)
+      while b - a > 1 do
+        local m = math.floor((a + b) / 2)
+        if below(m) then a = m else b = m end
+      end
+      first = b
+    end
+    if first > lo then trim = true end
+    for y = first, hi, 1000 do
+      redis.call('XDEL', s, unpack(ARGV, y, math.min(y + 999, hi)))
     end
   end
-  if below > 0 then
+  if trim then
     redis.call('XTRIM', s, 'MINID', fmt(fms) .. '-' .. fmt(fseq))
-  end
-  for i = 1, #rest, 1000 do
-    redis.call('XDEL', s, unpack(rest, i, math.min(i + 999, #rest)))
   end
 end
 -- config reads a queue's settings from its hash (written by Open): the
@@ -166,6 +196,93 @@ local function deadletter(c, cfg, prefix, m, a, f, reason, source)
     xadd(p .. 's', m, a, f, 0, reason, source)
     redis.call('HINCRBY', p .. 'c', 'enqueued', 1)
   end
+end
+-- receive leases what an XREADGROUP before it (in the same MULTI) read as
+-- the consumer token ('' for none), then does the queue's housekeeping,
+-- and returns the receive script's answer (see receiveScript). got is 1 or
+-- 0 when the caller knows whether the token holds entries, nil otherwise.
+-- cfg is the queue's config when the caller read it already.
+local function receive(s, d, l, c, q, group, token, name, prefix, want, now, got, cfg)
+  cfg = cfg or config(q)
+  local lease, maxa = cfg.lease, cfg.maxa
+  local initial, max, mult, jitter = cfg.ri, cfg.rm, cfg.rx, cfg.rj
+  local function backoff(n)
+    if initial <= 0 then return 0 end
+    if mult < 1 then mult = 1 end
+    local v = initial * mult ^ n
+    if max > 0 and v > max then v = max end
+    if jitter > 0 then v = v * (1 + jitter * (2 * math.random() - 1)) end
+    if max > 0 and v > max then v = max end
+    return math.floor(v)
+  end
+  if token == '' then
+    got = 0
+  else
+    if got == nil then
+      got = 0
+      if #redis.call('XPENDING', s, group, '-', '+', 1, token) > 0 then got = 1 end
+    end
+    if got == 1 then
+      redis.call('ZADD', l, fmt(now + lease), token)
+    else
+      redis.call('XGROUP', 'DELCONSUMER', s, group, token)
+    end
+  end
+  local function first_score(k)
+    local f = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+    if #f > 0 then return tonumber(f[2]) end
+    return -1
+  end
+  local moved = 0
+  local nl, nd = first_score(l), first_score(d)
+  if nl >= 0 and nl <= now then
+    for _, tok in ipairs(redis.call('ZRANGEBYSCORE', l, '-inf', fmt(now), 'LIMIT', 0, 64)) do
+      while true do
+        local p = redis.call('XPENDING', s, group, '-', '+', 1000, tok)
+        if #p == 0 then break end
+        for _, pe in ipairs(p) do
+          local h = take(s, group, pe[1])
+          if h then
+            redis.call('HINCRBY', c, 'expired_lease', 1)
+            local a, f = h.a + 1, h.f + 1
+            if maxa > 0 and f >= maxa then
+              deadletter(c, cfg, prefix, h.m, a, f, 'lease expired (failure ' .. f .. ' of ' .. maxa .. ')', name)
+            else
+              local delay = backoff(f - 1)
+              reenter(s, d, now, delay, h.m, a, f, h.r, h.o)
+              if delay <= 0 then moved = moved + 1 end
+            end
+          end
+        end
+      end
+      redis.call('XGROUP', 'DELCONSUMER', s, group, tok)
+      redis.call('ZREM', l, tok)
+    end
+    nl, nd = first_score(l), first_score(d)
+  end
+  if nd >= 0 and nd <= now then
+    for _, mem in ipairs(redis.call('ZRANGEBYSCORE', d, '-inf', fmt(now), 'LIMIT', 0, 1024)) do
+      redis.call('ZREM', d, mem)
+      local a, f, t, r, o, m = unpack_member(mem)
+      local x = 0
+      if t > 0 then x = now + t end
+      xadd(s, m, a, f, x, r, o)
+      moved = moved + 1
+    end
+    nd = first_score(d)
+  end
+  local next = nl
+  if nd >= 0 and (next < 0 or nd < next) then next = nd end
+  local last = '0-0'
+  if got == 0 then
+    local r = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)
+    if #r > 0 then last = r[1][1] end
+  end
+  local stats = false
+  if want == '1' then
+    stats = {redis.call('XLEN', s), redis.call('XPENDING', s, group)[1], redis.call('ZCARD', d), redis.call('HGETALL', c)}
+  end
+  return {fmt(now), fmt(next), last, moved, stats, fmt(lease), got}
 end
 `
 
@@ -219,85 +336,7 @@ return false
 // stats, when asked, {xlen, pending, delayed, hash}, and held 1 when the
 // token's lease was written.
 var receiveScript = redis.NewScript(common + `
-local s, d, l, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local cfg = config(KEYS[5])
-local group, token, name, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local lease, maxa = cfg.lease, cfg.maxa
-local initial, max, mult, jitter = cfg.ri, cfg.rm, cfg.rx, cfg.rj
-local function backoff(n)
-  if initial <= 0 then return 0 end
-  if mult < 1 then mult = 1 end
-  local v = initial * mult ^ n
-  if max > 0 and v > max then v = max end
-  if jitter > 0 then v = v * (1 + jitter * (2 * math.random() - 1)) end
-  if max > 0 and v > max then v = max end
-  return math.floor(v)
-end
-local now = now_us()
-local got = 0
-if token ~= '' then
-  if #redis.call('XPENDING', s, group, '-', '+', 1, token) > 0 then
-    redis.call('ZADD', l, fmt(now + lease), token)
-    got = 1
-  else
-    redis.call('XGROUP', 'DELCONSUMER', s, group, token)
-  end
-end
-local function first_score(k)
-  local f = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
-  if #f > 0 then return tonumber(f[2]) end
-  return -1
-end
-local moved = 0
-local nl, nd = first_score(l), first_score(d)
-if nl >= 0 and nl <= now then
-  for _, tok in ipairs(redis.call('ZRANGEBYSCORE', l, '-inf', fmt(now), 'LIMIT', 0, 64)) do
-    while true do
-      local p = redis.call('XPENDING', s, group, '-', '+', 1000, tok)
-      if #p == 0 then break end
-      for _, pe in ipairs(p) do
-        local h = take(s, group, pe[1])
-        if h then
-          redis.call('HINCRBY', c, 'expired_lease', 1)
-          local a, f = h.a + 1, h.f + 1
-          if maxa > 0 and f >= maxa then
-            deadletter(c, cfg, prefix, h.m, a, f, 'lease expired (failure ' .. f .. ' of ' .. maxa .. ')', name)
-          else
-            local delay = backoff(f - 1)
-            reenter(s, d, now, delay, h.m, a, f, h.r, h.o)
-            if delay <= 0 then moved = moved + 1 end
-          end
-        end
-      end
-    end
-    redis.call('XGROUP', 'DELCONSUMER', s, group, tok)
-    redis.call('ZREM', l, tok)
-  end
-  nl, nd = first_score(l), first_score(d)
-end
-if nd >= 0 and nd <= now then
-  for _, mem in ipairs(redis.call('ZRANGEBYSCORE', d, '-inf', fmt(now), 'LIMIT', 0, 1024)) do
-    redis.call('ZREM', d, mem)
-    local a, f, t, r, o, m = unpack_member(mem)
-    local x = 0
-    if t > 0 then x = now + t end
-    xadd(s, m, a, f, x, r, o)
-    moved = moved + 1
-  end
-  nd = first_score(d)
-end
-local next = nl
-if nd >= 0 and (next < 0 or nd < next) then next = nd end
-local last = '0-0'
-if got == 0 then
-  local r = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)
-  if #r > 0 then last = r[1][1] end
-end
-local stats = false
-if ARGV[5] == '1' then
-  stats = {redis.call('XLEN', s), redis.call('XPENDING', s, group)[1], redis.call('ZCARD', d), redis.call('HGETALL', c)}
-end
-return {fmt(now), fmt(next), last, moved, stats, fmt(lease), got}
+return receive(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], now_us())
 `)
 
 // orphanScript gives a lease to every consumer of the group that holds
@@ -324,46 +363,53 @@ return n
 `)
 
 // settleScript applies verdicts, any number in one call (a pipeline of
-// scripts pays Lua's per-call cost for each). KEYS: S D L C Q. ARGV:
-// group, queue name, key prefix, then for each batch lease: its token, the
-// number k of its acks, the number n of its other verdicts, the k acked
-// entry IDs, then for each other verdict the entry ID, the verdict (n, r,
-// d, e for an entry whose TTL ran out before delivery, or u to give back
-// a message leased ahead and never handed out, see queue.prefetch), the
-// delay and the reason. It returns one value per verdict, in that order:
-// 0 when the lease is gone (expired or taken over), or the entry is not
-// pending under it any more, 1 when applied.
+// scripts pays Lua's per-call cost for each), and may lease a batch read
+// before it in the same MULTI. KEYS: S D L C Q. ARGV: group, queue name,
+// key prefix, the token an XREADGROUP before it read as (empty for none:
+// see queue.settleAndPrefetch) and want stats ('1', with a token), then for
+// each batch lease: its token, the number k of its acks, the number n of
+// its other verdicts, the k acked entry IDs (in stream order, each once:
+// see queue.settleArgv), then for each other verdict the entry ID, the
+// verdict (n, r, d, e for an entry whose TTL ran out before delivery, or u
+// to give back a message leased ahead and never handed out, see
+// queue.prefetch), the delay and the reason. It returns, per token, one
+// value for all its acks, then one per other verdict: 0 when the lease is
+// gone (expired or taken over), or the entry is not pending under it any
+// more, 1 when applied. With a read's token it returns {that, the receive
+// script's answer for the read}.
 //
 // A token's lease is one ZSCORE, and its acks, which need nothing of
-// their entries, one XACK of all their IDs; only a nack, requeue or dead
-// letter reads and rewrites its entry. A token with nothing left pending
-// is released (its consumer and lease member deleted).
+// their entries, one XACK of all their IDs, passed on from ARGV as they
+// are; only a nack, requeue or dead letter reads and rewrites its entry.
+// One XPENDING summary after them gives the floor for deleting the acked
+// entries (see drop), which tokens have nothing left pending, to be
+// released (their consumer and lease member deleted), and whether the
+// read's token holds entries, to be leased.
 var settleScript = redis.NewScript(common + `
 local s, d, l, c = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local group, name, prefix = ARGV[1], ARGV[2], ARGV[3]
+local group, name, prefix, rtoken = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = now_us()
 local cfg
-local out, acks, nacked, expired = {}, {}, 0, 0
-local i = 4
+local out, ranges, held_tokens, acked, nacked, expired = {}, {}, {}, 0, 0, 0
+local i = 6
 while i <= #ARGV do
   local token, k, n = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   i = i + 3
   local ok = held(l, token, now)
   if not ok then
-    for x = 1, k + n do out[#out + 1] = 0 end
+    out[#out + 1] = 0
+    for x = 1, n do out[#out + 1] = 0 end
   else
-    local ids, seen = {}, {}
-    for x = i, i + k - 1 do
-      if not seen[ARGV[x]] then
-        seen[ARGV[x]] = true
-        ids[#ids + 1] = ARGV[x]
+    held_tokens[#held_tokens + 1] = token
+    out[#out + 1] = 1
+    if k > 0 then
+      for x = i, i + k - 1, 1000 do
+        redis.call('XACK', s, group, unpack(ARGV, x, math.min(x + 999, i + k - 1)))
       end
+      ranges[#ranges + 1] = i
+      ranges[#ranges + 1] = i + k - 1
+      acked = acked + k
     end
-    for x = 1, #ids, 1000 do
-      redis.call('XACK', s, group, unpack(ids, x, math.min(x + 999, #ids)))
-    end
-    for x = 1, #ids do acks[#acks + 1] = ids[x] end
-    for x = 1, k do out[#out + 1] = 1 end
   end
   i = i + k
   for x = 1, n do
@@ -396,14 +442,24 @@ while i <= #ARGV do
       out[#out + 1] = 1
     end
   end
-  if ok then release(s, l, group, token) end
 end
-if #acks > 0 then
-  drop(s, group, acks)
-  redis.call('HINCRBY', c, 'acked', #acks)
+local busy
+if #held_tokens > 0 or rtoken ~= '' then
+  local p
+  p, busy = pendingof(s, group)
+  release(s, l, group, held_tokens, busy)
+  if acked > 0 then
+    drop(s, group, ranges, p)
+    redis.call('HINCRBY', c, 'acked', acked)
+  end
 end
 if nacked > 0 then redis.call('HINCRBY', c, 'nacked', nacked) end
 if expired > 0 then redis.call('HINCRBY', c, 'expired', expired) end
+if rtoken ~= '' then
+  local got = 0
+  if busy[rtoken] then got = 1 end
+  return {out, receive(s, d, l, c, KEYS[5], group, rtoken, name, prefix, ARGV[5], now, got, cfg)}
+end
 return out
 `)
 
