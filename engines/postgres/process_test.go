@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/qrun-dev/qrun/engines"
 	"github.com/qrun-dev/qrun/engines/postgres"
 	"github.com/qrun-dev/qrun/engines/postgres/pgtest"
@@ -130,7 +132,7 @@ consumer "fwd_short" {
   config      = { forward_to = "done_%[4]s" }
   publish     = ["done_%[4]s"]
 }
-`, filepath.Join(dir, "data"), srv.DSN, schema, name, wasm)
+`, filepath.Join(dir, "data"), srv.DSN+" application_name=qrun-"+name, schema, name, wasm)
 	path := filepath.Join(dir, "qrun.hcl")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -228,6 +230,32 @@ func waitSettled(ctx context.Context, t *testing.T, q engines.Queue) engines.Sta
 		case <-time.After(100 * time.Millisecond): // polling the condition; the deadline only bounds a hang
 		case <-ctx.Done():
 			t.Fatalf("%d messages still in flight before the deadline", st.InFlight)
+		}
+	}
+}
+
+// waitIdle waits until no connection named app (application_name) is
+// running a statement: a frozen process's last statements have finished.
+func waitIdle(ctx context.Context, t *testing.T, app string) {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, srv.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for {
+		var active int
+		err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'", app).Scan(&active)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if active == 0 {
+			return
+		}
+		select {
+		case <-time.After(10 * time.Millisecond): // polling the condition; the deadline only bounds a hang
+		case <-ctx.Done():
+			t.Fatalf("%d statements of %s still running before the deadline", active, app)
 		}
 	}
 }
@@ -338,7 +366,7 @@ func TestQrunProcesses(t *testing.T) {
 	c := collect(ctx, t, doneA, doneB)
 
 	a := startNode(t, "a", schema)
-	startNode(t, "b", schema)
+	b := startNode(t, "b", schema)
 	const n = 10000
 	publish(ctx, t, work, "m", n)
 	c.waitCount(ctx, t, "m-", n)
@@ -354,44 +382,55 @@ func TestQrunProcesses(t *testing.T) {
 	}
 	t.Logf("phase 1: 10,000 messages, split %s, none twice", split)
 
-	// Phase 2: kill -9 one process mid-run. The kill lands while it holds
-	// leases almost always, but not by construction: under a heavy load
-	// the process may be between batches, holding nothing, and then no
-	// lease can expire. So a kill that left no expired lease is tried
-	// again with a fresh process in its place (three times at most).
+	// Phase 2: kill -9 one process while it holds leases, and the other
+	// gets them after the visibility timeout. b stops first (drained: it
+	// holds none), so every lease of work_short is then the victim's. The
+	// victim is frozen (SIGSTOP) and killed only if the database shows
+	// leases once none of its connections is running a statement: frozen,
+	// it can neither settle nor take more, so each of those leases is
+	// still held when SIGKILL lands and must expire. A freeze that finds
+	// none (every worker between batches) thaws it for a moment and
+	// freezes it again.
+	b.stopping.Store(true)
+	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-b.done
+	waitSettled(ctx, t, short)
 	const m = 20000
-	var st engines.Stats
 	victim := a
-	for try := 0; ; try++ {
-		prefix := fmt.Sprintf("k%d-", try)
-		base := c.byQueue("done_a")
-		publish(ctx, t, short, prefix[:len(prefix)-1], m)
-		c.waitCount(ctx, t, prefix, m/20)
-		// The victim itself is handling this round's backlog (under load
-		// the other process can take all of it), so it is almost surely
-		// holding a batch's leases when the signal lands.
-		c.waitBy(ctx, t, "done_a", base)
-		victim.stopping.Store(true)
-		if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	publish(ctx, t, short, "k", m)
+	var held int64
+	for held == 0 {
+		c.waitBy(ctx, t, "done_a", c.byQueue("done_a")) // it is working on the round
+		if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
-		<-victim.done
-		c.waitCount(ctx, t, prefix, m)
-		// Every message can have arrived while leases of the victim are
-		// still outstanding: it forwards a message before its ack, which
-		// the kill loses, and that lease expires a visibility timeout
-		// later. Only once nothing is in flight has every lease it held
-		// expired (it cannot settle any more), so only then does
-		// ExpiredLeaseTotal say whether it held one.
-		st = waitSettled(ctx, t, short)
-		if st.ExpiredLeaseTotal >= 1 {
-			break
+		waitIdle(ctx, t, "qrun-a")
+		st, err := short.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if try == 2 {
-			t.Fatalf("after three kills: ExpiredLeaseTotal = 0; the killed processes' leases should have expired and been redelivered")
+		if held = st.InFlight; held == 0 {
+			if err := victim.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
 		}
-		t.Logf("kill %d: the killed process held no lease; again with a new one", try+1)
-		victim = startNode(t, "a", schema)
+	}
+	victim.stopping.Store(true)
+	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-victim.done
+	startNode(t, "b", schema) // the other process, back to take over
+	c.waitCount(ctx, t, "k-", m)
+	// Every message can have arrived while leases of the victim are still
+	// outstanding: it forwards a message before its ack, which the kill
+	// loses, and that lease expires a visibility timeout later. Once
+	// nothing is in flight every lease it held has expired.
+	st := waitSettled(ctx, t, short)
+	if st.ExpiredLeaseTotal < held {
+		t.Fatalf("ExpiredLeaseTotal = %d; the killed process held %d leases, which should have expired and been redelivered", st.ExpiredLeaseTotal, held)
 	}
 	_, extra := c.dups("k")
 	if int64(extra) > st.ExpiredLeaseTotal {
@@ -401,7 +440,7 @@ func TestQrunProcesses(t *testing.T) {
 		s, err := short.Stats(ctx)
 		return err == nil && s.Depth() == 0
 	})
-	t.Logf("phase 2: %d leases of the killed process expired and were redelivered; %d messages handled twice", st.ExpiredLeaseTotal, extra)
+	t.Logf("phase 2: killed holding %d leases; %d leases expired and were redelivered; %d messages handled twice", held, st.ExpiredLeaseTotal, extra)
 }
 
 // TestServerRestart restarts PostgreSQL (pg_ctl restart) under a running
