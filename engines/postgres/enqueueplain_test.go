@@ -1,7 +1,6 @@
 package postgres_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -47,12 +46,7 @@ func TestEnqueuePlainRowsMatch(t *testing.T) {
 		}
 		open(t, e, engines.QueueSpec{Name: name, Ordered: ordered})
 	}
-	conn, err := pgx.Connect(ctx, s.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	qs := pgx.Identifier{schema}.Sanitize()
+	conn, qs := schemaConn(ctx, t, s, schema)
 	full, plain := postgres.EnqueueStatements(e)
 	bodies := [][]byte{[]byte("one"), nil, []byte("three")}
 	n := len(bodies)

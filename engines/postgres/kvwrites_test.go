@@ -97,15 +97,7 @@ func TestKVStoreForeignKeyDroppedMigration(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t, time.Minute)
 	schema := s.Schema(t)
-	conn, err := pgx.Connect(ctx, s.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := postgres.MigrateTo(ctx, conn, schema, 5); err != nil {
-		t.Fatal(err)
-	}
-	qs := pgx.Identifier{schema}.Sanitize()
+	conn, qs := migratedTo(ctx, t, s, schema, 5)
 	fkeys := func() int {
 		var n int
 		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'f'`,

@@ -403,7 +403,7 @@ func TestQrunProcesses(t *testing.T) {
 	var held int64
 	for held == 0 {
 		c.waitBy(ctx, t, "done_a", c.byQueue("done_a")) // it is working on the round
-		if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		if err := freeze(victim.cmd.Process); err != nil {
 			t.Fatal(err)
 		}
 		waitIdle(ctx, t, "qrun-a")
@@ -412,7 +412,7 @@ func TestQrunProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		if held = st.InFlight; held == 0 {
-			if err := victim.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			if err := thaw(victim.cmd.Process); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -24,6 +24,16 @@ type statements struct {
 const deliveryColumns = `seq, coalesce(id, ''), priority, enqueued_at, attempt, failures,
 	coalesce(ordering_key, ''), coalesce(content_type, ''), coalesce(correlation_id, ''), attributes, body`
 
+// countInserted ends an enqueue statement whose CTE "ins" inserted rows
+// of queue $1: it adds them to the queue's counter shard and returns
+// their seqs in order.
+const countInserted = `,
+			c AS (
+				INSERT INTO __Q__.counters AS c (queue_id, shard, enqueued)
+				SELECT $1, pg_backend_pid() % 16, count(*) FROM ins
+				ON CONFLICT (queue_id, shard) DO UPDATE SET enqueued = c.enqueued + EXCLUDED.enqueued)
+			SELECT seq FROM ins ORDER BY seq`
+
 func newStatements(schema string) statements {
 	r := strings.NewReplacer("__Q__", schema)
 	s := func(q string) string { return r.Replace(q) }
@@ -87,12 +97,7 @@ func newStatements(schema string) statements {
 					$7::text[], $8::text[], $9::text[], $10::text[])
 					WITH ORDINALITY AS u(id, b, p, d, t, k, ct, corr, a, ord)
 				ORDER BY u.ord
-				RETURNING seq),
-			c AS (
-				INSERT INTO __Q__.counters AS c (queue_id, shard, enqueued)
-				SELECT $1, pg_backend_pid() % 16, count(*) FROM ins
-				ON CONFLICT (queue_id, shard) DO UPDATE SET enqueued = c.enqueued + EXCLUDED.enqueued)
-			SELECT seq FROM ins ORDER BY seq`),
+				RETURNING seq)` + countInserted),
 		// enqueue for a batch of bodies alone (no ID, priority, delay,
 		// TTL, ordering key, content type, correlation ID or attributes):
 		// every other column takes its default, which is what enqueue
@@ -103,12 +108,7 @@ func newStatements(schema string) statements {
 				INSERT INTO __Q__.messages (queue_id, body)
 				SELECT $1, coalesce(u.b, '') FROM unnest($2::bytea[]) WITH ORDINALITY AS u(b, ord)
 				ORDER BY u.ord
-				RETURNING seq),
-			c AS (
-				INSERT INTO __Q__.counters AS c (queue_id, shard, enqueued)
-				SELECT $1, pg_backend_pid() % 16, count(*) FROM ins
-				ON CONFLICT (queue_id, shard) DO UPDATE SET enqueued = c.enqueued + EXCLUDED.enqueued)
-			SELECT seq FROM ins ORDER BY seq`),
+				RETURNING seq)` + countInserted),
 		// A topic copies every message into each subscription; the IDs are
 		// chosen by the caller so every copy carries the same one.
 		enqueueTopic: s(`WITH subs AS (

@@ -290,15 +290,7 @@ func TestKVVersionsAfterKeyLocksMigration(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t, time.Minute)
 	schema := s.Schema(t)
-	conn, err := pgx.Connect(ctx, s.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := postgres.MigrateTo(ctx, conn, schema, 4); err != nil {
-		t.Fatal(err)
-	}
-	qs := pgx.Identifier{schema}.Sanitize()
+	conn, qs := migratedTo(ctx, t, s, schema, 4)
 	// As version 4 left them: store s handed out versions up to 1000 (the
 	// highest, 1000, to a key since deleted), store t up to 70.
 	if _, err := conn.Exec(ctx, `INSERT INTO `+qs+`.kv_stores (name, last_version) VALUES ('s', 1000), ('t', 70);
@@ -354,12 +346,7 @@ func TestSettleTxProbesByKey(t *testing.T) {
 	if _, err := e.OpenKV(ctx, engines.KVSpec{Name: "s"}); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, s.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	qs := pgx.Identifier{schema}.Sanitize()
+	conn, qs := schemaConn(ctx, t, s, schema)
 	if _, err := conn.Exec(ctx, `INSERT INTO `+qs+`.messages (queue_id, state, visible_at, lease_token)
 			SELECT (SELECT id FROM `+qs+`.queues WHERE name = 'src'), 2, now() + interval '1 hour', g FROM generate_series(1, 20000) g;
 		INSERT INTO `+qs+`.kv (store, key, value, version)
@@ -409,4 +396,26 @@ func TestSettleTxProbesByKey(t *testing.T) {
 		}
 		_ = tx.Rollback(ctx)
 	}
+}
+
+// schemaConn connects to s for a test's own SQL on schema, returning the
+// connection (closed with the test) and the schema's quoted name.
+func schemaConn(ctx context.Context, t *testing.T, s *pgtest.Server, schema string) (*pgx.Conn, string) {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, s.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn, pgx.Identifier{schema}.Sanitize()
+}
+
+// migratedTo is schemaConn with schema migrated to version v first.
+func migratedTo(ctx context.Context, t *testing.T, s *pgtest.Server, schema string, v int) (*pgx.Conn, string) {
+	t.Helper()
+	conn, qs := schemaConn(ctx, t, s, schema)
+	if _, err := postgres.MigrateTo(ctx, conn, schema, v); err != nil {
+		t.Fatal(err)
+	}
+	return conn, qs
 }

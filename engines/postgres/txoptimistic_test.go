@@ -1,13 +1,11 @@
 package postgres_test
 
 import (
-	"context"
 	"errors"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	"github.com/qrun-dev/qrun/engines"
@@ -34,12 +32,7 @@ func TestSettleTxLeaseLostUnderOptimisticGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, s.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	qs := pgx.Identifier{schema}.Sanitize()
+	conn, qs := schemaConn(ctx, t, s, schema)
 
 	const n = 4
 	settle := func(ds []engines.Delivery) []error {
