@@ -3,7 +3,6 @@ package redis_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -35,19 +34,7 @@ func privateAheadQueue(t *testing.T, n int) (engines.Queue, *goredis.Client) {
 	}
 	c := goredis.NewClient(opt)
 	t.Cleanup(func() { _ = c.Close() })
-	e := newEngine(t, "", redis.Options{URL: s.URL})
-	redis.SetTimings(e, time.Hour, time.Hour)
-	q, err := e.Open(context.Background(), engines.QueueSpec{Name: "ahead", VisibilityTimeout: 10 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs := make([]engines.Message, n)
-	for i := range msgs {
-		msgs[i].Body = fmt.Appendf(nil, "m%d", i)
-	}
-	if err := q.Enqueue(context.Background(), msgs...); err != nil {
-		t.Fatal(err)
-	}
+	_, q := aheadQueueOn(t, s.URL, time.Hour, n)
 	return q, c
 }
 

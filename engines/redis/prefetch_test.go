@@ -16,7 +16,13 @@ import (
 // of each batch is what sends them.
 func aheadQueue(t *testing.T, hold time.Duration, n int) (*redis.Engine, engines.Queue) {
 	t.Helper()
-	e := newEngine(t, "", redis.Options{})
+	return aheadQueueOn(t, "", hold, n)
+}
+
+// aheadQueueOn is aheadQueue on the server at url ("": the package's).
+func aheadQueueOn(t *testing.T, url string, hold time.Duration, n int) (*redis.Engine, engines.Queue) {
+	t.Helper()
+	e := newEngine(t, "", redis.Options{URL: url})
 	redis.SetTimings(e, hold, time.Hour)
 	q, err := e.Open(context.Background(), engines.QueueSpec{Name: "ahead", VisibilityTimeout: 10 * time.Minute})
 	if err != nil {
