@@ -937,8 +937,8 @@ func (q *queue) send(batch []*pending, end bool) {
 	args, ans, want := q.settleArgv(vs)
 	var v []int64
 	var err error
-	if want := q.claimAhead(end); want > 0 {
-		v, err = q.settleAndPrefetch(ctx, args, want)
+	if count := q.claimAhead(end); count > 0 {
+		v, err = q.settleAndPrefetch(ctx, args, count)
 	} else {
 		v, err = settleScript.Run(ctx, q.e.client, q.keysAll, args...).Int64Slice()
 	}
