@@ -107,6 +107,12 @@ func (h *kvHost) kvIncr(store, key string, delta int64, result *int64) int32 {
 	return 0
 }
 
+// kvAdd answers as an immediate store does: the add is applied at once.
+func (h *kvHost) kvAdd(store, key string, delta int64) int32 {
+	var n int64
+	return h.kvIncr(store, key, delta, &n)
+}
+
 func (h *kvHost) stateGet(buf []byte) int32 {
 	switch {
 	case h.noState:
@@ -171,9 +177,15 @@ func TestKVRoundTrip(t *testing.T) {
 	if n, err := s.Incr("n", -7); err != nil || n != -2 {
 		t.Fatalf("Incr = %d, %v; want -2", n, err)
 	}
+	if err := s.Add("n", 10); err != nil || h.vals["n"] != "8" {
+		t.Fatalf("Add(10) = %v, value %q; want nil, 8", err, h.vals["n"])
+	}
 	_ = s.Set("text", []byte("abc"))
 	if _, err := s.Incr("text", 1); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Incr on text: %v, want ErrInvalid", err)
+	}
+	if err := s.Add("text", 1); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `kv s: add "text"`) {
+		t.Fatalf("Add on text: %v, want ErrInvalid naming the operation", err)
 	}
 }
 
@@ -194,6 +206,9 @@ func TestKVErrors(t *testing.T) {
 	host = noHost{} // restored by useKVHost's cleanup
 	if _, err := Store("s").Version("k"); !errors.Is(err, ErrNoMessage) {
 		t.Errorf("outside a handler: %v, want ErrNoMessage", err)
+	}
+	if err := Store("s").Add("k", 1); !errors.Is(err, ErrNoMessage) {
+		t.Errorf("Add outside a handler: %v, want ErrNoMessage", err)
 	}
 }
 
