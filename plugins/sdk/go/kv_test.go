@@ -229,3 +229,24 @@ func TestState(t *testing.T) {
 		t.Fatalf("SetState on an engine without state: %v, want ErrUnsupported", err)
 	}
 }
+
+// codeHost answers every kv_add with code.
+type codeHost struct {
+	noHost
+	code int32
+}
+
+func (h codeHost) kvAdd(string, string, int64) int32 { return h.code }
+
+// TestKVAddErrors: Add's errors name the store, operation and key, and wrap
+// the sentinel of the host's code (the ABI's -4 and -7 of kv_add).
+func TestKVAddErrors(t *testing.T) {
+	old := host
+	t.Cleanup(func() { host = old })
+	for code, want := range map[int32]error{abi.ErrInvalid: ErrInvalid, abi.ErrTooLarge: ErrTooLarge, abi.ErrDenied: ErrDenied, abi.ErrUnavailable: ErrUnavailable} {
+		host = codeHost{code: code}
+		if err := Store("s").Add("k", 1); !errors.Is(err, want) || !strings.Contains(err.Error(), `kv s: add "k"`) {
+			t.Errorf("kv_add returning %d: %v, want %v naming the operation", code, err, want)
+		}
+	}
+}
