@@ -77,6 +77,7 @@ const (
 	FuncKVCas     = "kv_cas"     // (store, store_len, key, key_len, version i64, val, val_len, ttl_ms i64) -> err
 	FuncKVDelete  = "kv_delete"  // (store, store_len, key, key_len) -> err
 	FuncKVIncr    = "kv_incr"    // (store, store_len, key, key_len, delta i64, result_ptr) -> err
+	FuncKVAdd     = "kv_add"     // (store, store_len, key, key_len, delta i64) -> err
 	FuncStateGet  = "state_get"  // (buf, cap) -> len | err
 	FuncStateSet  = "state_set"  // (ptr, len) -> err
 )

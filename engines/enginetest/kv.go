@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,6 +34,8 @@ func kvSubtests() []subtest {
 		{"tx_lease_lost_changes_nothing", testTxLeaseLost},
 		{"tx_invalid_changes_nothing", testTxInvalid},
 		{"tx_no_lost_update", testTxNoLostUpdate},
+		{"tx_adds_never_conflict", testTxAddsNeverConflict},
+		{"tx_add_refused_at_commit", testTxAddRefused},
 		{"state_deleted_on_purge", testStateDeletedOnPurge},
 		{"state_survives_nack", testStateSurvivesNack},
 		{"state_deleted_on_ack", testStateDeletedOnAck},
@@ -862,4 +865,71 @@ func testStateDeletedOnPurge(t *testing.T, x *env) {
 	if v, ok := x.stateOf(x.receiveOne(q, wait)); ok {
 		t.Fatalf("state %q outlived a purge of its message", v)
 	}
+}
+
+// testTxAddsNeverConflict: increments held without a check (kv_add)
+// commute: deliveries committing them to one key at the same time all
+// commit, and none is lost.
+func testTxAddsNeverConflict(t *testing.T, x *env) {
+	x.need(x.caps.Transactions, "Transactions")
+	x.need(x.caps.KV, "KV")
+	const n, workers = 60, 4
+	q := x.open(engines.QueueSpec{})
+	kv := x.kv(0)
+	x.enqueue(q, make([]engines.Message, n)...)
+	ctx := x.ctx(wait)
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+		errs = make(chan error, n)
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= n {
+				ds, err := engines.ReceiveN(ctx, q, 1)
+				if err != nil {
+					errs <- err
+					return
+				}
+				errs <- ds[0].SettleTx(ctx, &engines.Effects{KV: []engines.KVBatch{{Store: kv.Name(), Ops: []engines.KVOp{incr("n", 1)}}}})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("SettleTx of a blind increment: %v", err)
+		}
+	}
+	x.wantValue(kv, "n", strconv.Itoa(n))
+}
+
+// testTxAddRefused: an increment held without a check that cannot apply
+// to the value the key has at commit (not a decimal integer) fails the
+// whole commit with ErrInvalid, nothing applied and the lease kept, so
+// the caller can nack the delivery.
+func testTxAddRefused(t *testing.T, x *env) {
+	src, dst, kv, d := x.txSetup(engines.QueueSpec{MaxAttempts: 5})
+	x.apply(kv, set("n", "abc"))
+	err := d.SettleTx(x.ctx(wait), x.effects(dst, kv, set("y", "1"), incr("n", 1)))
+	x.wantErr(err, engines.ErrInvalid, "SettleTx adding to a value that is not a number")
+	x.wantValue(kv, "n", "abc")
+	x.wantAbsent(kv, "y")
+	if st := x.stats(dst); st.Depth() != 0 {
+		t.Fatalf("target after a refused commit: %+v, want nothing published", st)
+	}
+	if st := x.stats(src); st.InFlight != 1 || st.AckedTotal != 0 {
+		t.Fatalf("source after a refused commit: %+v, want the message still leased", st)
+	}
+	if err := d.Nack(x.ctx(wait), 0, "effects refused"); err != nil {
+		t.Fatalf("Nack after a refused commit: %v", err)
+	}
+	again := x.receiveOne(src, wait)
+	if x.caps.DeadLetter && again.Failures != 1 {
+		t.Fatalf("after a refused commit and a nack: %d failures, want 1", again.Failures)
+	}
+	x.ack(again)
 }

@@ -159,6 +159,7 @@ func hostFuncs() map[string]hostFunc {
 		abi.FuncKVCas:     {hostKVCas, sig{vt(i32, i32, i32, i32, i64, i32, i32, i64), vt(i32)}},
 		abi.FuncKVDelete:  {hostKVDelete, sig{vt(i32, i32, i32, i32), vt(i32)}},
 		abi.FuncKVIncr:    {hostKVIncr, sig{vt(i32, i32, i32, i32, i64, i32), vt(i32)}},
+		abi.FuncKVAdd:     {hostKVAdd, sig{vt(i32, i32, i32, i32, i64), vt(i32)}},
 		abi.FuncStateGet:  {hostStateGet, sig{vt(i32, i32), vt(i32)}},
 		abi.FuncStateSet:  {hostStateSet, sig{vt(i32, i32), vt(i32)}},
 	}

@@ -1,9 +1,11 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -87,6 +89,11 @@ type txState struct {
 type overlayEntry struct {
 	value   []byte
 	version uint64 // 0: absent
+	// unread: the delivery wrote the key (a kv_add first) without reading
+	// it, so the stored version is unknown and version counts from 0;
+	// pending: only adds so far, so the value is unknown too. A read of an
+	// unread key resolves it (resolve).
+	unread, pending bool
 }
 
 func (t *txState) reset() {
@@ -228,9 +235,30 @@ type kvLooker interface {
 func view(st *instanceState, b *kvBinding, key, keep []byte) (overlayEntry, error) {
 	if b.Tx {
 		if e, ok := st.tx.overlay(b.Name, key); ok {
+			if e.unread {
+				return resolve(st, b, key)
+			}
 			return e, nil
 		}
 	}
+	e, err := readKey(st, b, key)
+	if err != nil {
+		return overlayEntry{}, err
+	}
+	if b.Tx {
+		k := keep
+		if k == nil {
+			k = slices.Clone(key)
+		}
+		bt := st.tx.batch(b.Name)
+		bt.Ops = append(bt.Ops, engines.KVOp{Kind: engines.KVCheck, Key: k, IfVersion: e.version, HasVersion: true})
+		st.tx.remember(b.Name, k, e)
+	}
+	return e, nil
+}
+
+// readKey reads the key from the store.
+func readKey(st *instanceState, b *kvBinding, key []byte) (overlayEntry, error) {
 	var e overlayEntry
 	if l, ok := b.Store.(kvLooker); ok {
 		ent, found, err := l.Lookup(kvCtx(st), key)
@@ -249,16 +277,46 @@ func view(st *instanceState, b *kvBinding, key, keep []byte) (overlayEntry, erro
 			e = overlayEntry{value: ent.Value, version: ent.Version}
 		}
 	}
-	if b.Tx {
-		k := keep
-		if k == nil {
-			k = slices.Clone(key)
-		}
-		bt := st.tx.batch(b.Name)
-		bt.Ops = append(bt.Ops, engines.KVOp{Kind: engines.KVCheck, Key: k, IfVersion: e.version, HasVersion: true})
-		st.tx.remember(b.Name, k, e)
-	}
 	return e, nil
+}
+
+// resolve reads a key the delivery wrote without reading it (kv_add) and
+// replays the delivery's writes of it on what it read, so the delivery
+// sees its own adds on the stored value and a version one higher per
+// write, as if it had read the key first. The read is checked at commit
+// like any other: its check goes before every op the delivery holds, so
+// it tests the version the key had before the delivery's writes. Adds
+// that cannot apply to the stored value are ErrInvalid, and the key stays
+// unread (the commit would fail the same way).
+func resolve(st *instanceState, b *kvBinding, key []byte) (overlayEntry, error) {
+	base, err := readKey(st, b, key)
+	if err != nil {
+		return overlayEntry{}, err
+	}
+	bt := st.tx.batch(b.Name)
+	var k []byte
+	cur := base
+	for _, op := range bt.Ops {
+		if op.Kind == engines.KVCheck || !bytes.Equal(op.Key, key) {
+			continue
+		}
+		k = op.Key
+		switch op.Kind {
+		case engines.KVDelete:
+			cur = overlayEntry{}
+		case engines.KVSet:
+			cur = overlayEntry{value: op.Value, version: cur.version + 1}
+		case engines.KVIncr:
+			n, ok := incr(cur, op.Delta)
+			if !ok {
+				return overlayEntry{}, fmt.Errorf("kv %q: add to %q: the value is not a decimal int64 or the sum overflows: %w", b.Name, key, engines.ErrInvalid)
+			}
+			cur = overlayEntry{value: strconv.AppendInt(nil, n, 10), version: cur.version + 1}
+		}
+	}
+	bt.Ops = slices.Insert(bt.Ops, 0, engines.KVOp{Kind: engines.KVCheck, Key: k, IfVersion: base.version, HasVersion: true})
+	st.tx.remember(b.Name, k, cur)
+	return cur, nil
 }
 
 func (t *txState) remember(store string, key []byte, e overlayEntry) {
@@ -284,12 +342,14 @@ func (t *txState) overlay(store string, key []byte) (overlayEntry, bool) {
 // hold adds a write to the delivery's effects and its overlay. A written
 // key's version, as the delivery sees it, is one more than before; the
 // store assigns the real one at commit.
+// A key the delivery has not read stays unread (its version still counts
+// from 0), now with a known value.
 func hold(st *instanceState, b *kvBinding, op engines.KVOp, prev overlayEntry, now []byte) {
 	bt := st.tx.batch(b.Name)
 	bt.Ops = append(bt.Ops, op)
-	e := overlayEntry{}
+	e := overlayEntry{unread: prev.unread}
 	if op.Kind != engines.KVDelete {
-		e = overlayEntry{value: now, version: prev.version + 1}
+		e.value, e.version = now, prev.version+1
 	}
 	st.tx.remember(b.Name, op.Key, e)
 }
@@ -487,6 +547,40 @@ func hostKVIncr(ctx context.Context, m api.Module, stack []uint64) {
 		}
 	}
 	binary.LittleEndian.PutUint64(out, uint64(n))
+	stack[0] = 0
+}
+
+// hostKVAdd is kv_add: kv_incr without the sum, and so, on a
+// transactional store, without the read. The add is held as a KVIncr the
+// engine applies at commit to the value the key has then, with no check:
+// adds commute, so deliveries adding to one key never conflict, and a
+// delivery that only adds costs the store no round trip. A key whose value
+// the delivery already knows (read or written) is added to at once, as
+// kv_incr does, so an add that cannot apply is -4 here; otherwise it is
+// found at commit, which then fails with ErrInvalid and applies nothing.
+func hostKVAdd(ctx context.Context, m api.Module, stack []uint64) {
+	st, b, key, _, ok := kvArgs(ctx, m, stack, abi.FuncKVAdd, code, kvSpan{})
+	if !ok {
+		return
+	}
+	op := engines.KVOp{Kind: engines.KVIncr, Key: slices.Clone(key), Delta: int64(stack[4])}
+	if !b.Tx {
+		stack[0] = code(kvCode(st, abi.FuncKVAdd, apply(st, b, op)))
+		return
+	}
+	e, seen := st.tx.overlay(b.Name, key)
+	if !seen || e.pending {
+		st.tx.batch(b.Name).Ops = append(st.tx.batch(b.Name).Ops, op)
+		st.tx.remember(b.Name, op.Key, overlayEntry{unread: true, pending: true})
+		stack[0] = 0
+		return
+	}
+	n, valid := incr(e, op.Delta)
+	if !valid {
+		stack[0] = code(abi.ErrInvalid)
+		return
+	}
+	hold(st, b, op, e, strconv.AppendInt(nil, n, 10))
 	stack[0] = 0
 }
 

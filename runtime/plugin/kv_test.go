@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -52,30 +53,33 @@ func (f *fakeKV) Apply(_ context.Context, ops ...engines.KVOp) ([]engines.KVEntr
 			}
 		}
 	}
-	f.applied = append(f.applied, ops)
+	// All or nothing: the ops run on a copy.
+	m, version := maps.Clone(f.m), f.version
 	out := make([]engines.KVEntry, len(ops))
 	for i, op := range ops {
 		k := string(op.Key)
 		switch op.Kind {
 		case engines.KVSet:
-			f.version++
-			f.m[k] = engines.KVEntry{Key: op.Key, Value: op.Value, Version: f.version}
+			version++
+			m[k] = engines.KVEntry{Key: op.Key, Value: op.Value, Version: version}
 		case engines.KVDelete:
-			delete(f.m, k)
+			delete(m, k)
 		case engines.KVIncr:
 			var n int64
-			if e, ok := f.m[k]; ok {
+			if e, ok := m[k]; ok {
 				v, err := strconv.ParseInt(string(e.Value), 10, 64)
 				if err != nil {
 					return nil, engines.ErrInvalid
 				}
 				n = v
 			}
-			f.version++
-			f.m[k] = engines.KVEntry{Key: op.Key, Value: []byte(strconv.FormatInt(n+op.Delta, 10)), Version: f.version}
+			version++
+			m[k] = engines.KVEntry{Key: op.Key, Value: []byte(strconv.FormatInt(n+op.Delta, 10)), Version: version}
 		}
-		out[i] = f.m[k]
+		out[i] = m[k]
 	}
+	f.m, f.version = m, version
+	f.applied = append(f.applied, ops)
 	return out, nil
 }
 
@@ -370,5 +374,149 @@ func TestState(t *testing.T) {
 	mustHandle(t, in, d)
 	if a, b := res(t, in, 0), res(t, in, 1); a != abi.ErrUnsupported || b != abi.ErrUnsupported {
 		t.Errorf("state on an engine without it: %d %d, want -13", a, b)
+	}
+}
+
+// TestKVAddImmediate: on an immediate store kv_add applies the add at once
+// and says at once when it cannot.
+func TestKVAddImmediate(t *testing.T) {
+	store := newFakeKV()
+	in := kvPlugin(t, Spec{KV: []KVStore{{Name: "st", Store: store}}}, nil)
+	d := delivery("", nil)
+	d.Body = script(nil).
+		cmd('a', "st", "n", le64(5)).  // 0
+		cmd('a', "st", "n", le64(-7)). // 1
+		cmd('s', "st", "k", []byte("v")).
+		cmd('a', "st", "k", le64(1)).    // 3: not decimal
+		cmd('a', "other", "n", le64(1)). // 4: not granted
+		cmd('a', "st", "", le64(1))      // 5: empty key
+	if r := mustHandle(t, in, d); r.Effects != nil {
+		t.Fatalf("immediate store produced held effects: %+v", r.Effects)
+	}
+	for n, w := range map[uint32]int32{0: 0, 1: 0, 3: abi.ErrInvalid, 4: abi.ErrDenied, 5: abi.ErrInvalid} {
+		if got := res(t, in, n); got != w {
+			t.Errorf("command %d returned %d, want %d", n, got, w)
+		}
+	}
+	if v, _ := store.value("n"); v != "-2" {
+		t.Errorf("store holds n=%q, want -2", v)
+	}
+}
+
+// TestKVAddTransactional: on a transactional store kv_add neither reads
+// the key nor checks it at commit; it is held as an increment the engine
+// applies to the value the key has then. A later read of the key reads the
+// store once, checked before every op the delivery holds, and sees the
+// adds applied; an add to a value the delivery knows is applied at once.
+func TestKVAddTransactional(t *testing.T) {
+	store := newFakeKV()
+	for k, v := range map[string]string{"seen": "7", "bad": "x"} {
+		if _, err := store.Apply(context.Background(), engines.KVOp{Kind: engines.KVSet, Key: []byte(k), Value: []byte(v)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookups := new(atomic.Int64)
+	in := kvPlugin(t, Spec{KV: []KVStore{{Name: "st", Store: lookupKV{store, lookups}, Tx: true}}}, nil)
+	blind := script(nil).
+		cmd('a', "st", "seen", le64(3)).  // 0
+		cmd('a', "st", "fresh", le64(2)). // 1
+		cmd('a', "st", "fresh", le64(5)). // 2
+		cmd('a', "st", "bad", le64(1))    // 3: refused only at commit
+	d := delivery("", nil)
+	d.Body = blind
+	r := mustHandle(t, in, d)
+	for n := range uint32(4) {
+		if got := res(t, in, n); got != 0 {
+			t.Errorf("blind add %d returned %d, want 0", n, got)
+		}
+	}
+	if n := lookups.Load(); n != 0 {
+		t.Errorf("blind adds read the store %d times, want none", n)
+	}
+	if r.Effects == nil || len(r.Effects.KV) != 1 {
+		t.Fatalf("effects %+v, want one store batch", r.Effects)
+	}
+	for _, op := range r.Effects.KV[0].Ops {
+		if op.Kind != engines.KVIncr {
+			t.Errorf("blind adds hold %+v, want increments only", op)
+		}
+	}
+	if _, err := store.Apply(context.Background(), r.Effects.KV[0].Ops...); !errors.Is(err, engines.ErrInvalid) {
+		t.Errorf("commit of an add to %q: %v, want ErrInvalid", "x", err)
+	}
+
+	d = delivery("", nil)
+	d.Body = script(nil).
+		cmd('a', "st", "seen", le64(3)).      // 0
+		cmd('g', "st", "seen", nil).          // 1: reads 7, sees 10
+		cmd('v', "st", "seen", nil).          // 2: version 1 + one write
+		cmd('a', "st", "seen", le64(1)).      // 3: known: 11 at once
+		cmd('g', "st", "seen", nil).          // 4
+		cmd('a', "st", "w", le64(2)).         // 5
+		cmd('s', "st", "w", []byte("9")).     // 6
+		cmd('v', "st", "w", nil).             // 7: absent + two writes
+		cmd('g', "st", "w", nil).             // 8
+		cmd('a', "st", "bad", le64(1)).       // 9
+		cmd('g', "st", "bad", nil).           // 10: the add cannot apply
+		cmd('s', "st", "fresh", []byte("x")). // 11: known now
+		cmd('a', "st", "fresh", le64(1))      // 12: -4 at once
+	lookups.Store(0)
+	r = mustHandle(t, in, d)
+	for n, w := range map[uint32]int32{0: 0, 1: 2, 3: 0, 4: 2, 5: 0, 6: 0, 8: 1, 9: 0, 10: abi.ErrInvalid, 11: 0, 12: abi.ErrInvalid} {
+		if got := res(t, in, n); got != w {
+			t.Errorf("command %d returned %d, want %d", n, got, w)
+		}
+	}
+	if got := memStr(t, in, 0x1000+1*0x40, 2); got != "10" {
+		t.Errorf("read %q after add, want 10", got)
+	}
+	if got := res64(t, in, 2); got != 2 {
+		t.Errorf("kv_version after a read add = %d, want 2", got)
+	}
+	if got := memStr(t, in, 0x1000+4*0x40, 2); got != "11" {
+		t.Errorf("read %q after a second add, want 11", got)
+	}
+	if got := res64(t, in, 7); got != 2 {
+		t.Errorf("kv_version of a key added to then set = %d, want 2", got)
+	}
+	if got := memStr(t, in, 0x1000+8*0x40, 1); got != "9" {
+		t.Errorf("read %q after add then set, want 9", got)
+	}
+	if n := lookups.Load(); n != 3 {
+		t.Errorf("%d store reads, want 3 (seen, w, bad: one each)", n)
+	}
+	ops := r.Effects.KV[0].Ops
+	// The checks come first and test the versions read: seen at 1, w
+	// absent. bad's read found adds that cannot apply, so it stays
+	// unchecked: the commit fails on them unless bad changes first.
+	checks := map[string]uint64{}
+	for i, op := range ops {
+		if op.Kind != engines.KVCheck {
+			for _, later := range ops[i:] {
+				if later.Kind == engines.KVCheck {
+					t.Fatalf("ops %+v: a check after a write", ops)
+				}
+			}
+			break
+		}
+		checks[string(op.Key)] = op.IfVersion
+	}
+	if len(checks) != 2 || checks["seen"] != 1 || checks["w"] != 0 {
+		t.Errorf("checks %v, want seen@1 w@0", checks)
+	}
+	// Without the refused add, the ops give what the delivery saw.
+	var keep []engines.KVOp
+	for _, op := range ops {
+		if string(op.Key) != "bad" {
+			keep = append(keep, op)
+		}
+	}
+	if _, err := store.Apply(context.Background(), keep...); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"seen": "11", "w": "9", "fresh": "x"} {
+		if v, _ := store.value(k); v != want {
+			t.Errorf("after commit %s=%q, want %q", k, v, want)
+		}
 	}
 }

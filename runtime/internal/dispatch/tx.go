@@ -13,7 +13,9 @@ import (
 // in one engine transaction: engines.Delivery.SettleTx. A version check
 // that fails (another delivery changed a key this one read) changes
 // nothing, and the delivery is requeued at once without a failure
-// counted: its next attempt reads the new values. Any other error leaves
+// counted: its next attempt reads the new values. Effects the stores
+// refuse (ErrInvalid, ErrTooLarge) fail the delivery: it is nacked with
+// the reason, as a trapped one is. Any other error leaves
 // the lease to expire, as a failed ack does, so the message is redelivered
 // and none of its effects happened.
 //
@@ -52,6 +54,19 @@ func (w *worker) committed(o outcome, err error) {
 		c.log.Info("effects conflicted with another delivery's at commit; requeued without a failure",
 			deliveryFields(d)...)
 		o.s = engines.Settlement{Verdict: engines.Requeue}
+		w.applied(o, d.Settle(c.settleCtx, o.s))
+		return
+	}
+	if errors.Is(err, engines.ErrInvalid) || errors.Is(err, engines.ErrTooLarge) {
+		// The effects cannot apply to the stores as they are now (a
+		// kv_add to a value that is not a decimal int64, a sum beyond the
+		// store's value limit): nothing was applied and the lease is still
+		// held, so the delivery fails as a trap does, nacked with the
+		// reason after the retry policy's delay, and is dead-lettered once
+		// its attempts run out, rather than retried at every lease expiry.
+		o.herr = err
+		o.s = engines.Settlement{Verdict: engines.Nack, Reason: "effects refused at commit: " + err.Error(),
+			Delay: c.cfg.Retry.Delay(d.Failures)}
 		w.applied(o, d.Settle(c.settleCtx, o.s))
 		return
 	}

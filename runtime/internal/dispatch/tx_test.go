@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -157,5 +158,83 @@ func TestGroupCommitConflictRequeues(t *testing.T) {
 	defer gq.mu.Unlock()
 	if gq.started != 3 {
 		t.Errorf("%d commits started, want 3", gq.started)
+	}
+}
+
+// TestCommitRefusedFails: effects the store refuses at commit (an add to
+// a value that is not a decimal integer, a sum longer than the store's
+// value limit) fail the delivery as a trap does: nacked with the reason
+// and a failure counted, dead-lettered once its attempts run out, nothing
+// of it applied.
+func TestCommitRefusedFails(t *testing.T) {
+	for _, c := range []struct {
+		name, value string
+		maxValue    int
+	}{
+		{"not a number", "abc", 0},
+		{"sum too large", "99", 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			testCommitRefused(t, c.value, c.maxValue)
+		})
+	}
+}
+
+func testCommitRefused(t *testing.T, value string, maxValue int) {
+	ctx := context.Background()
+	fx := newFixture(t, func(d *engines.Delivery) plugin.Result {
+		return plugin.Result{Verdict: engines.Ack, Effects: &engines.Effects{
+			Publish: []engines.Publish{{Queue: "q-dlq", Message: engines.Message{Body: []byte("published")}}},
+			KV: []engines.KVBatch{{Store: "s", Ops: []engines.KVOp{
+				{Kind: engines.KVSet, Key: []byte("y"), Value: []byte("1")},
+				{Kind: engines.KVIncr, Key: []byte("x"), Delta: 1},
+			}}},
+		}}
+	}, func(c *dispatch.Config) { c.Concurrency = 1 })
+	kv, err := fx.eng.OpenKV(ctx, engines.KVSpec{Name: "s", MaxValueSize: maxValue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Apply(ctx, engines.KVOp{Kind: engines.KVSet, Key: []byte("x"), Value: []byte(value)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.q.Enqueue(ctx, engines.Message{Body: []byte("go")}); err != nil {
+		t.Fatal(err)
+	}
+	fx.c.Start()
+	var got []engines.Verdict
+	for len(got) < 3 { // max_attempts 3
+		got = append(got, fx.next(t).verdict)
+	}
+	for i, v := range got {
+		if v != engines.Nack {
+			t.Errorf("attempt %d: verdict %v, want nack", i+1, v)
+		}
+	}
+	st := fx.c.Stats()
+	if st.Nacked != 3 || st.Acked != 0 || st.Conflicts != 0 {
+		t.Errorf("stats %+v, want three nacks", st)
+	}
+	if _, err := kv.Get(ctx, []byte("y")); !errors.Is(err, engines.ErrNotFound) {
+		t.Errorf("a refused commit's write was applied: %v", err)
+	}
+	if e, err := kv.Get(ctx, []byte("x")); err != nil || string(e.Value) != value {
+		t.Errorf("x = %q (%v), want %q", e.Value, err, value)
+	}
+	dst, err := fx.dlq.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The dead letter is the message itself, not the refused publish.
+	if dst.Depth() != 1 {
+		t.Errorf("dead-letter queue holds %d messages, want the message alone", dst.Depth())
+	}
+	ds, err := fx.dlq.(engines.Peeker).Peek(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || string(ds[0].Body) != "go" || !strings.Contains(ds[0].Attributes[engines.AttrDeadLetterReason], "effects refused at commit") {
+		t.Errorf("dead letters %+v, want the message with the commit's reason", ds)
 	}
 }

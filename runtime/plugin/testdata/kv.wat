@@ -3,7 +3,8 @@
 ;;   op u8, store_len u8, key_len u8, val_len u8, store, key, val
 ;; ops: g kv_get, v kv_version, s kv_set (ttl 0), t kv_set (ttl -1),
 ;; c kv_cas (val = version i64 LE, then the value), d kv_delete,
-;; i kv_incr (val = delta i64 LE), S state_set(val), G state_get,
+;; i kv_incr (val = delta i64 LE), a kv_add (val = delta i64 LE),
+;; S state_set(val), G state_get,
 ;; p publish(queue = store, body = val), N return nack, X trap.
 ;; Command n leaves its i32 result at 0x100+4n, an i64 result (version,
 ;; incremented value) at 0x200+8n and the bytes read (get, state_get, cap
@@ -15,6 +16,7 @@
   (import "qrun" "kv_cas" (func $kv_cas (param i32 i32 i32 i32 i64 i32 i32 i64) (result i32)))
   (import "qrun" "kv_delete" (func $kv_delete (param i32 i32 i32 i32) (result i32)))
   (import "qrun" "kv_incr" (func $kv_incr (param i32 i32 i32 i32 i64 i32) (result i32)))
+  (import "qrun" "kv_add" (func $kv_add (param i32 i32 i32 i32 i64) (result i32)))
   (import "qrun" "state_get" (func $state_get (param i32 i32) (result i32)))
   (import "qrun" "state_set" (func $state_set (param i32 i32) (result i32)))
   (import "qrun" "publish" (func $publish (param i32 i32 i32 i32 i32 i32) (result i32)))
@@ -60,6 +62,9 @@
         (if (i32.eq (local.get $op) (i32.const 0x69))                                  ;; i
           (then (local.set $r (call $kv_incr (local.get $s) (local.get $sl) (local.get $k) (local.get $kl)
             (i64.load (local.get $v)) (i32.add (i32.const 0x200) (i32.mul (local.get $n) (i32.const 8)))))))
+        (if (i32.eq (local.get $op) (i32.const 0x61))                                  ;; a
+          (then (local.set $r (call $kv_add (local.get $s) (local.get $sl) (local.get $k) (local.get $kl)
+            (i64.load (local.get $v))))))
         (if (i32.eq (local.get $op) (i32.const 0x53))                                  ;; S
           (then (local.set $r (call $state_set (local.get $v) (local.get $vl)))))
         (if (i32.eq (local.get $op) (i32.const 0x47))                                  ;; G
