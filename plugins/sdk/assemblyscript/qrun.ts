@@ -279,10 +279,11 @@ export class KV {
    * no round trip to the store; if at commit the value is not a decimal i64
    * or the sum overflows, nothing of the delivery is applied and the
    * delivery fails. A later read of the key in the same delivery sees the
-   * value with its adds applied. Returns 0 or a negative Err code: on an
-   * immediate store Err.Invalid when the value is not a decimal i64 or the
-   * sum overflows, Err.TooLarge when the sum would exceed the store's
-   * max_value_size. */
+   * value with its adds applied. Returns 0 or a negative Err code:
+   * Err.Invalid when the value is known at the call (on an immediate store
+   * always, on a transactional one once the delivery read or wrote the key)
+   * and is not a decimal i64 or the sum overflows, Err.TooLarge when the sum
+   * would exceed the store's max_value_size. */
   add(key: string, delta: i64): i32 {
     const k = String.UTF8.encode(key);
     return sys_kv_add(changetype<usize>(this.n), this.n.byteLength, changetype<usize>(k), k.byteLength, delta);

@@ -563,9 +563,11 @@ static inline int32_t qrun_kv_incr(const char *store, const char *key, int64_t d
  * store; if at commit the value is not a decimal int64 or the sum overflows,
  * nothing of the delivery is applied and the delivery fails. A later read of
  * the key in the same delivery sees the value with its adds applied. Returns
- * 0, or a negative error: on an immediate store QRUN_ERR_INVALID when the
- * value is not a decimal int64 or the sum overflows, QRUN_ERR_TOO_LARGE when
- * the sum would exceed the store's max_value_size. */
+ * 0, or a negative error: QRUN_ERR_INVALID when the value is known at the
+ * call (on an immediate store always, on a transactional one once the
+ * delivery read or wrote the key) and is not a decimal int64 or the sum
+ * overflows, QRUN_ERR_TOO_LARGE when the sum would exceed the store's
+ * max_value_size. */
 static inline int32_t qrun_kv_add(const char *store, const char *key, int64_t delta) {
 	return qrun_sys_kv_add(store, (int32_t)strlen(store), key, (int32_t)strlen(key), delta);
 }

@@ -145,10 +145,11 @@ func (s KV) Incr(key string, delta int64) (int64, error) {
 // the value is not a decimal int64 or the sum overflows, nothing of the
 // delivery is applied and the delivery fails. A later Get, Version, Incr or
 // CompareAndSet of the key in the same delivery sees the value with its adds
-// applied. On an immediate store the error wraps ErrInvalid when the value is
-// not a decimal int64 or the sum overflows, ErrTooLarge when the sum would
-// exceed the store's max_value_size. Prefer Incr only when the handler needs
-// the sum.
+// applied. The error wraps ErrInvalid when the value is known at the call
+// (on an immediate store always, on a transactional one once the delivery
+// read or wrote the key) and is not a decimal int64 or the sum overflows,
+// ErrTooLarge when the sum would exceed the store's max_value_size. Prefer
+// Incr only when the handler needs the sum.
 func (s KV) Add(key string, delta int64) error {
 	if code := hostKVAdd(s.name, key, delta); code < 0 {
 		return s.err("add", key, code)

@@ -342,10 +342,11 @@ pub const Store = struct {
     /// call costs no round trip to the store; if at commit the value is not a
     /// decimal i64 or the sum overflows, nothing of the delivery is applied
     /// and the delivery fails. A later read of the key in the same delivery
-    /// sees the value with its adds applied. On an immediate store,
-    /// error.Invalid when the value is not a decimal i64 or the sum
-    /// overflows, error.TooLarge when the sum would exceed the store's
-    /// max_value_size.
+    /// sees the value with its adds applied. error.Invalid when the value is
+    /// known at the call (on an immediate store always, on a transactional
+    /// one once the delivery read or wrote the key) and is not a decimal i64
+    /// or the sum overflows, error.TooLarge when the sum would exceed the
+    /// store's max_value_size.
     pub fn add(s: Store, key: []const u8, delta: i64) Error!void {
         const r = sys.kv_add(ptr(s.name), len32(s.name), ptr(key), len32(key), delta);
         if (r < 0) return codeError(r);

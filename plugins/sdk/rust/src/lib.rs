@@ -691,10 +691,12 @@ impl<'a> Store<'a> {
     /// conflict and the call costs no round trip to the store; if at commit
     /// the value is not a decimal i64 or the sum overflows, nothing of the
     /// delivery is applied and the delivery fails. A later read of the key in
-    /// the same delivery sees the value with its adds applied. On an
-    /// immediate store, [`Error::Invalid`] when the value is not a decimal
-    /// i64 or the sum overflows, [`Error::TooLarge`] when the sum would
-    /// exceed the store's `max_value_size`.
+    /// the same delivery sees the value with its adds applied.
+    /// [`Error::Invalid`] when the value is known at the call (on an
+    /// immediate store always, on a transactional one once the delivery
+    /// read or wrote the key) and is not a decimal i64 or the sum overflows,
+    /// [`Error::TooLarge`] when the sum would exceed the store's
+    /// `max_value_size`.
     pub fn add(&self, key: impl AsRef<[u8]>, delta: i64) -> Result<(), Error> {
         let (s, k) = (self.name.as_bytes(), key.as_ref());
         check(unsafe { sys::kv_add(s.as_ptr(), s.len() as i32, k.as_ptr(), k.len() as i32, delta) })
