@@ -16,8 +16,9 @@ import (
 )
 
 // The proof of issue 16: a handler (runtime/server/testdata/exactly_once.wat)
-// adds 1 to a counter and to a per-message key of a store and publishes the
-// message's id, then nacks, traps or acks at random, while qrun is killed
+// adds 1 to a counter (kv_incr, a read that concurrent deliveries conflict
+// on) and to a per-message key of a store (kv_add, held unread) and
+// publishes the message's id, then nacks, traps or acks at random, while qrun is killed
 // with SIGKILL at random points and restarted. When every message has been
 // acked, the counter is the number of messages, every per-message key is 1
 // and the output queue holds each id exactly once: the effects of every

@@ -14,9 +14,12 @@ import (
 // transaction), against a handler that only acks, in the same run and
 // with the same consumer settings. The tx rate is to be at least half the
 // ack rate. The tx handler is runtime/server/testdata/exactly_once.wat
-// with chaos = "off" (it increments id:<message id>, so deliveries do not
-// conflict, and publishes the id to a queue of the same engine); the ack
-// handler is the WAT forward example without forward_to.
+// with chaos = "off": it increments id:<message id> (so deliveries do not
+// conflict) with kv_add, which reads nothing, and publishes the id to a
+// queue of the same engine; tx-incr is the same handler incrementing with
+// kv_incr, which returns the sum and so reads the key first (a round trip
+// per delivery on postgres). The ack handler is the WAT forward example
+// without forward_to.
 func BenchmarkEndToEndKV(b *testing.B) {
 	txWasm, err := filepath.Abs("testdata/exactly_once.wasm")
 	if err != nil {
@@ -32,14 +35,15 @@ func BenchmarkEndToEndKV(b *testing.B) {
 		}},
 	}
 	for _, e := range engines {
-		for _, h := range []string{"ack", "tx"} {
+		for _, h := range []string{"ack", "tx", "tx-incr"} {
 			b.Run(e.name+"/handler="+h, func(b *testing.B) {
 				plugin, extra := forwardWasm(b), ""
-				if h == "tx" {
-					plugin, extra = txWasm, `
-  config  = { chaos = "off" }
+				count := map[string]string{"tx": "add", "tx-incr": "incr"}[h]
+				if count != "" {
+					plugin, extra = txWasm, fmt.Sprintf(`
+  config  = { chaos = "off", count = %q }
   publish = ["out"]
-  kv      = ["counts"]`
+  kv      = ["counts"]`, count)
 				}
 				cfg := parse(b, fmt.Sprintf(`
 runtime { admin_listen = "off" }
