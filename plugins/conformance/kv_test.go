@@ -33,6 +33,13 @@ type kvStep struct {
 	park    bool   // settle a nack with an hour's delay, out of the next steps' way
 	verdict engines.Verdict
 	pub     []string // bodies published to "out", in order
+	// txPub, if set, is what the transactional run publishes instead of
+	// pub: kv_add is held there, so its failure shows only at commit.
+	txPub []string
+	// txSettle, if set, is the error SettleTx must return in the
+	// transactional run (checked with errors.Is); the step then settles the
+	// delivery with a nack parked an hour, as park does.
+	txSettle error
 	// check, if set, inspects the store after the delivery was settled;
 	// before and after bracket the handler call and the settle (a
 	// transactional write's TTL counts from its commit).
@@ -116,6 +123,23 @@ var kvScript = []struct {
 		{body: "kvincr:1", verdict: ack, pub: []string{"invalid"}, check: valueIs("abc")},
 		{body: "kvset:9223372036854775807", verdict: ack, pub: []string{"ok"}},
 		{body: "kvincr:1", verdict: ack, pub: []string{"invalid"}},
+	}},
+	{"add", []kvStep{
+		{body: "kvadd:5", verdict: ack, pub: []string{"ok"}, check: valueIs("5")},
+		{body: "kvadd:-7", verdict: ack, pub: []string{"ok"}, check: valueIs("-2")},
+		// A read after an add sees the add applied.
+		{body: "kvaddget:3", verdict: ack, pub: []string{"ok", "1"}, check: valueIs("1")},
+		{body: "kvset:abc", verdict: ack, pub: []string{"ok"}},
+		// Immediate: the add fails at once. Transactional: it is held, and
+		// the commit fails, applying nothing of the delivery.
+		{body: "kvadd:1", verdict: ack, pub: []string{"invalid"},
+			txPub: []string{"ok"}, txSettle: engines.ErrInvalid, check: valueIs("abc")},
+		// Transactional: the read applies the held add, and fails.
+		{body: "kvaddget:1", verdict: ack, pub: []string{"invalid", "abc"},
+			txPub: []string{"ok", "invalid"}, txSettle: engines.ErrInvalid, check: valueIs("abc")},
+		{body: "kvset:9223372036854775807", verdict: ack, pub: []string{"ok"}},
+		{body: "kvadd:1", verdict: ack, pub: []string{"invalid"},
+			txPub: []string{"ok"}, txSettle: engines.ErrInvalid, check: valueIs("9223372036854775807")},
 	}},
 	{"ttl", []kvStep{
 		{body: "kvttl:60000", verdict: ack, pub: []string{"ok"}, check: ttlIs(time.Minute)},
@@ -245,7 +269,7 @@ func TestConformanceKV(t *testing.T) {
 							}
 							defer in.Close(context.Background())
 							for i, st := range c.steps {
-								runKVStep(t, i, e, in, pub, st)
+								runKVStep(t, i, e, in, pub, tx, st)
 							}
 						})
 					}
@@ -255,7 +279,9 @@ func TestConformanceKV(t *testing.T) {
 	}
 }
 
-func runKVStep(t *testing.T, i int, e *kvEngine, in *plugin.Instance, pub *sink, s kvStep) {
+// runKVStep runs step s; tx tells that the store is transactional, where
+// s.txPub and s.txSettle, when set, replace what the immediate run expects.
+func runKVStep(t *testing.T, i int, e *kvEngine, in *plugin.Instance, pub *sink, tx bool, s kvStep) {
 	t.Helper()
 	ctx := context.Background()
 	switch {
@@ -282,19 +308,32 @@ func runKVStep(t *testing.T, i int, e *kvEngine, in *plugin.Instance, pub *sink,
 	if r.Verdict != s.verdict {
 		t.Errorf("%s: verdict %v, want %v", name, r.Verdict, s.verdict)
 	}
+	wantPub, wantSettle := s.pub, error(nil)
+	if tx && s.txPub != nil {
+		wantPub = s.txPub
+	}
+	if tx {
+		wantSettle = s.txSettle
+	}
 	// Settle as the dispatcher does: effects with the ack, in one go.
 	var err error
 	if r.Verdict == engines.Ack && !r.Effects.Empty() {
 		err = d.SettleTx(ctx, r.Effects)
 	} else {
-		var delay time.Duration
-		if s.park {
-			delay = time.Hour
-		}
-		err = d.Settle(ctx, engines.Settlement{Verdict: r.Verdict, Delay: delay})
+		err = d.Settle(ctx, engines.Settlement{Verdict: r.Verdict, Delay: parkDelay(s.park)})
 	}
-	if err != nil {
+	switch {
+	case wantSettle == nil && err != nil:
 		t.Fatalf("%s: settle: %v", name, err)
+	case wantSettle != nil && !errors.Is(err, wantSettle):
+		t.Fatalf("%s: settle: %v, want %v", name, err, wantSettle)
+	case wantSettle != nil:
+		// The commit failed and applied nothing; the delivery is still
+		// leased, and the dispatcher counts a failure: a nack, parked out
+		// of the next steps' way.
+		if err := d.Settle(ctx, engines.Settlement{Verdict: engines.Nack, Delay: parkDelay(true)}); err != nil {
+			t.Fatalf("%s: nack after the failed commit: %v", name, err)
+		}
 	}
 	after := time.Now()
 	got := pub.take()
@@ -302,12 +341,21 @@ func runKVStep(t *testing.T, i int, e *kvEngine, in *plugin.Instance, pub *sink,
 	for _, p := range got {
 		bodies = append(bodies, p.Body)
 	}
-	if strings.Join(bodies, "|") != strings.Join(s.pub, "|") || len(bodies) != len(s.pub) {
-		t.Errorf("%s: published %q, want %q", name, shortAll(bodies), shortAll(s.pub))
+	if strings.Join(bodies, "|") != strings.Join(wantPub, "|") || len(bodies) != len(wantPub) {
+		t.Errorf("%s: published %q, want %q", name, shortAll(bodies), shortAll(wantPub))
 	}
 	if s.check != nil {
 		s.check(t, e.kv, before, after)
 	}
+}
+
+// parkDelay is the nack delay of a step: an hour when it is parked, out of
+// the next steps' way, else none.
+func parkDelay(park bool) time.Duration {
+	if park {
+		return time.Hour
+	}
+	return 0
 }
 
 // shortAll keeps failure output readable with long values.

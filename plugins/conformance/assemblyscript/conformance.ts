@@ -108,6 +108,12 @@ function kvCommand(m: Message, cmd: string, arg: string): i32 {
     const c = kv.incr("k", I64.parseInt(arg));
     return out(c.error < 0 ? kvWord(c.error) : c.value.toString());
   }
+  if (cmd == "kvadd") return isInt(arg) ? outOK(kv.add("k", I64.parseInt(arg))) : Verdict.DeadLetter;
+  if (cmd == "kvaddget") {
+    if (!isInt(arg)) return Verdict.DeadLetter;
+    const v = outOK(kv.add("k", I64.parseInt(arg)));
+    return v != Verdict.Ack ? v : outRead(kv.get("k"));
+  }
   if (cmd == "kvrw") {
     const r = kv.setText("k", arg);
     return r < 0 ? out(kvWord(r)) : outRead(kv.get("k"));

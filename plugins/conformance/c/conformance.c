@@ -139,6 +139,14 @@ __attribute__((noinline)) static qrun_verdict kv(const char *cmd, const char *ar
 			r = qrun_kv_incr("kv", "k", n, &sum);
 			return r < 0 ? out(kv_word(r)) : out_num(sum);
 		}
+	} else if (strcmp(cmd, "kvadd") == 0) {
+		if (parse_int(arg, &n)) return out_kv(qrun_kv_add("kv", "k", n));
+	} else if (strcmp(cmd, "kvaddget") == 0) {
+		if (parse_int(arg, &n)) {
+			if (out_kv(qrun_kv_add("kv", "k", n)) != QRUN_ACK) return QRUN_NACK;
+			r = qrun_kv_get("kv", "k", &val);
+			return out_read(r, val);
+		}
 	} else if (strcmp(cmd, "kvrw") == 0) {
 		r = qrun_kv_set("kv", "k", arg, arg_len, 0);
 		if (r < 0) return out(kv_word(r));

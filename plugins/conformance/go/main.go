@@ -151,6 +151,15 @@ func handle(m *qrun.Message) qrun.Verdict {
 			return out(kvWord(err))
 		}
 		return out(strconv.FormatInt(n, 10))
+	case "kvadd", "kvaddget":
+		d, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil {
+			return qrun.DeadLetter
+		}
+		if v := outErr(store.Add("k", d)); v != qrun.Ack || cmd == "kvadd" {
+			return v
+		}
+		return outRead(store.Get("k"))
 	case "kvrw":
 		if err := store.Set("k", []byte(arg)); err != nil {
 			return out(kvWord(err))

@@ -31,6 +31,7 @@
   (import "qrun" "kv_cas" (func $kv_cas (param i32 i32 i32 i32 i64 i32 i32 i64) (result i32)))
   (import "qrun" "kv_delete" (func $kv_delete (param i32 i32 i32 i32) (result i32)))
   (import "qrun" "kv_incr" (func $kv_incr (param i32 i32 i32 i32 i64 i32) (result i32)))
+  (import "qrun" "kv_add" (func $kv_add (param i32 i32 i32 i32 i64) (result i32)))
   (import "qrun" "state_get" (func $state_get (param i32 i32) (result i32)))
   (import "qrun" "state_set" (func $state_set (param i32 i32) (result i32)))
 
@@ -87,6 +88,8 @@
   (data (i32.const 416) "invalid")   ;; 7
   (data (i32.const 424) "conflict")  ;; 8
   (data (i32.const 432) "unsupported") ;; 11
+  (data (i32.const 448) "kvadd")     ;; 5
+  (data (i32.const 456) "kvaddget")  ;; 8
   (data (i32.const 65504) "init failed: refused by config: ") ;; 32
 
   (global $count (mut i32) (i32.const 0))
@@ -366,6 +369,23 @@
         (local.set $r (call $kv_incr (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1) (local.get $v) (i32.const 1064)))
         (if (i32.lt_s (local.get $r) (i32.const 0)) (then (return (call $out_kv_err (local.get $r)))))
         (return (call $out_num64 (i64.load (i32.const 1064))))))
+    ;; kvadd:DELTA adds, publishing "ok" or the word.
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 448) (i32.const 5))
+      (then
+        (local.set $v (call $parse_int (local.get $p) (local.get $l)))
+        (if (i32.eqz (global.get $parse_ok)) (then (return (i32.const 3))))
+        (return (call $out_ok
+          (call $kv_add (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1) (local.get $v))))))
+    ;; kvaddget:DELTA adds as kvadd does, then publishes what reading k returns.
+    (if (call $eq (local.get $c) (local.get $cl) (i32.const 456) (i32.const 8))
+      (then
+        (local.set $v (call $parse_int (local.get $p) (local.get $l)))
+        (if (i32.eqz (global.get $parse_ok)) (then (return (i32.const 3))))
+        (local.set $r (call $out_ok
+          (call $kv_add (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1) (local.get $v))))
+        (if (local.get $r) (then (return (local.get $r))))
+        (return (call $out_read
+          (call $kv_get (i32.const 392) (i32.const 2) (i32.const 396) (i32.const 1) (i32.const 65536) (i32.const 65536))))))
     ;; kvrw: a write, then a read that must see it.
     (if (call $eq (local.get $c) (local.get $cl) (i32.const 368) (i32.const 4))
       (then

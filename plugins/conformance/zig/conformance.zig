@@ -128,6 +128,16 @@ noinline fn kv(m: *const qrun.Message, cmd: []const u8, arg: []const u8) ?qrun.V
         const n = s.incr("k", d) catch |e| return out(kvWord(e));
         return out(std.fmt.bufPrint(&num, "{d}", .{n}) catch unreachable);
     }
+    if (std.mem.eql(u8, cmd, "kvadd")) {
+        const d = std.fmt.parseInt(i64, arg, 10) catch return .dead_letter;
+        return outOK(s.add("k", d));
+    }
+    if (std.mem.eql(u8, cmd, "kvaddget")) {
+        const d = std.fmt.parseInt(i64, arg, 10) catch return .dead_letter;
+        const v = outOK(s.add("k", d));
+        if (v != .ack) return v;
+        return outRead(s.get(a, "k"));
+    }
     if (std.mem.eql(u8, cmd, "kvrw")) {
         s.set("k", arg, 0) catch |e| return out(kvWord(e));
         return outRead(s.get(a, "k"));

@@ -69,6 +69,8 @@ declare function sys_kv_cas(store: usize, storeLen: i32, key: usize, keyLen: i32
 declare function sys_kv_delete(store: usize, storeLen: i32, key: usize, keyLen: i32): i32;
 @external("qrun", "kv_incr")
 declare function sys_kv_incr(store: usize, storeLen: i32, key: usize, keyLen: i32, delta: i64, result: usize): i32;
+@external("qrun", "kv_add")
+declare function sys_kv_add(store: usize, storeLen: i32, key: usize, keyLen: i32, delta: i64): i32;
 @external("qrun", "state_get")
 declare function sys_state_get(buf: usize, cap: i32): i32;
 @external("qrun", "state_set")
@@ -266,6 +268,25 @@ export class KV {
     const r = sys_kv_incr(changetype<usize>(this.n), this.n.byteLength, changetype<usize>(k), k.byteLength,
       delta, incrOut);
     return r < 0 ? new Counter(r, 0) : new Counter(0, load<i64>(incrOut));
+  }
+
+  /** Adds delta to the decimal integer under key (absent counts as 0)
+   * without returning the sum and without reading the key: the counter a
+   * handler does not need to read (incr when it needs the sum). On a
+   * transactional store (same engine as the queue: memory, disk, postgres)
+   * the add is held and applied at commit to whatever value the key has
+   * then, so deliveries adding to one key never conflict and the call costs
+   * no round trip to the store; if at commit the value is not a decimal i64
+   * or the sum overflows, nothing of the delivery is applied and the
+   * delivery fails. A later read of the key in the same delivery sees the
+   * value with its adds applied. Returns 0 or a negative Err code:
+   * Err.Invalid when the value is known at the call (on an immediate store
+   * always, on a transactional one once the delivery read or wrote the key)
+   * and is not a decimal i64 or the sum overflows, Err.TooLarge when the sum
+   * would exceed the store's max_value_size. */
+  add(key: string, delta: i64): i32 {
+    const k = String.UTF8.encode(key);
+    return sys_kv_add(changetype<usize>(this.n), this.n.byteLength, changetype<usize>(k), k.byteLength, delta);
   }
 }
 

@@ -121,6 +121,8 @@ QRUN_IMPORT(kv_delete) int32_t qrun_sys_kv_delete(const void *store, int32_t sto
                                                   int32_t key_len);
 QRUN_IMPORT(kv_incr) int32_t qrun_sys_kv_incr(const void *store, int32_t store_len, const void *key, int32_t key_len,
                                               int64_t delta, int64_t *result);
+QRUN_IMPORT(kv_add) int32_t qrun_sys_kv_add(const void *store, int32_t store_len, const void *key, int32_t key_len,
+                                            int64_t delta);
 QRUN_IMPORT(state_get) int32_t qrun_sys_state_get(void *buf, int32_t cap);
 QRUN_IMPORT(state_set) int32_t qrun_sys_state_set(const void *ptr, int32_t len);
 
@@ -550,6 +552,24 @@ static inline int32_t qrun_kv_delete(const char *store, const char *key) {
  * overflows. */
 static inline int32_t qrun_kv_incr(const char *store, const char *key, int64_t delta, int64_t *result) {
 	return qrun_sys_kv_incr(store, (int32_t)strlen(store), key, (int32_t)strlen(key), delta, result);
+}
+
+/* Adds delta to the decimal integer under key (absent counts as 0) without
+ * returning the sum and without reading the key: the counter a handler does
+ * not need to read (qrun_kv_incr when it needs the sum). On a transactional
+ * store (same engine as the queue: memory, disk, postgres) the add is held
+ * and applied at commit to whatever value the key has then, so deliveries
+ * adding to one key never conflict and the call costs no round trip to the
+ * store; if at commit the value is not a decimal int64 or the sum overflows,
+ * nothing of the delivery is applied and the delivery fails. A later read of
+ * the key in the same delivery sees the value with its adds applied. Returns
+ * 0, or a negative error: QRUN_ERR_INVALID when the value is known at the
+ * call (on an immediate store always, on a transactional one once the
+ * delivery read or wrote the key) and is not a decimal int64 or the sum
+ * overflows, QRUN_ERR_TOO_LARGE when the sum would exceed the store's
+ * max_value_size. */
+static inline int32_t qrun_kv_add(const char *store, const char *key, int64_t delta) {
+	return qrun_sys_kv_add(store, (int32_t)strlen(store), key, (int32_t)strlen(key), delta);
 }
 
 /* The current message's per-message state, as qrun_kv_get returns a value:

@@ -35,6 +35,7 @@ type hostAPI interface {
 	kvCas(store, key string, version int64, val []byte, ttlMillis int64) int32
 	kvDelete(store, key string) int32
 	kvIncr(store, key string, delta int64, result *int64) int32
+	kvAdd(store, key string, delta int64) int32
 	stateGet(buf []byte) int32
 	stateSet(v []byte) int32
 }
@@ -77,8 +78,9 @@ func (noHost) kvDelete(string, string) int32 { return abi.ErrNoMessage }
 func (noHost) kvIncr(string, string, int64, *int64) int32 {
 	return abi.ErrNoMessage
 }
-func (noHost) stateGet([]byte) int32 { return abi.ErrNoMessage }
-func (noHost) stateSet([]byte) int32 { return abi.ErrNoMessage }
+func (noHost) kvAdd(string, string, int64) int32 { return abi.ErrNoMessage }
+func (noHost) stateGet([]byte) int32             { return abi.ErrNoMessage }
+func (noHost) stateSet([]byte) int32             { return abi.ErrNoMessage }
 
 func hostLog(level int32, msg string) int32        { return host.log(level, msg) }
 func hostMsgField(field int32, buf []byte) int32   { return host.msgField(field, buf) }
@@ -110,6 +112,9 @@ func hostKVCas(store, key string, version int64, val []byte, ttlMillis int64) in
 func hostKVDelete(store, key string) int32 { return host.kvDelete(store, key) }
 func hostKVIncr(store, key string, delta int64, result *int64) int32 {
 	return host.kvIncr(store, key, delta, result)
+}
+func hostKVAdd(store, key string, delta int64) int32 {
+	return host.kvAdd(store, key, delta)
 }
 func hostStateGet(buf []byte) int32 { return host.stateGet(buf) }
 func hostStateSet(v []byte) int32   { return host.stateSet(v) }

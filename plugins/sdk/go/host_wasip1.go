@@ -70,6 +70,9 @@ func qrunKVDelete(store unsafe.Pointer, storeLen int32, key unsafe.Pointer, keyL
 //go:wasmimport qrun kv_incr
 func qrunKVIncr(store unsafe.Pointer, storeLen int32, key unsafe.Pointer, keyLen int32, delta int64, result unsafe.Pointer) int32
 
+//go:wasmimport qrun kv_add
+func qrunKVAdd(store unsafe.Pointer, storeLen int32, key unsafe.Pointer, keyLen int32, delta int64) int32
+
 //go:wasmimport qrun state_get
 func qrunStateGet(buf unsafe.Pointer, cap int32) int32
 
@@ -159,6 +162,10 @@ func hostKVDelete(store, key string) int32 {
 func hostKVIncr(store, key string, delta int64, result *int64) int32 {
 	// wasm is little-endian, so the host's i64 lands in *result as is.
 	return qrunKVIncr(strPtr(store), int32(len(store)), strPtr(key), int32(len(key)), delta, unsafe.Pointer(result))
+}
+
+func hostKVAdd(store, key string, delta int64) int32 {
+	return qrunKVAdd(strPtr(store), int32(len(store)), strPtr(key), int32(len(key)), delta)
 }
 
 func hostStateGet(buf []byte) int32 { return qrunStateGet(bufPtr(buf), int32(len(buf))) }

@@ -11,7 +11,7 @@ import (
 
 // Errors of key-value stores and per-message state, besides ErrDenied (the
 // store is not in the consumer's kv list), ErrInvalid (empty or too long
-// key, negative TTL, a value Incr cannot add to), ErrTooLarge (value over
+// key, negative TTL, a value Incr or Add cannot add to), ErrTooLarge (value over
 // the store's max_value_size), ErrUnavailable and ErrNoMessage (called
 // outside a handler call: every store and state function belongs to a
 // delivery).
@@ -134,6 +134,27 @@ func (s KV) Incr(key string, delta int64) (int64, error) {
 		return 0, s.err("incr", key, code)
 	}
 	return n, nil
+}
+
+// Add adds delta to the decimal integer stored under key (absent counts as
+// 0) without returning the sum, and without reading the key: the counter a
+// handler does not need to read. On a transactional store (one in the same
+// engine as the queue: memory, disk, postgres) the add is held and applied at
+// commit to whatever value the key has then, so deliveries adding to one key
+// never conflict and the call costs no round trip to the store; if at commit
+// the value is not a decimal int64 or the sum overflows, nothing of the
+// delivery is applied and the delivery fails. A later Get, Version, Incr or
+// CompareAndSet of the key in the same delivery sees the value with its adds
+// applied. The error wraps ErrInvalid when the value is known at the call
+// (on an immediate store always, on a transactional one once the delivery
+// read or wrote the key) and is not a decimal int64 or the sum overflows,
+// ErrTooLarge when the sum would exceed the store's max_value_size. Prefer
+// Incr only when the handler needs the sum.
+func (s KV) Add(key string, delta int64) error {
+	if code := hostKVAdd(s.name, key, delta); code < 0 {
+		return s.err("add", key, code)
+	}
+	return nil
 }
 
 // State returns the message's per-message state: what a handler stored with

@@ -107,6 +107,12 @@ func (h *kvHost) kvIncr(store, key string, delta int64, result *int64) int32 {
 	return 0
 }
 
+// kvAdd answers as an immediate store does: the add is applied at once.
+func (h *kvHost) kvAdd(store, key string, delta int64) int32 {
+	var n int64
+	return h.kvIncr(store, key, delta, &n)
+}
+
 func (h *kvHost) stateGet(buf []byte) int32 {
 	switch {
 	case h.noState:
@@ -171,9 +177,15 @@ func TestKVRoundTrip(t *testing.T) {
 	if n, err := s.Incr("n", -7); err != nil || n != -2 {
 		t.Fatalf("Incr = %d, %v; want -2", n, err)
 	}
+	if err := s.Add("n", 10); err != nil || h.vals["n"] != "8" {
+		t.Fatalf("Add(10) = %v, value %q; want nil, 8", err, h.vals["n"])
+	}
 	_ = s.Set("text", []byte("abc"))
 	if _, err := s.Incr("text", 1); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Incr on text: %v, want ErrInvalid", err)
+	}
+	if err := s.Add("text", 1); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `kv s: add "text"`) {
+		t.Fatalf("Add on text: %v, want ErrInvalid naming the operation", err)
 	}
 }
 
@@ -195,6 +207,9 @@ func TestKVErrors(t *testing.T) {
 	if _, err := Store("s").Version("k"); !errors.Is(err, ErrNoMessage) {
 		t.Errorf("outside a handler: %v, want ErrNoMessage", err)
 	}
+	if err := Store("s").Add("k", 1); !errors.Is(err, ErrNoMessage) {
+		t.Errorf("Add outside a handler: %v, want ErrNoMessage", err)
+	}
 }
 
 func TestState(t *testing.T) {
@@ -212,5 +227,26 @@ func TestState(t *testing.T) {
 	h.noState = true
 	if err := m.SetState(nil); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("SetState on an engine without state: %v, want ErrUnsupported", err)
+	}
+}
+
+// codeHost answers every kv_add with code.
+type codeHost struct {
+	noHost
+	code int32
+}
+
+func (h codeHost) kvAdd(string, string, int64) int32 { return h.code }
+
+// TestKVAddErrors: Add's errors name the store, operation and key, and wrap
+// the sentinel of the host's code (the ABI's -4 and -7 of kv_add).
+func TestKVAddErrors(t *testing.T) {
+	old := host
+	t.Cleanup(func() { host = old })
+	for code, want := range map[int32]error{abi.ErrInvalid: ErrInvalid, abi.ErrTooLarge: ErrTooLarge, abi.ErrDenied: ErrDenied, abi.ErrUnavailable: ErrUnavailable} {
+		host = codeHost{code: code}
+		if err := Store("s").Add("k", 1); !errors.Is(err, want) || !strings.Contains(err.Error(), `kv s: add "k"`) {
+			t.Errorf("kv_add returning %d: %v, want %v naming the operation", code, err, want)
+		}
 	}
 }

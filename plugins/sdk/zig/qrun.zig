@@ -124,6 +124,7 @@ pub const sys = struct {
     pub extern "qrun" fn kv_cas(store: ?[*]const u8, store_len: i32, key: ?[*]const u8, key_len: i32, version: i64, val: ?[*]const u8, val_len: i32, ttl_ms: i64) i32;
     pub extern "qrun" fn kv_delete(store: ?[*]const u8, store_len: i32, key: ?[*]const u8, key_len: i32) i32;
     pub extern "qrun" fn kv_incr(store: ?[*]const u8, store_len: i32, key: ?[*]const u8, key_len: i32, delta: i64, result: *i64) i32;
+    pub extern "qrun" fn kv_add(store: ?[*]const u8, store_len: i32, key: ?[*]const u8, key_len: i32, delta: i64) i32;
     pub extern "qrun" fn state_get(buf: [*]u8, cap: i32) i32;
     pub extern "qrun" fn state_set(value: ?[*]const u8, len: i32) i32;
 };
@@ -330,6 +331,25 @@ pub const Store = struct {
         const r = sys.kv_incr(ptr(s.name), len32(s.name), ptr(key), len32(key), delta, &n);
         if (r < 0) return codeError(r);
         return n;
+    }
+
+    /// Adds delta to the decimal integer under key (absent counts as 0)
+    /// without returning the sum and without reading the key: the counter a
+    /// handler does not need to read (incr when it needs the sum). On a
+    /// transactional store (same engine as the queue: memory, disk,
+    /// postgres) the add is held and applied at commit to whatever value the
+    /// key has then, so deliveries adding to one key never conflict and the
+    /// call costs no round trip to the store; if at commit the value is not a
+    /// decimal i64 or the sum overflows, nothing of the delivery is applied
+    /// and the delivery fails. A later read of the key in the same delivery
+    /// sees the value with its adds applied. error.Invalid when the value is
+    /// known at the call (on an immediate store always, on a transactional
+    /// one once the delivery read or wrote the key) and is not a decimal i64
+    /// or the sum overflows, error.TooLarge when the sum would exceed the
+    /// store's max_value_size.
+    pub fn add(s: Store, key: []const u8, delta: i64) Error!void {
+        const r = sys.kv_add(ptr(s.name), len32(s.name), ptr(key), len32(key), delta);
+        if (r < 0) return codeError(r);
     }
 };
 

@@ -128,6 +128,17 @@ fn kv(m: &Message, cmd: &str, arg: &str) -> Option<Verdict> {
             },
             Err(_) => Verdict::DeadLetter,
         },
+        "kvadd" => match arg.parse::<i64>() {
+            Ok(d) => out_ok(s.add("k", d)),
+            Err(_) => Verdict::DeadLetter,
+        },
+        "kvaddget" => match arg.parse::<i64>() {
+            Ok(d) => match out_ok(s.add("k", d)) {
+                Verdict::Ack => out_read(s.get("k")),
+                v => v,
+            },
+            Err(_) => Verdict::DeadLetter,
+        },
         "kvrw" => match s.set("k", arg) {
             Ok(()) => out_read(s.get("k")),
             Err(e) => out(kv_word(e)),

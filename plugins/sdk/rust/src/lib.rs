@@ -215,6 +215,7 @@ mod sys {
         ) -> i32;
         pub fn kv_delete(store: *const u8, store_len: i32, key: *const u8, key_len: i32) -> i32;
         pub fn kv_incr(store: *const u8, store_len: i32, key: *const u8, key_len: i32, delta: i64, result: *mut i64) -> i32;
+        pub fn kv_add(store: *const u8, store_len: i32, key: *const u8, key_len: i32, delta: i64) -> i32;
         pub fn state_get(buf: *mut u8, cap: i32) -> i32;
         pub fn state_set(ptr: *const u8, len: i32) -> i32;
     }
@@ -295,6 +296,9 @@ mod sys {
         -5
     }
     pub unsafe fn kv_incr(_: *const u8, _: i32, _: *const u8, _: i32, _: i64, _: *mut i64) -> i32 {
+        -5
+    }
+    pub unsafe fn kv_add(_: *const u8, _: i32, _: *const u8, _: i32, _: i64) -> i32 {
         -5
     }
     pub unsafe fn state_get(_: *mut u8, _: i32) -> i32 {
@@ -677,6 +681,26 @@ impl<'a> Store<'a> {
         check(unsafe { sys::kv_incr(s.as_ptr(), s.len() as i32, k.as_ptr(), k.len() as i32, delta, &mut n) })?;
         Ok(n)
     }
+
+    /// Adds `delta` to the decimal integer under `key` (absent counts as 0)
+    /// without returning the sum and without reading the key: the counter a
+    /// handler does not need to read (use [`Store::incr`] when it needs the
+    /// sum). On a transactional store (same engine as the queue: memory,
+    /// disk, postgres) the add is held and applied at commit to whatever
+    /// value the key has then, so deliveries adding to one key never
+    /// conflict and the call costs no round trip to the store; if at commit
+    /// the value is not a decimal i64 or the sum overflows, nothing of the
+    /// delivery is applied and the delivery fails. A later read of the key in
+    /// the same delivery sees the value with its adds applied.
+    /// [`Error::Invalid`] when the value is known at the call (on an
+    /// immediate store always, on a transactional one once the delivery
+    /// read or wrote the key) and is not a decimal i64 or the sum overflows,
+    /// [`Error::TooLarge`] when the sum would exceed the store's
+    /// `max_value_size`.
+    pub fn add(&self, key: impl AsRef<[u8]>, delta: i64) -> Result<(), Error> {
+        let (s, k) = (self.name.as_bytes(), key.as_ref());
+        check(unsafe { sys::kv_add(s.as_ptr(), s.len() as i32, k.as_ptr(), k.len() as i32, delta) })
+    }
 }
 
 /// An outbound HTTP request (ABI.md section 4, "Outbound HTTP"); the
@@ -1015,6 +1039,7 @@ mod tests {
         assert_eq!(s.set_ttl("k", b"v", Duration::from_millis(5)), Err(Error::NoMessage));
         assert_eq!(s.compare_and_set("k", 0, "v", Duration::ZERO), Err(Error::NoMessage));
         assert_eq!(s.incr("k", 1), Err(Error::NoMessage));
+        assert_eq!(s.add("k", 1), Err(Error::NoMessage));
         let m = Message { body: b"" };
         assert_eq!(m.state(), Err(Error::NoMessage));
         assert_eq!(m.set_state("x"), Err(Error::NoMessage));
