@@ -742,6 +742,12 @@ func testConcurrentReceivers(t *testing.T, x *env) {
 	q := x.open(engines.QueueSpec{VisibilityTimeout: 5 * time.Minute})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Receivers stop on their own context once everything arrived. The
+	// producers and acks keep ctx: an engine may hand a message out before
+	// the Enqueue that wrote it returns (disk with sync = "batch" waits for
+	// its group's fsync), and cancelling that wait would fail the test.
+	recvCtx, stop := context.WithCancel(ctx)
+	defer stop()
 
 	var (
 		mu       sync.Mutex
@@ -770,9 +776,9 @@ func testConcurrentReceivers(t *testing.T, x *env) {
 		go func() {
 			defer wg.Done()
 			for {
-				ds, err := engines.ReceiveN(ctx, q, 16)
+				ds, err := engines.ReceiveN(recvCtx, q, 16)
 				if err != nil {
-					if ctx.Err() == nil || received.Load() < total {
+					if recvCtx.Err() == nil || received.Load() < total {
 						t.Errorf("receiver %d: Receive: %v", r, err)
 					}
 					return
@@ -788,7 +794,7 @@ func testConcurrentReceivers(t *testing.T, x *env) {
 					}
 				}
 				if received.Add(int64(len(ds))) >= total {
-					cancel() // everything arrived: release the receivers still blocked
+					stop() // everything arrived: release the receivers still blocked
 				}
 			}
 		}()
