@@ -60,6 +60,9 @@ type Live struct {
 	st      Status
 	changed chan struct{} // closed and replaced on every status change
 	closed  bool
+	// updated, if set, sees every status change as it is made, under mu
+	// (tests).
+	updated func(Status)
 }
 
 // LiveOptions tune how versions are prepared.
@@ -170,6 +173,9 @@ func (l *Live) update(f func(*Status)) {
 	l.mu.Lock()
 	if f != nil {
 		f(&l.st)
+	}
+	if l.updated != nil {
+		l.updated(l.st)
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})
@@ -301,6 +307,10 @@ func (l *Live) swap(ctx context.Context, wasm []byte, digest string, stillWritin
 	}
 	old := l.cur.Swap(v)
 	l.droppedBefore.Add(old.p.LogDropped())
+	// Retired before the status says so: once Status (and so GET
+	// /v1/consumers) shows the new version, no instance of the old one
+	// takes another delivery.
+	old.retire()
 	now := time.Now()
 	l.update(func(st *Status) {
 		st.Digest, st.LoadedAt, st.FirstDeliveryAt = digest, now, time.Time{}
@@ -309,7 +319,6 @@ func (l *Live) swap(ctx context.Context, wasm []byte, digest string, stillWritin
 	l.log.Info("plugin version swapped in",
 		zap.String("version", v.p.Version()), zap.String("previous", old.p.Version()),
 		zap.Duration("prepared_in", now.Sub(start)))
-	old.retire()
 	return nil
 }
 

@@ -127,6 +127,33 @@ func TestLiveSwapReleasesIdleVersion(t *testing.T) {
 	}
 }
 
+// Once the status shows the new version, an idle instance of the old one
+// takes no delivery: a message sent after GET /v1/consumers reported the
+// swap runs the new version.
+func TestLiveStatusShowsSwapOnlyOnceOldVersionRetired(t *testing.T) {
+	t.Parallel()
+	h := newTestHost(t, nil)
+	l, _ := loadLive(t, h, "ok", LiveOptions{})
+	old := liveInstance(t, l)
+	if r := old.Handle(context.Background(), delivery("0", nil), time.Now()); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	took := false
+	l.mu.Lock()
+	l.updated = func(st Status) {
+		if st.Reloads == 1 && !took { // the new version is shown now
+			took = old.Acquire()
+		}
+	}
+	l.mu.Unlock()
+	if err := l.Swap(context.Background(), readWasm(t, "ack")); err != nil {
+		t.Fatal(err)
+	}
+	if took {
+		t.Fatal("an instance of the replaced version took a delivery once the status showed the new one")
+	}
+}
+
 func TestLiveRefusesBadVersions(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
