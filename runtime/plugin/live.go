@@ -306,14 +306,17 @@ func (l *Live) swap(ctx context.Context, wasm []byte, digest string, stillWritin
 		return err
 	}
 	old := l.cur.Swap(v)
+	now := time.Now()
 	l.droppedBefore.Add(old.p.LogDropped())
 	// Retired before the status says so: once Status (and so GET
 	// /v1/consumers) shows the new version, no instance of the old one
 	// takes another delivery.
 	old.retire()
-	now := time.Now()
 	l.update(func(st *Status) {
 		st.Digest, st.LoadedAt, st.FirstDeliveryAt = digest, now, time.Time{}
+		if at := v.firstAt.Load(); at != 0 { // it served already: it is current since cur.Swap
+			st.FirstDeliveryAt = time.Unix(0, at)
+		}
 		st.Reloads++
 	})
 	l.log.Info("plugin version swapped in",
@@ -449,7 +452,8 @@ type version struct {
 	// the Plugin is closed when it reaches zero.
 	refs    atomic.Int64
 	retired atomic.Bool
-	first   atomic.Bool // the first delivery was recorded
+	first   atomic.Bool  // the first delivery was recorded
+	firstAt atomic.Int64 // when, Unix nanoseconds; 0 before
 
 	pool       chan *Instance // warm instances, not yet handed out
 	stop       chan struct{}  // closed at retire: stops refill
@@ -604,6 +608,9 @@ func (li *LiveInstance) Acquire() bool {
 	}
 	if !v.first.Load() && v.first.CompareAndSwap(false, true) && v.l.cur.Load() == v {
 		now := time.Now()
+		// Stored first: a swap whose status update comes after this one's
+		// check (the status still shows the old version) takes it from here.
+		v.firstAt.Store(now.UnixNano())
 		v.l.update(func(st *Status) {
 			if st.Digest == v.p.Digest() {
 				st.FirstDeliveryAt = now
