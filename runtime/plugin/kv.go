@@ -570,7 +570,8 @@ func hostKVAdd(ctx context.Context, m api.Module, stack []uint64) {
 	}
 	e, seen := st.tx.overlay(b.Name, key)
 	if !seen || e.pending {
-		st.tx.batch(b.Name).Ops = append(st.tx.batch(b.Name).Ops, op)
+		bt := st.tx.batch(b.Name)
+		bt.Ops = append(bt.Ops, op)
 		st.tx.remember(b.Name, op.Key, overlayEntry{unread: true, pending: true})
 		stack[0] = 0
 		return
