@@ -388,6 +388,18 @@ func testTxCommitsAll(t *testing.T, x *env) {
 	}
 }
 
+// wantUncommitted checks, after a SettleTx that failed (what), that it
+// published nothing to dst and left its message of src leased, not acked.
+func (x *env) wantUncommitted(src, dst engines.Queue, what string) {
+	x.t.Helper()
+	if st := x.stats(dst); st.Depth() != 0 {
+		x.t.Fatalf("target after %s: %+v, want nothing published", what, st)
+	}
+	if st := x.stats(src); st.InFlight != 1 || st.AckedTotal != 0 {
+		x.t.Fatalf("source after %s: %+v, want the message still leased", what, st)
+	}
+}
+
 func testTxConflict(t *testing.T, x *env) {
 	src, dst, kv, d := x.txSetup(engines.QueueSpec{MaxAttempts: 5})
 	read := x.apply(kv, set("k", "old"))[0].Version
@@ -396,12 +408,7 @@ func testTxConflict(t *testing.T, x *env) {
 	x.wantErr(err, engines.ErrConflict, "SettleTx after another writer changed a key it read")
 	x.wantValue(kv, "k", "changed by another writer")
 	x.wantAbsent(kv, "count")
-	if st := x.stats(dst); st.Depth() != 0 {
-		t.Fatalf("target after a conflict: %+v, want nothing published", st)
-	}
-	if st := x.stats(src); st.InFlight != 1 || st.AckedTotal != 0 {
-		t.Fatalf("source after a conflict: %+v, want the message still leased", st)
-	}
+	x.wantUncommitted(src, dst, "a conflict")
 	// The lease is kept, so the caller can requeue it without a failure.
 	if err := d.Requeue(x.ctx(wait), 0); err != nil {
 		t.Fatalf("Requeue after a conflict: %v", err)
@@ -918,12 +925,7 @@ func testTxAddRefused(t *testing.T, x *env) {
 	x.wantErr(err, engines.ErrInvalid, "SettleTx adding to a value that is not a number")
 	x.wantValue(kv, "n", "abc")
 	x.wantAbsent(kv, "y")
-	if st := x.stats(dst); st.Depth() != 0 {
-		t.Fatalf("target after a refused commit: %+v, want nothing published", st)
-	}
-	if st := x.stats(src); st.InFlight != 1 || st.AckedTotal != 0 {
-		t.Fatalf("source after a refused commit: %+v, want the message still leased", st)
-	}
+	x.wantUncommitted(src, dst, "a refused commit")
 	if err := d.Nack(x.ctx(wait), 0, "effects refused"); err != nil {
 		t.Fatalf("Nack after a refused commit: %v", err)
 	}
