@@ -322,21 +322,15 @@ func (e *Engine) runTxGroup(batch []*txReq, lock bool) error {
 			if err != nil {
 				return err
 			}
-			n := 0
-			for rows.Next() {
-				var q int32
-				if err := rows.Scan(&q); err != nil {
-					rows.Close()
-					return err
-				}
+			var q int32
+			tag, err := pgx.ForEachRow(rows, []any{&q}, func() error {
 				acked[q]++
-				n++
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
+				return nil
+			})
+			if err != nil {
 				return err
 			}
-			if n != len(aseqs) {
+			if tag.RowsAffected() != int64(len(aseqs)) {
 				return errLeasesMoved
 			}
 		}

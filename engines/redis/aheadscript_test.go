@@ -89,12 +89,7 @@ func TestLeaseAheadOneScript(t *testing.T) {
 	if scripts != 1 {
 		t.Fatalf("the batch's end made %d script calls; want 1 (settle and lease ahead together)", scripts)
 	}
-	b := make([]engines.Delivery, 3)
-	receiveFull(t, q, b, 3)
-	ackBatch(t, q, b)
-	if s := stats(t, q); s.InFlight != 0 || s.Ready != 0 || s.AckedTotal != 6 {
-		t.Fatalf("stats %+v; want all 6 acked and nothing left", s)
-	}
+	ackLeasedAhead(t, q)
 }
 
 // TestLeaseAheadAfterScriptFlush: a server that lost its scripts refuses
@@ -115,6 +110,14 @@ func TestLeaseAheadAfterScriptFlush(t *testing.T) {
 	if s := stats(t, q); s.InFlight != 3 || s.Ready != 0 || s.AckedTotal != 3 {
 		t.Fatalf("after the first batch: stats %+v; want 3 acked and 3 leased ahead", s)
 	}
+	ackLeasedAhead(t, q)
+}
+
+// ackLeasedAhead takes the second batch of three, which the first batch's
+// end leased ahead, acks it and checks that all six are acked and
+// nothing is left.
+func ackLeasedAhead(t *testing.T, q engines.Queue) {
+	t.Helper()
 	b := make([]engines.Delivery, 3)
 	receiveFull(t, q, b, 3)
 	ackBatch(t, q, b)

@@ -331,9 +331,7 @@ func TestStopDrainsAndReleases(t *testing.T) {
 	fx.next(t)
 	fx.send(t, "slow", "b", "c", "d")
 	<-started
-	stopped := make(chan error, 1)
-	go func() { stopped <- fx.c.Stop(context.Background()) }()
-	<-fx.c.Draining()
+	stopped := stopAsync(fx)
 	close(release)
 	if err := <-stopped; err != nil {
 		t.Fatalf("stop: %v", err)

@@ -237,13 +237,7 @@ func TestStopAccountsOutstandingCommits(t *testing.T) {
 	fx.c.Start()
 	within(t, hq.started, "commit of a")
 	within(t, hq.started, "commit of b") // the next batch ran meanwhile
-	stopped := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		stopped <- fx.c.Stop(ctx)
-	}()
-	<-fx.c.Draining()
+	stopped := stopAsync(fx)
 	quiet(t, stopped, "Stop returned")
 	hq.of("a") <- nil
 	quiet(t, stopped, "Stop returned")
@@ -275,13 +269,7 @@ func TestStopAccountsEveryCommitOfManyWorkers(t *testing.T) {
 	for range 8 { // a few batches, their commits held
 		within(t, hq.started, "a commit")
 	}
-	stopped := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		stopped <- fx.c.Stop(ctx)
-	}()
-	<-fx.c.Draining()
+	stopped := stopAsync(fx)
 	hq.openAll()
 	if err := within(t, stopped, "return from Stop"); err != nil {
 		t.Fatalf("Stop: %v", err)
@@ -341,4 +329,17 @@ func TestPauseAccountsOutstandingCommits(t *testing.T) {
 		t.Errorf("stats %+v, %d commits seen, want a acked when Pause returns", st, commits.Load())
 	}
 	hq.check(t)
+}
+
+// stopAsync starts Stop (bounded, so a hang fails rather than blocks) and
+// returns its outcome's channel once the consumer is draining.
+func stopAsync(fx *fixture) <-chan error {
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		stopped <- fx.c.Stop(ctx)
+	}()
+	<-fx.c.Draining()
+	return stopped
 }
